@@ -1,0 +1,147 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { Writable } from 'node:stream';
+import { Command, InvalidArgumentError } from 'commander';
+import nodemailer from 'nodemailer';
+import { loadConfigFile } from './config/load';
+import type { RelayConfig } from './config/schema';
+import { parseHostPort } from './config/units';
+import { hashPassword } from './ingress/password';
+import { Relay } from './relay';
+import { SmtpSink } from './sink/sink';
+
+const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version('0.1.0');
+
+function loadOrExit(file: string): RelayConfig {
+  const result = loadConfigFile(file);
+  if (!result.ok) {
+    process.stderr.write(`${file}: invalid configuration\n${result.errors.map((e) => `  ${e}\n`).join('')}`);
+    process.exit(1);
+  }
+  return result.config;
+}
+
+function hostPort(value: string): { host: string; port: number } {
+  const parsed = parseHostPort(value);
+  if (!parsed) throw new InvalidArgumentError('expected host:port');
+  return parsed;
+}
+
+program
+  .command('start')
+  .description('run the relay')
+  .option('-c, --config <file>', 'config file', 'relay.config.yaml')
+  .action(async (opts: { config: string }) => {
+    const relay = new Relay(loadOrExit(opts.config));
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      relay.logger.info(`${signal}: stopping (sessions in DATA and deliveries under way may finish)`);
+      relay.stop().then(() => process.exit(0), (err: Error) => {
+        relay.logger.error({ err }, `stop failed: ${err.message}`);
+        process.exit(1);
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    try {
+      await relay.start();
+    } catch (err) {
+      relay.logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
+      process.exit(1);
+    }
+  });
+
+program
+  .command('check-config')
+  .description('validate a config file; prints every error with its path, exit 1 on error')
+  .option('-c, --config <file>', 'config file', 'relay.config.yaml')
+  .action((opts: { config: string }) => {
+    const config = loadOrExit(opts.config);
+    process.stdout.write(
+      `${opts.config}: ok (${config.listeners.length} listener(s), ${config.clients.length} client(s), ` +
+        `${Object.keys(config.routes).length} route(s), ${config.smarthosts.length} smart host(s))\n`,
+    );
+  });
+
+program
+  .command('hash-password')
+  .description('read a password (stdin, or a prompt on a terminal) and print its scrypt hash for password_hash')
+  .action(async () => {
+    const password = process.stdin.isTTY ? await promptHidden('Password: ') : readStdin();
+    if (password === '') {
+      process.stderr.write('empty password refused\n');
+      process.exit(1);
+    }
+    process.stdout.write(`${await hashPassword(password)}\n`);
+  });
+
+program
+  .command('sink')
+  .description('a capture smart host: writes every message it receives to a folder, one log line each')
+  .option('-l, --listen <host:port>', 'address to listen on', hostPort, { host: '127.0.0.1', port: 2601 })
+  .option('-d, --dir <folder>', 'where to write received messages', './var/sink')
+  .action(async (opts: { listen: { host: string; port: number }; dir: string }) => {
+    const sink = new SmtpSink({ host: opts.listen.host, port: opts.listen.port, dir: opts.dir, log: (line) => process.stdout.write(`${line}\n`) });
+    const address = await sink.listen();
+    process.stdout.write(`sink: listening on ${address.address}:${address.port}, writing to ${opts.dir}\n`);
+    const stop = () => void sink.close().then(() => process.exit(0));
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+
+program
+  .command('send')
+  .description('send one test message through a relay')
+  .option('-s, --server <host:port>', 'relay address', hostPort, { host: '127.0.0.1', port: 2525 })
+  .requiredOption('-f, --from <address>', 'envelope and header sender')
+  .requiredOption('-t, --to <address...>', 'recipient(s)')
+  .option('--subject <text>', 'subject', 'smarthop test message')
+  .option('--body <text>', 'body text', 'This is a test message sent with smarthop send.')
+  .option('--file <eml>', 'send this raw RFC 5322 message instead of composing one')
+  .option('-u, --user <name>', 'AUTH username')
+  .option('-p, --pass <password>', 'AUTH password (or SMARTHOP_PASS from the environment)')
+  .action(async (opts: { server: { host: string; port: number }; from: string; to: string[]; subject: string; body: string; file?: string; user?: string; pass?: string }) => {
+    const pass = opts.pass ?? process.env.SMARTHOP_PASS;
+    const transport = nodemailer.createTransport({
+      host: opts.server.host, port: opts.server.port, secure: false, ignoreTLS: false, tls: { rejectUnauthorized: false },
+      auth: opts.user ? { user: opts.user, pass: pass ?? '' } : undefined,
+    });
+    try {
+      const envelope = { from: opts.from, to: opts.to };
+      const info = opts.file
+        ? await transport.sendMail({ envelope, raw: readFileSync(opts.file) })
+        : await transport.sendMail({ envelope, from: opts.from, to: opts.to, subject: opts.subject, text: opts.body });
+      process.stdout.write(`${info.response}\n`);
+    } catch (err) {
+      process.stderr.write(`${(err as Error).message}\n`);
+      process.exitCode = 1;
+    } finally {
+      transport.close();
+    }
+  });
+
+function readStdin(): string {
+  // One trailing newline (from `echo` or a heredoc) is not part of the password.
+  return readFileSync(0, 'utf8').replace(/\r?\n$/, '');
+}
+
+function promptHidden(question: string): Promise<string> {
+  const muted = new Writable({ write: (_chunk, _encoding, callback) => callback() });
+  process.stdout.write(question);
+  const rl = createInterface({ input: process.stdin, output: muted, terminal: true });
+  return new Promise((resolve) => {
+    rl.question('', (answer) => {
+      rl.close();
+      process.stdout.write('\n');
+      resolve(answer);
+    });
+  });
+}
+
+program.parseAsync(process.argv).catch((err: Error) => {
+  process.stderr.write(`${err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,54 @@
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { parseDocument } from 'yaml';
+import { interpolateEnv, type InterpolationError } from './interpolate';
+import { configSchema, type RelayConfig } from './schema';
+
+export type ConfigResult = { ok: true; config: RelayConfig } | { ok: false; errors: string[] };
+
+/** `clients[1].password_hash`: the bracket form admins see in every config error. */
+export function formatPath(segments: readonly PropertyKey[]): string {
+  let out = '';
+  for (const segment of segments) {
+    if (typeof segment === 'number') out += `[${segment}]`;
+    else out += out === '' ? String(segment) : `.${String(segment)}`;
+  }
+  return out === '' ? '(root)' : out;
+}
+
+/** Validates an already-parsed config object; relative paths are resolved against `baseDir`. */
+export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): ConfigResult {
+  const envErrors: InterpolationError[] = [];
+  const interpolated = interpolateEnv(raw, env, envErrors);
+  const parsed = configSchema.safeParse(interpolated);
+  const errors = envErrors.map((e) => `${formatPath(e.path)}: ${e.message}`);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) errors.push(`${formatPath(issue.path)}: ${issue.message}`);
+  }
+  if (errors.length > 0 || !parsed.success) return { ok: false, errors: [...new Set(errors)] };
+  return { ok: true, config: resolvePaths(parsed.data, baseDir) };
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): ConfigResult {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return { ok: false, errors: [`${file}: ${(err as Error).message}`] };
+  }
+  const document = parseDocument(text, { prettyErrors: true });
+  if (document.errors.length > 0) {
+    return { ok: false, errors: document.errors.map((e) => `${file}: ${e.message}`) };
+  }
+  return parseConfig(document.toJS(), path.dirname(path.resolve(file)), env);
+}
+
+function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
+  const resolve = (p: string) => path.resolve(baseDir, p);
+  return {
+    ...config,
+    spool: { ...config.spool, dir: resolve(config.spool.dir) },
+    tls: config.tls && { cert: resolve(config.tls.cert), key: resolve(config.tls.key) },
+    events: config.events && { file: resolve(config.events.file) },
+  };
+}

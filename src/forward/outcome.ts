@@ -1,0 +1,26 @@
+/** What one smart host said about one recipient (DESIGN.md, "Errors crossing a stage boundary are values"). */
+
+export interface SmtpReply {
+  code: number;
+  text: string;
+}
+
+export type TransientCause = 'connect' | 'tls' | 'timeout' | 'reply' | 'quota' | 'breaker';
+
+export type Outcome =
+  | { kind: 'delivered'; reply: SmtpReply }
+  | { kind: 'transient'; cause: TransientCause; reply?: SmtpReply; detail: string }
+  | { kind: 'permanent'; reply: SmtpReply };
+
+/** `250 2.0.0 Ok` or the connection error, as the log line and the event show it. */
+export function describeOutcome(outcome: Outcome): string {
+  if (outcome.kind === 'transient' && !outcome.reply) return outcome.detail;
+  const reply = outcome.reply as SmtpReply;
+  return reply.text;
+}
+
+export function parseReply(response: string | undefined, fallbackCode: number): SmtpReply {
+  const text = (response ?? '').trim();
+  const match = /^(\d{3})/.exec(text);
+  return { code: match ? Number(match[1]) : fallbackCode, text: text === '' ? String(fallbackCode) : text };
+}

@@ -1,0 +1,39 @@
+import * as ipaddr from 'ipaddr.js';
+import type { ClientConfig } from '../config/schema';
+import { verifyPassword } from './password';
+
+/**
+ * Who a session is: a credential client by AUTH username, or a network client by source address.
+ * Anything else is nobody and relays nothing.
+ */
+export class ClientDirectory {
+  private readonly byUsername = new Map<string, ClientConfig>();
+
+  constructor(private readonly clients: readonly ClientConfig[]) {
+    for (const client of clients) if (client.username !== undefined) this.byUsername.set(client.username, client);
+  }
+
+  /** The first client whose `networks` contain this address (an IPv4-mapped IPv6 address counts as IPv4). */
+  byAddress(remoteAddress: string): ClientConfig | undefined {
+    const address = parseAddress(remoteAddress);
+    if (!address) return undefined;
+    return this.clients.find((client) =>
+      client.networks.some(([range, bits]) => range.kind() === address.kind() && address.match(range, bits)),
+    );
+  }
+
+  /** The credential client for a username and password, or undefined (in constant time either way). */
+  async authenticate(username: string, password: string): Promise<ClientConfig | undefined> {
+    const client = this.byUsername.get(username);
+    const ok = await verifyPassword(password, client?.password_hash);
+    return ok ? client : undefined;
+  }
+}
+
+function parseAddress(remoteAddress: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  try {
+    return ipaddr.process(remoteAddress.replace(/%.*$/, ''));
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,88 @@
+import { Transform, type TransformCallback } from 'node:stream';
+
+const CR = 0x0d;
+const LF = 0x0a;
+
+export type LineEndingMode = 'normalize' | 'strict';
+
+/**
+ * Sits between smtp-server's DATA stream and the spool file. smtp-server ends DATA only on
+ * CRLF.CRLF but hands bare CR and bare LF through untouched; deciding about them is ours:
+ * - a bare CR is never legitimate and is how smuggling payloads hide: the message is refused;
+ * - a bare LF is read as CRLF (`normalize`) or refused (`strict`).
+ * So the stored (and forwarded) copy is CRLF throughout and nothing in it can end DATA early at the
+ * smart host. It also stops writing once the message is over the size limit or already refused,
+ * while still draining the client's data, so a refused message never fills the disk.
+ */
+export class DataGuard extends Transform {
+  bytesIn = 0;
+  normalizedLineEndings = 0;
+  violation: 'bare_cr' | 'bare_lf' | null = null;
+  oversize = false;
+  private pendingCR = false;
+
+  constructor(
+    private readonly maxBytes: number,
+    private readonly mode: LineEndingMode,
+  ) {
+    super();
+  }
+
+  get refused(): boolean {
+    return this.violation !== null || this.oversize;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytesIn += chunk.length;
+    if (this.refused) return callback();
+    if (this.bytesIn > this.maxBytes) {
+      this.oversize = true;
+      return callback();
+    }
+    const out = this.checkLineEndings(chunk);
+    callback(null, out ?? undefined);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.pendingCR && !this.refused) this.violation = 'bare_cr';
+    callback();
+  }
+
+  /** The chunk to store (with bare LFs made CRLF), or null once the message is refused. */
+  private checkLineEndings(chunk: Buffer): Buffer | null {
+    const crBefore = this.pendingCR;
+    if (crBefore && chunk.length > 0 && chunk[0] !== LF) {
+      this.violation = 'bare_cr';
+      return null;
+    }
+    for (let pos = chunk.indexOf(CR); pos !== -1; pos = chunk.indexOf(CR, pos + 1)) {
+      if (pos + 1 < chunk.length && chunk[pos + 1] !== LF) {
+        this.violation = 'bare_cr';
+        return null;
+      }
+    }
+    if (chunk.length > 0) this.pendingCR = chunk[chunk.length - 1] === CR;
+
+    const bareLf: number[] = [];
+    for (let pos = chunk.indexOf(LF); pos !== -1; pos = chunk.indexOf(LF, pos + 1)) {
+      const precededByCR = pos === 0 ? crBefore : chunk[pos - 1] === CR;
+      if (!precededByCR) bareLf.push(pos);
+    }
+    if (bareLf.length === 0) return chunk;
+    if (this.mode === 'strict') {
+      this.violation = 'bare_lf';
+      return null;
+    }
+    this.normalizedLineEndings += bareLf.length;
+    const out = Buffer.allocUnsafe(chunk.length + bareLf.length);
+    let from = 0;
+    let to = 0;
+    for (const pos of bareLf) {
+      to += chunk.copy(out, to, from, pos);
+      out[to++] = CR;
+      from = pos;
+    }
+    chunk.copy(out, to, from);
+    return out;
+  }
+}

@@ -1,0 +1,36 @@
+/** Our own `Received:` line for the inbound hop (RFC 5321 §4.4), built purely from the session. */
+
+export interface ReceivedInfo {
+  heloName: string;
+  clientName: string;
+  hostname: string;
+  queueId: string;
+  secure: boolean;
+  authenticated: boolean;
+  esmtp: boolean;
+  tls?: { version: string; cipher: string };
+  /** Named only for a single recipient, as Postfix does: a list would disclose Bcc recipients. */
+  recipients: string[];
+  date: Date;
+}
+
+export function rfc5322Date(date: Date): string {
+  return date.toUTCString().replace(/GMT$/, '+0000');
+}
+
+/** The HELO name is client-supplied: keep it printable and bounded before it enters a header. */
+function sanitizeHelo(name: string): string {
+  const clean = name.replace(/[^\x21-\x7e]/g, '').slice(0, 255);
+  return clean === '' ? 'unknown' : clean;
+}
+
+export function buildReceivedHeader(info: ReceivedInfo): string {
+  const protocol = `${info.esmtp ? 'ESMTP' : 'SMTP'}${info.secure ? 'S' : ''}${info.authenticated ? 'A' : ''}`;
+  const lines = [`Received: from ${sanitizeHelo(info.heloName)} (client ${info.clientName})`];
+  if (info.tls) lines.push(`\t(using ${info.tls.version} with cipher ${info.tls.cipher})`);
+  lines.push(`\tby ${info.hostname} (smarthop) with ${protocol} id ${info.queueId}`);
+  const forClause = info.recipients.length === 1 ? `\tfor <${info.recipients[0].replace(/[\x00-\x1f\x7f<>]/g, '')}>` : '';
+  if (forClause) lines.push(`${forClause}; ${rfc5322Date(info.date)}`);
+  else lines[lines.length - 1] += `; ${rfc5322Date(info.date)}`;
+  return `${lines.join('\r\n')}\r\n`;
+}

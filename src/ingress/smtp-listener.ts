@@ -1,0 +1,147 @@
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import type { ListenerConfig, RelayConfig } from '../config/schema';
+import type { Logger } from '../observe/logger';
+import type { IngressSessions, SessionState, Verdict } from './session';
+
+/**
+ * The one place that knows smtp-server exists: it adapts its callbacks to the typed, async
+ * decisions of `IngressSessions` and turns verdicts back into replies.
+ */
+
+/** Commands a relay never needs: sendmail debug relics, and relaying identity from the client itself. */
+const ALWAYS_DISABLED = ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD'];
+
+/** A hard ceiling on RCPT per transaction whatever a policy says; smtp-server answers 452 past it. */
+const MAX_RECIPIENTS = 1000;
+
+export interface ListenerDeps {
+  listener: ListenerConfig;
+  config: Pick<RelayConfig, 'hostname' | 'max_message_size' | 'tls' | 'shutdown_grace'>;
+  sessions: IngressSessions;
+  logger: Logger;
+}
+
+export class SmtpListener {
+  private readonly server: SMTPServer;
+  private readonly states = new WeakMap<SMTPServerSession, { state: SessionState; accepted: boolean }>();
+
+  constructor(private readonly deps: ListenerDeps) {
+    this.server = new SMTPServer(this.options());
+    this.server.on('error', (err) => deps.logger.warn({ err, listener: deps.listener.name }, `listener ${deps.listener.name}: ${err.message}`));
+  }
+
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = this.deps.listener.address;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.server.once('error', onError);
+      this.server.listen(port, host, () => {
+        this.server.server.off('error', onError);
+        resolve();
+      });
+    });
+    return this.server.server.address() as AddressInfo;
+  }
+
+  /** Stops listening; a DATA in progress still gets its 250, idle sessions get 421 after the grace period. */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private options(): SMTPServerOptions {
+    const { listener, config } = this.deps;
+    const disabled = [...ALWAYS_DISABLED];
+    if (listener.auth === 'off') disabled.push('AUTH');
+    if (listener.tls !== 'starttls') disabled.push('STARTTLS');
+    const tlsFiles = listener.tls !== 'none' && config.tls ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) } : {};
+    return {
+      ...tlsFiles,
+      name: config.hostname,
+      banner: 'smarthop',
+      secure: listener.tls === 'implicit',
+      minVersion: 'TLSv1.2',
+      size: config.max_message_size,
+      authMethods: ['PLAIN', 'LOGIN'],
+      // Identity and its replies are decided in IngressSessions (530 5.7.0 at MAIL, 538 for plaintext AUTH).
+      authOptional: true,
+      allowInsecureAuth: true,
+      disabledCommands: disabled,
+      disableReverseLookup: true,
+      maxClients: listener.max_clients,
+      maxRecipients: MAX_RECIPIENTS,
+      socketTimeout: listener.socket_timeout,
+      closeTimeout: config.shutdown_grace,
+      logger: false,
+      onConnect: (session, callback) => this.handleConnect(session, callback),
+      onAuth: (auth, session, callback) => {
+        const state = this.state(session);
+        this.deps.sessions.auth(state, auth.username ?? '', auth.password ?? '').then(
+          (verdict) => (verdict.ok ? callback(null, { user: auth.username }) : callback(toError(verdict))),
+          (err: Error) => callback(internalError(err, this.deps.logger)),
+        );
+      },
+      onMailFrom: (address, session, callback) => {
+        this.deps.sessions.mailFrom(this.state(session), address.address).then(
+          (verdict) => callback(verdict.ok ? null : toError(verdict)),
+          (err: Error) => callback(internalError(err, this.deps.logger)),
+        );
+      },
+      onRcptTo: (address, session, callback) => {
+        const verdict = this.deps.sessions.rcptTo(this.state(session), address.address);
+        callback(verdict.ok ? null : toError(verdict));
+      },
+      onData: (stream, session, callback) => {
+        const envelope = {
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((rcpt) => rcpt.address),
+        };
+        this.deps.sessions.data(this.state(session), envelope, stream).then(
+          (verdict) => (verdict.ok ? callback(null, `2.0.0 Ok: queued as ${verdict.queueId}`) : callback(toError(verdict))),
+          (err: Error) => callback(internalError(err, this.deps.logger)),
+        );
+      },
+      onClose: (session) => {
+        const entry = this.states.get(session);
+        if (entry) this.deps.sessions.close(entry.state, entry.accepted);
+      },
+    };
+  }
+
+  private handleConnect(session: SMTPServerSession, callback: (err?: Error | null) => void): void {
+    const state: SessionState = {
+      listener: this.deps.listener,
+      remoteAddress: session.remoteAddress,
+      secure: session.secure,
+      heloName: '',
+      esmtp: true,
+    };
+    const verdict = this.deps.sessions.connect(state);
+    this.states.set(session, { state, accepted: verdict.ok });
+    callback(verdict.ok ? null : toError(verdict));
+  }
+
+  /** Our view of the session, refreshed with what smtp-server learnt since (TLS upgrade, HELO). */
+  private state(session: SMTPServerSession): SessionState {
+    const entry = this.states.get(session);
+    if (!entry) throw new Error(`no state for SMTP session ${session.id}`);
+    const { state } = entry;
+    state.secure = session.secure;
+    state.tls = session.tlsOptions ? { version: session.tlsOptions.version, cipher: session.tlsOptions.name } : undefined;
+    state.heloName = session.hostNameAppearsAs || session.clientHostname || '';
+    state.esmtp = session.openingCommand !== 'HELO';
+    return state;
+  }
+}
+
+function toError(verdict: Verdict): Error {
+  if (verdict.ok) throw new Error('an accepting verdict is not an error');
+  return Object.assign(new Error(verdict.message), { responseCode: verdict.code });
+}
+
+/** A bug or unexpected failure in our own code: a temporary refusal, never a silent accept. */
+function internalError(err: Error, logger: Logger): Error {
+  logger.error({ err }, `internal error in SMTP session: ${err.message}`);
+  return Object.assign(new Error('4.3.0 Internal error, try again later'), { responseCode: 451 });
+}

@@ -1,0 +1,52 @@
+/**
+ * The observability port: every stage reports what happened as one of these typed events and
+ * `observe/` turns it into metrics, a log line and a JSONL event. Label values are config names and
+ * the fixed enums below, never free text.
+ */
+
+export type RejectReason =
+  | 'access_denied'
+  | 'auth_required'
+  | 'sender_not_allowed'
+  | 'recipient_not_allowed'
+  | 'too_big'
+  | 'too_many_recipients'
+  | 'rate_limited'
+  | 'content_rule'
+  | 'suppressed'
+  | 'smuggling'
+  | 'storage';
+
+export type AttemptOutcome = 'delivered' | 'deferred' | 'failed' | 'unreachable';
+
+/** The client label for sessions that were never attributed to a configured client. */
+export const UNKNOWN_CLIENT = '(unknown)';
+
+export type RelayEvent =
+  | { type: 'connection'; listener: string; remote: string; result: 'accepted' | 'refused' }
+  | { type: 'connection_closed'; listener: string }
+  | { type: 'auth'; listener: string; remote: string; username: string; result: 'success' | 'failure' }
+  | { type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number }
+  | { type: 'rejected'; client: string; listener: string; remote: string; reason: RejectReason; response: string; from?: string; to?: string }
+  | { type: 'line_endings_normalized'; client: string }
+  | {
+      type: 'attempt';
+      queueId: string;
+      smarthost: string;
+      relay: string;
+      outcome: AttemptOutcome;
+      durationMs: number;
+      recipients: string[];
+      /** How many of `recipients` the smart host accepted in this transaction. */
+      accepted: number;
+      response: string;
+    }
+  | { type: 'failover'; queueId: string; from: string; to: string }
+  | { type: 'delivered'; queueId: string; client: string; from: string; to: string; smarthost: string; relay: string; response: string; attempt: number; delayMs: number }
+  | { type: 'deferred'; queueId: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number; nextAttemptAt: number }
+  | { type: 'bounced'; queueId: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number }
+  | { type: 'expired'; queueId: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number };
+
+export interface Observer {
+  emit(event: RelayEvent): void;
+}

@@ -1,0 +1,66 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Metrics } from './metrics';
+
+export interface HealthSource {
+  /** Liveness: the process answers. Readiness: it can take and pass on mail right now. */
+  ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }>;
+}
+
+/** `/metrics` for Prometheus, `/healthz` (alive) and `/readyz` (spool writable, a smart host eligible). */
+export class HttpEndpoints {
+  private readonly server: Server;
+
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly health: HealthSource,
+  ) {
+    this.server = createServer((req, res) => {
+      this.route(req, res).catch((err: Error) => {
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end(`internal error: ${err.message}\n`);
+      });
+    });
+  }
+
+  async listen(host: string, port: number): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://relay');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    switch (url.pathname) {
+      case '/metrics': {
+        const body = await this.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(body);
+        return;
+      }
+      case '/healthz':
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}\n');
+        return;
+      case '/readyz': {
+        const { ok, checks } = await this.health.ready();
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ status: ok ? 'ready' : 'not ready', checks })}\n`);
+        return;
+      }
+      default:
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    }
+  }
+}

@@ -1,0 +1,120 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RelayEvent } from './events';
+
+export interface QueueSnapshot {
+  ready: number;
+  deferred: number;
+  held: number;
+  dead: number;
+  /** ms since epoch of the oldest message still to deliver, or null when the queue is empty. */
+  oldestReceivedAt: number | null;
+}
+
+/**
+ * The metrics contract of DESIGN.md on a registry of this relay's own (tests run many relays in one
+ * process, and prom-client throws on duplicate names in one registry).
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  private queueSource: () => QueueSnapshot = () => ({ ready: 0, deferred: 0, held: 0, dead: 0, oldestReceivedAt: null });
+  private smarthostSource: () => { name: string; up: boolean }[] = () => [];
+
+  private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
+  private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
+  private readonly authAttempts = new Counter({ name: 'smarthop_auth_attempts_total', help: 'SMTP AUTH attempts by result', labelNames: ['result'], registers: [this.registry] });
+  private readonly received = new Counter({ name: 'smarthop_messages_received_total', help: 'Messages accepted (250 after fsync) by client', labelNames: ['client'], registers: [this.registry] });
+  private readonly receivedBytes = new Counter({ name: 'smarthop_received_bytes_total', help: 'Bytes of accepted messages by client', labelNames: ['client'], registers: [this.registry] });
+  private readonly rejected = new Counter({ name: 'smarthop_messages_rejected_total', help: 'Rejected SMTP transactions by client and reason', labelNames: ['client', 'reason'], registers: [this.registry] });
+  private readonly normalized = new Counter({ name: 'smarthop_line_endings_normalized_total', help: 'Messages whose bare LF line endings were read as CRLF, by client', labelNames: ['client'], registers: [this.registry] });
+  private readonly attempts = new Counter({ name: 'smarthop_delivery_attempts_total', help: 'Delivery attempts to smart hosts by outcome', labelNames: ['smarthost', 'outcome'], registers: [this.registry] });
+  private readonly attemptDuration = new Histogram({ name: 'smarthop_delivery_duration_seconds', help: 'Duration of one delivery attempt to a smart host', labelNames: ['smarthost'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry] });
+  private readonly failovers = new Counter({ name: 'smarthop_failovers_total', help: 'Deliveries that moved from one smart host to the next', labelNames: ['from', 'to'], registers: [this.registry] });
+  private readonly delivered = new Counter({ name: 'smarthop_messages_delivered_total', help: 'Messages a smart host accepted (one per transaction with at least one accepted recipient)', labelNames: ['smarthost'], registers: [this.registry] });
+  private readonly bounced = new Counter({ name: 'smarthop_messages_bounced_total', help: 'Recipients that failed permanently, by reason', labelNames: ['reason'], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+    const source = () => this.queueSource();
+    new Gauge({
+      name: 'smarthop_queue_messages', help: 'Messages in the spool by state', labelNames: ['state'], registers: [this.registry],
+      collect() {
+        const snapshot = source();
+        for (const state of ['ready', 'deferred', 'held', 'dead'] as const) this.set({ state }, snapshot[state]);
+      },
+    });
+    new Gauge({
+      name: 'smarthop_queue_oldest_age_seconds', help: 'Age of the oldest message waiting for delivery (0 when the queue is empty)', registers: [this.registry],
+      collect() {
+        const oldest = source().oldestReceivedAt;
+        this.set(oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
+      },
+    });
+    const hosts = () => this.smarthostSource();
+    new Gauge({
+      name: 'smarthop_smarthost_up', help: '1 while the smart host is eligible for delivery, 0 while it is skipped', labelNames: ['smarthost'], registers: [this.registry],
+      collect() {
+        for (const host of hosts()) this.set({ smarthost: host.name }, host.up ? 1 : 0);
+      },
+    });
+  }
+
+  bindQueue(source: () => QueueSnapshot): void {
+    this.queueSource = source;
+  }
+
+  bindSmartHosts(source: () => { name: string; up: boolean }[]): void {
+    this.smarthostSource = source;
+  }
+
+  /** Makes every configured name visible at 0 before its first event, so rate() and alerts work from the start. */
+  initialise(names: { listeners: string[]; clients: string[]; smarthosts: string[] }): void {
+    for (const listener of names.listeners) this.connectionsActive.set({ listener }, 0);
+    for (const client of names.clients) {
+      this.received.inc({ client }, 0);
+      this.receivedBytes.inc({ client }, 0);
+    }
+    for (const smarthost of names.smarthosts) this.delivered.inc({ smarthost }, 0);
+  }
+
+  record(event: RelayEvent): void {
+    switch (event.type) {
+      case 'connection':
+        this.connections.inc({ listener: event.listener, result: event.result });
+        if (event.result === 'accepted') this.connectionsActive.inc({ listener: event.listener });
+        return;
+      case 'connection_closed':
+        this.connectionsActive.dec({ listener: event.listener });
+        return;
+      case 'auth':
+        this.authAttempts.inc({ result: event.result });
+        return;
+      case 'received':
+        this.received.inc({ client: event.client });
+        this.receivedBytes.inc({ client: event.client }, event.size);
+        return;
+      case 'rejected':
+        this.rejected.inc({ client: event.client, reason: event.reason });
+        return;
+      case 'line_endings_normalized':
+        this.normalized.inc({ client: event.client });
+        return;
+      case 'attempt':
+        this.attempts.inc({ smarthost: event.smarthost, outcome: event.outcome });
+        this.attemptDuration.observe({ smarthost: event.smarthost }, event.durationMs / 1000);
+        if (event.accepted > 0) this.delivered.inc({ smarthost: event.smarthost });
+        return;
+      case 'failover':
+        this.failovers.inc({ from: event.from, to: event.to });
+        return;
+      case 'bounced':
+        this.bounced.inc({ reason: 'rejected' });
+        return;
+      case 'expired':
+        this.bounced.inc({ reason: 'expired' });
+        return;
+      case 'delivered':
+      case 'deferred':
+        return;
+    }
+  }
+}

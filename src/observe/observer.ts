@@ -1,0 +1,96 @@
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import * as path from 'node:path';
+import type { Observer, RelayEvent } from './events';
+import type { Logger } from './logger';
+import type { Metrics } from './metrics';
+
+/** The event types that DESIGN.md makes one JSON line each in `events.jsonl`. */
+const OUTCOME_TYPES = new Set(['received', 'rejected', 'delivered', 'deferred', 'bounced', 'expired']);
+
+/** Fans every stage event out to metrics, one human log line, and the JSONL event stream. */
+export class RelayObserver implements Observer {
+  private readonly eventsFile: WriteStream | null;
+
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+    eventsFile?: string,
+  ) {
+    if (eventsFile) {
+      mkdirSync(path.dirname(eventsFile), { recursive: true });
+      this.eventsFile = createWriteStream(eventsFile, { flags: 'a' });
+      this.eventsFile.on('error', (err) => this.logger.error({ err }, `events file ${eventsFile}: ${err.message}`));
+    } else {
+      this.eventsFile = null;
+    }
+  }
+
+  emit(event: RelayEvent): void {
+    this.metrics.record(event);
+    this.log(event);
+    if (this.eventsFile && OUTCOME_TYPES.has(event.type)) this.eventsFile.write(`${JSON.stringify(toJsonEvent(event))}\n`);
+  }
+
+  async close(): Promise<void> {
+    const file = this.eventsFile;
+    if (file) await new Promise<void>((resolve) => file.end(resolve));
+  }
+
+  private log(event: RelayEvent): void {
+    switch (event.type) {
+      case 'received':
+        this.logger.info({ event: event.type, queue_id: event.queueId, client: event.client, listener: event.listener, remote: event.remote },
+          `${event.queueId}: client=${event.client}[${event.remote}], listener=${event.listener}, from=<${event.from}>, size=${event.size}, nrcpt=${event.to.length} (queued)`);
+        return;
+      case 'rejected':
+        this.logger.info({ event: event.type, client: event.client, reason: event.reason, remote: event.remote, listener: event.listener },
+          `NOQUEUE: reject: client=${event.client}[${event.remote}], listener=${event.listener}${event.from !== undefined ? `, from=<${event.from}>` : ''}${event.to !== undefined ? `, to=<${event.to}>` : ''}, reason=${event.reason} (${event.response})`);
+        return;
+      case 'delivered':
+      case 'deferred':
+      case 'bounced':
+      case 'expired': {
+        const status = event.type === 'delivered' ? 'sent' : event.type;
+        const relay = event.relay ?? 'none';
+        const level = event.type === 'delivered' ? 'info' : 'warn';
+        this.logger[level]({ event: event.type, queue_id: event.queueId, client: event.client, smarthost: event.smarthost, attempt: event.attempt },
+          `${event.queueId}: to=<${event.to}>, relay=${relay}, delay=${(event.delayMs / 1000).toFixed(2)}, attempt=${event.attempt}, status=${status} (${event.response})`);
+        return;
+      }
+      case 'failover':
+        this.logger.warn({ event: event.type, queue_id: event.queueId, from: event.from, to: event.to }, `${event.queueId}: failover from ${event.from} to ${event.to}`);
+        return;
+      case 'auth':
+        if (event.result === 'failure') {
+          this.logger.warn({ event: event.type, remote: event.remote, listener: event.listener, username: event.username }, `authentication failed for username ${JSON.stringify(event.username)} from [${event.remote}]`);
+        }
+        return;
+      case 'connection':
+        this.logger.debug({ event: event.type, remote: event.remote, listener: event.listener, result: event.result }, `connect from [${event.remote}] on ${event.listener}: ${event.result}`);
+        return;
+      case 'attempt':
+        this.logger.debug({ event: event.type, queue_id: event.queueId, smarthost: event.smarthost, outcome: event.outcome }, `${event.queueId}: attempt via ${event.relay}: ${event.outcome} (${event.response})`);
+        return;
+      case 'line_endings_normalized':
+      case 'connection_closed':
+        return;
+    }
+  }
+}
+
+function toJsonEvent(event: RelayEvent): Record<string, unknown> {
+  const ts = new Date().toISOString();
+  switch (event.type) {
+    case 'received':
+      return { ts, type: event.type, queue_id: event.queueId, client: event.client, from: event.from, to: event.to, smarthost: null, response: null, attempt: 0, size: event.size };
+    case 'rejected':
+      return { ts, type: event.type, queue_id: null, client: event.client, from: event.from ?? null, to: event.to ?? null, smarthost: null, response: event.response, attempt: 0, reason: event.reason };
+    case 'delivered':
+    case 'deferred':
+    case 'bounced':
+    case 'expired':
+      return { ts, type: event.type, queue_id: event.queueId, client: event.client, from: event.from, to: event.to, smarthost: event.smarthost, response: event.response, attempt: event.attempt };
+    default:
+      return { ts, type: event.type };
+  }
+}

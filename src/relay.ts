@@ -1,0 +1,119 @@
+import { access, constants } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import type { RelayConfig } from './config/schema';
+import { Dispatcher } from './forward/dispatcher';
+import { NodemailerSmartHost, type SmartHost } from './forward/smarthost';
+import { ClientDirectory } from './ingress/clients';
+import { IngressSessions } from './ingress/session';
+import { SmtpListener } from './ingress/smtp-listener';
+import { HttpEndpoints } from './observe/http';
+import { createLogger, type Logger } from './observe/logger';
+import { Metrics } from './observe/metrics';
+import { RelayObserver } from './observe/observer';
+import { FreeSpaceGuard } from './spool/free-space';
+import { Scheduler } from './spool/scheduler';
+import { SpoolStore } from './spool/store';
+
+export interface RelayOptions {
+  logger?: Logger;
+}
+
+export interface RelayAddresses {
+  listeners: Record<string, AddressInfo>;
+  http: AddressInfo | null;
+}
+
+/**
+ * The composition root: builds every stage from the config, wires them, starts and stops them.
+ * Nothing else constructs a stage, and no stage reaches for a global.
+ */
+export class Relay {
+  readonly metrics = new Metrics();
+  readonly logger: Logger;
+  readonly store: SpoolStore;
+  private readonly observer: RelayObserver;
+  private readonly smarthosts: Map<string, SmartHost>;
+  private readonly scheduler: Scheduler;
+  private readonly listeners: SmtpListener[];
+  private readonly http: HttpEndpoints | null;
+  private addresses: RelayAddresses | null = null;
+
+  constructor(readonly config: RelayConfig, options: RelayOptions = {}) {
+    this.logger = options.logger ?? createLogger(config.log.level);
+    this.observer = new RelayObserver(this.metrics, this.logger, config.events?.file);
+    this.store = new SpoolStore(config.spool.dir);
+    this.smarthosts = new Map(config.smarthosts.map((host) => [host.name, new NodemailerSmartHost(host, config.hostname)]));
+
+    const dispatcher = new Dispatcher({ store: this.store, smarthosts: this.smarthosts, config, observer: this.observer });
+    this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
+      this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
+      return config.spool.retry.initial;
+    });
+
+    const sessions = new IngressSessions({
+      config,
+      clients: new ClientDirectory(config.clients),
+      store: this.store,
+      freeSpace: new FreeSpaceGuard(() => this.store.freeBytes(), config.spool.min_free_disk),
+      observer: this.observer,
+      onQueued: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
+    });
+    this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
+    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }) : null;
+
+    this.metrics.bindQueue(() => {
+      const snapshot = this.scheduler.snapshot();
+      return { ready: snapshot.ready, deferred: snapshot.deferred, held: 0, dead: this.store.deadCount, oldestReceivedAt: snapshot.oldestReceivedAt };
+    });
+    this.metrics.bindSmartHosts(() => [...this.smarthosts.values()].map((host) => ({ name: host.name, up: host.available(Date.now()) })));
+    this.metrics.initialise({
+      listeners: config.listeners.map((l) => l.name),
+      clients: config.clients.map((c) => c.name),
+      smarthosts: config.smarthosts.map((s) => s.name),
+    });
+  }
+
+  /** Recovery first (the normal path, not a special one), then the listeners. */
+  async start(): Promise<RelayAddresses> {
+    await this.store.open();
+    const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
+    for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
+    if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${this.config.spool.dir}`);
+
+    const listeners: Record<string, AddressInfo> = {};
+    for (const [i, listener] of this.listeners.entries()) {
+      const address = await listener.listen();
+      listeners[this.config.listeners[i].name] = address;
+      this.logger.info(`listener ${this.config.listeners[i].name} on ${formatAddress(address)} (tls ${this.config.listeners[i].tls}, auth ${this.config.listeners[i].auth})`);
+    }
+    const http = this.http && this.config.http ? await this.http.listen(this.config.http.address.host, this.config.http.address.port) : null;
+    if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz) on ${formatAddress(http)}`);
+    this.addresses = { listeners, http };
+    return this.addresses;
+  }
+
+  /** Stops taking mail, lets sessions in DATA and deliveries under way finish, then closes the rest. */
+  async stop(): Promise<void> {
+    await Promise.all(this.listeners.map((listener) => listener.close()));
+    await this.scheduler.stop();
+    for (const host of this.smarthosts.values()) host.close();
+    await this.http?.close();
+    await this.observer.close();
+  }
+
+  get started(): RelayAddresses {
+    if (!this.addresses) throw new Error('relay not started');
+    return this.addresses;
+  }
+
+  private async readiness(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }> {
+    const spoolWritable = await access(this.store.queueDir, constants.W_OK).then(() => true, () => false);
+    const now = Date.now();
+    const smarthostAvailable = [...this.smarthosts.values()].some((host) => host.available(now));
+    return { ok: spoolWritable && smarthostAvailable, checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable } };
+  }
+}
+
+function formatAddress(address: AddressInfo): string {
+  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+}

@@ -1,0 +1,171 @@
+import { mkdirSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { SMTPServer, type SMTPServerSession } from 'smtp-server';
+
+/**
+ * A small capture smart host: accepts mail on loopback, writes each message to a folder and logs one
+ * line per message. It is what `smarthop sink` runs by hand, and what the tests and the benchmark
+ * forward to. Its behaviour can be switched to stand in for a provider having a bad day.
+ */
+
+export interface SinkMessage {
+  from: string;
+  to: string[];
+  data: Buffer;
+  /** `Message-ID` header value, if the message has one. */
+  messageId: string | null;
+  secure: boolean;
+  authUser: string | null;
+}
+
+export type SinkBehaviour =
+  | { mode: 'accept' }
+  /** 4xx at MAIL FROM (or at connect with `atConnect`). */
+  | { mode: 'defer'; code?: number; atConnect?: boolean }
+  /** 5xx at MAIL FROM. */
+  | { mode: 'reject'; code?: number }
+  /** Accept the connection and never answer. */
+  | { mode: 'hang' }
+  /** Close the connection in the middle of DATA. */
+  | { mode: 'drop' };
+
+export interface SinkOptions {
+  host?: string;
+  port?: number;
+  /** Write each message to `<dir>/<n>-<queue>.eml`. */
+  dir?: string;
+  /** Keep messages in memory (tests); the benchmark only counts. */
+  keep?: boolean;
+  behaviour?: SinkBehaviour;
+  /** Per-recipient verdict: a reply such as `550 5.1.1 No such user` refuses just that recipient. */
+  rcptReply?: (address: string) => { code: number; message: string } | null;
+  /** Require AUTH with these credentials. */
+  auth?: { user: string; pass: string };
+  tls?: { key: Buffer; cert: Buffer; implicit?: boolean };
+  log?: (line: string) => void;
+  onMessage?: (message: SinkMessage) => void;
+}
+
+export class SmtpSink {
+  readonly messages: SinkMessage[] = [];
+  count = 0;
+  behaviour: SinkBehaviour;
+  private readonly server: SMTPServer;
+  private address: AddressInfo | null = null;
+
+  constructor(private readonly options: SinkOptions = {}) {
+    this.behaviour = options.behaviour ?? { mode: 'accept' };
+    if (options.dir) mkdirSync(options.dir, { recursive: true });
+    this.server = new SMTPServer({
+      name: 'sink.smarthop.test',
+      banner: 'smarthop sink',
+      logger: false,
+      disableReverseLookup: true,
+      disabledCommands: [...(options.auth ? [] : ['AUTH']), ...(options.tls && !options.tls.implicit ? [] : ['STARTTLS'])],
+      authOptional: !options.auth,
+      allowInsecureAuth: true,
+      secure: options.tls?.implicit ?? false,
+      key: options.tls?.key,
+      cert: options.tls?.cert,
+      size: 100 * 1024 * 1024,
+      maxClients: 1000,
+      closeTimeout: 1000,
+      onConnect: (_session, callback) => {
+        const b = this.behaviour;
+        if (b.mode === 'defer' && b.atConnect) return callback(Object.assign(new Error('4.3.2 Service not available, try later'), { responseCode: b.code ?? 421 }));
+        if (b.mode === 'hang') return; // never greet
+        callback();
+      },
+      onAuth: (auth, _session, callback) => {
+        const expected = this.options.auth;
+        if (expected && auth.username === expected.user && auth.password === expected.pass) return callback(null, { user: auth.username });
+        callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
+      },
+      onMailFrom: (_address, _session, callback) => {
+        const b = this.behaviour;
+        if (b.mode === 'defer') return callback(Object.assign(new Error('4.7.0 Try again later'), { responseCode: b.code ?? 451 }));
+        if (b.mode === 'reject') return callback(Object.assign(new Error('5.7.1 Message refused by policy'), { responseCode: b.code ?? 550 }));
+        callback();
+      },
+      onRcptTo: (address, _session, callback) => {
+        const reply = this.options.rcptReply?.(address.address);
+        if (reply) return callback(Object.assign(new Error(reply.message), { responseCode: reply.code }));
+        callback();
+      },
+      onData: (stream, session, callback) => {
+        if (this.behaviour.mode === 'drop') {
+          stream.once('data', () => this.destroySession(session));
+          stream.resume();
+          return;
+        }
+        const chunks: Buffer[] = [];
+        stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+        stream.on('end', () => {
+          const data = Buffer.concat(chunks);
+          this.record(session, data).then(
+            (id) => callback(null, `2.0.0 Ok: captured as ${id}`),
+            (err: Error) => callback(Object.assign(new Error(`4.3.0 ${err.message}`), { responseCode: 451 })),
+          );
+        });
+      },
+    });
+    this.server.on('error', () => undefined);
+  }
+
+  async listen(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.server.once('error', reject);
+      this.server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => resolve());
+    });
+    this.address = this.server.server.address() as AddressInfo;
+    return this.address;
+  }
+
+  get port(): number {
+    if (!this.address) throw new Error('sink not listening');
+    return this.address.port;
+  }
+
+  close(): Promise<void> {
+    // Hanging and half-open test connections must not hold the close for the grace period.
+    for (const connection of (this.server as unknown as { connections: Set<{ _socket?: { destroy(): void } }> }).connections) {
+      connection._socket?.destroy();
+    }
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** Every recipient address of every captured message, in arrival order. */
+  recipients(): string[] {
+    return this.messages.flatMap((m) => m.to);
+  }
+
+  private destroySession(session: SMTPServerSession): void {
+    for (const connection of (this.server as unknown as { connections: Set<{ session: SMTPServerSession; _socket?: { destroy(): void } }> }).connections) {
+      if (connection.session === session) connection._socket?.destroy();
+    }
+  }
+
+  private async record(session: SMTPServerSession, data: Buffer): Promise<string> {
+    this.count++;
+    const n = this.count;
+    const headerEnd = data.indexOf('\r\n\r\n');
+    const headers = data.subarray(0, headerEnd === -1 ? data.length : headerEnd).toString('latin1');
+    const messageId = /^message-id:\s*(.+(?:\r\n[ \t].*)*)/im.exec(headers)?.[1].replace(/\s+/g, '').trim() ?? null;
+    const message: SinkMessage = {
+      from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+      to: session.envelope.rcptTo.map((r) => r.address),
+      data,
+      messageId,
+      secure: session.secure,
+      authUser: typeof session.user === 'string' ? session.user : null,
+    };
+    const id = `${n}`;
+    if (this.options.dir) await writeFile(path.join(this.options.dir, `${String(n).padStart(6, '0')}.eml`), data);
+    if (this.options.keep) this.messages.push(message);
+    this.options.log?.(`sink: #${id} from=<${message.from}> to=<${message.to.join('>,<')}> size=${data.length}${messageId ? ` message-id=${messageId}` : ''}`);
+    this.options.onMessage?.(message);
+    return id;
+  }
+}

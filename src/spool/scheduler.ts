@@ -1,0 +1,109 @@
+/**
+ * Decides when each queued message is attempted. It holds only ids and times (the state itself lives
+ * in the spool), runs a bounded number of deliveries at once, and wakes deferred messages when due.
+ */
+
+export type AttemptResult = { kind: 'done' } | { kind: 'retry'; at: number };
+
+export interface SchedulerSnapshot {
+  ready: number;
+  deferred: number;
+  active: number;
+  oldestReceivedAt: number | null;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export class Scheduler {
+  private readonly ready = new Set<string>();
+  private readonly deferred = new Map<string, number>();
+  private readonly active = new Map<string, Promise<void>>();
+  private readonly receivedAt = new Map<string, number>();
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+  private stopped = false;
+
+  constructor(
+    private readonly attempt: (id: string) => Promise<AttemptResult>,
+    private readonly concurrency: number,
+    /** An attempt that throws is a bug or an unexpected I/O error; the message is tried again later. */
+    private readonly onAttemptError: (id: string, err: unknown) => number,
+  ) {}
+
+  enqueue(id: string, receivedAt: number, dueAt: number = Date.now()): void {
+    this.receivedAt.set(id, receivedAt);
+    if (dueAt <= Date.now()) {
+      this.deferred.delete(id);
+      this.ready.add(id);
+      this.pump();
+    } else {
+      this.defer(id, dueAt);
+    }
+  }
+
+  snapshot(): SchedulerSnapshot {
+    let oldest: number | null = null;
+    for (const at of this.receivedAt.values()) if (oldest === null || at < oldest) oldest = at;
+    return { ready: this.ready.size + this.active.size, deferred: this.deferred.size, active: this.active.size, oldestReceivedAt: oldest };
+  }
+
+  /** Stops starting attempts and waits for the ones under way (their outcome is already in the spool). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await Promise.allSettled([...this.active.values()]);
+  }
+
+  private defer(id: string, at: number): void {
+    this.ready.delete(id);
+    this.deferred.set(id, at);
+    if (at < this.timerAt) this.arm(at);
+  }
+
+  private arm(at: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.wake(), Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now())));
+    this.timer.unref();
+  }
+
+  private wake(): void {
+    this.timer = null;
+    this.timerAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const [id, at] of this.deferred) {
+      if (at <= now) {
+        this.deferred.delete(id);
+        this.ready.add(id);
+      } else if (at < next) {
+        next = at;
+      }
+    }
+    if (next !== Infinity) this.arm(next);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (!this.stopped && this.active.size < this.concurrency && this.ready.size > 0) {
+      const id = this.ready.values().next().value as string;
+      this.ready.delete(id);
+      this.active.set(id, this.run(id));
+    }
+  }
+
+  private async run(id: string): Promise<void> {
+    let result: AttemptResult;
+    try {
+      result = await this.attempt(id);
+    } catch (err) {
+      result = { kind: 'retry', at: Date.now() + this.onAttemptError(id, err) };
+    }
+    this.active.delete(id);
+    if (result.kind === 'done') this.receivedAt.delete(id);
+    else if (!this.stopped) this.defer(id, result.at);
+    this.pump();
+  }
+}
