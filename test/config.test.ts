@@ -1,0 +1,169 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { formatPath, loadConfigFile, parseConfig } from '../src/config/load';
+import { parseDuration, parseHostPort, parseSize } from '../src/config/units';
+import { verifyPassword } from '../src/ingress/password';
+import { CLI } from './helpers/child-relay';
+import { removeDir, tempDir } from './helpers/harness';
+
+const ROOT = path.resolve(__dirname, '..');
+
+function minimal(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    hostname: 'relay.test',
+    spool: { dir: './spool' },
+    listeners: [{ name: 'smtp', address: '127.0.0.1:2525' }],
+    clients: [{ name: 'lan', networks: ['10.0.0.0/8'] }],
+    routes: { default: { smarthosts: ['primary'] } },
+    smarthosts: [{ name: 'primary', host: 'smtp.example', port: 587 }],
+    ...overrides,
+  };
+}
+
+describe('units', () => {
+  test.each([
+    ['25MiB', 25 * 1024 * 1024], ['512KiB', 512 * 1024], ['1024', 1024], [2048, 2048], ['10MB', 10_000_000], ['1.5GiB', 1.5 * 1024 ** 3],
+  ])('size %p = %p bytes', (input, bytes) => expect(parseSize(input)).toBe(bytes));
+  test.each(['ten', '10XB', '-1', ''])('size %p is refused', (input) => expect(parseSize(input)).toBeUndefined());
+  test.each([
+    ['30s', 30_000], ['5m', 300_000], ['1h', 3_600_000], ['5d', 432_000_000], ['250ms', 250], [45, 45_000],
+  ])('duration %p = %p ms', (input, ms) => expect(parseDuration(input)).toBe(ms));
+  test.each(['soon', '5w', '-3s'])('duration %p is refused', (input) => expect(parseDuration(input)).toBeUndefined());
+  test('host:port and [v6]:port', () => {
+    expect(parseHostPort('127.0.0.1:2525')).toEqual({ host: '127.0.0.1', port: 2525 });
+    expect(parseHostPort('[::1]:2525')).toEqual({ host: '::1', port: 2525 });
+    expect(parseHostPort('::1:2525')).toBeUndefined();
+    expect(parseHostPort('host:99999')).toBeUndefined();
+  });
+});
+
+describe('config contract', () => {
+  test('a minimal config gets the documented defaults and relative paths resolve against the config file', () => {
+    const result = parseConfig(minimal(), '/etc/smarthop', {});
+    if (!result.ok) throw new Error(result.errors.join('\n'));
+    const { config } = result;
+    expect(config.spool.dir).toBe('/etc/smarthop/spool');
+    expect(config.max_message_size).toBe(25 * 1024 * 1024);
+    expect(config.spool.retry).toEqual({ initial: 30_000, max: 3_600_000, factor: 2 });
+    expect(config.listeners[0]).toMatchObject({ tls: 'none', auth: 'optional', line_endings: 'normalize', allow_insecure_auth: false });
+    expect(config.smarthosts[0]).toMatchObject({ tls: 'starttls', tls_verify: true, priority: 10, weight: 1 });
+  });
+
+  test('${ENV} and ${ENV:-default} are taken from the environment; a whole-value reference keeps its YAML type', () => {
+    const raw = minimal({
+      hostname: '${RELAY_NAME:-fallback.example}',
+      smarthosts: [{ name: 'primary', host: '${SMART_HOST}', port: '${SMART_PORT:-587}', auth: { user: '${SMART_USER}', pass: 'p-${SMART_PASS}' } }],
+    });
+    const result = parseConfig(raw, '/etc', { SMART_HOST: 'smtp.ses.example', SMART_USER: 'AKIA', SMART_PASS: 's#cr:t' });
+    if (!result.ok) throw new Error(result.errors.join('\n'));
+    expect(result.config.hostname).toBe('fallback.example');
+    expect(result.config.smarthosts[0]).toMatchObject({ host: 'smtp.ses.example', port: 587, auth: { user: 'AKIA', pass: 'p-s#cr:t' } });
+  });
+
+  test('every error is reported with its path in bracket form', () => {
+    const raw = minimal({
+      max_message_size: 'huge',
+      listeners: [{ name: 'smtp', address: 'localhost', tls: 'starttls' }],
+      clients: [
+        { name: 'lan', networks: ['10.0.0.0/33'] },
+        { name: 'webshop', username: 'webshop', password_hash: 'hunter2', policy: 'missing' },
+      ],
+      routes: { default: { smarthosts: ['primary', 'ghost'] } },
+      smarthosts: [{ name: 'primary', host: '${UNSET_HOST}', port: 587, tls: 'sometimes' }],
+      surprise: true,
+    });
+    const result = parseConfig(raw, '/etc', {});
+    expect(result.ok).toBe(false);
+    const errors = result.ok ? [] : result.errors;
+    const expected = [
+      /^smarthosts\[0\]\.host: environment variable UNSET_HOST is not set/,
+      /^max_message_size: expected a size like 25MiB/,
+      /^listeners\[0\]\.address: expected host:port/,
+      /^clients\[0\]\.networks\[0\]: expected a CIDR/,
+      /^clients\[1\]\.password_hash: expected scrypt hash, got plain text/,
+      /^smarthosts\[0\]\.tls: /,
+      /^\(root\): Unrecognized key: "surprise"|surprise/,
+    ];
+    for (const pattern of expected) expect(errors.some((e) => pattern.test(e))).toBe(true);
+  });
+
+  test('cross-references are checked: policies, routes, smart hosts, TLS material, duplicate names', () => {
+    const raw = minimal({
+      listeners: [{ name: 'sub', address: '0.0.0.0:587', tls: 'starttls' }, { name: 'sub', address: '0.0.0.0:588' }],
+      clients: [{ name: 'app', username: 'app', password_hash: 'scrypt$16384$8$1$c2FsdA==$a2V5', policy: 'nope' }],
+      routes: { other: { smarthosts: ['ghost'] } },
+    });
+    const result = parseConfig(raw, '/etc', {});
+    const errors = result.ok ? [] : result.errors;
+    expect(errors).toEqual(expect.arrayContaining([
+      'listeners[0].tls: tls: starttls needs the top-level tls.cert and tls.key',
+      'listeners[1].name: duplicate name "sub" (also listeners[0])',
+      'clients[0].policy: no policy named "nope" under policies',
+      'routes.other.smarthosts[0]: no smart host named "ghost" under smarthosts',
+    ]));
+  });
+
+  test('formatPath writes the bracket form', () => {
+    expect(formatPath(['clients', 1, 'password_hash'])).toBe('clients[1].password_hash');
+    expect(formatPath(['routes', 'default', 'smarthosts', 0])).toBe('routes.default.smarthosts[0]');
+  });
+
+  test('the bundled relay.config.yaml is valid', () => {
+    const result = loadConfigFile(path.join(ROOT, 'relay.config.yaml'), {});
+    expect(result.ok ? [] : result.errors).toEqual([]);
+  });
+});
+
+describe('CLI', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = tempDir();
+  });
+  afterEach(() => removeDir(dir));
+
+  test('check-config on a broken file exits 1 and prints every error with its path', () => {
+    const file = path.join(dir, 'broken.yaml');
+    writeFileSync(file, [
+      'hostname: relay.test', 'spool: { dir: ./spool, retry: { initial: soon } }', 'listeners: [{ name: smtp, address: "127.0.0.1:2525" }]',
+      'clients:', '  - { name: lan, networks: [10.0.0.0/8] }', '  - { name: shop, username: shop, password_hash: "secret" }',
+      'routes: { default: { smarthosts: [primary] } }', 'smarthosts: [{ name: primary, host: smtp.example, port: 587 }]',
+    ].join('\n'));
+    const run = spawnSync(process.execPath, [CLI, 'check-config', '-c', file], { encoding: 'utf8' });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toContain('clients[1].password_hash: expected scrypt hash, got plain text');
+    expect(run.stderr).toContain('spool.retry.initial: expected a duration');
+  });
+
+  test('check-config on the bundled file exits 0', () => {
+    const run = spawnSync(process.execPath, [CLI, 'check-config', '-c', path.join(ROOT, 'relay.config.yaml')], { encoding: 'utf8' });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+  });
+
+  test('start refuses an invalid config with the same message and a non-zero exit', () => {
+    const file = path.join(dir, 'relay.config.yaml');
+    copyFileSync(path.join(ROOT, 'relay.config.yaml'), file);
+    writeFileSync(file, `${readFileSync(file, 'utf8')}\nbogus_key: 1\n`);
+    const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 10_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/bogus_key/);
+  });
+
+  test('YAML syntax errors are reported, not thrown', () => {
+    const file = path.join(dir, 'bad.yaml');
+    writeFileSync(file, 'hostname: [unclosed\n');
+    const run = spawnSync(process.execPath, [CLI, 'check-config', '-c', file], { encoding: 'utf8' });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toContain('invalid configuration');
+  });
+
+  test('hash-password reads stdin, strips one trailing newline, and prints a hash that verifies', async () => {
+    const hash = execFileSync(process.execPath, [CLI, 'hash-password'], { input: 'pa ss\n', encoding: 'utf8' }).trim();
+    expect(hash).toMatch(/^scrypt\$16384\$8\$1\$/);
+    expect(await verifyPassword('pa ss', hash)).toBe(true);
+    expect(await verifyPassword('pa ss\n', hash)).toBe(false);
+    const config = parseConfig(minimal({ clients: [{ name: 'app', username: 'app', password_hash: hash }] }), '/etc', {});
+    expect(config.ok).toBe(true);
+  });
+});

@@ -1,0 +1,84 @@
+import { readdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { stringify } from 'yaml';
+import type { SmtpSink } from '../src/sink/sink';
+import { ChildRelay } from './helpers/child-relay';
+import { freePort, removeDir, startSink, tempDir, waitFor } from './helpers/harness';
+import { message, openSession } from './helpers/smtp-client';
+
+/** The durability contract: a 250 survives kill -9, a half-received message leaves nothing behind. */
+describe('durability across kill -9', () => {
+  let dir: string;
+  let smtpPort: number;
+  let httpPort: number;
+  let sinkPort: number;
+  let configFile: string;
+  let relay: ChildRelay | null = null;
+  let sink: SmtpSink | null = null;
+
+  beforeEach(async () => {
+    dir = tempDir();
+    [smtpPort, httpPort, sinkPort] = [await freePort(), await freePort(), await freePort()];
+    configFile = path.join(dir, 'relay.yaml');
+    writeFileSync(configFile, stringify({
+      hostname: 'relay.test',
+      spool: { dir: './spool', retry: { initial: '200ms', max: '500ms', factor: 2 }, min_free_disk: 0 },
+      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
+      clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
+      routes: { default: { smarthosts: ['primary'] } },
+      smarthosts: [{ name: 'primary', host: '127.0.0.1', port: sinkPort, tls: 'none', connect_timeout: '1s' }],
+      http: { address: `127.0.0.1:${httpPort}` },
+      log: { level: 'warn' },
+    }));
+  });
+
+  afterEach(async () => {
+    await relay?.kill('SIGKILL');
+    await sink?.close();
+    relay = null;
+    sink = null;
+    removeDir(dir);
+  });
+
+  test('a message killed right after its 250 is delivered after the restart', async () => {
+    relay = await ChildRelay.start(configFile, httpPort);
+    const { client } = await openSession(smtpPort);
+    const reply = await client.sendMessage('erp@corp.example', ['boss@example.com'], message({ subject: 'survives kill -9', messageId: 'kill9@corp.example' }));
+    await relay.kill('SIGKILL');
+    client.quit().catch(() => undefined);
+    expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
+
+    sink = await startSink({ port: sinkPort });
+    relay = await ChildRelay.start(configFile, httpPort);
+    await waitFor(() => (sink as SmtpSink).messages.length === 1, 15_000, 'delivery after restart');
+    const [delivered] = sink.messages;
+    expect(delivered.messageId).toBe('<kill9@corp.example>');
+    expect(delivered.to).toEqual(['boss@example.com']);
+    expect(delivered.data.toString()).toContain('Subject: survives kill -9');
+    await waitFor(() => readdirSync(path.join(dir, 'spool', 'queue')).length === 0, 5000, 'queue to empty');
+  });
+
+  test('a relay killed in the middle of DATA leaves nothing queued and delivers nothing after restart', async () => {
+    relay = await ChildRelay.start(configFile, httpPort);
+    const { client } = await openSession(smtpPort);
+    expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250/);
+    expect(await client.command('RCPT TO:<boss@example.com>')).toMatch(/^250/);
+    expect(await client.command('DATA')).toMatch(/^354/);
+    client.write(`${message({ subject: 'never finished' })}\r\n${'partial line\r\n'.repeat(1000)}`);
+    await waitFor(() => readdirSync(path.join(dir, 'spool', 'tmp')).length === 1, 5000, 'the partial file in tmp/');
+    await relay.kill('SIGKILL');
+    await client.quit().catch(() => undefined);
+
+    sink = await startSink({ port: sinkPort });
+    relay = await ChildRelay.start(configFile, httpPort);
+    expect(readdirSync(path.join(dir, 'spool', 'tmp'))).toHaveLength(0);
+    expect(readdirSync(path.join(dir, 'spool', 'queue'))).toHaveLength(0);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(sink.messages).toHaveLength(0);
+  });
+
+  test('SIGTERM stops the relay cleanly with exit code 0', async () => {
+    relay = await ChildRelay.start(configFile, httpPort);
+    expect(await relay.kill('SIGTERM')).toBe(0);
+  });
+});

@@ -1,0 +1,33 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as path from 'node:path';
+
+export const CLI = path.resolve(__dirname, '../../dist/src/cli.js');
+
+/** The relay as its own process (built CLI), so a test can kill -9 it like the kernel would. */
+export class ChildRelay {
+  readonly output: string[] = [];
+  private constructor(readonly process: ChildProcess) {
+    process.stdout?.on('data', (chunk: Buffer) => this.output.push(chunk.toString()));
+    process.stderr?.on('data', (chunk: Buffer) => this.output.push(chunk.toString()));
+  }
+
+  static async start(configFile: string, httpPort: number): Promise<ChildRelay> {
+    const child = new ChildRelay(spawn(process.execPath, [CLI, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (child.process.exitCode !== null) throw new Error(`relay exited with ${child.process.exitCode}:\n${child.output.join('')}`);
+      const ok = await fetch(`http://127.0.0.1:${httpPort}/healthz`).then((r) => r.ok, () => false);
+      if (ok) return child;
+      if (Date.now() > deadline) throw new Error(`relay did not become healthy:\n${child.output.join('')}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async kill(signal: NodeJS.Signals): Promise<number | null> {
+    if (this.process.exitCode !== null || this.process.signalCode !== null) return this.process.exitCode;
+    this.process.kill(signal);
+    const [code] = (await once(this.process, 'exit')) as [number | null];
+    return code;
+  }
+}

@@ -1,0 +1,112 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import pino from 'pino';
+import { parseConfig } from '../../src/config/load';
+import type { RelayConfig } from '../../src/config/schema';
+import { Relay } from '../../src/relay';
+import { SmtpSink, type SinkOptions } from '../../src/sink/sink';
+
+export function tempDir(prefix = 'smarthop-test-'): string {
+  return mkdtempSync(path.join(tmpdir(), prefix));
+}
+
+/** A port nothing listens on (bound, then released): a smart host that is down. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function startSink(options: SinkOptions = {}): Promise<SmtpSink> {
+  const sink = new SmtpSink({ keep: true, ...options });
+  await sink.listen();
+  return sink;
+}
+
+/** Validates a raw config object exactly as a YAML file would be, failing the test on errors. */
+export function buildConfig(raw: Record<string, unknown>, baseDir: string): RelayConfig {
+  const result = parseConfig(raw, baseDir, {});
+  if (!result.ok) throw new Error(`test config invalid:\n${result.errors.join('\n')}`);
+  return result.config;
+}
+
+export interface SmartHostSpec {
+  name: string;
+  port: number;
+  priority?: number;
+  [key: string]: unknown;
+}
+
+/** The usual test relay: loopback listener on port 0, 127.0.0.1 trusted, the given smart hosts in route default. */
+export function baseConfig(dir: string, smarthosts: SmartHostSpec[], overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    hostname: 'relay.test',
+    max_message_size: '1MiB',
+    shutdown_grace: '1s',
+    spool: { dir: path.join(dir, 'spool'), retry: { initial: '200ms', max: '1s', factor: 2 }, min_free_disk: 0 },
+    listeners: [{ name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional' }],
+    clients: [{ name: 'lan', networks: ['127.0.0.1/32'] }],
+    routes: { default: { smarthosts: smarthosts.map((s) => s.name) } },
+    smarthosts: smarthosts.map((s) => ({ host: '127.0.0.1', tls: 'none', priority: 10, connect_timeout: '2s', socket_timeout: '5s', ...s })),
+    http: { address: '127.0.0.1:0' },
+    log: { level: 'silent' },
+    ...overrides,
+  };
+}
+
+export interface RunningRelay {
+  relay: Relay;
+  smtpPort: number;
+  httpPort: number;
+  portOf(listener: string): number;
+  stop(): Promise<void>;
+}
+
+export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
+  const relay = new Relay(config, { logger: pino({ level: 'silent' }) });
+  const addresses = await relay.start();
+  return {
+    relay,
+    smtpPort: Object.values(addresses.listeners)[0].port,
+    httpPort: addresses.http?.port ?? 0,
+    portOf: (listener) => addresses.listeners[listener].port,
+    stop: () => relay.stop(),
+  };
+}
+
+/** Polls until `check` is true; real sockets and timers, so tests wait for the real thing. */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+export async function metricsText(httpPort: number): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
+  return res.text();
+}
+
+/** The value of one sample line, e.g. metricValue(text, 'smarthop_messages_received_total{client="lan"}'). */
+export function metricValue(text: string, sample: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+  return line === undefined ? undefined : Number(line.slice(sample.length + 1));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** A self-signed certificate made with openssl for this test run; returns the file paths. */
+export function makeCertificate(dir: string, commonName = 'relay.test'): { cert: string; key: string } {
+  const cert = path.join(dir, `${commonName}.crt`);
+  const key = path.join(dir, `${commonName}.key`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`], { stdio: 'ignore' });
+  return { cert, key };
+}
