@@ -1,0 +1,70 @@
+import { LRUCache } from 'lru-cache';
+
+/**
+ * Fixed-window counters behind one small interface: per-client rate limits (policy), smart-host
+ * quotas (forward) and AUTH brute-force lockouts all count "how much of X in the current window".
+ * The memory implementation is bounded (lru-cache with a TTL); a fleet-wide store (Redis) can
+ * implement the same interface later.
+ */
+
+export interface WindowLimit {
+  /** Window length in ms; a window starts at the first count after the previous one ended. */
+  windowMs: number;
+  max: number;
+}
+
+export type ConsumeResult =
+  | { ok: true }
+  /** Nothing was counted; `limit` is the index of the first limit that would be exceeded. */
+  | { ok: false; limit: number; retryAfterMs: number };
+
+export interface WindowCounters {
+  /** Adds `amount` under `key` to every limit's window, only if none would go over its max. */
+  consume(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult>;
+  /** What is left in each limit's current window (max when the window has not started). */
+  remaining(key: string, limits: readonly WindowLimit[], now: number): Promise<number[]>;
+}
+
+interface Window {
+  startedAt: number;
+  used: number;
+}
+
+export class MemoryWindowCounters implements WindowCounters {
+  private readonly windows: LRUCache<string, Window>;
+
+  /** `maxKeys` bounds memory whatever clients do: the least recently used windows are dropped first. */
+  constructor(maxKeys = 100_000) {
+    this.windows = new LRUCache<string, Window>({ max: maxKeys });
+  }
+
+  async consume(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult> {
+    const current = limits.map((limit, i) => this.current(key, i, limit, now));
+    for (const [i, limit] of limits.entries()) {
+      const window = current[i];
+      if (window.used + amount > limit.max) {
+        return { ok: false, limit: i, retryAfterMs: Math.max(1, window.startedAt + limit.windowMs - now) };
+      }
+    }
+    for (const [i, limit] of limits.entries()) {
+      const window = current[i];
+      window.used += amount;
+      this.windows.set(windowKey(key, i, limit), window, { ttl: Math.max(1, window.startedAt + limit.windowMs - now) });
+    }
+    return { ok: true };
+  }
+
+  async remaining(key: string, limits: readonly WindowLimit[], now: number): Promise<number[]> {
+    return limits.map((limit, i) => Math.max(0, limit.max - this.current(key, i, limit, now).used));
+  }
+
+  private current(key: string, index: number, limit: WindowLimit, now: number): Window {
+    const existing = this.windows.get(windowKey(key, index, limit));
+    if (existing && now < existing.startedAt + limit.windowMs) return existing;
+    return { startedAt: now, used: 0 };
+  }
+}
+
+function windowKey(key: string, index: number, limit: WindowLimit): string {
+  return `${key}\u0000${index}:${limit.windowMs}:${limit.max}`;
+}
