@@ -159,6 +159,14 @@ describe('ingress: who may relay, and what a 250 means', () => {
     expect(metricValue(await metricsText(running.httpPort), 'smarthop_messages_rejected_total{client="lan",reason="too_big"}')).toBe(1);
   });
 
+  test('a header block over 256 KiB gets 552 5.3.4 and nothing is queued', async () => {
+    const { client } = await openSession(running.portOf('smtp'));
+    const hugeHeader = `${Array.from({ length: 300 }, (_, i) => `X-Filler-${i}: ${'h'.repeat(990)}`).join('\r\n')}\r\n${message()}`;
+    expect(await client.sendMessage('erp@corp.example', ['a@example.com'], hugeHeader)).toBe('552 5.3.4 Message header exceeds 262144 bytes');
+    await client.quit();
+    expect(queuedFiles()).toHaveLength(0);
+  });
+
   test('a declared SIZE over the limit is refused at MAIL FROM by smtp-server itself', async () => {
     const { client } = await openSession(running.portOf('smtp'));
     expect(await client.command('MAIL FROM:<erp@corp.example> SIZE=5000000')).toMatch(/^552 /);

@@ -8,6 +8,9 @@ import type { FreeSpaceGuard } from '../spool/free-space';
 import type { SpoolStore } from '../spool/store';
 import type { ClientDirectory } from './clients';
 import { DataGuard } from './data-guard';
+import type { BodyInspector, MessageContext, MessageFilter, Refusal } from './filters';
+import type { HeaderBlock } from './header-block';
+import { HeaderSplitter } from './header-splitter';
 import { buildReceivedHeader } from './received-header';
 
 /** What the SMTP adapter answers: go on, or this exact reply. */
@@ -35,9 +38,14 @@ export interface IngressDeps {
   store: SpoolStore;
   freeSpace: FreeSpaceGuard;
   observer: Observer;
+  /** Policy and re-enveloping stages that see (and may edit) each message as it streams in, in order. */
+  filters?: readonly MessageFilter[];
   /** Called once a message is durable in the queue (after the fsync, before the 250). */
   onQueued: (meta: MessageMeta) => void;
 }
+
+/** A header block larger than this is refused: headers are held in memory, bodies never are. */
+const MAX_HEADER_BYTES = 256 * 1024;
 
 const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
 
@@ -102,35 +110,37 @@ export class IngressSessions {
     const { store, config } = this.deps;
     const id = store.newId();
     const guard = new DataGuard(config.max_message_size, session.listener.line_endings);
+    const filtering = new FilterRun(this.deps.filters ?? [], { queueId: id, client, session, envelope });
+    const splitter = new HeaderSplitter(MAX_HEADER_BYTES, (headers) => filtering.headers(headers, splitter.original as HeaderBlock), (chunk) => filtering.body(chunk));
     const file = store.createIncoming(id);
-    const received = Buffer.from(buildReceivedHeader({
+    file.write(buildReceivedHeader({
       heloName: session.heloName, clientName: client.name, hostname: config.hostname, queueId: id, secure: session.secure,
       authenticated: session.authClient !== undefined, esmtp: session.esmtp, tls: session.tls, recipients: envelope.to, date: new Date(),
     }));
-    file.write(received);
 
+    let refusal: Refusal | undefined;
     try {
-      await pipeline(stream, guard, file);
+      await pipeline(stream, guard, splitter, file);
       if (!file.closed) await once(file, 'close');
+      refusal = await filtering.end();
     } catch (err) {
       stream.resume();
       await store.discardIncoming(id).catch(() => undefined);
       return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'write failed'})`, { from: envelope.from });
     }
 
-    if (guard.refused) {
+    if (guard.oversize) refusal = { code: 552, message: `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`, reason: 'too_big' };
+    else if (guard.violation) refusal = { code: 550, message: `5.6.0 Message contains a ${guard.violation === 'bare_cr' ? 'bare CR' : 'bare LF'} line ending; lines must end with CRLF`, reason: 'smuggling' };
+    else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
+    if (refusal) {
       await store.discardIncoming(id);
-      if (guard.oversize) {
-        return this.reject(session, 'too_big', 552, `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`, { from: envelope.from });
-      }
-      const what = guard.violation === 'bare_cr' ? 'bare CR' : 'bare LF';
-      return this.reject(session, 'smuggling', 550, `5.6.0 Message contains a ${what} line ending; lines must end with CRLF`, { from: envelope.from });
+      return this.reject(session, refusal.reason, refusal.code, refusal.message, { from: envelope.from });
     }
 
     const meta: MessageMeta = {
       version: 1, id, receivedAt: Date.now(), client: client.name, listener: session.listener.name, remote: session.remoteAddress,
       route: this.routeFor(client), from: envelope.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
-      size: received.length + guard.bytesIn + guard.normalizedLineEndings, attempts: 0, nextAttemptAt: Date.now(),
+      size: file.bytesWritten, attempts: 0, nextAttemptAt: Date.now(),
     };
     try {
       await store.commit(meta);
@@ -155,5 +165,42 @@ export class IngressSessions {
       listener: session.listener.name, remote: session.remoteAddress, reason, response: `${code} ${message}`, ...envelope,
     });
     return { ok: false, code, message };
+  }
+}
+
+/** One message's pass through the filters: header verdicts first, then body inspectors' verdicts at the end. */
+class FilterRun {
+  private refusal: Refusal | undefined;
+  private inspectors: BodyInspector[] = [];
+  private context: MessageContext | null = null;
+
+  constructor(
+    private readonly filters: readonly MessageFilter[],
+    private readonly base: Omit<MessageContext, 'original'>,
+  ) {}
+
+  async headers(editable: HeaderBlock, original: HeaderBlock): Promise<void> {
+    const context: MessageContext = { ...this.base, original };
+    this.context = context;
+    for (const filter of this.filters) {
+      this.refusal ??= await filter.headers?.(editable, context);
+    }
+    this.inspectors = this.filters.map((filter) => filter.body?.(context)).filter((inspector): inspector is BodyInspector => inspector !== undefined);
+    if (this.inspectors.length > 0) {
+      const head = Buffer.concat([original.toBuffer(), Buffer.from('\r\n')]);
+      for (const inspector of this.inspectors) inspector.write(head);
+    }
+  }
+
+  body(chunk: Buffer): void {
+    for (const inspector of this.inspectors) inspector.write(chunk);
+  }
+
+  async end(): Promise<Refusal | undefined> {
+    for (const inspector of this.inspectors) {
+      const verdict = await inspector.end();
+      this.refusal ??= verdict;
+    }
+    return this.context ? this.refusal : undefined;
   }
 }
