@@ -1,0 +1,370 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Command, InvalidArgumentError } from 'commander';
+import { SmtpSink, type SinkMessage } from '../src/sink/sink';
+import { freePort, RelayProcess } from './relay-process';
+import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
+
+/**
+ * `npm run bench` (issue 2): N messages through a relay started from a temp config into an
+ * in-process sink, one message per connection (smtp-source style, as the later Postfix comparison
+ * harness will run). Prints accept and end-to-end rates, accept latency, the relay's peak RSS and
+ * the messages lost (250 given, never seen at the sink). Exit 0 when nothing was lost, 1 when
+ * something was, 2 when the bench itself could not run.
+ */
+
+interface BenchOptions {
+  messages: number;
+  size: number;
+  connections: number;
+  json: boolean;
+}
+
+/** Everything is bounded so the bench always ends, even against a relay that hangs. */
+const LIMITS = {
+  overallMs: 10 * 60_000,
+  healthyMs: 15_000,
+  /** End-to-end wait gives up after this long without a single new message at the sink. */
+  noProgressMs: 120_000,
+  stopGraceMs: 30_000,
+  smtp: { connectMs: 10_000, replyMs: 60_000 } satisfies Timeouts,
+};
+
+// ---------------------------------------------------------------------------------------------
+// options
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function optionsProgram(): Command {
+  return new Command('bench')
+    .description('push messages through a relay into a sink and report throughput, latency, memory and loss')
+    .option('--messages <n>', 'messages to send', positiveInt, 2000)
+    .option('--size <bytes>', 'size of each message, headers included', positiveInt, 10240)
+    .option('--connections <c>', 'concurrent SMTP connections', positiveInt, 20)
+    .option('--json', 'print one JSON object instead of the table', false)
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
+}
+
+/**
+ * Later issues add options (--compare postfix, …) that this version does not know; they and their
+ * values are set aside rather than handed to commander, which would otherwise stop parsing at the
+ * first unknown option and silently drop the known ones after it. Bare `--` separators are dropped
+ * too, so `node dist/bench/bench.js -- --messages 500` works like `npm run bench -- --messages 500`.
+ */
+function splitArgs(program: Command, args: readonly string[]): { known: string[]; ignored: string[] } {
+  const takesValue = new Map<string, boolean>([['-h', false], ['--help', false]]);
+  for (const option of program.options) {
+    for (const flag of [option.long, option.short]) if (flag) takesValue.set(flag, option.required || option.optional);
+  }
+  const known: string[] = [];
+  const ignored: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '--') continue;
+    const flag = arg.split('=', 1)[0];
+    const needsValue = takesValue.get(flag);
+    if (needsValue === undefined) {
+      ignored.push(arg);
+      continue;
+    }
+    known.push(arg);
+    if (needsValue && !arg.includes('=') && i + 1 < args.length) known.push(args[++i]);
+  }
+  return { known, ignored };
+}
+
+function parseOptions(argv: readonly string[]): BenchOptions {
+  const program = optionsProgram();
+  const { known, ignored } = splitArgs(program, argv.slice(2));
+  if (ignored.length > 0) process.stderr.write(`bench: ignoring unknown argument(s): ${ignored.join(' ')}\n`);
+  program.parse(known, { from: 'user' });
+  return program.opts<BenchOptions>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// the sink side: which Message-IDs arrived, when
+
+class Arrivals {
+  /** Message-ID -> performance.now() of its first arrival. */
+  readonly firstSeen = new Map<string, number>();
+  duplicates = 0;
+  withoutId = 0;
+  private onArrival: (() => void) | null = null;
+
+  record(message: SinkMessage): void {
+    if (message.messageId === null) {
+      this.withoutId++;
+    } else if (this.firstSeen.has(message.messageId)) {
+      this.duplicates++;
+    } else {
+      this.firstSeen.set(message.messageId, performance.now());
+    }
+    this.onArrival?.();
+  }
+
+  /**
+   * Resolves once every accepted Message-ID has arrived, or when nothing new arrived for
+   * `noProgressMs`, or at the overall deadline: a stuck queue must end the bench, not hang it.
+   */
+  waitFor(ids: readonly string[], noProgressMs: number, deadline: number, halted: () => string | null): Promise<{ complete: boolean; reason: string }> {
+    const missing = new Set(ids.filter((id) => !this.firstSeen.has(id)));
+    if (missing.size === 0) return Promise.resolve({ complete: true, reason: '' });
+    return new Promise((resolve) => {
+      let lastProgress = Date.now();
+      const finish = (complete: boolean, reason: string) => {
+        clearInterval(watchdog);
+        this.onArrival = null;
+        resolve({ complete, reason });
+      };
+      this.onArrival = () => {
+        lastProgress = Date.now();
+        for (const id of missing) if (this.firstSeen.has(id)) missing.delete(id);
+        if (missing.size === 0) finish(true, '');
+      };
+      const watchdog = setInterval(() => {
+        const halt = halted();
+        if (halt !== null) finish(false, halt);
+        else if (Date.now() - lastProgress > noProgressMs) finish(false, `no message reached the sink for ${noProgressMs / 1000} s`);
+        else if (Date.now() > deadline) finish(false, `overall limit of ${LIMITS.overallMs / 60_000} min reached`);
+      }, 250);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the load
+
+interface LoadResult {
+  acceptedIds: string[];
+  latenciesMs: number[];
+  rejected: Map<string, number>;
+  failed: Map<string, number>;
+  startedAt: number;
+  lastAcceptedAt: number;
+  /** Messages a worker took on; the rest were never sent because the load stopped early. */
+  attempted: number;
+  /** The overall deadline cut the load short. */
+  aborted: boolean;
+}
+
+/**
+ * C workers share one counter; each takes the next message number, one message per connection.
+ * `halted` stops them taking new messages (a dead relay would otherwise earn thousands of ECONNREFUSED).
+ */
+async function runLoad(options: BenchOptions, runId: string, smtpPort: number, deadline: number, halted: () => string | null): Promise<LoadResult> {
+  const result: LoadResult = {
+    acceptedIds: [], latenciesMs: [], rejected: new Map(), failed: new Map(),
+    startedAt: performance.now(), lastAcceptedAt: performance.now(), attempted: 0, aborted: false,
+  };
+  const live: ConnectionRegistry = new Set();
+  const guard = setTimeout(() => {
+    result.aborted = true;
+    for (const connection of live) connection.destroy();
+  }, Math.max(0, deadline - Date.now()));
+
+  let next = 0;
+  const worker = async () => {
+    while (!result.aborted && halted() === null && next < options.messages) {
+      const n = next++;
+      result.attempted++;
+      const message = buildMessage(runId, n, options.size);
+      record(result, message.messageId, await sendOne('127.0.0.1', smtpPort, message, LIMITS.smtp, live));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(options.connections, options.messages) }, worker));
+  clearTimeout(guard);
+  return result;
+}
+
+function record(result: LoadResult, messageId: string, outcome: SendResult): void {
+  switch (outcome.kind) {
+    case 'accepted':
+      result.acceptedIds.push(messageId);
+      result.latenciesMs.push(outcome.latencyMs);
+      result.lastAcceptedAt = performance.now();
+      return;
+    case 'rejected':
+      count(result.rejected, `${outcome.stage}: ${outcome.reply}`);
+      return;
+    case 'failed':
+      count(result.failed, `${outcome.stage}: ${outcome.error}`);
+  }
+}
+
+function count(map: Map<string, number>, key: string): void {
+  // Queue ids and ports make replies unique; collapse them (reply codes and addresses stay) to group the rest.
+  const normalized = key.replace(/\b(?=[0-9A-Za-z]*\d)(?=[0-9A-Za-z]*[A-Za-z])[0-9A-Za-z]{8,}\b/g, '…').replace(/:\d{2,5}\b/g, ':…');
+  map.set(normalized, (map.get(normalized) ?? 0) + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the report
+
+interface Report {
+  messages: number;
+  size: number;
+  connections: number;
+  accepted: number;
+  rejected: number;
+  failed: number;
+  /** Never sent: the load stopped early (relay gone, overall limit). */
+  notSent: number;
+  acceptRate: number;
+  endToEndRate: number;
+  latencyMs: { p50: number | null; p99: number | null; max: number | null };
+  relayPeakRss: { vmHwmBytes: number | null; sampledMaxRssBytes: number | null };
+  lost: number;
+  duplicated: number;
+  /** Arrived at the sink without a 250 to the bench (e.g. the 250 timed out), or without a bench Message-ID. */
+  unexpected: number;
+  durationsMs: { accept: number; endToEnd: number };
+  rejectReasons: Record<string, number>;
+  failReasons: Record<string, number>;
+  notes: string[];
+  relay: { exitCode: number | null; warnLines: number; errorLines: number };
+}
+
+/** Nearest-rank percentile over sorted values. */
+function percentile(sorted: readonly number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+function rate(count: number, ms: number): number {
+  return ms > 0 ? count / (ms / 1000) : 0;
+}
+
+function round1(value: number): number {
+  return Math.round(value * 10) / 10;
+}
+
+function buildReport(
+  options: BenchOptions, load: LoadResult, arrivals: Arrivals,
+  rss: Report['relayPeakRss'], relay: Report['relay'], notes: string[],
+): Report {
+  const acceptedSet = new Set(load.acceptedIds);
+  const deliveredAt = load.acceptedIds.map((id) => arrivals.firstSeen.get(id)).filter((t): t is number => t !== undefined);
+  const lost = load.acceptedIds.length - deliveredAt.length;
+  const unexpected = [...arrivals.firstSeen.keys()].filter((id) => !acceptedSet.has(id)).length + arrivals.withoutId;
+  const acceptMs = load.acceptedIds.length > 0 ? load.lastAcceptedAt - load.startedAt : 0;
+  const endToEndMs = deliveredAt.length > 0 ? Math.max(...deliveredAt) - load.startedAt : 0;
+  const sorted = [...load.latenciesMs].sort((a, b) => a - b);
+  const latency = (p: number) => {
+    const value = percentile(sorted, p);
+    return value === null ? null : round1(value);
+  };
+  return {
+    messages: options.messages, size: options.size, connections: options.connections,
+    accepted: load.acceptedIds.length,
+    rejected: sum(load.rejected), failed: sum(load.failed), notSent: options.messages - load.attempted,
+    acceptRate: round1(rate(load.acceptedIds.length, acceptMs)),
+    endToEndRate: round1(rate(deliveredAt.length, endToEndMs)),
+    latencyMs: { p50: latency(50), p99: latency(99), max: latency(100) },
+    relayPeakRss: rss, lost, duplicated: arrivals.duplicates, unexpected,
+    durationsMs: { accept: Math.round(acceptMs), endToEnd: Math.round(endToEndMs) },
+    rejectReasons: Object.fromEntries(load.rejected), failReasons: Object.fromEntries(load.failed),
+    notes, relay,
+  };
+}
+
+function sum(map: Map<string, number>): number {
+  let total = 0;
+  for (const n of map.values()) total += n;
+  return total;
+}
+
+function mib(bytes: number | null): string {
+  return bytes === null ? 'n/a' : `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+function ms(value: number | null): string {
+  return value === null ? 'n/a' : `${value.toFixed(1)} ms`;
+}
+
+function formatTable(r: Report): string {
+  const row = (label: string, value: string) => `${label.padEnd(19)}${value}\n`;
+  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections\n`;
+  const extra = `${r.failed > 0 ? `, failed ${r.failed}` : ''}${r.notSent > 0 ? `, not sent ${r.notSent}` : ''}`;
+  out += row('accepted', `${r.accepted} (rejected ${r.rejected}${extra})`);
+  out += row('accept rate', `${r.acceptRate.toFixed(1)} msg/s`);
+  out += row('end-to-end rate', `${r.endToEndRate.toFixed(1)} msg/s`);
+  out += row('accept latency', `p50 ${ms(r.latencyMs.p50)}   p99 ${ms(r.latencyMs.p99)}   max ${ms(r.latencyMs.max)}`);
+  out += row('relay peak RSS', `${mib(r.relayPeakRss.vmHwmBytes)} (VmHWM; max sampled VmRSS ${mib(r.relayPeakRss.sampledMaxRssBytes)})`);
+  out += row('lost', `${r.lost}   duplicated ${r.duplicated}${r.unexpected > 0 ? `   unexpected ${r.unexpected}` : ''}`);
+  if (r.relay.warnLines + r.relay.errorLines > 0) out += row('relay log', `${r.relay.errorLines} error(s), ${r.relay.warnLines} warning(s)`);
+  for (const [reason, n] of Object.entries(r.rejectReasons)) out += row('  rejected', `${n} x ${reason}`);
+  for (const [reason, n] of Object.entries(r.failReasons)) out += row('  failed', `${n} x ${reason}`);
+  for (const note of r.notes) out += row('note', note);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the run
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv);
+  const deadline = Date.now() + LIMITS.overallMs;
+  const runId = randomBytes(4).toString('hex');
+  const notes: string[] = [];
+
+  const dir = await mkdtemp(path.join(tmpdir(), 'smarthop-bench-'));
+  const arrivals = new Arrivals();
+  const sink = new SmtpSink({ port: 0, onMessage: (message) => arrivals.record(message) });
+  let relay: RelayProcess | null = null;
+  try {
+    const sinkAddress = await sink.listen();
+    const ports = { smtp: await freePort(), http: await freePort(), sink: sinkAddress.port };
+    // Room for the largest --size with headroom for the Received header; never below the relay default.
+    const maxMessageSize = Math.max(25 * 1024 * 1024, options.size + 64 * 1024);
+    relay = await RelayProcess.start(dir, ports, maxMessageSize);
+    try {
+      await relay.waitHealthy(ports.http, LIMITS.healthyMs);
+    } catch (err) {
+      process.stderr.write(`bench: ${(err as Error).message}\n`);
+      relay.dumpTail();
+      return 2;
+    }
+
+    const running = relay;
+    const relayGone = () => (running.running ? null : 'the relay exited');
+    const load = await runLoad(options, runId, ports.smtp, deadline, relayGone);
+    if (load.aborted) notes.push(`load cut short by the overall limit of ${LIMITS.overallMs / 60_000} min`);
+    const delivery = await arrivals.waitFor(load.acceptedIds, LIMITS.noProgressMs, deadline, relayGone);
+    if (!delivery.complete) notes.push(`stopped waiting for the sink: ${delivery.reason}`);
+
+    // Read VmHWM while the relay is alive and before shutdown work could move it.
+    const rss = relay.peakRss();
+    const diedEarly = !relay.running;
+    const exitCode = await relay.stop(LIMITS.stopGraceMs);
+    if (diedEarly) notes.push(`relay exited during the run (code ${String(exitCode)})`);
+    else if (exitCode !== 0) notes.push(`relay exited with code ${String(exitCode)} after SIGTERM`);
+    if (diedEarly || exitCode !== 0) relay.dumpTail();
+
+    const report = buildReport(options, load, arrivals, rss, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
+    process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : formatTable(report));
+    return report.lost === 0 ? 0 : 1;
+  } finally {
+    if (relay?.running) await relay.stop(LIMITS.stopGraceMs);
+    await sink.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    // Anything still holding the loop open (a half-closed socket) must not keep the bench alive.
+    setTimeout(() => process.exit(code), 2_000).unref();
+  },
+  (err: Error) => {
+    process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
+    process.exit(2);
+  },
+);

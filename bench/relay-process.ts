@@ -1,0 +1,222 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+
+/**
+ * The relay under test, run exactly as an admin runs it (`smarthop start -c file`) in a child
+ * process, so its memory can be read from /proc and nothing of the bench shares its event loop.
+ */
+
+export interface RelayPorts {
+  smtp: number;
+  http: number;
+  sink: number;
+}
+
+/** A port the kernel just handed out; it is closed again, so a tiny race with other programs remains. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (port === 0) throw new Error('could not find a free port');
+  return port;
+}
+
+/**
+ * The temp config: one plain listener, the bench as a network client, everything routed to the
+ * sink. Log level warn so the relay spends its time relaying, not logging; no events file for the same reason.
+ */
+export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: number): string {
+  return [
+    '# written by bench/bench.ts for one benchmark run',
+    'hostname: bench.localhost',
+    `max_message_size: ${maxMessageSize}`,
+    'spool:',
+    `  dir: ${JSON.stringify(path.join(dir, 'spool'))}`,
+    'listeners:',
+    '  - name: smtp',
+    `    address: 127.0.0.1:${ports.smtp}`,
+    '    tls: none',
+    '    auth: optional',
+    'clients:',
+    '  - name: bench',
+    '    networks: [127.0.0.0/8]',
+    'routes:',
+    '  default:',
+    '    smarthosts: [sink]',
+    'smarthosts:',
+    '  - name: sink',
+    '    host: 127.0.0.1',
+    `    port: ${ports.sink}`,
+    '    tls: none',
+    '    max_connections: 10',
+    'http:',
+    `  address: 127.0.0.1:${ports.http}`,
+    'log:',
+    '  level: warn',
+    '',
+  ].join('\n');
+}
+
+/** Lines the relay printed that the operator of the bench should see. */
+export interface RelayOutput {
+  warnLines: number;
+  errorLines: number;
+  /** The last lines of stdout and stderr, for when the relay dies. */
+  tail: string[];
+}
+
+/** Forwarded live to the bench's stderr, at most this many; the rest are only counted. */
+const MAX_FORWARDED_LINES = 20;
+const TAIL_LINES = 50;
+
+export class RelayProcess {
+  readonly output: RelayOutput = { warnLines: 0, errorLines: 0, tail: [] };
+  private forwarded = 0;
+  private readonly exited: Promise<number | null>;
+  private exitCode: number | null | undefined = undefined;
+  private readonly rssSampler: NodeJS.Timeout;
+  private sampledMaxRss: number | null = null;
+
+  private constructor(private readonly child: ChildProcess) {
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exitCode = code ?? (signal ? null : 0);
+        resolve(this.exitCode);
+      });
+    });
+    // The relay logs (pino, JSON) on stdout; both pipes must be drained or the relay would block on them.
+    if (child.stdout) createInterface({ input: child.stdout }).on('line', (line) => this.onLine('stdout', line));
+    if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => this.onLine('stderr', line));
+    // VmHWM is the kernel's own peak; the 100 ms samples show whether the peak was a spike or a plateau.
+    this.rssSampler = setInterval(() => this.sampleRss(), 100);
+    this.rssSampler.unref();
+  }
+
+  /** Writes the config under `dir` and starts `node dist/src/cli.js start -c <dir>/relay.yaml`. */
+  static async start(dir: string, ports: RelayPorts, maxMessageSize: number): Promise<RelayProcess> {
+    const configFile = path.join(dir, 'relay.yaml');
+    await writeFile(configFile, benchConfigYaml(dir, ports, maxMessageSize));
+    const cli = path.resolve(__dirname, '..', 'src', 'cli.js');
+    const child = spawn(process.execPath, [cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    return new RelayProcess(child);
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  /** Polls /healthz until 200; fails early if the relay exits first. */
+  async waitHealthy(httpPort: number, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (!this.running) throw new Error(`relay exited with code ${String(this.exitCode)} before becoming healthy`);
+      const ok = await fetch(`http://127.0.0.1:${httpPort}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
+        (res) => res.status === 200,
+        () => false,
+      );
+      if (ok) return;
+      await sleep(100);
+    }
+    throw new Error(`relay not healthy on http port ${httpPort} after ${timeoutMs} ms`);
+  }
+
+  /** Peak RSS in bytes: the kernel's VmHWM (read now, while the process lives) and the sampled max VmRSS. */
+  peakRss(): { vmHwmBytes: number | null; sampledMaxRssBytes: number | null } {
+    this.sampleRss();
+    return { vmHwmBytes: this.readStatus('VmHWM'), sampledMaxRssBytes: this.sampledMaxRss };
+  }
+
+  /** SIGTERM, then SIGKILL if the relay has not exited within `graceMs`. Resolves with the exit code. */
+  async stop(graceMs: number): Promise<number | null> {
+    clearInterval(this.rssSampler);
+    if (!this.running) return this.exited;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => {
+      process.stderr.write(`relay: no exit ${graceMs} ms after SIGTERM, sending SIGKILL\n`);
+      this.child.kill('SIGKILL');
+    }, graceMs);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+
+  /** A relay that died or failed to stop is explained with what it printed last. */
+  dumpTail(): void {
+    if (this.output.tail.length === 0) return;
+    process.stderr.write(`relay: last ${this.output.tail.length} line(s) of output:\n${this.output.tail.map((l) => `  ${l}\n`).join('')}`);
+  }
+
+  private onLine(stream: 'stdout' | 'stderr', line: string): void {
+    this.output.tail.push(`[${stream}] ${line}`);
+    if (this.output.tail.length > TAIL_LINES) this.output.tail.shift();
+    const entry = stream === 'stderr' ? { level: 50, text: line } : parseLogLine(line);
+    if (entry === null) return;
+    if (entry.level >= 50) this.output.errorLines++;
+    else if (entry.level >= 40) this.output.warnLines++;
+    else return;
+    if (this.forwarded < MAX_FORWARDED_LINES) {
+      this.forwarded++;
+      process.stderr.write(`relay ${stream === 'stderr' ? 'stderr' : levelName(entry.level)}: ${entry.text}\n`);
+      if (this.forwarded === MAX_FORWARDED_LINES) process.stderr.write('relay: further warnings and errors are counted, not shown\n');
+    }
+  }
+
+  private sampleRss(): void {
+    const rss = this.readStatus('VmRSS');
+    if (rss !== null && (this.sampledMaxRss === null || rss > this.sampledMaxRss)) this.sampledMaxRss = rss;
+  }
+
+  /** A `kB` field of /proc/<pid>/status in bytes; null off Linux or once the process is gone. */
+  private readStatus(field: 'VmHWM' | 'VmRSS'): number | null {
+    if (this.child.pid === undefined || !this.running) return null;
+    try {
+      const status = readFileSync(`/proc/${this.child.pid}/status`, 'utf8');
+      const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
+      return match ? Number(match[1]) * 1024 : null;
+    } catch {
+      return null;
+    }
+  }
+}
+
+/**
+ * pino's numeric level and message of a JSON log line (the error's message is added when there is
+ * one, it is usually the interesting part); anything else on stdout is treated as a warning.
+ */
+function parseLogLine(line: string): { level: number; text: string } | null {
+  if (line.trim() === '') return null;
+  try {
+    const parsed: unknown = JSON.parse(line);
+    if (typeof parsed === 'object' && parsed !== null && 'level' in parsed && typeof parsed.level === 'number') {
+      const msg = 'msg' in parsed && typeof parsed.msg === 'string' ? parsed.msg : line;
+      const err = 'err' in parsed && typeof parsed.err === 'object' && parsed.err !== null && 'stack' in parsed.err ? parsed.err.stack : undefined;
+      return { level: parsed.level, text: typeof err === 'string' && !msg.includes(err) ? `${msg}\n${err}` : msg };
+    }
+  } catch {
+    // not JSON: fall through
+  }
+  return { level: 40, text: line };
+}
+
+function levelName(level: number): string {
+  if (level >= 60) return 'fatal';
+  if (level >= 50) return 'error';
+  return 'warn';
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
