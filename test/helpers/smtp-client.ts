@@ -108,6 +108,11 @@ export class RawSmtpClient {
     this.socket.destroy();
   }
 
+  /** Drops the connection without a word, as a crashed or vanished client does. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
   private push(line: string): void {
     const waiter = this.waiters.shift();
     if (waiter) waiter(line);
