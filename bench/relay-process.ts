@@ -105,9 +105,22 @@ export class RelayProcess {
   static async start(dir: string, ports: RelayPorts, maxMessageSize: number): Promise<RelayProcess> {
     const configFile = path.join(dir, 'relay.yaml');
     await writeFile(configFile, benchConfigYaml(dir, ports, maxMessageSize));
+    return RelayProcess.launch(configFile);
+  }
+
+  /** Starts `node dist/src/cli.js start -c <configFile>` on a config written by the caller. */
+  static launch(configFile: string): RelayProcess {
     const cli = path.resolve(__dirname, '..', 'src', 'cli.js');
     const child = spawn(process.execPath, [cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     return new RelayProcess(child);
+  }
+
+  /** The kernel's way to end a process: no handler runs, nothing is flushed. */
+  async kill(): Promise<void> {
+    clearInterval(this.rssSampler);
+    if (!this.running) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
   }
 
   get pid(): number | undefined {
