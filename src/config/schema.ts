@@ -64,6 +64,8 @@ const listenerSchema = z.strictObject({
   line_endings: z.enum(['normalize', 'strict']).default('normalize'),
   max_clients: z.number().int().positive().default(500),
   socket_timeout: duration.default(60_000),
+  /** Pause before the greeting; a client that talks during it gets 421 (early-talker detection). */
+  greeting_delay: duration.default(0),
 });
 
 const clientSchema = z

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection';
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../observe/logger';
 import type { IngressSessions, SessionState, Verdict } from './session';
@@ -23,12 +24,40 @@ export interface ListenerDeps {
   logger: Logger;
 }
 
+/**
+ * smtp-server holds every greeting back 100 ms to catch clients that talk before it (a spam-bot
+ * trait), with no option to change it. For LAN apps that send one message per connection that
+ * pause alone caps a listener at 10 messages/s per connection, so the delay is the listener's
+ * `greeting_delay` instead (0: greet at once, as Postfix's smtpd does). The replacement keeps the
+ * library's own connection-limit check and then greets after the configured delay.
+ */
+let greetingDelayInstalled = false;
+function installConfigurableGreetingDelay(): void {
+  if (greetingDelayInstalled) return;
+  greetingDelayInstalled = true;
+  const libraryInit = SMTPConnection.prototype.init;
+  SMTPConnection.prototype.init = function init(this: SMTPConnection): void {
+    const delay = (this._server.options as { greetingDelay?: number }).greetingDelay;
+    if (delay === undefined) return libraryInit.call(this);
+    this._setListeners(() => {
+      const { maxClients } = this._server.options;
+      if (maxClients && this._server.connections.size > maxClients) {
+        this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
+        return;
+      }
+      if (delay === 0) return this.connectionReady();
+      setTimeout(() => this.connectionReady(), delay).unref();
+    });
+  };
+}
+
 export class SmtpListener {
   private readonly server: SMTPServer;
   private readonly states = new WeakMap<SMTPServerSession, { state: SessionState; accepted: boolean }>();
 
   constructor(private readonly deps: ListenerDeps) {
-    this.server = new SMTPServer(this.options());
+    installConfigurableGreetingDelay();
+    this.server = new SMTPServer({ ...this.options(), greetingDelay: deps.listener.greeting_delay } as SMTPServerOptions);
     this.server.on('error', (err) => deps.logger.warn({ err, listener: deps.listener.name }, `listener ${deps.listener.name}: ${err.message}`));
   }
 
