@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
+import { DirectorySyncer } from './dir-sync';
 import type { MessageMeta } from './message';
 
 /**
@@ -23,6 +24,8 @@ export class SpoolStore {
   readonly corruptDir: string;
   /** Messages in `dead/`, counted at open and kept up to date by moveToDead. */
   deadCount = 0;
+  private readonly queueSync: DirectorySyncer;
+  private readonly deadSync: DirectorySyncer;
 
   constructor(readonly root: string) {
     this.tmpDir = path.join(root, 'tmp');
@@ -30,6 +33,8 @@ export class SpoolStore {
     this.holdDir = path.join(root, 'hold');
     this.deadDir = path.join(root, 'dead');
     this.corruptDir = path.join(root, 'corrupt');
+    this.queueSync = new DirectorySyncer(this.queueDir);
+    this.deadSync = new DirectorySyncer(this.deadDir);
   }
 
   /** Creates the folders and removes what a crash left half-written in `tmp/`. */
@@ -62,7 +67,7 @@ export class SpoolStore {
     await this.writeMetaFile(this.tmpPath(meta.id, '.json'), meta);
     await rename(this.tmpPath(meta.id, '.eml'), this.queuePath(meta.id, '.eml'));
     await rename(this.tmpPath(meta.id, '.json'), this.queuePath(meta.id, '.json'));
-    await fsyncDir(this.queueDir);
+    await this.queueSync.sync();
   }
 
   /** Rewrites a queued message's state atomically: temp file, fsync, rename. */
@@ -70,7 +75,7 @@ export class SpoolStore {
     const temp = this.tmpPath(`${meta.id}.${randomBytes(3).toString('hex')}`, '.json');
     await this.writeMetaFile(temp, meta);
     await rename(temp, this.queuePath(meta.id, '.json'));
-    await fsyncDir(this.queueDir);
+    await this.queueSync.sync();
   }
 
   async read(id: string): Promise<MessageMeta> {
@@ -95,8 +100,8 @@ export class SpoolStore {
     await this.update(meta);
     await rename(this.queuePath(meta.id, '.eml'), path.join(this.deadDir, `${meta.id}.eml`));
     await rename(this.queuePath(meta.id, '.json'), path.join(this.deadDir, `${meta.id}.json`));
-    await fsyncDir(this.deadDir);
-    await fsyncDir(this.queueDir);
+    await this.deadSync.sync();
+    await this.queueSync.sync();
     this.deadCount++;
   }
 
@@ -137,7 +142,7 @@ export class SpoolStore {
       }
       recovered.push(meta);
     }
-    await fsyncDir(this.queueDir);
+    await this.queueSync.sync();
     return recovered;
   }
 
@@ -162,15 +167,5 @@ export class SpoolStore {
 
   private queuePath(id: string, ext: string): string {
     return path.join(this.queueDir, `${id}${ext}`);
-  }
-}
-
-/** A rename is durable only once the directory holding the new name is fsync'd. */
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
