@@ -8,6 +8,7 @@ import { loadConfigFile } from './config/load';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
+import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { Relay } from './relay';
 import { SmtpSink } from './sink/sink';
 
@@ -15,8 +16,10 @@ const program = new Command('smarthop').description('SMTP relay for LAN applicat
 
 function loadOrExit(file: string): RelayConfig {
   const result = loadConfigFile(file);
-  if (!result.ok) {
-    process.stderr.write(`${file}: invalid configuration\n${result.errors.map((e) => `  ${e}\n`).join('')}`);
+  // Key files are part of the config: a missing or wrong DKIM key is reported like any other error.
+  const errors = result.ok ? loadRouteKeys(result.config.routes).errors : result.errors;
+  if (!result.ok || errors.length > 0) {
+    process.stderr.write(`${file}: invalid configuration\n${errors.map((e) => `  ${e}\n`).join('')}`);
     process.exit(1);
   }
   return result.config;
