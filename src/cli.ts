@@ -9,6 +9,9 @@ import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
+import { dnsResolver } from './doctor/dns';
+import { runDoctor } from './doctor/doctor';
+import { exitCode, formatReport } from './doctor/report';
 import { Relay } from './relay';
 import { SmtpSink } from './sink/sink';
 
@@ -70,6 +73,19 @@ program
   });
 
 program
+  .command('doctor')
+  .description('check DNS for every route and sender domain: DKIM key published, SPF, DMARC alignment; exit 1 if DMARC would fail')
+  .option('-c, --config <file>', 'config file', 'relay.config.yaml')
+  .option('--dns <server>', 'ask this DNS server (ip, ip:port or [v6]:port) instead of the system resolvers')
+  .action(async (opts: { config: string; dns?: string }) => {
+    const config = loadOrExit(opts.config);
+    const { keys } = loadRouteKeys(config.routes);
+    const rows = await runDoctor({ config, keys, resolver: resolverOrExit(opts.dns) });
+    process.stdout.write(formatReport(rows));
+    process.exitCode = exitCode(rows);
+  });
+
+program
   .command('hash-password')
   .description('read a password (stdin, or a prompt on a terminal) and print its scrypt hash for password_hash')
   .action(async () => {
@@ -125,6 +141,15 @@ program
       transport.close();
     }
   });
+
+function resolverOrExit(server: string | undefined): ReturnType<typeof dnsResolver> {
+  try {
+    return dnsResolver(server);
+  } catch (err) {
+    process.stderr.write(`--dns ${server}: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
 
 function readStdin(): string {
   // One trailing newline (from `echo` or a heredoc) is not part of the password.
