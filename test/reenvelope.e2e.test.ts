@@ -191,6 +191,17 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
   });
 
+  test('a raw UTF-8 display name and subject (RFC 6532) are kept byte for byte and signed as sent', async () => {
+    const primary = await sink();
+    await relayWith(primary.port, corpRoute());
+    await send('hans@erp.lan', legacyMessage(['Subject: Grüße aus der Buchhaltung'], 'Müller, Hans <hans@erp.lan>'));
+    await waitFor(() => primary.messages.length === 1, 10_000, 'delivery');
+    const header = primary.messages[0].data.toString('utf8');
+    expect(header).toContain('\r\nFrom: "Müller, Hans" <noreply@corp.example>\r\n');
+    expect(header).toContain('\r\nReply-To: "Müller, Hans" <hans@erp.lan>\r\n');
+    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+  });
+
   test('a route without rewrites keeps the client\'s envelope and From, still strips the topology and adds what is missing', async () => {
     const primary = await sink();
     await relayWith(primary.port, {});
