@@ -3,9 +3,11 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseConfig } from '../src/config/load';
-import { loadRouteKeys } from '../src/reenvelope/dkim-keys';
+import { dkimBody } from 'mailauth/lib/dkim/body';
+import { loadDkimKey, loadRouteKeys } from '../src/reenvelope/dkim-keys';
+import { signatures } from '../src/reenvelope/dkim-signer';
 import { CLI } from './helpers/child-relay';
-import { makeDkimKey } from './helpers/dkim';
+import { makeDkimKey, verifyDkim, zoneResolver } from './helpers/dkim';
 import { removeDir, tempDir } from './helpers/harness';
 
 function withRoute(route: Record<string, unknown>): Record<string, unknown> {
@@ -87,5 +89,28 @@ describe('route re-enveloping keys in the config contract', () => {
     const ok = write('good.yaml', good.file);
     expect(ok.stderr).toBe('');
     expect(ok.status).toBe(0);
+  });
+});
+
+describe('signatures(): mailauth canonicalisation with keys parsed once', () => {
+  test('rsa-sha256 and ed25519-sha256 over a head and a body hash verify with mailauth; t= is the given time', async () => {
+    const dir = tempDir();
+    try {
+      const rsa = makeDkimKey(dir, 'rsa');
+      const ed = makeDkimKey(dir, 'ed25519');
+      const keys = [loadDkimKey({ domain: 'corp.example', selector: 's1', private_key: rsa.file }), loadDkimKey({ domain: 'corp.example', selector: 'e1', private_key: ed.file })];
+      const head = Buffer.from('Received: from app (client lan)\r\n\tby relay.test; Mon, 23 Nov 2026 10:00:00 +0000\r\nFrom: a@corp.example\r\nSubject: hi\r\n');
+      const body = Buffer.from('Hello  \r\nworld\r\n\r\n\r\n');
+      const hasher = dkimBody('relaxed', 'sha256', false);
+      hasher.update(body);
+      const lines = signatures(keys, head, hasher.digest('base64'), new Date(Date.UTC(2026, 10, 23, 10, 0, 0)));
+      expect(lines.match(/^DKIM-Signature: /gm)).toHaveLength(2);
+      expect(lines).toContain('t=1795428000;');
+      expect(lines).toMatch(/h=Subject:\s*From;/);
+      const resolver = zoneResolver({ 's1._domainkey.corp.example': { TXT: [rsa.record] }, 'e1._domainkey.corp.example': { TXT: [ed.record] } });
+      expect(await verifyDkim(Buffer.concat([Buffer.from(lines), head, Buffer.from('\r\n'), body]), resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+    } finally {
+      removeDir(dir);
+    }
   });
 });
