@@ -59,7 +59,8 @@ export class Relay {
 
     const sessions = new IngressSessions({
       config,
-      // Policy judges what the client sent; then the route's rewrites; DKIM signs last, over the final header.
+      // Order matters: policy filters (judging what the client sent) belong before these; the route's
+      // rewrites next; DKIM signing last, over the final header.
       filters: [new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname }), new DkimSigningFilter(dkim.keys)],
       clients: new ClientDirectory(config.clients),
       store: this.store,
