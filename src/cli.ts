@@ -8,6 +8,10 @@ import { loadConfigFile } from './config/load';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
+import { loadRouteKeys } from './reenvelope/dkim-keys';
+import { dnsResolver } from './doctor/dns';
+import { runDoctor } from './doctor/doctor';
+import { exitCode, formatReport } from './doctor/report';
 import { Relay } from './relay';
 import { SmtpSink } from './sink/sink';
 
@@ -15,8 +19,10 @@ const program = new Command('smarthop').description('SMTP relay for LAN applicat
 
 function loadOrExit(file: string): RelayConfig {
   const result = loadConfigFile(file);
-  if (!result.ok) {
-    process.stderr.write(`${file}: invalid configuration\n${result.errors.map((e) => `  ${e}\n`).join('')}`);
+  // Key files are part of the config: a missing or wrong DKIM key is reported like any other error.
+  const errors = result.ok ? loadRouteKeys(result.config.routes).errors : result.errors;
+  if (!result.ok || errors.length > 0) {
+    process.stderr.write(`${file}: invalid configuration\n${errors.map((e) => `  ${e}\n`).join('')}`);
     process.exit(1);
   }
   return result.config;
@@ -64,6 +70,19 @@ program
       `${opts.config}: ok (${config.listeners.length} listener(s), ${config.clients.length} client(s), ` +
         `${Object.keys(config.routes).length} route(s), ${config.smarthosts.length} smart host(s))\n`,
     );
+  });
+
+program
+  .command('doctor')
+  .description('check DNS for every route and sender domain: DKIM key published, SPF, DMARC alignment; exit 1 if DMARC would fail')
+  .option('-c, --config <file>', 'config file', 'relay.config.yaml')
+  .option('--dns <server>', 'ask this DNS server (ip, ip:port or [v6]:port) instead of the system resolvers')
+  .action(async (opts: { config: string; dns?: string }) => {
+    const config = loadOrExit(opts.config);
+    const { keys } = loadRouteKeys(config.routes);
+    const rows = await runDoctor({ config, keys, resolver: resolverOrExit(opts.dns) });
+    process.stdout.write(formatReport(rows));
+    process.exitCode = exitCode(rows);
   });
 
 program
@@ -122,6 +141,15 @@ program
       transport.close();
     }
   });
+
+function resolverOrExit(server: string | undefined): ReturnType<typeof dnsResolver> {
+  try {
+    return dnsResolver(server);
+  } catch (err) {
+    process.stderr.write(`--dns ${server}: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
 
 function readStdin(): string {
   // One trailing newline (from `echo` or a heredoc) is not part of the password.

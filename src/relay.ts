@@ -10,6 +10,9 @@ import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
+import { loadRouteKeys } from './reenvelope/dkim-keys';
+import { DkimSigningFilter } from './reenvelope/dkim-signer';
+import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
@@ -50,8 +53,15 @@ export class Relay {
       return config.spool.retry.initial;
     });
 
+    // Keys are read now: a missing or wrong key stops the start instead of leaving mail unsigned.
+    const dkim = loadRouteKeys(config.routes);
+    if (dkim.errors.length > 0) throw new Error(`DKIM keys: ${dkim.errors.join('; ')}`);
+
     const sessions = new IngressSessions({
       config,
+      // Order matters: policy filters (judging what the client sent) belong before these; the route's
+      // rewrites next; DKIM signing last, over the final header.
+      filters: [new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname }), new DkimSigningFilter(dkim.keys)],
       clients: new ClientDirectory(config.clients),
       store: this.store,
       freeSpace: new FreeSpaceGuard(() => this.store.freeBytes(), config.spool.min_free_disk),

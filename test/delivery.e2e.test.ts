@@ -117,7 +117,8 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     const backup = await sink({ behaviour: { mode: 'reject', code: 554 } });
     const relay = await relayWith([{ name: 'primary', port: primary.port, priority: 10 }, { name: 'backup', port: backup.port, priority: 20 }]);
     const id = await send();
-    await waitFor(() => spoolFiles('dead').length === 2, 10_000, 'dead-letter');
+    // The files land before the store counts them (moveToDead fsyncs in between): wait for both.
+    await waitFor(async () => spoolFiles('dead').length === 2 && metricValue(await metricsText(relay.httpPort), 'smarthop_queue_messages{state="dead"}') === 1, 10_000, 'dead-letter');
     expect(spoolFiles('queue')).toHaveLength(0);
     const dead = JSON.parse(readFileSync(path.join(dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string; response: string }; recipients: { status: string }[] };
     expect(dead.dead.reason).toBe('rejected');

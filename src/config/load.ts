@@ -50,5 +50,14 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
     spool: { ...config.spool, dir: resolve(config.spool.dir) },
     tls: config.tls && { cert: resolve(config.tls.cert), key: resolve(config.tls.key) },
     events: config.events && { file: resolve(config.events.file) },
+    routes: Object.fromEntries(Object.entries(config.routes).map(([name, route]) => [name, {
+      ...route,
+      // A PEM given inline (say from ${DKIM_KEY}) is a key, not a path.
+      dkim: route.dkim.map((signature) => ({ ...signature, private_key: isInlinePem(signature.private_key) ? signature.private_key : resolve(signature.private_key) })),
+    }])),
   };
+}
+
+export function isInlinePem(value: string): boolean {
+  return value.trimStart().startsWith('-----BEGIN');
 }

@@ -92,8 +92,42 @@ const policySchema = z.strictObject({
   route: name.default('default'),
 });
 
+/** An address as MAIL FROM and header From use it: local@domain, no display name, no brackets. */
+const mailbox = z.string().regex(/^[^\s@<>()",;:\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected an address like bounces@corp.example');
+
+const domain = z
+  .string()
+  .regex(/^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected a domain like corp.example')
+  .transform((value) => value.toLowerCase());
+
+/** A header field name (RFC 5322 ftext). */
+const headerName = z.string().regex(/^[\x21-\x39\x3b-\x7e]+$/, 'expected a header field name like X-Mailer');
+
+const dkimSignatureSchema = z.strictObject({
+  domain,
+  selector: z.string().regex(/^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/, 'expected a selector like s1 or 2026a'),
+  /** A PEM file (relative to the config file), or the PEM itself (e.g. from `${DKIM_KEY}`). */
+  private_key: z.string().min(1),
+  /** Omitted: taken from the key (RSA → rsa-sha256, Ed25519 → ed25519-sha256). */
+  algorithm: z.enum(['rsa-sha256', 'ed25519-sha256']).optional(),
+});
+
 const routeSchema = z.strictObject({
   smarthosts: z.array(name).min(1, 'a route needs at least one smart host'),
+  /** Envelope-sender domains relayed through this route, whatever the client's policy says (see README). */
+  sender_domains: z.array(domain).default([]),
+  /** Rewrites MAIL FROM (the null sender stays null); omitted: the client's is kept. */
+  envelope_from: mailbox.optional(),
+  rewrite_from: z.strictObject({ unless: z.array(z.string().min(1)).default([]), to: mailbox }).optional(),
+  /** Removed in addition to Received and X-Originating-IP, which never leave the LAN. */
+  strip_headers: z.array(headerName).default([]),
+  /** Name the client's address (not only its name) in our Received header. */
+  received_include_address: z.boolean().default(false),
+  /** One signature or several (e.g. rsa-sha256 and ed25519-sha256 side by side). */
+  dkim: z
+    .union([dkimSignatureSchema, z.array(dkimSignatureSchema).min(1)])
+    .transform((value) => (Array.isArray(value) ? value : [value]))
+    .default([]),
 });
 
 const smarthostAuthSchema = z.strictObject({
@@ -178,9 +212,16 @@ export const configSchema = z
       if (!(policy.route in config.routes)) issue(['policies', policyName, 'route'], `no route named ${JSON.stringify(policy.route)} under routes`);
     }
     const hostNames = new Set(config.smarthosts.map((host) => host.name));
+    const senderDomains = new Map<string, string>();
     for (const [routeName, route] of Object.entries(config.routes)) {
       route.smarthosts.forEach((hostName, i) => {
         if (!hostNames.has(hostName)) issue(['routes', routeName, 'smarthosts', i], `no smart host named ${JSON.stringify(hostName)} under smarthosts`);
+      });
+      // One envelope domain, one route: anything else would make the choice depend on key order.
+      route.sender_domains.forEach((senderDomain, i) => {
+        const earlier = senderDomains.get(senderDomain);
+        if (earlier !== undefined) issue(['routes', routeName, 'sender_domains', i], `${senderDomain} is already routed by routes.${earlier}.sender_domains`);
+        senderDomains.set(senderDomain, routeName);
       });
     }
   });
@@ -198,6 +239,7 @@ export type RelayConfig = z.output<typeof configSchema>;
 export type ListenerConfig = RelayConfig['listeners'][number];
 export type ClientConfig = RelayConfig['clients'][number];
 export type RouteConfig = RelayConfig['routes'][string];
+export type DkimSignatureConfig = RouteConfig['dkim'][number];
 export type SmartHostConfig = RelayConfig['smarthosts'][number];
 export type RetryConfig = RelayConfig['spool']['retry'];
 export type Network = ClientConfig['networks'][number];

@@ -50,7 +50,7 @@ export class Dispatcher {
       if (lastHost) this.deps.observer.emit({ type: 'failover', queueId: id, from: lastHost.name, to: host.name });
       lastHost = host;
       const attemptStart = this.now();
-      const outcomes = await host.send({ from: meta.from, to: targets.map((r) => r.state.address) }, store.bodyPath(id));
+      const outcomes = await host.send({ from: meta.from, to: targets.map((r) => r.state.address) }, store.bodyPath(id), meta.prependHeaders);
       this.recordAttempt(meta, host, targets, outcomes, this.now() - attemptStart);
     }
 

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { NodemailerError } from 'nodemailer/lib/errors';
 import type { SmartHostConfig } from '../config/schema';
@@ -14,7 +15,8 @@ export interface SmartHost {
   /** `primary[smtp.provider.example]:587`, as log lines name the relay. */
   readonly relay: string;
   available(now: number): boolean;
-  send(envelope: Envelope, bodyPath: string): Promise<Map<string, Outcome>>;
+  /** `prependHeaders`: header lines sent above the stored file (the DKIM signatures kept in its metadata). */
+  send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>>;
   close(): void;
 }
 
@@ -38,10 +40,11 @@ export class NodemailerSmartHost implements SmartHost {
     return true;
   }
 
-  async send(envelope: Envelope, bodyPath: string): Promise<Map<string, Outcome>> {
+  async send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
     const outcomes = new Map<string, Outcome>();
     try {
-      const info = await this.transport.sendMail({ envelope: { from: envelope.from, to: envelope.to }, raw: { path: bodyPath } });
+      const message: PrependingOptions = { envelope: { from: envelope.from, to: envelope.to }, raw: { path: bodyPath }, prependHeaders };
+      const info = await this.transport.sendMail(message);
       const reply = parseReply(info.response, 250);
       const rejectedErrors = (info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? [];
       for (const err of rejectedErrors) if (err.recipient) outcomes.set(err.recipient, replyOutcome(err));
@@ -63,8 +66,10 @@ export class NodemailerSmartHost implements SmartHost {
   }
 }
 
+type PrependingOptions = Parameters<ReturnType<typeof createPool>['sendMail']>[0] & { prependHeaders?: string };
+
 function createPool(config: SmartHostConfig, heloName: string) {
-  return nodemailer.createTransport({
+  const transport = nodemailer.createTransport({
     pool: true,
     host: config.host,
     port: config.port,
@@ -82,6 +87,22 @@ function createPool(config: SmartHostConfig, heloName: string) {
     logger: false,
     debug: false,
   });
+  // The file stays `raw: { path }` so the pool can re-read it when it requeues; the prefix is added
+  // to every read of it, as nodemailer's own DKIM signing does.
+  transport.use('stream', (mail, done) => {
+    const prefix = (mail.data as { prependHeaders?: string }).prependHeaders;
+    if (prefix) mail.message.processFunc((input) => prepend(Buffer.from(prefix, 'latin1'), input));
+    done();
+  });
+  return transport;
+}
+
+function prepend(head: Buffer, input: Readable): Readable {
+  // Async iteration carries errors of `input` to the output, and a destroyed output destroys `input`.
+  return Readable.from((async function* () {
+    yield head;
+    yield* input;
+  })(), { objectMode: false });
 }
 
 /** A reply from the smart host: 5xx is permanent (nodemailer already treats 503 as transient). */

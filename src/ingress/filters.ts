@@ -16,6 +16,22 @@ export interface MessageContext {
   readonly envelope: { readonly from: string; readonly to: readonly string[] };
   /** The header block exactly as the client sent it (filters edit a copy). */
   readonly original: HeaderBlock;
+  /** Our Received line(s), written to the spool above the header block (CRLF-terminated). */
+  readonly trace: string;
+  /** How the message will leave; stored in its metadata at the end of DATA. */
+  readonly outgoing: Outgoing;
+}
+
+/**
+ * What a message leaves with, decided once at ingest: the route (chosen from the client's policy
+ * and the envelope sender before any filter runs), and what filters settle on the way.
+ */
+export interface Outgoing {
+  readonly route: string;
+  /** The envelope sender for the smart host; starts as the client's ('' is the null sender). */
+  from: string;
+  /** Header lines to put above the stored file when sending (DKIM-Signature, known only at the end of DATA). */
+  prependHeaders: string;
 }
 
 export interface Refusal {
@@ -35,6 +51,9 @@ export interface BodyInspector {
 export interface MessageFilter {
   /** Inspects and may edit the header block before it is written to the spool. */
   headers?(headers: HeaderBlock, context: MessageContext): Refusal | undefined | Promise<Refusal | undefined>;
-  /** An inspector for this message's body, or undefined when this filter has no interest in it. */
-  body?(context: MessageContext): BodyInspector | undefined;
+  /**
+   * An inspector for this message's body, or undefined when this filter has no interest in it.
+   * `final` is the header block as it will be stored, every filter's edits applied (read only).
+   */
+  body?(context: MessageContext, final: HeaderBlock): BodyInspector | undefined;
 }

@@ -9,6 +9,8 @@ export interface ReceivedInfo {
   authenticated: boolean;
   esmtp: boolean;
   tls?: { version: string; cipher: string };
+  /** Named only where the route asks for it (`received_include_address`): LAN addresses are topology. */
+  remoteAddress?: string;
   /** Named only for a single recipient, as Postfix does: a list would disclose Bcc recipients. */
   recipients: string[];
   date: Date;
@@ -26,7 +28,8 @@ function sanitizeHelo(name: string): string {
 
 export function buildReceivedHeader(info: ReceivedInfo): string {
   const protocol = `${info.esmtp ? 'ESMTP' : 'SMTP'}${info.secure ? 'S' : ''}${info.authenticated ? 'A' : ''}`;
-  const lines = [`Received: from ${sanitizeHelo(info.heloName)} (client ${info.clientName})`];
+  const address = info.remoteAddress === undefined ? '' : ` [${info.remoteAddress.replace(/^::ffff:(?=\d+\.)/, '')}]`;
+  const lines = [`Received: from ${sanitizeHelo(info.heloName)} (client ${info.clientName}${address})`];
   if (info.tls) lines.push(`\t(using ${info.tls.version} with cipher ${info.tls.cipher})`);
   lines.push(`\tby ${info.hostname} (smarthop) with ${protocol} id ${info.queueId}`);
   const forClause = info.recipients.length === 1 ? `\tfor <${info.recipients[0].replace(/[\x00-\x1f\x7f<>]/g, '')}>` : '';

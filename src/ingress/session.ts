@@ -2,13 +2,14 @@ import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ClientConfig, ListenerConfig, RelayConfig } from '../config/schema';
+import { chooseRoute } from '../forward/router';
 import { UNKNOWN_CLIENT, type Observer, type RejectReason } from '../observe/events';
 import type { MessageMeta } from '../spool/message';
 import type { FreeSpaceGuard } from '../spool/free-space';
 import type { SpoolStore } from '../spool/store';
 import type { ClientDirectory } from './clients';
 import { DataGuard } from './data-guard';
-import type { BodyInspector, MessageContext, MessageFilter, Refusal } from './filters';
+import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from './filters';
 import type { HeaderBlock } from './header-block';
 import { HeaderSplitter } from './header-splitter';
 import { buildReceivedHeader } from './received-header';
@@ -33,7 +34,7 @@ export interface SessionState {
 }
 
 export interface IngressDeps {
-  config: Pick<RelayConfig, 'hostname' | 'max_message_size' | 'policies'>;
+  config: Pick<RelayConfig, 'hostname' | 'max_message_size' | 'policies' | 'routes'>;
   clients: ClientDirectory;
   store: SpoolStore;
   freeSpace: FreeSpaceGuard;
@@ -110,13 +111,16 @@ export class IngressSessions {
     const { store, config } = this.deps;
     const id = store.newId();
     const guard = new DataGuard(config.max_message_size, session.listener.line_endings);
-    const filtering = new FilterRun(this.deps.filters ?? [], { queueId: id, client, session, envelope });
-    const splitter = new HeaderSplitter(MAX_HEADER_BYTES, (headers) => filtering.headers(headers, splitter.original as HeaderBlock), (chunk) => filtering.body(chunk));
-    const file = store.createIncoming(id);
-    file.write(buildReceivedHeader({
+    const outgoing: Outgoing = { route: chooseRoute(config, client.policy, envelope.from), from: envelope.from, prependHeaders: '' };
+    const trace = buildReceivedHeader({
       heloName: session.heloName, clientName: client.name, hostname: config.hostname, queueId: id, secure: session.secure,
       authenticated: session.authClient !== undefined, esmtp: session.esmtp, tls: session.tls, recipients: envelope.to, date: new Date(),
-    }));
+      remoteAddress: config.routes[outgoing.route]?.received_include_address ? session.remoteAddress : undefined,
+    });
+    const filtering = new FilterRun(this.deps.filters ?? [], { queueId: id, client, session, envelope, trace, outgoing });
+    const splitter = new HeaderSplitter(MAX_HEADER_BYTES, (headers) => filtering.headers(headers, splitter.original as HeaderBlock), (chunk) => filtering.body(chunk));
+    const file = store.createIncoming(id);
+    file.write(trace);
 
     let refusal: Refusal | undefined;
     try {
@@ -139,8 +143,10 @@ export class IngressSessions {
 
     const meta: MessageMeta = {
       version: 1, id, receivedAt: Date.now(), client: client.name, listener: session.listener.name, remote: session.remoteAddress,
-      route: this.routeFor(client), from: envelope.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
+      route: outgoing.route, from: outgoing.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
       size: file.bytesWritten, attempts: 0, nextAttemptAt: Date.now(),
+      ...(outgoing.from !== envelope.from ? { clientFrom: envelope.from } : {}),
+      ...(outgoing.prependHeaders !== '' ? { prependHeaders: outgoing.prependHeaders } : {}),
     };
     try {
       await store.commit(meta);
@@ -153,10 +159,6 @@ export class IngressSessions {
     this.deps.observer.emit({ type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size });
     this.deps.onQueued(meta);
     return { ok: true, queueId: id };
-  }
-
-  private routeFor(client: ClientConfig): string {
-    return (client.policy !== undefined ? this.deps.config.policies[client.policy]?.route : undefined) ?? 'default';
   }
 
   private reject(session: SessionState, reason: RejectReason, code: number, message: string, envelope: { from?: string; to?: string } = {}): Verdict {
@@ -185,7 +187,7 @@ class FilterRun {
     for (const filter of this.filters) {
       this.refusal ??= await filter.headers?.(editable, context);
     }
-    this.inspectors = this.filters.map((filter) => filter.body?.(context)).filter((inspector): inspector is BodyInspector => inspector !== undefined);
+    this.inspectors = this.filters.map((filter) => filter.body?.(context, editable)).filter((inspector): inspector is BodyInspector => inspector !== undefined);
     if (this.inspectors.length > 0) {
       const head = Buffer.concat([original.toBuffer(), Buffer.from('\r\n')]);
       for (const inspector of this.inspectors) inspector.write(head);

@@ -15,7 +15,9 @@ export type RejectReason =
   | 'content_rule'
   | 'suppressed'
   | 'smuggling'
-  | 'storage';
+  | 'storage'
+  // DKIM signing failed at the end of DATA (451: the client retries rather than the mail leaving unsigned).
+  | 'signing';
 
 export type AttemptOutcome = 'delivered' | 'deferred' | 'failed' | 'unreachable';
 

@@ -21,8 +21,12 @@ export interface MessageMeta {
   listener: string;
   remote: string;
   route: string;
-  /** Envelope sender; '' for the null sender `<>`. */
+  /** Envelope sender sent to the smart host (after the route's `envelope_from`); '' for the null sender `<>`. */
   from: string;
+  /** The client's MAIL FROM, when the route rewrote it. */
+  clientFrom?: string;
+  /** Header lines sent above the stored file (DKIM-Signature, computed at the end of DATA). */
+  prependHeaders?: string;
   recipients: RecipientState[];
   /** Bytes of the stored message file (our Received header included). */
   size: number;

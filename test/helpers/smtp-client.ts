@@ -81,6 +81,13 @@ export class RawSmtpClient {
     this.socket.write(data);
   }
 
+  /** Writes every chunk, waiting for the socket to drain: a large body never piles up in this process. */
+  async writeAll(chunks: Iterable<Buffer>): Promise<void> {
+    for (const chunk of chunks) {
+      if (!this.socket.write(chunk)) await new Promise<void>((resolve) => this.socket.once('drain', () => resolve()));
+    }
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }

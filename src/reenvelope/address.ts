@@ -1,0 +1,58 @@
+import addressparser, { type Address, type MailboxAddress } from 'nodemailer/lib/addressparser';
+import picomatch from 'picomatch';
+
+/**
+ * Mailboxes in originator headers (From, Sender, Reply-To): parsed with nodemailer's addressparser
+ * (no hand-written RFC 5322 parser), formatted back so the display name survives as it was meant.
+ */
+
+export interface Mailbox {
+  /** The display name as written, quotes removed; RFC 2047 encoded words are left encoded. */
+  name: string;
+  /** '' when the field had a name but no address (`From: ERP System`). */
+  address: string;
+}
+
+/** Every mailbox of a header value; group syntax is flattened (RFC 6854 allows it in From). */
+export function parseMailboxes(value: string): Mailbox[] {
+  const flat: Mailbox[] = [];
+  const visit = (entries: Address[]) => {
+    for (const entry of entries) {
+      if ('group' in entry && Array.isArray(entry.group)) visit(entry.group);
+      else flat.push({ name: (entry as MailboxAddress).name ?? '', address: (entry as MailboxAddress).address ?? '' });
+    }
+  };
+  visit(addressparser(value));
+  return flat.filter((mailbox) => mailbox.name !== '' || mailbox.address !== '');
+}
+
+const ATOM_PHRASE = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?: [A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*$/;
+const ENCODED_WORD = /^=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=$/;
+
+/**
+ * The display name as a phrase: left bare when it is atoms and encoded words (an encoded word must
+ * not be quoted, or decoders show it raw), quoted otherwise. UTF-8 names stay UTF-8 (RFC 6532):
+ * the client chose to send them that way, and re-encoding is not ours to decide.
+ */
+export function formatDisplayName(name: string): string {
+  const words = name.trim().split(/\s+/);
+  if (words.every((word) => ENCODED_WORD.test(word) || ATOM_PHRASE.test(word))) return words.join(' ');
+  return `"${name.trim().replace(/[\r\n]+/g, ' ').replace(/(["\\])/g, '\\$1')}"`;
+}
+
+export function formatMailbox(mailbox: Mailbox): string {
+  if (mailbox.name.trim() === '') return `<${mailbox.address}>`;
+  return `${formatDisplayName(mailbox.name)} <${mailbox.address}>`;
+}
+
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at === -1 ? '' : address.slice(at + 1).toLowerCase();
+}
+
+/** `*@corp.example`, `noreply@*`: the same glob form as the policy's allowed_senders, case-insensitive. */
+export function addressMatcher(globs: readonly string[]): (address: string) => boolean {
+  if (globs.length === 0) return () => false;
+  const match = picomatch(globs.map((glob) => glob.toLowerCase()), { dot: true });
+  return (address) => address !== '' && match(address.toLowerCase());
+}

@@ -1,0 +1,82 @@
+import { createHash, sign } from 'node:crypto';
+import { dkimBody, type BodyHasher } from 'mailauth/lib/dkim/body';
+import { generateCanonicalizedHeader } from 'mailauth/lib/dkim/header';
+import { formatSignatureHeaderLine, getSigningHeaderLines, parseHeaders } from 'mailauth/lib/tools';
+import type { HeaderBlock } from '../ingress/header-block';
+import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from '../ingress/filters';
+import type { DkimKey, RouteKeys } from './dkim-keys';
+
+const CRLF = Buffer.from('\r\n');
+const CANONICALIZATION = 'relaxed/relaxed';
+
+/**
+ * DKIM signing at ingest, once per message. The last filter: it sees the header block with every
+ * rewrite applied and hashes the body as it streams to disk (DataGuard has made it CRLF, as stored
+ * and sent), so there is no second read of the file and no body in memory. At the end of DATA it
+ * signs our Received line plus the final header block, exactly as the spool file holds them, and
+ * the signature lines go into the message's metadata, to be sent above the stored file; the body on
+ * disk is never rewritten. mailauth does the canonicalisation, hashing and formatting; the keys are
+ * the ones parsed at start (see mailauth-internals.d.ts for why not its `dkimSign`).
+ */
+export class DkimSigningFilter implements MessageFilter {
+  constructor(
+    private readonly keys: RouteKeys,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  body(context: MessageContext, final: HeaderBlock): BodyInspector | undefined {
+    const keys = this.keys.get(context.outgoing.route);
+    if (!keys || keys.length === 0) return undefined;
+    const head = Buffer.concat([Buffer.from(context.trace, 'latin1'), final.toBuffer()]);
+    // The inspector is first handed the header block as the client sent it (plus the blank line): skip it.
+    const originalHead = context.original.toBuffer().length + CRLF.length;
+    return new DkimBodyInspector(keys, head, originalHead, context.outgoing, this.now);
+  }
+}
+
+class DkimBodyInspector implements BodyInspector {
+  /** Both rsa-sha256 and ed25519-sha256 hash the body with SHA-256, so one hash serves every signature. */
+  private readonly hasher: BodyHasher = dkimBody(CANONICALIZATION, 'sha256', false);
+
+  constructor(
+    private readonly keys: readonly DkimKey[],
+    private readonly head: Buffer,
+    private skip: number,
+    private readonly outgoing: Outgoing,
+    private readonly now: () => Date,
+  ) {}
+
+  write(chunk: Buffer): void {
+    if (this.skip >= chunk.length) {
+      this.skip -= chunk.length;
+      return;
+    }
+    this.hasher.update(this.skip > 0 ? chunk.subarray(this.skip) : chunk);
+    this.skip = 0;
+  }
+
+  async end(): Promise<Refusal | undefined> {
+    try {
+      this.outgoing.prependHeaders = signatures(this.keys, this.head, this.hasher.digest('base64'), this.now());
+      return undefined;
+    } catch (err) {
+      // Keys are checked at start, so this is unexpected; unsigned mail could fail DMARC, so the client retries.
+      return { code: 451, message: `4.3.0 Message could not be DKIM-signed, try again later (${(err as Error).message})`, reason: 'signing' };
+    }
+  }
+}
+
+/** `DKIM-Signature:` lines (CRLF-terminated) over `head` and a body hash, one per key, as RFC 6376 and RFC 8463 sign. */
+export function signatures(keys: readonly DkimKey[], head: Buffer, bodyHash: string, signTime: Date): string {
+  const lines = getSigningHeaderLines(parseHeaders(head).parsed);
+  return keys.map((key) => {
+    const { canonicalizedHeader, dkimHeaderOpts } = generateCanonicalizedHeader('DKIM', lines, {
+      signingDomain: key.domain, selector: key.selector, algorithm: key.algorithm, canonicalization: CANONICALIZATION, bodyHash, signTime,
+    });
+    const signature = key.algorithm === 'rsa-sha256'
+      ? sign('sha256', canonicalizedHeader, key.privateKey)
+      // Ed25519 (RFC 8463) signs the SHA-256 hash of the canonicalised header with PureEdDSA.
+      : sign(null, createHash('sha256').update(canonicalizedHeader).digest(), key.privateKey);
+    return `${formatSignatureHeaderLine('DKIM', { ...dkimHeaderOpts, b: signature.toString('base64') }, true)}\r\n`;
+  }).join('');
+}
