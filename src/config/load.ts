@@ -50,5 +50,6 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
     spool: { ...config.spool, dir: resolve(config.spool.dir) },
     tls: config.tls && { cert: resolve(config.tls.cert), key: resolve(config.tls.key) },
     events: config.events && { file: resolve(config.events.file) },
+    smarthosts: config.smarthosts.map((host) => (host.ca === undefined ? host : { ...host, ca: resolve(host.ca) })),
   };
 }
