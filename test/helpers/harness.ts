@@ -30,8 +30,8 @@ export async function startSink(options: SinkOptions = {}): Promise<SmtpSink> {
 }
 
 /** Validates a raw config object exactly as a YAML file would be, failing the test on errors. */
-export function buildConfig(raw: Record<string, unknown>, baseDir: string): RelayConfig {
-  const result = parseConfig(raw, baseDir, {});
+export function buildConfig(raw: Record<string, unknown>, baseDir: string, env: NodeJS.ProcessEnv = {}): RelayConfig {
+  const result = parseConfig(raw, baseDir, env);
   if (!result.ok) throw new Error(`test config invalid:\n${result.errors.join('\n')}`);
   return result.config;
 }
