@@ -98,6 +98,7 @@ export class Metrics {
       this.receivedBytes.inc({ client }, 0);
     }
     for (const smarthost of names.smarthosts) this.delivered.inc({ smarthost }, 0);
+    for (const reason of ['rejected', 'expired']) this.bounced.inc({ reason }, 0);
   }
 
   record(event: RelayEvent): void {
