@@ -200,6 +200,17 @@ describe('CLI', () => {
     expect(run.stderr).toMatch(/bogus_key/);
   });
 
+  test('start refuses a smart host ca file that does not exist, naming it, with exit 1', () => {
+    const file = path.join(dir, 'relay.yaml');
+    writeFileSync(file, [
+      'hostname: relay.test', 'spool: { dir: ./spool }', 'listeners: [{ name: smtp, address: "127.0.0.1:0" }]', 'clients: [{ name: lan, networks: [127.0.0.0/8] }]',
+      'routes: { default: { smarthosts: [primary] } }', 'smarthosts: [{ name: primary, host: 127.0.0.1, port: 2601, ca: ./missing-ca.pem }]',
+    ].join('\n'));
+    const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 10_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toBe(`${file}: cannot start: ENOENT: no such file or directory, open '${path.join(dir, 'missing-ca.pem')}'\n`);
+  });
+
   test('YAML syntax errors are reported, not thrown', () => {
     const file = path.join(dir, 'bad.yaml');
     writeFileSync(file, 'hostname: [unclosed\n');
