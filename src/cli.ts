@@ -39,7 +39,14 @@ program
   .description('run the relay')
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .action(async (opts: { config: string }) => {
-    const relay = new Relay(loadOrExit(opts.config));
+    let relay: Relay;
+    try {
+      relay = new Relay(loadOrExit(opts.config));
+    } catch (err) {
+      // Files the config names (a smart host's `ca`, TLS keys) are read here: a missing one is a config error.
+      process.stderr.write(`${opts.config}: cannot start: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;

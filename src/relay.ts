@@ -1,9 +1,14 @@
 import { access, constants } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import type { RelayConfig } from './config/schema';
+import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
-import { NodemailerSmartHost, type SmartHost } from './forward/smarthost';
+import { GuardedSmartHost } from './forward/guarded-host';
+import { InlineDelivery } from './forward/inline';
+import { SmartHostQuota } from './forward/quota';
+import { NodemailerSmartHost } from './forward/smarthost';
 import { ClientDirectory } from './ingress/clients';
+import { MemoryWindowCounters } from './limits/window-counters';
 import { IngressSessions } from './ingress/session';
 import { SmtpListener } from './ingress/smtp-listener';
 import { HttpEndpoints } from './observe/http';
@@ -35,7 +40,7 @@ export class Relay {
   readonly logger: Logger;
   readonly store: SpoolStore;
   private readonly observer: RelayObserver;
-  private readonly smarthosts: Map<string, SmartHost>;
+  private readonly smarthosts: Map<string, GuardedSmartHost>;
   private readonly scheduler: Scheduler;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
@@ -45,13 +50,22 @@ export class Relay {
     this.logger = options.logger ?? createLogger(config.log.level);
     this.observer = new RelayObserver(this.metrics, this.logger, config.events?.file);
     this.store = new SpoolStore(config.spool.dir);
-    this.smarthosts = new Map(config.smarthosts.map((host) => [host.name, new NodemailerSmartHost(host, config.hostname)]));
+    // Provider quotas are counted in one bounded store per relay (Redis-backed later, for a fleet).
+    const quotaCounters = new MemoryWindowCounters(Math.max(1000, config.smarthosts.length * 16));
+    this.smarthosts = new Map(config.smarthosts.map((host) => [host.name, new GuardedSmartHost(
+      host, new NodemailerSmartHost(host, config.hostname), new SmartHostQuota(host.name, host.rate_limits, quotaCounters), this.observer,
+    )]));
 
-    const dispatcher = new Dispatcher({ store: this.store, smarthosts: this.smarthosts, config, observer: this.observer });
+    const dispatcher = new Dispatcher({
+      store: this.store, smarthosts: this.smarthosts, config, observer: this.observer,
+      bouncer: new Bouncer({ store: this.store, hostname: config.hostname, copyTo: config.bounce_copy_to }),
+      onGenerated: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
+    });
     this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
       this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
       return config.spool.retry.initial;
     });
+    const inline = new InlineDelivery({ attempt: (id, claim) => dispatcher.attempt(id, claim), scheduler: this.scheduler });
 
     // Keys are read now: a missing or wrong key stops the start instead of leaving mail unsigned.
     const dkim = loadRouteKeys(config.routes);
@@ -66,7 +80,11 @@ export class Relay {
       store: this.store,
       freeSpace: new FreeSpaceGuard(() => this.store.freeBytes(), config.spool.min_free_disk),
       observer: this.observer,
-      onQueued: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
+      onQueued: async (meta, listener) => {
+        if (listener.delivery === 'inline') return inline.deliver(meta, listener.inline_timeout);
+        this.scheduler.enqueue(meta.id, meta.receivedAt);
+        return { ok: true };
+      },
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
     this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }) : null;
@@ -75,7 +93,12 @@ export class Relay {
       const snapshot = this.scheduler.snapshot();
       return { ready: snapshot.ready, deferred: snapshot.deferred, held: 0, dead: this.store.deadCount, oldestReceivedAt: snapshot.oldestReceivedAt };
     });
-    this.metrics.bindSmartHosts(() => [...this.smarthosts.values()].map((host) => ({ name: host.name, up: host.available(Date.now()) })));
+    this.metrics.bindSmartHosts(() => [...this.smarthosts.values()].map((host) => ({ name: host.name, up: host.up() })));
+    this.metrics.bindQuotas(async () => {
+      const now = Date.now();
+      const samples = await Promise.all([...this.smarthosts.values()].map(async (host) => (await host.quotaRemaining(now)).map((sample) => ({ smarthost: host.name, ...sample }))));
+      return samples.flat();
+    });
     this.metrics.initialise({
       listeners: config.listeners.map((l) => l.name),
       clients: config.clients.map((c) => c.name),

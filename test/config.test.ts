@@ -104,6 +104,56 @@ describe('config contract', () => {
     ]));
   });
 
+  test('smart-host and listener keys of issue 5: defaults, relative ca, oauth2 and quotas', () => {
+    const result = parseConfig(minimal({
+      listeners: [{ name: 'smtp', address: '127.0.0.1:2525', delivery: 'inline', inline_timeout: '3s' }],
+      bounce_copy_to: 'postmaster@corp.example',
+      smarthosts: [
+        { name: 'primary', host: 'smtp.example', port: 587, ca: './ca.pem', rate_limits: [{ window: '1m', messages: 30 }, { window: '1d', recipients: 10000 }], breaker: { failures: 5 } },
+        { name: 'm365', host: 'smtp.office365.com', port: 587, auth: { type: 'oauth2', user: 'relay@corp.example', token_url: 'https://login.microsoftonline.com/t/oauth2/v2.0/token', client_id: 'id', client_secret: '${SECRET}', scope: 'https://outlook.office365.com/.default' } },
+      ],
+    }), '/etc/smarthop', { SECRET: 'shh' });
+    if (!result.ok) throw new Error(result.errors.join('\n'));
+    const { config } = result;
+    expect(config.listeners[0]).toMatchObject({ delivery: 'inline', inline_timeout: 3000 });
+    expect(config.bounce_copy_to).toBe('postmaster@corp.example');
+    expect(config.smarthosts[0]).toMatchObject({ ca: '/etc/smarthop/ca.pem', rate_limits: [{ window: 60_000, messages: 30 }, { window: 86_400_000, recipients: 10_000 }], breaker: { failures: 5, cooldown: 30_000 } });
+    expect(config.smarthosts[1].ca).toBeUndefined();
+    expect(config.smarthosts[1]).toMatchObject({ rate_limits: [], breaker: { failures: 3, cooldown: 30_000 }, auth: { type: 'oauth2', client_secret: 'shh' } });
+    const defaults = parseConfig(minimal(), '/etc', {});
+    expect(defaults.ok && defaults.config.listeners[0]).toMatchObject({ delivery: 'queue', inline_timeout: 5000 });
+  });
+
+  test('smart-host mistakes are refused with their path', () => {
+    const shape = parseConfig(minimal({
+      listeners: [{ name: 'smtp', address: '127.0.0.1:2525', delivery: 'sometimes' }],
+      bounce_copy_to: 'postmaster',
+      smarthosts: [
+        { name: 'primary', host: 'smtp.example', port: 587, rate_limits: [{ window: '1m' }] },
+        { name: 'm365', host: 'smtp.example', port: 587, auth: { type: 'oauth2', user: 'u', token_url: 'ftp://x', client_id: 'id', client_secret: 's' } },
+      ],
+    }), '/etc', {});
+    expect(shape.ok ? [] : shape.errors).toEqual([
+      'listeners[0].delivery: Invalid option: expected one of "queue"|"inline"',
+      'bounce_copy_to: expected an email address',
+      'smarthosts[0].rate_limits[0]: a rate limit needs messages, recipients, or both',
+      'smarthosts[1].auth.token_url: expected an http(s) URL of the OAuth2 token endpoint',
+    ]);
+    // Checks across keys run once every value has its shape.
+    const across = parseConfig(minimal({
+      routes: { default: { smarthosts: ['primary', 'm365'] } },
+      smarthosts: [
+        { name: 'primary', host: 'smtp.example', port: 587, tls: 'none', ca: './ca.pem', rate_limits: [{ window: '60s', messages: 1 }, { window: '1m', messages: 2, recipients: 9 }] },
+        { name: 'm365', host: 'smtp.example', port: 25, tls: 'none', auth: { type: 'oauth2', user: 'u', token_url: 'https://login.example/token', client_id: 'id', client_secret: 's' } },
+      ],
+    }), '/etc', {});
+    expect(across.ok ? [] : across.errors).toEqual([
+      'smarthosts[0].ca: only meaningful with tls: starttls or implicit',
+      'smarthosts[0].rate_limits[1]: a second messages limit for the same window',
+      'smarthosts[1].auth: an OAuth2 token must not travel in clear: use tls: starttls or implicit',
+    ]);
+  });
+
   test('formatPath writes the bracket form', () => {
     expect(formatPath(['clients', 1, 'password_hash'])).toBe('clients[1].password_hash');
     expect(formatPath(['routes', 'default', 'smarthosts', 0])).toBe('routes.default.smarthosts[0]');
@@ -148,6 +198,17 @@ describe('CLI', () => {
     const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 10_000 });
     expect(run.status).toBe(1);
     expect(run.stderr).toMatch(/bogus_key/);
+  });
+
+  test('start refuses a smart host ca file that does not exist, naming it, with exit 1', () => {
+    const file = path.join(dir, 'relay.yaml');
+    writeFileSync(file, [
+      'hostname: relay.test', 'spool: { dir: ./spool }', 'listeners: [{ name: smtp, address: "127.0.0.1:0" }]', 'clients: [{ name: lan, networks: [127.0.0.0/8] }]',
+      'routes: { default: { smarthosts: [primary] } }', 'smarthosts: [{ name: primary, host: 127.0.0.1, port: 2601, ca: ./missing-ca.pem }]',
+    ].join('\n'));
+    const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 10_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toBe(`${file}: cannot start: ENOENT: no such file or directory, open '${path.join(dir, 'missing-ca.pem')}'\n`);
   });
 
   test('YAML syntax errors are reported, not thrown', () => {

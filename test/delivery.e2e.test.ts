@@ -112,22 +112,25 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     expect(metricValue(metrics, 'smarthop_queue_messages{state="deferred"}')).toBe(0);
   });
 
-  test('5xx from every smart host → the message leaves the active queue into dead/ with the reason', async () => {
+  test('5xx from every smart host → the message leaves the active queue into dead/ with the reason (and so does its undeliverable DSN)', async () => {
     const primary = await sink({ behaviour: { mode: 'reject' } });
     const backup = await sink({ behaviour: { mode: 'reject', code: 554 } });
     const relay = await relayWith([{ name: 'primary', port: primary.port, priority: 10 }, { name: 'backup', port: backup.port, priority: 20 }]);
     const id = await send();
-    // The files land before the store counts them (moveToDead fsyncs in between): wait for both.
-    await waitFor(async () => spoolFiles('dead').length === 2 && metricValue(await metricsText(relay.httpPort), 'smarthop_queue_messages{state="dead"}') === 1, 10_000, 'dead-letter');
-    expect(spoolFiles('queue')).toHaveLength(0);
+    // The DSN to the sender goes the same way, is refused as well, and is never bounced itself.
+    await waitFor(() => spoolFiles('dead').length === 4 && spoolFiles('queue').length === 0, 10_000, 'dead-letter of the message and its DSN');
     const dead = JSON.parse(readFileSync(path.join(dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string; response: string }; recipients: { status: string }[] };
     expect(dead.dead.reason).toBe('rejected');
     expect(dead.dead.response).toBe('554 5.7.1 Message refused by policy');
     expect(dead.recipients[0].status).toBe('failed');
+    const dsnFile = spoolFiles('dead').find((name) => name.endsWith('.json') && name !== `${id}.json`) as string;
+    const dsn = JSON.parse(readFileSync(path.join(dir, 'spool', 'dead', dsnFile), 'utf8')) as { dsnOf: string; from: string; recipients: { address: string }[] };
+    expect(dsn).toMatchObject({ dsnOf: id, from: '', recipients: [{ address: 'app@corp.example' }] });
+    // The files land in dead/ a moment before the count is updated.
+    await waitFor(async () => metricValue(await metricsText(relay.httpPort), 'smarthop_queue_messages{state="dead"}') === 2, 5000, 'dead count');
     const metrics = await metricsText(relay.httpPort);
-    expect(metricValue(metrics, 'smarthop_queue_messages{state="dead"}')).toBe(1);
-    expect(metricValue(metrics, 'smarthop_messages_bounced_total{reason="rejected"}')).toBe(1);
-    expect(metricValue(metrics, 'smarthop_delivery_attempts_total{smarthost="primary",outcome="failed"}')).toBe(1);
+    expect(metricValue(metrics, 'smarthop_messages_bounced_total{reason="rejected"}')).toBe(2);
+    expect(metricValue(metrics, 'smarthop_delivery_attempts_total{smarthost="primary",outcome="failed"}')).toBe(2);
   });
 
   test('partial rejection: the accepted recipient gets exactly one copy, only the refused one goes on to the backup', async () => {

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { orderSmartHosts, retryDelay } from '../src/forward/plan';
+import { nextAttemptAt, orderSmartHosts, retryDelay } from '../src/forward/plan';
 import { DataGuard, type LineEndingMode } from '../src/ingress/data-guard';
 import { buildReceivedHeader } from '../src/ingress/received-header';
 
@@ -11,20 +11,55 @@ describe('orderSmartHosts', () => {
     { name: 'a', priority: 10, weight: 3 },
     { name: 'b', priority: 10, weight: 1 },
   ];
-  test.each([
-    [0.0, ['a', 'b', 'backup']],
-    [0.74, ['a', 'b', 'backup']],
-    [0.76, ['b', 'a', 'backup']],
-  ])('random %p → %p (lowest priority first, weighted among equals)', (random, order) => {
-    expect(orderSmartHosts(hosts, () => random).map((h) => h.name)).toEqual(order);
+
+  /** The orders of `n` consecutive messages, each using the rotation the previous one left. */
+  function run(candidates: typeof hosts, n: number): string[][] {
+    let rotation: Map<string, number> | undefined;
+    const orders: string[][] = [];
+    for (let i = 0; i < n; i++) {
+      const planned = orderSmartHosts(candidates, rotation);
+      rotation = planned.rotation;
+      orders.push(planned.order.map((h) => h.name));
+    }
+    return orders;
+  }
+
+  test('lowest priority first; among equals smooth weighted round robin, interleaved, the others next in the order they are due', () => {
+    expect(run(hosts, 4)).toEqual([
+      ['a', 'b', 'backup'],
+      ['a', 'b', 'backup'],
+      ['b', 'a', 'backup'],
+      ['a', 'b', 'backup'],
+    ]);
   });
-  test('equal priorities share by weight over many draws', () => {
-    let aFirst = 0;
-    let seed = 1;
-    const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
-    for (let i = 0; i < 4000; i++) if (orderSmartHosts(hosts, random)[0].name === 'a') aFirst++;
-    expect(aFirst / 4000).toBeGreaterThan(0.7);
-    expect(aFirst / 4000).toBeLessThan(0.8);
+
+  test.each([
+    [[3, 1], 400, [300, 100]],
+    [[1, 1], 10, [5, 5]],
+    [[5, 2], 70, [50, 20]],
+  ])('weights %p over %p messages lead exactly %p times', (weights, n, expected) => {
+    const group = weights.map((weight, i) => ({ name: `h${i}`, priority: 10, weight }));
+    const leads = run(group, n).map((order) => order[0]);
+    expect(group.map((h) => leads.filter((name) => name === h.name).length)).toEqual(expected);
+  });
+
+  test('a lone host per priority keeps no rotation state and is never reordered', () => {
+    const planned = orderSmartHosts([{ name: 'backup', priority: 20, weight: 1 }, { name: 'primary', priority: 10, weight: 7 }]);
+    expect(planned.order.map((h) => h.name)).toEqual(['primary', 'backup']);
+    expect(planned.rotation.size).toBe(0);
+  });
+});
+
+describe('nextAttemptAt', () => {
+  const retry = { initial: 30_000, max: 3_600_000, factor: 2 };
+  test.each([
+    ['a host was tried, nothing skipped: backoff', { tried: true, attempts: 2, skippedUntil: [] }, 1000 + 60_000],
+    ['tried, and a skipped host frees sooner than the backoff: then', { tried: true, attempts: 2, skippedUntil: [11_000, 21_000] }, 11_000],
+    ['tried, skipped host frees later: backoff', { tried: true, attempts: 1, skippedUntil: [500_000] }, 31_000],
+    ['nothing tried (all quota/breaker): exactly when the first host frees', { tried: false, attempts: 0, skippedUntil: [900_000, 400_000] }, 400_000],
+    ['nothing tried and nothing skipped: backoff as for a first attempt', { tried: false, attempts: 0, skippedUntil: [] }, 31_000],
+  ])('%s', (_what, input, expected) => {
+    expect(nextAttemptAt({ now: 1000, retry, ...input })).toBe(expected);
   });
 });
 

@@ -55,6 +55,7 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
       // A PEM given inline (say from ${DKIM_KEY}) is a key, not a path.
       dkim: route.dkim.map((signature) => ({ ...signature, private_key: isInlinePem(signature.private_key) ? signature.private_key : resolve(signature.private_key) })),
     }])),
+    smarthosts: config.smarthosts.map((host) => (host.ca === undefined ? host : { ...host, ca: resolve(host.ca) })),
   };
 }
 

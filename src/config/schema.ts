@@ -66,6 +66,9 @@ const listenerSchema = z.strictObject({
   socket_timeout: duration.default(60_000),
   /** Pause before the greeting; a client that talks during it gets 421 (early-talker detection). */
   greeting_delay: duration.default(0),
+  /** `inline`: once the message is on disk, try the smart hosts before answering DATA (the app sees a real 5xx). */
+  delivery: z.enum(['queue', 'inline']).default('queue'),
+  inline_timeout: duration.default(5_000),
 });
 
 const clientSchema = z
@@ -130,9 +133,41 @@ const routeSchema = z.strictObject({
     .default([]),
 });
 
-const smarthostAuthSchema = z.strictObject({
+const smarthostPasswordAuthSchema = z.strictObject({
   user: z.string().min(1),
   pass: z.string(),
+});
+
+/** XOAUTH2 with a token from the OAuth2 client-credentials flow (Microsoft 365, Google Workspace). */
+const smarthostOAuth2Schema = z.strictObject({
+  type: z.literal('oauth2'),
+  /** The mailbox the token acts for (the `user=` of the XOAUTH2 string). */
+  user: z.string().min(1),
+  token_url: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL of the OAuth2 token endpoint' }),
+  client_id: z.string().min(1),
+  client_secret: z.string().min(1),
+  scope: z.string().min(1).optional(),
+});
+
+const smarthostAuthSchema = z.union([smarthostOAuth2Schema, smarthostPasswordAuthSchema], {
+  error: 'expected { user, pass } or { type: oauth2, user, token_url, client_id, client_secret, scope }',
+});
+
+/** A provider quota: at most `messages` and/or `recipients` per `window`. */
+const quotaSchema = z
+  .strictObject({
+    window: duration,
+    messages: z.number().int().min(1).optional(),
+    recipients: z.number().int().min(1).optional(),
+  })
+  .refine((limit) => limit.messages !== undefined || limit.recipients !== undefined, { message: 'a rate limit needs messages, recipients, or both' })
+  .refine((limit) => limit.window > 0, { path: ['window'], message: 'a rate limit window must be longer than 0' });
+
+const breakerSchema = z.strictObject({
+  /** Consecutive connection-level failures (refused, TLS, timeout, AUTH) that open the breaker. */
+  failures: z.number().int().min(1).default(3),
+  /** How long an open breaker skips the host before one probe delivery decides. */
+  cooldown: duration.default(30_000),
 });
 
 const smarthostSchema = z.strictObject({
@@ -141,12 +176,16 @@ const smarthostSchema = z.strictObject({
   port: z.number().int().min(1).max(65535),
   tls: tlsMode.default('starttls'),
   tls_verify: z.boolean().default(true),
+  /** PEM file of a private CA to trust (in addition to nothing else: it replaces the system roots for this host). */
+  ca: z.string().min(1).optional(),
   auth: smarthostAuthSchema.optional(),
   priority: z.number().int().min(0).default(10),
   weight: z.number().int().min(1).default(1),
   max_connections: z.number().int().min(1).max(100).default(5),
   connect_timeout: duration.default(10_000),
   socket_timeout: duration.default(60_000),
+  rate_limits: z.array(quotaSchema).default([]),
+  breaker: breakerSchema.default({ failures: 3, cooldown: 30_000 }),
 });
 
 export const configSchema = z
@@ -177,6 +216,8 @@ export const configSchema = z
     clients: z.array(clientSchema).min(1, 'at least one client is needed: nobody may relay otherwise'),
     policies: z.record(name, policySchema).default({}),
     routes: z.record(name, routeSchema),
+    /** Also send every DSN to this address (a postmaster who wants to see bounces). */
+    bounce_copy_to: z.email({ error: 'expected an email address' }).optional(),
     smarthosts: z.array(smarthostSchema).min(1, 'at least one smart host is needed'),
     http: z.strictObject({ address: hostPort }).optional(),
     events: z.strictObject({ file: z.string().min(1) }).optional(),
@@ -191,6 +232,20 @@ export const configSchema = z
     config.listeners.forEach((listener, i) => {
       if (listener.tls !== 'none' && !config.tls) issue(['listeners', i, 'tls'], `tls: ${listener.tls} needs the top-level tls.cert and tls.key`);
       if (listener.require_tls && listener.tls !== 'starttls') issue(['listeners', i, 'require_tls'], 'only meaningful with tls: starttls (implicit TLS is always encrypted)');
+    });
+
+    config.smarthosts.forEach((host, i) => {
+      if (host.ca !== undefined && host.tls === 'none') issue(['smarthosts', i, 'ca'], 'only meaningful with tls: starttls or implicit');
+      if (host.auth && 'type' in host.auth && host.tls === 'none') issue(['smarthosts', i, 'auth'], 'an OAuth2 token must not travel in clear: use tls: starttls or implicit');
+      const seen = new Set<string>();
+      host.rate_limits.forEach((limit, j) => {
+        for (const unit of ['messages', 'recipients'] as const) {
+          if (limit[unit] === undefined) continue;
+          const key = `${limit.window}:${unit}`;
+          if (seen.has(key)) issue(['smarthosts', i, 'rate_limits', j], `a second ${unit} limit for the same window`);
+          seen.add(key);
+        }
+      });
     });
 
     const usernames = new Map<string, number>();
@@ -241,5 +296,8 @@ export type ClientConfig = RelayConfig['clients'][number];
 export type RouteConfig = RelayConfig['routes'][string];
 export type DkimSignatureConfig = RouteConfig['dkim'][number];
 export type SmartHostConfig = RelayConfig['smarthosts'][number];
+export type SmartHostQuotaConfig = SmartHostConfig['rate_limits'][number];
+export type BreakerConfig = SmartHostConfig['breaker'];
+export type OAuth2Config = Extract<NonNullable<SmartHostConfig['auth']>, { type: 'oauth2' }>;
 export type RetryConfig = RelayConfig['spool']['retry'];
 export type Network = ClientConfig['networks'][number];

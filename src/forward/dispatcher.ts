@@ -3,11 +3,13 @@ import type { AttemptOutcome, Observer } from '../observe/events';
 import { pendingRecipients, type MessageMeta, type RecipientState } from '../spool/message';
 import type { AttemptResult } from '../spool/scheduler';
 import type { SpoolStore } from '../spool/store';
-import { describeOutcome, type Outcome } from './outcome';
-import { orderSmartHosts, retryDelay } from './plan';
+import type { Bouncer } from './bounce';
+import type { FailedRecipient } from './dsn';
+import { describeOutcome, parseReply, type Outcome, type SmtpReply } from './outcome';
+import { nextAttemptAt, orderSmartHosts, type Rotation } from './plan';
 import type { SmartHost } from './smarthost';
 
-/** A recipient refused (5xx) by this many smart hosts in one attempt has failed for good. */
+/** A recipient refused (5xx) by this many smart hosts has failed for good (the next host is tried once). */
 const PERMANENT_AFTER_REJECTIONS = 2;
 
 export interface DispatcherDeps {
@@ -15,54 +17,88 @@ export interface DispatcherDeps {
   smarthosts: ReadonlyMap<string, SmartHost>;
   config: Pick<RelayConfig, 'routes' | 'smarthosts' | 'spool'>;
   observer: Observer;
+  bouncer: Bouncer;
+  /** A message the relay generated (a DSN) is committed to the spool and needs scheduling. */
+  onGenerated: (meta: MessageMeta) => void;
   now?: () => number;
 }
 
+/**
+ * Inline delivery: the SMTP client is still waiting for the reply to its DATA. When every
+ * recipient failed for good, the dispatcher asks to give the client that verdict instead of a DSN;
+ * the answer is synchronous, so the inline timeout cannot answer 250 in between.
+ */
+export interface InlineClaim {
+  claimRejection(): boolean;
+}
+
+/** `rejected`: the inline client gets this reply, and the message is gone from the spool (no DSN). */
+export type DispatchResult = { kind: 'done'; rejected?: SmtpReply } | Extract<AttemptResult, { kind: 'retry' }>;
+
 interface RecipientAttempt {
   state: RecipientState;
-  rejections: number;
+  /** Some host deferred it or could not take it (connection, 4xx, breaker, quota) in this attempt. */
   sawTransient: boolean;
+  /** Failed for good in this attempt (reported in this attempt's DSN). */
+  failedNow: boolean;
+}
+
+interface Skip {
+  host: string;
+  retryAt: number;
+  detail: string;
 }
 
 /**
- * One delivery attempt of one queued message: every eligible smart host of its route in order,
- * per recipient, until each recipient is delivered, failed for good, or left for a later attempt.
- * State is read from and written back to the spool; nothing is kept in memory between attempts.
+ * One delivery attempt of one queued message: the smart hosts of its route in order, per
+ * recipient, until each recipient is delivered, failed for good, or left for a later attempt.
+ * State is read from and written back to the spool; only the hosts' rotation is kept in memory.
  */
 export class Dispatcher {
   private readonly now: () => number;
+  private readonly rotations = new Map<string, Rotation>();
 
   constructor(private readonly deps: DispatcherDeps) {
     this.now = deps.now ?? Date.now;
   }
 
-  async attempt(id: string): Promise<AttemptResult> {
+  async attempt(id: string, inline?: InlineClaim): Promise<DispatchResult> {
     const { store } = this.deps;
     const meta = await store.read(id);
-    meta.attempts += 1;
-    const started = this.now();
-    const recipients: RecipientAttempt[] = pendingRecipients(meta).map((state) => ({ state, rejections: 0, sawTransient: false }));
+    const recipients: RecipientAttempt[] = pendingRecipients(meta).map((state) => ({ state, sawTransient: false, failedNow: false }));
+    const skips: Skip[] = [];
     let lastHost: SmartHost | null = null;
 
-    for (const host of this.eligibleHosts(meta.route, started)) {
-      const targets = recipients.filter((r) => r.state.status === 'pending');
-      if (targets.length === 0) break;
+    for (const host of this.orderedHosts(meta.route)) {
+      // A host that refused a recipient for good is not offered it again: the next one is tried instead.
+      const targets = recipients.filter((r) => r.state.status === 'pending' && !(r.state.rejectedBy ?? []).includes(host.name));
+      if (targets.length === 0) continue;
+      const admission = await host.admit(targets.length, this.now());
+      if (!admission.ok) {
+        skips.push({ host: host.name, retryAt: admission.retryAt, detail: admission.detail });
+        for (const target of targets) target.sawTransient = true;
+        continue;
+      }
+      const batch = targets.slice(0, admission.recipients);
+      for (const target of targets.slice(admission.recipients)) target.sawTransient = true;
       if (lastHost) this.deps.observer.emit({ type: 'failover', queueId: id, from: lastHost.name, to: host.name });
+      else meta.attempts += 1;
       lastHost = host;
       const attemptStart = this.now();
-      const outcomes = await host.send({ from: meta.from, to: targets.map((r) => r.state.address) }, store.bodyPath(id), meta.prependHeaders);
-      this.recordAttempt(meta, host, targets, outcomes, this.now() - attemptStart);
+      const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, store.bodyPath(id), meta.prependHeaders);
+      this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
     }
 
-    return this.settle(meta, recipients, lastHost);
+    return this.settle(meta, recipients, lastHost, skips, inline);
   }
 
-  private eligibleHosts(routeName: string, now: number): SmartHost[] {
-    const route = this.deps.config.routes[routeName] ?? this.deps.config.routes.default;
-    const candidates = this.deps.config.smarthosts.filter((host) => route?.smarthosts.includes(host.name));
-    return orderSmartHosts(candidates)
-      .map((candidate) => this.deps.smarthosts.get(candidate.name))
-      .filter((host): host is SmartHost => host !== undefined && host.available(now));
+  private orderedHosts(routeName: string): SmartHost[] {
+    const { config, smarthosts } = this.deps;
+    const route = config.routes[routeName] ?? config.routes.default;
+    const candidates = config.smarthosts.filter((host) => route?.smarthosts.includes(host.name));
+    const { order, rotation } = orderSmartHosts(candidates, this.rotations.get(routeName));
+    this.rotations.set(routeName, rotation);
+    return order.map((candidate) => smarthosts.get(candidate.name)).filter((host): host is SmartHost => host !== undefined);
   }
 
   private recordAttempt(meta: MessageMeta, host: SmartHost, targets: RecipientAttempt[], outcomes: Map<string, Outcome>, durationMs: number): void {
@@ -85,9 +121,9 @@ export class Dispatcher {
         unreachable ||= outcome.cause !== 'reply';
         recipient.sawTransient = true;
       } else {
-        recipient.rejections++;
-        recipient.state.permanentRejections = (recipient.state.permanentRejections ?? 0) + 1;
-        if (recipient.rejections >= PERMANENT_AFTER_REJECTIONS) this.fail(meta, recipient.state, host);
+        recipient.state.rejectedBy = [...(recipient.state.rejectedBy ?? []), host.name];
+        recipient.state.permanentRejections = recipient.state.rejectedBy.length;
+        if (recipient.state.rejectedBy.length >= PERMANENT_AFTER_REJECTIONS) this.fail(recipient);
       }
     }
     let outcome: AttemptOutcome = 'failed';
@@ -98,21 +134,40 @@ export class Dispatcher {
   }
 
   /** Decides what happens to the recipients this attempt did not deliver, then commits it to the spool. */
-  private async settle(meta: MessageMeta, recipients: RecipientAttempt[], lastHost: SmartHost | null): Promise<AttemptResult> {
+  private async settle(meta: MessageMeta, recipients: RecipientAttempt[], lastHost: SmartHost | null, skips: Skip[], inline?: InlineClaim): Promise<DispatchResult> {
     const { store, config } = this.deps;
     for (const recipient of recipients) {
-      // Refused by every host that was tried, and no host merely deferred it: no later attempt can help.
-      if (recipient.state.status === 'pending' && recipient.rejections > 0 && !recipient.sawTransient) this.fail(meta, recipient.state, lastHost);
+      // Refused by every host that could take it, and none merely deferred it: no later attempt can help.
+      if (recipient.state.status === 'pending' && (recipient.state.rejectedBy ?? []).length > 0 && !recipient.sawTransient) this.fail(recipient);
     }
+
+    const failedNow = recipients.filter((r) => r.failedNow);
+    if (inline && failedNow.length > 0 && failedNow.length === meta.recipients.length && inline.claimRejection()) {
+      // The client hears the smart host's verdict itself: nothing to bounce, nothing to keep.
+      await store.remove(meta.id);
+      return { kind: 'done', rejected: parseReply(failedNow[0].state.response, 550) };
+    }
+    for (const recipient of failedNow) {
+      this.deps.observer.emit({ type: 'bounced', ...this.eventBase(meta, recipient.state), smarthost: recipient.state.smarthost ?? null, relay: this.relayOf(recipient.state.smarthost), response: recipient.state.response ?? '' });
+    }
+    const failures: FailedRecipient[] = failedNow.map((r) => this.failure(r.state, 'rejected'));
 
     const pending = pendingRecipients(meta);
     const now = this.now();
-    if (pending.length > 0 && now - meta.receivedAt >= config.spool.max_queue_lifetime) {
+    const expired = pending.length > 0 && now - meta.receivedAt >= config.spool.max_queue_lifetime;
+    if (expired) {
       for (const recipient of pending) {
         recipient.status = 'failed';
-        this.deps.observer.emit({ type: 'expired', ...this.eventBase(meta, recipient), smarthost: recipient.smarthost ?? null, relay: null, response: `4.4.7 message expired after ${Math.round((now - meta.receivedAt) / 1000)}s in the queue; last: ${recipient.response ?? 'no attempt'}` });
+        failures.push(this.failure(recipient, 'expired'));
+        this.deps.observer.emit({ type: 'expired', ...this.eventBase(meta, recipient), smarthost: recipient.smarthost ?? null, relay: null, response: `4.4.7 message expired after ${Math.round((now - meta.receivedAt) / 1000)}s in the queue; last: ${recipient.response ?? this.skipSummary(skips)}` });
       }
-      meta.dead = { reason: 'expired', at: now, response: pending[0].response ?? 'no attempt' };
+    }
+
+    // The DSN is on disk before the original leaves the queue: a crash in between repeats it, never loses it.
+    if (failures.length > 0) await this.bounce(meta, failures);
+
+    if (expired) {
+      meta.dead = { reason: 'expired', at: now, response: pending[0].response ?? this.skipSummary(skips) };
       await store.moveToDead(meta);
       return { kind: 'done' };
     }
@@ -128,21 +183,41 @@ export class Dispatcher {
       return { kind: 'done' };
     }
 
-    meta.nextAttemptAt = now + retryDelay(meta.attempts, config.spool.retry);
+    meta.nextAttemptAt = nextAttemptAt({ now, tried: lastHost !== null, attempts: meta.attempts, retry: config.spool.retry, skippedUntil: skips.map((s) => s.retryAt) });
     for (const recipient of pending) {
       this.deps.observer.emit({
         type: 'deferred', ...this.eventBase(meta, recipient), smarthost: recipient.smarthost ?? null, relay: lastHost?.relay ?? null,
-        response: recipient.response ?? 'no smart host available', nextAttemptAt: meta.nextAttemptAt,
+        response: (lastHost ? recipient.response : undefined) ?? this.skipSummary(skips), nextAttemptAt: meta.nextAttemptAt,
       });
     }
     await store.update(meta);
     return { kind: 'retry', at: meta.nextAttemptAt };
   }
 
-  private fail(meta: MessageMeta, recipient: RecipientState, host: SmartHost | null): void {
-    if (recipient.status !== 'pending') return;
-    recipient.status = 'failed';
-    this.deps.observer.emit({ type: 'bounced', ...this.eventBase(meta, recipient), smarthost: host?.name ?? null, relay: host?.relay ?? null, response: recipient.response ?? '' });
+  private async bounce(meta: MessageMeta, failures: FailedRecipient[]): Promise<void> {
+    const dsn = await this.deps.bouncer.bounce(meta, failures);
+    if (!dsn) return;
+    this.deps.observer.emit({ type: 'dsn', queueId: dsn.id, original: meta.id, to: dsn.recipients.map((r) => r.address), recipients: failures.map((f) => f.address) });
+    this.deps.onGenerated(dsn);
+  }
+
+  private fail(recipient: RecipientAttempt): void {
+    if (recipient.state.status !== 'pending') return;
+    recipient.state.status = 'failed';
+    recipient.failedNow = true;
+  }
+
+  private failure(state: RecipientState, reason: FailedRecipient['reason']): FailedRecipient {
+    const host = this.deps.config.smarthosts.find((h) => h.name === state.smarthost);
+    return { address: state.address, response: state.response, remoteMta: host?.host, reason };
+  }
+
+  private relayOf(name: string | undefined): string | null {
+    return (name !== undefined ? this.deps.smarthosts.get(name)?.relay : undefined) ?? null;
+  }
+
+  private skipSummary(skips: Skip[]): string {
+    return skips.length > 0 ? `no smart host available: ${skips.map((s) => s.detail).join('; ')}` : 'no smart host available';
   }
 
   private eventBase(meta: MessageMeta, recipient: RecipientState) {

@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { NodemailerError } from 'nodemailer/lib/errors';
 import type { SmartHostConfig } from '../config/schema';
+import { ClientCredentialsTokens } from './oauth2';
 import { parseReply, type Outcome, type TransientCause } from './outcome';
 
 export interface Envelope {
@@ -10,14 +12,32 @@ export interface Envelope {
   to: string[];
 }
 
-export interface SmartHost {
+/** Sends to one smart host, nothing more: a transaction in, an outcome per recipient out. */
+export interface SmartHostTransport {
   readonly name: string;
   /** `primary[smtp.provider.example]:587`, as log lines name the relay. */
   readonly relay: string;
-  available(now: number): boolean;
   /** `prependHeaders`: header lines sent above the stored file (the DKIM signatures kept in its metadata). */
   send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>>;
   close(): void;
+}
+
+/** Why a smart host cannot take a delivery right now, and when it might. */
+export type Admission =
+  | { ok: true; recipients: number }
+  | { ok: false; cause: 'breaker' | 'quota'; retryAt: number; detail: string };
+
+/** A smart host as the dispatcher sees it: a transport behind its breaker and quota. */
+export interface SmartHost extends SmartHostTransport {
+  /** Breaker closed (or ready for its probe) and no known exhausted quota window. */
+  available(now: number): boolean;
+  /** `smarthop_smarthost_up`: the breaker is closed. */
+  up(): boolean;
+  /**
+   * Asks to send one message to `recipients` recipients now: takes the breaker's probe slot and
+   * counts the quota. It may admit fewer recipients than asked (a recipient quota nearly used up).
+   */
+  admit(recipients: number, now: number): Promise<Admission>;
 }
 
 /**
@@ -25,7 +45,7 @@ export interface SmartHost {
  * messages and bounded by `max_connections`. The stored file is sent as it is (nodemailer dot-stuffs
  * it); the envelope is explicit, so nothing in the headers can redirect the message.
  */
-export class NodemailerSmartHost implements SmartHost {
+export class NodemailerSmartHost implements SmartHostTransport {
   readonly name: string;
   readonly relay: string;
   private readonly transport: ReturnType<typeof createPool>;
@@ -34,10 +54,6 @@ export class NodemailerSmartHost implements SmartHost {
     this.name = config.name;
     this.relay = `${config.name}[${config.host}]:${config.port}`;
     this.transport = createPool(config, heloName);
-  }
-
-  available(_now: number): boolean {
-    return true;
   }
 
   async send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
@@ -75,10 +91,13 @@ function createPool(config: SmartHostConfig, heloName: string) {
     port: config.port,
     name: heloName,
     secure: config.tls === 'implicit',
+    // starttls means required: a host that does not offer it (or fails the handshake) gets nothing,
+    // not even MAIL FROM, in clear. There is no opportunistic mode to downgrade to.
     requireTLS: config.tls === 'starttls',
     ignoreTLS: config.tls === 'none',
-    tls: { rejectUnauthorized: config.tls_verify, servername: config.host },
-    auth: config.auth ? { user: config.auth.user, pass: config.auth.pass } : undefined,
+    // nodemailer sets SNI from the host name itself (and leaves it out for an IP address, as RFC 6066 wants).
+    tls: { rejectUnauthorized: config.tls_verify, ...(config.ca !== undefined ? { ca: readFileSync(config.ca) } : {}) },
+    auth: transportAuth(config),
     maxConnections: config.max_connections,
     maxMessages: 1000,
     connectionTimeout: config.connect_timeout,
@@ -103,6 +122,22 @@ function prepend(head: Buffer, input: Readable): Readable {
     yield head;
     yield* input;
   })(), { objectMode: false });
+}
+
+function transportAuth(config: SmartHostConfig) {
+  const { auth } = config;
+  if (!auth) return undefined;
+  if (!('type' in auth)) return { user: auth.user, pass: auth.pass };
+  const tokens = new ClientCredentialsTokens(auth, { timeoutMs: config.connect_timeout });
+  return {
+    type: 'OAuth2',
+    user: auth.user,
+    // nodemailer asks for a token per pooled connection (and with renew=true when the server refused
+    // one); the shared cache answers, and the expiry we hand back makes it ask again before it lapses.
+    provisionCallback: (_user: string, renew: boolean, callback: (err: Error | null, accessToken?: string, expires?: number) => void) => {
+      tokens.get(renew).then((token) => callback(null, token.value, token.refreshAt), (err: Error) => callback(err));
+    },
+  };
 }
 
 /** A reply from the smart host: 5xx is permanent (nodemailer already treats 503 as transient). */

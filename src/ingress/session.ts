@@ -41,8 +41,12 @@ export interface IngressDeps {
   observer: Observer;
   /** Policy and re-enveloping stages that see (and may edit) each message as it streams in, in order. */
   filters?: readonly MessageFilter[];
-  /** Called once a message is durable in the queue (after the fsync, before the 250). */
-  onQueued: (meta: MessageMeta) => void;
+  /**
+   * Called once a message is durable in the queue (after the fsync, before any reply): it is
+   * scheduled, or on a `delivery: inline` listener tried at once. Says what the client is told:
+   * go on (250), or the smart hosts' own 5xx (the message is then already gone from the spool).
+   */
+  onQueued: (meta: MessageMeta, listener: ListenerConfig) => Promise<Verdict>;
 }
 
 /** A header block larger than this is refused: headers are held in memory, bodies never are. */
@@ -104,7 +108,8 @@ export class IngressSessions {
 
   /**
    * Streams DATA to the spool and answers only once it is durable. The answer is always one of:
-   * 250 queued, 552 too big, 550 malformed line endings, 452 spool trouble.
+   * 250 queued, 552 too big, 550 malformed line endings, 452 spool trouble, or (inline delivery)
+   * the 5xx every smart host gave.
    */
   async data(session: SessionState, envelope: { from: string; to: string[] }, stream: Readable): Promise<Verdict & { queueId?: string }> {
     const client = session.client as ClientConfig;
@@ -157,7 +162,8 @@ export class IngressSessions {
 
     if (guard.normalizedLineEndings > 0) this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
     this.deps.observer.emit({ type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size });
-    this.deps.onQueued(meta);
+    const verdict = await this.deps.onQueued(meta, session.listener);
+    if (!verdict.ok) return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
     return { ok: true, queueId: id };
   }
 

@@ -17,7 +17,9 @@ export type RejectReason =
   | 'smuggling'
   | 'storage'
   // DKIM signing failed at the end of DATA (451: the client retries rather than the mail leaving unsigned).
-  | 'signing';
+  | 'signing'
+  /** Inline delivery: every smart host refused the message for good, and the client gets that 5xx. */
+  | 'smarthost_rejected';
 
 export type AttemptOutcome = 'delivered' | 'deferred' | 'failed' | 'unreachable';
 
@@ -44,6 +46,10 @@ export type RelayEvent =
       response: string;
     }
   | { type: 'failover'; queueId: string; from: string; to: string }
+  /** A smart host's circuit breaker changed state (`until`: end of the cooldown when it opened). */
+  | { type: 'breaker'; smarthost: string; relay: string; state: 'closed' | 'open' | 'half_open'; failures: number; until: number | null }
+  /** A delivery status notification about `original` was queued as `queueId`. */
+  | { type: 'dsn'; queueId: string; original: string; to: string[]; recipients: string[] }
   | { type: 'delivered'; queueId: string; client: string; from: string; to: string; smarthost: string; relay: string; response: string; attempt: number; delayMs: number }
   | { type: 'deferred'; queueId: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number; nextAttemptAt: number }
   | { type: 'bounced'; queueId: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number }

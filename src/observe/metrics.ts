@@ -10,6 +10,15 @@ export interface QueueSnapshot {
   oldestReceivedAt: number | null;
 }
 
+/** One configured provider quota limit and what is left of its current window. */
+export interface QuotaRemaining {
+  smarthost: string;
+  /** Canonical window (`1m`, `1d`): a config value, so bounded. */
+  window: string;
+  unit: 'messages' | 'recipients';
+  remaining: number;
+}
+
 /**
  * The metrics contract of DESIGN.md on a registry of this relay's own (tests run many relays in one
  * process, and prom-client throws on duplicate names in one registry).
@@ -18,6 +27,7 @@ export class Metrics {
   readonly registry = new Registry();
   private queueSource: () => QueueSnapshot = () => ({ ready: 0, deferred: 0, held: 0, dead: 0, oldestReceivedAt: null });
   private smarthostSource: () => { name: string; up: boolean }[] = () => [];
+  private quotaSource: () => Promise<QuotaRemaining[]> = async () => [];
 
   private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
   private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
@@ -51,9 +61,19 @@ export class Metrics {
     });
     const hosts = () => this.smarthostSource();
     new Gauge({
-      name: 'smarthop_smarthost_up', help: '1 while the smart host is eligible for delivery, 0 while it is skipped', labelNames: ['smarthost'], registers: [this.registry],
+      name: 'smarthop_smarthost_up', help: '1 while the smart host circuit breaker is closed, 0 while it is open (skipped) or waiting for its probe', labelNames: ['smarthost'], registers: [this.registry],
       collect() {
         for (const host of hosts()) this.set({ smarthost: host.name }, host.up ? 1 : 0);
+      },
+    });
+    const quotas = () => this.quotaSource();
+    new Gauge({
+      name: 'smarthop_smarthost_quota_remaining',
+      help: 'What is left of each smart host rate_limits window (unit: messages or recipients)',
+      labelNames: ['smarthost', 'window', 'unit'],
+      registers: [this.registry],
+      async collect() {
+        for (const sample of await quotas()) this.set({ smarthost: sample.smarthost, window: sample.window, unit: sample.unit }, sample.remaining);
       },
     });
   }
@@ -66,6 +86,10 @@ export class Metrics {
     this.smarthostSource = source;
   }
 
+  bindQuotas(source: () => Promise<QuotaRemaining[]>): void {
+    this.quotaSource = source;
+  }
+
   /** Makes every configured name visible at 0 before its first event, so rate() and alerts work from the start. */
   initialise(names: { listeners: string[]; clients: string[]; smarthosts: string[] }): void {
     for (const listener of names.listeners) this.connectionsActive.set({ listener }, 0);
@@ -74,6 +98,7 @@ export class Metrics {
       this.receivedBytes.inc({ client }, 0);
     }
     for (const smarthost of names.smarthosts) this.delivered.inc({ smarthost }, 0);
+    for (const reason of ['rejected', 'expired']) this.bounced.inc({ reason }, 0);
   }
 
   record(event: RelayEvent): void {
@@ -114,6 +139,8 @@ export class Metrics {
         return;
       case 'delivered':
       case 'deferred':
+      case 'breaker':
+      case 'dsn':
         return;
     }
   }

@@ -60,6 +60,17 @@ export class RelayObserver implements Observer {
       case 'failover':
         this.logger.warn({ event: event.type, queue_id: event.queueId, from: event.from, to: event.to }, `${event.queueId}: failover from ${event.from} to ${event.to}`);
         return;
+      case 'breaker': {
+        const what = event.state === 'open'
+          ? `circuit opened after ${event.failures} consecutive connection failure(s); skipped until ${new Date(event.until ?? 0).toISOString()}`
+          : event.state === 'half_open' ? 'cooldown over, one probe delivery decides' : 'circuit closed, delivering again';
+        this.logger[event.state === 'closed' ? 'info' : 'warn']({ event: event.type, smarthost: event.smarthost, state: event.state }, `smart host ${event.relay}: ${what}`);
+        return;
+      }
+      case 'dsn':
+        this.logger.info({ event: event.type, queue_id: event.original, dsn_id: event.queueId },
+          `${event.original}: sender non-delivery notification: ${event.queueId} (to=<${event.to.join('>,<')}> about <${event.recipients.join('>,<')}>)`);
+        return;
       case 'auth':
         if (event.result === 'failure') {
           this.logger.warn({ event: event.type, remote: event.remote, listener: event.listener, username: event.username }, `authentication failed for username ${JSON.stringify(event.username)} from [${event.remote}]`);

@@ -43,6 +43,12 @@ export interface SinkOptions {
   rcptReply?: (address: string) => { code: number; message: string } | null;
   /** Require AUTH with these credentials. */
   auth?: { user: string; pass: string };
+  /**
+   * Require AUTH XOAUTH2 (and offer nothing else) for this user; `validToken` decides whether the
+   * bearer token is one the provider would accept. A refused token gets the provider-style 334
+   * JSON challenge and then 535, as Microsoft 365 and Google answer.
+   */
+  xoauth2?: { user: string; validToken: (token: string) => boolean };
   tls?: { key: Buffer; cert: Buffer; implicit?: boolean };
   log?: (line: string) => void;
   onMessage?: (message: SinkMessage) => void;
@@ -51,6 +57,10 @@ export interface SinkOptions {
 export class SmtpSink {
   readonly messages: SinkMessage[] = [];
   count = 0;
+  /** MAIL FROM commands seen, accepted or not: what a smart host learnt of any envelope at all. */
+  mailCommands = 0;
+  /** XOAUTH2 bearer tokens presented, in order. */
+  readonly tokensSeen: string[] = [];
   behaviour: SinkBehaviour;
   private readonly server: SMTPServer;
   private address: AddressInfo | null = null;
@@ -63,8 +73,9 @@ export class SmtpSink {
       banner: 'smarthop sink',
       logger: false,
       disableReverseLookup: true,
-      disabledCommands: [...(options.auth ? [] : ['AUTH']), ...(options.tls && !options.tls.implicit ? [] : ['STARTTLS'])],
-      authOptional: !options.auth,
+      disabledCommands: [...(options.auth || options.xoauth2 ? [] : ['AUTH']), ...(options.tls && !options.tls.implicit ? [] : ['STARTTLS'])],
+      authMethods: options.xoauth2 ? ['XOAUTH2'] : ['PLAIN', 'LOGIN'],
+      authOptional: !options.auth && !options.xoauth2,
       allowInsecureAuth: true,
       secure: options.tls?.implicit ?? false,
       key: options.tls?.key,
@@ -79,11 +90,19 @@ export class SmtpSink {
         callback();
       },
       onAuth: (auth, _session, callback) => {
+        const oauth = this.options.xoauth2;
+        if (oauth) {
+          if (auth.method !== 'XOAUTH2') return callback(Object.assign(new Error('5.7.8 Authentication mechanism not allowed'), { responseCode: 535 }));
+          this.tokensSeen.push(auth.accessToken ?? '');
+          if (auth.username === oauth.user && oauth.validToken(auth.accessToken ?? '')) return callback(null, { user: auth.username });
+          return callback(null, { data: { status: '401', schemes: 'bearer', scope: 'https://outlook.office365.com/.default' } });
+        }
         const expected = this.options.auth;
         if (expected && auth.username === expected.user && auth.password === expected.pass) return callback(null, { user: auth.username });
         callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
       },
       onMailFrom: (_address, _session, callback) => {
+        this.mailCommands++;
         const b = this.behaviour;
         if (b.mode === 'defer') return callback(Object.assign(new Error('4.7.0 Try again later'), { responseCode: b.code ?? 451 }));
         if (b.mode === 'reject') return callback(Object.assign(new Error('5.7.1 Message refused by policy'), { responseCode: b.code ?? 550 }));

@@ -11,6 +11,8 @@ export interface RecipientState {
   smarthost?: string;
   /** How many smart hosts answered 5xx for it; two make the failure permanent. */
   permanentRejections?: number;
+  /** The smart hosts that answered 5xx for it: never offered it again (the next host is tried once instead). */
+  rejectedBy?: string[];
 }
 
 export interface MessageMeta {
@@ -32,6 +34,8 @@ export interface MessageMeta {
   size: number;
   attempts: number;
   nextAttemptAt: number;
+  /** Set on a delivery status notification the relay generated: the queue id it reports on. Never bounced itself. */
+  dsnOf?: string;
   /** Set when the message is (being) moved to dead/: why it will not be delivered. */
   dead?: { reason: 'rejected' | 'expired'; at: number; response: string };
 }

@@ -41,6 +41,18 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Runs an attempt of a message at once, outside the concurrency bound (an SMTP client is waiting
+   * on it: inline delivery); from its result on the message is scheduled like any other. The
+   * message is active meanwhile, so nothing else attempts it concurrently.
+   */
+  adopt(id: string, receivedAt: number, attempt: () => Promise<AttemptResult>): void {
+    this.receivedAt.set(id, receivedAt);
+    this.ready.delete(id);
+    this.deferred.delete(id);
+    this.active.set(id, this.run(id, attempt));
+  }
+
   snapshot(): SchedulerSnapshot {
     let oldest: number | null = null;
     for (const at of this.receivedAt.values()) if (oldest === null || at < oldest) oldest = at;
@@ -94,10 +106,10 @@ export class Scheduler {
     }
   }
 
-  private async run(id: string): Promise<void> {
+  private async run(id: string, attempt: (id: string) => Promise<AttemptResult> = this.attempt): Promise<void> {
     let result: AttemptResult;
     try {
-      result = await this.attempt(id);
+      result = await attempt(id);
     } catch (err) {
       result = { kind: 'retry', at: Date.now() + this.onAttemptError(id, err) };
     }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { DirectorySyncer } from './dir-sync';
 import type { MessageMeta } from './message';
@@ -68,6 +68,39 @@ export class SpoolStore {
     await rename(this.tmpPath(meta.id, '.eml'), this.queuePath(meta.id, '.eml'));
     await rename(this.tmpPath(meta.id, '.json'), this.queuePath(meta.id, '.json'));
     await this.queueSync.sync();
+  }
+
+  /**
+   * Queues a message the relay wrote itself (a DSN) exactly like a received one: the bytes are
+   * fsync'd in `tmp/` and the metadata landing in `queue/` is the commit, so it survives a crash.
+   */
+  async commitGenerated(meta: MessageMeta, body: Buffer): Promise<void> {
+    try {
+      await writeFile(this.tmpPath(meta.id, '.eml'), body, { flush: true });
+      await this.commit(meta);
+    } catch (err) {
+      await this.discardIncoming(meta.id).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * The header block of a queued message (up to the blank line, at most `limit` bytes, cut at a line
+   * end), for a DSN's text/rfc822-headers part. Reads only the head of the file.
+   */
+  async readHeaders(id: string, limit = 64 * 1024): Promise<Buffer> {
+    const handle = await open(this.queuePath(id, '.eml'), 'r');
+    try {
+      const buffer = Buffer.alloc(limit);
+      const { bytesRead } = await handle.read(buffer, 0, limit, 0);
+      const head = buffer.subarray(0, bytesRead);
+      const end = head.indexOf('\r\n\r\n');
+      if (end !== -1) return head.subarray(0, end + 2);
+      const lastLine = head.lastIndexOf('\r\n');
+      return bytesRead < limit || lastLine === -1 ? head : head.subarray(0, lastLine + 2);
+    } finally {
+      await handle.close();
+    }
   }
 
   /** Rewrites a queued message's state atomically: temp file, fsync, rename. */

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -29,8 +30,8 @@ export async function startSink(options: SinkOptions = {}): Promise<SmtpSink> {
 }
 
 /** Validates a raw config object exactly as a YAML file would be, failing the test on errors. */
-export function buildConfig(raw: Record<string, unknown>, baseDir: string): RelayConfig {
-  const result = parseConfig(raw, baseDir, {});
+export function buildConfig(raw: Record<string, unknown>, baseDir: string, env: NodeJS.ProcessEnv = {}): RelayConfig {
+  const result = parseConfig(raw, baseDir, env);
   if (!result.ok) throw new Error(`test config invalid:\n${result.errors.join('\n')}`);
   return result.config;
 }
@@ -109,4 +110,73 @@ export function makeCertificate(dir: string, commonName = 'relay.test'): { cert:
   const key = path.join(dir, `${commonName}.key`);
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`], { stdio: 'ignore' });
   return { cert, key };
+}
+
+/**
+ * A private CA and a leaf it signed (SAN DNS:<name>, IP:127.0.0.1), made with openssl for this test
+ * run: smart hosts that speak TLS with a certificate nothing else trusts.
+ */
+export function makeCertificateAuthority(dir: string, leafName = 'smarthost.test'): { ca: string; cert: string; key: string } {
+  const ca = path.join(dir, 'test-ca.crt');
+  const caKey = path.join(dir, 'test-ca.key');
+  const key = path.join(dir, `${leafName}.key`);
+  const csr = path.join(dir, `${leafName}.csr`);
+  const cert = path.join(dir, `${leafName}.crt`);
+  const ext = path.join(dir, `${leafName}.ext`);
+  const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+  run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=smarthop test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
+  writeFileSync(ext, `basicConstraints=CA:FALSE\nsubjectAltName=DNS:${leafName},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`);
+  run(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
+  return { ca, cert, key };
+}
+
+/**
+ * An OAuth2 token endpoint (client-credentials grant) on loopback: checks the client and scope,
+ * issues `token-1`, `token-2`, … valid for `lifetimeS`, and remembers every token it issued.
+ */
+export class TokenEndpoint {
+  readonly requests: URLSearchParams[] = [];
+  readonly issued = new Set<string>();
+  private readonly server: HttpServer;
+  private port = 0;
+
+  constructor(private readonly expected: { clientId: string; clientSecret: string; scope: string; lifetimeS?: number }) {
+    this.server = createHttpServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        const form = new URLSearchParams(Buffer.concat(chunks).toString());
+        this.requests.push(form);
+        const reply = (status: number, body: Record<string, unknown>) => {
+          res.writeHead(status, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(body));
+        };
+        if (req.method !== 'POST' || req.headers['content-type'] !== 'application/x-www-form-urlencoded') return reply(400, { error: 'invalid_request' });
+        if (form.get('grant_type') !== 'client_credentials') return reply(400, { error: 'unsupported_grant_type' });
+        if (form.get('client_id') !== this.expected.clientId || form.get('client_secret') !== this.expected.clientSecret) {
+          return reply(401, { error: 'invalid_client', error_description: 'AADSTS7000215: Invalid client secret provided.' });
+        }
+        if (form.get('scope') !== this.expected.scope) return reply(400, { error: 'invalid_scope' });
+        const token = `token-${this.requests.length}`;
+        this.issued.add(token);
+        reply(200, { token_type: 'Bearer', access_token: token, expires_in: this.expected.lifetimeS ?? 3600 });
+      });
+    });
+  }
+
+  async listen(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as { port: number }).port;
+    return this.url;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}/oauth2/v2.0/token`;
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
 }

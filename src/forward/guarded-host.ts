@@ -1,0 +1,86 @@
+import type { SmartHostConfig } from '../config/schema';
+import type { Observer } from '../observe/events';
+import { admit as breakerAdmit, classify, CLOSED, eligibleAt, isUp, record, type BreakerState } from './breaker';
+import type { Outcome } from './outcome';
+import type { QuotaSample, SmartHostQuota } from './quota';
+import type { Admission, Envelope, SmartHost, SmartHostTransport } from './smarthost';
+
+/**
+ * One smart host with its circuit breaker and provider quota in front of its transport: the
+ * dispatcher asks `admit` before each transaction, and every transaction's result feeds the breaker.
+ * The breaker state lives here in memory on purpose: it describes the host, not a message, and a
+ * restarted relay should give every host a fresh chance.
+ */
+export class GuardedSmartHost implements SmartHost {
+  readonly name: string;
+  readonly relay: string;
+  private breaker: BreakerState = CLOSED;
+  /** Set when an admission found a quota window full: `available` can answer without counting. */
+  private quotaBlockedUntil = -Infinity;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly config: SmartHostConfig,
+    private readonly transport: SmartHostTransport,
+    private readonly quota: SmartHostQuota,
+    private readonly observer: Observer,
+    now: () => number = Date.now,
+  ) {
+    this.name = transport.name;
+    this.relay = transport.relay;
+    this.now = now;
+  }
+
+  available(now: number): boolean {
+    return now >= eligibleAt(this.breaker, this.config.breaker) && now >= this.quotaBlockedUntil;
+  }
+
+  up(): boolean {
+    return isUp(this.breaker);
+  }
+
+  async admit(recipients: number, now: number): Promise<Admission> {
+    // Look before counting quota, so an open breaker costs no quota…
+    const look = breakerAdmit(this.breaker, now, this.config.breaker);
+    if (!look.admitted) return this.breakerRefusal(look.retryAt);
+    const quota = await this.quota.admit(recipients, now);
+    if (!quota.ok) {
+      this.quotaBlockedUntil = Math.max(this.quotaBlockedUntil, quota.retryAt);
+      return { ok: false, cause: 'quota', retryAt: quota.retryAt, detail: quota.detail };
+    }
+    // …then take the breaker's slot against its state now: another delivery may have taken the probe meanwhile.
+    const slot = breakerAdmit(this.breaker, now, this.config.breaker);
+    if (!slot.admitted) return this.breakerRefusal(slot.retryAt);
+    this.setBreaker(slot.state);
+    return { ok: true, recipients: quota.recipients };
+  }
+
+  async send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
+    const outcomes = await this.transport.send(envelope, bodyPath, prependHeaders);
+    this.setBreaker(record(this.breaker, classify(outcomes), this.now(), this.config.breaker));
+    return outcomes;
+  }
+
+  quotaRemaining(now: number): Promise<QuotaSample[]> {
+    return this.quota.remaining(now);
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+
+  private breakerRefusal(retryAt: number): Admission {
+    const what = this.breaker.kind === 'half_open' ? 'a probe delivery is under way' : `circuit open after ${this.breaker.failures} connection failure(s)`;
+    return { ok: false, cause: 'breaker', retryAt, detail: `${this.name} skipped: ${what}, until ${new Date(retryAt).toISOString()}` };
+  }
+
+  private setBreaker(next: BreakerState): void {
+    const previous = this.breaker;
+    this.breaker = next;
+    if (previous.kind === next.kind) return;
+    this.observer.emit({
+      type: 'breaker', smarthost: this.name, relay: this.relay, state: next.kind, failures: next.kind === 'closed' ? previous.failures : next.failures,
+      until: next.kind === 'open' ? next.until : null,
+    });
+  }
+}
