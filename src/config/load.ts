@@ -50,5 +50,9 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
     spool: { ...config.spool, dir: resolve(config.spool.dir) },
     tls: config.tls && { cert: resolve(config.tls.cert), key: resolve(config.tls.key) },
     events: config.events && { file: resolve(config.events.file) },
+    policies: Object.fromEntries(Object.entries(config.policies).map(([name, policy]) => [
+      name,
+      policy.suppressed_recipients === undefined ? policy : { ...policy, suppressed_recipients: resolve(policy.suppressed_recipients) },
+    ])),
   };
 }
