@@ -6,10 +6,13 @@ import { NodemailerSmartHost, type SmartHost } from './forward/smarthost';
 import { ClientDirectory } from './ingress/clients';
 import { IngressSessions } from './ingress/session';
 import { SmtpListener } from './ingress/smtp-listener';
+import { MemoryWindowCounters } from './limits/window-counters';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
+import { AddressGuard } from './policy/address-guard';
+import { PolicyEngine } from './policy/engine';
 import { FreeSpaceGuard } from './spool/free-space';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
@@ -35,6 +38,7 @@ export class Relay {
   private readonly smarthosts: Map<string, SmartHost>;
   private readonly scheduler: Scheduler;
   private readonly listeners: SmtpListener[];
+  private readonly policy: PolicyEngine;
   private readonly http: HttpEndpoints | null;
   private addresses: RelayAddresses | null = null;
 
@@ -50,12 +54,31 @@ export class Relay {
       return config.spool.retry.initial;
     });
 
+    // Two counter stores: per-client windows (a handful of keys) never share an LRU with the
+    // per-address ones, which strangers can create at will.
+    this.policy = new PolicyEngine({
+      policies: config.policies,
+      counters: new MemoryWindowCounters(10_000),
+      observer: this.observer,
+      log: { info: (message) => this.logger.info(message), warn: (message) => this.logger.warn(message) },
+    });
+    const guard = new AddressGuard({
+      limits: config.limits,
+      // Up to three windows per address: connection rate, AUTH failures, lockout.
+      counters: new MemoryWindowCounters(config.limits.max_tracked_addresses * 3),
+      observer: this.observer,
+    });
+
     const sessions = new IngressSessions({
       config,
       clients: new ClientDirectory(config.clients),
       store: this.store,
       freeSpace: new FreeSpaceGuard(() => this.store.freeBytes(), config.spool.min_free_disk),
       observer: this.observer,
+      // The policy's content checks see the message first, as the client wrote it; re-enveloping filters go after it.
+      filters: [this.policy.filter()],
+      policy: this.policy,
+      guard,
       onQueued: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
@@ -70,12 +93,14 @@ export class Relay {
       listeners: config.listeners.map((l) => l.name),
       clients: config.clients.map((c) => c.name),
       smarthosts: config.smarthosts.map((s) => s.name),
+      rateLimits: this.policy.rateLimitLabels(config.clients),
     });
   }
 
   /** Recovery first (the normal path, not a special one), then the listeners. */
   async start(): Promise<RelayAddresses> {
     await this.store.open();
+    await this.policy.start();
     const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
     for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
     if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${this.config.spool.dir}`);
@@ -96,6 +121,7 @@ export class Relay {
   async stop(): Promise<void> {
     await Promise.all(this.listeners.map((listener) => listener.close()));
     await this.scheduler.stop();
+    await this.policy.stop();
     for (const host of this.smarthosts.values()) host.close();
     await this.http?.close();
     await this.observer.close();
