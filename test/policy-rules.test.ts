@@ -130,8 +130,9 @@ describe('header From: every address in it, display names and encodings included
     if (refusal) expect(refusal).toMatchObject({ code: 550, reason: 'sender_not_allowed' });
   });
 
-  test('a policy without allowed_senders does not look at From', () => {
+  test('a policy without allowed_senders, or with "*", does not look at From', () => {
     expect(headerFromRefusal(rules(), 'erp', headers('Subject: x'))).toBeUndefined();
+    expect(headerFromRefusal(rules({ allowedSenders: AddressMatcher.of(['*']) }), 'erp', headers('Subject: x'))).toBeUndefined();
   });
 });
 

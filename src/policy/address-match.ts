@@ -74,6 +74,11 @@ export class AddressMatcher {
     return result.matcher;
   }
 
+  /** True for a list holding `*`: nothing is restricted. */
+  get matchesEverything(): boolean {
+    return this.any;
+  }
+
   matches(address: NormalizedAddress): boolean {
     if (this.any) return true;
     if (address.address === '') return this.nullSender;

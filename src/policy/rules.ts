@@ -89,7 +89,8 @@ export function headerFromAddresses(headers: HeaderBlock): HeaderFromAddresses {
 }
 
 export function headerFromRefusal(rules: PolicyRules, client: string, headers: HeaderBlock): Refusal | undefined {
-  if (!rules.allowedSenders) return undefined;
+  // `*` restricts nothing, so it has no reason to insist on a From either.
+  if (!rules.allowedSenders || rules.allowedSenders.matchesEverything) return undefined;
   const from = headerFromAddresses(headers);
   const refuse = (what: string): Refusal => ({ code: 550, message: `5.7.1 ${what} not allowed for client ${client}`, reason: 'sender_not_allowed' });
   // Without a From there is nothing to hold to the policy, and whatever the smart host or the
