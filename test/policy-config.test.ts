@@ -103,30 +103,32 @@ describe('AddressGuard with a clock of its own', () => {
     expect(third.refusal).toEqual({ code: 421, message: '4.7.0 Too many failed authentications from [192.0.2.9]; try again in 300s', reason: 'rate_limited' });
     advance(60_000);
     expect((await g.authAllowed('192.0.2.9', 'lan'))?.message).toBe('4.7.0 Too many failed authentications from [192.0.2.9]; try again in 240s');
-    expect((await g.connect('192.0.2.9', 'lan'))?.code).toBe(421);
+    expect((await g.connect('192.0.2.9', '(unknown)', false))?.code).toBe(421);
+    // A network client on that address still connects for its own mail; only its AUTH is refused.
+    expect(await g.connect('192.0.2.9', 'lan', true)).toBeUndefined();
     expect(await g.authAllowed('192.0.2.10', 'lan')).toBeUndefined();
     advance(240_000);
     expect(await g.authAllowed('192.0.2.9', 'lan')).toBeUndefined();
-    expect(await g.connect('192.0.2.9', 'lan')).toBeUndefined();
+    expect(await g.connect('192.0.2.9', '(unknown)', false)).toBeUndefined();
   });
 
   test('an IPv6 attacker cannot escape the lockout by moving within its /64', async () => {
     const { g } = guard({ auth_failures: { max: 2 } });
     await g.authFailed('2001:db8:1:2::1', '(unknown)');
     expect((await g.authFailed('2001:db8:1:2::2', '(unknown)')).refusal?.code).toBe(421);
-    expect((await g.connect('2001:db8:1:2:dead:beef:0:1', '(unknown)'))?.code).toBe(421);
-    expect(await g.connect('2001:db8:1:3::1', '(unknown)')).toBeUndefined();
+    expect((await g.connect('2001:db8:1:2:dead:beef:0:1', '(unknown)', false))?.code).toBe(421);
+    expect(await g.connect('2001:db8:1:3::1', '(unknown)', false)).toBeUndefined();
   });
 
   test('concurrent connections are counted until disconnect; a refused connection holds no slot', async () => {
     const { g, events } = guard({ connections_per_address: 2, connection_rate: { window: '1m', max: 3 } });
-    expect(await g.connect('192.0.2.1', 'lan')).toBeUndefined();
-    expect(await g.connect('192.0.2.1', 'lan')).toBeUndefined();
-    expect((await g.connect('192.0.2.1', 'lan'))?.message).toBe('4.7.0 Too many connections from [192.0.2.1] (at most 2 at once); try again later');
+    expect(await g.connect('192.0.2.1', 'lan', true)).toBeUndefined();
+    expect(await g.connect('192.0.2.1', 'lan', true)).toBeUndefined();
+    expect((await g.connect('192.0.2.1', 'lan', true))?.message).toBe('4.7.0 Too many connections from [192.0.2.1] (at most 2 at once); try again later');
     g.disconnect('192.0.2.1');
-    expect(await g.connect('192.0.2.1', 'lan')).toBeUndefined();
+    expect(await g.connect('192.0.2.1', 'lan', true)).toBeUndefined();
     g.disconnect('192.0.2.1');
-    expect((await g.connect('192.0.2.1', 'lan'))?.message).toBe('4.7.0 Connection rate limit for [192.0.2.1]: 3 connections per 1m; try again in 60s');
+    expect((await g.connect('192.0.2.1', 'lan', true))?.message).toBe('4.7.0 Connection rate limit for [192.0.2.1]: 3 connections per 1m; try again in 60s');
     // Each refusal is counted under its own bounded label.
     expect(events.filter((e) => e.type === 'rate_limited').map((e) => e.type === 'rate_limited' && e.limit)).toEqual(['connections_concurrent', 'connections_1m']);
   });

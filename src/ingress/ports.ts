@@ -22,8 +22,11 @@ export interface SessionPolicy {
 /** Guards per source address, before anyone is identified. */
 export interface ConnectionGuard {
   // `client` is only the metric label: the network client's name or "(unknown)".
-  /** Lockout, concurrent connections and connection rate; when it answers undefined the connection holds a slot until `disconnect`. */
-  connect(remoteAddress: string, client: string): Promise<Refusal | undefined>;
+  /**
+   * Lockout, concurrent connections and connection rate; when it answers undefined the connection
+   * holds a slot until `disconnect`. `networkClient`: the address is in some client's networks.
+   */
+  connect(remoteAddress: string, client: string, networkClient: boolean): Promise<Refusal | undefined>;
   disconnect(remoteAddress: string): void;
   /** Refuses AUTH from an address that is locked out (checked before any password is). */
   authAllowed(remoteAddress: string, client: string): Promise<Refusal | undefined>;

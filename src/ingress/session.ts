@@ -70,7 +70,7 @@ export class IngressSessions {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`);
     }
-    const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session));
+    const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session), session.networkClient !== undefined);
     if (guarded) {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.refuse(session, guarded);

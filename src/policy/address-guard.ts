@@ -59,10 +59,12 @@ export class AddressGuard implements ConnectionGuard {
     return [...(this.deps.limits.connections_per_address ? ['connections_concurrent'] : []), ...(this.rate ? [this.rate.label] : []), 'auth_lockout'];
   }
 
-  async connect(remoteAddress: string, client: string): Promise<Refusal | undefined> {
+  async connect(remoteAddress: string, client: string, networkClient: boolean): Promise<Refusal | undefined> {
     const key = this.key(remoteAddress);
-    // A locked-out address hears why first, whatever else it is over.
-    const locked = await this.locked(key, remoteAddress, client);
+    // A locked-out address hears why first, whatever else it is over. A network client is the
+    // exception: its own mail needs no AUTH, and one misconfigured app sharing its host must not
+    // stop it; its AUTH attempts are still refused until the lockout ends (authAllowed).
+    const locked = networkClient ? undefined : await this.locked(key, remoteAddress, client);
     if (locked) return locked;
     const max = this.deps.limits.connections_per_address;
     const open = this.open.get(key) ?? 0;
