@@ -54,11 +54,6 @@ export class AddressGuard implements ConnectionGuard {
     this.lockout = [{ windowMs: auth.lockout, max: 1 }];
   }
 
-  /** Labels this guard can produce (for metrics at 0 from the start). */
-  labels(): string[] {
-    return [...(this.deps.limits.connections_per_address ? ['connections_concurrent'] : []), ...(this.rate ? [this.rate.label] : []), 'auth_lockout'];
-  }
-
   async connect(remoteAddress: string, client: string, networkClient: boolean): Promise<Refusal | undefined> {
     const key = this.key(remoteAddress);
     // A locked-out address hears why first, whatever else it is over. A network client is the
