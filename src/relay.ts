@@ -8,13 +8,15 @@ import { InlineDelivery } from './forward/inline';
 import { SmartHostQuota } from './forward/quota';
 import { NodemailerSmartHost } from './forward/smarthost';
 import { ClientDirectory } from './ingress/clients';
-import { MemoryWindowCounters } from './limits/window-counters';
 import { IngressSessions } from './ingress/session';
 import { SmtpListener } from './ingress/smtp-listener';
+import { MemoryWindowCounters } from './limits/window-counters';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
+import { AddressGuard } from './policy/address-guard';
+import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { DkimSigningFilter } from './reenvelope/dkim-signer';
 import { ReenvelopeFilter } from './reenvelope/filter';
@@ -43,6 +45,7 @@ export class Relay {
   private readonly smarthosts: Map<string, GuardedSmartHost>;
   private readonly scheduler: Scheduler;
   private readonly listeners: SmtpListener[];
+  private readonly policy: PolicyEngine;
   private readonly http: HttpEndpoints | null;
   private addresses: RelayAddresses | null = null;
 
@@ -71,11 +74,28 @@ export class Relay {
     const dkim = loadRouteKeys(config.routes);
     if (dkim.errors.length > 0) throw new Error(`DKIM keys: ${dkim.errors.join('; ')}`);
 
+    // Two counter stores: per-client windows (a handful of keys) never share an LRU with the
+    // per-address ones, which strangers can create at will.
+    this.policy = new PolicyEngine({
+      policies: config.policies,
+      counters: new MemoryWindowCounters(10_000),
+      observer: this.observer,
+      log: { info: (message) => this.logger.info(message), warn: (message) => this.logger.warn(message) },
+    });
+    const guard = new AddressGuard({
+      limits: config.limits,
+      // Up to three windows per address: connection rate, AUTH failures, lockout.
+      counters: new MemoryWindowCounters(config.limits.max_tracked_addresses * 3),
+      observer: this.observer,
+    });
+
     const sessions = new IngressSessions({
       config,
-      // Order matters: policy filters (judging what the client sent) belong before these; the route's
-      // rewrites next; DKIM signing last, over the final header.
-      filters: [new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname }), new DkimSigningFilter(dkim.keys)],
+      // Order matters: the policy judges what the client sent, the route's rewrites come next, and
+      // DKIM signing last, over the final header.
+      filters: [this.policy.filter(), new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname }), new DkimSigningFilter(dkim.keys)],
+      policy: this.policy,
+      guard,
       clients: new ClientDirectory(config.clients),
       store: this.store,
       freeSpace: new FreeSpaceGuard(() => this.store.freeBytes(), config.spool.min_free_disk),
@@ -103,12 +123,14 @@ export class Relay {
       listeners: config.listeners.map((l) => l.name),
       clients: config.clients.map((c) => c.name),
       smarthosts: config.smarthosts.map((s) => s.name),
+      rateLimits: this.policy.rateLimitLabels(config.clients),
     });
   }
 
   /** Recovery first (the normal path, not a special one), then the listeners. */
   async start(): Promise<RelayAddresses> {
     await this.store.open();
+    await this.policy.start();
     const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
     for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
     if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${this.config.spool.dir}`);
@@ -129,6 +151,7 @@ export class Relay {
   async stop(): Promise<void> {
     await Promise.all(this.listeners.map((listener) => listener.close()));
     await this.scheduler.stop();
+    await this.policy.stop();
     for (const host of this.smarthosts.values()) host.close();
     await this.http?.close();
     await this.observer.close();

@@ -56,6 +56,10 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
       dkim: route.dkim.map((signature) => ({ ...signature, private_key: isInlinePem(signature.private_key) ? signature.private_key : resolve(signature.private_key) })),
     }])),
     smarthosts: config.smarthosts.map((host) => (host.ca === undefined ? host : { ...host, ca: resolve(host.ca) })),
+    policies: Object.fromEntries(Object.entries(config.policies).map(([name, policy]) => [
+      name,
+      policy.suppressed_recipients === undefined ? policy : { ...policy, suppressed_recipients: resolve(policy.suppressed_recipients) },
+    ])),
   };
 }
 

@@ -1,5 +1,6 @@
 import * as ipaddr from 'ipaddr.js';
 import { z } from 'zod';
+import { AddressMatcher } from '../policy/address-match';
 import { parseDuration, parseHostPort, parseSize } from './units';
 
 /**
@@ -91,8 +92,87 @@ const clientSchema = z
     }
   });
 
+/** Address/domain globs, compiled here once per config (policy/address-match.ts); a bad pattern is an error at its index. */
+const addressPatterns = z.array(z.string()).transform((patterns, ctx) => {
+  const result = AddressMatcher.compile(patterns);
+  if (result.ok) return result.matcher;
+  for (const error of result.errors) ctx.addIssue({ code: 'custom', path: [error.index], message: error.message });
+  return z.NEVER;
+});
+
+/** Header-rule regexes are compiled once, here; case-insensitive as Postfix header_checks are. */
+const regex = z.string().min(1).transform((source, ctx) => {
+  try {
+    return new RegExp(source, 'i');
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `invalid regular expression: ${(err as Error).message}` });
+    return z.NEVER;
+  }
+});
+
+const extension = z.string().transform((value, ctx) => {
+  const ext = value.trim().replace(/^\./, '').toLowerCase();
+  if (!/^[^\s./\\]+$/.test(ext)) {
+    ctx.addIssue({ code: 'custom', message: `expected a file-name extension like exe or .js, got ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+  return ext;
+});
+
+const positiveCount = z.number().int().min(1);
+
+const rateLimitSchema = z
+  .strictObject({
+    window: duration.refine((ms) => ms > 0, 'a window must be longer than 0'),
+    messages: positiveCount.optional(),
+    recipients: positiveCount.optional(),
+    bytes: size.refine((bytes) => bytes > 0, 'expected more than 0 bytes').optional(),
+  })
+  .refine((limit) => limit.messages !== undefined || limit.recipients !== undefined || limit.bytes !== undefined, {
+    message: 'a rate limit needs messages, recipients or bytes',
+  });
+
+const headerRuleSchema = z.strictObject({
+  header: z.string().regex(/^[!-9;-~]+$/, 'expected a header field name such as Subject or X-Mailer'),
+  match: regex,
+  action: z.enum(['reject', 'strip']),
+});
+
 const policySchema = z.strictObject({
   route: name.default('default'),
+  /** Envelope MAIL FROM and every address in the header From must match one of these. */
+  allowed_senders: addressPatterns.optional(),
+  allowed_recipients: addressPatterns.optional(),
+  /** Wins over allowed_recipients. */
+  denied_recipients: addressPatterns.optional(),
+  max_message_size: size.optional(),
+  /** Capped at the listener's ceiling of 1000 recipients per transaction. */
+  max_recipients: positiveCount.max(1000).optional(),
+  rate_limits: z.array(rateLimitSchema).default([]),
+  blocked_attachments: z.array(extension).default([]),
+  header_rules: z.array(headerRuleSchema).default([]),
+  /** A file of addresses and domains (relative to the config file), reloaded when it changes. */
+  suppressed_recipients: z.string().min(1).optional(),
+});
+
+/** Guards per source address, on every listener (IPv6 addresses are grouped by prefix: one host owns a whole /64). */
+const limitsSchema = z.strictObject({
+  /** Open SMTP connections from one address at once; over it: 421 4.7.0 at connect. */
+  connections_per_address: positiveCount.optional(),
+  /** New connections from one address per window; over it: 421 4.7.0 at connect. */
+  connection_rate: z.strictObject({ window: duration.refine((ms) => ms > 0, 'a window must be longer than 0'), max: positiveCount }).optional(),
+  /** `max` failed AUTHs from one address within `window` lock it out (421 4.7.0) for `lockout`; each failure after the first is answered `delay` late. */
+  auth_failures: z
+    .strictObject({
+      max: positiveCount.default(10),
+      window: duration.default(600_000),
+      lockout: duration.default(900_000),
+      delay: duration.default(1000),
+    })
+    .default({ max: 10, window: 600_000, lockout: 900_000, delay: 1000 }),
+  /** Bound on the addresses whose counters are kept in memory (least recently used dropped first). */
+  max_tracked_addresses: positiveCount.default(100_000),
+  ipv6_prefix: z.number().int().min(32).max(128).default(64),
 });
 
 /** An address as MAIL FROM and header From use it: local@domain, no display name, no brackets. */
@@ -215,6 +295,7 @@ export const configSchema = z
     tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
     clients: z.array(clientSchema).min(1, 'at least one client is needed: nobody may relay otherwise'),
     policies: z.record(name, policySchema).default({}),
+    limits: limitsSchema.default({ auth_failures: { max: 10, window: 600_000, lockout: 900_000, delay: 1000 }, max_tracked_addresses: 100_000, ipv6_prefix: 64 }),
     routes: z.record(name, routeSchema),
     /** Also send every DSN to this address (a postmaster who wants to see bounces). */
     bounce_copy_to: z.email({ error: 'expected an email address' }).optional(),
@@ -265,6 +346,18 @@ export const configSchema = z
 
     for (const [policyName, policy] of Object.entries(config.policies)) {
       if (!(policy.route in config.routes)) issue(['policies', policyName, 'route'], `no route named ${JSON.stringify(policy.route)} under routes`);
+      if (policy.max_message_size !== undefined && policy.max_message_size > config.max_message_size) {
+        issue(['policies', policyName, 'max_message_size'], `a policy may only lower max_message_size (the relay's is ${config.max_message_size} bytes)`);
+      }
+      const seen = new Set<string>();
+      policy.rate_limits.forEach((limit, i) => {
+        for (const dimension of ['messages', 'recipients', 'bytes'] as const) {
+          if (limit[dimension] === undefined) continue;
+          const key = `${dimension}/${limit.window}`;
+          if (seen.has(key)) issue(['policies', policyName, 'rate_limits', i], `a second ${dimension} limit for the same window`);
+          seen.add(key);
+        }
+      });
     }
     const hostNames = new Set(config.smarthosts.map((host) => host.name));
     const senderDomains = new Map<string, string>();
@@ -295,6 +388,9 @@ export type ListenerConfig = RelayConfig['listeners'][number];
 export type ClientConfig = RelayConfig['clients'][number];
 export type RouteConfig = RelayConfig['routes'][string];
 export type DkimSignatureConfig = RouteConfig['dkim'][number];
+export type PolicyConfig = RelayConfig['policies'][string];
+export type HeaderRuleConfig = PolicyConfig['header_rules'][number];
+export type LimitsConfig = RelayConfig['limits'];
 export type SmartHostConfig = RelayConfig['smarthosts'][number];
 export type SmartHostQuotaConfig = SmartHostConfig['rate_limits'][number];
 export type BreakerConfig = SmartHostConfig['breaker'];

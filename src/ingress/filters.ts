@@ -42,8 +42,12 @@ export interface Refusal {
 }
 
 export interface BodyInspector {
-  /** Gets the original header block first, then every body chunk, in order. */
-  write(chunk: Buffer): void;
+  /**
+   * Gets the original header block first, then every body chunk, in order. A promise holds the
+   * message back until it settles: an inspector slower than the network pushes back on the
+   * client instead of buffering the message in memory.
+   */
+  write(chunk: Buffer): void | Promise<void>;
   /** Called at end of DATA: the verdict on everything it saw. */
   end(): Promise<Refusal | undefined>;
 }

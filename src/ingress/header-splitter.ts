@@ -23,8 +23,8 @@ export class HeaderSplitter extends Transform {
   constructor(
     private readonly maxHeaderBytes: number,
     private readonly onHeaders: (headers: HeaderBlock) => Promise<void>,
-    /** Sees every body chunk as it passes (inspections such as a MIME walk). */
-    private readonly onBody: (chunk: Buffer) => void = () => undefined,
+    /** Sees every body chunk as it passes (inspections such as a MIME walk); a returned promise holds the stream until it settles. */
+    private readonly onBody: (chunk: Buffer) => unknown = () => undefined,
   ) {
     super();
   }
@@ -32,8 +32,10 @@ export class HeaderSplitter extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     if (this.headerTooLarge) return callback();
     if (this.inBody) {
-      this.onBody(chunk);
-      return callback(null, chunk);
+      const inspected = this.onBody(chunk);
+      if (!(inspected instanceof Promise)) return callback(null, chunk);
+      inspected.then(() => callback(null, chunk), callback);
+      return;
     }
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
@@ -84,7 +86,7 @@ export class HeaderSplitter extends Transform {
     this.push(editable.toBuffer());
     if (hasBody) this.push(CRLF);
     if (rest.length > 0) {
-      this.onBody(rest);
+      await this.onBody(rest);
       this.push(rest);
     }
   }

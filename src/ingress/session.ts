@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientConfig, ListenerConfig, RelayConfig } from '../config/schema';
 import { chooseRoute } from '../forward/router';
 import { UNKNOWN_CLIENT, type Observer, type RejectReason } from '../observe/events';
@@ -12,6 +13,7 @@ import { DataGuard } from './data-guard';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from './filters';
 import type { HeaderBlock } from './header-block';
 import { HeaderSplitter } from './header-splitter';
+import type { ConnectionGuard, SessionPolicy } from './ports';
 import { buildReceivedHeader } from './received-header';
 
 /** What the SMTP adapter answers: go on, or this exact reply. */
@@ -41,6 +43,10 @@ export interface IngressDeps {
   observer: Observer;
   /** Policy and re-enveloping stages that see (and may edit) each message as it streams in, in order. */
   filters?: readonly MessageFilter[];
+  /** Per-client policy decisions at MAIL, RCPT and end of DATA; without it only the global limits apply. */
+  policy?: SessionPolicy;
+  /** Per-source-address guards: connections, AUTH lockout. */
+  guard?: ConnectionGuard;
   /**
    * Called once a message is durable in the queue (after the fsync, before any reply): it is
    * scheduled, or on a `delivery: inline` listener tried at once. Says what the client is told:
@@ -61,19 +67,27 @@ const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
 export class IngressSessions {
   constructor(private readonly deps: IngressDeps) {}
 
-  connect(session: SessionState): Verdict {
+  /** An accepted connection holds a guard slot until `close(session, true)`. */
+  async connect(session: SessionState): Promise<Verdict> {
     session.networkClient = this.deps.clients.byAddress(session.remoteAddress);
     const listener = session.listener.name;
     if (!session.networkClient && session.listener.auth === 'off') {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`);
     }
+    const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session), session.networkClient !== undefined);
+    if (guarded) {
+      this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
+      return this.refuse(session, guarded);
+    }
     this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'accepted' });
     return { ok: true };
   }
 
   close(session: SessionState, wasAccepted: boolean): void {
-    if (wasAccepted) this.deps.observer.emit({ type: 'connection_closed', listener: session.listener.name });
+    if (!wasAccepted) return;
+    this.deps.guard?.disconnect(session.remoteAddress);
+    this.deps.observer.emit({ type: 'connection_closed', listener: session.listener.name });
   }
 
   async auth(session: SessionState, username: string, password: string): Promise<Verdict> {
@@ -82,14 +96,23 @@ export class IngressSessions {
     if (!session.secure && !(listener.allow_insecure_auth && session.networkClient)) {
       return { ok: false, code: 538, message: '5.7.11 Encryption required for requested authentication mechanism' };
     }
+    // A locked-out address gets no answer about any password, right or wrong.
+    const locked = await this.deps.guard?.authAllowed(session.remoteAddress, this.label(session));
+    if (locked) return this.refuse(session, locked);
     const client = await this.deps.clients.authenticate(username, password);
     this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result: client ? 'success' : 'failure' });
-    if (!client) return { ok: false, code: 535, message: '5.7.8 Authentication credentials invalid' };
+    if (!client) {
+      const failed = await this.deps.guard?.authFailed(session.remoteAddress, this.label(session));
+      if (failed?.refusal) return this.refuse(session, failed.refusal);
+      if (failed && failed.delayMs > 0) await sleep(failed.delayMs);
+      return { ok: false, code: 535, message: '5.7.8 Authentication credentials invalid' };
+    }
     session.authClient = client;
     return { ok: true };
   }
 
-  async mailFrom(session: SessionState, from: string): Promise<Verdict> {
+  /** `declaredSize` is the SIZE= parameter, when the client gave one. */
+  async mailFrom(session: SessionState, from: string, declaredSize?: number): Promise<Verdict> {
     const { listener } = session;
     if (listener.require_tls && !session.secure) return { ok: false, code: 530, message: STARTTLS_FIRST };
     // A credential wins over a network match; on `auth: required` a network match alone is not enough.
@@ -98,24 +121,32 @@ export class IngressSessions {
     if (!(await this.deps.freeSpace.hasRoom())) {
       return this.reject(session, 'storage', 452, '4.3.1 Insufficient system storage, try again later', { from });
     }
+    const refusal = await this.deps.policy?.mailFrom(session.client, from, declaredSize);
+    if (refusal) return this.refuse(session, refusal, { from });
     return { ok: true };
   }
 
-  rcptTo(session: SessionState, _to: string): Verdict {
+  /** `acceptedSoFar`: recipients already accepted in this transaction. */
+  async rcptTo(session: SessionState, to: string, acceptedSoFar = 0): Promise<Verdict> {
     if (!session.client) return { ok: false, code: 503, message: '5.5.1 Error: need MAIL command' };
+    const refusal = await this.deps.policy?.rcptTo(session.client, to, acceptedSoFar);
+    if (refusal) return this.refuse(session, refusal, { to });
     return { ok: true };
   }
 
   /**
    * Streams DATA to the spool and answers only once it is durable. The answer is always one of:
-   * 250 queued, 552 too big, 550 malformed line endings, 452 spool trouble, or (inline delivery)
-   * the 5xx every smart host gave.
+   * 250 queued, 552 too big, 550 malformed line endings, a filter's or the policy's refusal, 452
+   * spool trouble, or (inline delivery) the 5xx every smart host gave.
    */
   async data(session: SessionState, envelope: { from: string; to: string[] }, stream: Readable): Promise<Verdict & { queueId?: string }> {
     const client = session.client as ClientConfig;
     const { store, config } = this.deps;
     const id = store.newId();
-    const guard = new DataGuard(config.max_message_size, session.listener.line_endings);
+    // A policy may only lower the relay's maximum (the config schema makes sure of that).
+    const policyMax = this.deps.policy?.maxMessageSize(client);
+    const maxSize = policyMax !== undefined && policyMax < config.max_message_size ? policyMax : config.max_message_size;
+    const guard = new DataGuard(maxSize, session.listener.line_endings);
     const outgoing: Outgoing = { route: chooseRoute(config, client.policy, envelope.from), from: envelope.from, prependHeaders: '' };
     const trace = buildReceivedHeader({
       heloName: session.heloName, clientName: client.name, hostname: config.hostname, queueId: id, secure: session.secure,
@@ -138,9 +169,16 @@ export class IngressSessions {
       return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'write failed'})`, { from: envelope.from });
     }
 
-    if (guard.oversize) refusal = { code: 552, message: `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`, reason: 'too_big' };
+    if (guard.oversize) {
+      const message = maxSize < config.max_message_size
+        ? `5.3.4 Message size exceeds maximum message size of ${maxSize} bytes for client ${client.name}`
+        : `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`;
+      refusal = { code: 552, message, reason: 'too_big' };
+    }
     else if (guard.violation) refusal = { code: 550, message: `5.6.0 Message contains a ${guard.violation === 'bare_cr' ? 'bare CR' : 'bare LF'} line ending; lines must end with CRLF`, reason: 'smuggling' };
     else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
+    // Counted only for a message that is otherwise acceptable: a refused one costs no byte quota.
+    refusal ??= await this.deps.policy?.dataComplete(client, file.bytesWritten);
     if (refusal) {
       await store.discardIncoming(id);
       return this.reject(session, refusal.reason, refusal.code, refusal.message, { from: envelope.from });
@@ -167,12 +205,20 @@ export class IngressSessions {
     return { ok: true, queueId: id };
   }
 
+  private refuse(session: SessionState, refusal: Refusal, envelope: { from?: string; to?: string } = {}): Verdict {
+    return this.reject(session, refusal.reason, refusal.code, refusal.message, envelope);
+  }
+
   private reject(session: SessionState, reason: RejectReason, code: number, message: string, envelope: { from?: string; to?: string } = {}): Verdict {
     this.deps.observer.emit({
-      type: 'rejected', client: session.client?.name ?? session.authClient?.name ?? session.networkClient?.name ?? UNKNOWN_CLIENT,
-      listener: session.listener.name, remote: session.remoteAddress, reason, response: `${code} ${message}`, ...envelope,
+      type: 'rejected', client: this.label(session), listener: session.listener.name, remote: session.remoteAddress, reason, response: `${code} ${message}`, ...envelope,
     });
     return { ok: false, code, message };
+  }
+
+  /** The client label for metrics and events: whoever the session is attributed to so far. */
+  private label(session: SessionState): string {
+    return session.client?.name ?? session.authClient?.name ?? session.networkClient?.name ?? UNKNOWN_CLIENT;
   }
 }
 
@@ -193,15 +239,20 @@ class FilterRun {
     for (const filter of this.filters) {
       this.refusal ??= await filter.headers?.(editable, context);
     }
+    // A message the headers already refused is not worth inspecting further.
+    if (this.refusal) return;
     this.inspectors = this.filters.map((filter) => filter.body?.(context, editable)).filter((inspector): inspector is BodyInspector => inspector !== undefined);
-    if (this.inspectors.length > 0) {
-      const head = Buffer.concat([original.toBuffer(), Buffer.from('\r\n')]);
-      for (const inspector of this.inspectors) inspector.write(head);
-    }
+    if (this.inspectors.length > 0) await this.body(Buffer.concat([original.toBuffer(), Buffer.from('\r\n')]));
   }
 
-  body(chunk: Buffer): void {
-    for (const inspector of this.inspectors) inspector.write(chunk);
+  /** Feeds every inspector; a promise (only when some inspector pushes back) holds the stream until all have taken the chunk. */
+  body(chunk: Buffer): void | Promise<void> {
+    let pending: Promise<void>[] | undefined;
+    for (const inspector of this.inspectors) {
+      const taken = inspector.write(chunk);
+      if (taken) (pending ??= []).push(taken);
+    }
+    if (pending) return Promise.all(pending).then(() => undefined);
   }
 
   async end(): Promise<Refusal | undefined> {

@@ -53,7 +53,7 @@ function installConfigurableGreetingDelay(): void {
 
 export class SmtpListener {
   private readonly server: SMTPServer;
-  private readonly states = new WeakMap<SMTPServerSession, { state: SessionState; accepted: boolean }>();
+  private readonly states = new WeakMap<SMTPServerSession, { state: SessionState; accepted: boolean; closed: boolean }>();
 
   constructor(private readonly deps: ListenerDeps) {
     installConfigurableGreetingDelay();
@@ -112,14 +112,19 @@ export class SmtpListener {
         );
       },
       onMailFrom: (address, session, callback) => {
-        this.deps.sessions.mailFrom(this.state(session), address.address).then(
+        const size = address.args ? address.args.SIZE : undefined;
+        // smtp-server has already checked SIZE= syntax and the listener maximum.
+        const declared = typeof size === 'string' ? Number(size) : undefined;
+        this.deps.sessions.mailFrom(this.state(session), address.address, declared).then(
           (verdict) => callback(verdict.ok ? null : toError(verdict)),
           (err: Error) => callback(internalError(err, this.deps.logger)),
         );
       },
       onRcptTo: (address, session, callback) => {
-        const verdict = this.deps.sessions.rcptTo(this.state(session), address.address);
-        callback(verdict.ok ? null : toError(verdict));
+        this.deps.sessions.rcptTo(this.state(session), address.address, session.envelope.rcptTo.length).then(
+          (verdict) => callback(verdict.ok ? null : toError(verdict)),
+          (err: Error) => callback(internalError(err, this.deps.logger)),
+        );
       },
       onData: (stream, session, callback) => {
         const envelope = {
@@ -133,7 +138,9 @@ export class SmtpListener {
       },
       onClose: (session) => {
         const entry = this.states.get(session);
-        if (entry) this.deps.sessions.close(entry.state, entry.accepted);
+        if (!entry) return;
+        entry.closed = true;
+        if (entry.accepted) this.deps.sessions.close(entry.state, true);
       },
     };
   }
@@ -146,9 +153,20 @@ export class SmtpListener {
       heloName: '',
       esmtp: true,
     };
-    const verdict = this.deps.sessions.connect(state);
-    this.states.set(session, { state, accepted: verdict.ok });
-    callback(verdict.ok ? null : toError(verdict));
+    const entry = { state, accepted: false, closed: false };
+    this.states.set(session, entry);
+    this.deps.sessions.connect(state).then(
+      (verdict) => {
+        if (verdict.ok && entry.closed) {
+          // The client left while the guards were deciding: give its slot back at once.
+          this.deps.sessions.close(state, true);
+          return;
+        }
+        entry.accepted = verdict.ok;
+        callback(verdict.ok ? null : toError(verdict));
+      },
+      (err: Error) => callback(internalError(err, this.deps.logger)),
+    );
   }
 
   /** Our view of the session, refreshed with what smtp-server learnt since (TLS upgrade, HELO). */

@@ -23,6 +23,8 @@ export interface WindowCounters {
   consume(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult>;
   /** What is left in each limit's current window (max when the window has not started). */
   remaining(key: string, limits: readonly WindowLimit[], now: number): Promise<number[]>;
+  /** What `consume` would answer, without counting anything (a lockout is a window already full). */
+  peek(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult>;
 }
 
 interface Window {
@@ -40,12 +42,8 @@ export class MemoryWindowCounters implements WindowCounters {
 
   async consume(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult> {
     const current = limits.map((limit, i) => this.current(key, i, limit, now));
-    for (const [i, limit] of limits.entries()) {
-      const window = current[i];
-      if (window.used + amount > limit.max) {
-        return { ok: false, limit: i, retryAfterMs: Math.max(1, window.startedAt + limit.windowMs - now) };
-      }
-    }
+    const refused = this.check(current, limits, amount, now);
+    if (refused) return refused;
     for (const [i, limit] of limits.entries()) {
       const window = current[i];
       window.used += amount;
@@ -56,6 +54,20 @@ export class MemoryWindowCounters implements WindowCounters {
 
   async remaining(key: string, limits: readonly WindowLimit[], now: number): Promise<number[]> {
     return limits.map((limit, i) => Math.max(0, limit.max - this.current(key, i, limit, now).used));
+  }
+
+  async peek(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult> {
+    return this.check(limits.map((limit, i) => this.current(key, i, limit, now)), limits, amount, now) ?? { ok: true };
+  }
+
+  private check(current: Window[], limits: readonly WindowLimit[], amount: number, now: number): ConsumeResult | undefined {
+    for (const [i, limit] of limits.entries()) {
+      const window = current[i];
+      if (window.used + amount > limit.max) {
+        return { ok: false, limit: i, retryAfterMs: Math.max(1, window.startedAt + limit.windowMs - now) };
+      }
+    }
+    return undefined;
   }
 
   private current(key: string, index: number, limit: WindowLimit, now: number): Window {

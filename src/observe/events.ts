@@ -33,6 +33,8 @@ export type RelayEvent =
   | { type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number }
   | { type: 'rejected'; client: string; listener: string; remote: string; reason: RejectReason; response: string; from?: string; to?: string }
   | { type: 'line_endings_normalized'; client: string }
+  /** A rate limit or address guard said no; `limit` is a config-derived label such as `messages_1m`. */
+  | { type: 'rate_limited'; client: string; limit: string }
   | {
       type: 'attempt';
       queueId: string;

@@ -35,6 +35,7 @@ export class Metrics {
   private readonly received = new Counter({ name: 'smarthop_messages_received_total', help: 'Messages accepted (250 after fsync) by client', labelNames: ['client'], registers: [this.registry] });
   private readonly receivedBytes = new Counter({ name: 'smarthop_received_bytes_total', help: 'Bytes of accepted messages by client', labelNames: ['client'], registers: [this.registry] });
   private readonly rejected = new Counter({ name: 'smarthop_messages_rejected_total', help: 'Rejected SMTP transactions by client and reason', labelNames: ['client', 'reason'], registers: [this.registry] });
+  private readonly rateLimited = new Counter({ name: 'smarthop_rate_limited_total', help: 'Refusals by a rate limit or address guard, by client and limit', labelNames: ['client', 'limit'], registers: [this.registry] });
   private readonly normalized = new Counter({ name: 'smarthop_line_endings_normalized_total', help: 'Messages whose bare LF line endings were read as CRLF, by client', labelNames: ['client'], registers: [this.registry] });
   private readonly attempts = new Counter({ name: 'smarthop_delivery_attempts_total', help: 'Delivery attempts to smart hosts by outcome', labelNames: ['smarthost', 'outcome'], registers: [this.registry] });
   private readonly attemptDuration = new Histogram({ name: 'smarthop_delivery_duration_seconds', help: 'Duration of one delivery attempt to a smart host', labelNames: ['smarthost'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry] });
@@ -91,7 +92,8 @@ export class Metrics {
   }
 
   /** Makes every configured name visible at 0 before its first event, so rate() and alerts work from the start. */
-  initialise(names: { listeners: string[]; clients: string[]; smarthosts: string[] }): void {
+  initialise(names: { listeners: string[]; clients: string[]; smarthosts: string[]; rateLimits?: { client: string; limit: string }[] }): void {
+    for (const labels of names.rateLimits ?? []) this.rateLimited.inc(labels, 0);
     for (const listener of names.listeners) this.connectionsActive.set({ listener }, 0);
     for (const client of names.clients) {
       this.received.inc({ client }, 0);
@@ -122,6 +124,9 @@ export class Metrics {
         return;
       case 'line_endings_normalized':
         this.normalized.inc({ client: event.client });
+        return;
+      case 'rate_limited':
+        this.rateLimited.inc({ client: event.client, limit: event.limit });
         return;
       case 'attempt':
         this.attempts.inc({ smarthost: event.smarthost, outcome: event.outcome });

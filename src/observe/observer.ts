@@ -82,6 +82,9 @@ export class RelayObserver implements Observer {
       case 'attempt':
         this.logger.debug({ event: event.type, queue_id: event.queueId, smarthost: event.smarthost, outcome: event.outcome }, `${event.queueId}: attempt via ${event.relay}: ${event.outcome} (${event.response})`);
         return;
+      case 'rate_limited':
+        this.logger.warn({ event: event.type, client: event.client, limit: event.limit }, `rate limit ${event.limit} reached for client=${event.client}`);
+        return;
       case 'line_endings_normalized':
       case 'connection_closed':
         return;

@@ -1,0 +1,35 @@
+import type { ClientConfig } from '../config/schema';
+import type { Refusal } from './filters';
+
+/**
+ * What ingress asks of the policy stage, at each SMTP step that can decide. Ingress owns the
+ * replies and the `rejected` events; these only say yes (undefined) or which refusal. relay.ts
+ * passes the implementations in (src/policy/); a relay without them applies only the global limits.
+ */
+
+/** Per-client rules and rate limits of the client's policy (none for a client without one). */
+export interface SessionPolicy {
+  /** The policy's max_message_size when it is lower than the relay's (enforced while DATA streams). */
+  maxMessageSize(client: ClientConfig): number | undefined;
+  /** Sender allowed, declared SIZE within the policy, message rate limit (counted here). */
+  mailFrom(client: ClientConfig, from: string, declaredSize: number | undefined): Promise<Refusal | undefined>;
+  /** Recipient allowed and not suppressed, max_recipients, recipient rate limit (counted here). */
+  rcptTo(client: ClientConfig, to: string, acceptedSoFar: number): Promise<Refusal | undefined>;
+  /** A complete, otherwise acceptable message of `size` bytes: the byte rate limit (counted here). */
+  dataComplete(client: ClientConfig, size: number): Promise<Refusal | undefined>;
+}
+
+/** Guards per source address, before anyone is identified. */
+export interface ConnectionGuard {
+  // `client` is only the metric label: the network client's name or "(unknown)".
+  /**
+   * Lockout, concurrent connections and connection rate; when it answers undefined the connection
+   * holds a slot until `disconnect`. `networkClient`: the address is in some client's networks.
+   */
+  connect(remoteAddress: string, client: string, networkClient: boolean): Promise<Refusal | undefined>;
+  disconnect(remoteAddress: string): void;
+  /** Refuses AUTH from an address that is locked out (checked before any password is). */
+  authAllowed(remoteAddress: string, client: string): Promise<Refusal | undefined>;
+  /** Counts a failed AUTH: a refusal once the address is locked out, else how long to hold the 535 back. */
+  authFailed(remoteAddress: string, client: string): Promise<{ refusal?: Refusal; delayMs: number }>;
+}

@@ -1,0 +1,162 @@
+import addressparser from 'nodemailer/lib/addressparser';
+import libmime from 'libmime';
+import type { HeaderRuleConfig } from '../config/schema';
+import type { Refusal } from '../ingress/filters';
+import { fieldValue, type HeaderBlock } from '../ingress/header-block';
+import { normalizeAddress, type NormalizedAddress } from './address';
+import type { AddressMatcher } from './address-match';
+
+/**
+ * The policy's decisions as pure functions of (compiled policy, input): no sockets, no clocks,
+ * no counters, so each rule has a table test. The engine calls them at the SMTP stage that can
+ * decide first and adds the stateful parts (rate limits, suppression file).
+ */
+
+export interface PolicyRules {
+  readonly allowedSenders?: AddressMatcher;
+  readonly allowedRecipients?: AddressMatcher;
+  readonly deniedRecipients?: AddressMatcher;
+  readonly maxMessageSize?: number;
+  readonly maxRecipients?: number;
+  readonly headerRules: readonly HeaderRuleConfig[];
+  readonly blockedExtensions: ReadonlySet<string>;
+}
+
+/** How a recipient suppression lookup is asked (the list itself lives in suppression.ts). */
+export interface Suppression {
+  has(address: NormalizedAddress): boolean;
+}
+
+export function senderRefusal(rules: PolicyRules, client: string, from: string): Refusal | undefined {
+  if (!rules.allowedSenders || rules.allowedSenders.matches(normalizeAddress(from))) return undefined;
+  return { code: 550, message: `5.7.1 Sender <${from}> not allowed for client ${client}`, reason: 'sender_not_allowed' };
+}
+
+/** A `SIZE=` declared at MAIL that is over the policy's maximum: refused before a byte of DATA. */
+export function declaredSizeRefusal(rules: PolicyRules, client: string, declared: number | undefined): Refusal | undefined {
+  if (declared === undefined || rules.maxMessageSize === undefined || declared <= rules.maxMessageSize) return undefined;
+  return tooBig(rules.maxMessageSize, client);
+}
+
+export function tooBig(max: number, client: string): Refusal {
+  return { code: 552, message: `5.3.4 Message size exceeds maximum message size of ${max} bytes for client ${client}`, reason: 'too_big' };
+}
+
+/**
+ * One RCPT: not allowed (denied wins over allowed) → 550 5.7.1; suppressed → 550 5.1.1; one too
+ * many → 452 4.5.3 (the client may send the rest in another transaction).
+ */
+export function recipientRefusal(rules: PolicyRules, client: string, to: string, acceptedSoFar: number, suppression?: Suppression): Refusal | undefined {
+  const address = normalizeAddress(to);
+  const denied = rules.deniedRecipients?.matches(address) ?? false;
+  const allowed = rules.allowedRecipients?.matches(address) ?? true;
+  if (denied || !allowed) return { code: 550, message: `5.7.1 Recipient <${to}> not allowed for client ${client}`, reason: 'recipient_not_allowed' };
+  if (suppression?.has(address)) return { code: 550, message: `5.1.1 Recipient <${to}> is on the suppression list`, reason: 'suppressed' };
+  if (rules.maxRecipients !== undefined && acceptedSoFar >= rules.maxRecipients) {
+    return { code: 452, message: `4.5.3 Too many recipients for client ${client} (at most ${rules.maxRecipients} per message)`, reason: 'too_many_recipients' };
+  }
+  return undefined;
+}
+
+/**
+ * Anything in a From value that reads as an address: what addressparser finds, and any
+ * `x@y` text elsewhere in the field (display name, comment, RFC 2047 encoded words). Mail apps
+ * show display names and parse odd headers their own way, so `"ceo@bank.example" <app@corp.example>`
+ * or `app@corp.example <x> <ceo@bank.example>` must not pass just because one parser found an
+ * allowed address in it.
+ */
+const ADDRESS_LIKE = /[^\s<>()[\]\\,;:"@]+@[^\s<>()[\]\\,;:"'@]+/gu;
+
+export interface HeaderFromAddresses {
+  /** Number of From fields (RFC 5322 allows exactly one; every one is checked). */
+  fields: number;
+  /** Mailboxes addressparser found, as written. */
+  mailboxes: string[];
+  /** Every address-looking text anywhere in the fields, as written. */
+  mentioned: string[];
+}
+
+export function headerFromAddresses(headers: HeaderBlock): HeaderFromAddresses {
+  const fields = headers.all('from');
+  const mailboxes: string[] = [];
+  const mentioned: string[] = [];
+  for (const field of fields) {
+    const value = fieldValue(field);
+    for (const mailbox of addressparser(value, { flatten: true })) if (mailbox.address) mailboxes.push(mailbox.address);
+    for (const text of new Set([value, decodeWords(value)])) mentioned.push(...(text.match(ADDRESS_LIKE) ?? []));
+  }
+  return { fields: fields.length, mailboxes, mentioned };
+}
+
+export function headerFromRefusal(rules: PolicyRules, client: string, headers: HeaderBlock): Refusal | undefined {
+  // `*` restricts nothing, so it has no reason to insist on a From either.
+  if (!rules.allowedSenders || rules.allowedSenders.matchesEverything) return undefined;
+  const from = headerFromAddresses(headers);
+  const refuse = (what: string): Refusal => ({ code: 550, message: `5.7.1 ${what} not allowed for client ${client}`, reason: 'sender_not_allowed' });
+  // Without a From there is nothing to hold to the policy, and whatever the smart host or the
+  // recipient's software would fill in is out of our hands: refuse rather than guess.
+  if (from.fields === 0) return refuse('Message without a From header');
+  if (from.mailboxes.length === 0) return refuse('Header From without an address');
+  for (const address of [...from.mailboxes, ...from.mentioned]) {
+    if (!rules.allowedSenders.matches(normalizeAddress(address))) return refuse(`Header From <${address}>`);
+  }
+  return undefined;
+}
+
+/**
+ * Runs the header rules in order over the (editable) header block: `strip` removes the matching
+ * fields, the first matching `reject` refuses the message. A rule matches the value as sent or
+ * with RFC 2047 encoded words decoded, so encoding a Subject does not slip past a rule.
+ */
+export function applyHeaderRules(rules: PolicyRules, client: string, headers: HeaderBlock): Refusal | undefined {
+  for (const rule of rules.headerRules) {
+    const key = rule.header.toLowerCase();
+    const matching = headers.fields.filter((field) => field.key === key && valueMatches(rule.match, fieldValue(field)));
+    if (matching.length === 0) continue;
+    if (rule.action === 'reject') {
+      return { code: 550, message: `5.7.1 Message refused by a header rule on ${rule.header} for client ${client}`, reason: 'content_rule' };
+    }
+    headers.fields = headers.fields.filter((field) => !matching.includes(field));
+  }
+  return undefined;
+}
+
+function valueMatches(pattern: RegExp, value: string): boolean {
+  if (pattern.test(value)) return true;
+  const decoded = decodeWords(value);
+  return decoded !== value && pattern.test(decoded);
+}
+
+/**
+ * The blocked extension a file name carries, if any. Every reading a mail app might use is tried:
+ * as given and RFC 2047-decoded, whole and cut at the first control character (some apps stop at
+ * a NUL); trailing dots and spaces dropped (Windows ignores them: `invoice.exe.` runs as .exe).
+ */
+export function blockedExtension(names: readonly string[], blocked: ReadonlySet<string>): string | undefined {
+  if (blocked.size === 0) return undefined;
+  for (const name of names) {
+    for (const decoded of new Set([name, decodeWords(name)])) {
+      for (const candidate of new Set([decoded, decoded.split(/[\u0000-\u001f]/)[0]])) {
+        const trimmed = candidate.replace(/[\s.\u0000-\u001f]+$/u, '');
+        const dot = trimmed.lastIndexOf('.');
+        if (dot === -1) continue;
+        const ext = trimmed.slice(dot + 1).toLowerCase();
+        if (blocked.has(ext)) return ext;
+      }
+    }
+  }
+  return undefined;
+}
+
+export function attachmentRefusal(ext: string, client: string): Refusal {
+  return { code: 550, message: `5.7.1 Attachment type .${ext} not allowed for client ${client}`, reason: 'content_rule' };
+}
+
+function decodeWords(value: string): string {
+  if (!value.includes('=?')) return value;
+  try {
+    return libmime.decodeWords(value);
+  } catch {
+    return value;
+  }
+}

@@ -1,0 +1,250 @@
+import { readdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { hashPassword } from '../src/ingress/password';
+import type { SmtpSink } from '../src/sink/sink';
+import { baseConfig, buildConfig, makeCertificate, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
+
+const QUEUED = /^250 2\.0\.0 Ok: queued as /;
+
+describe('per-client rate limits: counted per client, refused with 451 4.7.1 at the stage that knows', () => {
+  let dir: string;
+  let sink: SmtpSink;
+  let running: RunningRelay;
+
+  beforeAll(async () => {
+    dir = tempDir();
+    sink = await startSink();
+    running = await startRelay(buildConfig(
+      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
+        clients: [
+          { name: 'erp', networks: ['127.0.0.1/32'], policy: 'limited' },
+          { name: 'other', networks: ['127.0.0.3/32'], policy: 'limited' },
+          { name: 'bulk', networks: ['127.0.0.5/32'], policy: 'few_recipients' },
+          { name: 'big', networks: ['127.0.0.6/32'], policy: 'few_bytes' },
+        ],
+        policies: {
+          limited: { rate_limits: [{ window: '3s', messages: 2 }] },
+          few_recipients: { rate_limits: [{ window: '1h', recipients: 3 }] },
+          few_bytes: { rate_limits: [{ window: '1h', bytes: '24KiB' }] },
+        },
+      }),
+      dir,
+    ));
+  });
+
+  afterAll(async () => {
+    await running.stop();
+    await sink.close();
+    removeDir(dir);
+  });
+
+  const metric = async (sample: string) => metricValue(await metricsText(running.httpPort), sample);
+  const tmpFiles = () => readdirSync(path.join(dir, 'spool', 'tmp'));
+
+  test('messages are counted at MAIL: the third in the window is refused with the wait, another client on the same policy is not slowed, and the window resets', async () => {
+    const erp = (await openSession(running.smtpPort)).client;
+    for (let i = 0; i < 2; i++) {
+      expect(await erp.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
+      expect(await erp.command('RSET')).toMatch(/^250 /);
+    }
+    expect(await erp.command('MAIL FROM:<erp@corp.example>')).toMatch(/^451 4\.7\.1 Rate limit for client erp: 2 messages per 3s; try again in [1-3]s$/);
+
+    // Same policy, its own count: accepted at once while erp waits.
+    const other = (await openSession(running.smtpPort, { localAddress: '127.0.0.3' })).client;
+    expect(await other.sendMessage('other@corp.example', ['user@example.com'], message({ subject: 'from other' }))).toMatch(QUEUED);
+    await other.quit();
+
+    // The window ends and erp may send again (a refused MAIL counts nothing, so polling does not extend it).
+    await waitFor(async () => (await erp.command('MAIL FROM:<erp@corp.example>'))?.startsWith('250') ?? false, 15_000, 'the 3s window to reset');
+    expect(await erp.command('RCPT TO:<user@example.com>')).toMatch(/^250 /);
+    expect(await erp.command('DATA')).toMatch(/^354 /);
+    erp.write(`${message({ subject: 'after the window' })}\r\n.\r\n`);
+    expect(await erp.reply()).toMatch(QUEUED);
+    await erp.quit();
+    await waitFor(() => sink.messages.length === 2, 10_000, 'both deliveries');
+
+    expect(await metric('smarthop_rate_limited_total{client="erp",limit="messages_3s"}')).toBeGreaterThanOrEqual(1);
+    expect(await metric('smarthop_rate_limited_total{client="other",limit="messages_3s"}')).toBe(0);
+    expect(await metric('smarthop_messages_rejected_total{client="erp",reason="rate_limited"}')).toBeGreaterThanOrEqual(1);
+  });
+
+  test('recipients are counted at RCPT: the one over the limit is refused, the accepted ones are delivered', async () => {
+    const { client } = await openSession(running.smtpPort, { localAddress: '127.0.0.5' });
+    expect(await client.command('MAIL FROM:<bulk@corp.example>')).toMatch(/^250 /);
+    for (const to of ['a@example.com', 'b@example.com', 'c@example.com']) expect(await client.command(`RCPT TO:<${to}>`)).toMatch(/^250 /);
+    expect(await client.command('RCPT TO:<d@example.com>')).toMatch(/^451 4\.7\.1 Rate limit for client bulk: 3 recipients per 1h; try again in 3\d{3}s$/);
+    expect(await client.command('DATA')).toMatch(/^354 /);
+    client.write(`${message()}\r\n.\r\n`);
+    expect(await client.reply()).toMatch(QUEUED);
+    await waitFor(() => sink.recipients().includes('c@example.com'), 10_000, 'delivery');
+    expect(sink.recipients()).not.toContain('d@example.com');
+    expect(await client.command('MAIL FROM:<bulk@corp.example>')).toMatch(/^250 /);
+    expect(await client.command('RCPT TO:<e@example.com>')).toMatch(/^451 4\.7\.1 /);
+    await client.quit();
+    expect(await metric('smarthop_rate_limited_total{client="bulk",limit="recipients_1h"}')).toBe(2);
+  });
+
+  test('bytes are counted at end of DATA: over the limit is 451 and nothing is queued; larger than any window is 552', async () => {
+    const { client } = await openSession(running.smtpPort, { localAddress: '127.0.0.6' });
+    const tenKiB = message({ body: `${'b'.repeat(1022)}\r\n`.repeat(10) });
+    const before = await metric('smarthop_messages_received_total{client="big"}');
+    expect(await client.sendMessage('big@corp.example', ['user@example.com'], tenKiB)).toMatch(QUEUED);
+    expect(await client.sendMessage('big@corp.example', ['user@example.com'], tenKiB)).toMatch(QUEUED);
+    expect(await client.sendMessage('big@corp.example', ['user@example.com'], tenKiB)).toMatch(/^451 4\.7\.1 Rate limit for client big: 24576 bytes per 1h; try again in 3\d{3}s$/);
+    expect(await client.sendMessage('big@corp.example', ['user@example.com'], message({ body: 'x'.repeat(30_000) })))
+      .toMatch(/^552 5\.3\.4 Message of \d+ bytes is over the rate limit for client big: 24576 bytes per 1h$/);
+    await client.quit();
+    expect(await metric('smarthop_messages_received_total{client="big"}')).toBe((before ?? 0) + 2);
+    expect(tmpFiles()).toEqual([]);
+  });
+
+  test('no open relay: an address outside every client cannot use anyone\'s quota', async () => {
+    const { client } = await openSession(running.smtpPort, { localAddress: '127.0.0.2' });
+    expect(await client.command('MAIL FROM:<erp@corp.example>')).toBe('530 5.7.0 Authentication required');
+    expect(await client.command('RCPT TO:<user@example.com>')).toMatch(/^503 /);
+    await client.quit();
+  });
+});
+
+describe('guards per source address: connections and AUTH brute force', () => {
+  let dir: string;
+  let sink: SmtpSink;
+  let running: RunningRelay;
+  const password = 'correct horse battery staple';
+
+  beforeAll(async () => {
+    dir = tempDir();
+    sink = await startSink();
+    running = await startRelay(buildConfig(
+      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
+        tls: makeCertificate(dir),
+        listeners: [
+          { name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional', allow_insecure_auth: true },
+          { name: 'submission', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
+        ],
+        clients: [
+          { name: 'lan', networks: ['127.0.0.1/32'] },
+          { name: 'printers', networks: ['127.0.0.8/32'] },
+          { name: 'webshop', username: 'webshop', password_hash: await hashPassword(password) },
+        ],
+        limits: {
+          connections_per_address: 2,
+          connection_rate: { window: '3s', max: 4 },
+          auth_failures: { max: 3, window: '10s', lockout: '2s', delay: '200ms' },
+        },
+      }),
+      dir,
+    ));
+  });
+
+  afterAll(async () => {
+    await running.stop();
+    await sink.close();
+    removeDir(dir);
+  });
+
+  const metric = async (sample: string) => metricValue(await metricsText(running.httpPort), sample);
+  const greet = async (localAddress: string, listener = 'smtp') => {
+    const client = await RawSmtpClient.connect(running.portOf(listener), { localAddress });
+    return { client, greeting: await client.reply() };
+  };
+
+  test('concurrent connections from one address: the one over the limit gets 421 4.7.0 at connect; a slot frees when a connection closes', async () => {
+    const a = await greet('127.0.0.5');
+    const b = await greet('127.0.0.5');
+    expect([a.greeting, b.greeting]).toEqual([expect.stringMatching(/^220 /), expect.stringMatching(/^220 /)]);
+    const c = await greet('127.0.0.5');
+    expect(c.greeting).toBe('421 4.7.0 Too many connections from [127.0.0.5] (at most 2 at once); try again later');
+    await waitFor(() => c.client.isClosed, 5000, 'the refused connection to close');
+    // Another address is not affected.
+    const elsewhere = await greet('127.0.0.7');
+    expect(elsewhere.greeting).toMatch(/^220 /);
+    await elsewhere.client.quit();
+
+    await a.client.quit();
+    let d: Awaited<ReturnType<typeof greet>> | undefined;
+    await waitFor(async () => {
+      d = await greet('127.0.0.5');
+      if (d.greeting?.startsWith('220')) return true;
+      await d.client.quit();
+      return false;
+    }, 10_000, 'the slot to be given back');
+    await d?.client.quit();
+    await b.client.quit();
+    expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="connections_concurrent"}')).toBeGreaterThanOrEqual(1);
+  });
+
+  test('connections per window from one address: over the rate gets 421 4.7.0 with the wait; the window resets', async () => {
+    for (let i = 0; i < 4; i++) {
+      const { client, greeting } = await greet('127.0.0.6');
+      expect(greeting).toMatch(/^220 /);
+      await client.quit();
+      await waitFor(() => client.isClosed, 5000, 'close');
+    }
+    const over = await greet('127.0.0.6');
+    expect(over.greeting).toMatch(/^421 4\.7\.0 Connection rate limit for \[127\.0\.0\.6\]: 4 connections per 3s; try again in [1-3]s$/);
+    await waitFor(async () => {
+      const next = await greet('127.0.0.6');
+      await next.client.quit();
+      return next.greeting?.startsWith('220') ?? false;
+    }, 15_000, 'the 3s window to reset');
+    expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="connections_3s"}')).toBeGreaterThanOrEqual(1);
+  });
+
+  test('AUTH brute force: failures from one address lock it out (421 4.7.0) for the cool-down; other addresses and successes are not slowed; the lockout ends', async () => {
+    const attacker = async () => {
+      const { client, greeting } = await openSession(running.portOf('submission'), { localAddress: '127.0.0.2' });
+      expect(greeting).toMatch(/^220 /);
+      expect(await client.startTls()).toMatch(/^220 /);
+      expect(await client.command('EHLO attacker.test')).toMatch(/^250/);
+      return client;
+    };
+    const waiting = await attacker();
+    const guessing = await attacker();
+    expect(await guessing.command(plainAuth('webshop', 'guess1'))).toBe('535 5.7.8 Authentication credentials invalid');
+    expect(await guessing.command(plainAuth('webshop', 'guess2'))).toBe('535 5.7.8 Authentication credentials invalid');
+    expect(await guessing.command(plainAuth('webshop', 'guess3'))).toBe('421 4.7.0 Too many failed authentications from [127.0.0.2]; try again in 2s');
+    await waitFor(() => guessing.isClosed, 5000, 'the locked-out connection to close');
+
+    // An open session from the locked address gets no verdict on any password, even the right one.
+    expect(await waiting.command(plainAuth('webshop', password))).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in [12]s$/);
+    // A new connection is refused at once.
+    const refused = await greet('127.0.0.2', 'submission');
+    expect(refused.greeting).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in [12]s$/);
+
+    // The right credentials from another address are not slowed or refused meanwhile.
+    const { client: legit } = await openSession(running.smtpPort);
+    expect(await legit.command(plainAuth('webshop', password))).toBe('235 Authentication successful');
+    expect(await legit.sendMessage('shop@corp.example', ['user@example.com'], message())).toMatch(QUEUED);
+    await legit.quit();
+
+    // The cool-down ends: the same address may authenticate and relay again.
+    await waitFor(async () => {
+      const probe = await greet('127.0.0.2', 'submission');
+      await probe.client.quit();
+      return probe.greeting?.startsWith('220') ?? false;
+    }, 15_000, 'the 2s lockout to end');
+    const back = await attacker();
+    expect(await back.command(plainAuth('webshop', password))).toBe('235 Authentication successful');
+    expect(await back.sendMessage('shop@corp.example', ['user@example.com'], message({ subject: 'after lockout' }))).toMatch(QUEUED);
+    await back.quit();
+    await waitFor(() => sink.messages.length === 2, 10_000, 'deliveries');
+
+    expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="auth_lockout"}')).toBeGreaterThanOrEqual(2);
+    expect(await metric('smarthop_auth_attempts_total{result="failure"}')).toBeGreaterThanOrEqual(3);
+  });
+
+  test('a locked-out address inside a client\'s networks still sends its own mail; only its AUTH is refused', async () => {
+    const { client } = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    for (let i = 0; i < 2; i++) expect(await client.command(plainAuth('webshop', `wrong${i}`))).toBe('535 5.7.8 Authentication credentials invalid');
+    expect(await client.command(plainAuth('webshop', 'wrong2'))).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.8\]/);
+    const again = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    expect(again.greeting).toMatch(/^220 /);
+    expect(await again.client.command(plainAuth('webshop', password))).toMatch(/^421 4\.7\.0 Too many failed authentications/);
+    const fresh = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    expect(await fresh.client.sendMessage('printer@corp.example', ['user@example.com'], message({ subject: 'scan' }))).toMatch(QUEUED);
+    await fresh.client.quit();
+    expect(await metric('smarthop_messages_received_total{client="printers"}')).toBe(1);
+  });
+});
