@@ -1,21 +1,34 @@
 import { access, constants } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import type { RelayConfig } from './config/schema';
+import { AdminApi } from './admin/api';
+import { buildStatus } from './admin/status';
+import type { StatusReport } from './admin/types';
+import type { ConfigResult } from './config/load';
+import type { RelayConfig, SmartHostConfig } from './config/schema';
 import { Dispatcher } from './forward/dispatcher';
 import { NodemailerSmartHost, type SmartHost } from './forward/smarthost';
+import { smartHostStatus, type SmartHostStatus } from './forward/smarthost-status';
 import { ClientDirectory } from './ingress/clients';
 import { IngressSessions } from './ingress/session';
 import { SmtpListener } from './ingress/smtp-listener';
+import { planReload, reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
+import { ClientActivity } from './observe/activity';
+import { RotatingEventFile, type EventOutput } from './observe/event-file';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
+import { WebhookOutput } from './observe/webhook';
 import { FreeSpaceGuard } from './spool/free-space';
+import { QueueAdmin } from './spool/queue-admin';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
+import { VERSION } from './version';
 
 export interface RelayOptions {
   logger?: Logger;
+  /** Where a reload reads the new configuration (the config file for `smarthop start`); none: reloads are refused. */
+  configSource?: () => ConfigResult;
 }
 
 export interface RelayAddresses {
@@ -24,81 +37,135 @@ export interface RelayAddresses {
 }
 
 /**
- * The composition root: builds every stage from the config, wires them, starts and stops them.
- * Nothing else constructs a stage, and no stage reaches for a global.
+ * The running configuration and what is built from it. Stages read it through a getter on every
+ * transaction or attempt, never keep it, so a reload swaps it in one assignment.
+ */
+interface Live {
+  config: RelayConfig;
+  clients: ClientDirectory;
+  smarthosts: ReadonlyMap<string, SmartHost>;
+}
+
+/**
+ * The composition root: builds every stage from the config, wires them, starts and stops them, and
+ * swaps the running configuration on reload. Nothing else constructs a stage, and no stage reaches
+ * for a global.
  */
 export class Relay {
   readonly metrics = new Metrics();
   readonly logger: Logger;
   readonly store: SpoolStore;
+  private live: Live;
   private readonly observer: RelayObserver;
-  private readonly smarthosts: Map<string, SmartHost>;
+  private readonly activity = new ClientActivity();
   private readonly scheduler: Scheduler;
+  private readonly queue: QueueAdmin;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
+  private readonly configSource: (() => ConfigResult) | null;
+  /** EHLO name towards smart hosts; `hostname` needs a restart, so this never changes. */
+  private readonly heloName: string;
   private addresses: RelayAddresses | null = null;
+  private readonly startedAt = Date.now();
+  private stopping = false;
+  private reloading: Promise<unknown> = Promise.resolve();
+  private lastReload: StatusReport['last_reload'] = null;
 
-  constructor(readonly config: RelayConfig, options: RelayOptions = {}) {
+  constructor(config: RelayConfig, options: RelayOptions = {}) {
     this.logger = options.logger ?? createLogger(config.log.level);
-    this.observer = new RelayObserver(this.metrics, this.logger, config.events?.file);
+    this.configSource = options.configSource ?? null;
+    this.heloName = config.hostname;
+    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: this.eventOutputs(config), activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
-    this.smarthosts = new Map(config.smarthosts.map((host) => [host.name, new NodemailerSmartHost(host, config.hostname)]));
-
-    const dispatcher = new Dispatcher({ store: this.store, smarthosts: this.smarthosts, config, observer: this.observer });
-    this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
-      this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
-      return config.spool.retry.initial;
-    });
-
-    const sessions = new IngressSessions({
+    this.live = {
       config,
       clients: new ClientDirectory(config.clients),
+      smarthosts: new Map(config.smarthosts.map((host) => [host.name, this.createSmartHost(host)])),
+    };
+    const current = () => this.live;
+
+    const dispatcher = new Dispatcher({ store: this.store, current, observer: this.observer });
+    this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
+      this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
+      return this.live.config.spool.retry.initial;
+    });
+    this.queue = new QueueAdmin({ store: this.store, scheduler: this.scheduler, log: (id, line) => this.logger.info({ event: 'admin', queue_id: id || undefined }, line) });
+
+    const sessions = new IngressSessions({
+      current,
       store: this.store,
       freeSpace: new FreeSpaceGuard(() => this.store.freeBytes(), config.spool.min_free_disk),
       observer: this.observer,
       onQueued: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
-    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }) : null;
+    const api = new AdminApi({
+      queue: this.queue,
+      status: () => this.status(),
+      smarthosts: () => this.smartHostStatuses(),
+      reload: () => this.reload('api'),
+      token: () => this.live.config.http?.token,
+    });
+    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api) : null;
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();
-      return { ready: snapshot.ready, deferred: snapshot.deferred, held: 0, dead: this.store.deadCount, oldestReceivedAt: snapshot.oldestReceivedAt };
+      return { ready: snapshot.ready, deferred: snapshot.deferred, held: this.store.heldCount, dead: this.store.deadCount, oldestReceivedAt: snapshot.oldestReceivedAt };
     });
-    this.metrics.bindSmartHosts(() => [...this.smarthosts.values()].map((host) => ({ name: host.name, up: host.available(Date.now()) })));
-    this.metrics.initialise({
-      listeners: config.listeners.map((l) => l.name),
-      clients: config.clients.map((c) => c.name),
-      smarthosts: config.smarthosts.map((s) => s.name),
-    });
+    this.metrics.bindSmartHosts(() => this.smartHostStatuses());
+    this.metrics.bindDisk({ freeBytes: () => this.store.freeBytes(), minFreeBytes: config.spool.min_free_disk });
+    this.metrics.initialise(labelNames(config));
+  }
+
+  /** The configuration running now (after any reloads). */
+  get config(): RelayConfig {
+    return this.live.config;
   }
 
   /** Recovery first (the normal path, not a special one), then the listeners. */
   async start(): Promise<RelayAddresses> {
+    const { config } = this.live;
     await this.store.open();
     const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
     for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
-    if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${this.config.spool.dir}`);
+    if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${config.spool.dir}`);
+    if (this.store.heldCount > 0) this.logger.info(`${this.store.heldCount} message(s) on hold in ${config.spool.dir} (release with smarthop queue release)`);
 
     const listeners: Record<string, AddressInfo> = {};
     for (const [i, listener] of this.listeners.entries()) {
       const address = await listener.listen();
-      listeners[this.config.listeners[i].name] = address;
-      this.logger.info(`listener ${this.config.listeners[i].name} on ${formatAddress(address)} (tls ${this.config.listeners[i].tls}, auth ${this.config.listeners[i].auth})`);
+      listeners[config.listeners[i].name] = address;
+      this.logger.info(`listener ${config.listeners[i].name} on ${formatAddress(address)} (tls ${config.listeners[i].tls}, auth ${config.listeners[i].auth})`);
     }
-    const http = this.http && this.config.http ? await this.http.listen(this.config.http.address.host, this.config.http.address.port) : null;
-    if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz) on ${formatAddress(http)}`);
+    const http = this.http && config.http ? await this.http.listen(config.http.address.host, config.http.address.port) : null;
+    if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`);
     this.addresses = { listeners, http };
     return this.addresses;
   }
 
-  /** Stops taking mail, lets sessions in DATA and deliveries under way finish, then closes the rest. */
+  /**
+   * Stops taking mail (new connections refused, idle sessions 421), lets sessions in DATA finish
+   * within `shutdown_grace` and deliveries under way finish, then closes the rest. /readyz says 503
+   * and /metrics keeps answering while it drains.
+   */
   async stop(): Promise<void> {
+    this.stopping = true;
     await Promise.all(this.listeners.map((listener) => listener.close()));
     await this.scheduler.stop();
-    for (const host of this.smarthosts.values()) host.close();
+    for (const host of this.live.smarthosts.values()) host.close();
     await this.http?.close();
     await this.observer.close();
+  }
+
+  /**
+   * Re-reads the configuration (SIGHUP, POST /api/reload). An invalid one changes nothing; a valid
+   * one swaps clients, policies, routes and smart hosts for the next transaction and the next
+   * delivery attempt, without closing a connection or touching the queue. Reloads run one at a time.
+   */
+  reload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
+    const run = this.reloading.then(() => this.applyReload(trigger));
+    this.reloading = run.catch(() => undefined);
+    return run;
   }
 
   get started(): RelayAddresses {
@@ -106,12 +173,87 @@ export class Relay {
     return this.addresses;
   }
 
+  private async applyReload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
+    const result: ConfigResult = this.configSource ? this.configSource() : { ok: false, errors: ['this relay was not started from a config file'] };
+    if (!result.ok) {
+      this.observer.emit({ type: 'config_reload', trigger, result: 'failure', errors: result.errors, changed: [], restartRequired: [] });
+      this.lastReload = { at: new Date().toISOString(), ok: false, errors: result.errors, restart_required: [] };
+      return { ok: false, errors: result.errors };
+    }
+    const running = this.live;
+    const plan = planReload(running.config, result.config);
+    const { hosts, retired } = reconcileSmartHosts(running.config.smarthosts, running.smarthosts, plan.effective.smarthosts, (host) => this.createSmartHost(host));
+    this.live = { config: plan.effective, clients: new ClientDirectory(plan.effective.clients), smarthosts: hosts };
+    for (const host of retired) host.close();
+    this.logger.level = plan.effective.log.level;
+    this.metrics.initialise(labelNames(plan.effective));
+    this.observer.emit({ type: 'config_reload', trigger, result: 'success', errors: [], changed: plan.changed, restartRequired: plan.restartRequired });
+    this.lastReload = { at: new Date().toISOString(), ok: true, errors: [], restart_required: plan.restartRequired };
+    return { ok: true, changed: plan.changed, restart_required: plan.restartRequired };
+  }
+
+  private createSmartHost(config: SmartHostConfig): SmartHost {
+    return new NodemailerSmartHost(config, this.heloName);
+  }
+
+  private eventOutputs(config: RelayConfig): EventOutput[] {
+    const events = config.events;
+    if (!events) return [];
+    const outputs: EventOutput[] = [];
+    if (events.file !== undefined) {
+      const file = events.file;
+      outputs.push(new RotatingEventFile({
+        file,
+        maxSize: events.max_size,
+        keep: events.keep,
+        onDrop: (count) => this.metrics.eventsDroppedBy('file', count),
+        onError: (err) => this.logger.error({ err }, `events file ${file}: ${err.message}`),
+      }));
+    }
+    if (events.webhook) {
+      const origin = new URL(events.webhook.url).origin;
+      outputs.push(new WebhookOutput(events.webhook, {
+        onDrop: (count, why) => {
+          this.metrics.eventsDroppedBy('webhook', count);
+          this.logger.warn({ event: 'webhook_drop', count }, `events webhook ${origin}: dropped ${count} event(s): ${why}`);
+        },
+        onFailure: (attempt, why) => this.logger.debug({ event: 'webhook_failure', attempt }, `events webhook ${origin}: attempt ${attempt} failed: ${why}`),
+      }));
+    }
+    return outputs;
+  }
+
+  private smartHostStatuses(): SmartHostStatus[] {
+    const now = Date.now();
+    return [...this.live.smarthosts.values()].map((host) => smartHostStatus(host, now));
+  }
+
+  private status(): StatusReport {
+    const now = Date.now();
+    return buildStatus({
+      hostname: this.live.config.hostname,
+      version: VERSION,
+      startedAt: this.startedAt,
+      now,
+      schedule: this.scheduler.snapshot(),
+      held: this.store.heldCount,
+      dead: this.store.deadCount,
+      smarthosts: this.smartHostStatuses(),
+      topClients: this.activity.top(10, now),
+      lastReload: this.lastReload,
+    });
+  }
+
   private async readiness(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }> {
     const spoolWritable = await access(this.store.queueDir, constants.W_OK).then(() => true, () => false);
-    const now = Date.now();
-    const smarthostAvailable = [...this.smarthosts.values()].some((host) => host.available(now));
-    return { ok: spoolWritable && smarthostAvailable, checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable } };
+    const smarthostAvailable = this.smartHostStatuses().some((host) => host.up);
+    const accepting = !this.stopping;
+    return { ok: spoolWritable && smarthostAvailable && accepting, checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable, accepting } };
   }
+}
+
+function labelNames(config: RelayConfig): { listeners: string[]; clients: string[]; smarthosts: string[] } {
+  return { listeners: config.listeners.map((l) => l.name), clients: config.clients.map((c) => c.name), smarthosts: config.smarthosts.map((s) => s.name) };
 }
 
 function formatAddress(address: AddressInfo): string {

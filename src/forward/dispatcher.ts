@@ -10,10 +10,16 @@ import type { SmartHost } from './smarthost';
 /** A recipient refused (5xx) by this many smart hosts in one attempt has failed for good. */
 const PERMANENT_AFTER_REJECTIONS = 2;
 
+/** The part of the running configuration delivery reads; a reload swaps it between attempts. */
+export interface DeliveryConfig {
+  config: Pick<RelayConfig, 'routes' | 'smarthosts' | 'spool'>;
+  smarthosts: ReadonlyMap<string, SmartHost>;
+}
+
 export interface DispatcherDeps {
   store: SpoolStore;
-  smarthosts: ReadonlyMap<string, SmartHost>;
-  config: Pick<RelayConfig, 'routes' | 'smarthosts' | 'spool'>;
+  /** Read once per attempt, so one attempt sees one consistent configuration. */
+  current: () => DeliveryConfig;
   observer: Observer;
   now?: () => number;
 }
@@ -38,13 +44,14 @@ export class Dispatcher {
 
   async attempt(id: string): Promise<AttemptResult> {
     const { store } = this.deps;
+    const current = this.deps.current();
     const meta = await store.read(id);
     meta.attempts += 1;
     const started = this.now();
     const recipients: RecipientAttempt[] = pendingRecipients(meta).map((state) => ({ state, rejections: 0, sawTransient: false }));
     let lastHost: SmartHost | null = null;
 
-    for (const host of this.eligibleHosts(meta.route, started)) {
+    for (const host of this.eligibleHosts(current, meta.route, started)) {
       const targets = recipients.filter((r) => r.state.status === 'pending');
       if (targets.length === 0) break;
       if (lastHost) this.deps.observer.emit({ type: 'failover', queueId: id, from: lastHost.name, to: host.name });
@@ -54,14 +61,15 @@ export class Dispatcher {
       this.recordAttempt(meta, host, targets, outcomes, this.now() - attemptStart);
     }
 
-    return this.settle(meta, recipients, lastHost);
+    return this.settle(current.config, meta, recipients, lastHost);
   }
 
-  private eligibleHosts(routeName: string, now: number): SmartHost[] {
-    const route = this.deps.config.routes[routeName] ?? this.deps.config.routes.default;
-    const candidates = this.deps.config.smarthosts.filter((host) => route?.smarthosts.includes(host.name));
+  private eligibleHosts({ config, smarthosts }: DeliveryConfig, routeName: string, now: number): SmartHost[] {
+    // A route removed by a reload falls back to `default`, as a client without a policy does.
+    const route = config.routes[routeName] ?? config.routes.default;
+    const candidates = config.smarthosts.filter((host) => route?.smarthosts.includes(host.name));
     return orderSmartHosts(candidates)
-      .map((candidate) => this.deps.smarthosts.get(candidate.name))
+      .map((candidate) => smarthosts.get(candidate.name))
       .filter((host): host is SmartHost => host !== undefined && host.available(now));
   }
 
@@ -98,8 +106,8 @@ export class Dispatcher {
   }
 
   /** Decides what happens to the recipients this attempt did not deliver, then commits it to the spool. */
-  private async settle(meta: MessageMeta, recipients: RecipientAttempt[], lastHost: SmartHost | null): Promise<AttemptResult> {
-    const { store, config } = this.deps;
+  private async settle(config: DeliveryConfig['config'], meta: MessageMeta, recipients: RecipientAttempt[], lastHost: SmartHost | null): Promise<AttemptResult> {
+    const { store } = this.deps;
     for (const recipient of recipients) {
       // Refused by every host that was tried, and no host merely deferred it: no later attempt can help.
       if (recipient.state.status === 'pending' && recipient.rejections > 0 && !recipient.sawTransient) this.fail(meta, recipient.state, lastHost);

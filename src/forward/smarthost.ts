@@ -15,7 +15,21 @@ export interface SmartHost {
   readonly relay: string;
   available(now: number): boolean;
   send(envelope: Envelope, bodyPath: string): Promise<Map<string, Outcome>>;
+  /** What the host can tell about its breaker and quotas (see smartHostStatus); absent means nothing beyond available(). */
+  details?(now: number): SmartHostDetails;
+  /** Closes the pool once the sends under way have finished (a reload retires hosts this way). */
   close(): void;
+}
+
+export interface QuotaStatus {
+  /** The window as configured (`1m`, `1d`): a config value, so a bounded metric label. */
+  window: string;
+  remaining: number;
+}
+
+export interface SmartHostDetails {
+  breaker?: 'closed' | 'open' | 'half_open';
+  quota?: QuotaStatus[];
 }
 
 /**
@@ -27,6 +41,8 @@ export class NodemailerSmartHost implements SmartHost {
   readonly name: string;
   readonly relay: string;
   private readonly transport: ReturnType<typeof createPool>;
+  private inFlight = 0;
+  private closing = false;
 
   constructor(config: SmartHostConfig, heloName: string) {
     this.name = config.name;
@@ -39,6 +55,16 @@ export class NodemailerSmartHost implements SmartHost {
   }
 
   async send(envelope: Envelope, bodyPath: string): Promise<Map<string, Outcome>> {
+    this.inFlight++;
+    try {
+      return await this.transact(envelope, bodyPath);
+    } finally {
+      this.inFlight--;
+      if (this.closing && this.inFlight === 0) this.transport.close();
+    }
+  }
+
+  private async transact(envelope: Envelope, bodyPath: string): Promise<Map<string, Outcome>> {
     const outcomes = new Map<string, Outcome>();
     try {
       const info = await this.transport.sendMail({ envelope: { from: envelope.from, to: envelope.to }, raw: { path: bodyPath } });
@@ -59,7 +85,9 @@ export class NodemailerSmartHost implements SmartHost {
   }
 
   close(): void {
-    this.transport.close();
+    this.closing = true;
+    // nodemailer's close() fails messages still queued in the pool; wait for ours to finish instead.
+    if (this.inFlight === 0) this.transport.close();
   }
 }
 

@@ -29,9 +29,14 @@ export interface SessionState {
   client?: ClientConfig;
 }
 
-export interface IngressDeps {
+/** The part of the running configuration ingress reads; a reload swaps it between SMTP commands. */
+export interface IngressConfig {
   config: Pick<RelayConfig, 'hostname' | 'max_message_size' | 'policies'>;
   clients: ClientDirectory;
+}
+
+export interface IngressDeps {
+  current: () => IngressConfig;
   store: SpoolStore;
   freeSpace: FreeSpaceGuard;
   observer: Observer;
@@ -49,7 +54,7 @@ export class IngressSessions {
   constructor(private readonly deps: IngressDeps) {}
 
   connect(session: SessionState): Verdict {
-    session.networkClient = this.deps.clients.byAddress(session.remoteAddress);
+    session.networkClient = this.deps.current().clients.byAddress(session.remoteAddress);
     const listener = session.listener.name;
     if (!session.networkClient && session.listener.auth === 'off') {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
@@ -69,7 +74,7 @@ export class IngressSessions {
     if (!session.secure && !(listener.allow_insecure_auth && session.networkClient)) {
       return { ok: false, code: 538, message: '5.7.11 Encryption required for requested authentication mechanism' };
     }
-    const client = await this.deps.clients.authenticate(username, password);
+    const client = await this.deps.current().clients.authenticate(username, password);
     this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result: client ? 'success' : 'failure' });
     if (!client) return { ok: false, code: 535, message: '5.7.8 Authentication credentials invalid' };
     session.authClient = client;
@@ -79,6 +84,11 @@ export class IngressSessions {
   async mailFrom(session: SessionState, from: string): Promise<Verdict> {
     const { listener } = session;
     if (listener.require_tls && !session.secure) return { ok: false, code: 530, message: STARTTLS_FIRST };
+    // Identity is looked up again in the current client list, so a reload that removes or changes a
+    // client takes effect at the next transaction of a session that is already open.
+    const { clients } = this.deps.current();
+    session.networkClient = clients.byAddress(session.remoteAddress);
+    if (session.authClient) session.authClient = clients.byName(session.authClient.name, session.authClient.username);
     // A credential wins over a network match; on `auth: required` a network match alone is not enough.
     session.client = session.authClient ?? (listener.auth === 'required' ? undefined : session.networkClient);
     if (!session.client) return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
@@ -99,7 +109,8 @@ export class IngressSessions {
    */
   async data(session: SessionState, envelope: { from: string; to: string[] }, stream: Readable): Promise<Verdict & { queueId?: string }> {
     const client = session.client as ClientConfig;
-    const { store, config } = this.deps;
+    const { store } = this.deps;
+    const { config } = this.deps.current();
     const id = store.newId();
     const guard = new DataGuard(config.max_message_size, session.listener.line_endings);
     const file = store.createIncoming(id);
@@ -129,7 +140,7 @@ export class IngressSessions {
 
     const meta: MessageMeta = {
       version: 1, id, receivedAt: Date.now(), client: client.name, listener: session.listener.name, remote: session.remoteAddress,
-      route: this.routeFor(client), from: envelope.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
+      route: this.routeFor(config, client), from: envelope.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
       size: received.length + guard.bytesIn + guard.normalizedLineEndings, attempts: 0, nextAttemptAt: Date.now(),
     };
     try {
@@ -145,8 +156,8 @@ export class IngressSessions {
     return { ok: true, queueId: id };
   }
 
-  private routeFor(client: ClientConfig): string {
-    return (client.policy !== undefined ? this.deps.config.policies[client.policy]?.route : undefined) ?? 'default';
+  private routeFor(config: IngressConfig['config'], client: ClientConfig): string {
+    return (client.policy !== undefined ? config.policies[client.policy]?.route : undefined) ?? 'default';
   }
 
   private reject(session: SessionState, reason: RejectReason, code: number, message: string, envelope: { from?: string; to?: string } = {}): Verdict {

@@ -29,6 +29,19 @@ export type RelayEvent =
   | { type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number }
   | { type: 'rejected'; client: string; listener: string; remote: string; reason: RejectReason; response: string; from?: string; to?: string }
   | { type: 'line_endings_normalized'; client: string }
+  /** `limit` names a configured limit (e.g. `1m:messages`), never free text. */
+  | { type: 'rate_limited'; client: string; limit: string }
+  | {
+      type: 'config_reload';
+      trigger: 'SIGHUP' | 'api';
+      result: 'success' | 'failure';
+      /** Why the new config was refused (failure), with YAML paths. */
+      errors: string[];
+      /** Top-level sections that now run with new values (success). */
+      changed: string[];
+      /** Keys that changed in the file but only take effect after a restart (success). */
+      restartRequired: string[];
+    }
   | {
       type: 'attempt';
       queueId: string;

@@ -28,6 +28,8 @@ export interface MessageMeta {
   size: number;
   attempts: number;
   nextAttemptAt: number;
+  /** Set while the message is (being) moved to hold/ by an admin; cleared to release it. */
+  held?: { at: number };
   /** Set when the message is (being) moved to dead/: why it will not be delivered. */
   dead?: { reason: 'rejected' | 'expired'; at: number; response: string };
 }

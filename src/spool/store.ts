@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { MessageMeta } from './message';
 
@@ -11,18 +11,23 @@ import type { MessageMeta } from './message';
  *
  *   tmp/     being received (and state rewrites before their rename)
  *   queue/   accepted, waiting or being delivered
- *   hold/    kept aside by an admin (later issue)
+ *   hold/    kept aside by an admin until released (never scheduled)
  *   dead/    permanent failures, with the reason in the .json
  *   corrupt/ files recovery could not make sense of, kept for a human
  */
+/** The folders a committed message can be in. */
+export type SpoolFolder = 'queue' | 'hold' | 'dead';
+
 export class SpoolStore {
   readonly tmpDir: string;
   readonly queueDir: string;
   readonly holdDir: string;
   readonly deadDir: string;
   readonly corruptDir: string;
-  /** Messages in `dead/`, counted at open and kept up to date by moveToDead. */
+  /** Messages in `dead/`, counted at open and kept up to date by every move in or out. */
   deadCount = 0;
+  /** Messages in `hold/`, kept the same way. */
+  heldCount = 0;
 
   constructor(readonly root: string) {
     this.tmpDir = path.join(root, 'tmp');
@@ -37,7 +42,7 @@ export class SpoolStore {
     for (const dir of [this.tmpDir, this.queueDir, this.holdDir, this.deadDir, this.corruptDir]) await mkdir(dir, { recursive: true });
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
-    this.deadCount = (await readdir(this.deadDir)).filter((name) => name.endsWith('.json')).length;
+    await this.recount();
   }
 
   /** Time-ordered (so `ls` sorts by arrival) and unguessable; safe as a file name. */
@@ -67,14 +72,45 @@ export class SpoolStore {
 
   /** Rewrites a queued message's state atomically: temp file, fsync, rename. */
   async update(meta: MessageMeta): Promise<void> {
+    await this.writeAtomically('queue', meta);
+  }
+
+  private async writeAtomically(folder: SpoolFolder, meta: MessageMeta): Promise<void> {
     const temp = this.tmpPath(`${meta.id}.${randomBytes(3).toString('hex')}`, '.json');
     await this.writeMetaFile(temp, meta);
-    await rename(temp, this.queuePath(meta.id, '.json'));
-    await fsyncDir(this.queueDir);
+    await rename(temp, this.path(folder, meta.id, '.json'));
+    await fsyncDir(this.dirOf(folder));
   }
 
   async read(id: string): Promise<MessageMeta> {
-    return JSON.parse(await readFile(this.queuePath(id, '.json'), 'utf8')) as MessageMeta;
+    return this.readIn('queue', id);
+  }
+
+  async readIn(folder: SpoolFolder, id: string): Promise<MessageMeta> {
+    return JSON.parse(await readFile(this.path(folder, id, '.json'), 'utf8')) as MessageMeta;
+  }
+
+  /** The folder holding a committed message, or null when there is none (delivered, deleted, unknown). */
+  async locate(id: string): Promise<SpoolFolder | null> {
+    if (!isSpoolId(id)) return null;
+    for (const folder of ['queue', 'hold', 'dead'] as const) {
+      if (await access(this.path(folder, id, '.json')).then(() => true, () => false)) return folder;
+    }
+    return null;
+  }
+
+  /** Ids with metadata in a folder, oldest first (ids are time-ordered). */
+  async ids(folder: SpoolFolder): Promise<string[]> {
+    const names = await readdir(this.dirOf(folder));
+    return names.filter((name) => name.endsWith('.json')).map((name) => name.slice(0, -5)).filter(isSpoolId).sort();
+  }
+
+  dirOf(folder: SpoolFolder): string {
+    return { queue: this.queueDir, hold: this.holdDir, dead: this.deadDir }[folder];
+  }
+
+  messagePath(folder: SpoolFolder, id: string): string {
+    return this.path(folder, id, '.eml');
   }
 
   bodyPath(id: string): string {
@@ -101,10 +137,59 @@ export class SpoolStore {
   }
 
   /**
-   * Scans `queue/` after a start: returns every message to schedule, finishes interrupted moves to
-   * `dead/`, removes unacknowledged orphans and sets aside what cannot be read.
+   * Moves a queued message (not being delivered: the caller withdrew it from the scheduler) to
+   * `hold/`, in the order moveToDead uses: the hold is committed in `queue/` first, so recovery
+   * finishes an interrupted move instead of scheduling the message.
+   */
+  async moveToHold(meta: MessageMeta, now: number): Promise<void> {
+    meta.held = { at: now };
+    await this.update(meta);
+    await rename(this.queuePath(meta.id, '.eml'), this.path('hold', meta.id, '.eml'));
+    await rename(this.queuePath(meta.id, '.json'), this.path('hold', meta.id, '.json'));
+    await fsyncDir(this.holdDir);
+    await fsyncDir(this.queueDir);
+    this.heldCount++;
+  }
+
+  /**
+   * Moves a held message back to `queue/`, due now. The release is committed in `hold/` first (the
+   * metadata loses its `held` mark), and recovery scans `hold/` before `queue/`, so a crash half way
+   * never leaves a message file in `queue/` that looks unacknowledged.
+   */
+  async release(meta: MessageMeta, now: number): Promise<void> {
+    delete meta.held;
+    meta.nextAttemptAt = now;
+    await this.writeAtomically('hold', meta);
+    await rename(this.path('hold', meta.id, '.eml'), this.queuePath(meta.id, '.eml'));
+    await rename(this.path('hold', meta.id, '.json'), this.queuePath(meta.id, '.json'));
+    await fsyncDir(this.queueDir);
+    await fsyncDir(this.holdDir);
+    this.heldCount--;
+  }
+
+  /** Deletes a message for good (an admin's decision): metadata first, so a crash leaves only an orphan file. */
+  async delete(folder: SpoolFolder, id: string): Promise<void> {
+    await unlink(this.path(folder, id, '.json'));
+    await rm(this.path(folder, id, '.eml'), { force: true });
+    await fsyncDir(this.dirOf(folder));
+    if (folder === 'hold') this.heldCount--;
+    if (folder === 'dead') this.deadCount--;
+  }
+
+  /**
+   * Scans the spool after a start: returns every message to schedule, finishes interrupted moves to
+   * `hold/` and `dead/` and back from `hold/`, removes unacknowledged orphans and sets aside what
+   * cannot be read. Held messages stay where they are and are never returned.
    */
   async recover(onProblem: (id: string, problem: string) => void): Promise<MessageMeta[]> {
+    await this.finishReleases(onProblem);
+    const recovered = await this.recoverQueue(onProblem);
+    await this.removeHoldOrphans(onProblem);
+    await this.recount();
+    return recovered;
+  }
+
+  private async recoverQueue(onProblem: (id: string, problem: string) => void): Promise<MessageMeta[]> {
     const names = new Set(await readdir(this.queueDir));
     const recovered: MessageMeta[] = [];
     for (const name of names) {
@@ -130,6 +215,12 @@ export class SpoolStore {
         onProblem(id, 'finished an interrupted move to dead/');
         continue;
       }
+      if (meta.held) {
+        if (names.has(`${id}.eml`)) await rename(path.join(this.queueDir, `${id}.eml`), this.path('hold', id, '.eml'));
+        await rename(path.join(this.queueDir, name), this.path('hold', id, '.json'));
+        onProblem(id, 'finished an interrupted move to hold/');
+        continue;
+      }
       if (!names.has(`${id}.eml`)) {
         await this.setAsideCorrupt(id, names);
         onProblem(id, 'metadata without message file moved to corrupt/');
@@ -138,7 +229,44 @@ export class SpoolStore {
       recovered.push(meta);
     }
     await fsyncDir(this.queueDir);
+    await fsyncDir(this.holdDir);
+    await fsyncDir(this.deadDir);
     return recovered;
+  }
+
+  /** Metadata in `hold/` without its `held` mark is a release a crash interrupted: finish it. */
+  private async finishReleases(onProblem: (id: string, problem: string) => void): Promise<void> {
+    const names = new Set(await readdir(this.holdDir));
+    for (const name of names) {
+      if (!name.endsWith('.json')) continue;
+      const id = name.slice(0, -5);
+      let meta: MessageMeta;
+      try {
+        meta = JSON.parse(await readFile(path.join(this.holdDir, name), 'utf8')) as MessageMeta;
+      } catch {
+        continue; // left for a human; a held message is never delivered by mistake
+      }
+      if (meta.held) continue;
+      if (names.has(`${id}.eml`)) await rename(this.path('hold', id, '.eml'), this.queuePath(id, '.eml'));
+      await rename(this.path('hold', id, '.json'), this.queuePath(id, '.json'));
+      onProblem(id, 'finished an interrupted release from hold/');
+    }
+    await fsyncDir(this.queueDir);
+  }
+
+  /** A message file in `hold/` whose metadata is nowhere is what an interrupted delete left. */
+  private async removeHoldOrphans(onProblem: (id: string, problem: string) => void): Promise<void> {
+    const names = new Set(await readdir(this.holdDir));
+    for (const name of names) {
+      if (!name.endsWith('.eml') || names.has(`${name.slice(0, -4)}.json`)) continue;
+      await unlink(path.join(this.holdDir, name));
+      onProblem(name.slice(0, -4), 'removed a held message file without metadata (an interrupted delete)');
+    }
+  }
+
+  private async recount(): Promise<void> {
+    this.deadCount = (await this.ids('dead')).length;
+    this.heldCount = (await this.ids('hold')).length;
   }
 
   async freeBytes(): Promise<number> {
@@ -163,6 +291,15 @@ export class SpoolStore {
   private queuePath(id: string, ext: string): string {
     return path.join(this.queueDir, `${id}${ext}`);
   }
+
+  private path(folder: SpoolFolder, id: string, ext: string): string {
+    return path.join(this.dirOf(folder), `${id}${ext}`);
+  }
+}
+
+/** Ids come from newId(); anything else (an admin typo, `../x`) never becomes a path. */
+export function isSpoolId(id: string): boolean {
+  return /^[0-9A-Z]{9,}$/.test(id);
 }
 
 /** A rename is durable only once the directory holding the new name is fsync'd. */
