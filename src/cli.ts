@@ -4,14 +4,16 @@ import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
 import nodemailer from 'nodemailer';
+import { registerAdminCommands } from './admin/commands';
 import { loadConfigFile } from './config/load';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
 import { Relay } from './relay';
 import { SmtpSink } from './sink/sink';
+import { VERSION } from './version';
 
-const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version('0.1.0');
+const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version(VERSION);
 
 function loadOrExit(file: string): RelayConfig {
   const result = loadConfigFile(file);
@@ -33,19 +35,26 @@ program
   .description('run the relay')
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .action(async (opts: { config: string }) => {
-    const relay = new Relay(loadOrExit(opts.config));
+    const relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       relay.logger.info(`${signal}: stopping (sessions in DATA and deliveries under way may finish)`);
-      relay.stop().then(() => process.exit(0), (err: Error) => {
+      relay.stop().then(() => {
+        relay.logger.info('stopped');
+        process.exit(0);
+      }, (err: Error) => {
         relay.logger.error({ err }, `stop failed: ${err.message}`);
         process.exit(1);
       });
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // systemd's ExecReload sends SIGHUP; the outcome is logged and counted by the relay itself.
+    process.on('SIGHUP', () => {
+      if (!stopping) void relay.reload('SIGHUP');
+    });
     try {
       await relay.start();
     } catch (err) {
@@ -122,6 +131,14 @@ program
       transport.close();
     }
   });
+
+registerAdminCommands(program, {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  setExitCode: (code) => {
+    process.exitCode = code;
+  },
+});
 
 function readStdin(): string {
   // One trailing newline (from `echo` or a heredoc) is not part of the password.
