@@ -144,14 +144,14 @@ export class Relay {
   }
 
   /**
-   * Stops taking mail (new connections refused, idle sessions 421), lets sessions in DATA finish
-   * within `shutdown_grace` and deliveries under way finish, then closes the rest. /readyz says 503
+   * Stops taking mail (new connections refused, idle sessions 421) and starting deliveries, lets
+   * sessions in DATA finish within `shutdown_grace` and deliveries under way finish, then closes the rest. /readyz says 503
    * and /metrics keeps answering while it drains.
    */
   async stop(): Promise<void> {
     this.stopping = true;
-    await Promise.all(this.listeners.map((listener) => listener.close()));
-    await this.scheduler.stop();
+    // No new delivery starts from here; what is queued stays on disk for the next start.
+    await Promise.all([...this.listeners.map((listener) => listener.close()), this.scheduler.stop()]);
     for (const host of this.live.smarthosts.values()) host.close();
     await this.http?.close();
     await this.observer.close();

@@ -131,7 +131,7 @@ const httpSchema = z.strictObject({
 });
 
 const webhookSchema = z.strictObject({
-  url: z.httpUrl('expected an http:// or https:// URL'),
+  url: z.string().refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), { message: 'expected an http:// or https:// URL' }),
   /** HMAC-SHA256 key for `X-Smarthop-Signature`; from the environment, never in the file. */
   secret: z.string().min(16, 'expected at least 16 characters (make one with `openssl rand -hex 32`)'),
   timeout: duration.default(5_000),
