@@ -13,12 +13,11 @@ import { IngressSessions } from './ingress/session';
 import { SmtpListener } from './ingress/smtp-listener';
 import { planReload, reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
 import { ClientActivity } from './observe/activity';
-import { RotatingEventFile, type EventOutput } from './observe/event-file';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
-import { WebhookOutput } from './observe/webhook';
+import { buildEventOutputs } from './observe/outputs';
 import { FreeSpaceGuard } from './spool/free-space';
 import { QueueAdmin } from './spool/queue-admin';
 import { Scheduler } from './spool/scheduler';
@@ -75,7 +74,7 @@ export class Relay {
     this.logger = options.logger ?? createLogger(config.log.level);
     this.configSource = options.configSource ?? null;
     this.heloName = config.hostname;
-    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: this.eventOutputs(config), activity: this.activity });
+    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
     this.live = {
       config,
@@ -163,7 +162,7 @@ export class Relay {
    * delivery attempt, without closing a connection or touching the queue. Reloads run one at a time.
    */
   reload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
-    const run = this.reloading.then(() => this.applyReload(trigger));
+    const run = this.reloading.then(() => this.applyReload(trigger)).catch((err: Error) => this.refuseReload(trigger, [`reload failed: ${err.message}`]));
     this.reloading = run.catch(() => undefined);
     return run;
   }
@@ -175,11 +174,7 @@ export class Relay {
 
   private async applyReload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
     const result: ConfigResult = this.configSource ? this.configSource() : { ok: false, errors: ['this relay was not started from a config file'] };
-    if (!result.ok) {
-      this.observer.emit({ type: 'config_reload', trigger, result: 'failure', errors: result.errors, changed: [], restartRequired: [] });
-      this.lastReload = { at: new Date().toISOString(), ok: false, errors: result.errors, restart_required: [] };
-      return { ok: false, errors: result.errors };
-    }
+    if (!result.ok) return this.refuseReload(trigger, result.errors);
     const running = this.live;
     const plan = planReload(running.config, result.config);
     const { hosts, retired } = reconcileSmartHosts(running.config.smarthosts, running.smarthosts, plan.effective.smarthosts, (host) => this.createSmartHost(host));
@@ -192,35 +187,15 @@ export class Relay {
     return { ok: true, changed: plan.changed, restart_required: plan.restartRequired };
   }
 
-  private createSmartHost(config: SmartHostConfig): SmartHost {
-    return new NodemailerSmartHost(config, this.heloName);
+  /** Nothing was swapped: the running configuration stays, and the admin is told why. */
+  private refuseReload(trigger: 'SIGHUP' | 'api', errors: string[]): ReloadResult {
+    this.observer.emit({ type: 'config_reload', trigger, result: 'failure', errors, changed: [], restartRequired: [] });
+    this.lastReload = { at: new Date().toISOString(), ok: false, errors, restart_required: [] };
+    return { ok: false, errors };
   }
 
-  private eventOutputs(config: RelayConfig): EventOutput[] {
-    const events = config.events;
-    if (!events) return [];
-    const outputs: EventOutput[] = [];
-    if (events.file !== undefined) {
-      const file = events.file;
-      outputs.push(new RotatingEventFile({
-        file,
-        maxSize: events.max_size,
-        keep: events.keep,
-        onDrop: (count) => this.metrics.eventsDroppedBy('file', count),
-        onError: (err) => this.logger.error({ err }, `events file ${file}: ${err.message}`),
-      }));
-    }
-    if (events.webhook) {
-      const origin = new URL(events.webhook.url).origin;
-      outputs.push(new WebhookOutput(events.webhook, {
-        onDrop: (count, why) => {
-          this.metrics.eventsDroppedBy('webhook', count);
-          this.logger.warn({ event: 'webhook_drop', count }, `events webhook ${origin}: dropped ${count} event(s): ${why}`);
-        },
-        onFailure: (attempt, why) => this.logger.debug({ event: 'webhook_failure', attempt }, `events webhook ${origin}: attempt ${attempt} failed: ${why}`),
-      }));
-    }
-    return outputs;
+  private createSmartHost(config: SmartHostConfig): SmartHost {
+    return new NodemailerSmartHost(config, this.heloName);
   }
 
   private smartHostStatuses(): SmartHostStatus[] {

@@ -114,6 +114,7 @@ describe('SIGTERM during traffic', () => {
     const slowBody = message({ messageId: 'in-data@corp.example' });
     slow.write(slowBody.slice(0, 40));
 
+    await waitFor(() => (smarthost as SlowSmartHost).inFlight > 0, 20_000, 'a delivery under way');
     const inFlightAtSignal = (smarthost as SlowSmartHost).inFlight;
     const exited = relay.kill('SIGTERM');
     stop = true;
