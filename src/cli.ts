@@ -3,15 +3,15 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
-import nodemailer from 'nodemailer';
 import { registerAdminCommands } from './admin/commands';
 import { loadConfigFile } from './config/load';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
-import { Relay } from './relay';
-import { SmtpSink } from './sink/sink';
 import { VERSION } from './version';
+
+// The relay, the sink and nodemailer are loaded by the commands that use them, so the admin
+// commands (run often, from scripts and health checks) start quickly.
 
 const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version(VERSION);
 
@@ -35,6 +35,7 @@ program
   .description('run the relay')
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .action(async (opts: { config: string }) => {
+    const { Relay } = await import('./relay.js');
     const relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
     let stopping = false;
     const stop = (signal: string) => {
@@ -93,6 +94,7 @@ program
   .option('-l, --listen <host:port>', 'address to listen on', hostPort, { host: '127.0.0.1', port: 2601 })
   .option('-d, --dir <folder>', 'where to write received messages', './var/sink')
   .action(async (opts: { listen: { host: string; port: number }; dir: string }) => {
+    const { SmtpSink } = await import('./sink/sink.js');
     const sink = new SmtpSink({ host: opts.listen.host, port: opts.listen.port, dir: opts.dir, log: (line) => process.stdout.write(`${line}\n`) });
     const address = await sink.listen();
     process.stdout.write(`sink: listening on ${address.address}:${address.port}, writing to ${opts.dir}\n`);
@@ -114,6 +116,7 @@ program
   .option('-p, --pass <password>', 'AUTH password (or SMARTHOP_PASS from the environment)')
   .action(async (opts: { server: { host: string; port: number }; from: string; to: string[]; subject: string; body: string; file?: string; user?: string; pass?: string }) => {
     const pass = opts.pass ?? process.env.SMARTHOP_PASS;
+    const { default: nodemailer } = await import('nodemailer');
     const transport = nodemailer.createTransport({
       host: opts.server.host, port: opts.server.port, secure: false, ignoreTLS: false, tls: { rejectUnauthorized: false },
       auth: opts.user ? { user: opts.user, pass: pass ?? '' } : undefined,

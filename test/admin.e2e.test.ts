@@ -11,6 +11,9 @@ const TOKEN = 'test-token-0123456789abcdef';
 const BODY_MARKER = 'the-body-must-never-be-shown-by-the-admin-api';
 
 /** The admin API and the CLI over it, against a relay whose smart host is down (so mail stays queued). */
+// Real sockets, child processes and timers on a shared 2-core machine: be generous.
+jest.setTimeout(90_000);
+
 describe('admin API and queue commands', () => {
   let dir: string;
   let primaryPort: number;
@@ -271,7 +274,7 @@ describe('admin API and queue commands', () => {
     expect((await runCli(['queue', 'show', b, ...target], {})).code).toBe(1); // no token
     expect((await runCli(['queue', 'hold', a, b, ...target], env)).code).toBe(1); // a is gone, b is held
     expect((await runCli(['status', '--url', `http://127.0.0.1:${await freePort()}`], env)).code).toBe(2);
-  });
+  }, 120_000);
 
   test('CLI: queue list reads the spool directory when the relay is not running', async () => {
     await relay();
@@ -294,5 +297,5 @@ describe('admin API and queue commands', () => {
     expect(existsSync(path.join(dir, 'spool', 'tmp'))).toBe(true); // reading never touches the spool
     // Other commands need the running relay.
     expect((await runCli(['status', '-c', configFile])).code).toBe(2);
-  });
+  }, 120_000);
 });

@@ -14,6 +14,9 @@ import { baseConfig, buildConfig, metricsText, metricValue, removeDir, startRela
 import { message, openSession, plainAuth } from './helpers/smtp-client';
 
 /** Logs, the events file and the webhook: what they say, and what they must never say. */
+// Real sockets, child processes and timers on a shared 2-core machine: be generous.
+jest.setTimeout(90_000);
+
 describe('logs and events', () => {
   let dir: string;
   let running: RunningRelay | null;

@@ -44,6 +44,9 @@ if (missing && !process.env.CI) {
   console.warn('SKIPPED test/prometheus.e2e.test.ts: the `prometheus` and `promtool` binaries are not on PATH (apt-get install prometheus). CI must have them.');
 }
 
+// Real sockets, child processes and timers on a shared 2-core machine: be generous.
+jest.setTimeout(90_000);
+
 describe('metrics proven against a real Prometheus', () => {
   if (missing && process.env.CI) {
     test('prometheus is installed in CI', () => {

@@ -12,6 +12,9 @@ import { message, openSession, RawSmtpClient } from './helpers/smtp-client';
  * Reload (POST /api/reload, SIGHUP) swaps clients, policies, routes and smart hosts under live
  * traffic: no connection dropped, no queued message lost; an invalid file changes nothing.
  */
+// Real sockets, child processes and timers on a shared 2-core machine: be generous.
+jest.setTimeout(90_000);
+
 describe('reload', () => {
   let dir: string;
   let configFile: string;

@@ -50,6 +50,9 @@ class SlowSmartHost {
   }
 }
 
+// Real sockets, child processes and timers on a shared 2-core machine: be generous.
+jest.setTimeout(90_000);
+
 describe('SIGTERM during traffic', () => {
   let dir: string;
   let relay: ChildRelay | null = null;

@@ -23,7 +23,8 @@ export class AdminClient {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (err) {
-      const code = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      const code = cause?.code ?? cause?.message ?? (err as Error).message;
       throw new RelayUnreachable(`cannot reach the relay's admin API at ${this.baseUrl} (${code})`);
     }
     const text = await response.text();

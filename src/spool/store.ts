@@ -131,9 +131,10 @@ export class SpoolStore {
     await this.update(meta);
     await rename(this.queuePath(meta.id, '.eml'), path.join(this.deadDir, `${meta.id}.eml`));
     await rename(this.queuePath(meta.id, '.json'), path.join(this.deadDir, `${meta.id}.json`));
+    // Counted as soon as it is visible in dead/, so the gauge never lags what `ls` shows.
+    this.deadCount++;
     await fsyncDir(this.deadDir);
     await fsyncDir(this.queueDir);
-    this.deadCount++;
   }
 
   /**
@@ -146,9 +147,9 @@ export class SpoolStore {
     await this.update(meta);
     await rename(this.queuePath(meta.id, '.eml'), this.path('hold', meta.id, '.eml'));
     await rename(this.queuePath(meta.id, '.json'), this.path('hold', meta.id, '.json'));
+    this.heldCount++;
     await fsyncDir(this.holdDir);
     await fsyncDir(this.queueDir);
-    this.heldCount++;
   }
 
   /**
@@ -162,18 +163,18 @@ export class SpoolStore {
     await this.writeAtomically('hold', meta);
     await rename(this.path('hold', meta.id, '.eml'), this.queuePath(meta.id, '.eml'));
     await rename(this.path('hold', meta.id, '.json'), this.queuePath(meta.id, '.json'));
+    this.heldCount--;
     await fsyncDir(this.queueDir);
     await fsyncDir(this.holdDir);
-    this.heldCount--;
   }
 
   /** Deletes a message for good (an admin's decision): metadata first, so a crash leaves only an orphan file. */
   async delete(folder: SpoolFolder, id: string): Promise<void> {
     await unlink(this.path(folder, id, '.json'));
-    await rm(this.path(folder, id, '.eml'), { force: true });
-    await fsyncDir(this.dirOf(folder));
     if (folder === 'hold') this.heldCount--;
     if (folder === 'dead') this.deadCount--;
+    await rm(this.path(folder, id, '.eml'), { force: true });
+    await fsyncDir(this.dirOf(folder));
   }
 
   /**
