@@ -1,27 +1,35 @@
 # syntax=docker/dockerfile:1
+# smarthop container image. Build: docker build -t smarthop .
+# Run:  see README, "Docker" (config at /etc/smarthop/relay.config.yaml, spool volume at /var/spool/smarthop).
+
 # Build stage: the same `npm ci` and `npm run build` as the README quick start and CI.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci
+RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
-COPY test ./test
-COPY bench ./bench
 RUN npm run build && npm prune --omit=dev
 
-# Runtime stage: only the built relay and its production dependencies, as a non-root user.
+# Runtime stage: only the built relay and its production dependencies, as the non-root `node` user.
 FROM node:20-bookworm-slim
-ENV NODE_ENV=production
+ENV NODE_ENV=production \
+    SMARTHOP_HEALTH_URL=http://127.0.0.1:9465/healthz
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
-COPY package.json relay.config.yaml ./
-RUN mkdir -p /var/spool/smarthop /etc/smarthop && chown -R node:node /var/spool/smarthop
+COPY package.json README.md ./
+# A working container config (listens on 0.0.0.0, admin token from $SMARTHOP_API_TOKEN); mount your own over it.
+COPY deploy/relay.container.yaml /etc/smarthop/relay.config.yaml
+RUN mkdir -p /var/spool/smarthop && chown node:node /var/spool/smarthop && chmod 0750 /var/spool/smarthop
 USER node
-# Mount your config at /etc/smarthop/relay.config.yaml (spool.dir: /var/spool/smarthop in it).
+# The queue lives here: a volume, so a new container (an upgrade) picks up what the old one accepted.
 VOLUME ["/var/spool/smarthop"]
 EXPOSE 2525 9465
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD node -e "fetch('http://127.0.0.1:9465/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+# SIGTERM drains (DATA in progress and deliveries under way finish): give it time with `docker stop -t 60`.
+STOPSIGNAL SIGTERM
+# /healthz answers without the admin token. If http.address uses another port, set SMARTHOP_HEALTH_URL.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["node", "-e", "fetch(process.env.SMARTHOP_HEALTH_URL).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["node", "dist/src/cli.js"]
 CMD ["start", "-c", "/etc/smarthop/relay.config.yaml"]

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
-import nodemailer from 'nodemailer';
+import { registerAdminCommands } from './admin/commands';
 import { loadConfigFile } from './config/load';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
@@ -12,10 +12,12 @@ import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { dnsResolver } from './doctor/dns';
 import { runDoctor } from './doctor/doctor';
 import { exitCode, formatReport } from './doctor/report';
-import { Relay } from './relay';
-import { SmtpSink } from './sink/sink';
+import { VERSION } from './version';
 
-const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version('0.1.0');
+// The relay, the sink and nodemailer are loaded by the commands that use them, so the admin
+// commands (run often, from scripts and health checks) start quickly.
+
+const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version(VERSION);
 
 function loadOrExit(file: string): RelayConfig {
   const result = loadConfigFile(file);
@@ -39,11 +41,12 @@ program
   .description('run the relay')
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .action(async (opts: { config: string }) => {
-    let relay: Relay;
+    const { Relay } = await import('./relay.js');
+    let relay: InstanceType<typeof Relay>;
     try {
-      relay = new Relay(loadOrExit(opts.config));
+      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
     } catch (err) {
-      // Files the config names (a smart host's `ca`, TLS keys) are read here: a missing one is a config error.
+      // Files the config names (a smart host's `ca`, TLS keys, DKIM keys) are read here: a missing one is a config error.
       process.stderr.write(`${opts.config}: cannot start: ${(err as Error).message}\n`);
       process.exit(1);
     }
@@ -52,13 +55,20 @@ program
       if (stopping) return;
       stopping = true;
       relay.logger.info(`${signal}: stopping (sessions in DATA and deliveries under way may finish)`);
-      relay.stop().then(() => process.exit(0), (err: Error) => {
+      relay.stop().then(() => {
+        relay.logger.info('stopped');
+        process.exit(0);
+      }, (err: Error) => {
         relay.logger.error({ err }, `stop failed: ${err.message}`);
         process.exit(1);
       });
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // systemd's ExecReload sends SIGHUP; the outcome is logged and counted by the relay itself.
+    process.on('SIGHUP', () => {
+      if (!stopping) void relay.reload('SIGHUP');
+    });
     try {
       await relay.start();
     } catch (err) {
@@ -110,6 +120,7 @@ program
   .option('-l, --listen <host:port>', 'address to listen on', hostPort, { host: '127.0.0.1', port: 2601 })
   .option('-d, --dir <folder>', 'where to write received messages', './var/sink')
   .action(async (opts: { listen: { host: string; port: number }; dir: string }) => {
+    const { SmtpSink } = await import('./sink/sink.js');
     const sink = new SmtpSink({ host: opts.listen.host, port: opts.listen.port, dir: opts.dir, log: (line) => process.stdout.write(`${line}\n`) });
     const address = await sink.listen();
     process.stdout.write(`sink: listening on ${address.address}:${address.port}, writing to ${opts.dir}\n`);
@@ -131,6 +142,7 @@ program
   .option('-p, --pass <password>', 'AUTH password (or SMARTHOP_PASS from the environment)')
   .action(async (opts: { server: { host: string; port: number }; from: string; to: string[]; subject: string; body: string; file?: string; user?: string; pass?: string }) => {
     const pass = opts.pass ?? process.env.SMARTHOP_PASS;
+    const { default: nodemailer } = await import('nodemailer');
     const transport = nodemailer.createTransport({
       host: opts.server.host, port: opts.server.port, secure: false, ignoreTLS: false, tls: { rejectUnauthorized: false },
       auth: opts.user ? { user: opts.user, pass: pass ?? '' } : undefined,
@@ -157,6 +169,14 @@ function resolverOrExit(server: string | undefined): ReturnType<typeof dnsResolv
     process.exit(1);
   }
 }
+
+registerAdminCommands(program, {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  setExitCode: (code) => {
+    process.exitCode = code;
+  },
+});
 
 function readStdin(): string {
   // One trailing newline (from `echo` or a heredoc) is not part of the password.

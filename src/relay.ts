@@ -1,31 +1,44 @@
 import { access, constants } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import type { RelayConfig } from './config/schema';
+import { AdminApi } from './admin/api';
+import { buildStatus } from './admin/status';
+import type { StatusReport } from './admin/types';
+import type { ConfigResult } from './config/load';
+import type { RelayConfig, SmartHostConfig } from './config/schema';
 import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
 import { SmartHostQuota } from './forward/quota';
 import { NodemailerSmartHost } from './forward/smarthost';
+import { smartHostStatus, type SmartHostStatus } from './forward/smarthost-status';
 import { ClientDirectory } from './ingress/clients';
+import type { MessageFilter } from './ingress/filters';
 import { IngressSessions } from './ingress/session';
 import { SmtpListener } from './ingress/smtp-listener';
-import { MemoryWindowCounters } from './limits/window-counters';
+import { planReload, reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
+import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
+import { ClientActivity } from './observe/activity';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
+import { buildEventOutputs } from './observe/outputs';
 import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { DkimSigningFilter } from './reenvelope/dkim-signer';
 import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
+import { QueueAdmin } from './spool/queue-admin';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
+import { VERSION } from './version';
 
 export interface RelayOptions {
   logger?: Logger;
+  /** Where a reload reads the new configuration (the config file for `smarthop start`); none: reloads are refused. */
+  configSource?: () => ConfigResult;
 }
 
 export interface RelayAddresses {
@@ -34,69 +47,80 @@ export interface RelayAddresses {
 }
 
 /**
- * The composition root: builds every stage from the config, wires them, starts and stops them.
- * Nothing else constructs a stage, and no stage reaches for a global.
+ * The running configuration and what is built from it. Stages read it through a getter on every
+ * transaction or attempt, never keep it, so a reload swaps it in one assignment.
+ */
+interface Live {
+  config: RelayConfig;
+  clients: ClientDirectory;
+  smarthosts: ReadonlyMap<string, GuardedSmartHost>;
+  policy: PolicyEngine;
+  /** Order matters: the policy judges what the client sent, the route's rewrites come next, DKIM signs last. */
+  filters: MessageFilter[];
+}
+
+/**
+ * The composition root: builds every stage from the config, wires them, starts and stops them, and
+ * swaps the running configuration on reload. Nothing else constructs a stage, and no stage reaches
+ * for a global.
  */
 export class Relay {
   readonly metrics = new Metrics();
   readonly logger: Logger;
   readonly store: SpoolStore;
+  private live: Live;
   private readonly observer: RelayObserver;
-  private readonly smarthosts: Map<string, GuardedSmartHost>;
+  private readonly activity = new ClientActivity();
   private readonly scheduler: Scheduler;
+  private readonly queue: QueueAdmin;
   private readonly listeners: SmtpListener[];
-  private readonly policy: PolicyEngine;
   private readonly http: HttpEndpoints | null;
+  private readonly configSource: (() => ConfigResult) | null;
+  /** EHLO name towards smart hosts; `hostname` needs a restart, so this never changes. */
+  private readonly heloName: string;
+  /** Counters outlive reloads: a reload must not hand every client a fresh rate-limit window. */
+  private readonly quotaCounters: WindowCounters;
+  private readonly policyCounters: WindowCounters;
   private addresses: RelayAddresses | null = null;
+  private readonly startedAt = Date.now();
+  private stopping = false;
+  private reloading: Promise<unknown> = Promise.resolve();
+  private lastReload: StatusReport['last_reload'] = null;
 
-  constructor(readonly config: RelayConfig, options: RelayOptions = {}) {
+  constructor(config: RelayConfig, options: RelayOptions = {}) {
     this.logger = options.logger ?? createLogger(config.log.level);
-    this.observer = new RelayObserver(this.metrics, this.logger, config.events?.file);
+    this.configSource = options.configSource ?? null;
+    this.heloName = config.hostname;
+    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
-    // Provider quotas are counted in one bounded store per relay (Redis-backed later, for a fleet).
-    const quotaCounters = new MemoryWindowCounters(Math.max(1000, config.smarthosts.length * 16));
-    this.smarthosts = new Map(config.smarthosts.map((host) => [host.name, new GuardedSmartHost(
-      host, new NodemailerSmartHost(host, config.hostname), new SmartHostQuota(host.name, host.rate_limits, quotaCounters), this.observer,
-    )]));
+    // Provider quotas and per-client windows each get a bounded store (Redis-backed later, for a
+    // fleet); neither shares an LRU with the per-address guards, whose keys strangers can create.
+    this.quotaCounters = new MemoryWindowCounters(Math.max(1000, config.smarthosts.length * 16));
+    this.policyCounters = new MemoryWindowCounters(10_000);
+    this.live = this.build(config, new Map());
+    const current = () => this.live;
 
     const dispatcher = new Dispatcher({
-      store: this.store, smarthosts: this.smarthosts, config, observer: this.observer,
+      store: this.store, current, observer: this.observer,
       bouncer: new Bouncer({ store: this.store, hostname: config.hostname, copyTo: config.bounce_copy_to }),
       onGenerated: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
     });
     this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
       this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
-      return config.spool.retry.initial;
+      return this.live.config.spool.retry.initial;
     });
     const inline = new InlineDelivery({ attempt: (id, claim) => dispatcher.attempt(id, claim), scheduler: this.scheduler });
+    this.queue = new QueueAdmin({ store: this.store, scheduler: this.scheduler, log: (id, line) => this.logger.info({ event: 'admin', queue_id: id || undefined }, line) });
 
-    // Keys are read now: a missing or wrong key stops the start instead of leaving mail unsigned.
-    const dkim = loadRouteKeys(config.routes);
-    if (dkim.errors.length > 0) throw new Error(`DKIM keys: ${dkim.errors.join('; ')}`);
-
-    // Two counter stores: per-client windows (a handful of keys) never share an LRU with the
-    // per-address ones, which strangers can create at will.
-    this.policy = new PolicyEngine({
-      policies: config.policies,
-      counters: new MemoryWindowCounters(10_000),
-      observer: this.observer,
-      log: { info: (message) => this.logger.info(message), warn: (message) => this.logger.warn(message) },
-    });
     const guard = new AddressGuard({
       limits: config.limits,
       // Up to three windows per address: connection rate, AUTH failures, lockout.
       counters: new MemoryWindowCounters(config.limits.max_tracked_addresses * 3),
       observer: this.observer,
     });
-
     const sessions = new IngressSessions({
-      config,
-      // Order matters: the policy judges what the client sent, the route's rewrites come next, and
-      // DKIM signing last, over the final header.
-      filters: [this.policy.filter(), new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname }), new DkimSigningFilter(dkim.keys)],
-      policy: this.policy,
+      current,
       guard,
-      clients: new ClientDirectory(config.clients),
       store: this.store,
       freeSpace: new FreeSpaceGuard(() => this.store.freeBytes(), config.spool.min_free_disk),
       observer: this.observer,
@@ -107,54 +131,80 @@ export class Relay {
       },
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
-    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }) : null;
+    const api = new AdminApi({
+      queue: this.queue,
+      status: () => this.status(),
+      smarthosts: () => this.smartHostStatuses(),
+      reload: () => this.reload('api'),
+      token: () => this.live.config.http?.token,
+    });
+    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api) : null;
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();
-      return { ready: snapshot.ready, deferred: snapshot.deferred, held: 0, dead: this.store.deadCount, oldestReceivedAt: snapshot.oldestReceivedAt };
+      return { ready: snapshot.ready, deferred: snapshot.deferred, held: this.store.heldCount, dead: this.store.deadCount, oldestReceivedAt: snapshot.oldestReceivedAt };
     });
-    this.metrics.bindSmartHosts(() => [...this.smarthosts.values()].map((host) => ({ name: host.name, up: host.up() })));
+    this.metrics.bindSmartHosts(() => [...this.live.smarthosts.values()].map((host) => ({ name: host.name, up: host.up() })));
     this.metrics.bindQuotas(async () => {
       const now = Date.now();
-      const samples = await Promise.all([...this.smarthosts.values()].map(async (host) => (await host.quotaRemaining(now)).map((sample) => ({ smarthost: host.name, ...sample }))));
+      const samples = await Promise.all([...this.live.smarthosts.values()].map(async (host) => (await host.quotaRemaining(now)).map((sample) => ({ smarthost: host.name, ...sample }))));
       return samples.flat();
     });
-    this.metrics.initialise({
-      listeners: config.listeners.map((l) => l.name),
-      clients: config.clients.map((c) => c.name),
-      smarthosts: config.smarthosts.map((s) => s.name),
-      rateLimits: this.policy.rateLimitLabels(config.clients),
-    });
+    this.metrics.bindDisk({ freeBytes: () => this.store.freeBytes(), minFreeBytes: config.spool.min_free_disk });
+    this.metrics.initialise(this.labelNames(this.live));
+  }
+
+  /** The configuration running now (after any reloads). */
+  get config(): RelayConfig {
+    return this.live.config;
   }
 
   /** Recovery first (the normal path, not a special one), then the listeners. */
   async start(): Promise<RelayAddresses> {
+    const { config } = this.live;
     await this.store.open();
-    await this.policy.start();
+    await this.live.policy.start();
     const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
     for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
-    if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${this.config.spool.dir}`);
+    if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${config.spool.dir}`);
+    if (this.store.heldCount > 0) this.logger.info(`${this.store.heldCount} message(s) on hold in ${config.spool.dir} (release with smarthop queue release)`);
 
     const listeners: Record<string, AddressInfo> = {};
     for (const [i, listener] of this.listeners.entries()) {
       const address = await listener.listen();
-      listeners[this.config.listeners[i].name] = address;
-      this.logger.info(`listener ${this.config.listeners[i].name} on ${formatAddress(address)} (tls ${this.config.listeners[i].tls}, auth ${this.config.listeners[i].auth})`);
+      listeners[config.listeners[i].name] = address;
+      this.logger.info(`listener ${config.listeners[i].name} on ${formatAddress(address)} (tls ${config.listeners[i].tls}, auth ${config.listeners[i].auth})`);
     }
-    const http = this.http && this.config.http ? await this.http.listen(this.config.http.address.host, this.config.http.address.port) : null;
-    if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz) on ${formatAddress(http)}`);
+    const http = this.http && config.http ? await this.http.listen(config.http.address.host, config.http.address.port) : null;
+    if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`);
     this.addresses = { listeners, http };
     return this.addresses;
   }
 
-  /** Stops taking mail, lets sessions in DATA and deliveries under way finish, then closes the rest. */
+  /**
+   * Stops taking mail (new connections refused, idle sessions 421) and starting deliveries, lets
+   * sessions in DATA finish within `shutdown_grace` and deliveries under way finish, then closes
+   * the rest. /readyz says 503 and /metrics keeps answering while it drains.
+   */
   async stop(): Promise<void> {
-    await Promise.all(this.listeners.map((listener) => listener.close()));
-    await this.scheduler.stop();
-    await this.policy.stop();
-    for (const host of this.smarthosts.values()) host.close();
+    this.stopping = true;
+    // No new delivery starts from here; what is queued stays on disk for the next start.
+    await Promise.all([...this.listeners.map((listener) => listener.close()), this.scheduler.stop()]);
+    await this.live.policy.stop();
+    for (const host of this.live.smarthosts.values()) host.close();
     await this.http?.close();
     await this.observer.close();
+  }
+
+  /**
+   * Re-reads the configuration (SIGHUP, POST /api/reload). An invalid one changes nothing; a valid
+   * one swaps clients, policies, routes and smart hosts for the next transaction and the next
+   * delivery attempt, without closing a connection or touching the queue. Reloads run one at a time.
+   */
+  reload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
+    const run = this.reloading.then(() => this.applyReload(trigger)).catch((err: Error) => this.refuseReload(trigger, [`reload failed: ${err.message}`]));
+    this.reloading = run.catch(() => undefined);
+    return run;
   }
 
   get started(): RelayAddresses {
@@ -162,11 +212,100 @@ export class Relay {
     return this.addresses;
   }
 
+  /**
+   * Everything that a reload replaces, built from one config. Smart hosts whose config did not
+   * change are kept (their pools, breakers and quota windows with them).
+   */
+  private build(config: RelayConfig, running: ReadonlyMap<string, GuardedSmartHost>, runningConfig?: RelayConfig): Live {
+    // Keys are read now: a missing or wrong key stops the start (or the reload) instead of leaving mail unsigned.
+    const dkim = loadRouteKeys(config.routes);
+    if (dkim.errors.length > 0) throw new Error(`DKIM keys: ${dkim.errors.join('; ')}`);
+    const policy = new PolicyEngine({
+      policies: config.policies,
+      counters: this.policyCounters,
+      observer: this.observer,
+      log: { info: (message) => this.logger.info(message), warn: (message) => this.logger.warn(message) },
+    });
+    const { hosts } = reconcileSmartHosts(runningConfig?.smarthosts ?? [], running, config.smarthosts, (host) => this.createSmartHost(host));
+    return {
+      config,
+      clients: new ClientDirectory(config.clients),
+      smarthosts: hosts,
+      policy,
+      filters: [policy.filter(), new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname }), new DkimSigningFilter(dkim.keys)],
+    };
+  }
+
+  private async applyReload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
+    const result: ConfigResult = this.configSource ? this.configSource() : { ok: false, errors: ['this relay was not started from a config file'] };
+    if (!result.ok) return this.refuseReload(trigger, result.errors);
+    const running = this.live;
+    const plan = planReload(running.config, result.config);
+    let next: Live;
+    try {
+      next = this.build(plan.effective, running.smarthosts, running.config);
+      await next.policy.start();
+    } catch (err) {
+      return this.refuseReload(trigger, [(err as Error).message]);
+    }
+    this.live = next;
+    for (const [name, host] of running.smarthosts) if (next.smarthosts.get(name) !== host) host.close();
+    await running.policy.stop();
+    this.logger.level = plan.effective.log.level;
+    this.metrics.initialise(this.labelNames(next));
+    this.observer.emit({ type: 'config_reload', trigger, result: 'success', errors: [], changed: plan.changed, restartRequired: plan.restartRequired });
+    this.lastReload = { at: new Date().toISOString(), ok: true, errors: [], restart_required: plan.restartRequired };
+    return { ok: true, changed: plan.changed, restart_required: plan.restartRequired };
+  }
+
+  /** Nothing was swapped: the running configuration stays, and the admin is told why. */
+  private refuseReload(trigger: 'SIGHUP' | 'api', errors: string[]): ReloadResult {
+    this.observer.emit({ type: 'config_reload', trigger, result: 'failure', errors, changed: [], restartRequired: [] });
+    this.lastReload = { at: new Date().toISOString(), ok: false, errors, restart_required: [] };
+    return { ok: false, errors };
+  }
+
+  private createSmartHost(config: SmartHostConfig): GuardedSmartHost {
+    return new GuardedSmartHost(config, new NodemailerSmartHost(config, this.heloName), new SmartHostQuota(config.name, config.rate_limits, this.quotaCounters), this.observer);
+  }
+
+  private smartHostStatuses(): Promise<SmartHostStatus[]> {
+    const now = Date.now();
+    return Promise.all([...this.live.smarthosts.values()].map((host) => smartHostStatus(host, now)));
+  }
+
+  private async status(): Promise<StatusReport> {
+    const now = Date.now();
+    return buildStatus({
+      hostname: this.live.config.hostname,
+      version: VERSION,
+      startedAt: this.startedAt,
+      now,
+      schedule: this.scheduler.snapshot(),
+      held: this.store.heldCount,
+      dead: this.store.deadCount,
+      smarthosts: await this.smartHostStatuses(),
+      topClients: this.activity.top(10, now),
+      lastReload: this.lastReload,
+    });
+  }
+
   private async readiness(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }> {
     const spoolWritable = await access(this.store.queueDir, constants.W_OK).then(() => true, () => false);
-    const now = Date.now();
-    const smarthostAvailable = [...this.smarthosts.values()].some((host) => host.available(now));
-    return { ok: spoolWritable && smarthostAvailable, checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable } };
+    // Ready while some smart host's breaker is closed: a spent quota only delays mail, it does not stop it.
+    const smarthostAvailable = [...this.live.smarthosts.values()].some((host) => host.up());
+    const accepting = !this.stopping;
+    return { ok: spoolWritable && smarthostAvailable && accepting, checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable, accepting } };
+  }
+
+  private labelNames(live: Live): { listeners: string[]; clients: string[]; smarthosts: string[]; rateLimits: { client: string; limit: string }[] } {
+    const { config } = live;
+    return {
+      listeners: config.listeners.map((l) => l.name),
+      clients: config.clients.map((c) => c.name),
+      smarthosts: config.smarthosts.map((s) => s.name),
+      rateLimits: live.policy.rateLimitLabels(config.clients),
+    };
   }
 }
 

@@ -268,6 +268,46 @@ const smarthostSchema = z.strictObject({
   breaker: breakerSchema.default({ failures: 3, cooldown: 30_000 }),
 });
 
+/** `http.address` hosts that only this machine can reach: the admin API may run there without a token. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  try {
+    const address = ipaddr.process(host);
+    return address.range() === 'loopback';
+  } catch {
+    return false;
+  }
+}
+
+const httpSchema = z.strictObject({
+  address: hostPort,
+  /** Bearer token for /api/* (take it from the environment: `token: ${SMARTHOP_API_TOKEN}`). */
+  token: z.string().min(16, 'expected at least 16 characters (make one with `openssl rand -hex 32`)').optional(),
+});
+
+const webhookSchema = z.strictObject({
+  url: z.string().refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), { message: 'expected an http:// or https:// URL' }),
+  /** HMAC-SHA256 key for `X-Smarthop-Signature`; from the environment, never in the file. */
+  secret: z.string().min(16, 'expected at least 16 characters (make one with `openssl rand -hex 32`)'),
+  timeout: duration.default(5_000),
+  max_queue: z.number().int().min(1).max(1_000_000).default(10_000),
+  max_attempts: z.number().int().min(1).max(100).default(10),
+  retry: z
+    .strictObject({ initial: duration.default(1_000), max: duration.default(60_000) })
+    .default({ initial: 1_000, max: 60_000 }),
+});
+
+const eventsSchema = z
+  .strictObject({
+    file: z.string().min(1).optional(),
+    /** The file is rotated (`events.jsonl.1`, `.2`, …) once the next line would take it past this size. */
+    max_size: size.default(100 * 1024 * 1024),
+    /** Rotated files kept beside the current one. */
+    keep: z.number().int().min(0).max(1000).default(5),
+    webhook: webhookSchema.optional(),
+  })
+  .refine((events) => events.file !== undefined || events.webhook !== undefined, { message: 'events needs a file, a webhook, or both' });
+
 export const configSchema = z
   .strictObject({
     hostname: z.string().min(1),
@@ -300,8 +340,8 @@ export const configSchema = z
     /** Also send every DSN to this address (a postmaster who wants to see bounces). */
     bounce_copy_to: z.email({ error: 'expected an email address' }).optional(),
     smarthosts: z.array(smarthostSchema).min(1, 'at least one smart host is needed'),
-    http: z.strictObject({ address: hostPort }).optional(),
-    events: z.strictObject({ file: z.string().min(1) }).optional(),
+    http: httpSchema.optional(),
+    events: eventsSchema.optional(),
     log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
   })
   .superRefine((config, ctx) => {
@@ -359,6 +399,10 @@ export const configSchema = z
         }
       });
     }
+    if (config.http && !isLoopbackHost(config.http.address.host) && config.http.token === undefined) {
+      issue(['http', 'token'], `required when http.address is not loopback (${config.http.address.host}): the admin API can delete mail`);
+    }
+
     const hostNames = new Set(config.smarthosts.map((host) => host.name));
     const senderDomains = new Map<string, string>();
     for (const [routeName, route] of Object.entries(config.routes)) {
@@ -396,4 +440,6 @@ export type SmartHostQuotaConfig = SmartHostConfig['rate_limits'][number];
 export type BreakerConfig = SmartHostConfig['breaker'];
 export type OAuth2Config = Extract<NonNullable<SmartHostConfig['auth']>, { type: 'oauth2' }>;
 export type RetryConfig = RelayConfig['spool']['retry'];
+export type EventsConfig = NonNullable<RelayConfig['events']>;
+export type WebhookConfig = NonNullable<EventsConfig['webhook']>;
 export type Network = ClientConfig['networks'][number];

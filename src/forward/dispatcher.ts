@@ -12,10 +12,16 @@ import type { SmartHost } from './smarthost';
 /** A recipient refused (5xx) by this many smart hosts has failed for good (the next host is tried once). */
 const PERMANENT_AFTER_REJECTIONS = 2;
 
+/** The part of the running configuration delivery reads; a reload swaps it between attempts. */
+export interface DeliveryConfig {
+  config: Pick<RelayConfig, 'routes' | 'smarthosts' | 'spool'>;
+  smarthosts: ReadonlyMap<string, SmartHost>;
+}
+
 export interface DispatcherDeps {
   store: SpoolStore;
-  smarthosts: ReadonlyMap<string, SmartHost>;
-  config: Pick<RelayConfig, 'routes' | 'smarthosts' | 'spool'>;
+  /** Read once per attempt, so one attempt sees one consistent configuration. */
+  current: () => DeliveryConfig;
   observer: Observer;
   bouncer: Bouncer;
   /** A message the relay generated (a DSN) is committed to the spool and needs scheduling. */
@@ -64,12 +70,13 @@ export class Dispatcher {
 
   async attempt(id: string, inline?: InlineClaim): Promise<DispatchResult> {
     const { store } = this.deps;
+    const current = this.deps.current();
     const meta = await store.read(id);
     const recipients: RecipientAttempt[] = pendingRecipients(meta).map((state) => ({ state, sawTransient: false, failedNow: false }));
     const skips: Skip[] = [];
     let lastHost: SmartHost | null = null;
 
-    for (const host of this.orderedHosts(meta.route)) {
+    for (const host of this.orderedHosts(current, meta.route)) {
       // A host that refused a recipient for good is not offered it again: the next one is tried instead.
       const targets = recipients.filter((r) => r.state.status === 'pending' && !(r.state.rejectedBy ?? []).includes(host.name));
       if (targets.length === 0) continue;
@@ -89,11 +96,11 @@ export class Dispatcher {
       this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
     }
 
-    return this.settle(meta, recipients, lastHost, skips, inline);
+    return this.settle(current.config, meta, recipients, lastHost, skips, inline);
   }
 
-  private orderedHosts(routeName: string): SmartHost[] {
-    const { config, smarthosts } = this.deps;
+  private orderedHosts({ config, smarthosts }: DeliveryConfig, routeName: string): SmartHost[] {
+    // A route removed by a reload falls back to `default`, as a client without a policy does.
     const route = config.routes[routeName] ?? config.routes.default;
     const candidates = config.smarthosts.filter((host) => route?.smarthosts.includes(host.name));
     const { order, rotation } = orderSmartHosts(candidates, this.rotations.get(routeName));
@@ -134,8 +141,8 @@ export class Dispatcher {
   }
 
   /** Decides what happens to the recipients this attempt did not deliver, then commits it to the spool. */
-  private async settle(meta: MessageMeta, recipients: RecipientAttempt[], lastHost: SmartHost | null, skips: Skip[], inline?: InlineClaim): Promise<DispatchResult> {
-    const { store, config } = this.deps;
+  private async settle(config: DeliveryConfig['config'], meta: MessageMeta, recipients: RecipientAttempt[], lastHost: SmartHost | null, skips: Skip[], inline?: InlineClaim): Promise<DispatchResult> {
+    const { store } = this.deps;
     for (const recipient of recipients) {
       // Refused by every host that could take it, and none merely deferred it: no later attempt can help.
       if (recipient.state.status === 'pending' && (recipient.state.rejectedBy ?? []).length > 0 && !recipient.sawTransient) this.fail(recipient);
@@ -208,12 +215,12 @@ export class Dispatcher {
   }
 
   private failure(state: RecipientState, reason: FailedRecipient['reason']): FailedRecipient {
-    const host = this.deps.config.smarthosts.find((h) => h.name === state.smarthost);
+    const host = this.deps.current().config.smarthosts.find((h) => h.name === state.smarthost);
     return { address: state.address, response: state.response, remoteMta: host?.host, reason };
   }
 
   private relayOf(name: string | undefined): string | null {
-    return (name !== undefined ? this.deps.smarthosts.get(name)?.relay : undefined) ?? null;
+    return (name !== undefined ? this.deps.current().smarthosts.get(name)?.relay : undefined) ?? null;
   }
 
   private skipSummary(skips: Skip[]): string {

@@ -3,7 +3,7 @@ import type { Observer } from '../observe/events';
 import { admit as breakerAdmit, classify, CLOSED, eligibleAt, isUp, record, type BreakerState } from './breaker';
 import type { Outcome } from './outcome';
 import type { QuotaSample, SmartHostQuota } from './quota';
-import type { Admission, Envelope, SmartHost, SmartHostTransport } from './smarthost';
+import type { Admission, Envelope, SmartHost, SmartHostDetails, SmartHostTransport } from './smarthost';
 
 /**
  * One smart host with its circuit breaker and provider quota in front of its transport: the
@@ -63,6 +63,10 @@ export class GuardedSmartHost implements SmartHost {
 
   quotaRemaining(now: number): Promise<QuotaSample[]> {
     return this.quota.remaining(now);
+  }
+
+  async details(now: number): Promise<SmartHostDetails> {
+    return { breaker: this.breaker.kind, quota: await this.quota.remaining(now) };
   }
 
   close(): void {

@@ -19,7 +19,20 @@ export interface SmartHostTransport {
   readonly relay: string;
   /** `prependHeaders`: header lines sent above the stored file (the DKIM signatures kept in its metadata). */
   send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>>;
+  /** Closes the pool once the sends under way have finished (a reload retires hosts this way). */
   close(): void;
+}
+
+export interface QuotaStatus {
+  /** The window as configured (`1m`, `1d`): a config value, so a bounded metric label. */
+  window: string;
+  unit: 'messages' | 'recipients';
+  remaining: number;
+}
+
+export interface SmartHostDetails {
+  breaker?: 'closed' | 'open' | 'half_open';
+  quota?: QuotaStatus[];
 }
 
 /** Why a smart host cannot take a delivery right now, and when it might. */
@@ -38,6 +51,8 @@ export interface SmartHost extends SmartHostTransport {
    * counts the quota. It may admit fewer recipients than asked (a recipient quota nearly used up).
    */
   admit(recipients: number, now: number): Promise<Admission>;
+  /** What the host can tell about its breaker and quotas, for the admin API and `smarthop status`. */
+  details?(now: number): Promise<SmartHostDetails>;
 }
 
 /**
@@ -49,6 +64,8 @@ export class NodemailerSmartHost implements SmartHostTransport {
   readonly name: string;
   readonly relay: string;
   private readonly transport: ReturnType<typeof createPool>;
+  private inFlight = 0;
+  private closing = false;
 
   constructor(config: SmartHostConfig, heloName: string) {
     this.name = config.name;
@@ -57,6 +74,16 @@ export class NodemailerSmartHost implements SmartHostTransport {
   }
 
   async send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
+    this.inFlight++;
+    try {
+      return await this.transact(envelope, bodyPath, prependHeaders);
+    } finally {
+      this.inFlight--;
+      if (this.closing && this.inFlight === 0) this.transport.close();
+    }
+  }
+
+  private async transact(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
     const outcomes = new Map<string, Outcome>();
     try {
       const message: PrependingOptions = { envelope: { from: envelope.from, to: envelope.to }, raw: { path: bodyPath }, prependHeaders };
@@ -78,7 +105,9 @@ export class NodemailerSmartHost implements SmartHostTransport {
   }
 
   close(): void {
-    this.transport.close();
+    this.closing = true;
+    // nodemailer's close() fails messages still queued in the pool; wait for ours to finish instead.
+    if (this.inFlight === 0) this.transport.close();
   }
 }
 

@@ -22,6 +22,16 @@ export class ClientDirectory {
     );
   }
 
+  /**
+   * The credential client that is still configured under this name and username (after a reload);
+   * undefined when it was removed or its username changed, so the session must AUTH again.
+   */
+  byName(name: string, username: string | undefined): ClientConfig | undefined {
+    if (username === undefined) return undefined;
+    const client = this.byUsername.get(username);
+    return client?.name === name ? client : undefined;
+  }
+
   /** The credential client for a username and password, or undefined (in constant time either way). */
   async authenticate(username: string, password: string): Promise<ClientConfig | undefined> {
     const client = this.byUsername.get(username);

@@ -35,17 +35,25 @@ export interface SessionState {
   client?: ClientConfig;
 }
 
-export interface IngressDeps {
+/**
+ * The part of the running configuration ingress reads, and what is built from it; a reload swaps
+ * it between SMTP commands (each step reads it once, never keeps it).
+ */
+export interface IngressConfig {
   config: Pick<RelayConfig, 'hostname' | 'max_message_size' | 'policies' | 'routes'>;
   clients: ClientDirectory;
-  store: SpoolStore;
-  freeSpace: FreeSpaceGuard;
-  observer: Observer;
   /** Policy and re-enveloping stages that see (and may edit) each message as it streams in, in order. */
   filters?: readonly MessageFilter[];
   /** Per-client policy decisions at MAIL, RCPT and end of DATA; without it only the global limits apply. */
   policy?: SessionPolicy;
-  /** Per-source-address guards: connections, AUTH lockout. */
+}
+
+export interface IngressDeps {
+  current: () => IngressConfig;
+  store: SpoolStore;
+  freeSpace: FreeSpaceGuard;
+  observer: Observer;
+  /** Per-source-address guards: connections, AUTH lockout (their limits need a restart to change). */
   guard?: ConnectionGuard;
   /**
    * Called once a message is durable in the queue (after the fsync, before any reply): it is
@@ -69,7 +77,7 @@ export class IngressSessions {
 
   /** An accepted connection holds a guard slot until `close(session, true)`. */
   async connect(session: SessionState): Promise<Verdict> {
-    session.networkClient = this.deps.clients.byAddress(session.remoteAddress);
+    session.networkClient = this.deps.current().clients.byAddress(session.remoteAddress);
     const listener = session.listener.name;
     if (!session.networkClient && session.listener.auth === 'off') {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
@@ -99,7 +107,7 @@ export class IngressSessions {
     // A locked-out address gets no answer about any password, right or wrong.
     const locked = await this.deps.guard?.authAllowed(session.remoteAddress, this.label(session));
     if (locked) return this.refuse(session, locked);
-    const client = await this.deps.clients.authenticate(username, password);
+    const client = await this.deps.current().clients.authenticate(username, password);
     this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result: client ? 'success' : 'failure' });
     if (!client) {
       const failed = await this.deps.guard?.authFailed(session.remoteAddress, this.label(session));
@@ -115,13 +123,18 @@ export class IngressSessions {
   async mailFrom(session: SessionState, from: string, declaredSize?: number): Promise<Verdict> {
     const { listener } = session;
     if (listener.require_tls && !session.secure) return { ok: false, code: 530, message: STARTTLS_FIRST };
+    // Identity is looked up again in the current client list, so a reload that removes or changes a
+    // client takes effect at the next transaction of a session that is already open.
+    const { clients, policy } = this.deps.current();
+    session.networkClient = clients.byAddress(session.remoteAddress);
+    if (session.authClient) session.authClient = clients.byName(session.authClient.name, session.authClient.username);
     // A credential wins over a network match; on `auth: required` a network match alone is not enough.
     session.client = session.authClient ?? (listener.auth === 'required' ? undefined : session.networkClient);
     if (!session.client) return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
     if (!(await this.deps.freeSpace.hasRoom())) {
       return this.reject(session, 'storage', 452, '4.3.1 Insufficient system storage, try again later', { from });
     }
-    const refusal = await this.deps.policy?.mailFrom(session.client, from, declaredSize);
+    const refusal = await policy?.mailFrom(session.client, from, declaredSize);
     if (refusal) return this.refuse(session, refusal, { from });
     return { ok: true };
   }
@@ -129,7 +142,7 @@ export class IngressSessions {
   /** `acceptedSoFar`: recipients already accepted in this transaction. */
   async rcptTo(session: SessionState, to: string, acceptedSoFar = 0): Promise<Verdict> {
     if (!session.client) return { ok: false, code: 503, message: '5.5.1 Error: need MAIL command' };
-    const refusal = await this.deps.policy?.rcptTo(session.client, to, acceptedSoFar);
+    const refusal = await this.deps.current().policy?.rcptTo(session.client, to, acceptedSoFar);
     if (refusal) return this.refuse(session, refusal, { to });
     return { ok: true };
   }
@@ -141,10 +154,12 @@ export class IngressSessions {
    */
   async data(session: SessionState, envelope: { from: string; to: string[] }, stream: Readable): Promise<Verdict & { queueId?: string }> {
     const client = session.client as ClientConfig;
-    const { store, config } = this.deps;
+    const { store } = this.deps;
+    // One configuration for the whole message, even if a reload lands while it streams.
+    const { config, policy, filters } = this.deps.current();
     const id = store.newId();
     // A policy may only lower the relay's maximum (the config schema makes sure of that).
-    const policyMax = this.deps.policy?.maxMessageSize(client);
+    const policyMax = policy?.maxMessageSize(client);
     const maxSize = policyMax !== undefined && policyMax < config.max_message_size ? policyMax : config.max_message_size;
     const guard = new DataGuard(maxSize, session.listener.line_endings);
     const outgoing: Outgoing = { route: chooseRoute(config, client.policy, envelope.from), from: envelope.from, prependHeaders: '' };
@@ -153,7 +168,7 @@ export class IngressSessions {
       authenticated: session.authClient !== undefined, esmtp: session.esmtp, tls: session.tls, recipients: envelope.to, date: new Date(),
       remoteAddress: config.routes[outgoing.route]?.received_include_address ? session.remoteAddress : undefined,
     });
-    const filtering = new FilterRun(this.deps.filters ?? [], { queueId: id, client, session, envelope, trace, outgoing });
+    const filtering = new FilterRun(filters ?? [], { queueId: id, client, session, envelope, trace, outgoing });
     const splitter = new HeaderSplitter(MAX_HEADER_BYTES, (headers) => filtering.headers(headers, splitter.original as HeaderBlock), (chunk) => filtering.body(chunk));
     const file = store.createIncoming(id);
     file.write(trace);
@@ -178,7 +193,7 @@ export class IngressSessions {
     else if (guard.violation) refusal = { code: 550, message: `5.6.0 Message contains a ${guard.violation === 'bare_cr' ? 'bare CR' : 'bare LF'} line ending; lines must end with CRLF`, reason: 'smuggling' };
     else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
     // Counted only for a message that is otherwise acceptable: a refused one costs no byte quota.
-    refusal ??= await this.deps.policy?.dataComplete(client, file.bytesWritten);
+    refusal ??= await policy?.dataComplete(client, file.bytesWritten);
     if (refusal) {
       await store.discardIncoming(id);
       return this.reject(session, refusal.reason, refusal.code, refusal.message, { from: envelope.from });

@@ -36,6 +36,17 @@ export type RelayEvent =
   /** A rate limit or address guard said no; `limit` is a config-derived label such as `messages_1m`. */
   | { type: 'rate_limited'; client: string; limit: string }
   | {
+      type: 'config_reload';
+      trigger: 'SIGHUP' | 'api';
+      result: 'success' | 'failure';
+      /** Why the new config was refused (failure), with YAML paths. */
+      errors: string[];
+      /** Top-level sections that now run with new values (success). */
+      changed: string[];
+      /** Keys that changed in the file but only take effect after a restart (success). */
+      restartRequired: string[];
+    }
+  | {
       type: 'attempt';
       queueId: string;
       smarthost: string;

@@ -7,13 +7,23 @@ export interface HealthSource {
   ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }>;
 }
 
-/** `/metrics` for Prometheus, `/healthz` (alive) and `/readyz` (spool writable, a smart host eligible). */
+/** Serves everything under `/api/` (the admin API); it does its own authentication. */
+export interface ApiHandler {
+  handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void>;
+}
+
+/**
+ * `/metrics` for Prometheus, `/healthz` (alive), `/readyz` (spool writable, a smart host eligible)
+ * and the admin API under `/api/`. The first three stay open so Prometheus and health checks need no
+ * credentials; they reveal counts, never message contents.
+ */
 export class HttpEndpoints {
   private readonly server: Server;
 
   constructor(
     private readonly metrics: Metrics,
     private readonly health: HealthSource,
+    private readonly api: ApiHandler | null = null,
   ) {
     this.server = createServer((req, res) => {
       this.route(req, res).catch((err: Error) => {
@@ -41,6 +51,11 @@ export class HttpEndpoints {
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://relay');
+    if (url.pathname === '/api' || url.pathname.startsWith('/api/')) {
+      if (this.api) return this.api.handle(req, res, url);
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"no admin API"}\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;

@@ -1,6 +1,17 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RelayEvent } from './events';
 
+/** What the smart-host up gauge needs about one host. */
+export interface SmartHostGaugeSource {
+  name: string;
+  up: boolean;
+}
+
+export interface DiskSource {
+  freeBytes(): Promise<number>;
+  minFreeBytes: number;
+}
+
 export interface QueueSnapshot {
   ready: number;
   deferred: number;
@@ -26,8 +37,9 @@ export interface QuotaRemaining {
 export class Metrics {
   readonly registry = new Registry();
   private queueSource: () => QueueSnapshot = () => ({ ready: 0, deferred: 0, held: 0, dead: 0, oldestReceivedAt: null });
-  private smarthostSource: () => { name: string; up: boolean }[] = () => [];
+  private smarthostSource: () => readonly SmartHostGaugeSource[] = () => [];
   private quotaSource: () => Promise<QuotaRemaining[]> = async () => [];
+  private diskSource: DiskSource | null = null;
 
   private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
   private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
@@ -42,6 +54,8 @@ export class Metrics {
   private readonly failovers = new Counter({ name: 'smarthop_failovers_total', help: 'Deliveries that moved from one smart host to the next', labelNames: ['from', 'to'], registers: [this.registry] });
   private readonly delivered = new Counter({ name: 'smarthop_messages_delivered_total', help: 'Messages a smart host accepted (one per transaction with at least one accepted recipient)', labelNames: ['smarthost'], registers: [this.registry] });
   private readonly bounced = new Counter({ name: 'smarthop_messages_bounced_total', help: 'Recipients that failed permanently, by reason', labelNames: ['reason'], registers: [this.registry] });
+  private readonly configReloads = new Counter({ name: 'smarthop_config_reloads_total', help: 'Configuration reloads (SIGHUP, POST /api/reload) by result', labelNames: ['result'], registers: [this.registry] });
+  private readonly eventsDropped = new Counter({ name: 'smarthop_events_dropped_total', help: 'Outcome events that could not be written to an output (file or webhook) and were dropped', labelNames: ['output'], registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -61,9 +75,11 @@ export class Metrics {
       },
     });
     const hosts = () => this.smarthostSource();
+    // reset() first: a smart host removed by a reload must not linger with its last value.
     new Gauge({
       name: 'smarthop_smarthost_up', help: '1 while the smart host circuit breaker is closed, 0 while it is open (skipped) or waiting for its probe', labelNames: ['smarthost'], registers: [this.registry],
       collect() {
+        this.reset();
         for (const host of hosts()) this.set({ smarthost: host.name }, host.up ? 1 : 0);
       },
     });
@@ -77,13 +93,37 @@ export class Metrics {
         for (const sample of await quotas()) this.set({ smarthost: sample.smarthost, window: sample.window, unit: sample.unit }, sample.remaining);
       },
     });
+    const disk = () => this.diskSource;
+    new Gauge({
+      name: 'smarthop_spool_free_bytes', help: 'Free bytes on the file system of the spool (available to the relay user)', registers: [this.registry],
+      async collect() {
+        const source = disk();
+        if (source) this.set(await source.freeBytes().catch(() => Number.NaN));
+      },
+    });
+    new Gauge({
+      name: 'smarthop_spool_min_free_bytes', help: 'spool.min_free_disk: below this much free space the relay answers 452 4.3.1', registers: [this.registry],
+      collect() {
+        const source = disk();
+        if (source) this.set(source.minFreeBytes);
+      },
+    });
+  }
+
+  bindDisk(source: DiskSource): void {
+    this.diskSource = source;
+  }
+
+  /** An output could not keep up (bounded queue full) or gave up retrying. */
+  eventsDroppedBy(output: 'file' | 'webhook', count = 1): void {
+    this.eventsDropped.inc({ output }, count);
   }
 
   bindQueue(source: () => QueueSnapshot): void {
     this.queueSource = source;
   }
 
-  bindSmartHosts(source: () => { name: string; up: boolean }[]): void {
+  bindSmartHosts(source: () => readonly SmartHostGaugeSource[]): void {
     this.smarthostSource = source;
   }
 
@@ -91,10 +131,16 @@ export class Metrics {
     this.quotaSource = source;
   }
 
-  /** Makes every configured name visible at 0 before its first event, so rate() and alerts work from the start. */
+  /**
+   * Makes every configured name visible at 0 before its first event, so rate() and alerts work from
+   * the start. Called again after a reload for names it added; existing values are kept.
+   */
   initialise(names: { listeners: string[]; clients: string[]; smarthosts: string[]; rateLimits?: { client: string; limit: string }[] }): void {
     for (const labels of names.rateLimits ?? []) this.rateLimited.inc(labels, 0);
-    for (const listener of names.listeners) this.connectionsActive.set({ listener }, 0);
+    for (const listener of names.listeners) this.connectionsActive.inc({ listener }, 0);
+    for (const result of ['success', 'failure']) this.configReloads.inc({ result }, 0);
+    for (const result of ['success', 'failure']) this.authAttempts.inc({ result }, 0);
+    for (const output of ['file', 'webhook']) this.eventsDropped.inc({ output }, 0);
     for (const client of names.clients) {
       this.received.inc({ client }, 0);
       this.receivedBytes.inc({ client }, 0);
@@ -135,6 +181,9 @@ export class Metrics {
         return;
       case 'failover':
         this.failovers.inc({ from: event.from, to: event.to });
+        return;
+      case 'config_reload':
+        this.configReloads.inc({ result: event.result });
         return;
       case 'bounced':
         this.bounced.inc({ reason: 'rejected' });

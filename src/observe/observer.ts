@@ -1,39 +1,49 @@
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
-import * as path from 'node:path';
+import type { ClientActivity } from './activity';
+import type { EventOutput } from './event-file';
 import type { Observer, RelayEvent } from './events';
 import type { Logger } from './logger';
 import type { Metrics } from './metrics';
 
-/** The event types that DESIGN.md makes one JSON line each in `events.jsonl`. */
+/** The event types that DESIGN.md makes one JSON event each (file and webhook). */
 const OUTCOME_TYPES = new Set(['received', 'rejected', 'delivered', 'deferred', 'bounced', 'expired']);
 
-/** Fans every stage event out to metrics, one human log line, and the JSONL event stream. */
-export class RelayObserver implements Observer {
-  private readonly eventsFile: WriteStream | null;
+export interface ObserverDeps {
+  metrics: Metrics;
+  logger: Logger;
+  /** Where outcome events go (events.jsonl, webhook); none when `events` is not configured. */
+  outputs: readonly EventOutput[];
+  /** Per-client traffic of the last hour, for `smarthop status`. */
+  activity: ClientActivity;
+  now?: () => number;
+}
 
-  constructor(
-    private readonly metrics: Metrics,
-    private readonly logger: Logger,
-    eventsFile?: string,
-  ) {
-    if (eventsFile) {
-      mkdirSync(path.dirname(eventsFile), { recursive: true });
-      this.eventsFile = createWriteStream(eventsFile, { flags: 'a' });
-      this.eventsFile.on('error', (err) => this.logger.error({ err }, `events file ${eventsFile}: ${err.message}`));
-    } else {
-      this.eventsFile = null;
-    }
+/**
+ * Fans every stage event out to metrics, one human log line, and the JSON event outputs. Log lines
+ * carry envelope data and replies, never message bodies or secrets: events simply have no field for them.
+ */
+export class RelayObserver implements Observer {
+  private readonly metrics: Metrics;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: ObserverDeps) {
+    this.metrics = deps.metrics;
+    this.logger = deps.logger;
+    this.now = deps.now ?? Date.now;
   }
 
   emit(event: RelayEvent): void {
     this.metrics.record(event);
     this.log(event);
-    if (this.eventsFile && OUTCOME_TYPES.has(event.type)) this.eventsFile.write(`${JSON.stringify(toJsonEvent(event))}\n`);
+    if (event.type === 'received') this.deps.activity.record(event.client, event.to.length, this.now());
+    if (OUTCOME_TYPES.has(event.type) && this.deps.outputs.length > 0) {
+      const json = toJsonEvent(event);
+      for (const output of this.deps.outputs) output.write(json);
+    }
   }
 
   async close(): Promise<void> {
-    const file = this.eventsFile;
-    if (file) await new Promise<void>((resolve) => file.end(resolve));
+    await Promise.all(this.deps.outputs.map((output) => output.close()));
   }
 
   private log(event: RelayEvent): void {
@@ -82,6 +92,19 @@ export class RelayObserver implements Observer {
       case 'attempt':
         this.logger.debug({ event: event.type, queue_id: event.queueId, smarthost: event.smarthost, outcome: event.outcome }, `${event.queueId}: attempt via ${event.relay}: ${event.outcome} (${event.response})`);
         return;
+      case 'config_reload':
+        if (event.result === 'failure') {
+          this.logger.error({ event: event.type, trigger: event.trigger, result: event.result, errors: event.errors },
+            `config reload (${event.trigger}) refused, still running the previous configuration: ${event.errors.join('; ')}`);
+        } else {
+          this.logger.info({ event: event.type, trigger: event.trigger, result: event.result, changed: event.changed, restart_required: event.restartRequired },
+            `config reloaded (${event.trigger}): ${event.changed.length > 0 ? `now running new ${event.changed.join(', ')}` : 'nothing that applies at runtime changed'}`);
+          if (event.restartRequired.length > 0) {
+            this.logger.warn({ event: event.type, restart_required: event.restartRequired },
+              `config reload: restart required for ${event.restartRequired.join(', ')} (still running the previous values)`);
+          }
+        }
+        return;
       case 'rate_limited':
         this.logger.warn({ event: event.type, client: event.client, limit: event.limit }, `rate limit ${event.limit} reached for client=${event.client}`);
         return;
@@ -92,7 +115,7 @@ export class RelayObserver implements Observer {
   }
 }
 
-function toJsonEvent(event: RelayEvent): Record<string, unknown> {
+export function toJsonEvent(event: RelayEvent): Record<string, unknown> {
   const ts = new Date().toISOString();
   switch (event.type) {
     case 'received':

@@ -36,6 +36,8 @@ export interface MessageMeta {
   nextAttemptAt: number;
   /** Set on a delivery status notification the relay generated: the queue id it reports on. Never bounced itself. */
   dsnOf?: string;
+  /** Set while the message is (being) moved to hold/ by an admin; cleared to release it. */
+  held?: { at: number };
   /** Set when the message is (being) moved to dead/: why it will not be delivered. */
   dead?: { reason: 'rejected' | 'expired'; at: number; response: string };
 }

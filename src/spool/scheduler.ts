@@ -10,7 +10,11 @@ export interface SchedulerSnapshot {
   deferred: number;
   active: number;
   oldestReceivedAt: number | null;
+  oldestId: string | null;
 }
+
+/** Where the scheduler has a message: waiting its turn, being attempted, or waiting for its retry time. */
+export type ScheduleState = 'ready' | 'active' | 'deferred';
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -19,6 +23,8 @@ export class Scheduler {
   private readonly deferred = new Map<string, number>();
   private readonly active = new Map<string, Promise<void>>();
   private readonly receivedAt = new Map<string, number>();
+  /** Ids an admin took out while they were being attempted: not scheduled again when the attempt ends. */
+  private readonly withdrawn = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private stopped = false;
@@ -55,8 +61,55 @@ export class Scheduler {
 
   snapshot(): SchedulerSnapshot {
     let oldest: number | null = null;
-    for (const at of this.receivedAt.values()) if (oldest === null || at < oldest) oldest = at;
-    return { ready: this.ready.size + this.active.size, deferred: this.deferred.size, active: this.active.size, oldestReceivedAt: oldest };
+    let oldestId: string | null = null;
+    for (const [id, at] of this.receivedAt) {
+      if (oldest === null || at < oldest) {
+        oldest = at;
+        oldestId = id;
+      }
+    }
+    return { ready: this.ready.size + this.active.size, deferred: this.deferred.size, active: this.active.size, oldestReceivedAt: oldest, oldestId };
+  }
+
+  stateOf(id: string): ScheduleState | undefined {
+    if (this.active.has(id)) return 'active';
+    if (this.ready.has(id)) return 'ready';
+    if (this.deferred.has(id)) return 'deferred';
+    return undefined;
+  }
+
+  /** `postqueue -i`: a deferred message is attempted now. False when it is not waiting for a retry. */
+  retryNow(id: string): boolean {
+    if (!this.deferred.has(id)) return false;
+    this.deferred.delete(id);
+    this.ready.add(id);
+    this.pump();
+    return true;
+  }
+
+  /** `postqueue -f`: every deferred message is attempted now (still at most `concurrency` at once). */
+  flush(): number {
+    const ids = [...this.deferred.keys()];
+    for (const id of ids) this.ready.add(id);
+    this.deferred.clear();
+    this.pump();
+    return ids.length;
+  }
+
+  /**
+   * Takes a message out of the schedule so an admin may move or delete its files. An attempt under
+   * way is waited for (its outcome is written to the spool first), and is not rescheduled.
+   */
+  async withdraw(id: string): Promise<void> {
+    const running = this.active.get(id);
+    if (running) {
+      this.withdrawn.add(id);
+      await running;
+      return;
+    }
+    this.ready.delete(id);
+    this.deferred.delete(id);
+    this.receivedAt.delete(id);
   }
 
   /** Stops starting attempts and waits for the ones under way (their outcome is already in the spool). */
@@ -114,7 +167,8 @@ export class Scheduler {
       result = { kind: 'retry', at: Date.now() + this.onAttemptError(id, err) };
     }
     this.active.delete(id);
-    if (result.kind === 'done') this.receivedAt.delete(id);
+    const withdrawn = this.withdrawn.delete(id);
+    if (result.kind === 'done' || withdrawn) this.receivedAt.delete(id);
     else if (!this.stopped) this.defer(id, result.at);
     this.pump();
   }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { DirectorySyncer } from './dir-sync';
 import type { MessageMeta } from './message';
@@ -12,20 +12,24 @@ import type { MessageMeta } from './message';
  *
  *   tmp/     being received (and state rewrites before their rename)
  *   queue/   accepted, waiting or being delivered
- *   hold/    kept aside by an admin (later issue)
+ *   hold/    kept aside by an admin until released (never scheduled)
  *   dead/    permanent failures, with the reason in the .json
  *   corrupt/ files recovery could not make sense of, kept for a human
  */
+/** The folders a committed message can be in. */
+export type SpoolFolder = 'queue' | 'hold' | 'dead';
+
 export class SpoolStore {
   readonly tmpDir: string;
   readonly queueDir: string;
   readonly holdDir: string;
   readonly deadDir: string;
   readonly corruptDir: string;
-  /** Messages in `dead/`, counted at open and kept up to date by moveToDead. */
+  /** Messages in `dead/`, counted at open and kept up to date by every move in or out. */
   deadCount = 0;
-  private readonly queueSync: DirectorySyncer;
-  private readonly deadSync: DirectorySyncer;
+  /** Messages in `hold/`, kept the same way. */
+  heldCount = 0;
+  private readonly syncers: Record<SpoolFolder, DirectorySyncer>;
 
   constructor(readonly root: string) {
     this.tmpDir = path.join(root, 'tmp');
@@ -33,8 +37,7 @@ export class SpoolStore {
     this.holdDir = path.join(root, 'hold');
     this.deadDir = path.join(root, 'dead');
     this.corruptDir = path.join(root, 'corrupt');
-    this.queueSync = new DirectorySyncer(this.queueDir);
-    this.deadSync = new DirectorySyncer(this.deadDir);
+    this.syncers = { queue: new DirectorySyncer(this.queueDir), hold: new DirectorySyncer(this.holdDir), dead: new DirectorySyncer(this.deadDir) };
   }
 
   /** Creates the folders and removes what a crash left half-written in `tmp/`. */
@@ -42,7 +45,7 @@ export class SpoolStore {
     for (const dir of [this.tmpDir, this.queueDir, this.holdDir, this.deadDir, this.corruptDir]) await mkdir(dir, { recursive: true });
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
-    this.deadCount = (await readdir(this.deadDir)).filter((name) => name.endsWith('.json')).length;
+    await this.recount();
   }
 
   /** Time-ordered (so `ls` sorts by arrival) and unguessable; safe as a file name. */
@@ -67,7 +70,7 @@ export class SpoolStore {
     await this.writeMetaFile(this.tmpPath(meta.id, '.json'), meta);
     await rename(this.tmpPath(meta.id, '.eml'), this.queuePath(meta.id, '.eml'));
     await rename(this.tmpPath(meta.id, '.json'), this.queuePath(meta.id, '.json'));
-    await this.queueSync.sync();
+    await this.syncDir('queue');
   }
 
   /**
@@ -105,14 +108,45 @@ export class SpoolStore {
 
   /** Rewrites a queued message's state atomically: temp file, fsync, rename. */
   async update(meta: MessageMeta): Promise<void> {
+    await this.writeAtomically('queue', meta);
+  }
+
+  private async writeAtomically(folder: SpoolFolder, meta: MessageMeta): Promise<void> {
     const temp = this.tmpPath(`${meta.id}.${randomBytes(3).toString('hex')}`, '.json');
     await this.writeMetaFile(temp, meta);
-    await rename(temp, this.queuePath(meta.id, '.json'));
-    await this.queueSync.sync();
+    await rename(temp, this.path(folder, meta.id, '.json'));
+    await this.syncDir(folder);
   }
 
   async read(id: string): Promise<MessageMeta> {
-    return JSON.parse(await readFile(this.queuePath(id, '.json'), 'utf8')) as MessageMeta;
+    return this.readIn('queue', id);
+  }
+
+  async readIn(folder: SpoolFolder, id: string): Promise<MessageMeta> {
+    return JSON.parse(await readFile(this.path(folder, id, '.json'), 'utf8')) as MessageMeta;
+  }
+
+  /** The folder holding a committed message, or null when there is none (delivered, deleted, unknown). */
+  async locate(id: string): Promise<SpoolFolder | null> {
+    if (!isSpoolId(id)) return null;
+    for (const folder of ['queue', 'hold', 'dead'] as const) {
+      if (await access(this.path(folder, id, '.json')).then(() => true, () => false)) return folder;
+    }
+    return null;
+  }
+
+  /** Ids with metadata in a folder, oldest first (ids are time-ordered). */
+  async ids(folder: SpoolFolder): Promise<string[]> {
+    const names = await readdir(this.dirOf(folder));
+    return names.filter((name) => name.endsWith('.json')).map((name) => name.slice(0, -5)).filter(isSpoolId).sort();
+  }
+
+  dirOf(folder: SpoolFolder): string {
+    return { queue: this.queueDir, hold: this.holdDir, dead: this.deadDir }[folder];
+  }
+
+  messagePath(folder: SpoolFolder, id: string): string {
+    return this.path(folder, id, '.eml');
   }
 
   bodyPath(id: string): string {
@@ -133,16 +167,66 @@ export class SpoolStore {
     await this.update(meta);
     await rename(this.queuePath(meta.id, '.eml'), path.join(this.deadDir, `${meta.id}.eml`));
     await rename(this.queuePath(meta.id, '.json'), path.join(this.deadDir, `${meta.id}.json`));
-    await this.deadSync.sync();
-    await this.queueSync.sync();
+    // Counted as soon as it is visible in dead/, so the gauge never lags what `ls` shows.
     this.deadCount++;
+    await this.syncDir('dead');
+    await this.syncDir('queue');
   }
 
   /**
-   * Scans `queue/` after a start: returns every message to schedule, finishes interrupted moves to
-   * `dead/`, removes unacknowledged orphans and sets aside what cannot be read.
+   * Moves a queued message (not being delivered: the caller withdrew it from the scheduler) to
+   * `hold/`, in the order moveToDead uses: the hold is committed in `queue/` first, so recovery
+   * finishes an interrupted move instead of scheduling the message.
+   */
+  async moveToHold(meta: MessageMeta, now: number): Promise<void> {
+    meta.held = { at: now };
+    await this.update(meta);
+    await rename(this.queuePath(meta.id, '.eml'), this.path('hold', meta.id, '.eml'));
+    await rename(this.queuePath(meta.id, '.json'), this.path('hold', meta.id, '.json'));
+    this.heldCount++;
+    await this.syncDir('hold');
+    await this.syncDir('queue');
+  }
+
+  /**
+   * Moves a held message back to `queue/`, due now. The release is committed in `hold/` first (the
+   * metadata loses its `held` mark), and recovery scans `hold/` before `queue/`, so a crash half way
+   * never leaves a message file in `queue/` that looks unacknowledged.
+   */
+  async release(meta: MessageMeta, now: number): Promise<void> {
+    delete meta.held;
+    meta.nextAttemptAt = now;
+    await this.writeAtomically('hold', meta);
+    await rename(this.path('hold', meta.id, '.eml'), this.queuePath(meta.id, '.eml'));
+    await rename(this.path('hold', meta.id, '.json'), this.queuePath(meta.id, '.json'));
+    this.heldCount--;
+    await this.syncDir('queue');
+    await this.syncDir('hold');
+  }
+
+  /** Deletes a message for good (an admin's decision): metadata first, so a crash leaves only an orphan file. */
+  async delete(folder: SpoolFolder, id: string): Promise<void> {
+    await unlink(this.path(folder, id, '.json'));
+    if (folder === 'hold') this.heldCount--;
+    if (folder === 'dead') this.deadCount--;
+    await rm(this.path(folder, id, '.eml'), { force: true });
+    await this.syncDir(folder);
+  }
+
+  /**
+   * Scans the spool after a start: returns every message to schedule, finishes interrupted moves to
+   * `hold/` and `dead/` and back from `hold/`, removes unacknowledged orphans and sets aside what
+   * cannot be read. Held messages stay where they are and are never returned.
    */
   async recover(onProblem: (id: string, problem: string) => void): Promise<MessageMeta[]> {
+    await this.finishReleases(onProblem);
+    const recovered = await this.recoverQueue(onProblem);
+    await this.removeHoldOrphans(onProblem);
+    await this.recount();
+    return recovered;
+  }
+
+  private async recoverQueue(onProblem: (id: string, problem: string) => void): Promise<MessageMeta[]> {
     const names = new Set(await readdir(this.queueDir));
     const recovered: MessageMeta[] = [];
     for (const name of names) {
@@ -168,6 +252,12 @@ export class SpoolStore {
         onProblem(id, 'finished an interrupted move to dead/');
         continue;
       }
+      if (meta.held) {
+        if (names.has(`${id}.eml`)) await rename(path.join(this.queueDir, `${id}.eml`), this.path('hold', id, '.eml'));
+        await rename(path.join(this.queueDir, name), this.path('hold', id, '.json'));
+        onProblem(id, 'finished an interrupted move to hold/');
+        continue;
+      }
       if (!names.has(`${id}.eml`)) {
         await this.setAsideCorrupt(id, names);
         onProblem(id, 'metadata without message file moved to corrupt/');
@@ -175,8 +265,45 @@ export class SpoolStore {
       }
       recovered.push(meta);
     }
-    await this.queueSync.sync();
+    await this.syncDir('queue');
+    await this.syncDir('hold');
+    await this.syncDir('dead');
     return recovered;
+  }
+
+  /** Metadata in `hold/` without its `held` mark is a release a crash interrupted: finish it. */
+  private async finishReleases(onProblem: (id: string, problem: string) => void): Promise<void> {
+    const names = new Set(await readdir(this.holdDir));
+    for (const name of names) {
+      if (!name.endsWith('.json')) continue;
+      const id = name.slice(0, -5);
+      let meta: MessageMeta;
+      try {
+        meta = JSON.parse(await readFile(path.join(this.holdDir, name), 'utf8')) as MessageMeta;
+      } catch {
+        continue; // left for a human; a held message is never delivered by mistake
+      }
+      if (meta.held) continue;
+      if (names.has(`${id}.eml`)) await rename(this.path('hold', id, '.eml'), this.queuePath(id, '.eml'));
+      await rename(this.path('hold', id, '.json'), this.queuePath(id, '.json'));
+      onProblem(id, 'finished an interrupted release from hold/');
+    }
+    await this.syncDir('queue');
+  }
+
+  /** A message file in `hold/` whose metadata is nowhere is what an interrupted delete left. */
+  private async removeHoldOrphans(onProblem: (id: string, problem: string) => void): Promise<void> {
+    const names = new Set(await readdir(this.holdDir));
+    for (const name of names) {
+      if (!name.endsWith('.eml') || names.has(`${name.slice(0, -4)}.json`)) continue;
+      await unlink(path.join(this.holdDir, name));
+      onProblem(name.slice(0, -4), 'removed a held message file without metadata (an interrupted delete)');
+    }
+  }
+
+  private async recount(): Promise<void> {
+    this.deadCount = (await this.ids('dead')).length;
+    this.heldCount = (await this.ids('hold')).length;
   }
 
   async freeBytes(): Promise<number> {
@@ -201,4 +328,18 @@ export class SpoolStore {
   private queuePath(id: string, ext: string): string {
     return path.join(this.queueDir, `${id}${ext}`);
   }
+
+  /** Group-committed (see DirectorySyncer): concurrent renames into one folder share an fsync. */
+  private syncDir(folder: SpoolFolder): Promise<void> {
+    return this.syncers[folder].sync();
+  }
+
+  private path(folder: SpoolFolder, id: string, ext: string): string {
+    return path.join(this.dirOf(folder), `${id}${ext}`);
+  }
+}
+
+/** Ids come from newId(); anything else (an admin typo, `../x`) never becomes a path. */
+export function isSpoolId(id: string): boolean {
+  return /^[0-9A-Z]{9,}$/.test(id);
 }

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { parseConfig } from '../../src/config/load';
 import type { RelayConfig } from '../../src/config/schema';
-import { Relay } from '../../src/relay';
+import { Relay, type RelayOptions } from '../../src/relay';
 import { SmtpSink, type SinkOptions } from '../../src/sink/sink';
 
 export function tempDir(prefix = 'smarthop-test-'): string {
@@ -68,8 +68,8 @@ export interface RunningRelay {
   stop(): Promise<void>;
 }
 
-export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
-  const relay = new Relay(config, { logger: pino({ level: 'silent' }) });
+export async function startRelay(config: RelayConfig, options: RelayOptions = {}): Promise<RunningRelay> {
+  const relay = new Relay(config, { logger: pino({ level: 'silent' }), ...options });
   const addresses = await relay.start();
   return {
     relay,

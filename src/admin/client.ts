@@ -1,0 +1,48 @@
+/** The CLI side of the admin API: one request, a typed answer, and a clear error when nobody listens. */
+
+export class RelayUnreachable extends Error {}
+
+export interface ApiAnswer<T> {
+  status: number;
+  body: T;
+}
+
+export class AdminClient {
+  constructor(
+    readonly baseUrl: string,
+    private readonly token: string | undefined,
+    private readonly timeoutMs = 30_000,
+  ) {}
+
+  async request<T>(method: 'GET' | 'POST' | 'DELETE', path: string): Promise<ApiAnswer<T>> {
+    let response: Response;
+    try {
+      response = await fetch(`${this.baseUrl}${path}`, {
+        method,
+        headers: this.token ? { authorization: `Bearer ${this.token}` } : {},
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      const code = cause?.code ?? cause?.message ?? (err as Error).message;
+      throw new RelayUnreachable(`cannot reach the relay's admin API at ${this.baseUrl} (${code})`);
+    }
+    const text = await response.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = { error: `unexpected answer (HTTP ${response.status}): ${text.slice(0, 200)}` };
+    }
+    return { status: response.status, body: body as T };
+  }
+}
+
+export function errorText(body: unknown): string {
+  if (body && typeof body === 'object') {
+    const record = body as { error?: unknown; errors?: unknown };
+    if (typeof record.error === 'string') return record.error;
+    if (Array.isArray(record.errors)) return record.errors.map(String).join('\n');
+  }
+  return JSON.stringify(body);
+}

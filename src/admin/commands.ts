@@ -1,0 +1,175 @@
+import { existsSync } from 'node:fs';
+import type { Command } from 'commander';
+import { listSpool } from '../spool/inspect';
+import { SpoolStore } from '../spool/store';
+import { AdminClient, errorText, RelayUnreachable } from './client';
+import { formatDetail, formatListing, formatStatus } from './format';
+import { parseQueueQuery } from './query';
+import { resolveTarget, type TargetOptions } from './target';
+import type { ActionResponse, FlushResponse, MessageDetail, QueueListing, ReloadResult, StatusReport } from './types';
+
+/**
+ * `smarthop queue list|show|retry|flush|hold|release|delete`, `smarthop status` and `smarthop reload`:
+ * thin clients of the admin API. Exit status: 0 done, 1 refused (unknown id, conflict, bad filter,
+ * wrong token), 2 relay unreachable.
+ */
+
+interface CommonOptions extends TargetOptions {
+  json?: boolean;
+}
+
+export interface CommandIo {
+  out(text: string): void;
+  err(text: string): void;
+  setExitCode(code: number): void;
+}
+
+const EXIT_REFUSED = 1;
+const EXIT_UNREACHABLE = 2;
+
+function withTarget(command: Command): Command {
+  return command
+    .option('-c, --config <file>', 'relay config: its http.address, http.token and spool.dir are used', 'relay.config.yaml')
+    .option('--url <url>', 'admin API base URL (default: from http.address in the config)')
+    .option('--token <token>', 'bearer token (default: $SMARTHOP_API_TOKEN, else http.token in the config)')
+    .option('--json', 'print JSON for scripts instead of a table');
+}
+
+function clientFor(options: CommonOptions): AdminClient {
+  const target = resolveTarget(options);
+  if (!target.url) throw new RelayUnreachable(`no admin API address: set http.address in ${options.config ?? 'the config'} or pass --url`);
+  return new AdminClient(target.url, target.token);
+}
+
+export function registerAdminCommands(program: Command, io: CommandIo): void {
+  const run = (action: () => Promise<void>) => async () => {
+    try {
+      await action();
+    } catch (err) {
+      io.err(`${(err as Error).message}\n`);
+      io.setExitCode(err instanceof RelayUnreachable ? EXIT_UNREACHABLE : EXIT_REFUSED);
+    }
+  };
+  const print = (options: CommonOptions, body: unknown, human: () => string) => io.out(`${options.json ? JSON.stringify(body, null, 2) : human()}\n`);
+
+  const queue = program.command('queue').description("inspect and control a relay's queue (mailq, postqueue, postsuper)");
+
+  withTarget(queue.command('list'))
+    .description('list queued, held and dead messages; reads the spool directly when the relay is not running')
+    .option('--state <states>', 'ready, deferred, held, dead (comma separated)')
+    .option('--client <name>', 'only this client')
+    .option('--recipient <text>', 'recipient address contains this (e.g. @example.com)')
+    .option('--min-age <duration>', 'older than (e.g. 1h)')
+    .option('--max-age <duration>', 'younger than (e.g. 10m)')
+    .option('--limit <n>', 'at most this many messages', '1000')
+    .option('--offline', 'read the spool directory even if the relay is running')
+    .action(function (this: Command) {
+      const options = this.opts<CommonOptions & { state?: string; client?: string; recipient?: string; minAge?: string; maxAge?: string; limit: string; offline?: boolean }>();
+      return run(async () => {
+        const query = new URLSearchParams();
+        for (const [key, value] of [['state', options.state], ['client', options.client], ['recipient', options.recipient], ['min_age', options.minAge], ['max_age', options.maxAge], ['limit', options.limit]] as const) {
+          if (value !== undefined) query.set(key, value);
+        }
+        let listing: QueueListing;
+        if (options.offline) {
+          listing = await listOffline(options, query);
+        } else {
+          try {
+            const answer = await clientFor(options).request<QueueListing>('GET', `/api/queue?${query}`);
+            if (answer.status !== 200) throw new Error(errorText(answer.body));
+            listing = answer.body;
+          } catch (err) {
+            if (!(err instanceof RelayUnreachable)) throw err;
+            io.err(`${err.message}; reading the spool directly\n`);
+            listing = await listOffline(options, query);
+          }
+        }
+        print(options, listing, () => formatListing(listing));
+      })();
+    });
+
+  withTarget(queue.command('show'))
+    .description('one message: envelope, per-recipient status and last responses, attempts, headers')
+    .argument('<id>', 'queue id')
+    .action(function (this: Command, id: string) {
+      const options = this.opts<CommonOptions>();
+      return run(async () => {
+        const answer = await clientFor(options).request<MessageDetail>('GET', `/api/queue/${encodeURIComponent(id)}`);
+        if (answer.status !== 200) throw new Error(errorText(answer.body));
+        print(options, answer.body, () => formatDetail(answer.body));
+      })();
+    });
+
+  for (const [name, description, verb] of [
+    ['retry', 'attempt deferred messages now', 'due now'],
+    ['hold', 'keep messages aside (never attempted until released)', 'held'],
+    ['release', 'put held messages back in the queue, due now', 'released'],
+    ['delete', 'delete messages for good (from queue, hold or dead)', 'deleted'],
+  ] as const) {
+    withTarget(queue.command(name))
+      .description(description)
+      .argument('<ids...>', 'queue ids')
+      .action(function (this: Command, ids: string[]) {
+        const options = this.opts<CommonOptions>();
+        return run(async () => {
+          const client = clientFor(options);
+          const results: ({ id: string; ok: true } & ActionResponse | { id: string; ok: false; error: string })[] = [];
+          for (const id of ids) {
+            const answer = await client.request<ActionResponse>('POST', `/api/queue/${encodeURIComponent(id)}/${name}`);
+            results.push(answer.status === 200 ? { ...answer.body, id, ok: true } : { id, ok: false, error: errorText(answer.body) });
+          }
+          print(options, results, () => results.map((r) => (r.ok ? `${r.id}: ${verb}` : `${r.id}: ${r.error}`)).join('\n'));
+          if (results.some((r) => !r.ok)) io.setExitCode(EXIT_REFUSED);
+        })();
+      });
+  }
+
+  withTarget(queue.command('flush'))
+    .description('attempt every deferred message now (postqueue -f)')
+    .action(function (this: Command) {
+      const options = this.opts<CommonOptions>();
+      return run(async () => {
+        const answer = await clientFor(options).request<FlushResponse>('POST', '/api/queue/flush');
+        if (answer.status !== 200) throw new Error(errorText(answer.body));
+        print(options, answer.body, () => `${answer.body.flushed} deferred message(s) due now`);
+      })();
+    });
+
+  withTarget(program.command('status'))
+    .description('queue counts by state, oldest message, smart hosts up/down, top clients of the last hour')
+    .action(function (this: Command) {
+      const options = this.opts<CommonOptions>();
+      return run(async () => {
+        const answer = await clientFor(options).request<StatusReport>('GET', '/api/status');
+        if (answer.status !== 200) throw new Error(errorText(answer.body));
+        print(options, answer.body, () => formatStatus(answer.body));
+      })();
+    });
+
+  withTarget(program.command('reload'))
+    .description('make the running relay re-read its config file (same as SIGHUP); a refused config changes nothing')
+    .action(function (this: Command) {
+      const options = this.opts<CommonOptions>();
+      return run(async () => {
+        const answer = await clientFor(options).request<ReloadResult>('POST', '/api/reload');
+        if (answer.status !== 200 && answer.status !== 422) throw new Error(errorText(answer.body));
+        const result = answer.body;
+        print(options, result, () =>
+          result.ok
+            ? `reloaded${result.changed.length > 0 ? `: ${result.changed.join(', ')}` : ' (no runtime change)'}${result.restart_required.length > 0 ? `\nrestart required for: ${result.restart_required.join(', ')}` : ''}`
+            : `reload refused, the relay keeps its running configuration:\n${result.errors.map((e) => `  ${e}`).join('\n')}`,
+        );
+        if (!result.ok) io.setExitCode(EXIT_REFUSED);
+      })();
+    });
+}
+
+/** `queue list` without a relay: the same filter over the spool files. */
+async function listOffline(options: CommonOptions, query: URLSearchParams): Promise<QueueListing> {
+  const target = resolveTarget(options);
+  if (!target.spoolDir) throw new RelayUnreachable(`no spool.dir found in ${options.config ?? 'the config'}`);
+  if (!existsSync(target.spoolDir)) throw new RelayUnreachable(`spool directory ${target.spoolDir} does not exist`);
+  const parsed = parseQueueQuery(query);
+  if (!parsed.ok) throw new Error(parsed.error);
+  return listSpool(new SpoolStore(target.spoolDir), parsed.filter, Date.now());
+}

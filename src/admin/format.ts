@@ -1,0 +1,96 @@
+import type { MessageDetail, QueueEntry, QueueListing, SmartHostStatus, StatusReport } from './types';
+
+/** Human output of the admin commands: aligned columns, short ages and sizes. `--json` bypasses all of it. */
+
+export function table(headers: string[], rows: string[][], rightAligned: number[] = []): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (rightAligned.includes(i) ? cell.padStart(widths[i]) : i === cells.length - 1 ? cell : cell.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+export function humanAge(seconds: number): string {
+  if (seconds < 60) return `${Math.max(0, Math.floor(seconds))}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h${pad(Math.floor((seconds % 3600) / 60))}m`;
+  return `${Math.floor(seconds / 86_400)}d${pad(Math.floor((seconds % 86_400) / 3600))}h`;
+}
+
+export function humanSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes}`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)}K`;
+  return `${(bytes / 1024 / 1024).toFixed(1)}M`;
+}
+
+function pad(n: number): string {
+  return String(n).padStart(2, '0');
+}
+
+function clip(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, ' ');
+  return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
+}
+
+function stateLabel(entry: QueueEntry): string {
+  return entry.active ? 'active' : entry.state;
+}
+
+export function formatListing(listing: QueueListing): string {
+  if (listing.messages.length === 0) return 'queue is empty (no message matches)';
+  const rows = listing.messages.map((m) => {
+    const pending = m.recipients.filter((r) => r.status === 'pending');
+    const shown = pending.length > 0 ? pending : m.recipients;
+    const recipients = shown.length > 1 ? `${shown[0].address} +${shown.length - 1}` : (shown[0]?.address ?? '');
+    return [m.id, stateLabel(m), humanAge(m.age_seconds), humanSize(m.size), String(m.attempts), m.client, `<${m.from}>`, recipients, clip(m.dead?.response ?? m.last_response ?? '', 60)];
+  });
+  const counts = new Map<string, number>();
+  for (const m of listing.messages) counts.set(m.state, (counts.get(m.state) ?? 0) + 1);
+  const summary = `${listing.messages.length}${listing.truncated ? '+' : ''} message(s): ${[...counts].map(([state, n]) => `${n} ${state}`).join(', ')}${listing.truncated ? ' (more match; use --limit)' : ''}`;
+  return `${table(['ID', 'STATE', 'AGE', 'SIZE', 'TRIES', 'CLIENT', 'FROM', 'RECIPIENTS', 'LAST RESPONSE'], rows, [2, 3, 4])}\n${summary}`;
+}
+
+export function formatDetail(m: MessageDetail): string {
+  const fields: [string, string][] = [
+    ['id', m.id],
+    ['state', stateLabel(m) + (m.state === 'deferred' && m.next_attempt_at ? ` (next attempt ${m.next_attempt_at})` : '')],
+    ['client', `${m.client} (listener ${m.listener}, from [${m.remote}])`],
+    ['route', m.route],
+    ['from', `<${m.from}>`],
+    ['size', `${m.size} bytes`],
+    ['received', `${m.received_at} (${humanAge(m.age_seconds)} ago)`],
+    ['attempts', String(m.attempts)],
+  ];
+  if (m.held_at) fields.push(['held', m.held_at]);
+  if (m.dead) fields.push(['dead', `${m.dead.reason} at ${m.dead.at}: ${m.dead.response}`]);
+  const head = table(['', ''], fields.map(([k, v]) => [`${k}:`, v])).split('\n').slice(1).join('\n');
+  const recipients = table(['RECIPIENT', 'STATUS', 'SMART HOST', 'LAST RESPONSE'], m.recipients.map((r) => [r.address, r.status, r.smarthost ?? '-', clip(r.response ?? '-', 100)]));
+  const headers = m.headers.map((h) => `${h.name}: ${clip(h.value, 200)}`).join('\n') + (m.headers_truncated ? '\n(header block truncated)' : '');
+  return `${head}\n\n${recipients}\n\n${headers}`;
+}
+
+export function formatSmartHosts(hosts: SmartHostStatus[]): string {
+  return table(
+    ['SMART HOST', 'STATE', 'BREAKER', 'QUOTA LEFT', 'RELAY'],
+    hosts.map((h) => [h.name, h.up ? 'up' : 'down', h.breaker ?? '-', h.quota.length > 0 ? h.quota.map((q) => `${q.remaining} ${q.unit}/${q.window}`).join(' ') : '-', h.relay]),
+  );
+}
+
+export function formatStatus(s: StatusReport): string {
+  const q = s.queue;
+  const lines = [
+    `smarthop ${s.version} on ${s.hostname}, up ${humanAge(s.uptime_seconds)} (since ${s.started_at})`,
+    `queue:   ${q.ready} ready (${q.active} active), ${q.deferred} deferred, ${q.held} held, ${q.dead} dead`,
+    `oldest:  ${s.oldest ? `${s.oldest.id}, ${humanAge(s.oldest.age_seconds)} old (received ${s.oldest.received_at})` : 'none (nothing waiting)'}`,
+  ];
+  if (s.last_reload) {
+    lines.push(`reload:  ${s.last_reload.ok ? 'ok' : 'FAILED'} at ${s.last_reload.at}${s.last_reload.restart_required.length > 0 ? `; restart required for ${s.last_reload.restart_required.join(', ')}` : ''}${s.last_reload.ok ? '' : `: ${s.last_reload.errors.join('; ')}`}`);
+  }
+  const up = s.smarthosts.filter((h) => h.up).length;
+  lines.push('', `smart hosts: ${up} up, ${s.smarthosts.length - up} down`, formatSmartHosts(s.smarthosts));
+  lines.push('', 'top clients (last hour):');
+  lines.push(s.top_clients.length === 0 ? 'none' : table(['CLIENT', 'MESSAGES', 'RECIPIENTS'], s.top_clients.map((c) => [c.client, String(c.messages), String(c.recipients)]), [1, 2]));
+  return lines.join('\n');
+}

@@ -1,0 +1,63 @@
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { parse } from 'yaml';
+import { interpolateEnv } from '../config/interpolate';
+import { parseHostPort } from '../config/units';
+
+/** Where the admin commands find the relay: its API (from `http.address`) and, when it is down, its spool. */
+export interface AdminTarget {
+  /** `http://127.0.0.1:9465`, or null when neither --url nor the config names an http address. */
+  url: string | null;
+  token: string | undefined;
+  /** `spool.dir` resolved against the config file, for `queue list` on a stopped relay. */
+  spoolDir: string | null;
+}
+
+export interface TargetOptions {
+  config?: string;
+  url?: string;
+  token?: string;
+}
+
+/**
+ * Reads only `http.address`, `http.token` and `spool.dir` from the config file, leniently: an admin
+ * at a shell usually lacks the service's environment (smart-host passwords and the like), and the
+ * queue commands need none of it. A `${SMARTHOP_API_TOKEN}` reference is still resolved if it is set.
+ */
+export function resolveTarget(options: TargetOptions, env: NodeJS.ProcessEnv = process.env): AdminTarget {
+  const fromFile = options.config ? readTargetFromConfig(options.config, env) : { url: null, token: undefined, spoolDir: null };
+  return {
+    url: options.url ? options.url.replace(/\/+$/, '') : fromFile.url,
+    token: options.token ?? (env.SMARTHOP_API_TOKEN || undefined) ?? fromFile.token,
+    spoolDir: fromFile.spoolDir,
+  };
+}
+
+function readTargetFromConfig(file: string, env: NodeJS.ProcessEnv): AdminTarget {
+  let raw: unknown;
+  try {
+    raw = interpolateEnv(parse(readFileSync(file, 'utf8')), env, []);
+  } catch {
+    return { url: null, token: undefined, spoolDir: null };
+  }
+  const config = isRecord(raw) ? raw : {};
+  const http = isRecord(config.http) ? config.http : {};
+  const spool = isRecord(config.spool) ? config.spool : {};
+  const address = typeof http.address === 'string' ? parseHostPort(http.address) : undefined;
+  return {
+    url: address ? `http://${urlHost(address.host)}:${address.port}` : null,
+    token: typeof http.token === 'string' && http.token !== '' ? http.token : undefined,
+    spoolDir: typeof spool.dir === 'string' ? path.resolve(path.dirname(path.resolve(file)), spool.dir) : null,
+  };
+}
+
+/** A relay listening on every address is reached on loopback. */
+function urlHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
