@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
+import { runComparison, type CompareOptions } from './compare/compare';
+import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
 
@@ -21,7 +23,28 @@ interface BenchOptions {
   size: number;
   connections: number;
   json: boolean;
+  /** Where the relay's .cpuprofile goes; null: no profiling. */
+  cpuProfDir: string | null;
 }
+
+/** What commander hands back; the defaults that depend on the mode are applied after. */
+interface ParsedOptions {
+  messages?: number;
+  size: number;
+  connections: number;
+  json: boolean;
+  compare?: 'postfix';
+  rounds: number;
+  probeRate: number;
+  cpuProf?: string | true;
+}
+
+type Mode = { kind: 'bench'; options: BenchOptions } | { kind: 'compare'; options: CompareOptions };
+
+const DEFAULT_MESSAGES = { bench: 2000, compare: 5000 };
+const DEFAULT_CPU_PROF_DIR = 'var/cpu-prof';
+/** How many functions --cpu-prof lists. */
+const PROFILE_TOP = 15;
 
 /** Everything is bounded so the bench always ends, even against a relay that hangs. */
 const LIMITS = {
@@ -42,13 +65,23 @@ function positiveInt(value: string): number {
   return n;
 }
 
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number >= 0');
+  return n;
+}
+
 function optionsProgram(): Command {
   return new Command('bench')
     .description('push messages through a relay into a sink and report throughput, latency, memory and loss')
-    .option('--messages <n>', 'messages to send', positiveInt, 2000)
-    .option('--size <bytes>', 'size of each message, headers included', positiveInt, 10240)
+    .option('--messages <n>', `messages to send (default: ${DEFAULT_MESSAGES.bench}, with --compare ${DEFAULT_MESSAGES.compare})`, positiveInt)
+    .option('--size <bytes>', 'size of each message, headers included; with --compare the body size smtp-source sends (-l)', positiveInt, 10240)
     .option('--connections <c>', 'concurrent SMTP connections', positiveInt, 20)
     .option('--json', 'print one JSON object instead of the table', false)
+    .addOption(new Option('--compare <relay>', 'run smarthop and this relay alternately on the same smtp-source load (needs root)').choices(['postfix']))
+    .option('--rounds <n>', 'with --compare: rounds of smarthop then the other relay', positiveInt, 3)
+    .option('--probe-rate <per-second>', 'with --compare: latency probe messages per second during the load (0: off)', nonNegativeNumber, 20)
+    .option('--cpu-prof [dir]', `run the relay under node --cpu-prof, keep the profile in dir (default: ${DEFAULT_CPU_PROF_DIR}) and list its top ${PROFILE_TOP} functions`)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
 
@@ -60,8 +93,13 @@ function optionsProgram(): Command {
  */
 function splitArgs(program: Command, args: readonly string[]): { known: string[]; ignored: string[] } {
   const takesValue = new Map<string, boolean>([['-h', false], ['--help', false]]);
+  const optionalValue = new Set<string>();
   for (const option of program.options) {
-    for (const flag of [option.long, option.short]) if (flag) takesValue.set(flag, option.required || option.optional);
+    for (const flag of [option.long, option.short]) {
+      if (!flag) continue;
+      takesValue.set(flag, option.required || option.optional);
+      if (option.optional) optionalValue.add(flag);
+    }
   }
   const known: string[] = [];
   const ignored: string[] = [];
@@ -75,17 +113,29 @@ function splitArgs(program: Command, args: readonly string[]): { known: string[]
       continue;
     }
     known.push(arg);
-    if (needsValue && !arg.includes('=') && i + 1 < args.length) known.push(args[++i]);
+    if (!needsValue || arg.includes('=') || i + 1 >= args.length) continue;
+    // An optional value (--cpu-prof [dir]) is only taken when the next word is not an option itself.
+    if (optionalValue.has(flag) && args[i + 1].startsWith('-')) continue;
+    known.push(args[++i]);
   }
   return { known, ignored };
 }
 
-function parseOptions(argv: readonly string[]): BenchOptions {
+function parseOptions(argv: readonly string[]): Mode {
   const program = optionsProgram();
   const { known, ignored } = splitArgs(program, argv.slice(2));
   if (ignored.length > 0) process.stderr.write(`bench: ignoring unknown argument(s): ${ignored.join(' ')}\n`);
   program.parse(known, { from: 'user' });
-  return program.opts<BenchOptions>();
+  const parsed = program.opts<ParsedOptions>();
+  const { size, connections, json } = parsed;
+  if (parsed.compare !== undefined) {
+    // Profiling one of several relay runs would be a profile of nothing in particular.
+    if (parsed.cpuProf !== undefined) program.error('--cpu-prof profiles a plain bench run; leave out --compare', { exitCode: 2 });
+    const messages = parsed.messages ?? DEFAULT_MESSAGES.compare;
+    return { kind: 'compare', options: { messages, size, connections, json, rounds: parsed.rounds, probeRate: parsed.probeRate } };
+  }
+  const cpuProfDir = parsed.cpuProf === undefined ? null : path.resolve(parsed.cpuProf === true ? DEFAULT_CPU_PROF_DIR : parsed.cpuProf);
+  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,7 +359,11 @@ function formatTable(r: Report): string {
 // the run
 
 async function main(): Promise<number> {
-  const options = parseOptions(process.argv);
+  const mode = parseOptions(process.argv);
+  return mode.kind === 'compare' ? runComparison(mode.options) : runBench(mode.options);
+}
+
+async function runBench(options: BenchOptions): Promise<number> {
   const deadline = Date.now() + LIMITS.overallMs;
   const runId = randomBytes(4).toString('hex');
   const notes: string[] = [];
@@ -323,7 +377,10 @@ async function main(): Promise<number> {
     const ports = { smtp: await freePort(), http: await freePort(), sink: sinkAddress.port };
     // Room for the largest --size with headroom for the Received header; never below the relay default.
     const maxMessageSize = Math.max(25 * 1024 * 1024, options.size + 64 * 1024);
-    relay = await RelayProcess.start(dir, ports, maxMessageSize);
+    if (options.cpuProfDir !== null) await mkdir(options.cpuProfDir, { recursive: true });
+    const nodeArgs = options.cpuProfDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir];
+    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs });
+    const relayPid = relay.pid;
     try {
       await relay.waitHealthy(ports.http, LIMITS.healthyMs);
     } catch (err) {
@@ -348,13 +405,28 @@ async function main(): Promise<number> {
     if (diedEarly || exitCode !== 0) relay.dumpTail();
 
     const report = buildReport(options, load, arrivals, rss, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
-    process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : formatTable(report));
+    // The relay writes its profile as it exits, so it is read only after stop().
+    const profile = options.cpuProfDir === null ? null : await readRelayProfile(options.cpuProfDir, relayPid, notes);
+    if (options.json) process.stdout.write(`${JSON.stringify(profile ? { ...report, profile } : report)}\n`);
+    else process.stdout.write(formatTable(report) + (profile ? formatProfile(profile.summary, profile.file) : ''));
     return report.lost === 0 ? 0 : 1;
   } finally {
     if (relay?.running) await relay.stop(LIMITS.stopGraceMs);
     await sink.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The .cpuprofile `node --cpu-prof` wrote for the relay's pid (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile). */
+async function readRelayProfile(dir: string, pid: number | undefined, notes: string[]): Promise<{ file: string; summary: ProfileSummary } | null> {
+  const name = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid)).sort().pop();
+  if (name === undefined) {
+    notes.push(`no CPU profile of relay pid ${String(pid)} in ${dir} (node writes it only on a clean exit)`);
+    return null;
+  }
+  const file = path.join(dir, name);
+  const summary = summarizeProfile(parseCpuProfile(await readFile(file, 'utf8')), PROFILE_TOP, path.resolve(__dirname, '..', '..'));
+  return { file, summary };
 }
 
 main().then(
