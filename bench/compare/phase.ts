@@ -61,6 +61,11 @@ export interface Latency {
 }
 
 const PSS_SAMPLE_MS = 250;
+/**
+ * Enough that a relay stalling for a second still gets probed (20/s × 1 s in flight needs 20): a
+ * probe that skips its slow moments would report only the fast ones.
+ */
+const PROBE_MAX_IN_FLIGHT = 24;
 
 export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tally: RecipientTally | null) => void): Promise<PhaseResult> {
   const domain = `r${setup.round}-${target.name}.${setup.runId}.sink.example`;
@@ -71,7 +76,7 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
   memory.start();
   const probe = setup.probeRate > 0
     ? new LatencyProbe({
-        port: target.smtpPort, ratePerSecond: setup.probeRate, maxInFlight: 4, size: setup.load.payloadBytes,
+        port: target.smtpPort, ratePerSecond: setup.probeRate, maxInFlight: PROBE_MAX_IN_FLIGHT, size: setup.load.payloadBytes,
         domain, runId: setup.runId, timeouts: setup.limits.probe,
       })
     : null;
