@@ -6,16 +6,21 @@ import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
 import { runComparison, type CompareOptions } from './compare/compare';
+import { readCpuTimes } from './cpu/cpu-time';
 import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
 
 /**
  * `npm run bench` (issue 2): N messages through a relay started from a temp config into an
- * in-process sink, one message per connection (smtp-source style, as the later Postfix comparison
- * harness will run). Prints accept and end-to-end rates, accept latency, the relay's peak RSS and
- * the messages lost (250 given, never seen at the sink). Exit 0 when nothing was lost, 1 when
- * something was, 2 when the bench itself could not run.
+ * in-process sink, one message per connection (smtp-source style). Prints accept and end-to-end
+ * rates, accept latency, the relay's peak RSS and CPU, and the messages lost (250 given, never seen
+ * at the sink). `--cpu-prof` runs the relay under node's profiler and lists where it spent its time.
+ *
+ * `--compare postfix` (issue 9) is the side-by-side run against a private Postfix: see
+ * bench/compare/compare.ts and docs/performance.md.
+ *
+ * Exit 0 when nothing was lost, 1 when something was, 2 when the bench itself could not run.
  */
 
 interface BenchOptions {
@@ -270,6 +275,8 @@ interface Report {
   endToEndRate: number;
   latencyMs: { p50: number | null; p99: number | null; max: number | null };
   relayPeakRss: { vmHwmBytes: number | null; sampledMaxRssBytes: number | null };
+  /** user + system CPU of the relay from the start of the load until the sink had everything. */
+  relayCpu: { seconds: number | null; msPerMessage: number | null };
   lost: number;
   duplicated: number;
   /** Arrived at the sink without a 250 to the bench (e.g. the 250 timed out), or without a bench Message-ID. */
@@ -297,7 +304,7 @@ function round1(value: number): number {
 
 function buildReport(
   options: BenchOptions, load: LoadResult, arrivals: Arrivals,
-  rss: Report['relayPeakRss'], relay: Report['relay'], notes: string[],
+  rss: Report['relayPeakRss'], cpuSeconds: number | null, relay: Report['relay'], notes: string[],
 ): Report {
   const acceptedSet = new Set(load.acceptedIds);
   const deliveredAt = load.acceptedIds.map((id) => arrivals.firstSeen.get(id)).filter((t): t is number => t !== undefined);
@@ -317,7 +324,12 @@ function buildReport(
     acceptRate: round1(rate(load.acceptedIds.length, acceptMs)),
     endToEndRate: round1(rate(deliveredAt.length, endToEndMs)),
     latencyMs: { p50: latency(50), p99: latency(99), max: latency(100) },
-    relayPeakRss: rss, lost, duplicated: arrivals.duplicates, unexpected,
+    relayPeakRss: rss,
+    relayCpu: {
+      seconds: cpuSeconds,
+      msPerMessage: cpuSeconds === null || deliveredAt.length === 0 ? null : Math.round((cpuSeconds * 1000 * 100) / deliveredAt.length) / 100,
+    },
+    lost, duplicated: arrivals.duplicates, unexpected,
     durationsMs: { accept: Math.round(acceptMs), endToEnd: Math.round(endToEndMs) },
     rejectReasons: Object.fromEntries(load.rejected), failReasons: Object.fromEntries(load.failed),
     notes, relay,
@@ -347,6 +359,7 @@ function formatTable(r: Report): string {
   out += row('end-to-end rate', `${r.endToEndRate.toFixed(1)} msg/s`);
   out += row('accept latency', `p50 ${ms(r.latencyMs.p50)}   p99 ${ms(r.latencyMs.p99)}   max ${ms(r.latencyMs.max)}`);
   out += row('relay peak RSS', `${mib(r.relayPeakRss.vmHwmBytes)} (VmHWM; max sampled VmRSS ${mib(r.relayPeakRss.sampledMaxRssBytes)})`);
+  if (r.relayCpu.seconds !== null) out += row('relay CPU', `${r.relayCpu.seconds.toFixed(2)} s user+system, ${r.relayCpu.msPerMessage?.toFixed(2) ?? 'n/a'} ms per message`);
   out += row('lost', `${r.lost}   duplicated ${r.duplicated}${r.unexpected > 0 ? `   unexpected ${r.unexpected}` : ''}`);
   if (r.relay.warnLines + r.relay.errorLines > 0) out += row('relay log', `${r.relay.errorLines} error(s), ${r.relay.warnLines} warning(s)`);
   for (const [reason, n] of Object.entries(r.rejectReasons)) out += row('  rejected', `${n} x ${reason}`);
@@ -391,6 +404,7 @@ async function runBench(options: BenchOptions): Promise<number> {
 
     const running = relay;
     const relayGone = () => (running.running ? null : 'the relay exited');
+    const cpuAtStart = relayCpuSeconds(relay);
     const load = await runLoad(options, runId, ports.smtp, deadline, relayGone);
     if (load.aborted) notes.push(`load cut short by the overall limit of ${LIMITS.overallMs / 60_000} min`);
     const delivery = await arrivals.waitFor(load.acceptedIds, LIMITS.noProgressMs, deadline, relayGone);
@@ -398,13 +412,15 @@ async function runBench(options: BenchOptions): Promise<number> {
 
     // Read VmHWM while the relay is alive and before shutdown work could move it.
     const rss = relay.peakRss();
+    const cpuAtEnd = relayCpuSeconds(relay);
+    const cpuSeconds = cpuAtStart === null || cpuAtEnd === null ? null : Math.round((cpuAtEnd - cpuAtStart) * 100) / 100;
     const diedEarly = !relay.running;
     const exitCode = await relay.stop(LIMITS.stopGraceMs);
     if (diedEarly) notes.push(`relay exited during the run (code ${String(exitCode)})`);
     else if (exitCode !== 0) notes.push(`relay exited with code ${String(exitCode)} after SIGTERM`);
     if (diedEarly || exitCode !== 0) relay.dumpTail();
 
-    const report = buildReport(options, load, arrivals, rss, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
+    const report = buildReport(options, load, arrivals, rss, cpuSeconds, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
     // The relay writes its profile as it exits, so it is read only after stop().
     const profile = options.cpuProfDir === null ? null : await readRelayProfile(options.cpuProfDir, relayPid, notes);
     if (options.json) process.stdout.write(`${JSON.stringify(profile ? { ...report, profile } : report)}\n`);
@@ -415,6 +431,10 @@ async function runBench(options: BenchOptions): Promise<number> {
     await sink.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+function relayCpuSeconds(relay: RelayProcess): number | null {
+  return relay.pid === undefined || !relay.running ? null : readCpuTimes(relay.pid)?.ownSeconds ?? null;
 }
 
 /** The .cpuprofile `node --cpu-prof` wrote for the relay's pid (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile). */

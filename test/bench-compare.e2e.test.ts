@@ -56,6 +56,7 @@ testIfPostfix('--compare postfix: both relays deliver the whole load, every figu
     expect(phase.acceptRate).toBeGreaterThan(0);
     expect(phase.probe.latencyMs?.samples).toBeGreaterThan(0);
     expect(phase.memory.pssMaxBytes).toBeGreaterThan(0);
+    expect(phase.cpu.msPerMessage).toBeGreaterThan(0);
   }
   expect(round.smarthop.memory.vmHwmBytes).toBeGreaterThan(0);
   // Postfix is several processes (master, smtpd, cleanup, qmgr, smtp, …), all of them sampled.

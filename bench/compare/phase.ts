@@ -50,6 +50,8 @@ export interface PhaseResult {
   acceptRate: number | null;
   probe: { sent: number; accepted: number; missing: number; failures: number; skipped: number; latencyMs: Latency | null };
   memory: { pssMaxBytes: number | null; processesMax: number; vmHwmBytes: number | null };
+  /** CPU the relay used from the start of the load until the sink held everything, per message relayed (load and probes). */
+  cpu: { seconds: number | null; msPerMessage: number | null };
   notes: string[];
 }
 
@@ -81,6 +83,7 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
       })
     : null;
   try {
+    const cpuBefore = target.cpuSeconds();
     probe?.start();
     const generator = await runSmtpSource(setup.smtpSource, { ...setup.load, to: `rcpt@${domain}` }, target.smtpPort, setup.limits.generatorMs);
     const probed: ProbeResult = probe ? await probe.stop() : { accepted: [], latenciesMs: [], failures: 0, skipped: 0 };
@@ -95,6 +98,9 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
     if (!wait.complete) notes.push(`stopped waiting for the sink: ${wait.reason}`);
     await memory.stop();
     const vmHwmBytes = target.peakRssBytes();
+    const cpuAfter = target.cpuSeconds();
+    const cpuSeconds = cpuBefore === null || cpuAfter === null ? null : Math.round((cpuAfter - cpuBefore) * 100) / 100;
+    const relayed = tally.load.size + tally.probes.size;
 
     const last = tally.lastLoadArrival();
     const delivered = tally.load.size;
@@ -113,6 +119,7 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
         failures: probed.failures, skipped: probed.skipped, latencyMs: latency(probed.latenciesMs),
       },
       memory: { pssMaxBytes: memory.maxBytes, processesMax: memory.maxProcesses, vmHwmBytes },
+      cpu: { seconds: cpuSeconds, msPerMessage: cpuSeconds === null || relayed === 0 ? null : round2((cpuSeconds * 1000) / relayed) },
       notes,
     };
   } finally {
@@ -127,6 +134,10 @@ function latency(values: readonly number[]): Latency | null {
   const sorted = [...values].sort((a, b) => a - b);
   const at = (p: number) => round1(sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]);
   return { p50: at(50), p99: at(99), max: at(100), samples: sorted.length };
+}
+
+function round2(value: number): number {
+  return Math.round(value * 100) / 100;
 }
 
 function round1(value: number): number {

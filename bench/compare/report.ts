@@ -16,6 +16,8 @@ export interface Ratios {
   latencyP99: number | null;
   /** smarthop peak RSS / Postfix peak summed PSS: below 1 means smarthop used less. */
   memory: number | null;
+  /** smarthop / Postfix CPU per message: below 1 means smarthop did the job with less CPU. */
+  cpuPerMessage: number | null;
 }
 
 export interface RoundResult {
@@ -31,6 +33,7 @@ export interface Figures {
   latencyP99Ms: number | null;
   /** smarthop: VmHWM (its peak RSS); Postfix: the largest sampled sum of PSS over its processes. */
   memoryBytes: number | null;
+  cpuMsPerMessage: number | null;
 }
 
 export interface ComparisonReport {
@@ -52,6 +55,7 @@ export function figures(phase: PhaseResult): Figures {
     acceptRate: phase.acceptRate,
     latencyP99Ms: phase.probe.latencyMs?.p99 ?? null,
     memoryBytes: phase.target === 'smarthop' ? phase.memory.vmHwmBytes : phase.memory.pssMaxBytes,
+    cpuMsPerMessage: phase.cpu.msPerMessage,
   };
 }
 
@@ -63,6 +67,7 @@ export function ratios(smarthop: PhaseResult, postfix: PhaseResult): Ratios {
     accept: ratio(a.acceptRate, b.acceptRate),
     latencyP99: ratio(a.latencyP99Ms, b.latencyP99Ms),
     memory: ratio(a.memoryBytes, b.memoryBytes),
+    cpuPerMessage: ratio(a.cpuMsPerMessage, b.cpuMsPerMessage),
   };
 }
 
@@ -84,6 +89,7 @@ export function buildComparison(
     acceptRate: median(column((r) => figures(r[side]).acceptRate)),
     latencyP99Ms: median(column((r) => figures(r[side]).latencyP99Ms)),
     memoryBytes: median(column((r) => figures(r[side]).memoryBytes)),
+    cpuMsPerMessage: median(column((r) => figures(r[side]).cpuMsPerMessage)),
   });
   const phases = [...(ceiling ? [ceiling] : []), ...rounds.flatMap((r) => [r.smarthop, r.postfix])];
   return {
@@ -96,6 +102,7 @@ export function buildComparison(
         accept: median(column((r) => r.ratios.accept)),
         latencyP99: median(column((r) => r.ratios.latencyP99)),
         memory: median(column((r) => r.ratios.memory)),
+        cpuPerMessage: median(column((r) => r.ratios.cpuPerMessage)),
       },
     },
     lost: {
@@ -143,6 +150,10 @@ const METRICS: Metric[] = [
   { title: 'end-to-end msg/s (start of load until the sink has every message; higher is better)', value: (f) => num(f.endToEndRate), ratio: (r) => times(r.endToEnd) },
   { title: 'accept msg/s (start of load until smtp-source has every 250)', value: (f) => num(f.acceptRate), ratio: (r) => times(r.accept) },
   { title: 'accept latency p99, ms (probe: final "." to 250 while the load runs; lower is better)', value: (f) => num(f.latencyP99Ms), ratio: (r) => times(r.latencyP99) },
+  {
+    title: 'relay CPU ms per message (user + system of all its processes during the load; lower is better, steadier than msg/s on a busy machine)',
+    value: (f) => num(f.cpuMsPerMessage, 2), ratio: (r) => times(r.cpuPerMessage),
+  },
 ];
 
 /**

@@ -2,6 +2,7 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { readCpuTimes, treeCpuSeconds } from '../cpu/cpu-time';
 import { onInterrupt } from '../interrupt';
 import { PostfixInstance } from '../postfix/instance';
 import { freePort, RelayProcess } from '../relay-process';
@@ -23,6 +24,8 @@ export interface Target {
   halted(): string | null;
   /** The kernel's peak RSS where the relay is one process (VmHWM), read before stop(). */
   peakRssBytes(): number | null;
+  /** CPU seconds the relay's processes have used since they started; null for the sink. */
+  cpuSeconds(): number | null;
   /** Stops it and removes its directory; returns notes about anything unusual on the way. */
   stop(): Promise<string[]>;
 }
@@ -37,6 +40,7 @@ export function sinkTarget(sinkPort: number): Target {
     pids: () => [],
     halted: () => null,
     peakRssBytes: () => null,
+    cpuSeconds: () => null,
     stop: () => Promise.resolve([]),
   };
 }
@@ -68,6 +72,7 @@ export async function startSmarthop(sinkPort: number, messageSize: number): Prom
     pids: () => (relay.pid !== undefined && relay.running ? [relay.pid] : []),
     halted: () => (relay.running ? null : 'smarthop exited'),
     peakRssBytes: () => relay.peakRss().vmHwmBytes,
+    cpuSeconds: () => (relay.pid === undefined ? null : readCpuTimes(relay.pid)?.ownSeconds ?? null),
     stop: async () => {
       const diedEarly = !relay.running;
       const code = await relay.stop(STOP_GRACE_MS);
@@ -107,6 +112,10 @@ export async function startPostfix(sinkPort: number, postfixBinary: string): Pro
     pids: () => instance.pids(),
     halted: () => (instance.running ? null : 'the Postfix master exited'),
     peakRssBytes: () => null,
+    cpuSeconds: () => {
+      const [master, ...children] = instance.pids();
+      return master === undefined ? null : treeCpuSeconds(master, children);
+    },
     stop: async () => {
       const notes: string[] = [];
       if (!instance.running) notes.push('the Postfix master exited during the run');
