@@ -105,5 +105,7 @@ describe('summarizeProfile', () => {
     expect(summary.top[0]).toMatchObject({ location: '', area: 'v8/native', topCaller: 'main dist/src/relay.js:10' });
     expect(summary.top[1]).toMatchObject({ location: 'dist/src/relay.js:10', area: 'smarthop' });
     expect(summary.areas.map((a) => a.area)).toEqual(['v8/native', 'smarthop']);
+    // The native write is charged to its callers (30 hits to smarthop's main, 10 to smtp-server); GC has no caller.
+    expect(summary.attributed.map((a) => [a.area, a.selfMs])).toEqual([['smarthop', 50], ['v8/native', 20], ['smtp-server', 10]]);
   });
 });

@@ -49,7 +49,19 @@ export interface ProfileSummary {
   idleMs: number;
   top: ProfileEntry[];
   /** Self time per area, largest first. */
-  areas: { area: string; selfMs: number; percentOfBusy: number }[];
+  areas: AreaTime[];
+  /**
+   * Self time per area of the code that caused it: Node's internals and native calls are charged to
+   * their nearest caller in smarthop or a package (a socket write from smtp-server counts for
+   * smtp-server); what has no such caller (GC, the event loop itself) stays `v8/native` or `node`.
+   */
+  attributed: AreaTime[];
+}
+
+export interface AreaTime {
+  area: string;
+  selfMs: number;
+  percentOfBusy: number;
 }
 
 export function parseCpuProfile(text: string): CpuProfile {
@@ -70,6 +82,7 @@ export function summarizeProfile(profile: CpuProfile, limit: number, root: strin
   };
 
   const byFunction = new Map<string, { name: string; location: string; area: string; hits: number; callers: Map<string, number> }>();
+  const attributed = new Map<string, number>();
   let idleHits = 0;
   for (const node of profile.nodes) {
     const hits = node.hitCount ?? 0;
@@ -82,6 +95,9 @@ export function summarizeProfile(profile: CpuProfile, limit: number, root: strin
     const entry = byFunction.get(key) ?? { name, location, area: areaOf(node.callFrame.url, root), hits: 0, callers: new Map<string, number>() };
     entry.hits += hits;
     const parent = firstCodeAncestor(node, parentOf);
+    const own = node.callFrame.url !== '' && !node.callFrame.url.startsWith('node:');
+    const charged = own ? areaOf(node.callFrame.url, root) : parent ? areaOf(parent.callFrame.url, root) : areaOf(node.callFrame.url, root);
+    attributed.set(charged, (attributed.get(charged) ?? 0) + hits);
     if (parent) {
       const caller = label(parent.callFrame);
       const text = `${caller.name}${caller.location ? ` ${caller.location}` : ''}`;
@@ -106,8 +122,13 @@ export function summarizeProfile(profile: CpuProfile, limit: number, root: strin
       name: e.name, location: e.location, area: e.area, selfMs: ms(e.hits), percentOfBusy: pct(e.hits),
       topCaller: [...e.callers.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? null,
     })),
-    areas: [...areas.entries()].sort((a, b) => b[1] - a[1]).map(([area, hits]) => ({ area, selfMs: ms(hits), percentOfBusy: pct(hits) })),
+    areas: byArea(areas),
+    attributed: byArea(attributed),
   };
+
+  function byArea(hitsPerArea: Map<string, number>): AreaTime[] {
+    return [...hitsPerArea.entries()].sort((a, b) => b[1] - a[1]).map(([area, hits]) => ({ area, selfMs: ms(hits), percentOfBusy: pct(hits) }));
+  }
 }
 
 type ProfileNode = CpuProfile['nodes'][number];
@@ -154,6 +175,8 @@ export function formatProfile(summary: ProfileSummary, file: string): string {
   let out = `\nrelay CPU profile: ${file}\n`;
   out += `${(summary.durationMs / 1000).toFixed(1)} s profiled, busy ${(summary.busyMs / 1000).toFixed(1)} s, idle ${(summary.idleMs / 1000).toFixed(1)} s, one sample every ${summary.sampleIntervalUs.toFixed(0)} µs\n`;
   out += `top ${rows.length} functions by self time:\n${line(['#', 'self ms', '% busy', 'function', 'location'])}\n${rows.map(line).join('\n')}\n`;
-  out += `self time by area: ${summary.areas.slice(0, 10).map((a) => `${a.area} ${a.percentOfBusy.toFixed(1)}%`).join(', ')}\n`;
+  const list = (areas: AreaTime[]) => areas.slice(0, 10).map((a) => `${a.area} ${a.percentOfBusy.toFixed(1)}%`).join(', ');
+  out += `self time by area: ${list(summary.areas)}\n`;
+  out += `charged to the calling code: ${list(summary.attributed)}\n`;
   return out;
 }
