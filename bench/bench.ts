@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
 import { runComparison, type CompareOptions } from './compare/compare';
-import { readCpuTimes } from './cpu/cpu-time';
+import { readCpuTimes, readThreadSchedule } from './cpu/cpu-time';
 import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
@@ -277,6 +277,8 @@ interface Report {
   relayPeakRss: { vmHwmBytes: number | null; sampledMaxRssBytes: number | null };
   /** user + system CPU of the relay from the start of the load until the sink had everything. */
   relayCpu: { seconds: number | null; msPerMessage: number | null };
+  /** Of the same wall time, the share the relay's main (event loop) thread ran, and waited runnable for a CPU. */
+  relayMainThread: { onCpuPercent: number; waitingForCpuPercent: number } | null;
   lost: number;
   duplicated: number;
   /** Arrived at the sink without a 250 to the bench (e.g. the 250 timed out), or without a bench Message-ID. */
@@ -304,7 +306,7 @@ function round1(value: number): number {
 
 function buildReport(
   options: BenchOptions, load: LoadResult, arrivals: Arrivals,
-  rss: Report['relayPeakRss'], cpuSeconds: number | null, relay: Report['relay'], notes: string[],
+  rss: Report['relayPeakRss'], cpuSeconds: number | null, mainThread: Report['relayMainThread'], relay: Report['relay'], notes: string[],
 ): Report {
   const acceptedSet = new Set(load.acceptedIds);
   const deliveredAt = load.acceptedIds.map((id) => arrivals.firstSeen.get(id)).filter((t): t is number => t !== undefined);
@@ -329,6 +331,7 @@ function buildReport(
       seconds: cpuSeconds,
       msPerMessage: cpuSeconds === null || deliveredAt.length === 0 ? null : Math.round((cpuSeconds * 1000 * 100) / deliveredAt.length) / 100,
     },
+    relayMainThread: mainThread,
     lost, duplicated: arrivals.duplicates, unexpected,
     durationsMs: { accept: Math.round(acceptMs), endToEnd: Math.round(endToEndMs) },
     rejectReasons: Object.fromEntries(load.rejected), failReasons: Object.fromEntries(load.failed),
@@ -360,6 +363,10 @@ function formatTable(r: Report): string {
   out += row('accept latency', `p50 ${ms(r.latencyMs.p50)}   p99 ${ms(r.latencyMs.p99)}   max ${ms(r.latencyMs.max)}`);
   out += row('relay peak RSS', `${mib(r.relayPeakRss.vmHwmBytes)} (VmHWM; max sampled VmRSS ${mib(r.relayPeakRss.sampledMaxRssBytes)})`);
   if (r.relayCpu.seconds !== null) out += row('relay CPU', `${r.relayCpu.seconds.toFixed(2)} s user+system, ${r.relayCpu.msPerMessage?.toFixed(2) ?? 'n/a'} ms per message`);
+  if (r.relayMainThread) {
+    const { onCpuPercent, waitingForCpuPercent } = r.relayMainThread;
+    out += row('relay main thread', `on a CPU ${onCpuPercent.toFixed(0)}% of the run, runnable but waiting for one ${waitingForCpuPercent.toFixed(0)}%`);
+  }
   out += row('lost', `${r.lost}   duplicated ${r.duplicated}${r.unexpected > 0 ? `   unexpected ${r.unexpected}` : ''}`);
   if (r.relay.warnLines + r.relay.errorLines > 0) out += row('relay log', `${r.relay.errorLines} error(s), ${r.relay.warnLines} warning(s)`);
   for (const [reason, n] of Object.entries(r.rejectReasons)) out += row('  rejected', `${n} x ${reason}`);
@@ -405,6 +412,8 @@ async function runBench(options: BenchOptions): Promise<number> {
     const running = relay;
     const relayGone = () => (running.running ? null : 'the relay exited');
     const cpuAtStart = relayCpuSeconds(relay);
+    const scheduleAtStart = relay.pid === undefined ? null : readThreadSchedule(relay.pid);
+    const loadStartedAt = performance.now();
     const load = await runLoad(options, runId, ports.smtp, deadline, relayGone);
     if (load.aborted) notes.push(`load cut short by the overall limit of ${LIMITS.overallMs / 60_000} min`);
     const delivery = await arrivals.waitFor(load.acceptedIds, LIMITS.noProgressMs, deadline, relayGone);
@@ -413,6 +422,12 @@ async function runBench(options: BenchOptions): Promise<number> {
     // Read VmHWM while the relay is alive and before shutdown work could move it.
     const rss = relay.peakRss();
     const cpuAtEnd = relayCpuSeconds(relay);
+    const scheduleAtEnd = relay.pid === undefined ? null : readThreadSchedule(relay.pid);
+    const windowNs = (performance.now() - loadStartedAt) * 1e6;
+    const mainThread = scheduleAtStart === null || scheduleAtEnd === null || windowNs <= 0 ? null : {
+      onCpuPercent: round1((100 * (scheduleAtEnd.onCpuNs - scheduleAtStart.onCpuNs)) / windowNs),
+      waitingForCpuPercent: round1((100 * (scheduleAtEnd.waitingNs - scheduleAtStart.waitingNs)) / windowNs),
+    };
     const cpuSeconds = cpuAtStart === null || cpuAtEnd === null ? null : Math.round((cpuAtEnd - cpuAtStart) * 100) / 100;
     const diedEarly = !relay.running;
     const exitCode = await relay.stop(LIMITS.stopGraceMs);
@@ -420,7 +435,7 @@ async function runBench(options: BenchOptions): Promise<number> {
     else if (exitCode !== 0) notes.push(`relay exited with code ${String(exitCode)} after SIGTERM`);
     if (diedEarly || exitCode !== 0) relay.dumpTail();
 
-    const report = buildReport(options, load, arrivals, rss, cpuSeconds, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
+    const report = buildReport(options, load, arrivals, rss, cpuSeconds, mainThread, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
     // The relay writes its profile as it exits, so it is read only after stop().
     const profile = options.cpuProfDir === null ? null : await readRelayProfile(options.cpuProfDir, relayPid, notes);
     if (options.json) process.stdout.write(`${JSON.stringify(profile ? { ...report, profile } : report)}\n`);

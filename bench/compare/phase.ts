@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { LatencyProbe, type ProbeResult } from '../load/latency-probe';
 import { runSmtpSource, type SmtpSourceLoad } from '../load/smtp-source';
 import { PssSampler } from '../memory/pss-sampler';
@@ -52,6 +53,8 @@ export interface PhaseResult {
   memory: { pssMaxBytes: number | null; processesMax: number; vmHwmBytes: number | null };
   /** CPU the relay used from the start of the load until the sink held everything, per message relayed (load and probes). */
   cpu: { seconds: number | null; msPerMessage: number | null };
+  /** smarthop only: share of the phase its event-loop thread ran, and waited runnable for a CPU. */
+  mainThread: { onCpuPercent: number; waitingForCpuPercent: number } | null;
   notes: string[];
 }
 
@@ -84,6 +87,8 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
     : null;
   try {
     const cpuBefore = target.cpuSeconds();
+    const scheduleBefore = target.mainThread();
+    const phaseStart = performance.now();
     probe?.start();
     const generator = await runSmtpSource(setup.smtpSource, { ...setup.load, to: `rcpt@${domain}` }, target.smtpPort, setup.limits.generatorMs);
     const probed: ProbeResult = probe ? await probe.stop() : { accepted: [], latenciesMs: [], failures: 0, skipped: 0 };
@@ -99,6 +104,8 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
     await memory.stop();
     const vmHwmBytes = target.peakRssBytes();
     const cpuAfter = target.cpuSeconds();
+    const scheduleAfter = target.mainThread();
+    const windowNs = (performance.now() - phaseStart) * 1e6;
     const cpuSeconds = cpuBefore === null || cpuAfter === null ? null : Math.round((cpuAfter - cpuBefore) * 100) / 100;
     const relayed = tally.load.size + tally.probes.size;
 
@@ -120,6 +127,10 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
       },
       memory: { pssMaxBytes: memory.maxBytes, processesMax: memory.maxProcesses, vmHwmBytes },
       cpu: { seconds: cpuSeconds, msPerMessage: cpuSeconds === null || relayed === 0 ? null : round2((cpuSeconds * 1000) / relayed) },
+      mainThread: scheduleBefore === null || scheduleAfter === null || windowNs <= 0 ? null : {
+        onCpuPercent: round1((100 * (scheduleAfter.onCpuNs - scheduleBefore.onCpuNs)) / windowNs),
+        waitingForCpuPercent: round1((100 * (scheduleAfter.waitingNs - scheduleBefore.waitingNs)) / windowNs),
+      },
       notes,
     };
   } finally {

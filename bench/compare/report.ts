@@ -185,6 +185,11 @@ export function formatComparison(report: ComparisonReport): string {
     out += `\n${metric.title}\n${alignedTable(['round', 'smarthop', 'postfix', 'ratio'], rows)}`;
   }
   out += `\n${formatMemory(report)}`;
+  const threads = report.rounds.map((r) => r.smarthop.mainThread).filter((t): t is NonNullable<typeof t> => t !== null);
+  if (threads.length > 0) {
+    out += `smarthop's event-loop thread, per round: on a CPU ${threads.map((t) => `${t.onCpuPercent.toFixed(0)}%`).join(', ')}; `;
+    out += `runnable but waiting for a CPU ${threads.map((t) => `${t.waitingForCpuPercent.toFixed(0)}%`).join(', ')}\n`;
+  }
   out += `lost (250 given, never at the sink): smarthop ${report.lost.smarthop}, postfix ${report.lost.postfix}\n`;
   for (const phase of [...(report.ceiling ? [report.ceiling] : []), ...report.rounds.flatMap((r) => [r.smarthop, r.postfix])]) {
     const where = phase.target === 'sink' ? 'ceiling' : `round ${phase.round} ${phase.target}`;

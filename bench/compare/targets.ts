@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { readCpuTimes, treeCpuSeconds } from '../cpu/cpu-time';
+import { readCpuTimes, readThreadSchedule, treeCpuSeconds, type ThreadSchedule } from '../cpu/cpu-time';
 import { onInterrupt } from '../interrupt';
 import { PostfixInstance } from '../postfix/instance';
 import { freePort, RelayProcess } from '../relay-process';
@@ -26,6 +26,8 @@ export interface Target {
   peakRssBytes(): number | null;
   /** CPU seconds the relay's processes have used since they started; null for the sink. */
   cpuSeconds(): number | null;
+  /** Scheduling of the relay's event-loop thread, where it has one (smarthop). */
+  mainThread(): ThreadSchedule | null;
   /** Stops it and removes its directory; returns notes about anything unusual on the way. */
   stop(): Promise<string[]>;
 }
@@ -41,6 +43,7 @@ export function sinkTarget(sinkPort: number): Target {
     halted: () => null,
     peakRssBytes: () => null,
     cpuSeconds: () => null,
+    mainThread: () => null,
     stop: () => Promise.resolve([]),
   };
 }
@@ -73,6 +76,7 @@ export async function startSmarthop(sinkPort: number, messageSize: number): Prom
     halted: () => (relay.running ? null : 'smarthop exited'),
     peakRssBytes: () => relay.peakRss().vmHwmBytes,
     cpuSeconds: () => (relay.pid === undefined ? null : readCpuTimes(relay.pid)?.ownSeconds ?? null),
+    mainThread: () => (relay.pid === undefined ? null : readThreadSchedule(relay.pid)),
     stop: async () => {
       const diedEarly = !relay.running;
       const code = await relay.stop(STOP_GRACE_MS);
@@ -116,6 +120,7 @@ export async function startPostfix(sinkPort: number, postfixBinary: string): Pro
       const [master, ...children] = instance.pids();
       return master === undefined ? null : treeCpuSeconds(master, children);
     },
+    mainThread: () => null,
     stop: async () => {
       const notes: string[] = [];
       if (!instance.running) notes.push('the Postfix master exited during the run');

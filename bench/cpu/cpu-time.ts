@@ -53,3 +53,24 @@ export function treeCpuSeconds(root: number, liveChildren: readonly number[]): n
   for (const pid of liveChildren) total += readCpuTimes(pid)?.ownSeconds ?? 0;
   return total;
 }
+
+export interface ThreadSchedule {
+  /** Nanoseconds the thread has run on a CPU. */
+  onCpuNs: number;
+  /** Nanoseconds it was runnable but waited for a CPU (another process had it). */
+  waitingNs: number;
+}
+
+/**
+ * /proc/PID/task/TID/schedstat of one thread (the main thread: TID = PID). A single-threaded event
+ * loop can only be as fast as the CPU share it gets; on a shared machine the run-queue wait says how
+ * much of its time it spent ready to work but not scheduled.
+ */
+export function readThreadSchedule(pid: number, tid = pid): ThreadSchedule | null {
+  try {
+    const [onCpuNs, waitingNs] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').trim().split(/\s+/).map(Number);
+    return Number.isFinite(onCpuNs) && Number.isFinite(waitingNs) ? { onCpuNs, waitingNs } : null;
+  } catch {
+    return null; // no schedstats in this kernel, or the process is gone
+  }
+}
