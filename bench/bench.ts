@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
 import { runComparison, type CompareOptions } from './compare/compare';
-import { readCpuTimes, readThreadSchedule } from './cpu/cpu-time';
+import { readCpuTimes, readThreadSchedule, scheduleShare, type ScheduleShare } from './cpu/cpu-time';
 import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
@@ -278,7 +278,7 @@ interface Report {
   /** user + system CPU of the relay from the start of the load until the sink had everything. */
   relayCpu: { seconds: number | null; msPerMessage: number | null };
   /** Of the same wall time, the share the relay's main (event loop) thread ran, and waited runnable for a CPU. */
-  relayMainThread: { onCpuPercent: number; waitingForCpuPercent: number } | null;
+  relayMainThread: ScheduleShare | null;
   lost: number;
   duplicated: number;
   /** Arrived at the sink without a 250 to the bench (e.g. the 250 timed out), or without a bench Message-ID. */
@@ -423,11 +423,7 @@ async function runBench(options: BenchOptions): Promise<number> {
     const rss = relay.peakRss();
     const cpuAtEnd = relayCpuSeconds(relay);
     const scheduleAtEnd = relay.pid === undefined ? null : readThreadSchedule(relay.pid);
-    const windowNs = (performance.now() - loadStartedAt) * 1e6;
-    const mainThread = scheduleAtStart === null || scheduleAtEnd === null || windowNs <= 0 ? null : {
-      onCpuPercent: round1((100 * (scheduleAtEnd.onCpuNs - scheduleAtStart.onCpuNs)) / windowNs),
-      waitingForCpuPercent: round1((100 * (scheduleAtEnd.waitingNs - scheduleAtStart.waitingNs)) / windowNs),
-    };
+    const mainThread = scheduleShare(scheduleAtStart, scheduleAtEnd, (performance.now() - loadStartedAt) * 1e6);
     const cpuSeconds = cpuAtStart === null || cpuAtEnd === null ? null : Math.round((cpuAtEnd - cpuAtStart) * 100) / 100;
     const diedEarly = !relay.running;
     const exitCode = await relay.stop(LIMITS.stopGraceMs);

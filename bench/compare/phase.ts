@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { scheduleShare, type ScheduleShare } from '../cpu/cpu-time';
 import { LatencyProbe, type ProbeResult } from '../load/latency-probe';
 import { runSmtpSource, type SmtpSourceLoad } from '../load/smtp-source';
 import { PssSampler } from '../memory/pss-sampler';
@@ -54,7 +55,7 @@ export interface PhaseResult {
   /** CPU the relay used from the start of the load until the sink held everything, per message relayed (load and probes). */
   cpu: { seconds: number | null; msPerMessage: number | null };
   /** smarthop only: share of the phase its event-loop thread ran, and waited runnable for a CPU. */
-  mainThread: { onCpuPercent: number; waitingForCpuPercent: number } | null;
+  mainThread: ScheduleShare | null;
   notes: string[];
 }
 
@@ -127,10 +128,7 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
       },
       memory: { pssMaxBytes: memory.maxBytes, processesMax: memory.maxProcesses, vmHwmBytes },
       cpu: { seconds: cpuSeconds, msPerMessage: cpuSeconds === null || relayed === 0 ? null : round2((cpuSeconds * 1000) / relayed) },
-      mainThread: scheduleBefore === null || scheduleAfter === null || windowNs <= 0 ? null : {
-        onCpuPercent: round1((100 * (scheduleAfter.onCpuNs - scheduleBefore.onCpuNs)) / windowNs),
-        waitingForCpuPercent: round1((100 * (scheduleAfter.waitingNs - scheduleBefore.waitingNs)) / windowNs),
-      },
+      mainThread: scheduleShare(scheduleBefore, scheduleAfter, windowNs),
       notes,
     };
   } finally {

@@ -74,3 +74,15 @@ export function readThreadSchedule(pid: number, tid = pid): ThreadSchedule | nul
     return null; // no schedstats in this kernel, or the process is gone
   }
 }
+
+export interface ScheduleShare {
+  onCpuPercent: number;
+  waitingForCpuPercent: number;
+}
+
+/** The share of a wall-clock window (in ns) a thread ran, and waited runnable, between two readings. */
+export function scheduleShare(before: ThreadSchedule | null, after: ThreadSchedule | null, windowNs: number): ScheduleShare | null {
+  if (before === null || after === null || windowNs <= 0) return null;
+  const percent = (ns: number) => Math.round((1000 * ns) / windowNs) / 10;
+  return { onCpuPercent: percent(after.onCpuNs - before.onCpuNs), waitingForCpuPercent: percent(after.waitingNs - before.waitingNs) };
+}
