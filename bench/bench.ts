@@ -1,19 +1,26 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
+import { runComparison, type CompareOptions } from './compare/compare';
+import { readCpuTimes, readThreadSchedule, scheduleShare, type ScheduleShare } from './cpu/cpu-time';
+import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
 
 /**
  * `npm run bench` (issue 2): N messages through a relay started from a temp config into an
- * in-process sink, one message per connection (smtp-source style, as the later Postfix comparison
- * harness will run). Prints accept and end-to-end rates, accept latency, the relay's peak RSS and
- * the messages lost (250 given, never seen at the sink). Exit 0 when nothing was lost, 1 when
- * something was, 2 when the bench itself could not run.
+ * in-process sink, one message per connection (smtp-source style). Prints accept and end-to-end
+ * rates, accept latency, the relay's peak RSS and CPU, and the messages lost (250 given, never seen
+ * at the sink). `--cpu-prof` runs the relay under node's profiler and lists where it spent its time.
+ *
+ * `--compare postfix` (issue 9) is the side-by-side run against a private Postfix: see
+ * bench/compare/compare.ts and docs/performance.md.
+ *
+ * Exit 0 when nothing was lost, 1 when something was, 2 when the bench itself could not run.
  */
 
 interface BenchOptions {
@@ -21,7 +28,28 @@ interface BenchOptions {
   size: number;
   connections: number;
   json: boolean;
+  /** Where the relay's .cpuprofile goes; null: no profiling. */
+  cpuProfDir: string | null;
 }
+
+/** What commander hands back; the defaults that depend on the mode are applied after. */
+interface ParsedOptions {
+  messages?: number;
+  size: number;
+  connections: number;
+  json: boolean;
+  compare?: 'postfix';
+  rounds: number;
+  probeRate: number;
+  cpuProf?: string | true;
+}
+
+type Mode = { kind: 'bench'; options: BenchOptions } | { kind: 'compare'; options: CompareOptions };
+
+const DEFAULT_MESSAGES = { bench: 2000, compare: 5000 };
+const DEFAULT_CPU_PROF_DIR = 'var/cpu-prof';
+/** How many functions --cpu-prof lists. */
+const PROFILE_TOP = 15;
 
 /** Everything is bounded so the bench always ends, even against a relay that hangs. */
 const LIMITS = {
@@ -42,13 +70,23 @@ function positiveInt(value: string): number {
   return n;
 }
 
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number >= 0');
+  return n;
+}
+
 function optionsProgram(): Command {
   return new Command('bench')
     .description('push messages through a relay into a sink and report throughput, latency, memory and loss')
-    .option('--messages <n>', 'messages to send', positiveInt, 2000)
-    .option('--size <bytes>', 'size of each message, headers included', positiveInt, 10240)
+    .option('--messages <n>', `messages to send (default: ${DEFAULT_MESSAGES.bench}, with --compare ${DEFAULT_MESSAGES.compare})`, positiveInt)
+    .option('--size <bytes>', 'size of each message, headers included; with --compare the body size smtp-source sends (-l)', positiveInt, 10240)
     .option('--connections <c>', 'concurrent SMTP connections', positiveInt, 20)
     .option('--json', 'print one JSON object instead of the table', false)
+    .addOption(new Option('--compare <relay>', 'run smarthop and this relay alternately on the same smtp-source load (needs root)').choices(['postfix']))
+    .option('--rounds <n>', 'with --compare: rounds of smarthop then the other relay', positiveInt, 3)
+    .option('--probe-rate <per-second>', 'with --compare: latency probe messages per second during the load (0: off)', nonNegativeNumber, 20)
+    .option('--cpu-prof [dir]', `run the relay under node --cpu-prof, keep the profile in dir (default: ${DEFAULT_CPU_PROF_DIR}) and list its top ${PROFILE_TOP} functions`)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
 
@@ -60,8 +98,13 @@ function optionsProgram(): Command {
  */
 function splitArgs(program: Command, args: readonly string[]): { known: string[]; ignored: string[] } {
   const takesValue = new Map<string, boolean>([['-h', false], ['--help', false]]);
+  const optionalValue = new Set<string>();
   for (const option of program.options) {
-    for (const flag of [option.long, option.short]) if (flag) takesValue.set(flag, option.required || option.optional);
+    for (const flag of [option.long, option.short]) {
+      if (!flag) continue;
+      takesValue.set(flag, option.required || option.optional);
+      if (option.optional) optionalValue.add(flag);
+    }
   }
   const known: string[] = [];
   const ignored: string[] = [];
@@ -75,17 +118,29 @@ function splitArgs(program: Command, args: readonly string[]): { known: string[]
       continue;
     }
     known.push(arg);
-    if (needsValue && !arg.includes('=') && i + 1 < args.length) known.push(args[++i]);
+    if (!needsValue || arg.includes('=') || i + 1 >= args.length) continue;
+    // An optional value (--cpu-prof [dir]) is only taken when the next word is not an option itself.
+    if (optionalValue.has(flag) && args[i + 1].startsWith('-')) continue;
+    known.push(args[++i]);
   }
   return { known, ignored };
 }
 
-function parseOptions(argv: readonly string[]): BenchOptions {
+function parseOptions(argv: readonly string[]): Mode {
   const program = optionsProgram();
   const { known, ignored } = splitArgs(program, argv.slice(2));
   if (ignored.length > 0) process.stderr.write(`bench: ignoring unknown argument(s): ${ignored.join(' ')}\n`);
   program.parse(known, { from: 'user' });
-  return program.opts<BenchOptions>();
+  const parsed = program.opts<ParsedOptions>();
+  const { size, connections, json } = parsed;
+  if (parsed.compare !== undefined) {
+    // Profiling one of several relay runs would be a profile of nothing in particular.
+    if (parsed.cpuProf !== undefined) program.error('--cpu-prof profiles a plain bench run; leave out --compare', { exitCode: 2 });
+    const messages = parsed.messages ?? DEFAULT_MESSAGES.compare;
+    return { kind: 'compare', options: { messages, size, connections, json, rounds: parsed.rounds, probeRate: parsed.probeRate } };
+  }
+  const cpuProfDir = parsed.cpuProf === undefined ? null : path.resolve(parsed.cpuProf === true ? DEFAULT_CPU_PROF_DIR : parsed.cpuProf);
+  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,6 +275,10 @@ interface Report {
   endToEndRate: number;
   latencyMs: { p50: number | null; p99: number | null; max: number | null };
   relayPeakRss: { vmHwmBytes: number | null; sampledMaxRssBytes: number | null };
+  /** user + system CPU of the relay from the start of the load until the sink had everything. */
+  relayCpu: { seconds: number | null; msPerMessage: number | null };
+  /** Of the same wall time, the share the relay's main (event loop) thread ran, and waited runnable for a CPU. */
+  relayMainThread: ScheduleShare | null;
   lost: number;
   duplicated: number;
   /** Arrived at the sink without a 250 to the bench (e.g. the 250 timed out), or without a bench Message-ID. */
@@ -247,7 +306,7 @@ function round1(value: number): number {
 
 function buildReport(
   options: BenchOptions, load: LoadResult, arrivals: Arrivals,
-  rss: Report['relayPeakRss'], relay: Report['relay'], notes: string[],
+  rss: Report['relayPeakRss'], cpuSeconds: number | null, mainThread: Report['relayMainThread'], relay: Report['relay'], notes: string[],
 ): Report {
   const acceptedSet = new Set(load.acceptedIds);
   const deliveredAt = load.acceptedIds.map((id) => arrivals.firstSeen.get(id)).filter((t): t is number => t !== undefined);
@@ -267,7 +326,13 @@ function buildReport(
     acceptRate: round1(rate(load.acceptedIds.length, acceptMs)),
     endToEndRate: round1(rate(deliveredAt.length, endToEndMs)),
     latencyMs: { p50: latency(50), p99: latency(99), max: latency(100) },
-    relayPeakRss: rss, lost, duplicated: arrivals.duplicates, unexpected,
+    relayPeakRss: rss,
+    relayCpu: {
+      seconds: cpuSeconds,
+      msPerMessage: cpuSeconds === null || deliveredAt.length === 0 ? null : Math.round((cpuSeconds * 1000 * 100) / deliveredAt.length) / 100,
+    },
+    relayMainThread: mainThread,
+    lost, duplicated: arrivals.duplicates, unexpected,
     durationsMs: { accept: Math.round(acceptMs), endToEnd: Math.round(endToEndMs) },
     rejectReasons: Object.fromEntries(load.rejected), failReasons: Object.fromEntries(load.failed),
     notes, relay,
@@ -297,6 +362,11 @@ function formatTable(r: Report): string {
   out += row('end-to-end rate', `${r.endToEndRate.toFixed(1)} msg/s`);
   out += row('accept latency', `p50 ${ms(r.latencyMs.p50)}   p99 ${ms(r.latencyMs.p99)}   max ${ms(r.latencyMs.max)}`);
   out += row('relay peak RSS', `${mib(r.relayPeakRss.vmHwmBytes)} (VmHWM; max sampled VmRSS ${mib(r.relayPeakRss.sampledMaxRssBytes)})`);
+  if (r.relayCpu.seconds !== null) out += row('relay CPU', `${r.relayCpu.seconds.toFixed(2)} s user+system, ${r.relayCpu.msPerMessage?.toFixed(2) ?? 'n/a'} ms per message`);
+  if (r.relayMainThread) {
+    const { onCpuPercent, waitingForCpuPercent } = r.relayMainThread;
+    out += row('relay main thread', `on a CPU ${onCpuPercent.toFixed(0)}% of the run, runnable but waiting for one ${waitingForCpuPercent.toFixed(0)}%`);
+  }
   out += row('lost', `${r.lost}   duplicated ${r.duplicated}${r.unexpected > 0 ? `   unexpected ${r.unexpected}` : ''}`);
   if (r.relay.warnLines + r.relay.errorLines > 0) out += row('relay log', `${r.relay.errorLines} error(s), ${r.relay.warnLines} warning(s)`);
   for (const [reason, n] of Object.entries(r.rejectReasons)) out += row('  rejected', `${n} x ${reason}`);
@@ -309,7 +379,11 @@ function formatTable(r: Report): string {
 // the run
 
 async function main(): Promise<number> {
-  const options = parseOptions(process.argv);
+  const mode = parseOptions(process.argv);
+  return mode.kind === 'compare' ? runComparison(mode.options) : runBench(mode.options);
+}
+
+async function runBench(options: BenchOptions): Promise<number> {
   const deadline = Date.now() + LIMITS.overallMs;
   const runId = randomBytes(4).toString('hex');
   const notes: string[] = [];
@@ -323,7 +397,10 @@ async function main(): Promise<number> {
     const ports = { smtp: await freePort(), http: await freePort(), sink: sinkAddress.port };
     // Room for the largest --size with headroom for the Received header; never below the relay default.
     const maxMessageSize = Math.max(25 * 1024 * 1024, options.size + 64 * 1024);
-    relay = await RelayProcess.start(dir, ports, maxMessageSize);
+    if (options.cpuProfDir !== null) await mkdir(options.cpuProfDir, { recursive: true });
+    const nodeArgs = options.cpuProfDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir];
+    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs });
+    const relayPid = relay.pid;
     try {
       await relay.waitHealthy(ports.http, LIMITS.healthyMs);
     } catch (err) {
@@ -334,6 +411,9 @@ async function main(): Promise<number> {
 
     const running = relay;
     const relayGone = () => (running.running ? null : 'the relay exited');
+    const cpuAtStart = relayCpuSeconds(relay);
+    const scheduleAtStart = relay.pid === undefined ? null : readThreadSchedule(relay.pid);
+    const loadStartedAt = performance.now();
     const load = await runLoad(options, runId, ports.smtp, deadline, relayGone);
     if (load.aborted) notes.push(`load cut short by the overall limit of ${LIMITS.overallMs / 60_000} min`);
     const delivery = await arrivals.waitFor(load.acceptedIds, LIMITS.noProgressMs, deadline, relayGone);
@@ -341,20 +421,43 @@ async function main(): Promise<number> {
 
     // Read VmHWM while the relay is alive and before shutdown work could move it.
     const rss = relay.peakRss();
+    const cpuAtEnd = relayCpuSeconds(relay);
+    const scheduleAtEnd = relay.pid === undefined ? null : readThreadSchedule(relay.pid);
+    const mainThread = scheduleShare(scheduleAtStart, scheduleAtEnd, (performance.now() - loadStartedAt) * 1e6);
+    const cpuSeconds = cpuAtStart === null || cpuAtEnd === null ? null : Math.round((cpuAtEnd - cpuAtStart) * 100) / 100;
     const diedEarly = !relay.running;
     const exitCode = await relay.stop(LIMITS.stopGraceMs);
     if (diedEarly) notes.push(`relay exited during the run (code ${String(exitCode)})`);
     else if (exitCode !== 0) notes.push(`relay exited with code ${String(exitCode)} after SIGTERM`);
     if (diedEarly || exitCode !== 0) relay.dumpTail();
 
-    const report = buildReport(options, load, arrivals, rss, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
-    process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : formatTable(report));
+    const report = buildReport(options, load, arrivals, rss, cpuSeconds, mainThread, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
+    // The relay writes its profile as it exits, so it is read only after stop().
+    const profile = options.cpuProfDir === null ? null : await readRelayProfile(options.cpuProfDir, relayPid, notes);
+    if (options.json) process.stdout.write(`${JSON.stringify(profile ? { ...report, profile } : report)}\n`);
+    else process.stdout.write(formatTable(report) + (profile ? formatProfile(profile.summary, profile.file) : ''));
     return report.lost === 0 ? 0 : 1;
   } finally {
     if (relay?.running) await relay.stop(LIMITS.stopGraceMs);
     await sink.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+function relayCpuSeconds(relay: RelayProcess): number | null {
+  return relay.pid === undefined || !relay.running ? null : readCpuTimes(relay.pid)?.ownSeconds ?? null;
+}
+
+/** The .cpuprofile `node --cpu-prof` wrote for the relay's pid (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile). */
+async function readRelayProfile(dir: string, pid: number | undefined, notes: string[]): Promise<{ file: string; summary: ProfileSummary } | null> {
+  const name = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid)).sort().pop();
+  if (name === undefined) {
+    notes.push(`no CPU profile of relay pid ${String(pid)} in ${dir} (node writes it only on a clean exit)`);
+    return null;
+  }
+  const file = path.join(dir, name);
+  const summary = summarizeProfile(parseCpuProfile(await readFile(file, 'utf8')), PROFILE_TOP, path.resolve(__dirname, '..', '..'));
+  return { file, summary };
 }
 
 main().then(

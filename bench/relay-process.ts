@@ -66,6 +66,11 @@ export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: 
   ].join('\n');
 }
 
+export interface LaunchOptions {
+  /** Node flags placed before the script, e.g. `--cpu-prof --cpu-prof-dir DIR`. */
+  nodeArgs?: readonly string[];
+}
+
 /** Lines the relay printed that the operator of the bench should see. */
 export interface RelayOutput {
   warnLines: number;
@@ -102,16 +107,16 @@ export class RelayProcess {
   }
 
   /** Writes the config under `dir` and starts `node dist/src/cli.js start -c <dir>/relay.yaml`. */
-  static async start(dir: string, ports: RelayPorts, maxMessageSize: number): Promise<RelayProcess> {
+  static async start(dir: string, ports: RelayPorts, maxMessageSize: number, launch: LaunchOptions = {}): Promise<RelayProcess> {
     const configFile = path.join(dir, 'relay.yaml');
     await writeFile(configFile, benchConfigYaml(dir, ports, maxMessageSize));
-    return RelayProcess.launch(configFile);
+    return RelayProcess.launch(configFile, launch);
   }
 
   /** Starts `node dist/src/cli.js start -c <configFile>` on a config written by the caller. */
-  static launch(configFile: string): RelayProcess {
+  static launch(configFile: string, launch: LaunchOptions = {}): RelayProcess {
     const cli = path.resolve(__dirname, '..', 'src', 'cli.js');
-    const child = spawn(process.execPath, [cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(launch.nodeArgs ?? []), cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     return new RelayProcess(child);
   }
 

@@ -32,7 +32,7 @@ export interface ListenerDeps {
  * library's own connection-limit check and then greets after the configured delay.
  */
 let greetingDelayInstalled = false;
-function installConfigurableGreetingDelay(): void {
+export function installConfigurableGreetingDelay(): void {
   if (greetingDelayInstalled) return;
   greetingDelayInstalled = true;
   const libraryInit = SMTPConnection.prototype.init;

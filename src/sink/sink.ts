@@ -2,7 +2,8 @@ import { mkdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { SMTPServer, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { installConfigurableGreetingDelay } from '../ingress/smtp-listener';
 
 /**
  * A small capture smart host: accepts mail on loopback, writes each message to a folder and logs one
@@ -68,7 +69,10 @@ export class SmtpSink {
   constructor(private readonly options: SinkOptions = {}) {
     this.behaviour = options.behaviour ?? { mode: 'accept' };
     if (options.dir) mkdirSync(options.dir, { recursive: true });
-    this.server = new SMTPServer({
+    // A smart host greets at once (Postfix does); smtp-server's fixed 100 ms would cap every new
+    // connection to the sink, and with it the benchmark's harness ceiling, at 10 messages/s.
+    installConfigurableGreetingDelay();
+    const serverOptions: SMTPServerOptions = {
       name: 'sink.smarthop.test',
       banner: 'smarthop sink',
       logger: false,
@@ -129,7 +133,8 @@ export class SmtpSink {
           );
         });
       },
-    });
+    };
+    this.server = new SMTPServer({ ...serverOptions, greetingDelay: 0 } as SMTPServerOptions);
     this.server.on('error', () => undefined);
   }
 
