@@ -27,7 +27,6 @@ import { buildEventOutputs } from './observe/outputs';
 import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
-import { DkimSigningFilter } from './reenvelope/dkim-signer';
 import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
 import { QueueAdmin } from './spool/queue-admin';
@@ -194,6 +193,7 @@ export class Relay {
     for (const host of this.live.smarthosts.values()) host.close();
     await this.http?.close();
     await this.observer.close();
+    await this.store.close();
   }
 
   /**
@@ -227,13 +227,14 @@ export class Relay {
       log: { info: (message) => this.logger.info(message), warn: (message) => this.logger.warn(message) },
     });
     const { hosts } = reconcileSmartHosts(runningConfig?.smarthosts ?? [], running, config.smarthosts, (host) => this.createSmartHost(host));
-    return {
-      config,
-      clients: new ClientDirectory(config.clients),
-      smarthosts: hosts,
-      policy,
-      filters: [policy.filter(), new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname }), new DkimSigningFilter(dkim.keys)],
-    };
+    const filters: MessageFilter[] = [policy.filter(), new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname })];
+    if ([...dkim.keys.values()].some((keys) => keys.length > 0)) {
+      // Loaded only when some route signs: mailauth's helpers weigh about 20 MB of resident memory,
+      // which a relay without DKIM should not carry.
+      const { DkimSigningFilter } = require('./reenvelope/dkim-signer') as typeof import('./reenvelope/dkim-signer');
+      filters.push(new DkimSigningFilter(dkim.keys));
+    }
+    return { config, clients: new ClientDirectory(config.clients), smarthosts: hosts, policy, filters };
   }
 
   private async applyReload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {

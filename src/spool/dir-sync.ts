@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 
 /**
  * Group commit for directory fsyncs. A rename is durable only once its directory is fsync'd, and
@@ -9,6 +9,8 @@ import { open } from 'node:fs/promises';
 export class DirectorySyncer {
   private running: Promise<void> | null = null;
   private next: Promise<void> | null = null;
+  /** Kept open: an open and a close per fsync cost more main-thread time than the fsync itself. */
+  private handle: Promise<FileHandle> | null = null;
 
   constructor(private readonly dir: string) {}
 
@@ -33,12 +35,21 @@ export class DirectorySyncer {
     return this.sync();
   }
 
+  /** Closes the kept directory handle (a later sync opens it again). */
+  async close(): Promise<void> {
+    const handle = this.handle;
+    this.handle = null;
+    await (await handle?.catch(() => null))?.close();
+  }
+
   protected async fsyncOnce(): Promise<void> {
-    const handle = await open(this.dir, 'r');
+    this.handle ??= open(this.dir, 'r');
     try {
-      await handle.sync();
-    } finally {
-      await handle.close();
+      await (await this.handle).sync();
+    } catch (err) {
+      // A failed open or sync must not stick: the next caller starts from a fresh handle.
+      await this.close().catch(() => undefined);
+      throw err;
     }
   }
 }

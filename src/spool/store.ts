@@ -329,6 +329,11 @@ export class SpoolStore {
     return path.join(this.queueDir, `${id}${ext}`);
   }
 
+  /** Releases the directory handles kept for fsyncs. */
+  async close(): Promise<void> {
+    await Promise.all(Object.values(this.syncers).map((syncer) => syncer.close()));
+  }
+
   /** Group-committed (see DirectorySyncer): concurrent renames into one folder share an fsync. */
   private syncDir(folder: SpoolFolder): Promise<void> {
     return this.syncers[folder].sync();
