@@ -187,8 +187,11 @@ export class Relay {
    */
   async stop(): Promise<void> {
     this.stopping = true;
-    // No new delivery starts from here; what is queued stays on disk for the next start.
-    await Promise.all([...this.listeners.map((listener) => listener.close()), this.scheduler.stop()]);
+    // Listeners first: a session still in DATA may commit and (inline delivery) start an attempt;
+    // the scheduler stops after them, so it waits for every attempt that could have started.
+    await Promise.all(this.listeners.map((listener) => listener.close()));
+    await this.scheduler.stop();
+    await this.reloading;
     await this.live.policy.stop();
     for (const host of this.live.smarthosts.values()) host.close();
     await this.http?.close();
@@ -202,6 +205,7 @@ export class Relay {
    * delivery attempt, without closing a connection or touching the queue. Reloads run one at a time.
    */
   reload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
+    if (this.stopping) return Promise.resolve(this.refuseReload(trigger, ['the relay is stopping']));
     const run = this.reloading.then(() => this.applyReload(trigger)).catch((err: Error) => this.refuseReload(trigger, [`reload failed: ${err.message}`]));
     this.reloading = run.catch(() => undefined);
     return run;
@@ -245,8 +249,14 @@ export class Relay {
     let next: Live;
     try {
       next = this.build(plan.effective, running.smarthosts, running.config);
+    } catch (err) {
+      return this.refuseReload(trigger, [(err as Error).message]);
+    }
+    try {
       await next.policy.start();
     } catch (err) {
+      // Pools built for new or changed hosts would otherwise stay open.
+      for (const [name, host] of next.smarthosts) if (running.smarthosts.get(name) !== host) host.close();
       return this.refuseReload(trigger, [(err as Error).message]);
     }
     this.live = next;

@@ -1,5 +1,5 @@
 import type { RelayConfig } from '../config/schema';
-import type { AttemptOutcome, Observer } from '../observe/events';
+import type { AttemptOutcome, Observer, RelayEvent } from '../observe/events';
 import { pendingRecipients, type MessageMeta, type RecipientState } from '../spool/message';
 import type { AttemptResult } from '../spool/scheduler';
 import type { SpoolStore } from '../spool/store';
@@ -63,6 +63,8 @@ interface Skip {
 export class Dispatcher {
   private readonly now: () => number;
   private readonly rotations = new Map<string, Rotation>();
+  /** Outcomes the spool could not take yet (see keepUnsaved): bounded by the messages in the queue. */
+  private readonly unsaved = new Map<string, MessageMeta>();
 
   constructor(private readonly deps: DispatcherDeps) {
     this.now = deps.now ?? Date.now;
@@ -71,7 +73,15 @@ export class Dispatcher {
   async attempt(id: string, inline?: InlineClaim): Promise<DispatchResult> {
     const { store } = this.deps;
     const current = this.deps.current();
-    const meta = await store.read(id);
+    let meta: MessageMeta;
+    try {
+      meta = this.unsaved.get(id) ?? (await store.read(id));
+    } catch (err) {
+      // Deleted or held by an admin between being scheduled and now: nothing left to attempt here.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'done' };
+      throw err;
+    }
+    const statusAtStart = new Map(meta.recipients.map((r) => [r, r.status]));
     const recipients: RecipientAttempt[] = pendingRecipients(meta).map((state) => ({ state, sawTransient: false, failedNow: false }));
     const skips: Skip[] = [];
     let lastHost: SmartHost | null = null;
@@ -96,7 +106,35 @@ export class Dispatcher {
       this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
     }
 
-    return this.settle(current.config, meta, recipients, lastHost, skips, inline);
+    try {
+      const result = await this.settle(current.config, meta, recipients, lastHost, skips, inline);
+      this.unsaved.delete(id);
+      return result;
+    } catch (err) {
+      await this.keepUnsaved(meta, statusAtStart);
+      throw err;
+    }
+  }
+
+  /**
+   * The spool could not take this attempt's outcome (a full disk while writing the DSN or the new
+   * state). Recipients delivered in it must never be sent again, so their state is kept in memory
+   * for the next attempt until it can be written; recipients that failed in it go back to pending,
+   * so they are bounced again next time (their 5xx hosts are remembered). An unknown error is a
+   * temporary one: the scheduler tries the message again later.
+   */
+  private async keepUnsaved(meta: MessageMeta, statusAtStart: ReadonlyMap<RecipientState, RecipientState['status']>): Promise<void> {
+    for (const recipient of meta.recipients) {
+      if (recipient.status === 'failed' && statusAtStart.get(recipient) !== 'failed') recipient.status = 'pending';
+    }
+    delete meta.dead;
+    this.unsaved.set(meta.id, meta);
+    try {
+      await this.deps.store.update(meta);
+      this.unsaved.delete(meta.id);
+    } catch {
+      // Still unwritable: the copy in memory carries the delivered recipients to the next attempt.
+    }
   }
 
   private orderedHosts({ config, smarthosts }: DeliveryConfig, routeName: string): SmartHost[] {
@@ -151,12 +189,11 @@ export class Dispatcher {
     const failedNow = recipients.filter((r) => r.failedNow);
     if (inline && failedNow.length > 0 && failedNow.length === meta.recipients.length && inline.claimRejection()) {
       // The client hears the smart host's verdict itself: nothing to bounce, nothing to keep.
-      await store.remove(meta.id);
+      await store.remove(meta.id, { durable: true });
       return { kind: 'done', rejected: parseReply(failedNow[0].state.response, 550) };
     }
-    for (const recipient of failedNow) {
-      this.deps.observer.emit({ type: 'bounced', ...this.eventBase(meta, recipient.state), smarthost: recipient.state.smarthost ?? null, relay: this.relayOf(recipient.state.smarthost), response: recipient.state.response ?? '' });
-    }
+    // Reported once the DSN is on disk: an attempt whose DSN could not be written bounces nothing yet.
+    const outcomes: RelayEvent[] = failedNow.map((recipient) => ({ type: 'bounced', ...this.eventBase(meta, recipient.state), smarthost: recipient.state.smarthost ?? null, relay: this.relayOf(recipient.state.smarthost), response: recipient.state.response ?? '' }));
     const failures: FailedRecipient[] = failedNow.map((r) => this.failure(r.state, 'rejected'));
 
     const pending = pendingRecipients(meta);
@@ -166,12 +203,13 @@ export class Dispatcher {
       for (const recipient of pending) {
         recipient.status = 'failed';
         failures.push(this.failure(recipient, 'expired'));
-        this.deps.observer.emit({ type: 'expired', ...this.eventBase(meta, recipient), smarthost: recipient.smarthost ?? null, relay: null, response: `4.4.7 message expired after ${Math.round((now - meta.receivedAt) / 1000)}s in the queue; last: ${recipient.response ?? this.skipSummary(skips)}` });
+        outcomes.push({ type: 'expired', ...this.eventBase(meta, recipient), smarthost: recipient.smarthost ?? null, relay: null, response: `4.4.7 message expired after ${Math.round((now - meta.receivedAt) / 1000)}s in the queue; last: ${recipient.response ?? this.skipSummary(skips)}` });
       }
     }
 
     // The DSN is on disk before the original leaves the queue: a crash in between repeats it, never loses it.
     if (failures.length > 0) await this.bounce(meta, failures);
+    for (const event of outcomes) this.deps.observer.emit(event);
 
     if (expired) {
       meta.dead = { reason: 'expired', at: now, response: pending[0].response ?? this.skipSummary(skips) };

@@ -40,7 +40,7 @@ export class InlineDelivery {
           return true;
         },
       };
-      this.deps.scheduler.adopt(meta.id, meta.receivedAt, async (): Promise<AttemptResult> => {
+      const adopted = this.deps.scheduler.adopt(meta.id, meta.receivedAt, async (): Promise<AttemptResult> => {
         try {
           const result = await this.deps.attempt(meta.id, claim);
           if (result.kind === 'done' && result.rejected && state === 'claimed') {
@@ -51,11 +51,20 @@ export class InlineDelivery {
           }
           return result;
         } catch (err) {
-          // Whatever went wrong, the message is still on disk (a refusal removes it last): 250 is the truth.
-          answerQueued();
+          if (state === 'claimed') {
+            // The refusal was claimed and removing the message failed part-way: it may be gone, so a
+            // 250 could be a lie; a temporary refusal makes the client keep it and try again.
+            state = 'answered';
+            resolve({ ok: false, code: 451, message: '4.3.0 Delivery could not be completed, try again later' });
+          } else {
+            // Otherwise the message is still on disk (a refusal removes it last): 250 is the truth.
+            answerQueued();
+          }
           throw err;
         }
       });
+      // Already being attempted (it raced an admin retry): it is queued, and that attempt carries on.
+      if (!adopted) answerQueued();
     });
   }
 }

@@ -142,7 +142,9 @@ export class IngressSessions {
   /** `acceptedSoFar`: recipients already accepted in this transaction. */
   async rcptTo(session: SessionState, to: string, acceptedSoFar = 0): Promise<Verdict> {
     if (!session.client) return { ok: false, code: 503, message: '5.5.1 Error: need MAIL command' };
-    const refusal = await this.deps.current().policy?.rcptTo(session.client, to, acceptedSoFar);
+    const { policy } = this.deps.current();
+    if (!this.refreshClient(session)) return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', { to });
+    const refusal = await policy?.rcptTo(session.client, to, acceptedSoFar);
     if (refusal) return this.refuse(session, refusal, { to });
     return { ok: true };
   }
@@ -153,10 +155,14 @@ export class IngressSessions {
    * spool trouble, or (inline delivery) the 5xx every smart host gave.
    */
   async data(session: SessionState, envelope: { from: string; to: string[] }, stream: Readable): Promise<Verdict & { queueId?: string }> {
-    const client = session.client as ClientConfig;
     const { store } = this.deps;
     // One configuration for the whole message, even if a reload lands while it streams.
     const { config, policy, filters } = this.deps.current();
+    if (!this.refreshClient(session)) {
+      stream.resume();
+      return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', { from: envelope.from });
+    }
+    const client = session.client as ClientConfig;
     const id = store.newId();
     // A policy may only lower the relay's maximum (the config schema makes sure of that).
     const policyMax = policy?.maxMessageSize(client);
@@ -218,6 +224,19 @@ export class IngressSessions {
     const verdict = await this.deps.onQueued(meta, session.listener);
     if (!verdict.ok) return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
     return { ok: true, queueId: id };
+  }
+
+  /**
+   * A reload between MAIL and RCPT or DATA may have changed or removed this transaction's client:
+   * take its current definition (so its current policy applies), or false when it is gone.
+   */
+  private refreshClient(session: SessionState): boolean {
+    const before = session.client;
+    if (!before) return false;
+    const { clients } = this.deps.current();
+    const current = before.username !== undefined ? clients.byName(before.name, before.username) : clients.byAddress(session.remoteAddress);
+    session.client = current?.name === before.name ? current : undefined;
+    return session.client !== undefined;
   }
 
   private refuse(session: SessionState, refusal: Refusal, envelope: { from?: string; to?: string } = {}): Verdict {

@@ -38,6 +38,8 @@ export class Scheduler {
 
   enqueue(id: string, receivedAt: number, dueAt: number = Date.now()): void {
     this.receivedAt.set(id, receivedAt);
+    // An attempt under way (an admin retry raced the commit, say) reschedules the message itself.
+    if (this.active.has(id)) return;
     if (dueAt <= Date.now()) {
       this.deferred.delete(id);
       this.ready.add(id);
@@ -52,11 +54,13 @@ export class Scheduler {
    * on it: inline delivery); from its result on the message is scheduled like any other. The
    * message is active meanwhile, so nothing else attempts it concurrently.
    */
-  adopt(id: string, receivedAt: number, attempt: () => Promise<AttemptResult>): void {
+  adopt(id: string, receivedAt: number, attempt: () => Promise<AttemptResult>): boolean {
     this.receivedAt.set(id, receivedAt);
+    if (this.active.has(id)) return false;
     this.ready.delete(id);
     this.deferred.delete(id);
     this.active.set(id, this.run(id, attempt));
+    return true;
   }
 
   snapshot(): SchedulerSnapshot {

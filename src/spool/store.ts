@@ -153,10 +153,15 @@ export class SpoolStore {
     return this.queuePath(id, '.eml');
   }
 
-  /** Every recipient is done: removing the `.json` first means a crash can only leave an orphan `.eml`. */
-  async remove(id: string): Promise<void> {
+  /**
+   * Every recipient is done: removing the `.json` first means a crash can only leave an orphan `.eml`.
+   * `durable`: the removal itself must survive a crash (the client was told the message was
+   * refused, so it must not come back); after a delivery, a crash at worst repeats it.
+   */
+  async remove(id: string, options: { durable?: boolean } = {}): Promise<void> {
     await unlink(this.queuePath(id, '.json'));
     await rm(this.queuePath(id, '.eml'), { force: true });
+    if (options.durable) await this.syncDir('queue');
   }
 
   /**
