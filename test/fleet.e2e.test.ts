@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { accessSync, constants, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { SmtpSink } from '../src/sink/sink';
@@ -16,7 +16,8 @@ import { message, openSession, RawSmtpClient } from './helpers/smtp-client';
  */
 
 const REDIS = findBinary('redis-server');
-const HAPROXY = findBinary('haproxy');
+// Debian installs haproxy in /usr/sbin, which a developer's PATH may lack.
+const HAPROXY = findBinary('haproxy') ?? executable('/usr/sbin/haproxy');
 const missing = [...(REDIS ? [] : ['redis-server']), ...(HAPROXY ? [] : ['haproxy'])];
 if (missing.length > 0 && !process.env.CI) {
   console.warn(`SKIPPED test/fleet.e2e.test.ts: ${missing.join(' and ')} not on PATH (apt-get install redis-server haproxy). CI must have them.`);
@@ -30,6 +31,15 @@ const QUOTA = '127.0.0.4';
 const PROXIED = '127.0.0.5';
 const OUTAGE = '127.0.0.6';
 const STRANGER = '127.0.0.2';
+
+function executable(file: string): string | null {
+  try {
+    accessSync(file, constants.X_OK);
+    return file;
+  } catch {
+    return null;
+  }
+}
 
 interface Node {
   name: string;
