@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError } from 'commander';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
+import { BenchRedis } from './redis-server';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
 
@@ -21,6 +22,10 @@ interface BenchOptions {
   size: number;
   connections: number;
   json: boolean;
+  /** Where the relay keeps its counters: `redis` starts a redis-server of the bench's own. */
+  state: 'memory' | 'redis';
+  /** Put every message through every kind of counter (limits never reached); implied by --state redis. */
+  limits: boolean;
 }
 
 /** Everything is bounded so the bench always ends, even against a relay that hangs. */
@@ -49,6 +54,8 @@ function optionsProgram(): Command {
     .option('--size <bytes>', 'size of each message, headers included', positiveInt, 10240)
     .option('--connections <c>', 'concurrent SMTP connections', positiveInt, 20)
     .option('--json', 'print one JSON object instead of the table', false)
+    .option('--state <store>', 'memory, or redis (starts a temp redis-server; implies --limits)', stateStore, 'memory')
+    .option('--limits', 'rate limits, connection rate and a smart-host quota that are never reached, so each message is counted', false)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
 
@@ -80,12 +87,19 @@ function splitArgs(program: Command, args: readonly string[]): { known: string[]
   return { known, ignored };
 }
 
+function stateStore(value: string): 'memory' | 'redis' {
+  if (value !== 'memory' && value !== 'redis') throw new InvalidArgumentError('expected memory or redis');
+  return value;
+}
+
 function parseOptions(argv: readonly string[]): BenchOptions {
   const program = optionsProgram();
   const { known, ignored } = splitArgs(program, argv.slice(2));
   if (ignored.length > 0) process.stderr.write(`bench: ignoring unknown argument(s): ${ignored.join(' ')}\n`);
   program.parse(known, { from: 'user' });
-  return program.opts<BenchOptions>();
+  const options = program.opts<BenchOptions>();
+  // Redis state with nothing to count would measure nothing: the comparison is always with counters on.
+  return { ...options, limits: options.limits || options.state === 'redis' };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -211,6 +225,8 @@ interface Report {
   messages: number;
   size: number;
   connections: number;
+  state: 'memory' | 'redis';
+  limits: boolean;
   accepted: number;
   rejected: number;
   failed: number;
@@ -261,7 +277,7 @@ function buildReport(
     return value === null ? null : round1(value);
   };
   return {
-    messages: options.messages, size: options.size, connections: options.connections,
+    messages: options.messages, size: options.size, connections: options.connections, state: options.state, limits: options.limits,
     accepted: load.acceptedIds.length,
     rejected: sum(load.rejected), failed: sum(load.failed), notSent: options.messages - load.attempted,
     acceptRate: round1(rate(load.acceptedIds.length, acceptMs)),
@@ -290,7 +306,7 @@ function ms(value: number | null): string {
 
 function formatTable(r: Report): string {
   const row = (label: string, value: string) => `${label.padEnd(19)}${value}\n`;
-  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections\n`;
+  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections, state ${r.state}${r.limits ? ' (every message counted)' : ''}\n`;
   const extra = `${r.failed > 0 ? `, failed ${r.failed}` : ''}${r.notSent > 0 ? `, not sent ${r.notSent}` : ''}`;
   out += row('accepted', `${r.accepted} (rejected ${r.rejected}${extra})`);
   out += row('accept rate', `${r.acceptRate.toFixed(1)} msg/s`);
@@ -318,12 +334,21 @@ async function main(): Promise<number> {
   const arrivals = new Arrivals();
   const sink = new SmtpSink({ port: 0, onMessage: (message) => arrivals.record(message) });
   let relay: RelayProcess | null = null;
+  let redis: BenchRedis | null = null;
   try {
+    if (options.state === 'redis') {
+      const binary = BenchRedis.find();
+      if (!binary) {
+        process.stderr.write('bench: --state redis needs redis-server on PATH (apt-get install redis-server)\n');
+        return 2;
+      }
+      redis = await BenchRedis.start(binary, dir, await freePort());
+    }
     const sinkAddress = await sink.listen();
     const ports = { smtp: await freePort(), http: await freePort(), sink: sinkAddress.port };
     // Room for the largest --size with headroom for the Received header; never below the relay default.
     const maxMessageSize = Math.max(25 * 1024 * 1024, options.size + 64 * 1024);
-    relay = await RelayProcess.start(dir, ports, maxMessageSize);
+    relay = await RelayProcess.start(dir, ports, maxMessageSize, { limits: options.limits, redisUrl: redis?.url });
     try {
       await relay.waitHealthy(ports.http, LIMITS.healthyMs);
     } catch (err) {
@@ -352,6 +377,7 @@ async function main(): Promise<number> {
     return report.lost === 0 ? 0 : 1;
   } finally {
     if (relay?.running) await relay.stop(LIMITS.stopGraceMs);
+    await redis?.stop();
     await sink.close();
     await rm(dir, { recursive: true, force: true });
   }
