@@ -8,6 +8,7 @@ import { SmtpSink, type SinkMessage } from '../src/sink/sink';
 import { runComparison, type CompareOptions } from './compare/compare';
 import { readCpuTimes, readThreadSchedule, scheduleShare, type ScheduleShare } from './cpu/cpu-time';
 import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
+import { BenchRedis } from './redis-server';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
 
@@ -30,6 +31,10 @@ interface BenchOptions {
   json: boolean;
   /** Where the relay's .cpuprofile goes; null: no profiling. */
   cpuProfDir: string | null;
+  /** Where the relay keeps its counters: `redis` starts a redis-server of the bench's own. */
+  state: 'memory' | 'redis';
+  /** Put every message through every kind of counter (limits never reached); implied by --state redis. */
+  limits: boolean;
 }
 
 /** What commander hands back; the defaults that depend on the mode are applied after. */
@@ -42,6 +47,8 @@ interface ParsedOptions {
   rounds: number;
   probeRate: number;
   cpuProf?: string | true;
+  state: 'memory' | 'redis';
+  limits: boolean;
 }
 
 type Mode = { kind: 'bench'; options: BenchOptions } | { kind: 'compare'; options: CompareOptions };
@@ -87,6 +94,8 @@ function optionsProgram(): Command {
     .option('--rounds <n>', 'with --compare: rounds of smarthop then the other relay', positiveInt, 3)
     .option('--probe-rate <per-second>', 'with --compare: latency probe messages per second during the load (0: off)', nonNegativeNumber, 20)
     .option('--cpu-prof [dir]', `run the relay under node --cpu-prof, keep the profile in dir (default: ${DEFAULT_CPU_PROF_DIR}) and list its top ${PROFILE_TOP} functions`)
+    .option('--state <store>', 'memory, or redis (starts a temp redis-server; implies --limits)', stateStore, 'memory')
+    .option('--limits', 'rate limits, connection rate and a smart-host quota that are never reached, so each message is counted', false)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
 
@@ -126,6 +135,11 @@ function splitArgs(program: Command, args: readonly string[]): { known: string[]
   return { known, ignored };
 }
 
+function stateStore(value: string): 'memory' | 'redis' {
+  if (value !== 'memory' && value !== 'redis') throw new InvalidArgumentError('expected memory or redis');
+  return value;
+}
+
 function parseOptions(argv: readonly string[]): Mode {
   const program = optionsProgram();
   const { known, ignored } = splitArgs(program, argv.slice(2));
@@ -140,7 +154,9 @@ function parseOptions(argv: readonly string[]): Mode {
     return { kind: 'compare', options: { messages, size, connections, json, rounds: parsed.rounds, probeRate: parsed.probeRate } };
   }
   const cpuProfDir = parsed.cpuProf === undefined ? null : path.resolve(parsed.cpuProf === true ? DEFAULT_CPU_PROF_DIR : parsed.cpuProf);
-  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir } };
+  // Redis state with nothing to count would measure nothing: the comparison is always with counters on.
+  const limits = parsed.limits || parsed.state === 'redis';
+  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir, state: parsed.state, limits } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +282,8 @@ interface Report {
   messages: number;
   size: number;
   connections: number;
+  state: 'memory' | 'redis';
+  limits: boolean;
   accepted: number;
   rejected: number;
   failed: number;
@@ -320,7 +338,7 @@ function buildReport(
     return value === null ? null : round1(value);
   };
   return {
-    messages: options.messages, size: options.size, connections: options.connections,
+    messages: options.messages, size: options.size, connections: options.connections, state: options.state, limits: options.limits,
     accepted: load.acceptedIds.length,
     rejected: sum(load.rejected), failed: sum(load.failed), notSent: options.messages - load.attempted,
     acceptRate: round1(rate(load.acceptedIds.length, acceptMs)),
@@ -355,7 +373,7 @@ function ms(value: number | null): string {
 
 function formatTable(r: Report): string {
   const row = (label: string, value: string) => `${label.padEnd(19)}${value}\n`;
-  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections\n`;
+  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections, state ${r.state}${r.limits ? ' (every message counted)' : ''}\n`;
   const extra = `${r.failed > 0 ? `, failed ${r.failed}` : ''}${r.notSent > 0 ? `, not sent ${r.notSent}` : ''}`;
   out += row('accepted', `${r.accepted} (rejected ${r.rejected}${extra})`);
   out += row('accept rate', `${r.acceptRate.toFixed(1)} msg/s`);
@@ -392,14 +410,23 @@ async function runBench(options: BenchOptions): Promise<number> {
   const arrivals = new Arrivals();
   const sink = new SmtpSink({ port: 0, onMessage: (message) => arrivals.record(message) });
   let relay: RelayProcess | null = null;
+  let redis: BenchRedis | null = null;
   try {
+    if (options.state === 'redis') {
+      const binary = BenchRedis.find();
+      if (!binary) {
+        process.stderr.write('bench: --state redis needs redis-server on PATH (apt-get install redis-server)\n');
+        return 2;
+      }
+      redis = await BenchRedis.start(binary, dir, await freePort());
+    }
     const sinkAddress = await sink.listen();
     const ports = { smtp: await freePort(), http: await freePort(), sink: sinkAddress.port };
     // Room for the largest --size with headroom for the Received header; never below the relay default.
     const maxMessageSize = Math.max(25 * 1024 * 1024, options.size + 64 * 1024);
     if (options.cpuProfDir !== null) await mkdir(options.cpuProfDir, { recursive: true });
     const nodeArgs = options.cpuProfDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir];
-    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs });
+    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs }, { limits: options.limits, redisUrl: redis?.url });
     const relayPid = relay.pid;
     try {
       await relay.waitHealthy(ports.http, LIMITS.healthyMs);
@@ -439,6 +466,7 @@ async function runBench(options: BenchOptions): Promise<number> {
     return report.lost === 0 ? 0 : 1;
   } finally {
     if (relay?.running) await relay.stop(LIMITS.stopGraceMs);
+    await redis?.stop();
     await sink.close();
     await rm(dir, { recursive: true, force: true });
   }

@@ -30,11 +30,33 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** What a run counts and where: `limits` puts every message through the counters, `redisUrl` keeps them in Redis. */
+export interface BenchState {
+  limits: boolean;
+  redisUrl?: string;
+}
+
+/**
+ * Limits no bench run reaches, so every message passes through each kind of counter (connection
+ * rate at connect, messages at MAIL, recipients at RCPT, bytes at DATA, the smart host's quota at
+ * delivery) without being refused: what a fleet pays per message for shared counting.
+ */
+function countedLimitsYaml(): string[] {
+  return [
+    'policies:',
+    '  counted:',
+    '    rate_limits:',
+    '      - { window: 1h, messages: 100000000, recipients: 100000000, bytes: 1000GiB }',
+    'limits:',
+    '  connection_rate: { window: 1h, max: 100000000 }',
+  ];
+}
+
 /**
  * The temp config: one plain listener, the bench as a network client, everything routed to the
  * sink. Log level warn so the relay spends its time relaying, not logging; no events file for the same reason.
  */
-export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: number): string {
+export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: number, state: BenchState = { limits: false }): string {
   return [
     '# written by bench/bench.ts for one benchmark run',
     'hostname: bench.localhost',
@@ -49,6 +71,7 @@ export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: 
     'clients:',
     '  - name: bench',
     '    networks: [127.0.0.0/8]',
+    ...(state.limits ? ['    policy: counted', ...countedLimitsYaml()] : []),
     'routes:',
     '  default:',
     '    smarthosts: [sink]',
@@ -58,10 +81,12 @@ export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: 
     `    port: ${ports.sink}`,
     '    tls: none',
     '    max_connections: 10',
+    ...(state.limits ? ['    rate_limits: [{ window: 1h, messages: 100000000, recipients: 100000000 }]'] : []),
     'http:',
     `  address: 127.0.0.1:${ports.http}`,
     'log:',
     '  level: warn',
+    ...(state.redisUrl ? ['state:', '  store: redis', `  redis: { url: ${JSON.stringify(state.redisUrl)} }`, '  fleet_size: 1'] : []),
     '',
   ].join('\n');
 }
@@ -107,9 +132,9 @@ export class RelayProcess {
   }
 
   /** Writes the config under `dir` and starts `node dist/src/cli.js start -c <dir>/relay.yaml`. */
-  static async start(dir: string, ports: RelayPorts, maxMessageSize: number, launch: LaunchOptions = {}): Promise<RelayProcess> {
+  static async start(dir: string, ports: RelayPorts, maxMessageSize: number, launch: LaunchOptions = {}, state?: BenchState): Promise<RelayProcess> {
     const configFile = path.join(dir, 'relay.yaml');
-    await writeFile(configFile, benchConfigYaml(dir, ports, maxMessageSize));
+    await writeFile(configFile, benchConfigYaml(dir, ports, maxMessageSize, state));
     return RelayProcess.launch(configFile, launch);
   }
 

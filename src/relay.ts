@@ -17,6 +17,11 @@ import type { MessageFilter } from './ingress/filters';
 import { IngressSessions } from './ingress/session';
 import { SmtpListener } from './ingress/smtp-listener';
 import { planReload, reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
+import type { Redis } from 'ioredis';
+import { FallbackWindowCounters } from './limits/fallback-counters';
+import { createRedisClient, redisLocation } from './limits/redis-client';
+import { RedisWindowCounters } from './limits/redis-window-counters';
+import { SharedStateHealth, type StateBackend } from './limits/shared-state-health';
 import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
 import { ClientActivity } from './observe/activity';
 import { HttpEndpoints } from './observe/http';
@@ -80,6 +85,8 @@ export class Relay {
   /** Counters outlive reloads: a reload must not hand every client a fresh rate-limit window. */
   private readonly quotaCounters: WindowCounters;
   private readonly policyCounters: WindowCounters;
+  /** With `state.store: redis`: the connection and which store the counters use right now. */
+  private readonly sharedState: { redis: Redis; health: SharedStateHealth; location: string; fleetSize: number; keyPrefix: string } | null;
   private addresses: RelayAddresses | null = null;
   private readonly startedAt = Date.now();
   private stopping = false;
@@ -92,10 +99,11 @@ export class Relay {
     this.heloName = config.hostname;
     this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
-    // Provider quotas and per-client windows each get a bounded store (Redis-backed later, for a
-    // fleet); neither shares an LRU with the per-address guards, whose keys strangers can create.
-    this.quotaCounters = new MemoryWindowCounters(Math.max(1000, config.smarthosts.length * 16));
-    this.policyCounters = new MemoryWindowCounters(10_000);
+    this.sharedState = this.connectSharedState(config);
+    // Provider quotas and per-client windows each get a bounded store of their own; neither shares
+    // an LRU (or a Redis namespace) with the per-address guards, whose keys strangers can create.
+    this.quotaCounters = this.counters('quota', Math.max(1000, config.smarthosts.length * 16));
+    this.policyCounters = this.counters('policy', 10_000);
     this.live = this.build(config, new Map());
     const current = () => this.live;
 
@@ -114,7 +122,7 @@ export class Relay {
     const guard = new AddressGuard({
       limits: config.limits,
       // Up to three windows per address: connection rate, AUTH failures, lockout.
-      counters: new MemoryWindowCounters(config.limits.max_tracked_addresses * 3),
+      counters: this.counters('address', config.limits.max_tracked_addresses * 3),
       observer: this.observer,
     });
     const sessions = new IngressSessions({
@@ -150,6 +158,7 @@ export class Relay {
       return samples.flat();
     });
     this.metrics.bindDisk({ freeBytes: () => this.store.freeBytes(), minFreeBytes: config.spool.min_free_disk });
+    this.metrics.bindStateBackend(() => this.stateBackend());
     this.metrics.initialise(this.labelNames(this.live));
   }
 
@@ -163,6 +172,7 @@ export class Relay {
     const { config } = this.live;
     await this.store.open();
     await this.live.policy.start();
+    await this.startSharedState();
     const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
     for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
     if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${config.spool.dir}`);
@@ -195,6 +205,8 @@ export class Relay {
     await this.live.policy.stop();
     for (const host of this.live.smarthosts.values()) host.close();
     await this.http?.close();
+    this.sharedState?.health.stop();
+    this.sharedState?.redis.disconnect();
     await this.observer.close();
     await this.store.close();
   }
@@ -274,6 +286,56 @@ export class Relay {
     this.observer.emit({ type: 'config_reload', trigger, result: 'failure', errors, changed: [], restartRequired: [] });
     this.lastReload = { at: new Date().toISOString(), ok: false, errors, restart_required: [] };
     return { ok: false, errors };
+  }
+
+  /**
+   * `state.store: redis`: one connection for every fleet-wide counter. Its events drive the switch
+   * to the local fallback (connection lost) and back (connection ready and a PING answered).
+   */
+  private connectSharedState(config: RelayConfig): Relay['sharedState'] {
+    const { state } = config;
+    if (state.store !== 'redis' || !state.redis || state.fleet_size === undefined) return null;
+    const redis = createRedisClient(state.redis);
+    const location = redisLocation(state.redis.url);
+    const fleetSize = state.fleet_size;
+    const health = new SharedStateHealth({
+      probe: () => redis.ping(),
+      probeIntervalMs: 1_000,
+      onChange: (backend, detail) => this.observer.emit({ type: 'state_backend', backend, location, fleetSize, detail }),
+    });
+    let lastError = '';
+    // Every reconnect attempt fails with an error while Redis is down; the transition is what is logged.
+    redis.on('error', (err: Error) => {
+      lastError = err.message;
+      this.logger.debug({ err }, `state: Redis at ${location}: ${err.message}`);
+    });
+    redis.on('close', () => health.failed(new Error(lastError ? `connection closed: ${lastError}` : 'connection closed')));
+    redis.on('ready', () => {
+      lastError = '';
+      void health.probeNow();
+    });
+    return { redis, health, location, fleetSize, keyPrefix: state.redis.key_prefix };
+  }
+
+  private async startSharedState(): Promise<void> {
+    if (!this.sharedState) return;
+    const { redis, health, location, fleetSize } = this.sharedState;
+    // A Redis that is down at start is an outage like any other: the relay starts on the fallback.
+    await redis.connect().catch(() => undefined);
+    await health.start();
+    if (health.usingShared()) this.logger.info(`state: rate limits, quotas and lockouts shared through Redis at ${location} (fleet of ${fleetSize})`);
+  }
+
+  /** A bounded store for one kind of counter: memory, or Redis with a local fallback under `state.redis.key_prefix` + `namespace`. */
+  private counters(namespace: 'policy' | 'quota' | 'address', maxKeys: number): WindowCounters {
+    const local = new MemoryWindowCounters(maxKeys);
+    const shared = this.sharedState;
+    if (!shared) return local;
+    return new FallbackWindowCounters(new RedisWindowCounters(shared.redis, `${shared.keyPrefix}${namespace}:`), local, shared.health, shared.fleetSize);
+  }
+
+  private stateBackend(): StateBackend {
+    return this.sharedState ? this.sharedState.health.backend : 'memory';
   }
 
   private createSmartHost(config: SmartHostConfig): GuardedSmartHost {

@@ -154,6 +154,40 @@ describe('config contract', () => {
     ]);
   });
 
+  test('fleet keys of issue 8: state and PROXY protocol, defaults and mistakes with their path', () => {
+    const defaults = parseConfig(minimal(), '/etc', {});
+    if (!defaults.ok) throw new Error(defaults.errors.join('\n'));
+    expect(defaults.config.state).toEqual({ store: 'memory' });
+    expect(defaults.config.listeners[0]).toMatchObject({ proxy_protocol: false, trusted_proxies: [] });
+
+    const fleet = parseConfig(minimal({
+      listeners: [{ name: 'lb', address: '0.0.0.0:2525', proxy_protocol: true, trusted_proxies: ['10.0.0.5/32', 'fd00::5'] }],
+      state: { store: 'redis', redis: { url: 'redis://:${REDIS_PASS}@10.0.0.7:6379/2' }, fleet_size: 3 },
+    }), '/etc', { REDIS_PASS: 'secret' });
+    if (!fleet.ok) throw new Error(fleet.errors.join('\n'));
+    expect(fleet.config.state).toEqual({ store: 'redis', redis: { url: 'redis://:secret@10.0.0.7:6379/2', key_prefix: 'smarthop:', command_timeout: 500, connect_timeout: 2000 }, fleet_size: 3 });
+    expect(fleet.config.listeners[0].trusted_proxies.map(([address, bits]) => `${address.toString()}/${bits}`)).toEqual(['10.0.0.5/32', 'fd00::5/128']);
+
+    const mistakes = parseConfig(minimal({
+      listeners: [
+        { name: 'lb', address: '0.0.0.0:2525', proxy_protocol: true },
+        { name: 'direct', address: '0.0.0.0:2526', trusted_proxies: ['10.0.0.5'] },
+      ],
+      state: { store: 'redis' },
+    }), '/etc', {});
+    expect(mistakes.ok ? [] : mistakes.errors).toEqual([
+      'state.redis: required with store: redis ({ url: redis://host:6379 })',
+      'state.fleet_size: required with store: redis: how many relays share the limits (while Redis is unreachable each enforces 1/fleet_size of every limit)',
+      'listeners[0].trusted_proxies: required with proxy_protocol: true (the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])',
+      'listeners[1].trusted_proxies: only meaningful with proxy_protocol: true',
+    ]);
+    const url = parseConfig(minimal({ state: { store: 'redis', redis: { url: 'http://10.0.0.7' }, fleet_size: 0 } }), '/etc', {});
+    expect(url.ok ? [] : url.errors).toEqual([
+      'state.redis.url: expected a redis:// or rediss:// URL like redis://10.0.0.5:6379/0',
+      'state.fleet_size: Too small: expected number to be >=1',
+    ]);
+  });
+
   test('formatPath writes the bracket form', () => {
     expect(formatPath(['clients', 1, 'password_hash'])).toBe('clients[1].password_hash');
     expect(formatPath(['routes', 'default', 'smarthosts', 0])).toBe('routes.default.smarthosts[0]');

@@ -70,6 +70,12 @@ const listenerSchema = z.strictObject({
   /** `inline`: once the message is on disk, try the smart hosts before answering DATA (the app sees a real 5xx). */
   delivery: z.enum(['queue', 'inline']).default('queue'),
   inline_timeout: duration.default(5_000),
+  /**
+   * Behind a load balancer: connections must come from `trusted_proxies` and start with a PROXY
+   * protocol v1 header, whose source address is then the client's address for everything.
+   */
+  proxy_protocol: z.boolean().default(false),
+  trusted_proxies: z.array(network).default([]),
 });
 
 const clientSchema = z
@@ -308,6 +314,36 @@ const eventsSchema = z
   })
   .refine((events) => events.file !== undefined || events.webhook !== undefined, { message: 'events needs a file, a webhook, or both' });
 
+/** `redis://[user:pass@]host:port[/db]` or `rediss://` (TLS); secrets come from `${ENV}`. */
+const redisUrl = z.string().refine((value) => URL.canParse(value) && /^rediss?:$/.test(new URL(value).protocol), {
+  message: 'expected a redis:// or rediss:// URL like redis://10.0.0.5:6379/0',
+});
+
+/** Where rate-limit, quota and lockout counters live: this process, or Redis shared by a fleet of relays. */
+const stateSchema = z
+  .strictObject({
+    store: z.enum(['memory', 'redis']).default('memory'),
+    redis: z
+      .strictObject({
+        url: redisUrl,
+        /** Several fleets (or other applications) can share one Redis under different prefixes. */
+        key_prefix: z.string().max(100).default('smarthop:'),
+        /** A Redis command slower than this counts as Redis being unreachable (local fallback). */
+        command_timeout: duration.refine((ms) => ms > 0, 'must be longer than 0').default(500),
+        connect_timeout: duration.refine((ms) => ms > 0, 'must be longer than 0').default(2_000),
+      })
+      .optional(),
+    /** Relays sharing the limits: while Redis is unreachable each enforces 1/fleet_size of every limit. */
+    fleet_size: z.number().int().min(1).max(1000).optional(),
+  })
+  .superRefine((state, ctx) => {
+    if (state.store !== 'redis') return;
+    if (state.redis === undefined) ctx.addIssue({ code: 'custom', path: ['redis'], message: 'required with store: redis ({ url: redis://host:6379 })' });
+    if (state.fleet_size === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['fleet_size'], message: 'required with store: redis: how many relays share the limits (while Redis is unreachable each enforces 1/fleet_size of every limit)' });
+    }
+  });
+
 export const configSchema = z
   .strictObject({
     hostname: z.string().min(1),
@@ -343,6 +379,7 @@ export const configSchema = z
     http: httpSchema.optional(),
     events: eventsSchema.optional(),
     log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
+    state: stateSchema.default({ store: 'memory' }),
   })
   .superRefine((config, ctx) => {
     const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
@@ -353,6 +390,10 @@ export const configSchema = z
     config.listeners.forEach((listener, i) => {
       if (listener.tls !== 'none' && !config.tls) issue(['listeners', i, 'tls'], `tls: ${listener.tls} needs the top-level tls.cert and tls.key`);
       if (listener.require_tls && listener.tls !== 'starttls') issue(['listeners', i, 'require_tls'], 'only meaningful with tls: starttls (implicit TLS is always encrypted)');
+      if (listener.proxy_protocol && listener.trusted_proxies.length === 0) {
+        issue(['listeners', i, 'trusted_proxies'], 'required with proxy_protocol: true (the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])');
+      }
+      if (!listener.proxy_protocol && listener.trusted_proxies.length > 0) issue(['listeners', i, 'trusted_proxies'], 'only meaningful with proxy_protocol: true');
     });
 
     config.smarthosts.forEach((host, i) => {
@@ -443,3 +484,4 @@ export type RetryConfig = RelayConfig['spool']['retry'];
 export type EventsConfig = NonNullable<RelayConfig['events']>;
 export type WebhookConfig = NonNullable<EventsConfig['webhook']>;
 export type Network = ClientConfig['networks'][number];
+export type StateConfig = RelayConfig['state'];

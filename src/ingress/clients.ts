@@ -1,5 +1,5 @@
-import * as ipaddr from 'ipaddr.js';
 import type { ClientConfig } from '../config/schema';
+import { addressIn, parseAddress } from './networks';
 import { verifyPassword } from './password';
 
 /**
@@ -17,9 +17,7 @@ export class ClientDirectory {
   byAddress(remoteAddress: string): ClientConfig | undefined {
     const address = parseAddress(remoteAddress);
     if (!address) return undefined;
-    return this.clients.find((client) =>
-      client.networks.some(([range, bits]) => range.kind() === address.kind() && address.match(range, bits)),
-    );
+    return this.clients.find((client) => addressIn(address, client.networks));
   }
 
   /**
@@ -37,13 +35,5 @@ export class ClientDirectory {
     const client = this.byUsername.get(username);
     const ok = await verifyPassword(password, client?.password_hash);
     return ok ? client : undefined;
-  }
-}
-
-function parseAddress(remoteAddress: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
-  try {
-    return ipaddr.process(remoteAddress.replace(/%.*$/, ''));
-  } catch {
-    return undefined;
   }
 }

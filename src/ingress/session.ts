@@ -92,6 +92,16 @@ export class IngressSessions {
     return { ok: true };
   }
 
+  /**
+   * A peer outside `trusted_proxies` on a `proxy_protocol` listener: refused before a byte of it is
+   * read, so a PROXY header it sends can never name somebody else's address.
+   */
+  untrustedProxy(listener: ListenerConfig, remoteAddress: string): Verdict {
+    const session: SessionState = { listener, remoteAddress, secure: false, heloName: '', esmtp: false };
+    this.deps.observer.emit({ type: 'connection', listener: listener.name, remote: remoteAddress, result: 'refused' });
+    return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${remoteAddress}] is not a trusted proxy of listener ${listener.name}`);
+  }
+
   close(session: SessionState, wasAccepted: boolean): void {
     if (!wasAccepted) return;
     this.deps.guard?.disconnect(session.remoteAddress);

@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection';
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../observe/logger';
+import { inNetworks } from './networks';
 import type { IngressSessions, SessionState, Verdict } from './session';
 
 /**
@@ -51,6 +52,12 @@ export function installConfigurableGreetingDelay(): void {
   };
 }
 
+/** smtp-server's PROXY step for one accepted socket (private API, checked for at construction). */
+type ProxyHandler = (this: SMTPServer, socket: Socket, callback: (err: Error | null, socketOptions?: unknown) => void) => void;
+
+/** How long a refused socket stays open for its 554 line to reach the peer. */
+const REFUSAL_LINGER_MS = 1_000;
+
 export class SmtpListener {
   private readonly server: SMTPServer;
   private readonly states = new WeakMap<SMTPServerSession, { state: SessionState; accepted: boolean; closed: boolean }>();
@@ -58,6 +65,7 @@ export class SmtpListener {
   constructor(private readonly deps: ListenerDeps) {
     installConfigurableGreetingDelay();
     this.server = new SMTPServer({ ...this.options(), greetingDelay: deps.listener.greeting_delay } as SMTPServerOptions);
+    if (deps.listener.proxy_protocol) this.trustOnlyProxies();
     this.server.on('error', (err) => deps.logger.warn({ err, listener: deps.listener.name }, `listener ${deps.listener.name}: ${err.message}`));
   }
 
@@ -79,6 +87,30 @@ export class SmtpListener {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
+  /**
+   * PROXY protocol from `trusted_proxies` only. smtp-server's `useProxy` takes exact addresses, not
+   * CIDRs, and a peer missing from its list is simply not asked for a header: its PROXY line would
+   * then be read as an unknown SMTP command (or a "talk too soon"), depending on timing. So the
+   * listener runs with `useProxy: true` (a header is required before anything else) and this gate
+   * in front of the library's PROXY step refuses every other peer with a 554 before a byte of it is
+   * read: a forged header from a direct connection never names anybody.
+   */
+  private trustOnlyProxies(): void {
+    const server = this.server as unknown as { _handleProxy?: ProxyHandler };
+    const library = server._handleProxy;
+    if (typeof library !== 'function') throw new Error('proxy_protocol: this smtp-server version has no PROXY handler to guard (expected 3.21.x)');
+    const { listener, sessions } = this.deps;
+    server._handleProxy = (socket, callback) => {
+      const peer = socket.remoteAddress ?? '';
+      if (inNetworks(peer, listener.trusted_proxies)) return library.call(this.server, socket, callback);
+      const verdict = sessions.untrustedProxy(listener, peer);
+      socket.on('error', () => undefined);
+      if (!verdict.ok) socket.end(`${verdict.code} ${verdict.message}\r\n`);
+      setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+      callback(new Error(`${peer} is not a trusted proxy`));
+    };
+  }
+
   private options(): SMTPServerOptions {
     const { listener, config } = this.deps;
     const disabled = [...ALWAYS_DISABLED];
@@ -98,6 +130,8 @@ export class SmtpListener {
       allowInsecureAuth: true,
       disabledCommands: disabled,
       disableReverseLookup: true,
+      // With proxy_protocol, trustOnlyProxies() decides who may send the header; everyone else is refused.
+      useProxy: listener.proxy_protocol,
       maxClients: listener.max_clients,
       maxRecipients: MAX_RECIPIENTS,
       socketTimeout: listener.socket_timeout,

@@ -59,6 +59,11 @@ export type RelayEvent =
       response: string;
     }
   | { type: 'failover'; queueId: string; from: string; to: string }
+  /**
+   * Fleet-wide counters changed store: `local_fallback` when Redis became unreachable (each limit is
+   * then enforced by this relay at 1/fleetSize), `redis` when it is back. `location` is host:port, never credentials.
+   */
+  | { type: 'state_backend'; backend: 'redis' | 'local_fallback'; location: string; fleetSize: number; detail: string }
   /** A smart host's circuit breaker changed state (`until`: end of the cooldown when it opened). */
   | { type: 'breaker'; smarthost: string; relay: string; state: 'closed' | 'open' | 'half_open'; failures: number; until: number | null }
   /** A delivery status notification about `original` was queued as `queueId`. */

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { StateBackend } from '../limits/shared-state-health';
 import type { RelayEvent } from './events';
 
 /** What the smart-host up gauge needs about one host. */
@@ -40,6 +41,7 @@ export class Metrics {
   private smarthostSource: () => readonly SmartHostGaugeSource[] = () => [];
   private quotaSource: () => Promise<QuotaRemaining[]> = async () => [];
   private diskSource: DiskSource | null = null;
+  private stateSource: () => StateBackend = () => 'memory';
 
   private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
   private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
@@ -55,6 +57,7 @@ export class Metrics {
   private readonly delivered = new Counter({ name: 'smarthop_messages_delivered_total', help: 'Messages a smart host accepted (one per transaction with at least one accepted recipient)', labelNames: ['smarthost'], registers: [this.registry] });
   private readonly bounced = new Counter({ name: 'smarthop_messages_bounced_total', help: 'Recipients that failed permanently, by reason', labelNames: ['reason'], registers: [this.registry] });
   private readonly configReloads = new Counter({ name: 'smarthop_config_reloads_total', help: 'Configuration reloads (SIGHUP, POST /api/reload) by result', labelNames: ['result'], registers: [this.registry] });
+  private readonly stateFallbacks = new Counter({ name: 'smarthop_state_fallbacks_total', help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit', registers: [this.registry] });
   private readonly eventsDropped = new Counter({ name: 'smarthop_events_dropped_total', help: 'Outcome events that could not be written to an output (file or webhook) and were dropped', labelNames: ['output'], registers: [this.registry] });
 
   constructor() {
@@ -93,6 +96,17 @@ export class Metrics {
         for (const sample of await quotas()) this.set({ smarthost: sample.smarthost, window: sample.window, unit: sample.unit }, sample.remaining);
       },
     });
+    const state = () => this.stateSource();
+    new Gauge({
+      name: 'smarthop_state_backend',
+      help: 'Where rate-limit, quota and lockout counters live now: 1 for the backend in use (memory, redis, or local_fallback while Redis is unreachable)',
+      labelNames: ['backend'],
+      registers: [this.registry],
+      collect() {
+        const current = state();
+        for (const backend of ['memory', 'redis', 'local_fallback'] as const) this.set({ backend }, backend === current ? 1 : 0);
+      },
+    });
     const disk = () => this.diskSource;
     new Gauge({
       name: 'smarthop_spool_free_bytes', help: 'Free bytes on the file system of the spool (available to the relay user)', registers: [this.registry],
@@ -119,6 +133,10 @@ export class Metrics {
     this.eventsDropped.inc({ output }, count);
   }
 
+  bindStateBackend(source: () => StateBackend): void {
+    this.stateSource = source;
+  }
+
   bindQueue(source: () => QueueSnapshot): void {
     this.queueSource = source;
   }
@@ -141,6 +159,7 @@ export class Metrics {
     for (const result of ['success', 'failure']) this.configReloads.inc({ result }, 0);
     for (const result of ['success', 'failure']) this.authAttempts.inc({ result }, 0);
     for (const output of ['file', 'webhook']) this.eventsDropped.inc({ output }, 0);
+    this.stateFallbacks.inc(0);
     for (const client of names.clients) {
       this.received.inc({ client }, 0);
       this.receivedBytes.inc({ client }, 0);
@@ -184,6 +203,9 @@ export class Metrics {
         return;
       case 'config_reload':
         this.configReloads.inc({ result: event.result });
+        return;
+      case 'state_backend':
+        if (event.backend === 'local_fallback') this.stateFallbacks.inc();
         return;
       case 'bounced':
         this.bounced.inc({ reason: 'rejected' });

@@ -105,6 +105,15 @@ export class RelayObserver implements Observer {
           }
         }
         return;
+      case 'state_backend':
+        if (event.backend === 'local_fallback') {
+          this.logger.warn({ event: event.type, backend: event.backend, redis: event.location },
+            `state: Redis at ${event.location} unreachable (${event.detail}): rate limits, quotas and lockouts are now counted by this relay alone, each at 1/${event.fleetSize} of the fleet limit, until Redis answers again`);
+        } else {
+          this.logger.info({ event: event.type, backend: event.backend, redis: event.location },
+            `state: Redis at ${event.location} ${event.detail}: rate limits, quotas and lockouts are fleet-wide again`);
+        }
+        return;
       case 'rate_limited':
         this.logger.warn({ event: event.type, client: event.client, limit: event.limit }, `rate limit ${event.limit} reached for client=${event.client}`);
         return;

@@ -1,0 +1,28 @@
+import { Redis } from 'ioredis';
+import type { StateConfig } from '../config/schema';
+
+export type RedisStateConfig = NonNullable<StateConfig['redis']>;
+
+/**
+ * The ioredis connection behind fleet-wide counters. Every option serves the fallback: calls must
+ * fail fast while Redis is away (no offline queue, no retried requests, short command timeout) so
+ * that the local counters answer instead of SMTP sessions waiting, while the connection itself keeps
+ * reconnecting in the background, forever, so the relay returns to Redis on its own.
+ */
+export function createRedisClient(config: RedisStateConfig): Redis {
+  return new Redis(config.url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: config.command_timeout,
+    connectTimeout: config.connect_timeout,
+    retryStrategy: (attempt) => Math.min(100 * attempt, 2_000),
+  });
+}
+
+/** `host:port/db` of a Redis URL, without its credentials: the form that may appear in logs. */
+export function redisLocation(url: string): string {
+  const parsed = new URL(url);
+  const db = parsed.pathname.replace(/^\//, '');
+  return `${parsed.protocol === 'rediss:' ? 'rediss://' : ''}${parsed.hostname}:${parsed.port || '6379'}${db ? `/${db}` : ''}`;
+}
