@@ -35,6 +35,8 @@ interface BenchOptions {
   state: 'memory' | 'redis';
   /** Put every message through every kind of counter (limits never reached); implied by --state redis. */
   limits: boolean;
+  /** Every policy rule, the route's rewrites and DKIM signing on. */
+  fullPolicy: boolean;
 }
 
 /** What commander hands back; the defaults that depend on the mode are applied after. */
@@ -49,6 +51,7 @@ interface ParsedOptions {
   cpuProf?: string | true;
   state: 'memory' | 'redis';
   limits: boolean;
+  fullPolicy: boolean;
 }
 
 type Mode = { kind: 'bench'; options: BenchOptions } | { kind: 'compare'; options: CompareOptions };
@@ -96,6 +99,7 @@ function optionsProgram(): Command {
     .option('--cpu-prof [dir]', `run the relay under node --cpu-prof, keep the profile in dir (default: ${DEFAULT_CPU_PROF_DIR}) and list its top ${PROFILE_TOP} functions`)
     .option('--state <store>', 'memory, or redis (starts a temp redis-server; implies --limits)', stateStore, 'memory')
     .option('--limits', 'rate limits, connection rate and a smart-host quota that are never reached, so each message is counted', false)
+    .option('--full-policy', 'every policy rule (senders, recipients, size, attachments, header rules, rate limits), the route\'s rewrites and DKIM signing on', false)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
 
@@ -156,7 +160,7 @@ function parseOptions(argv: readonly string[]): Mode {
   const cpuProfDir = parsed.cpuProf === undefined ? null : path.resolve(parsed.cpuProf === true ? DEFAULT_CPU_PROF_DIR : parsed.cpuProf);
   // Redis state with nothing to count would measure nothing: the comparison is always with counters on.
   const limits = parsed.limits || parsed.state === 'redis';
-  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir, state: parsed.state, limits } };
+  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir, state: parsed.state, limits, fullPolicy: parsed.fullPolicy } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,6 +288,7 @@ interface Report {
   connections: number;
   state: 'memory' | 'redis';
   limits: boolean;
+  fullPolicy: boolean;
   accepted: number;
   rejected: number;
   failed: number;
@@ -338,7 +343,7 @@ function buildReport(
     return value === null ? null : round1(value);
   };
   return {
-    messages: options.messages, size: options.size, connections: options.connections, state: options.state, limits: options.limits,
+    messages: options.messages, size: options.size, connections: options.connections, state: options.state, limits: options.limits, fullPolicy: options.fullPolicy,
     accepted: load.acceptedIds.length,
     rejected: sum(load.rejected), failed: sum(load.failed), notSent: options.messages - load.attempted,
     acceptRate: round1(rate(load.acceptedIds.length, acceptMs)),
@@ -373,7 +378,7 @@ function ms(value: number | null): string {
 
 function formatTable(r: Report): string {
   const row = (label: string, value: string) => `${label.padEnd(19)}${value}\n`;
-  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections, state ${r.state}${r.limits ? ' (every message counted)' : ''}\n`;
+  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections, state ${r.state}${r.limits ? ' (every message counted)' : ''}${r.fullPolicy ? ', every policy rule + rewrites + DKIM' : ''}\n`;
   const extra = `${r.failed > 0 ? `, failed ${r.failed}` : ''}${r.notSent > 0 ? `, not sent ${r.notSent}` : ''}`;
   out += row('accepted', `${r.accepted} (rejected ${r.rejected}${extra})`);
   out += row('accept rate', `${r.acceptRate.toFixed(1)} msg/s`);
@@ -426,7 +431,7 @@ async function runBench(options: BenchOptions): Promise<number> {
     const maxMessageSize = Math.max(25 * 1024 * 1024, options.size + 64 * 1024);
     if (options.cpuProfDir !== null) await mkdir(options.cpuProfDir, { recursive: true });
     const nodeArgs = options.cpuProfDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir];
-    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs }, { limits: options.limits, redisUrl: redis?.url });
+    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs }, { limits: options.limits, redisUrl: redis?.url, fullPolicy: options.fullPolicy });
     const relayPid = relay.pid;
     try {
       await relay.waitHealthy(ports.http, LIMITS.healthyMs);

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -34,6 +35,41 @@ export async function freePort(): Promise<number> {
 export interface BenchState {
   limits: boolean;
   redisUrl?: string;
+  /** Every policy rule, the route's rewrites and DKIM signing on (issues 3, 4 and 9 measure with them). */
+  fullPolicy?: boolean;
+}
+
+/**
+ * A policy with every rule on, none of which the bench's messages break (all pass every check
+ * and reach the sink), plus the route's rewrites and an RSA-2048 DKIM signature.
+ */
+function fullPolicyYaml(): string[] {
+  return [
+    'policies:',
+    '  counted:',
+    '    allowed_senders: ["*@bench.localhost"]',
+    '    allowed_recipients: ["*"]',
+    '    denied_recipients: ["*@competitor.example"]',
+    '    max_message_size: 20MiB',
+    '    max_recipients: 50',
+    '    rate_limits:',
+    '      - { window: 1h, messages: 100000000, recipients: 100000000, bytes: 1000GiB }',
+    '    blocked_attachments: [exe, js, vbs, scr, bat]',
+    '    header_rules:',
+    '      - { header: Subject, match: "lottery|you have won", action: reject }',
+    '      - { header: X-Mailer, match: ".", action: strip }',
+    'limits:',
+    '  connection_rate: { window: 1h, max: 100000000 }',
+  ];
+}
+
+function fullRouteYaml(dkimKeyPath: string): string[] {
+  return [
+    '    envelope_from: bounces@bench.localhost',
+    '    rewrite_from: { unless: ["*@bench.localhost"], to: noreply@bench.localhost }',
+    '    strip_headers: [X-Originating-IP]',
+    `    dkim: { domain: bench.localhost, selector: s1, private_key: ${JSON.stringify(dkimKeyPath)} }`,
+  ];
 }
 
 /**
@@ -71,17 +107,18 @@ export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: 
     'clients:',
     '  - name: bench',
     '    networks: [127.0.0.0/8]',
-    ...(state.limits ? ['    policy: counted', ...countedLimitsYaml()] : []),
+    ...(state.fullPolicy ? ['    policy: counted', ...fullPolicyYaml()] : state.limits ? ['    policy: counted', ...countedLimitsYaml()] : []),
     'routes:',
     '  default:',
     '    smarthosts: [sink]',
+    ...(state.fullPolicy ? fullRouteYaml(path.join(dir, 'dkim-s1.pem')) : []),
     'smarthosts:',
     '  - name: sink',
     '    host: 127.0.0.1',
     `    port: ${ports.sink}`,
     '    tls: none',
     '    max_connections: 10',
-    ...(state.limits ? ['    rate_limits: [{ window: 1h, messages: 100000000, recipients: 100000000 }]'] : []),
+    ...(state.limits || state.fullPolicy ? ['    rate_limits: [{ window: 1h, messages: 100000000, recipients: 100000000 }]'] : []),
     'http:',
     `  address: 127.0.0.1:${ports.http}`,
     'log:',
@@ -134,6 +171,10 @@ export class RelayProcess {
   /** Writes the config under `dir` and starts `node dist/src/cli.js start -c <dir>/relay.yaml`. */
   static async start(dir: string, ports: RelayPorts, maxMessageSize: number, launch: LaunchOptions = {}, state?: BenchState): Promise<RelayProcess> {
     const configFile = path.join(dir, 'relay.yaml');
+    if (state?.fullPolicy) {
+      const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      await writeFile(path.join(dir, 'dkim-s1.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    }
     await writeFile(configFile, benchConfigYaml(dir, ports, maxMessageSize, state));
     return RelayProcess.launch(configFile, launch);
   }
