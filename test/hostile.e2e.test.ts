@@ -58,10 +58,22 @@ describe('hostile input', () => {
   const untrusted = { localAddress: '127.0.0.2' };
   const relayedFrom = (sender: string) => sink.messages.filter((m) => m.from === sender);
 
+  /**
+   * A stranger where it may still talk: the STARTTLS listener (after STARTTLS, AUTH could identify
+   * it). Plaintext listeners refuse it at connect.
+   */
+  async function strangerOverTls(): Promise<RawSmtpClient> {
+    const { client } = await openSession(running.portOf('required'), untrusted);
+    expect(await client.startTls()).toMatch(/^220 /);
+    expect(await client.command('EHLO attacker.example')).toMatch(/^250/);
+    return client;
+  }
+
   describe('open relay matrix: nothing from an untrusted address relays', () => {
     test.each([
       ['off', /^554 5\.7\.1 Access denied/],
-      ['optional', /^220 /],
+      ['optional', /^554 5\.7\.1 Access denied/],
+      ['required', /^220 /],
     ])('listener %s greets an untrusted address with %p', async (listener, greeting) => {
       const client = await RawSmtpClient.connect(running.portOf(listener), untrusted);
       expect(await client.reply()).toMatch(greeting);
@@ -70,13 +82,13 @@ describe('hostile input', () => {
 
     const hostileAddresses = ['victim@example.com', '@a.example:victim@example.com', 'victim%example.com@relay.test', '"victim@example.com"@relay.test', 'victim@[203.0.113.5]'];
     test.each(hostileAddresses)('untrusted, no AUTH, RCPT %s → refused at MAIL, nothing relayed', async (rcpt) => {
-      const { client } = await openSession(running.portOf('optional'), untrusted);
+      const client = await strangerOverTls();
       expect(await client.sendMessage('attacker@evil.example', [rcpt], message())).toBe('530 5.7.0 Authentication required');
       await client.quit();
       expect(relayedFrom('attacker@evil.example')).toHaveLength(0);
     });
 
-    test('untrusted with a wrong password over TLS → 535; plaintext AUTH → 538; AUTH on auth: off → not available', async () => {
+    test('untrusted with a wrong password over TLS → 535; AUTH before STARTTLS → 530; AUTH on auth: off → not available', async () => {
       const tls = await openSession(running.portOf('required'), untrusted);
       await tls.client.startTls();
       await tls.client.command('EHLO attacker.example');
@@ -84,8 +96,8 @@ describe('hostile input', () => {
       expect(await tls.client.sendMessage('attacker@evil.example', ['victim@example.com'], message())).toBe('530 5.7.0 Authentication required');
       await tls.client.quit();
 
-      const plain = await openSession(running.portOf('optional'), untrusted);
-      expect(await plain.client.command(plainAuth('shop', password))).toBe('538 5.7.11 Encryption required for requested authentication mechanism');
+      const plain = await openSession(running.portOf('required'), untrusted);
+      expect(await plain.client.command(plainAuth('shop', password))).toBe('530 5.7.0 Must issue a STARTTLS command first');
       await plain.client.quit();
 
       const off = await openSession(running.portOf('off'));
@@ -100,7 +112,7 @@ describe('hostile input', () => {
       'XFORWARD ADDR=127.0.0.1',
       'PROXY TCP4 127.0.0.1 127.0.0.1 12345 25',
     ])('an untrusted client cannot claim a trusted address with %s', async (command) => {
-      const { client } = await openSession(running.portOf('optional'), untrusted);
+      const client = await strangerOverTls();
       expect(await client.command(command)).toMatch(/^5\d\d /);
       expect(await client.sendMessage('attacker@evil.example', ['victim@example.com'], message())).toBe('530 5.7.0 Authentication required');
       await client.quit();
@@ -114,8 +126,7 @@ describe('hostile input', () => {
     });
 
     test('a whole pipelined transaction from an untrusted address gets refusals for every step', async () => {
-      const client = await RawSmtpClient.connect(running.portOf('optional'), untrusted);
-      await client.reply();
+      const client = await strangerOverTls();
       client.write(`EHLO x\r\nMAIL FROM:<attacker@evil.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n${message()}\r\n.\r\nQUIT\r\n`);
       const replies: string[] = [];
       for (let reply = await client.reply(); reply !== null; reply = await client.reply()) replies.push(reply.split('\n').pop() as string);

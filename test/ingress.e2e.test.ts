@@ -21,6 +21,7 @@ describe('ingress: who may relay, and what a 250 means', () => {
           { name: 'submission', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
           { name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
           { name: 'optional', address: '127.0.0.1:0', tls: 'none', auth: 'optional', allow_insecure_auth: true },
+          { name: 'plain', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
           { name: 'required', address: '127.0.0.1:0', tls: 'none', auth: 'required', allow_insecure_auth: true },
           { name: 'strict', address: '127.0.0.1:0', tls: 'none', auth: 'off', line_endings: 'strict' },
         ],
@@ -77,14 +78,23 @@ describe('ingress: who may relay, and what a 250 means', () => {
   });
 
   test('an untrusted address without AUTH cannot relay where AUTH could identify it (530 5.7.0 at MAIL)', async () => {
-    const { client, greeting } = await openSession(running.portOf('optional'), { localAddress: '127.0.0.2' });
+    const { client, greeting } = await openSession(running.portOf('submission'), { localAddress: '127.0.0.2' });
     expect(greeting).toMatch(/^220 /);
+    expect(await client.startTls()).toMatch(/^220 /);
+    await client.command('EHLO app.test');
     expect(await client.sendMessage('spam@evil.example', ['victim@example.com'], message())).toBe('530 5.7.0 Authentication required');
     expect(await client.command('RCPT TO:<victim@example.com>')).toMatch(/^503 /);
     expect(await client.command('DATA')).toMatch(/^503 /);
     await client.quit();
     expect(sink.messages).toHaveLength(0);
     expect(queuedFiles()).toHaveLength(0);
+  });
+
+  test.each(['optional', 'required'])('an untrusted address is refused at connect on the plaintext auth: %s listener, where AUTH could not identify it (554 5.7.1)', async (listener) => {
+    const { client, greeting } = await openSession(running.portOf(listener), { localAddress: '127.0.0.2' });
+    expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
+    await waitFor(() => client.isClosed, 5000, 'the refused connection to close');
+    expect(sink.messages).toHaveLength(0);
   });
 
   test('an untrusted address with the wrong password gets 535 5.7.8 and relays nothing; the right password relays', async () => {
@@ -118,8 +128,8 @@ describe('ingress: who may relay, and what a 250 means', () => {
     expect(sink.messages[0].data.toString()).toMatch(/^Received: from app\.test \(client webshop\)\r\n\tby relay\.test \(smarthop\) with ESMTPA /);
   });
 
-  test('plaintext AUTH from an untrusted address is refused even with the right password (538 5.7.11)', async () => {
-    const { client } = await openSession(running.portOf('required'), { localAddress: '127.0.0.2' });
+  test('plaintext AUTH is refused even with the right password where allow_insecure_auth is off (538 5.7.11)', async () => {
+    const { client } = await openSession(running.portOf('plain'));
     expect(await client.command(plainAuth('webshop', password))).toBe('538 5.7.11 Encryption required for requested authentication mechanism');
     await client.quit();
   });

@@ -276,22 +276,14 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
   });
 
   describe('no open relay: an address outside every client gets nothing through any of it', () => {
+    // Both are plaintext listeners: AUTH could not identify a stranger there, so it is refused at connect.
     test.each([
-      ['the auth: optional listener', 'smtp', ['530 5.7.0 Authentication required']],
-      ['the auth: off listener', 'lan', [null]],
-    ])('%s', async (_what, listener, expected) => {
+      ['the auth: optional listener', 'smtp'],
+      ['the auth: off listener', 'lan'],
+    ])('%s', async (_what, listener) => {
       const { client, greeting } = await openSession(running.portOf(listener), { localAddress: '127.0.0.2' });
-      if (listener === 'lan') {
-        expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
-        return;
-      }
-      for (const from of ['erp@corp.example', 'ceo@bank.example', '']) {
-        expect(await client.command(`MAIL FROM:<${from}>`)).toBe(expected[0]);
-        expect(await client.command('RCPT TO:<user@example.com>')).toMatch(/^503 /);
-      }
-      expect(await client.command('MAIL FROM:<erp@corp.example> SIZE=100')).toBe(expected[0]);
-      expect(await client.command('DATA')).toMatch(/^503 /);
-      await client.quit();
+      expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
+      await waitFor(() => client.isClosed, 5000, 'the refused connection to close');
       expect(sink.messages).toHaveLength(0);
       expect(await received('(unknown)')).toBe(0);
     });

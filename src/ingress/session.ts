@@ -79,7 +79,9 @@ export class IngressSessions {
   async connect(session: SessionState): Promise<Verdict> {
     session.networkClient = this.deps.current().clients.byAddress(session.remoteAddress);
     const listener = session.listener.name;
-    if (!session.networkClient && session.listener.auth === 'off') {
+    // Nobody's network, and no AUTH that could identify it: on `auth: off`, and on a plaintext
+    // listener (AUTH without TLS is only for addresses in some client's networks), it is refused now.
+    if (!session.networkClient && (session.listener.auth === 'off' || session.listener.tls === 'none')) {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`);
     }
