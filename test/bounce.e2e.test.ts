@@ -1,46 +1,23 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { SinkMessage, SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay, type SmartHostSpec } from './helpers/harness';
+import { baseConfig, buildConfig, relayPerTest, metricsText, metricValue, startRelay, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 /** Per-recipient outcomes and what a sender hears about a failure: an RFC 3464 DSN through the route. */
 describe('per-recipient outcomes and DSNs', () => {
-  let dir: string;
-  let running: RunningRelay | null;
-  const sinks: SmtpSink[] = [];
-
-  beforeEach(() => {
-    dir = tempDir();
-    running = null;
-  });
-
-  afterEach(async () => {
-    await running?.stop();
-    await Promise.all(sinks.splice(0).map((s) => s.close()));
-    removeDir(dir);
-  });
-
-  async function sink(options: Parameters<typeof startSink>[0] = {}): Promise<SmtpSink> {
-    const s = await startSink(options);
-    sinks.push(s);
-    return s;
-  }
-
-  async function relayWith(hosts: SmartHostSpec[], overrides: Record<string, unknown> = {}): Promise<RunningRelay> {
-    running = await startRelay(buildConfig(baseConfig(dir, hosts, overrides), dir));
-    return running;
-  }
+  const t = relayPerTest();
+  const { sink, relayWith } = t;
 
   async function send(from: string, to: string[], subject: string): Promise<string> {
-    const { client } = await openSession((running as RunningRelay).smtpPort);
+    const { client } = await openSession((t.running as RunningRelay).smtpPort);
     const reply = await client.sendMessage(from, to, message({ from: from || 'app@corp.example', subject }));
     await client.quit();
     expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
     return (reply as string).split(' ').pop() as string;
   }
 
-  const spoolFiles = (state: string) => readdirSync(path.join(dir, 'spool', state));
+  const spoolFiles = (state: string) => readdirSync(path.join(t.dir, 'spool', state));
   const dsns = (s: SmtpSink) => s.messages.filter((m) => m.from === '');
   const text = (m: SinkMessage) => m.data.toString('latin1');
   /** The body of the MIME part with this Content-Type (the DSN's boundary is known from its header). */
@@ -85,7 +62,7 @@ describe('per-recipient outcomes and DSNs', () => {
     expect(part(dsn, 'text/plain')).toContain('<gone@example.com>: 550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown');
 
     // The original is in dead/ with the reason; the DSN itself was delivered and removed.
-    const dead = JSON.parse(readFileSync(path.join(dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string }; recipients: { address: string; status: string }[] };
+    const dead = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string }; recipients: { address: string; status: string }[] };
     expect(dead.dead.reason).toBe('rejected');
     expect(dead.recipients.map((r) => [r.address, r.status])).toEqual([['ok@example.com', 'delivered'], ['gone@example.com', 'failed']]);
     expect(spoolFiles('dead')).toHaveLength(2);
@@ -117,9 +94,9 @@ describe('per-recipient outcomes and DSNs', () => {
 
   test('max_queue_lifetime: a recipient still deferred is expired into dead/ and the sender gets a 4.4.7 DSN', async () => {
     const provider = await sink({ rcptReply: (address) => (address.startsWith('slow@') ? { code: 451, message: '4.2.2 Mailbox full, try later' } : null) });
-    const eventsFile = path.join(dir, 'events.jsonl');
+    const eventsFile = path.join(t.dir, 'events.jsonl');
     const relay = await relayWith([{ name: 'provider', port: provider.port }], {
-      spool: { dir: path.join(dir, 'spool'), max_queue_lifetime: '800ms', retry: { initial: '200ms', max: '200ms', factor: 1 }, min_free_disk: 0 },
+      spool: { dir: path.join(t.dir, 'spool'), max_queue_lifetime: '800ms', retry: { initial: '200ms', max: '200ms', factor: 1 }, min_free_disk: 0 },
       events: { file: eventsFile },
     });
     const id = await send('app@corp.example', ['slow@example.com'], 'will expire');
@@ -136,11 +113,11 @@ describe('per-recipient outcomes and DSNs', () => {
     ].join('\r\n'));
     expect(part(dsn, 'text/rfc822-headers')).toContain('Subject: will expire\r\n');
     await waitFor(() => spoolFiles('dead').includes(`${id}.json`) && spoolFiles('queue').length === 0, 5000, 'dead-letter');
-    const dead = JSON.parse(readFileSync(path.join(dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string; response: string } };
+    const dead = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string; response: string } };
     expect(dead.dead).toMatchObject({ reason: 'expired', response: '451 4.2.2 Mailbox full, try later' });
     expect(metricValue(await metricsText(relay.httpPort), 'smarthop_messages_bounced_total{reason="expired"}')).toBe(1);
     await relay.stop();
-    running = null;
+    t.running = null;
     const types = readFileSync(eventsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { type: string; queue_id: string }).filter((e) => e.queue_id === id).map((e) => e.type);
     expect(types[0]).toBe('received');
     expect(types[types.length - 1]).toBe('expired');
@@ -156,14 +133,14 @@ describe('per-recipient outcomes and DSNs', () => {
         return null;
       },
     });
-    const config = buildConfig(baseConfig(dir, [{ name: 'provider', port: provider.port }]), dir);
-    running = await startRelay(config);
+    const config = buildConfig(baseConfig(t.dir, [{ name: 'provider', port: provider.port }]), t.dir);
+    t.running = await startRelay(config);
     const id = await send('app@corp.example', ['gone@example.com'], 'bounce me');
-    const queuedDsn = () => spoolFiles('queue').filter((n) => n.endsWith('.json')).map((n) => JSON.parse(readFileSync(path.join(dir, 'spool', 'queue', n), 'utf8')) as { dsnOf?: string; attempts: number });
+    const queuedDsn = () => spoolFiles('queue').filter((n) => n.endsWith('.json')).map((n) => JSON.parse(readFileSync(path.join(t.dir, 'spool', 'queue', n), 'utf8')) as { dsnOf?: string; attempts: number });
     await waitFor(() => queuedDsn().some((m) => m.dsnOf === id && m.attempts >= 1) && spoolFiles('dead').includes(`${id}.json`), 10_000, 'the DSN deferred, the original dead');
-    await running.stop();
+    await t.running.stop();
     senderMailbox = 'ok';
-    running = await startRelay(config);
+    t.running = await startRelay(config);
     await waitFor(() => dsns(provider).length === 1, 10_000, 'the recovered DSN delivered');
     expect(dsns(provider)[0].to).toEqual(['app@corp.example']);
     await waitFor(() => spoolFiles('queue').length === 0, 5000, 'queue to empty');

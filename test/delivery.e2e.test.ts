@@ -1,46 +1,23 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay, type SmartHostSpec } from './helpers/harness';
+import { relayPerTest, freePort, metricsText, metricValue, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 /** Each test gets its own relay, spool and smart hosts: outcomes must not leak between them. */
 describe('forwarding: failover, deferral and permanent failure', () => {
-  let dir: string;
-  let running: RunningRelay | null;
-  const sinks: SmtpSink[] = [];
-
-  beforeEach(() => {
-    dir = tempDir();
-    running = null;
-  });
-
-  afterEach(async () => {
-    await running?.stop();
-    await Promise.all(sinks.splice(0).map((s) => s.close()));
-    removeDir(dir);
-  });
-
-  async function sink(options: Parameters<typeof startSink>[0] = {}): Promise<SmtpSink> {
-    const s = await startSink(options);
-    sinks.push(s);
-    return s;
-  }
-
-  async function relayWith(hosts: SmartHostSpec[], overrides: Record<string, unknown> = {}): Promise<RunningRelay> {
-    running = await startRelay(buildConfig(baseConfig(dir, hosts, overrides), dir));
-    return running;
-  }
+  const t = relayPerTest();
+  const { sink, relayWith } = t;
 
   async function send(to: string[] = ['user@example.com'], subject = 'failover test'): Promise<string> {
-    const { client } = await openSession((running as RunningRelay).smtpPort);
+    const { client } = await openSession((t.running as RunningRelay).smtpPort);
     const reply = await client.sendMessage('app@corp.example', to, message({ subject }));
     await client.quit();
     expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
     return (reply as string).split(' ').pop() as string;
   }
 
-  const spoolFiles = (state: string) => readdirSync(path.join(dir, 'spool', state));
+  const spoolFiles = (state: string) => readdirSync(path.join(t.dir, 'spool', state));
 
   test('primary down (connection refused) → the backup receives it at once, and the failover is counted', async () => {
     const backup = await sink();
@@ -99,7 +76,7 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     const relay = await relayWith([{ name: 'primary', port: primaryPort, priority: 10 }, { name: 'backup', port: await freePort(), priority: 20 }]);
     const id = await send();
     await waitFor(async () => metricValue(await metricsText(relay.httpPort), 'smarthop_queue_messages{state="deferred"}') === 1, 10_000, 'deferral');
-    const meta = JSON.parse(readFileSync(path.join(dir, 'spool', 'queue', `${id}.json`), 'utf8')) as { attempts: number; recipients: { status: string; response: string }[] };
+    const meta = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'queue', `${id}.json`), 'utf8')) as { attempts: number; recipients: { status: string; response: string }[] };
     expect(meta.attempts).toBeGreaterThanOrEqual(1);
     expect(meta.recipients[0].status).toBe('pending');
     expect(meta.recipients[0].response).toMatch(/ECONNREFUSED/);
@@ -119,12 +96,12 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     const id = await send();
     // The DSN to the sender goes the same way, is refused as well, and is never bounced itself.
     await waitFor(() => spoolFiles('dead').length === 4 && spoolFiles('queue').length === 0, 10_000, 'dead-letter of the message and its DSN');
-    const dead = JSON.parse(readFileSync(path.join(dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string; response: string }; recipients: { status: string }[] };
+    const dead = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string; response: string }; recipients: { status: string }[] };
     expect(dead.dead.reason).toBe('rejected');
     expect(dead.dead.response).toBe('554 5.7.1 Message refused by policy');
     expect(dead.recipients[0].status).toBe('failed');
     const dsnFile = spoolFiles('dead').find((name) => name.endsWith('.json') && name !== `${id}.json`) as string;
-    const dsn = JSON.parse(readFileSync(path.join(dir, 'spool', 'dead', dsnFile), 'utf8')) as { dsnOf: string; from: string; recipients: { address: string }[] };
+    const dsn = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'dead', dsnFile), 'utf8')) as { dsnOf: string; from: string; recipients: { address: string }[] };
     expect(dsn).toMatchObject({ dsnOf: id, from: '', recipients: [{ address: 'app@corp.example' }] });
     // The files land in dead/ a moment before the count is updated.
     await waitFor(async () => metricValue(await metricsText(relay.httpPort), 'smarthop_queue_messages{state="dead"}') === 2, 5000, 'dead count');
@@ -146,23 +123,23 @@ describe('forwarding: failover, deferral and permanent failure', () => {
 
   test('a message older than max_queue_lifetime is expired into dead/', async () => {
     const relay = await relayWith([{ name: 'primary', port: await freePort() }], {
-      spool: { dir: path.join(dir, 'spool'), max_queue_lifetime: '600ms', retry: { initial: '200ms', max: '200ms', factor: 1 }, min_free_disk: 0 },
+      spool: { dir: path.join(t.dir, 'spool'), max_queue_lifetime: '600ms', retry: { initial: '200ms', max: '200ms', factor: 1 }, min_free_disk: 0 },
     });
     const id = await send();
     await waitFor(() => spoolFiles('dead').includes(`${id}.json`), 10_000, 'expiry');
-    const dead = JSON.parse(readFileSync(path.join(dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string } };
+    const dead = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'dead', `${id}.json`), 'utf8')) as { dead: { reason: string } };
     expect(dead.dead.reason).toBe('expired');
     expect(metricValue(await metricsText(relay.httpPort), 'smarthop_messages_bounced_total{reason="expired"}')).toBe(1);
   });
 
   test('every outcome is one JSON line in the events file', async () => {
     const primary = await sink();
-    const eventsFile = path.join(dir, 'events.jsonl');
+    const eventsFile = path.join(t.dir, 'events.jsonl');
     const relay = await relayWith([{ name: 'primary', port: primary.port }], { events: { file: eventsFile } });
     const id = await send();
     await waitFor(() => primary.messages.length === 1, 10_000, 'delivery');
     await relay.stop();
-    running = null;
+    t.running = null;
     const events = readFileSync(eventsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(events.map((e) => e.type)).toEqual(['received', 'delivered']);
     expect(events[1]).toMatchObject({ type: 'delivered', queue_id: id, client: 'lan', from: 'app@corp.example', to: 'user@example.com', smarthost: 'primary', attempt: 1 });

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay, type SmartHostSpec } from './helpers/harness';
+import { relayPerTest, freePort, metricsText, metricValue, waitFor, type RunningRelay, type SmartHostSpec } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 /**
@@ -9,45 +9,26 @@ import { message, openSession } from './helpers/smtp-client';
  * on disk): 2xx → 250, 5xx from every host → that 5xx, anything else → 250 and queued.
  */
 describe('inline delivery verdict', () => {
-  let dir: string;
-  let running: RunningRelay | null;
-  const sinks: SmtpSink[] = [];
+  const t = relayPerTest();
+  const { sink } = t;
 
-  beforeEach(() => {
-    dir = tempDir();
-    running = null;
-  });
-
-  afterEach(async () => {
-    await running?.stop();
-    await Promise.all(sinks.splice(0).map((s) => s.close()));
-    removeDir(dir);
-  });
-
-  async function sink(options: Parameters<typeof startSink>[0] = {}): Promise<SmtpSink> {
-    const s = await startSink(options);
-    sinks.push(s);
-    return s;
-  }
-
-  async function relayWith(hosts: SmartHostSpec[], inlineTimeout = '5s', overrides: Record<string, unknown> = {}): Promise<RunningRelay> {
-    running = await startRelay(buildConfig(baseConfig(dir, hosts, {
+  function relayWith(hosts: SmartHostSpec[], inlineTimeout = '5s', overrides: Record<string, unknown> = {}): Promise<RunningRelay> {
+    return t.relayWith(hosts, {
       listeners: [{ name: 'app', address: '127.0.0.1:0', tls: 'none', auth: 'optional', delivery: 'inline', inline_timeout: inlineTimeout }],
-      events: { file: path.join(dir, 'events.jsonl') },
+      events: { file: path.join(t.dir, 'events.jsonl') },
       ...overrides,
-    }), dir));
-    return running;
+    });
   }
 
   async function send(to: string[] = ['user@example.com']): Promise<string | null> {
-    const { client } = await openSession((running as RunningRelay).smtpPort);
+    const { client } = await openSession((t.running as RunningRelay).smtpPort);
     const reply = await client.sendMessage('app@corp.example', to, message({ subject: 'inline' }));
     await client.quit();
     return reply;
   }
 
-  const spoolFiles = (state: string) => readdirSync(path.join(dir, 'spool', state));
-  const metric = async (sample: string) => metricValue(await metricsText((running as RunningRelay).httpPort), sample);
+  const spoolFiles = (state: string) => readdirSync(path.join(t.dir, 'spool', state));
+  const metric = async (sample: string) => metricValue(await metricsText((t.running as RunningRelay).httpPort), sample);
 
   test('2xx: the reply comes after the smart host took it, and nothing stays queued', async () => {
     const provider = await sink();
@@ -73,9 +54,9 @@ describe('inline delivery verdict', () => {
     expect(primary.messages).toHaveLength(0);
     expect(await metric('smarthop_messages_rejected_total{client="lan",reason="smarthost_rejected"}')).toBe(1);
     expect(await metric('smarthop_messages_bounced_total{reason="rejected"}')).toBe(0);
-    await (running as RunningRelay).stop();
-    running = null;
-    const types = readFileSync(path.join(dir, 'events.jsonl'), 'utf8').trim().split('\n').map((line) => (JSON.parse(line) as { type: string }).type);
+    await (t.running as RunningRelay).stop();
+    t.running = null;
+    const types = readFileSync(path.join(t.dir, 'events.jsonl'), 'utf8').trim().split('\n').map((line) => (JSON.parse(line) as { type: string }).type);
     expect(types).toEqual(['received', 'rejected']);
   });
 
@@ -119,7 +100,7 @@ describe('inline delivery verdict', () => {
     await relayWith([
       { name: 'primary', port: primary.port, priority: 10, connect_timeout: '1500ms', socket_timeout: '1500ms' },
       { name: 'backup', port: backup.port, priority: 20 },
-    ], '300ms', { spool: { dir: path.join(dir, 'spool'), retry: { initial: '100ms', max: '100ms', factor: 1 }, min_free_disk: 0 } });
+    ], '300ms', { spool: { dir: path.join(t.dir, 'spool'), retry: { initial: '100ms', max: '100ms', factor: 1 }, min_free_disk: 0 } });
     const reply = await send();
     expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
     expect(backup.messages).toHaveLength(0);

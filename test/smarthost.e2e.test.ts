@@ -1,49 +1,23 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { SmtpSink } from '../src/sink/sink';
-import {
-  baseConfig, buildConfig, freePort, makeCertificateAuthority, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, TokenEndpoint, waitFor,
-  type RunningRelay, type SmartHostSpec,
-} from './helpers/harness';
+import { freePort, relayPerTest, makeCertificateAuthority, metricsText, metricValue, TokenEndpoint, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 /** Selection (priority, weight, breaker, quota) and transport (TLS, XOAUTH2) against real sinks. */
 describe('smart hosts: selection and transport', () => {
-  let dir: string;
-  let running: RunningRelay | null;
-  const sinks: SmtpSink[] = [];
-
-  beforeEach(() => {
-    dir = tempDir();
-    running = null;
-  });
-
-  afterEach(async () => {
-    await running?.stop();
-    await Promise.all(sinks.splice(0).map((s) => s.close()));
-    removeDir(dir);
-  });
-
-  async function sink(options: Parameters<typeof startSink>[0] = {}): Promise<SmtpSink> {
-    const s = await startSink(options);
-    sinks.push(s);
-    return s;
-  }
-
-  async function relayWith(hosts: SmartHostSpec[], overrides: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
-    running = await startRelay(buildConfig(baseConfig(dir, hosts, overrides), dir, env));
-    return running;
-  }
+  const t = relayPerTest();
+  const { sink, relayWith } = t;
 
   async function send(subject = 'smart host test'): Promise<string> {
-    const { client } = await openSession((running as RunningRelay).smtpPort);
+    const { client } = await openSession((t.running as RunningRelay).smtpPort);
     const reply = await client.sendMessage('app@corp.example', ['user@example.com'], message({ subject }));
     await client.quit();
     expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
     return (reply as string).split(' ').pop() as string;
   }
 
-  const metric = async (sample: string) => metricValue(await metricsText((running as RunningRelay).httpPort), sample);
+  const metric = async (sample: string) => metricValue(await metricsText((t.running as RunningRelay).httpPort), sample);
   const delivered = (...s: SmtpSink[]) => s.reduce((sum, x) => sum + x.messages.length, 0);
   const events = (file: string) => readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
 
@@ -141,14 +115,14 @@ describe('smart hosts: selection and transport', () => {
 
   test('quota: when every host is exhausted the message waits (not an attempt, not a failure) and goes once the window frees', async () => {
     const primary = await sink();
-    const eventsFile = path.join(dir, 'events.jsonl');
+    const eventsFile = path.join(t.dir, 'events.jsonl');
     await relayWith([{ name: 'primary', port: primary.port, rate_limits: [{ window: '2s', messages: 1 }] }], { events: { file: eventsFile } });
     const first = await send('first');
     const second = await send('second');
     await waitFor(() => primary.messages.length === 2, 15_000, 'both deliveries');
     expect(primary.messages.map((m) => m.from)).toEqual(['app@corp.example', 'app@corp.example']);
-    await (running as RunningRelay).stop();
-    running = null;
+    await (t.running as RunningRelay).stop();
+    t.running = null;
     const log = events(eventsFile);
     const waited = [first, second].find((id) => log.some((e) => e.type === 'deferred' && e.queue_id === id)) as string;
     expect(waited).toBeDefined();
@@ -167,13 +141,13 @@ describe('smart hosts: selection and transport', () => {
     await waitFor(async () => (await metric('smarthop_queue_messages{state="deferred"}')) === 1, 5000, 'deferral');
     expect(plain.mailCommands).toBe(0);
     expect(plain.messages).toHaveLength(0);
-    const meta = JSON.parse(readFileSync(path.join(dir, 'spool', 'queue', `${id}.json`), 'utf8')) as { recipients: { status: string; response: string }[] };
+    const meta = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'queue', `${id}.json`), 'utf8')) as { recipients: { status: string; response: string }[] };
     expect(meta.recipients[0]).toMatchObject({ status: 'pending' });
     expect(meta.recipients[0].response).toMatch(/^ETLS: .*STARTTLS/);
   });
 
   test('TLS with a private CA: verified against `ca`; without it the certificate is refused (nothing sent); tls_verify: false only when written', async () => {
-    const pki = makeCertificateAuthority(dir);
+    const pki = makeCertificateAuthority(t.dir);
     const tls = { key: readFileSync(pki.key), cert: readFileSync(pki.cert) };
     const trusted = await sink({ tls });
     const untrusted = await sink({ tls });
@@ -182,7 +156,7 @@ describe('smart hosts: selection and transport', () => {
     const onlyUntrusted = await sink({ tls });
     await relayWith([
       { name: 'untrusted', port: untrusted.port, tls: 'starttls', priority: 10 },
-      { name: 'trusted', port: trusted.port, tls: 'starttls', ca: path.relative(dir, pki.ca), priority: 20 },
+      { name: 'trusted', port: trusted.port, tls: 'starttls', ca: path.relative(t.dir, pki.ca), priority: 20 },
       { name: 'unverified', port: unverified.port, tls: 'starttls', tls_verify: false },
       { name: 'implicit', port: implicit.port, tls: 'implicit', ca: pki.ca },
       { name: 'only-untrusted', port: onlyUntrusted.port, tls: 'starttls' },
@@ -208,7 +182,7 @@ describe('smart hosts: selection and transport', () => {
     expect(await metric('smarthop_failovers_total{from="untrusted",to="trusted"}')).toBe(1);
 
     const sendFrom = async (address: string) => {
-      const { client } = await openSession((running as RunningRelay).smtpPort, { localAddress: address });
+      const { client } = await openSession((t.running as RunningRelay).smtpPort, { localAddress: address });
       const reply = await client.sendMessage('app@corp.example', ['user@example.com'], message());
       await client.quit();
       expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
@@ -224,14 +198,14 @@ describe('smart hosts: selection and transport', () => {
     const id = await sendFrom('127.0.0.4');
     await waitFor(async () => (await metric('smarthop_delivery_attempts_total{smarthost="only-untrusted",outcome="unreachable"}')) === 1, 10_000, 'the refused handshake');
     await waitFor(async () => (await metric('smarthop_queue_messages{state="deferred"}')) === 1, 5000, 'deferral');
-    const meta = JSON.parse(readFileSync(path.join(dir, 'spool', 'queue', `${id}.json`), 'utf8')) as { recipients: { status: string; response: string }[] };
+    const meta = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'queue', `${id}.json`), 'utf8')) as { recipients: { status: string; response: string }[] };
     expect(meta.recipients[0].status).toBe('pending');
     expect(meta.recipients[0].response).toBe('UNABLE_TO_VERIFY_LEAF_SIGNATURE: unable to verify the first certificate');
     expect(onlyUntrusted.mailCommands).toBe(0);
   });
 
   test('XOAUTH2 with the client-credentials flow: secret from ${ENV}, token fetched once and cached, renewed when the server refuses it', async () => {
-    const pki = makeCertificateAuthority(dir);
+    const pki = makeCertificateAuthority(t.dir);
     const endpoint = new TokenEndpoint({ clientId: 'relay-app', clientSecret: 'from-the-env', scope: 'https://outlook.office365.com/.default' });
     await endpoint.listen();
     try {

@@ -180,3 +180,43 @@ export class TokenEndpoint {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
+
+/**
+ * One relay, one spool and its own smart-host sinks per test, all torn down after it: call inside a
+ * describe. Outcomes cannot leak from one test into the next.
+ */
+export function relayPerTest(): {
+  readonly dir: string;
+  running: RunningRelay | null;
+  sink(options?: SinkOptions): Promise<SmtpSink>;
+  /** `env`: what `${NAME}` references in the config read (tests never read the real environment). */
+  relayWith(hosts: SmartHostSpec[], overrides?: Record<string, unknown>, env?: NodeJS.ProcessEnv): Promise<RunningRelay>;
+} {
+  let dir = '';
+  const sinks: SmtpSink[] = [];
+  const state = {
+    get dir() {
+      return dir;
+    },
+    running: null as RunningRelay | null,
+    async sink(options: SinkOptions = {}): Promise<SmtpSink> {
+      const sink = await startSink(options);
+      sinks.push(sink);
+      return sink;
+    },
+    async relayWith(hosts: SmartHostSpec[], overrides: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
+      state.running = await startRelay(buildConfig(baseConfig(dir, hosts, overrides), dir, env));
+      return state.running;
+    },
+  };
+  beforeEach(() => {
+    dir = tempDir();
+    state.running = null;
+  });
+  afterEach(async () => {
+    await state.running?.stop();
+    await Promise.all(sinks.splice(0).map((sink) => sink.close()));
+    removeDir(dir);
+  });
+  return state;
+}
