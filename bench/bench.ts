@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { waitForArrivals } from './arrival-wait';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
 import { runComparison, type CompareOptions } from './compare/compare';
 import { readCpuTimes, readThreadSchedule, scheduleShare, type ScheduleShare } from './cpu/cpu-time';
@@ -194,25 +195,16 @@ class Arrivals {
    */
   waitFor(ids: readonly string[], noProgressMs: number, deadline: number, halted: () => string | null): Promise<{ complete: boolean; reason: string }> {
     const missing = new Set(ids.filter((id) => !this.firstSeen.has(id)));
-    if (missing.size === 0) return Promise.resolve({ complete: true, reason: '' });
-    return new Promise((resolve) => {
-      let lastProgress = Date.now();
-      const finish = (complete: boolean, reason: string) => {
-        clearInterval(watchdog);
-        this.onArrival = null;
-        resolve({ complete, reason });
-      };
-      this.onArrival = () => {
-        lastProgress = Date.now();
+    return waitForArrivals({
+      done: () => {
         for (const id of missing) if (this.firstSeen.has(id)) missing.delete(id);
-        if (missing.size === 0) finish(true, '');
-      };
-      const watchdog = setInterval(() => {
-        const halt = halted();
-        if (halt !== null) finish(false, halt);
-        else if (Date.now() - lastProgress > noProgressMs) finish(false, `no message reached the sink for ${noProgressMs / 1000} s`);
-        else if (Date.now() > deadline) finish(false, `overall limit of ${LIMITS.overallMs / 60_000} min reached`);
-      }, 250);
+        return missing.size === 0;
+      },
+      onArrival: (callback) => {
+        this.onArrival = callback;
+      },
+      noProgressMs, deadline, halted,
+      deadlineReason: `overall limit of ${LIMITS.overallMs / 60_000} min reached`,
     });
   }
 }

@@ -1,7 +1,6 @@
+import { findBinary } from './find-binary';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { connect } from 'node:net';
-import * as path from 'node:path';
 
 /**
  * `--state redis`: a redis-server of the bench's own on a free loopback port, nothing persisted,
@@ -18,16 +17,7 @@ export class BenchRedis {
   }
 
   static find(): string | null {
-    for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-      const candidate = path.join(dir, 'redis-server');
-      try {
-        accessSync(candidate, constants.X_OK);
-        return candidate;
-      } catch {
-        // not here
-      }
-    }
-    return null;
+    return findBinary('redis-server');
   }
 
   static async start(binary: string, dir: string, port: number, timeoutMs = 15_000): Promise<BenchRedis> {

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { stringify } from 'yaml';
 import { SmtpSink } from '../src/sink/sink';
+import { prng } from './prng';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type Timeouts } from './smtp-client';
 
@@ -45,16 +46,6 @@ function positiveInt(value: string): number {
   return n;
 }
 
-/** mulberry32: seeded, so a run that loses something can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import type { ComparisonReport } from '../bench/compare/report';
-import { findBinary } from '../bench/postfix/binaries';
+import { findPostfixBinary } from '../bench/postfix/binaries';
 import { removeDir, tempDir } from './helpers/harness';
 
 /**
@@ -17,7 +17,7 @@ const bench = path.resolve(__dirname, '../dist/bench/bench.js');
 
 function unavailable(): string | null {
   if (process.getuid?.() !== 0) return 'not root';
-  if (findBinary('postfix') === null || findBinary('smtp-source') === null) return 'postfix not installed (bench/postfix/install.sh)';
+  if (findPostfixBinary('postfix') === null || findPostfixBinary('smtp-source') === null) return 'postfix not installed (bench/postfix/install.sh)';
   return null;
 }
 

@@ -1,4 +1,5 @@
 import { connect as tlsConnect } from 'node:tls';
+import { prng } from '../bench/prng';
 import { hashPassword } from '../src/ingress/password';
 import type { SmtpSink } from '../src/sink/sink';
 import { baseConfig, buildConfig, makeCertificate, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
@@ -277,17 +278,6 @@ describe('hostile input', () => {
   });
 
   describe('fuzz', () => {
-    /** mulberry32: a seeded PRNG, so a failure can be replayed with the same seed. */
-    function prng(seed: number): () => number {
-      let a = seed;
-      return () => {
-        a = (a + 0x6d2b79f5) | 0;
-        let t = Math.imul(a ^ (a >>> 15), 1 | a);
-        t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-      };
-    }
-
     const SEED = Number(process.env.FUZZ_SEED ?? 20261123);
     const SESSIONS = Number(process.env.FUZZ_SESSIONS ?? 60);
     const verbs = ['EHLO fuzz', 'HELO fuzz', 'MAIL FROM:<fuzz-untrusted@evil.example>', 'RCPT TO:<victim@example.com>', 'DATA', 'RSET', 'NOOP', 'VRFY root', 'EXPN all', 'STARTTLS', 'AUTH PLAIN', 'AUTH LOGIN', 'BDAT 10 LAST', 'XCLIENT ADDR=127.0.0.1', 'QUIT', '.', ''];

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { SinkMessage } from '../../src/sink/sink';
+import { waitForArrivals } from '../arrival-wait';
 
 /**
  * What reached the sink in one phase, counted by unique recipient: smtp-source repeats its
@@ -47,25 +48,13 @@ export class RecipientTally {
    * arrived for `noProgressMs`, or at `deadline`: a stuck queue ends the phase, it never hangs it.
    */
   waitFor(loadCount: number, probes: readonly string[], noProgressMs: number, deadline: number, halted: () => string | null): Promise<{ complete: boolean; reason: string }> {
-    const done = () => this.load.size >= loadCount && probes.every((p) => this.probes.has(p));
-    if (done()) return Promise.resolve({ complete: true, reason: '' });
-    return new Promise((resolve) => {
-      let lastProgress = Date.now();
-      const finish = (complete: boolean, reason: string) => {
-        clearInterval(watchdog);
-        this.onArrival = null;
-        resolve({ complete, reason });
-      };
-      this.onArrival = () => {
-        lastProgress = Date.now();
-        if (done()) finish(true, '');
-      };
-      const watchdog = setInterval(() => {
-        const halt = halted();
-        if (halt !== null) finish(false, halt);
-        else if (Date.now() - lastProgress > noProgressMs) finish(false, `no message reached the sink for ${noProgressMs / 1000} s`);
-        else if (Date.now() > deadline) finish(false, 'the overall time limit was reached');
-      }, 250);
+    return waitForArrivals({
+      done: () => this.load.size >= loadCount && probes.every((p) => this.probes.has(p)),
+      onArrival: (callback) => {
+        this.onArrival = callback;
+      },
+      noProgressMs, deadline, halted,
+      deadlineReason: 'the overall time limit was reached',
     });
   }
 

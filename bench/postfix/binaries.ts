@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import * as path from 'node:path';
+import { findBinary } from '../find-binary';
 
 /**
  * Finds `postfix` and `smtp-source`, installing Debian's postfix package first when they are
@@ -20,18 +20,10 @@ export function installScript(): string {
   return path.resolve(__dirname, '..', '..', '..', 'bench', 'postfix', 'install.sh');
 }
 
-export function findBinary(name: string): string | null {
-  const dirs = [...(process.env.PATH ?? '').split(path.delimiter).filter((d) => d !== ''), ...SEARCH_DIRS];
-  for (const dir of dirs) {
-    const candidate = path.join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
+
+/** A Postfix program: on PATH or in the sbin directories Debian installs them to. */
+export function findPostfixBinary(name: string): string | null {
+  return findBinary(name, SEARCH_DIRS);
 }
 
 /** Throws with the reason (not root, apt failed) when Postfix cannot be made available. */
@@ -40,14 +32,14 @@ export function ensurePostfix(): PostfixBinaries {
     // master(8) must start as root and hand its daemons to the postfix user; there is no unprivileged mode.
     throw new Error('--compare postfix needs root: a private Postfix master starts as root and runs its daemons as user postfix');
   }
-  let postfix = findBinary('postfix');
-  let smtpSource = findBinary('smtp-source');
+  let postfix = findPostfixBinary('postfix');
+  let smtpSource = findPostfixBinary('smtp-source');
   if (postfix === null || smtpSource === null) {
     process.stderr.write('bench: postfix or smtp-source missing, running bench/postfix/install.sh\n');
     const run = spawnSync('bash', [installScript()], { stdio: ['ignore', 'inherit', 'inherit'], timeout: INSTALL_TIMEOUT_MS });
     if (run.status !== 0) throw new Error(`bench/postfix/install.sh failed (${run.error?.message ?? `exit ${String(run.status)}`})`);
-    postfix = findBinary('postfix');
-    smtpSource = findBinary('smtp-source');
+    postfix = findPostfixBinary('postfix');
+    smtpSource = findPostfixBinary('smtp-source');
   }
   if (postfix === null || smtpSource === null) throw new Error('postfix installed, yet postfix or smtp-source is still not found in PATH or /usr/sbin');
   return { postfix, smtpSource };

@@ -1,23 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { freePort } from './harness';
 
-/** Finds an executable on PATH (Debian's `prometheus` package puts both binaries in /usr/bin). */
-export function findBinary(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    const candidate = path.join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
+export { findBinary } from '../../bench/find-binary';
 
 type PromResult = { status: 'success'; data: unknown } | { status: 'error'; errorType: string; error: string };
 
