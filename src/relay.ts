@@ -10,7 +10,8 @@ import { Dispatcher } from './forward/dispatcher';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
 import { SmartHostQuota } from './forward/quota';
-import { NodemailerSmartHost } from './forward/smarthost';
+import { DeliveryThread } from './forward/delivery-thread';
+import { NodemailerSmartHost, type SmartHostTransport } from './forward/smarthost';
 import { smartHostStatus, type SmartHostStatus } from './forward/smarthost-status';
 import { ClientDirectory } from './ingress/clients';
 import type { MessageFilter } from './ingress/filters';
@@ -82,6 +83,8 @@ export class Relay {
   private readonly configSource: (() => ConfigResult) | null;
   /** EHLO name towards smart hosts; `hostname` needs a restart, so this never changes. */
   private readonly heloName: string;
+  /** Where smart-host connections live with `delivery.worker_thread` (a restart setting); null: on the event loop. */
+  private readonly deliveryThread: DeliveryThread | null;
   /** Counters outlive reloads: a reload must not hand every client a fresh rate-limit window. */
   private readonly quotaCounters: WindowCounters;
   private readonly policyCounters: WindowCounters;
@@ -97,6 +100,7 @@ export class Relay {
     this.logger = options.logger ?? createLogger(config.log.level);
     this.configSource = options.configSource ?? null;
     this.heloName = config.hostname;
+    this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
     this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
     this.sharedState = this.connectSharedState(config);
@@ -171,6 +175,7 @@ export class Relay {
   async start(): Promise<RelayAddresses> {
     const { config } = this.live;
     await this.store.open();
+    this.deliveryThread?.start();
     await this.live.policy.start();
     await this.startSharedState();
     const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
@@ -204,6 +209,7 @@ export class Relay {
     await this.reloading;
     await this.live.policy.stop();
     for (const host of this.live.smarthosts.values()) host.close();
+    await this.deliveryThread?.stop();
     await this.http?.close();
     this.sharedState?.health.stop();
     this.sharedState?.redis.disconnect();
@@ -339,7 +345,8 @@ export class Relay {
   }
 
   private createSmartHost(config: SmartHostConfig): GuardedSmartHost {
-    return new GuardedSmartHost(config, new NodemailerSmartHost(config, this.heloName), new SmartHostQuota(config.name, config.rate_limits, this.quotaCounters), this.observer);
+    const transport: SmartHostTransport = this.deliveryThread ? this.deliveryThread.transport(config) : new NodemailerSmartHost(config, this.heloName);
+    return new GuardedSmartHost(config, transport, new SmartHostQuota(config.name, config.rate_limits, this.quotaCounters), this.observer);
   }
 
   private smartHostStatuses(): Promise<SmartHostStatus[]> {

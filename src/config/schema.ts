@@ -363,8 +363,13 @@ export const configSchema = z
     delivery: z
       .strictObject({
         concurrency: z.number().int().min(1).max(1000).default(20),
+        /**
+         * Smart-host connections on a worker thread of their own, so sending uses a second core
+         * while the event loop answers clients and writes the spool. `false` keeps them on the event loop.
+         */
+        worker_thread: z.boolean().default(true),
       })
-      .default({ concurrency: 20 }),
+      .default({ concurrency: 20, worker_thread: true }),
     /** How long a stopping relay waits for open sessions before answering them 421. */
     shutdown_grace: duration.default(10_000),
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),

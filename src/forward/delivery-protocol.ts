@@ -1,0 +1,18 @@
+import type { SmartHostConfig } from '../config/schema';
+import type { Outcome } from './outcome';
+import type { Envelope } from './smarthost';
+
+/**
+ * The messages between the relay's event loop and its delivery thread. Only plain data crosses:
+ * the thread owns the smart-host connections, the event loop owns every decision about a message
+ * (breaker, quota, spool state), so a send is a queue file's path in and an outcome per recipient out.
+ */
+export type ToDeliveryThread =
+  | { type: 'open'; host: number; config: SmartHostConfig; heloName: string }
+  | { type: 'send'; request: number; host: number; envelope: Envelope; bodyPath: string; prependHeaders?: string }
+  | { type: 'close'; host: number };
+
+export type FromDeliveryThread =
+  | { type: 'sent'; request: number; outcomes: [string, Outcome][] }
+  /** The send threw instead of returning outcomes: a bug, reported as a temporary failure. */
+  | { type: 'failed'; request: number; message: string };

@@ -1,0 +1,140 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { SmartHostConfig } from '../config/schema';
+import type { FromDeliveryThread, ToDeliveryThread } from './delivery-protocol';
+import type { Outcome } from './outcome';
+import type { Envelope, SmartHostTransport } from './smarthost';
+
+/**
+ * Runs every smart host's connections on one worker thread. The event loop stays the only place
+ * that decides anything about a message (spool state, breaker, quota, bounces); the thread only
+ * turns "send this queue file to that host" into an outcome per recipient. Nothing durable lives
+ * in the thread: if it dies, the sends under way come back as temporary failures (the messages
+ * stay queued and are retried) and the next send starts a fresh thread.
+ */
+export class DeliveryThread {
+  private worker: Worker | null = null;
+  private readonly openHosts = new Map<number, SmartHostConfig>();
+  private readonly pending = new Map<number, { recipients: string[]; resolve: (outcomes: Map<string, Outcome>) => void }>();
+  private nextHost = 1;
+  private nextRequest = 1;
+  private stopped = false;
+
+  constructor(
+    private readonly heloName: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** A transport for one configured smart host whose connections live in the thread. */
+  transport(config: SmartHostConfig): SmartHostTransport {
+    const host = this.nextHost++;
+    this.openHosts.set(host, config);
+    this.post({ type: 'open', host, config, heloName: this.heloName });
+    return {
+      name: config.name,
+      relay: `${config.name}[${config.host}]:${config.port}`,
+      send: (envelope, bodyPath, prependHeaders) => this.send(host, envelope, bodyPath, prependHeaders),
+      close: () => {
+        if (!this.openHosts.delete(host)) return;
+        this.post({ type: 'close', host });
+      },
+    };
+  }
+
+  /** Starts the thread now rather than at the first delivery, so a broken install fails at start. */
+  start(): void {
+    this.ensureWorker();
+  }
+
+  /** Ends the thread; call once no send is under way (after the scheduler has stopped). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const worker = this.worker;
+    this.worker = null;
+    if (worker) await worker.terminate();
+    this.failPending('the relay is stopping');
+  }
+
+  private send(host: number, envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
+    return new Promise((resolve) => {
+      const request = this.nextRequest++;
+      this.pending.set(request, { recipients: envelope.to, resolve });
+      // Referenced only while a send waits on it, so an idle thread never keeps a stopping process alive.
+      if (this.pending.size === 1) this.worker?.ref();
+      this.post({ type: 'send', request, host, envelope, bodyPath, prependHeaders });
+    });
+  }
+
+  private post(message: ToDeliveryThread): void {
+    if (this.stopped) {
+      if (message.type === 'send') this.settle(message.request, failedOutcomes(message.envelope.to, 'the relay is stopping'));
+      return;
+    }
+    // Nothing to close in a thread that is not running; and a new thread is told every open host anyway.
+    if (!this.worker && message.type !== 'send') return;
+    let worker: Worker;
+    try {
+      worker = this.ensureWorker();
+    } catch (err) {
+      this.logger.error({ err }, `delivery thread could not start: ${(err as Error).message}`);
+      if (message.type === 'send') this.settle(message.request, failedOutcomes(message.envelope.to, `delivery thread could not start: ${(err as Error).message}`));
+      return;
+    }
+    worker.postMessage(message);
+  }
+
+  private ensureWorker(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(workerScript(), { name: 'smarthop-delivery' });
+    this.worker = worker;
+    worker.on('message', (message: FromDeliveryThread) => {
+      if (message.type === 'sent') this.settle(message.request, new Map(message.outcomes));
+      else {
+        const entry = this.pending.get(message.request);
+        this.settle(message.request, failedOutcomes(entry?.recipients ?? [], `delivery thread: ${message.message}`));
+      }
+    });
+    worker.on('error', (err) => this.logger.error({ err }, `delivery thread failed: ${err.message}; sends under way are deferred, the next send starts a new thread`));
+    worker.on('exit', (code) => {
+      if (this.worker !== worker) return;
+      this.worker = null;
+      this.failPending(`delivery thread exited with code ${code}`);
+    });
+    // A new thread (the first, or one replacing a dead one) needs every smart host still in use.
+    for (const [host, config] of this.openHosts) worker.postMessage({ type: 'open', host, config, heloName: this.heloName } satisfies ToDeliveryThread);
+    if (this.pending.size === 0) worker.unref();
+    return worker;
+  }
+
+  private settle(request: number, outcomes: Map<string, Outcome>): void {
+    const entry = this.pending.get(request);
+    if (!entry) return;
+    this.pending.delete(request);
+    if (this.pending.size === 0) this.worker?.unref();
+    entry.resolve(outcomes);
+  }
+
+  private failPending(reason: string): void {
+    for (const [request, entry] of [...this.pending]) this.settle(request, failedOutcomes(entry.recipients, reason));
+  }
+}
+
+/** Not the smart host's fault, so not a connection failure: the breaker ignores it, the message is deferred. */
+function failedOutcomes(recipients: readonly string[], detail: string): Map<string, Outcome> {
+  return new Map(recipients.map((address): [string, Outcome] => [address, { kind: 'transient', cause: 'reply', detail }]));
+}
+
+/**
+ * The compiled worker beside this module. Under jest this module runs from its TypeScript source,
+ * and a worker thread cannot load TypeScript, so the build of the same file is used (`npm test`
+ * builds first).
+ */
+function workerScript(): string {
+  const beside = path.join(__dirname, 'delivery-worker.js');
+  if (existsSync(beside)) return beside;
+  const built = path.resolve(__dirname, '../../dist/src/forward/delivery-worker.js');
+  if (existsSync(built)) return built;
+  throw new Error(`delivery thread: neither ${beside} nor ${built} exists; run npm run build`);
+}

@@ -1,0 +1,42 @@
+import { parentPort } from 'node:worker_threads';
+import type { FromDeliveryThread, ToDeliveryThread } from './delivery-protocol';
+import { NodemailerSmartHost } from './smarthost';
+
+/**
+ * The delivery thread's entry point (see delivery-thread.ts): it holds the pooled smart-host
+ * connections and sends what the event loop asks, so composing, dot-stuffing and writing
+ * messages to smart hosts runs on a second core while the event loop keeps answering clients.
+ */
+
+const port = parentPort;
+if (!port) throw new Error('delivery-worker must run as a worker thread');
+
+const hosts = new Map<number, NodemailerSmartHost>();
+
+function reply(message: FromDeliveryThread): void {
+  port?.postMessage(message);
+}
+
+port.on('message', (message: ToDeliveryThread) => {
+  switch (message.type) {
+    case 'open':
+      hosts.set(message.host, new NodemailerSmartHost(message.config, message.heloName));
+      return;
+    case 'close':
+      hosts.get(message.host)?.close();
+      hosts.delete(message.host);
+      return;
+    case 'send': {
+      const host = hosts.get(message.host);
+      if (!host) {
+        reply({ type: 'failed', request: message.request, message: `smart host #${message.host} is not open in the delivery thread` });
+        return;
+      }
+      host.send(message.envelope, message.bodyPath, message.prependHeaders).then(
+        (outcomes) => reply({ type: 'sent', request: message.request, outcomes: [...outcomes] }),
+        (err: Error) => reply({ type: 'failed', request: message.request, message: err.message }),
+      );
+      return;
+    }
+  }
+});
