@@ -8,7 +8,8 @@ import type { Envelope } from './smarthost';
  * (breaker, quota, spool state), so a send is a queue file's path in and an outcome per recipient out.
  */
 export type ToDeliveryThread =
-  | { type: 'open'; host: number; config: SmartHostConfig; heloName: string }
+  /** `ca`: the CA file's contents, read on the event loop so a missing file fails start and reload there. */
+  | { type: 'open'; host: number; config: SmartHostConfig; heloName: string; ca?: Uint8Array }
   | { type: 'send'; request: number; host: number; envelope: Envelope; bodyPath: string; prependHeaders?: string }
   | { type: 'close'; host: number };
 

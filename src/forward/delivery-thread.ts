@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { SmartHostConfig } from '../config/schema';
 import type { FromDeliveryThread, ToDeliveryThread } from './delivery-protocol';
 import type { Outcome } from './outcome';
-import type { Envelope, SmartHostTransport } from './smarthost';
+import { loadCa, type Envelope, type SmartHostTransport } from './smarthost';
 
 /**
  * Runs every smart host's connections on one worker thread. The event loop stays the only place
@@ -16,7 +16,7 @@ import type { Envelope, SmartHostTransport } from './smarthost';
  */
 export class DeliveryThread {
   private worker: Worker | null = null;
-  private readonly openHosts = new Map<number, SmartHostConfig>();
+  private readonly openHosts = new Map<number, { config: SmartHostConfig; ca: Buffer | undefined }>();
   private readonly pending = new Map<number, { recipients: string[]; resolve: (outcomes: Map<string, Outcome>) => void }>();
   private nextHost = 1;
   private nextRequest = 1;
@@ -29,9 +29,10 @@ export class DeliveryThread {
 
   /** A transport for one configured smart host whose connections live in the thread. */
   transport(config: SmartHostConfig): SmartHostTransport {
+    const ca = loadCa(config);
     const host = this.nextHost++;
-    this.openHosts.set(host, config);
-    this.post({ type: 'open', host, config, heloName: this.heloName });
+    this.openHosts.set(host, { config, ca });
+    this.post({ type: 'open', host, config, heloName: this.heloName, ca });
     return {
       name: config.name,
       relay: `${config.name}[${config.host}]:${config.port}`,
@@ -103,7 +104,7 @@ export class DeliveryThread {
       this.failPending(`delivery thread exited with code ${code}`);
     });
     // A new thread (the first, or one replacing a dead one) needs every smart host still in use.
-    for (const [host, config] of this.openHosts) worker.postMessage({ type: 'open', host, config, heloName: this.heloName } satisfies ToDeliveryThread);
+    for (const [host, { config, ca }] of this.openHosts) worker.postMessage({ type: 'open', host, config, heloName: this.heloName, ca } satisfies ToDeliveryThread);
     if (this.pending.size === 0) worker.unref();
     return worker;
   }

@@ -12,6 +12,8 @@ const port = parentPort;
 if (!port) throw new Error('delivery-worker must run as a worker thread');
 
 const hosts = new Map<number, NodemailerSmartHost>();
+/** Hosts whose transport could not be built: their sends fail (deferred) with the reason. */
+const broken = new Map<number, string>();
 
 function reply(message: FromDeliveryThread): void {
   port?.postMessage(message);
@@ -20,16 +22,23 @@ function reply(message: FromDeliveryThread): void {
 port.on('message', (message: ToDeliveryThread) => {
   switch (message.type) {
     case 'open':
-      hosts.set(message.host, new NodemailerSmartHost(message.config, message.heloName));
+      try {
+        // The file was read by the event loop (a CA is a few KB); it arrives as a Uint8Array.
+        const ca = message.ca ? Buffer.from(message.ca.buffer, message.ca.byteOffset, message.ca.byteLength) : undefined;
+        hosts.set(message.host, new NodemailerSmartHost(message.config, message.heloName, ca));
+      } catch (err) {
+        broken.set(message.host, `cannot set up ${message.config.name}: ${(err as Error).message}`);
+      }
       return;
     case 'close':
       hosts.get(message.host)?.close();
       hosts.delete(message.host);
+      broken.delete(message.host);
       return;
     case 'send': {
       const host = hosts.get(message.host);
       if (!host) {
-        reply({ type: 'failed', request: message.request, message: `smart host #${message.host} is not open in the delivery thread` });
+        reply({ type: 'failed', request: message.request, message: broken.get(message.host) ?? `smart host #${message.host} is not open in the delivery thread` });
         return;
       }
       host.send(message.envelope, message.bodyPath, message.prependHeaders).then(

@@ -67,10 +67,11 @@ export class NodemailerSmartHost implements SmartHostTransport {
   private inFlight = 0;
   private closing = false;
 
-  constructor(config: SmartHostConfig, heloName: string) {
+  /** `ca`: the contents of `config.ca`, when the caller has read it already (see loadCa). */
+  constructor(config: SmartHostConfig, heloName: string, ca: Buffer | undefined = loadCa(config)) {
     this.name = config.name;
     this.relay = `${config.name}[${config.host}]:${config.port}`;
-    this.transport = createPool(config, heloName);
+    this.transport = createPool(config, heloName, ca);
   }
 
   async send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
@@ -113,7 +114,15 @@ export class NodemailerSmartHost implements SmartHostTransport {
 
 type PrependingOptions = Parameters<ReturnType<typeof createPool>['sendMail']>[0] & { prependHeaders?: string };
 
-function createPool(config: SmartHostConfig, heloName: string) {
+/**
+ * The CA bundle a smart host's certificate is checked against, read where the config is loaded so
+ * that a missing file stops `smarthop start` (and a reload) with its name, not a later delivery.
+ */
+export function loadCa(config: SmartHostConfig): Buffer | undefined {
+  return config.ca !== undefined ? readFileSync(config.ca) : undefined;
+}
+
+function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | undefined) {
   const transport = nodemailer.createTransport({
     pool: true,
     host: config.host,
@@ -125,7 +134,7 @@ function createPool(config: SmartHostConfig, heloName: string) {
     requireTLS: config.tls === 'starttls',
     ignoreTLS: config.tls === 'none',
     // nodemailer sets SNI from the host name itself (and leaves it out for an IP address, as RFC 6066 wants).
-    tls: { rejectUnauthorized: config.tls_verify, ...(config.ca !== undefined ? { ca: readFileSync(config.ca) } : {}) },
+    tls: { rejectUnauthorized: config.tls_verify, ...(ca !== undefined ? { ca } : {}) },
     auth: transportAuth(config),
     maxConnections: config.max_connections,
     maxMessages: 1000,
