@@ -46,12 +46,10 @@ describe('delivery when the spool cannot take an outcome', () => {
       bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
     });
     const id = store.newId();
-    const { createWriteStream } = await import('node:fs');
-    await new Promise<void>((resolve) => createWriteStream(`${store.tmpDir}/${id}.eml`).end('Subject: t\r\n\r\nbody\r\n', resolve));
-    await store.commit({
+    await store.commitGenerated({
       version: 1, id, receivedAt: Date.now(), client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default', from: 'app@corp.example',
       recipients: [{ address: 'ok@example.com', status: 'pending' }, { address: 'gone@example.com', status: 'pending' }], size: 22, attempts: 0, nextAttemptAt: Date.now(),
-    });
+    }, Buffer.from('Subject: t\r\n\r\nbody\r\n'));
 
     store.full = true;
     await expect(dispatcher.attempt(id)).rejects.toThrow(/ENOSPC/);

@@ -1,10 +1,9 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { DNSResolver } from 'mailauth';
 import { Relay } from '../src/relay';
 import type { SinkMessage, SmtpSink } from '../src/sink/sink';
 import { makeDkimKey, verifyDkim, zoneResolver, type TestKey } from './helpers/dkim';
-import { baseConfig, buildConfig, freePort, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { baseConfig, buildConfig, freePort, readQueued, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { openSession } from './helpers/smtp-client';
 
 /** What a legacy app on the LAN sends: its own Received trail, an internal address, no Message-ID, no Date. */
@@ -133,19 +132,21 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     const port = await freePort();
     await relayWith(port, corpRoute());
     const id = await send('scanner@printer.local', legacyMessage());
-    const queue = path.join(dir, 'spool', 'queue');
-    await waitFor(() => readdirSync(queue).includes(`${id}.json`), 5000, 'queued');
-    const stored = readFileSync(path.join(queue, `${id}.eml`), 'latin1');
+    const spool = path.join(dir, 'spool');
+    await waitFor(async () => (await readQueued(spool, id)) !== null, 5000, 'queued');
+    const queued = await readQueued(spool, id);
+    if (!queued) throw new Error(`${id} left the queue`);
+    const stored = queued.message.toString('latin1');
     expect(stored.startsWith('Received: from app.test (client lan)')).toBe(true);
     expect(stored).toContain('From: Scanner 3F <noreply@corp.example>\r\n');
     expect(stored).not.toContain('DKIM-Signature');
-    const meta = JSON.parse(readFileSync(path.join(queue, `${id}.json`), 'utf8')) as { from: string; clientFrom: string; prependHeaders: string };
+    const { meta } = queued;
     expect(meta.from).toBe('bounces@corp.example');
     expect(meta.clientFrom).toBe('scanner@printer.local');
-    expect(meta.prependHeaders.match(/^DKIM-Signature:/gm)).toHaveLength(2);
+    expect(meta.prependHeaders?.match(/^DKIM-Signature:/gm)).toHaveLength(2);
 
     // Deferred first (smart host down), delivered on a later attempt: the same signed bytes go out.
-    await waitFor(() => (JSON.parse(readFileSync(path.join(queue, `${id}.json`), 'utf8')) as { attempts: number }).attempts >= 1, 10_000, 'a failed attempt');
+    await waitFor(async () => ((await readQueued(spool, id))?.meta.attempts ?? 0) >= 1, 10_000, 'a failed attempt');
     const primary = await sink(port);
     await waitFor(() => primary.messages.length === 1, 15_000, 'delivery after the smart host returns');
     expect(primary.messages[0].data.toString('latin1')).toBe(`${meta.prependHeaders}${stored}`);

@@ -137,7 +137,7 @@ describe('SIGTERM during traffic', () => {
     // The deliveries under way were finished before the exit, not cut off and left to repeat.
     expect((smarthost as SlowSmartHost).inFlight).toBe(0);
     const deliveredBeforeRestart = [...smarthost.received];
-    const spooled = readdirSync(path.join(dir, 'spool', 'queue')).filter((f) => f.endsWith('.json')).length;
+    const spooled = readdirSync(path.join(dir, 'spool', 'queue')).filter((f) => f.endsWith('.eml')).length;
     expect(deliveredBeforeRestart.length + spooled).toBeGreaterThanOrEqual(accepted.length);
 
     relay = await ChildRelay.start(configFile, httpPort);

@@ -41,7 +41,7 @@ export class Bouncer {
     const now = this.now();
     const body = buildDsn({
       hostname, originalId: meta.id, arrivalDate: new Date(meta.receivedAt), date: new Date(now), to: to[0], failures,
-      originalHeaders: await store.readHeaders(meta.id), uniqueId: id,
+      originalHeaders: await store.readHeaders(meta.id, meta.size), uniqueId: id,
     });
     const dsn: MessageMeta = {
       version: 1, id, receivedAt: now, client: meta.client, listener: meta.listener, remote: meta.remote, route: meta.route,

@@ -1,6 +1,6 @@
 import type { SmartHostConfig } from '../config/schema';
 import type { Outcome } from './outcome';
-import type { Envelope } from './smarthost';
+import type { Envelope, MessageBody } from './smarthost';
 
 /**
  * The messages between the relay's event loop and its delivery thread. Only plain data crosses:
@@ -10,7 +10,7 @@ import type { Envelope } from './smarthost';
 export type ToDeliveryThread =
   /** `ca`: the CA file's contents, read on the event loop so a missing file fails start and reload there. */
   | { type: 'open'; host: number; config: SmartHostConfig; heloName: string; ca?: Uint8Array }
-  | { type: 'send'; request: number; host: number; envelope: Envelope; bodyPath: string; prependHeaders?: string }
+  | { type: 'send'; request: number; host: number; envelope: Envelope; body: MessageBody }
   | { type: 'close'; host: number };
 
 export type FromDeliveryThread =

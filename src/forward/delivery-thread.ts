@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { SmartHostConfig } from '../config/schema';
 import type { FromDeliveryThread, ToDeliveryThread } from './delivery-protocol';
 import type { Outcome } from './outcome';
-import { loadCa, type Envelope, type SmartHostTransport } from './smarthost';
+import { loadCa, type Envelope, type MessageBody, type SmartHostTransport } from './smarthost';
 
 /**
  * Runs every smart host's connections on one worker thread. The event loop stays the only place
@@ -36,7 +36,7 @@ export class DeliveryThread {
     return {
       name: config.name,
       relay: `${config.name}[${config.host}]:${config.port}`,
-      send: (envelope, bodyPath, prependHeaders) => this.send(host, envelope, bodyPath, prependHeaders),
+      send: (envelope, body) => this.send(host, envelope, body),
       close: () => {
         if (!this.openHosts.delete(host)) return;
         this.post({ type: 'close', host });
@@ -58,13 +58,13 @@ export class DeliveryThread {
     this.failPending('the relay is stopping');
   }
 
-  private send(host: number, envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
+  private send(host: number, envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
     return new Promise((resolve) => {
       const request = this.nextRequest++;
       this.pending.set(request, { recipients: envelope.to, resolve });
       // Referenced only while a send waits on it, so an idle thread never keeps a stopping process alive.
       if (this.pending.size === 1) this.worker?.ref();
-      this.post({ type: 'send', request, host, envelope, bodyPath, prependHeaders });
+      this.post({ type: 'send', request, host, envelope, body });
     });
   }
 

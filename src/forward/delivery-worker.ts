@@ -41,7 +41,7 @@ port.on('message', (message: ToDeliveryThread) => {
         reply({ type: 'failed', request: message.request, message: broken.get(message.host) ?? `smart host #${message.host} is not open in the delivery thread` });
         return;
       }
-      host.send(message.envelope, message.bodyPath, message.prependHeaders).then(
+      host.send(message.envelope, message.body).then(
         (outcomes) => reply({ type: 'sent', request: message.request, outcomes: [...outcomes] }),
         (err: Error) => reply({ type: 'failed', request: message.request, message: err.message }),
       );

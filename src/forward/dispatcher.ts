@@ -102,7 +102,8 @@ export class Dispatcher {
       else meta.attempts += 1;
       lastHost = host;
       const attemptStart = this.now();
-      const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, store.bodyPath(id), meta.prependHeaders);
+      const body = { path: store.bodyPath(id), size: meta.size, ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}) };
+      const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
       this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
     }
 

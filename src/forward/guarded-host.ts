@@ -3,7 +3,7 @@ import type { Observer } from '../observe/events';
 import { admit as breakerAdmit, classify, CLOSED, eligibleAt, isUp, record, type BreakerState } from './breaker';
 import type { Outcome } from './outcome';
 import type { QuotaSample, SmartHostQuota } from './quota';
-import type { Admission, Envelope, SmartHost, SmartHostDetails, SmartHostTransport } from './smarthost';
+import type { Admission, Envelope, MessageBody, SmartHost, SmartHostDetails, SmartHostTransport } from './smarthost';
 
 /**
  * One smart host with its circuit breaker and provider quota in front of its transport: the
@@ -55,8 +55,8 @@ export class GuardedSmartHost implements SmartHost {
     return { ok: true, recipients: quota.recipients };
   }
 
-  async send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
-    const outcomes = await this.transport.send(envelope, bodyPath, prependHeaders);
+  async send(envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
+    const outcomes = await this.transport.send(envelope, body);
     this.setBreaker(record(this.breaker, classify(outcomes), this.now(), this.config.breaker));
     return outcomes;
   }

@@ -12,13 +12,20 @@ export interface Envelope {
   to: string[];
 }
 
+/** What is sent of a queued message: the first `size` bytes of its file (its metadata follows them). */
+export interface MessageBody {
+  path: string;
+  size: number;
+  /** Header lines sent above the stored bytes (the DKIM signatures kept in its metadata). */
+  prependHeaders?: string;
+}
+
 /** Sends to one smart host, nothing more: a transaction in, an outcome per recipient out. */
 export interface SmartHostTransport {
   readonly name: string;
   /** `primary[smtp.provider.example]:587`, as log lines name the relay. */
   readonly relay: string;
-  /** `prependHeaders`: header lines sent above the stored file (the DKIM signatures kept in its metadata). */
-  send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>>;
+  send(envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>>;
   /** Closes the pool once the sends under way have finished (a reload retires hosts this way). */
   close(): void;
 }
@@ -74,20 +81,20 @@ export class NodemailerSmartHost implements SmartHostTransport {
     this.transport = createPool(config, heloName, ca);
   }
 
-  async send(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
+  async send(envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
     this.inFlight++;
     try {
-      return await this.transact(envelope, bodyPath, prependHeaders);
+      return await this.transact(envelope, body);
     } finally {
       this.inFlight--;
       if (this.closing && this.inFlight === 0) this.transport.close();
     }
   }
 
-  private async transact(envelope: Envelope, bodyPath: string, prependHeaders?: string): Promise<Map<string, Outcome>> {
+  private async transact(envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
     const outcomes = new Map<string, Outcome>();
     try {
-      const message: PrependingOptions = { envelope: { from: envelope.from, to: envelope.to }, raw: { path: bodyPath }, prependHeaders };
+      const message: StoredMessageOptions = { envelope: { from: envelope.from, to: envelope.to }, raw: { path: body.path }, stored: body };
       const info = await this.transport.sendMail(message);
       const reply = parseReply(info.response, 250);
       const rejectedErrors = (info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? [];
@@ -112,7 +119,7 @@ export class NodemailerSmartHost implements SmartHostTransport {
   }
 }
 
-type PrependingOptions = Parameters<ReturnType<typeof createPool>['sendMail']>[0] & { prependHeaders?: string };
+type StoredMessageOptions = Parameters<ReturnType<typeof createPool>['sendMail']>[0] & { stored: MessageBody };
 
 /**
  * The CA bundle a smart host's certificate is checked against, read where the config is loaded so
@@ -144,21 +151,31 @@ function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | unde
     logger: false,
     debug: false,
   });
-  // The file stays `raw: { path }` so the pool can re-read it when it requeues; the prefix is added
-  // to every read of it, as nodemailer's own DKIM signing does.
+  // The file stays `raw: { path }` so the pool can re-read it when it requeues; every read of it
+  // gets the prefix and stops at the message's own bytes, as nodemailer's own DKIM signing does.
   transport.use('stream', (mail, done) => {
-    const prefix = (mail.data as { prependHeaders?: string }).prependHeaders;
-    if (prefix) mail.message.processFunc((input) => prepend(Buffer.from(prefix, 'latin1'), input));
+    const { size, prependHeaders } = (mail.data as { stored: MessageBody }).stored;
+    mail.message.processFunc((input) => storedBytes(input, size, prependHeaders ? Buffer.from(prependHeaders, 'latin1') : null));
     done();
   });
   return transport;
 }
 
-function prepend(head: Buffer, input: Readable): Readable {
-  // Async iteration carries errors of `input` to the output, and a destroyed output destroys `input`.
+/** `head`, then the first `size` bytes of `input`; the rest of the file (its metadata) is never sent. */
+function storedBytes(input: Readable, size: number, head: Buffer | null): Readable {
+  // Async iteration carries errors of `input` to the output, and leaving the loop (or a destroyed
+  // output) destroys `input`, which closes the file.
   return Readable.from((async function* () {
-    yield head;
-    yield* input;
+    if (head) yield head;
+    let left = size;
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      if (chunk.length >= left) {
+        yield chunk.subarray(0, left);
+        return;
+      }
+      left -= chunk.length;
+      yield chunk;
+    }
   })(), { objectMode: false });
 }
 

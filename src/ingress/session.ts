@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,6 +6,7 @@ import { chooseRoute } from '../forward/router';
 import { UNKNOWN_CLIENT, type Observer, type RejectReason } from '../observe/events';
 import type { MessageMeta } from '../spool/message';
 import type { FreeSpaceGuard } from '../spool/free-space';
+import type { IncomingFile } from '../spool/incoming';
 import type { SpoolStore } from '../spool/store';
 import type { ClientDirectory } from './clients';
 import { DataGuard } from './data-guard';
@@ -188,18 +188,24 @@ export class IngressSessions {
     });
     const filtering = new FilterRun(filters ?? [], { queueId: id, client, session, envelope, trace, outgoing });
     const splitter = new HeaderSplitter(MAX_HEADER_BYTES, (headers) => filtering.headers(headers, splitter.original as HeaderBlock), (chunk) => filtering.body(chunk));
-    const file = store.createIncoming(id);
-    file.write(trace);
-
+    const storageTrouble = (err: unknown) =>
+      this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'write failed'})`, { from: envelope.from });
+    let incoming: IncomingFile;
+    try {
+      incoming = await store.createIncoming(id);
+    } catch (err) {
+      stream.resume();
+      return storageTrouble(err);
+    }
     let refusal: Refusal | undefined;
     try {
-      await pipeline(stream, guard, splitter, file);
-      if (!file.closed) await once(file, 'close');
+      incoming.stream.write(trace);
+      await pipeline(stream, guard, splitter, incoming.stream);
       refusal = await filtering.end();
     } catch (err) {
       stream.resume();
-      await store.discardIncoming(id).catch(() => undefined);
-      return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'write failed'})`, { from: envelope.from });
+      await incoming.discard().catch(() => undefined);
+      return storageTrouble(err);
     }
 
     if (guard.oversize) {
@@ -211,23 +217,23 @@ export class IngressSessions {
     else if (guard.violation) refusal = { code: 550, message: `5.6.0 Message contains a ${guard.violation === 'bare_cr' ? 'bare CR' : 'bare LF'} line ending; lines must end with CRLF`, reason: 'smuggling' };
     else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
     // Counted only for a message that is otherwise acceptable: a refused one costs no byte quota.
-    refusal ??= await policy?.dataComplete(client, file.bytesWritten);
+    refusal ??= await policy?.dataComplete(client, incoming.bytesWritten);
     if (refusal) {
-      await store.discardIncoming(id);
+      await incoming.discard();
       return this.reject(session, refusal.reason, refusal.code, refusal.message, { from: envelope.from });
     }
 
     const meta: MessageMeta = {
       version: 1, id, receivedAt: Date.now(), client: client.name, listener: session.listener.name, remote: session.remoteAddress,
       route: outgoing.route, from: outgoing.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
-      size: file.bytesWritten, attempts: 0, nextAttemptAt: Date.now(),
+      size: incoming.bytesWritten, attempts: 0, nextAttemptAt: Date.now(),
       ...(outgoing.from !== envelope.from ? { clientFrom: envelope.from } : {}),
       ...(outgoing.prependHeaders !== '' ? { prependHeaders: outgoing.prependHeaders } : {}),
     };
     try {
-      await store.commit(meta);
+      await store.commit(meta, incoming);
     } catch (err) {
-      await store.discardIncoming(id).catch(() => undefined);
+      await incoming.discard().catch(() => undefined);
       return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'commit failed'})`, { from: envelope.from });
     }
 

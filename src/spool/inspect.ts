@@ -146,7 +146,7 @@ export async function showMessage(store: SpoolStore, id: string, now: number, sc
   if (!folder) return null;
   const meta = await store.readIn(folder, id).catch(() => null);
   if (!meta) return null;
-  const { headers, truncated } = await readHeaders(store.messagePath(folder, id)).catch(() => ({ headers: [], truncated: false }));
+  const { headers, truncated } = await readHeaders(store.messagePath(folder, id), meta.size).catch(() => ({ headers: [], truncated: false }));
   return { ...entryOf(folder, meta, now, scheduled), remote: meta.remote, headers, headers_truncated: truncated };
 }
 
@@ -154,12 +154,14 @@ export async function showMessage(store: SpoolStore, id: string, now: number, sc
  * The header fields of a stored message, reading at most `maxBytes` (a header block can be made
  * huge; the body is never read, so it is never shown). Folded lines are unfolded.
  */
-export async function readHeaders(file: string, maxBytes = 64 * 1024, maxFields = 200, maxValue = 2000): Promise<{ headers: HeaderField[]; truncated: boolean }> {
+export async function readHeaders(file: string, messageBytes: number, maxBytes = 64 * 1024, maxFields = 200, maxValue = 2000): Promise<{ headers: HeaderField[]; truncated: boolean }> {
   const handle = await open(file, 'r');
   let text: string;
   try {
-    const buffer = Buffer.alloc(maxBytes);
-    const { bytesRead } = await handle.read(buffer, 0, maxBytes, 0);
+    // Never past the message's own bytes: a committed file carries its metadata behind them.
+    const length = Math.min(maxBytes, messageBytes);
+    const buffer = Buffer.alloc(length);
+    const { bytesRead } = await handle.read(buffer, 0, length, 0);
     text = buffer.subarray(0, bytesRead).toString('utf8');
   } finally {
     await handle.close();

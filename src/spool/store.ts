@@ -1,15 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, type WriteStream } from 'node:fs';
 import { access, mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { DirectorySyncer } from './dir-sync';
+import { IncomingFile } from './incoming';
 import type { MessageMeta } from './message';
+import { encodeTrailer, readTrailer } from './trailer';
 
 /**
- * The durable queue on disk. Each message is two files: `<id>.eml` (the bytes to send, immutable once
- * queued) and `<id>.json` (envelope and delivery state). The `.json` landing in a state folder is the
- * commit point: a `.eml` without its `.json` was never acknowledged and is removed on recovery.
+ * The durable queue on disk. A message is committed as one file, `<id>.eml`: its bytes (immutable
+ * once queued) followed by its metadata at commit (see trailer.ts); the file landing in `queue/` is
+ * the commit point. Its first state change writes `<id>.json` beside it (envelope and delivery
+ * state), which from then on wins over the trailer; moves to `hold/` and `dead/` always carry one.
+ * A `.eml` in `queue/` with neither a `.json` nor a trailer was never acknowledged (a version
+ * before trailers renamed the file in first) and is removed on recovery.
  *
  *   tmp/     being received (and state rewrites before their rename)
  *   queue/   accepted, waiting or being delivered
@@ -38,6 +42,12 @@ export class SpoolStore {
    * its entry, so it never disagrees with the disk. Bounded: a backed-up queue reads from disk.
    */
   private readonly justCommitted = new LRUCache<string, string>({ max: 1000 });
+  /**
+   * Queued messages known to have no `.json` (committed or recovered as one file, state never
+   * changed since): removing them skips a failed unlink. Only this store writes a `.json`, and it
+   * drops the id first; an id not in here is removed the careful way.
+   */
+  private readonly withoutStateFile = new Set<string>();
 
   constructor(readonly root: string) {
     this.tmpDir = path.join(root, 'tmp');
@@ -61,48 +71,53 @@ export class SpoolStore {
     return Date.now().toString(36).toUpperCase().padStart(9, '0') + randomBytes(5).toString('hex').toUpperCase();
   }
 
-  /** A stream into `tmp/<id>.eml` that fsyncs before it reports `close`. */
-  createIncoming(id: string): WriteStream {
-    return createWriteStream(this.tmpPath(id, '.eml'), { flush: true });
-  }
-
-  async discardIncoming(id: string): Promise<void> {
-    await rm(this.tmpPath(id, '.eml'), { force: true });
+  /** A new message file in `tmp/`, for DATA to stream into. */
+  createIncoming(id: string): Promise<IncomingFile> {
+    return IncomingFile.create(this.tmpPath(id, '.eml'));
   }
 
   /**
-   * Makes a fully written (and fsync'd) incoming message durable in `queue/`. Only after this
-   * resolves may the client be told 250.
+   * Makes a fully received message durable in `queue/`: its metadata appended behind its bytes, one
+   * fsync, the rename, the folder's fsync. Only after this resolves may the client be told 250.
    */
-  async commit(meta: MessageMeta): Promise<void> {
-    const json = await this.writeMetaFile(this.tmpPath(meta.id, '.json'), meta);
-    await rename(this.tmpPath(meta.id, '.eml'), this.queuePath(meta.id, '.eml'));
-    await rename(this.tmpPath(meta.id, '.json'), this.queuePath(meta.id, '.json'));
-    await this.syncDir('queue');
-    this.justCommitted.set(meta.id, json);
+  async commit(meta: MessageMeta, incoming: IncomingFile): Promise<void> {
+    const json = JSON.stringify(meta);
+    await incoming.seal(json);
+    await this.publish(meta.id, json);
   }
 
   /**
-   * Queues a message the relay wrote itself (a DSN) exactly like a received one: the bytes are
-   * fsync'd in `tmp/` and the metadata landing in `queue/` is the commit, so it survives a crash.
+   * Queues a message the relay wrote itself (a DSN) exactly like a received one: bytes and
+   * metadata fsync'd in `tmp/`, and the file landing in `queue/` is the commit, so it survives a crash.
    */
   async commitGenerated(meta: MessageMeta, body: Buffer): Promise<void> {
+    const json = JSON.stringify(meta);
+    const file = this.tmpPath(meta.id, '.eml');
     try {
-      await writeFile(this.tmpPath(meta.id, '.eml'), body, { flush: true });
-      await this.commit(meta);
+      await writeFile(file, Buffer.concat([body, encodeTrailer(json)]), { flush: true });
+      await this.publish(meta.id, json);
     } catch (err) {
-      await this.discardIncoming(meta.id).catch(() => undefined);
+      await rm(file, { force: true }).catch(() => undefined);
       throw err;
     }
   }
 
+  private async publish(id: string, json: string): Promise<void> {
+    await rename(this.tmpPath(id, '.eml'), this.queuePath(id, '.eml'));
+    await this.syncDir('queue');
+    this.justCommitted.set(id, json);
+    this.withoutStateFile.add(id);
+  }
+
   /**
    * The header block of a queued message (up to the blank line, at most `limit` bytes, cut at a line
-   * end), for a DSN's text/rfc822-headers part. Reads only the head of the file.
+   * end), for a DSN's text/rfc822-headers part. Reads only the head of the file, never past the
+   * message's own `size` bytes (the metadata follows them).
    */
-  async readHeaders(id: string, limit = 64 * 1024): Promise<Buffer> {
+  async readHeaders(id: string, size: number, limit = 64 * 1024): Promise<Buffer> {
     const handle = await open(this.queuePath(id, '.eml'), 'r');
     try {
+      limit = Math.min(limit, size);
       const buffer = Buffer.alloc(limit);
       const { bytesRead } = await handle.read(buffer, 0, limit, 0);
       const head = buffer.subarray(0, bytesRead);
@@ -122,6 +137,7 @@ export class SpoolStore {
 
   private async writeAtomically(folder: SpoolFolder, meta: MessageMeta): Promise<void> {
     this.justCommitted.delete(meta.id);
+    this.withoutStateFile.delete(meta.id);
     const temp = this.tmpPath(`${meta.id}.${randomBytes(3).toString('hex')}`, '.json');
     await this.writeMetaFile(temp, meta);
     await rename(temp, this.path(folder, meta.id, '.json'));
@@ -135,8 +151,26 @@ export class SpoolStore {
     return JSON.parse(json) as MessageMeta;
   }
 
+  /** The `.json` when the message has one, else (in `queue/`) the trailer of its file; ENOENT when neither exists. */
   async readIn(folder: SpoolFolder, id: string): Promise<MessageMeta> {
-    return JSON.parse(await readFile(this.path(folder, id, '.json'), 'utf8')) as MessageMeta;
+    try {
+      return JSON.parse(await readFile(this.path(folder, id, '.json'), 'utf8')) as MessageMeta;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || folder !== 'queue') throw err;
+    }
+    const meta = await this.readCommitted(this.queuePath(id, '.eml'));
+    if (!meta) throw new Error(`${id}: the message file carries no metadata`);
+    return meta;
+  }
+
+  /** The trailer of a message file, or null when it has none; ENOENT when the file is gone. */
+  private async readCommitted(file: string): Promise<MessageMeta | null> {
+    const handle = await open(file, 'r');
+    try {
+      return await readTrailer(handle);
+    } finally {
+      await handle.close();
+    }
   }
 
   /** The folder holding a committed message, or null when there is none (delivered, deleted, unknown). */
@@ -144,14 +178,20 @@ export class SpoolStore {
     if (!isSpoolId(id)) return null;
     for (const folder of ['queue', 'hold', 'dead'] as const) {
       if (await access(this.path(folder, id, '.json')).then(() => true, () => false)) return folder;
+      if (folder === 'queue' && (await access(this.queuePath(id, '.eml')).then(() => true, () => false))) return folder;
     }
     return null;
   }
 
-  /** Ids with metadata in a folder, oldest first (ids are time-ordered). */
+  /** Ids of the messages in a folder, oldest first (ids are time-ordered); in `queue/` most have only their `.eml`. */
   async ids(folder: SpoolFolder): Promise<string[]> {
     const names = await readdir(this.dirOf(folder));
-    return names.filter((name) => name.endsWith('.json')).map((name) => name.slice(0, -5)).filter(isSpoolId).sort();
+    const ids = new Set<string>();
+    for (const name of names) {
+      if (name.endsWith('.json')) ids.add(name.slice(0, -5));
+      else if (folder === 'queue' && name.endsWith('.eml')) ids.add(name.slice(0, -4));
+    }
+    return [...ids].filter(isSpoolId).sort();
   }
 
   dirOf(folder: SpoolFolder): string {
@@ -167,14 +207,15 @@ export class SpoolStore {
   }
 
   /**
-   * Every recipient is done: removing the `.json` first means a crash can only leave an orphan `.eml`.
+   * Every recipient is done. The message file goes first: it carries the metadata it was committed
+   * with, so left behind it would be delivered again; a `.json` left behind is only set aside.
    * `durable`: the removal itself must survive a crash (the client was told the message was
    * refused, so it must not come back); after a delivery, a crash at worst repeats it.
    */
   async remove(id: string, options: { durable?: boolean } = {}): Promise<void> {
     this.justCommitted.delete(id);
-    await unlink(this.queuePath(id, '.json'));
     await unlinkIfPresent(this.queuePath(id, '.eml'));
+    if (!this.withoutStateFile.delete(id)) await unlinkIfPresent(this.queuePath(id, '.json'));
     if (options.durable) await this.syncDir('queue');
   }
 
@@ -223,13 +264,22 @@ export class SpoolStore {
     await this.syncDir('hold');
   }
 
-  /** Deletes a message for good (an admin's decision): metadata first, so a crash leaves only an orphan file. */
+  /**
+   * Deletes a message for good (an admin's decision). In `hold/` and `dead/` the `.json` goes first,
+   * so a crash leaves only an orphan file; in `queue/` the message file does (see remove).
+   */
   async delete(folder: SpoolFolder, id: string): Promise<void> {
     this.justCommitted.delete(id);
-    await unlink(this.path(folder, id, '.json'));
-    if (folder === 'hold') this.heldCount--;
-    if (folder === 'dead') this.deadCount--;
-    await unlinkIfPresent(this.path(folder, id, '.eml'));
+    this.withoutStateFile.delete(id);
+    if (folder === 'queue') {
+      await unlink(this.queuePath(id, '.eml'));
+      await unlinkIfPresent(this.queuePath(id, '.json'));
+    } else {
+      await unlink(this.path(folder, id, '.json'));
+      if (folder === 'hold') this.heldCount--;
+      if (folder === 'dead') this.deadCount--;
+      await unlinkIfPresent(this.path(folder, id, '.eml'));
+    }
     await this.syncDir(folder);
   }
 
@@ -251,8 +301,15 @@ export class SpoolStore {
     const recovered: MessageMeta[] = [];
     for (const name of names) {
       if (name.endsWith('.eml') && !names.has(`${name.slice(0, -4)}.json`)) {
+        const id = name.slice(0, -4);
+        const committed = await this.readCommitted(path.join(this.queueDir, name)).catch(() => null);
+        if (committed && committed.id === id) {
+          recovered.push(committed);
+          this.withoutStateFile.add(id);
+          continue;
+        }
         await unlink(path.join(this.queueDir, name));
-        onProblem(name.slice(0, -4), 'removed message file without metadata (never acknowledged)');
+        onProblem(id, 'removed message file without metadata (never acknowledged)');
         continue;
       }
       if (!name.endsWith('.json')) continue;
@@ -337,11 +394,8 @@ export class SpoolStore {
     }
   }
 
-  /** Writes and fsyncs; returns the JSON written. */
-  private async writeMetaFile(file: string, meta: MessageMeta): Promise<string> {
-    const json = JSON.stringify(meta);
-    await writeFile(file, json, { flush: true });
-    return json;
+  private async writeMetaFile(file: string, meta: MessageMeta): Promise<void> {
+    await writeFile(file, JSON.stringify(meta), { flush: true });
   }
 
   private tmpPath(id: string, ext: string): string {

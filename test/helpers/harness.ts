@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,8 @@ import { parseConfig } from '../../src/config/load';
 import type { RelayConfig } from '../../src/config/schema';
 import { Relay, type RelayOptions } from '../../src/relay';
 import { SmtpSink, type SinkOptions } from '../../src/sink/sink';
+import type { MessageMeta } from '../../src/spool/message';
+import { SpoolStore } from '../../src/spool/store';
 
 export function tempDir(prefix = 'smarthop-test-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));
@@ -219,4 +222,16 @@ export function relayPerTest(): {
     removeDir(dir);
   });
   return state;
+}
+
+/**
+ * A queued message as the relay sees it: its metadata (the `.json` once its state changed, else the
+ * trailer of its file) and its own bytes (without the trailer). Null while it is not in `queue/`.
+ */
+export async function readQueued(spoolDir: string, id: string): Promise<{ meta: MessageMeta; message: Buffer } | null> {
+  const store = new SpoolStore(spoolDir);
+  const meta = await store.readIn('queue', id).catch(() => null);
+  if (!meta) return null;
+  const file = await readFile(store.bodyPath(id)).catch(() => null);
+  return file ? { meta, message: file.subarray(0, meta.size) } : null;
 }

@@ -1,0 +1,150 @@
+import { readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import type { MessageMeta } from '../src/spool/message';
+import { SpoolStore } from '../src/spool/store';
+import { encodeTrailer, FOOTER_BYTES } from '../src/spool/trailer';
+import { removeDir, tempDir } from './helpers/harness';
+
+/**
+ * A message is committed as one file (its bytes, then its metadata): what the relay reads back,
+ * recovers after a crash, and removes must agree with that, and a file that does not end in a
+ * whole trailer is never taken for an acknowledged message.
+ */
+describe('spool: one file per committed message', () => {
+  let dir: string;
+  let store: SpoolStore;
+  const body = Buffer.from('Received: from app.test\r\nSubject: x\r\n\r\nbody line\r\n', 'latin1');
+
+  beforeEach(async () => {
+    dir = tempDir();
+    store = new SpoolStore(path.join(dir, 'spool'));
+    await store.open();
+  });
+  afterEach(async () => {
+    await store.close();
+    removeDir(dir);
+  });
+
+  function meta(id: string, extra: Partial<MessageMeta> = {}): MessageMeta {
+    return {
+      version: 1, id, receivedAt: 1_700_000_000_000, client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default',
+      from: 'app@corp.example', recipients: [{ address: 'user@example.com', status: 'pending' }], size: body.length, attempts: 0, nextAttemptAt: 1_700_000_000_000,
+      ...extra,
+    };
+  }
+
+  const files = (folder: string) => readdirSync(path.join(dir, 'spool', folder)).sort();
+  const recover = async () => {
+    const problems: string[] = [];
+    const recovered = await store.recover((_id, problem) => problems.push(problem));
+    return { recovered, problems };
+  };
+
+  /** Receives `body` through the same path DATA takes: stream into tmp/, then commit. */
+  async function receive(id: string, extra: Partial<MessageMeta> = {}): Promise<MessageMeta> {
+    const incoming = await store.createIncoming(id);
+    await new Promise<void>((resolve, reject) => incoming.stream.end(body, (err?: Error | null) => (err ? reject(err) : resolve())));
+    const committed = meta(id, { size: incoming.bytesWritten, ...extra });
+    await store.commit(committed, incoming);
+    return committed;
+  }
+
+  test('a received message is one file in queue/: its own bytes, then metadata that reads back as committed', async () => {
+    const id = store.newId();
+    const committed = await receive(id);
+    expect(files('queue')).toEqual([`${id}.eml`]);
+    expect(files('tmp')).toEqual([]);
+    const file = readFileSync(path.join(store.queueDir, `${id}.eml`));
+    expect(file.subarray(0, committed.size)).toEqual(body);
+    expect(file.subarray(committed.size).toString('latin1')).toBe(encodeTrailer(JSON.stringify(committed)).toString('latin1'));
+    // Read twice: the first read may come from memory, the second comes from the disk.
+    expect(await store.read(id)).toEqual(committed);
+    expect(await store.read(id)).toEqual(committed);
+    expect(await store.ids('queue')).toEqual([id]);
+    expect(await store.locate(id)).toBe('queue');
+  });
+
+  test('after a restart the committed file alone is recovered, with its metadata', async () => {
+    const id = store.newId();
+    const committed = await receive(id);
+    const fresh = new SpoolStore(path.join(dir, 'spool'));
+    await fresh.open();
+    const problems: string[] = [];
+    expect(await fresh.recover((_id, problem) => problems.push(problem))).toEqual([committed]);
+    expect(problems).toEqual([]);
+    expect(await fresh.read(id)).toEqual(committed);
+    await fresh.close();
+  });
+
+  test('a state change writes a .json that wins over the trailer; removal takes both files', async () => {
+    const id = store.newId();
+    const committed = await receive(id);
+    await store.update({ ...committed, attempts: 1, recipients: [{ address: 'user@example.com', status: 'pending', response: '451 4.3.0 later' }] });
+    expect(files('queue')).toEqual([`${id}.eml`, `${id}.json`]);
+    expect((await store.read(id)).attempts).toBe(1);
+    const { recovered } = await recover();
+    expect(recovered.map((m) => m.attempts)).toEqual([1]);
+    await store.remove(id);
+    expect(files('queue')).toEqual([]);
+  });
+
+  test('a DSN the relay writes itself is committed the same way', async () => {
+    const id = store.newId();
+    const dsn = meta(id, { from: '', dsnOf: 'X', size: body.length });
+    await store.commitGenerated(dsn, body);
+    expect(files('queue')).toEqual([`${id}.eml`]);
+    expect(await store.read(id)).toEqual(dsn);
+    expect(await store.readHeaders(id, dsn.size)).toEqual(Buffer.from('Received: from app.test\r\nSubject: x\r\n', 'latin1'));
+  });
+
+  test('the header block of a message without a blank line stops at its own bytes, not in its metadata', async () => {
+    const id = store.newId();
+    const headersOnly = Buffer.from('Subject: no body\r\n', 'latin1');
+    await store.commitGenerated(meta(id, { size: headersOnly.length }), headersOnly);
+    expect(await store.readHeaders(id, headersOnly.length)).toEqual(headersOnly);
+  });
+
+  test('a file in queue/ without a whole trailer was never acknowledged: recovery removes it, even when it once had one', async () => {
+    const truncated = store.newId();
+    await receive(truncated);
+    truncateSync(path.join(store.queueDir, `${truncated}.eml`), body.length + 5);
+    const bare = '0MWTKRH6D3728F1EC18';
+    writeFileSync(path.join(store.queueDir, `${bare}.eml`), body);
+    const lying = store.newId();
+    // A footer that names a length whose JSON says the message has another size is not trusted.
+    writeFileSync(path.join(store.queueDir, `${lying}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta(lying, { size: body.length + 1 })))]));
+
+    const fresh = new SpoolStore(path.join(dir, 'spool'));
+    await fresh.open();
+    const problems: string[] = [];
+    expect(await fresh.recover((_id, problem) => problems.push(problem))).toEqual([]);
+    expect(problems).toEqual(Array(3).fill('removed message file without metadata (never acknowledged)'));
+    expect(files('queue')).toEqual([]);
+    await fresh.close();
+  });
+
+  test('a message still being received is in tmp/ only: discarded it is gone, and a start drops what a crash left there', async () => {
+    const dropped = store.newId();
+    const incoming = await store.createIncoming(dropped);
+    await new Promise<void>((resolve) => incoming.stream.write(body, () => resolve()));
+    expect(files('tmp')).toEqual([`${dropped}.eml`]);
+    await incoming.discard();
+    expect(files('tmp')).toEqual([]);
+
+    const interrupted = store.newId();
+    const left = await store.createIncoming(interrupted);
+    await new Promise<void>((resolve) => left.stream.write(body, () => resolve()));
+    const fresh = new SpoolStore(path.join(dir, 'spool'));
+    await fresh.open();
+    expect(files('tmp')).toEqual([]);
+    expect(await fresh.recover(() => undefined)).toEqual([]);
+    await left.discard();
+    await fresh.close();
+  });
+
+  test('the footer has a fixed size, so the metadata is found from the end of the file', () => {
+    const trailer = encodeTrailer('{"a":1}');
+    expect(trailer.toString('latin1')).toBe('{"a":1}\n0000000007 smarthop-meta\n');
+    expect(trailer.length - 7).toBe(FOOTER_BYTES);
+  });
+});
