@@ -32,6 +32,17 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     await waitFor(() => spoolFiles('queue').length === 0, 5000, 'queue to empty');
   });
 
+  test('with delivery.worker_thread: false the event loop sends, with the same failover and counts', async () => {
+    const backup = await sink();
+    const relay = await relayWith([{ name: 'primary', port: await freePort(), priority: 10 }, { name: 'backup', port: backup.port, priority: 20 }], { delivery: { worker_thread: false } });
+    await send();
+    await waitFor(() => backup.messages.length === 1, 10_000, 'backup delivery');
+    const metrics = await metricsText(relay.httpPort);
+    expect(metricValue(metrics, 'smarthop_failovers_total{from="primary",to="backup"}')).toBe(1);
+    expect(metricValue(metrics, 'smarthop_messages_delivered_total{smarthost="backup"}')).toBe(1);
+    await waitFor(() => spoolFiles('queue').length === 0, 5000, 'queue to empty');
+  });
+
   test('primary prefers by priority: with both up only the primary receives', async () => {
     const primary = await sink();
     const backup = await sink();

@@ -22,10 +22,15 @@ export class DeliveryThread {
   private nextRequest = 1;
   private stopped = false;
 
+  private readonly script: string;
+
   constructor(
     private readonly heloName: string,
     private readonly logger: Logger,
-  ) {}
+    options: { script?: string } = {},
+  ) {
+    this.script = options.script ?? workerScript();
+  }
 
   /** A transport for one configured smart host whose connections live in the thread. */
   transport(config: SmartHostConfig): SmartHostTransport {
@@ -88,7 +93,7 @@ export class DeliveryThread {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(workerScript(), { name: 'smarthop-delivery' });
+    const worker = new Worker(this.script, { name: 'smarthop-delivery' });
     this.worker = worker;
     worker.on('message', (message: FromDeliveryThread) => {
       if (message.type === 'sent') this.settle(message.request, new Map(message.outcomes));
