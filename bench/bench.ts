@@ -462,9 +462,10 @@ async function runBench(options: BenchOptions): Promise<number> {
 
     const report = buildReport(options, load, arrivals, rss, cpuSeconds, mainThread, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
     // The relay writes its profile as it exits, so it is read only after stop().
-    const profile = options.cpuProfDir === null ? null : await readRelayProfile(options.cpuProfDir, relayPid, notes);
-    if (options.json) process.stdout.write(`${JSON.stringify(profile ? { ...report, profile } : report)}\n`);
-    else process.stdout.write(formatTable(report) + (profile ? formatProfile(profile.summary, profile.file) : ''));
+    const profiles = options.cpuProfDir === null ? [] : await readRelayProfiles(options.cpuProfDir, relayPid, notes);
+    const [profile, ...threadProfiles] = profiles;
+    if (options.json) process.stdout.write(`${JSON.stringify(profile ? { ...report, profile, threadProfiles } : report)}\n`);
+    else process.stdout.write(formatTable(report) + profiles.map((p, i) => formatProfile(p.summary, p.file, i === 0 ? 'event loop' : 'delivery thread')).join(''));
     return report.lost === 0 ? 0 : 1;
   } finally {
     if (relay?.running) await relay.stop(LIMITS.stopGraceMs);
@@ -478,16 +479,20 @@ function relayCpuSeconds(relay: RelayProcess): number | null {
   return relay.pid === undefined || !relay.running ? null : readCpuTimes(relay.pid)?.ownSeconds ?? null;
 }
 
-/** The .cpuprofile `node --cpu-prof` wrote for the relay's pid (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile). */
-async function readRelayProfile(dir: string, pid: number | undefined, notes: string[]): Promise<{ file: string; summary: ProfileSummary } | null> {
-  const name = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid)).sort().pop();
-  if (name === undefined) {
-    notes.push(`no CPU profile of relay pid ${String(pid)} in ${dir} (node writes it only on a clean exit)`);
-    return null;
+/**
+ * The .cpuprofiles `node --cpu-prof` wrote for the relay's pid (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile),
+ * one per thread: the event loop (thread 0) first, then the delivery thread.
+ */
+async function readRelayProfiles(dir: string, pid: number | undefined, notes: string[]): Promise<{ file: string; summary: ProfileSummary }[]> {
+  const threadOf = (name: string) => Number(name.split('.')[4]);
+  const names = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid)).sort((a, b) => threadOf(a) - threadOf(b));
+  if (names.length === 0) notes.push(`no CPU profile of relay pid ${String(pid)} in ${dir} (node writes it only on a clean exit)`);
+  const profiles: { file: string; summary: ProfileSummary }[] = [];
+  for (const name of names) {
+    const file = path.join(dir, name);
+    profiles.push({ file, summary: summarizeProfile(parseCpuProfile(await readFile(file, 'utf8')), PROFILE_TOP, path.resolve(__dirname, '..', '..')) });
   }
-  const file = path.join(dir, name);
-  const summary = summarizeProfile(parseCpuProfile(await readFile(file, 'utf8')), PROFILE_TOP, path.resolve(__dirname, '..', '..'));
-  return { file, summary };
+  return profiles;
 }
 
 main().then(

@@ -166,13 +166,14 @@ function round2(value: number): number {
   return Math.round(value * 100) / 100;
 }
 
-export function formatProfile(summary: ProfileSummary, file: string): string {
+/** `thread`: which of the relay's threads the profile is of (node writes one per thread). */
+export function formatProfile(summary: ProfileSummary, file: string, thread?: string): string {
   // Native code has no location of its own; its JavaScript caller is what explains it.
   const rows = summary.top.map((e, i) => [String(i + 1), e.selfMs.toFixed(1), e.percentOfBusy.toFixed(1), e.name, e.location || `(${e.area})${e.topCaller ? ` <- ${e.topCaller}` : ''}`]);
   const widths = [0, 1, 2].map((c) => Math.max(...[['#', 'self ms', '% busy'][c], ...rows.map((r) => r[c])].map((s) => s.length)));
   const nameWidth = Math.max(8, ...rows.map((r) => r[3].length));
   const line = (r: string[]) => `${r[0].padStart(widths[0])}  ${r[1].padStart(widths[1])}  ${r[2].padStart(widths[2])}  ${r[3].padEnd(nameWidth)}  ${r[4]}`.trimEnd();
-  let out = `\nrelay CPU profile: ${file}\n`;
+  let out = `\nrelay CPU profile${thread ? ` (${thread})` : ''}: ${file}\n`;
   out += `${(summary.durationMs / 1000).toFixed(1)} s profiled, busy ${(summary.busyMs / 1000).toFixed(1)} s, idle ${(summary.idleMs / 1000).toFixed(1)} s, one sample every ${summary.sampleIntervalUs.toFixed(0)} µs\n`;
   out += `top ${rows.length} functions by self time:\n${line(['#', 'self ms', '% busy', 'function', 'location'])}\n${rows.map(line).join('\n')}\n`;
   const list = (areas: AreaTime[]) => areas.slice(0, 10).map((a) => `${a.area} ${a.percentOfBusy.toFixed(1)}%`).join(', ');

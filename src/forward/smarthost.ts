@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { Readable } from 'node:stream';
+import { createReadStream, readFileSync } from 'node:fs';
+import { PassThrough, Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { NodemailerError } from 'nodemailer/lib/errors';
 import type { SmartHostConfig } from '../config/schema';
@@ -94,7 +94,9 @@ export class NodemailerSmartHost implements SmartHostTransport {
   private async transact(envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
     const outcomes = new Map<string, Outcome>();
     try {
-      const message: StoredMessageOptions = { envelope: { from: envelope.from, to: envelope.to }, raw: { path: body.path }, stored: body };
+      // `raw` only makes nodemailer treat the message as ready-made bytes; the `stream` plugin below
+      // replaces its (empty) content with the queue file on every read.
+      const message: StoredMessageOptions = { envelope: { from: envelope.from, to: envelope.to }, raw: NO_CONTENT, stored: body };
       const info = await this.transport.sendMail(message);
       const reply = parseReply(info.response, 250);
       const rejectedErrors = (info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? [];
@@ -151,32 +153,32 @@ function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | unde
     logger: false,
     debug: false,
   });
-  // The file stays `raw: { path }` so the pool can re-read it when it requeues; every read of it
-  // gets the prefix and stops at the message's own bytes, as nodemailer's own DKIM signing does.
+  // Every read of a message (the pool re-reads when it requeues) opens the queue file afresh, with
+  // the prefix in front, as nodemailer's own DKIM signing does.
   transport.use('stream', (mail, done) => {
-    const { size, prependHeaders } = (mail.data as { stored: MessageBody }).stored;
-    mail.message.processFunc((input) => storedBytes(input, size, prependHeaders ? Buffer.from(prependHeaders, 'latin1') : null));
+    const { path, size, prependHeaders } = (mail.data as { stored: MessageBody }).stored;
+    mail.message.processFunc(() => storedBytes(path, size, prependHeaders ? Buffer.from(prependHeaders, 'latin1') : null));
     done();
   });
   return transport;
 }
 
-/** `head`, then the first `size` bytes of `input`; the rest of the file (its metadata) is never sent. */
-function storedBytes(input: Readable, size: number, head: Buffer | null): Readable {
-  // Async iteration carries errors of `input` to the output, and leaving the loop (or a destroyed
-  // output) destroys `input`, which closes the file.
-  return Readable.from((async function* () {
-    if (head) yield head;
-    let left = size;
-    for await (const chunk of input as AsyncIterable<Buffer>) {
-      if (chunk.length >= left) {
-        yield chunk.subarray(0, left);
-        return;
-      }
-      left -= chunk.length;
-      yield chunk;
-    }
-  })(), { objectMode: false });
+const NO_CONTENT = Buffer.alloc(0);
+
+/**
+ * `head`, then the first `size` bytes of the file: the message's own bytes, never the metadata
+ * behind them. The read stops there by itself (no stream cut short, which costs an error object).
+ */
+function storedBytes(path: string, size: number, head: Buffer | null): Readable {
+  const file = size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
+  if (!head) return file;
+  const out = new PassThrough();
+  out.write(head);
+  file.on('error', (err: Error) => out.destroy(err));
+  // A consumer that gives up (a dropped connection) must not leave the file open.
+  out.on('close', () => file.destroy());
+  file.pipe(out);
+  return out;
 }
 
 function transportAuth(config: SmartHostConfig) {
