@@ -1,45 +1,55 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 import { encodeTrailer } from './trailer';
 
 /**
+ * Bytes held before they are written: a message up to this size (most of what LAN applications
+ * send) reaches the disk in one write together with its metadata, and no session ever holds more
+ * than this of its message in memory, however large the message is.
+ */
+export const WRITE_BUFFER_BYTES = 64 * 1024;
+
+/**
  * A message being received into `tmp/`: DATA streams into `stream`; `seal` appends the metadata
- * and fsyncs (one fsync for message and metadata together); `discard` drops it. The file handle
- * stays open from the first byte to the seal, so the commit costs no second open.
+ * and fsyncs (one fsync for message and metadata together); `discard` drops it. Every file
+ * operation is a round trip to libuv's thread pool that wakes another thread, so the file stays
+ * open from the first byte to the seal and writes go out in batches of up to WRITE_BUFFER_BYTES.
  */
 export class IncomingFile {
   private closed = false;
+  private readonly writer: BatchingWriter;
 
   private constructor(
     readonly path: string,
     private readonly handle: FileHandle,
-    /** Where the session writes the message; ends without closing the file. */
-    readonly stream: WriteStream,
-  ) {}
+  ) {
+    this.writer = new BatchingWriter(handle);
+  }
 
   static async create(path: string): Promise<IncomingFile> {
-    const handle = await open(path, 'wx');
-    // A stream on the numeric fd, not handle.createWriteStream(): a stream on the handle holds a
-    // reference that only its own close releases, and that close would close the file before the seal.
-    return new IncomingFile(path, handle, createWriteStream('', { fd: handle.fd, autoClose: false, emitClose: false }));
+    return new IncomingFile(path, await open(path, 'wx'));
   }
 
-  /** Message bytes written so far (our Received header included). */
+  /** Where the session writes the message; finishing it does not close the file. */
+  get stream(): Writable {
+    return this.writer;
+  }
+
+  /** Message bytes taken so far (our Received header included), whether on disk yet or not. */
   get bytesWritten(): number {
-    return this.stream.bytesWritten;
+    return this.writer.bytesTaken;
   }
 
-  /** After the stream finished: metadata behind the message bytes, then fsync and close. */
+  /** After the stream finished: what is still held, then the metadata, in one write; fsync; close. */
   async seal(json: string): Promise<void> {
-    const trailer = encodeTrailer(json);
-    await this.handle.write(trailer, 0, trailer.length, this.stream.bytesWritten);
+    await this.writer.flush(encodeTrailer(json));
     await this.handle.sync();
     await this.close();
   }
 
   /** Closes (if still open) and removes the file; never throws for a file already gone. */
   async discard(): Promise<void> {
-    if (!this.stream.destroyed) this.stream.destroy();
+    if (!this.writer.destroyed) this.writer.destroy();
     await this.close().catch(() => undefined);
     await unlink(this.path).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
@@ -49,6 +59,68 @@ export class IncomingFile {
   private async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.writer.settled();
     await this.handle.close();
   }
+}
+
+/** Holds chunks until WRITE_BUFFER_BYTES, then writes them with one writev; the end holds the rest for the seal. */
+class BatchingWriter extends Writable {
+  bytesTaken = 0;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private position = 0;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly handle: FileHandle) {
+    super({ highWaterMark: WRITE_BUFFER_BYTES });
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    this.bytesTaken += chunk.length;
+    if (this.heldBytes < WRITE_BUFFER_BYTES) return callback();
+    this.flush().then(() => callback(), callback);
+  }
+
+  /** Writes what is held (and `tail` after it) at the end of what is on disk. */
+  flush(tail?: Buffer): Promise<void> {
+    const buffers = tail ? [...this.held, tail] : this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    this.writing = this.writing.then(() => this.writeAll(buffers));
+    return this.writing;
+  }
+
+  /** Resolves once no write is under way (failed or not), so the file can be closed. */
+  settled(): Promise<void> {
+    return this.writing.catch(() => undefined);
+  }
+
+  private async writeAll(buffers: Buffer[]): Promise<void> {
+    let pending = buffers;
+    while (pending.length > 0) {
+      const total = pending.reduce((sum, b) => sum + b.length, 0);
+      const { bytesWritten } = await this.handle.writev(pending, this.position);
+      this.position += bytesWritten;
+      if (bytesWritten === total) return;
+      // A short write (rare on a regular file): go on from the first byte not written.
+      pending = skipBytes(pending, bytesWritten);
+    }
+  }
+}
+
+function skipBytes(buffers: Buffer[], count: number): Buffer[] {
+  const rest: Buffer[] = [];
+  let skip = count;
+  for (const buffer of buffers) {
+    if (skip >= buffer.length) {
+      skip -= buffer.length;
+      continue;
+    }
+    rest.push(skip > 0 ? buffer.subarray(skip) : buffer);
+    skip = 0;
+  }
+  return rest;
 }
