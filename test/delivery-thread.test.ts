@@ -52,6 +52,16 @@ describe('delivery thread', () => {
     expect(sink.messages[0].to).toEqual(['ok@example.com']);
   });
 
+  test('a message queued before trailers existed (no size to cut at) is sent whole', async () => {
+    thread = new DeliveryThread('relay.test', logger);
+    const transport = thread.transport(smartHost());
+    const file = path.join(dir, 'legacy.eml');
+    writeFileSync(file, 'Subject: legacy\r\n\r\nwhole file\r\n');
+    const outcomes = await transport.send({ from: 'app@corp.example', to: ['ok@example.com'] }, { path: file });
+    expect(outcomes.get('ok@example.com')).toMatchObject({ kind: 'delivered' });
+    expect(sink.messages[0].data.toString('latin1')).toBe('Subject: legacy\r\n\r\nwhole file\r\n');
+  });
+
   test('a thread that dies mid-send defers that send; the next send starts a new thread and delivers', async () => {
     // A stand-in worker that exits on its first send, then the real one: the death is real, not simulated.
     const dying = path.join(dir, 'dying-worker.js');

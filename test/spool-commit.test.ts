@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
 import { SpoolStore } from '../src/spool/store';
@@ -27,7 +27,7 @@ describe('spool: one file per committed message', () => {
 
   function meta(id: string, extra: Partial<MessageMeta> = {}): MessageMeta {
     return {
-      version: 1, id, receivedAt: 1_700_000_000_000, client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default',
+      version: 2, id, receivedAt: 1_700_000_000_000, client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default',
       from: 'app@corp.example', recipients: [{ address: 'user@example.com', status: 'pending' }], size: body.length, attempts: 0, nextAttemptAt: 1_700_000_000_000,
       ...extra,
     };
@@ -104,23 +104,65 @@ describe('spool: one file per committed message', () => {
     expect(await store.readHeaders(id, headersOnly.length)).toEqual(headersOnly);
   });
 
-  test('a file in queue/ without a whole trailer was never acknowledged: recovery removes it, even when it once had one', async () => {
+  test('a file in queue/ without a footer was never acknowledged and is removed; a damaged or unreadable one is kept in corrupt/', async () => {
+    const bare = '0MWTKRH6D3728F1EC18';
+    writeFileSync(path.join(store.queueDir, `${bare}.eml`), body);
     const truncated = store.newId();
     await receive(truncated);
     truncateSync(path.join(store.queueDir, `${truncated}.eml`), body.length + 5);
-    const bare = '0MWTKRH6D3728F1EC18';
-    writeFileSync(path.join(store.queueDir, `${bare}.eml`), body);
     const lying = store.newId();
-    // A footer that names a length whose JSON says the message has another size is not trusted.
+    // A footer whose metadata says the message has another size is not trusted.
     writeFileSync(path.join(store.queueDir, `${lying}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta(lying, { size: body.length + 1 })))]));
+    const unreadable = store.newId();
+    mkdirSync(path.join(store.queueDir, `${unreadable}.eml`));
 
     const fresh = new SpoolStore(path.join(dir, 'spool'));
     await fresh.open();
-    const problems: string[] = [];
-    expect(await fresh.recover((_id, problem) => problems.push(problem))).toEqual([]);
-    expect(problems).toEqual(Array(3).fill('removed message file without metadata (never acknowledged)'));
+    const problems = new Map<string, string>();
+    expect(await fresh.recover((id, problem) => problems.set(id, problem))).toEqual([]);
+    expect(problems.get(bare)).toBe('removed message file without metadata (never acknowledged)');
+    // Cut inside the footer: nothing says it was ever committed.
+    expect(problems.get(truncated)).toBe('removed message file without metadata (never acknowledged)');
+    expect(problems.get(lying)).toBe(`message file with damaged metadata moved to corrupt/: metadata says ${body.length + 1} message bytes, the file holds ${body.length}`);
+    expect(problems.get(unreadable)).toMatch(/^unreadable message file moved to corrupt\/: EISDIR/);
     expect(files('queue')).toEqual([]);
+    expect(files('corrupt')).toEqual([`${lying}.eml`, `${unreadable}.eml`].sort());
     await fresh.close();
+  });
+
+  test('metadata left without its message file is what an interrupted removal leaves: it is removed, the message is not revived', async () => {
+    const id = store.newId();
+    const committed = await receive(id);
+    await store.update({ ...committed, attempts: 1 });
+    // remove() takes the .eml first; a crash before the .json goes leaves this.
+    unlinkSync(path.join(store.queueDir, `${id}.eml`));
+    const { recovered, problems } = await recover();
+    expect(recovered).toEqual([]);
+    expect(problems).toEqual(['removed metadata whose message file was already removed (an interrupted removal)']);
+    expect(files('queue')).toEqual([]);
+  });
+
+  test('a message held by an admin while its commit is finishing is not delivered from the commit-time copy', async () => {
+    // A busy disk: the directory fsync that ends the commit takes 100 ms, while the file is already
+    // listed in queue/ (where an admin can see and hold it).
+    const syncer = (store as unknown as { syncers: { queue: { fsyncOnce(): Promise<void> } } }).syncers.queue;
+    const realFsync = syncer.fsyncOnce.bind(syncer);
+    syncer.fsyncOnce = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      return realFsync();
+    };
+    const id = store.newId();
+    const incoming = await store.createIncoming(id);
+    await new Promise<void>((resolve) => incoming.stream.end(body, () => resolve()));
+    const committing = store.commit(meta(id, { size: incoming.bytesWritten }), incoming);
+    while (!files('queue').includes(`${id}.eml`)) await new Promise((resolve) => setTimeout(resolve, 2));
+    // What QueueAdmin.hold does: read, then move to hold/.
+    await store.moveToHold(await store.read(id), Date.now());
+    await committing;
+    // The first delivery attempt finds nothing to send, as it would without the copy in memory.
+    await expect(store.read(id)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(files('queue')).toEqual([]);
+    expect(files('hold')).toEqual([`${id}.eml`, `${id}.json`]);
   });
 
   test('a message still being received is in tmp/ only: discarded it is gone, and a start drops what a crash left there', async () => {
@@ -140,6 +182,19 @@ describe('spool: one file per committed message', () => {
     expect(await fresh.recover(() => undefined)).toEqual([]);
     await left.discard();
     await fresh.close();
+  });
+
+  test('a message dropped part way (after some of it reached the disk) leaves no file and no open descriptor', async () => {
+    const openDescriptors = () => readdirSync('/proc/self/fd').length;
+    const before = openDescriptors();
+    for (let i = 0; i < 5; i++) {
+      const incoming = await store.createIncoming(store.newId());
+      // Past the write buffer, so writes are under way when it is dropped.
+      for (let chunk = 0; chunk < 4; chunk++) incoming.stream.write(Buffer.alloc(40 * 1024, 0x41));
+      await incoming.discard();
+    }
+    expect(files('tmp')).toEqual([]);
+    expect(openDescriptors()).toBe(before);
   });
 
   test('the footer has a fixed size, so the metadata is found from the end of the file', () => {

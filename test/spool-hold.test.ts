@@ -18,7 +18,10 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
     store = new SpoolStore(path.join(dir, 'spool'));
     await store.open();
   });
-  afterEach(() => removeDir(dir));
+  afterEach(async () => {
+    await store.close();
+    removeDir(dir);
+  });
 
   function meta(extra: Partial<MessageMeta> = {}): MessageMeta {
     return {

@@ -1,4 +1,4 @@
-import type { MessageMeta } from '../spool/message';
+import { messageBytes, type MessageMeta } from '../spool/message';
 import type { SpoolStore } from '../spool/store';
 import { buildDsn, type FailedRecipient } from './dsn';
 
@@ -41,10 +41,10 @@ export class Bouncer {
     const now = this.now();
     const body = buildDsn({
       hostname, originalId: meta.id, arrivalDate: new Date(meta.receivedAt), date: new Date(now), to: to[0], failures,
-      originalHeaders: await store.readHeaders(meta.id, meta.size), uniqueId: id,
+      originalHeaders: await store.readHeaders(meta.id, messageBytes(meta)), uniqueId: id,
     });
     const dsn: MessageMeta = {
-      version: 1, id, receivedAt: now, client: meta.client, listener: meta.listener, remote: meta.remote, route: meta.route,
+      version: 2, id, receivedAt: now, client: meta.client, listener: meta.listener, remote: meta.remote, route: meta.route,
       from: '', recipients: to.map((address) => ({ address, status: 'pending' })), size: body.length, attempts: 0, nextAttemptAt: now,
       dsnOf: meta.id,
     };

@@ -1,6 +1,6 @@
 import type { RelayConfig } from '../config/schema';
 import type { AttemptOutcome, Observer, RelayEvent } from '../observe/events';
-import { pendingRecipients, type MessageMeta, type RecipientState } from '../spool/message';
+import { messageBytes, pendingRecipients, type MessageMeta, type RecipientState } from '../spool/message';
 import type { AttemptResult } from '../spool/scheduler';
 import type { SpoolStore } from '../spool/store';
 import type { Bouncer } from './bounce';
@@ -102,7 +102,7 @@ export class Dispatcher {
       else meta.attempts += 1;
       lastHost = host;
       const attemptStart = this.now();
-      const body = { path: store.bodyPath(id), size: meta.size, ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}) };
+      const body = { path: store.bodyPath(id), size: messageBytes(meta), ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}) };
       const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
       this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
     }

@@ -15,7 +15,8 @@ export interface Envelope {
 /** What is sent of a queued message: the first `size` bytes of its file (its metadata follows them). */
 export interface MessageBody {
   path: string;
-  size: number;
+  /** Undefined: the whole file (a message queued before trailers existed). */
+  size?: number;
   /** Header lines sent above the stored bytes (the DKIM signatures kept in its metadata). */
   prependHeaders?: string;
 }
@@ -169,8 +170,8 @@ const NO_CONTENT = Buffer.alloc(0);
  * `head`, then the first `size` bytes of the file: the message's own bytes, never the metadata
  * behind them. The read stops there by itself (no stream cut short, which costs an error object).
  */
-function storedBytes(path: string, size: number, head: Buffer | null): Readable {
-  const file = size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
+function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
+  const file = size === undefined ? createReadStream(path) : size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
   if (!head) return file;
   const out = new PassThrough();
   out.write(head);

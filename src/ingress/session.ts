@@ -197,44 +197,47 @@ export class IngressSessions {
       stream.resume();
       return storageTrouble(err);
     }
-    let refusal: Refusal | undefined;
+    // Whatever happens before the commit (a refusal, a dropped client, an unexpected error), the
+    // file in tmp/ and its handle go with it.
+    let meta: MessageMeta | undefined;
     try {
-      incoming.stream.write(trace);
-      await pipeline(stream, guard, splitter, incoming.stream);
-      refusal = await filtering.end();
-    } catch (err) {
-      stream.resume();
-      await incoming.discard().catch(() => undefined);
-      return storageTrouble(err);
-    }
+      let refusal: Refusal | undefined;
+      try {
+        incoming.stream.write(trace);
+        await pipeline(stream, guard, splitter, incoming.stream);
+        refusal = await filtering.end();
+      } catch (err) {
+        stream.resume();
+        return storageTrouble(err);
+      }
 
-    if (guard.oversize) {
-      const message = maxSize < config.max_message_size
-        ? `5.3.4 Message size exceeds maximum message size of ${maxSize} bytes for client ${client.name}`
-        : `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`;
-      refusal = { code: 552, message, reason: 'too_big' };
-    }
-    else if (guard.violation) refusal = { code: 550, message: `5.6.0 Message contains a ${guard.violation === 'bare_cr' ? 'bare CR' : 'bare LF'} line ending; lines must end with CRLF`, reason: 'smuggling' };
-    else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
-    // Counted only for a message that is otherwise acceptable: a refused one costs no byte quota.
-    refusal ??= await policy?.dataComplete(client, incoming.bytesWritten);
-    if (refusal) {
-      await incoming.discard();
-      return this.reject(session, refusal.reason, refusal.code, refusal.message, { from: envelope.from });
-    }
+      if (guard.oversize) {
+        const message = maxSize < config.max_message_size
+          ? `5.3.4 Message size exceeds maximum message size of ${maxSize} bytes for client ${client.name}`
+          : `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`;
+        refusal = { code: 552, message, reason: 'too_big' };
+      }
+      else if (guard.violation) refusal = { code: 550, message: `5.6.0 Message contains a ${guard.violation === 'bare_cr' ? 'bare CR' : 'bare LF'} line ending; lines must end with CRLF`, reason: 'smuggling' };
+      else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
+      // Counted only for a message that is otherwise acceptable: a refused one costs no byte quota.
+      refusal ??= await policy?.dataComplete(client, incoming.bytesWritten);
+      if (refusal) return this.reject(session, refusal.reason, refusal.code, refusal.message, { from: envelope.from });
 
-    const meta: MessageMeta = {
-      version: 1, id, receivedAt: Date.now(), client: client.name, listener: session.listener.name, remote: session.remoteAddress,
-      route: outgoing.route, from: outgoing.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
-      size: incoming.bytesWritten, attempts: 0, nextAttemptAt: Date.now(),
-      ...(outgoing.from !== envelope.from ? { clientFrom: envelope.from } : {}),
-      ...(outgoing.prependHeaders !== '' ? { prependHeaders: outgoing.prependHeaders } : {}),
-    };
-    try {
-      await store.commit(meta, incoming);
-    } catch (err) {
-      await incoming.discard().catch(() => undefined);
-      return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'commit failed'})`, { from: envelope.from });
+      const received: MessageMeta = {
+        version: 2, id, receivedAt: Date.now(), client: client.name, listener: session.listener.name, remote: session.remoteAddress,
+        route: outgoing.route, from: outgoing.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
+        size: incoming.bytesWritten, attempts: 0, nextAttemptAt: Date.now(),
+        ...(outgoing.from !== envelope.from ? { clientFrom: envelope.from } : {}),
+        ...(outgoing.prependHeaders !== '' ? { prependHeaders: outgoing.prependHeaders } : {}),
+      };
+      try {
+        await store.commit(received, incoming);
+      } catch (err) {
+        return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'commit failed'})`, { from: envelope.from });
+      }
+      meta = received;
+    } finally {
+      if (!meta) await incoming.discard().catch(() => undefined);
     }
 
     if (guard.normalizedLineEndings > 0) this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });

@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import type { MessageMeta, RecipientStatus } from './message';
+import { messageBytes, type MessageMeta, type RecipientStatus } from './message';
 import type { ScheduleState } from './scheduler';
 import type { SpoolFolder, SpoolStore } from './store';
 
@@ -146,7 +146,7 @@ export async function showMessage(store: SpoolStore, id: string, now: number, sc
   if (!folder) return null;
   const meta = await store.readIn(folder, id).catch(() => null);
   if (!meta) return null;
-  const { headers, truncated } = await readHeaders(store.messagePath(folder, id), meta.size).catch(() => ({ headers: [], truncated: false }));
+  const { headers, truncated } = await readHeaders(store.messagePath(folder, id), messageBytes(meta)).catch(() => ({ headers: [], truncated: false }));
   return { ...entryOf(folder, meta, now, scheduled), remote: meta.remote, headers, headers_truncated: truncated };
 }
 
@@ -154,12 +154,12 @@ export async function showMessage(store: SpoolStore, id: string, now: number, sc
  * The header fields of a stored message, reading at most `maxBytes` (a header block can be made
  * huge; the body is never read, so it is never shown). Folded lines are unfolded.
  */
-export async function readHeaders(file: string, messageBytes: number, maxBytes = 64 * 1024, maxFields = 200, maxValue = 2000): Promise<{ headers: HeaderField[]; truncated: boolean }> {
+export async function readHeaders(file: string, messageLength: number | undefined, maxBytes = 64 * 1024, maxFields = 200, maxValue = 2000): Promise<{ headers: HeaderField[]; truncated: boolean }> {
   const handle = await open(file, 'r');
   let text: string;
   try {
     // Never past the message's own bytes: a committed file carries its metadata behind them.
-    const length = Math.min(maxBytes, messageBytes);
+    const length = Math.min(maxBytes, messageLength ?? maxBytes);
     const buffer = Buffer.alloc(length);
     const { bytesRead } = await handle.read(buffer, 0, length, 0);
     text = buffer.subarray(0, bytesRead).toString('utf8');

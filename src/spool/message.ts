@@ -15,8 +15,15 @@ export interface RecipientState {
   rejectedBy?: string[];
 }
 
+/**
+ * 2: committed as one file with its metadata as a trailer, so the message is exactly the first
+ * `size` bytes of the file. 1: written before trailers (`.eml` + `.json`): the whole file is the
+ * message, and `size` was counted by an older rule, so it is not used to cut the file.
+ */
+export type MetaVersion = 1 | 2;
+
 export interface MessageMeta {
-  version: 1;
+  version: MetaVersion;
   id: string;
   receivedAt: number;
   client: string;
@@ -40,6 +47,11 @@ export interface MessageMeta {
   held?: { at: number };
   /** Set when the message is (being) moved to dead/: why it will not be delivered. */
   dead?: { reason: 'rejected' | 'expired'; at: number; response: string };
+}
+
+/** How many bytes of the message file are the message; undefined: all of them (a version 1 file). */
+export function messageBytes(meta: MessageMeta): number | undefined {
+  return meta.version === 2 ? meta.size : undefined;
 }
 
 export function pendingRecipients(meta: MessageMeta): RecipientState[] {

@@ -5,7 +5,7 @@ import { LRUCache } from 'lru-cache';
 import { DirectorySyncer } from './dir-sync';
 import { IncomingFile } from './incoming';
 import type { MessageMeta } from './message';
-import { encodeTrailer, readTrailer } from './trailer';
+import { encodeTrailer, readTrailer, type TrailerRead } from './trailer';
 
 /**
  * The durable queue on disk. A message is committed as one file, `<id>.eml`: its bytes (immutable
@@ -103,10 +103,30 @@ export class SpoolStore {
   }
 
   private async publish(id: string, json: string): Promise<void> {
-    await rename(this.tmpPath(id, '.eml'), this.queuePath(id, '.eml'));
-    await this.syncDir('queue');
+    // Known before the file is visible in queue/: an admin action in the moment between the rename
+    // and the end of the fsync (the message is listed already) drops them, and nothing adds them back.
     this.justCommitted.set(id, json);
     this.withoutStateFile.add(id);
+    try {
+      await rename(this.tmpPath(id, '.eml'), this.queuePath(id, '.eml'));
+    } catch (err) {
+      this.forget(id);
+      throw err;
+    }
+    try {
+      await this.syncDir('queue');
+    } catch (err) {
+      // The client will be told 452 and send again: the copy in queue/ must not be delivered too.
+      this.forget(id);
+      await unlinkIfPresent(this.queuePath(id, '.eml')).catch(() => undefined);
+      await this.syncDir('queue').catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private forget(id: string): void {
+    this.justCommitted.delete(id);
+    this.withoutStateFile.delete(id);
   }
 
   /**
@@ -114,10 +134,10 @@ export class SpoolStore {
    * end), for a DSN's text/rfc822-headers part. Reads only the head of the file, never past the
    * message's own `size` bytes (the metadata follows them).
    */
-  async readHeaders(id: string, size: number, limit = 64 * 1024): Promise<Buffer> {
+  async readHeaders(id: string, size: number | undefined, limit = 64 * 1024): Promise<Buffer> {
     const handle = await open(this.queuePath(id, '.eml'), 'r');
     try {
-      limit = Math.min(limit, size);
+      limit = Math.min(limit, size ?? limit);
       const buffer = Buffer.alloc(limit);
       const { bytesRead } = await handle.read(buffer, 0, limit, 0);
       const head = buffer.subarray(0, bytesRead);
@@ -158,13 +178,13 @@ export class SpoolStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || folder !== 'queue') throw err;
     }
-    const meta = await this.readCommitted(this.queuePath(id, '.eml'));
-    if (!meta) throw new Error(`${id}: the message file carries no metadata`);
-    return meta;
+    const found = await this.readCommitted(this.queuePath(id, '.eml'));
+    if (found.kind !== 'committed') throw new Error(`${id}: the message file carries no usable metadata (${found.kind === 'damaged' ? found.reason : 'none'})`);
+    return found.meta;
   }
 
-  /** The trailer of a message file, or null when it has none; ENOENT when the file is gone. */
-  private async readCommitted(file: string): Promise<MessageMeta | null> {
+  /** The trailer of a message file; throws (ENOENT when the file is gone) when it cannot be read. */
+  private async readCommitted(file: string): Promise<TrailerRead> {
     const handle = await open(file, 'r');
     try {
       return await readTrailer(handle);
@@ -214,8 +234,15 @@ export class SpoolStore {
    */
   async remove(id: string, options: { durable?: boolean } = {}): Promise<void> {
     this.justCommitted.delete(id);
+    const noStateFile = this.withoutStateFile.delete(id);
     await unlinkIfPresent(this.queuePath(id, '.eml'));
-    if (!this.withoutStateFile.delete(id)) await unlinkIfPresent(this.queuePath(id, '.json'));
+    if (noStateFile) {
+      if (options.durable) await this.syncDir('queue');
+      return;
+    }
+    // Refused mail must not come back: the .eml's removal is durable before its .json goes.
+    if (options.durable) await this.syncDir('queue');
+    await unlinkIfPresent(this.queuePath(id, '.json'));
     if (options.durable) await this.syncDir('queue');
   }
 
@@ -226,6 +253,10 @@ export class SpoolStore {
   async moveToDead(meta: MessageMeta): Promise<void> {
     await this.update(meta);
     await rename(this.queuePath(meta.id, '.eml'), path.join(this.deadDir, `${meta.id}.eml`));
+    // Durable before the .json follows: a .json gone from queue/ with its .eml still there would
+    // bring the message back from its trailer.
+    await this.syncDir('dead');
+    await this.syncDir('queue');
     await rename(this.queuePath(meta.id, '.json'), path.join(this.deadDir, `${meta.id}.json`));
     // Counted as soon as it is visible in dead/, so the gauge never lags what `ls` shows.
     this.deadCount++;
@@ -242,6 +273,9 @@ export class SpoolStore {
     meta.held = { at: now };
     await this.update(meta);
     await rename(this.queuePath(meta.id, '.eml'), this.path('hold', meta.id, '.eml'));
+    // As in moveToDead: the .eml's move is durable before the .json leaves queue/.
+    await this.syncDir('hold');
+    await this.syncDir('queue');
     await rename(this.queuePath(meta.id, '.json'), this.path('hold', meta.id, '.json'));
     this.heldCount++;
     await this.syncDir('hold');
@@ -273,6 +307,8 @@ export class SpoolStore {
     this.withoutStateFile.delete(id);
     if (folder === 'queue') {
       await unlink(this.queuePath(id, '.eml'));
+      // Deleted mail must not come back: the .eml's removal is durable before its .json goes.
+      await this.syncDir('queue');
       await unlinkIfPresent(this.queuePath(id, '.json'));
     } else {
       await unlink(this.path(folder, id, '.json'));
@@ -302,14 +338,26 @@ export class SpoolStore {
     for (const name of names) {
       if (name.endsWith('.eml') && !names.has(`${name.slice(0, -4)}.json`)) {
         const id = name.slice(0, -4);
-        const committed = await this.readCommitted(path.join(this.queueDir, name)).catch(() => null);
-        if (committed && committed.id === id) {
-          recovered.push(committed);
-          this.withoutStateFile.add(id);
+        let found: TrailerRead;
+        try {
+          found = await this.readCommitted(path.join(this.queueDir, name));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+          // Unreadable is not unacknowledged: a permission or I/O problem must never delete mail.
+          await this.setAsideCorrupt(id, names);
+          onProblem(id, `unreadable message file moved to corrupt/: ${(err as Error).message}`);
           continue;
         }
-        await unlink(path.join(this.queueDir, name));
-        onProblem(id, 'removed message file without metadata (never acknowledged)');
+        if (found.kind === 'committed' && found.meta.id === id) {
+          recovered.push(found.meta);
+          this.withoutStateFile.add(id);
+        } else if (found.kind === 'none') {
+          await unlink(path.join(this.queueDir, name));
+          onProblem(id, 'removed message file without metadata (never acknowledged)');
+        } else {
+          await this.setAsideCorrupt(id, names);
+          onProblem(id, `message file with damaged metadata moved to corrupt/: ${found.kind === 'damaged' ? found.reason : `it names message ${found.meta.id}`}`);
+        }
         continue;
       }
       if (!name.endsWith('.json')) continue;
@@ -336,8 +384,10 @@ export class SpoolStore {
         continue;
       }
       if (!names.has(`${id}.eml`)) {
-        await this.setAsideCorrupt(id, names);
-        onProblem(id, 'metadata without message file moved to corrupt/');
+        // The message file goes first when a message is removed or deleted: this is what a
+        // removal interrupted between its two steps leaves.
+        await unlink(path.join(this.queueDir, name));
+        onProblem(id, 'removed metadata whose message file was already removed (an interrupted removal)');
         continue;
       }
       recovered.push(meta);
@@ -389,7 +439,8 @@ export class SpoolStore {
   }
 
   private async setAsideCorrupt(id: string, names: Set<string>): Promise<void> {
-    for (const ext of ['.json', '.eml']) {
+    // The .eml first: left alone in queue/ after a crash, a .eml with a trailer would be delivered.
+    for (const ext of ['.eml', '.json']) {
       if (names.has(`${id}${ext}`)) await rename(path.join(this.queueDir, `${id}${ext}`), path.join(this.corruptDir, `${id}${ext}`));
     }
   }

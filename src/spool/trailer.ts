@@ -21,30 +21,38 @@ export function encodeTrailer(json: string): Buffer {
   return Buffer.concat([body, Buffer.from(footer, 'latin1')]);
 }
 
+/** What the end of a message file holds. */
+export type TrailerRead =
+  | { kind: 'committed'; meta: MessageMeta }
+  /** No footer: a file that was never committed (or was written before trailers existed). */
+  | { kind: 'none' }
+  /** A footer whose metadata cannot be trusted: damage, not a commit that did not happen. */
+  | { kind: 'damaged'; reason: string };
+
 /**
- * The metadata at the end of an open message file, or null when the file has none (a file that
- * never finished its commit, or one written before trailers existed). A trailer whose `size` does
- * not match where it starts is not trusted either.
+ * The metadata at the end of an open message file. A trailer is trusted only when its JSON parses
+ * and its `size` is exactly where the trailer starts.
  */
-export async function readTrailer(handle: FileHandle): Promise<MessageMeta | null> {
+export async function readTrailer(handle: FileHandle): Promise<TrailerRead> {
   const { size } = await handle.stat();
-  if (size < FOOTER_BYTES) return null;
+  if (size < FOOTER_BYTES) return { kind: 'none' };
   const footer = Buffer.alloc(FOOTER_BYTES);
   await handle.read(footer, 0, FOOTER_BYTES, size - FOOTER_BYTES);
   const text = footer.toString('latin1');
-  if (text[0] !== '\n' || !text.endsWith(MAGIC)) return null;
+  if (!text.endsWith(MAGIC)) return { kind: 'none' };
   const digits = text.slice(1, 1 + LENGTH_DIGITS);
-  if (!/^\d+$/.test(digits)) return null;
+  if (text[0] !== '\n' || !/^\d+$/.test(digits)) return { kind: 'damaged', reason: 'unreadable footer' };
   const length = Number(digits);
   const start = size - FOOTER_BYTES - length;
-  if (start < 0) return null;
+  if (start < 0) return { kind: 'damaged', reason: `footer names ${length} bytes of metadata in a file of ${size}` };
   const json = Buffer.alloc(length);
   await handle.read(json, 0, length, start);
   let meta: MessageMeta;
   try {
     meta = JSON.parse(json.toString('utf8')) as MessageMeta;
-  } catch {
-    return null;
+  } catch (err) {
+    return { kind: 'damaged', reason: `metadata is not JSON: ${(err as Error).message}` };
   }
-  return meta.size === start ? meta : null;
+  if (meta.size !== start) return { kind: 'damaged', reason: `metadata says ${String(meta.size)} message bytes, the file holds ${start}` };
+  return { kind: 'committed', meta };
 }
