@@ -1,11 +1,11 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { SmartHostConfig } from '../config/schema';
 import type { FromDeliveryThread, ToDeliveryThread } from './delivery-protocol';
 import type { Outcome } from './outcome';
-import { loadCa, type Envelope, type SmartHostTransport } from './smarthost';
+import type { Envelope, SmartHostTransport } from './smarthost';
 
 /**
  * Runs every smart host's connections on one worker thread. The event loop stays the only place
@@ -29,7 +29,9 @@ export class DeliveryThread {
 
   /** A transport for one configured smart host whose connections live in the thread. */
   transport(config: SmartHostConfig): SmartHostTransport {
-    const ca = loadCa(config);
+    // Read as smarthost.ts's loadCa does (an error names the file); that module is not imported
+    // here because it loads nodemailer, which only the delivery thread needs.
+    const ca = config.ca !== undefined ? readFileSync(config.ca) : undefined;
     const host = this.nextHost++;
     this.openHosts.set(host, { config, ca });
     this.post({ type: 'open', host, config, heloName: this.heloName, ca });
