@@ -184,7 +184,9 @@ export class RelayProcess {
   /** Starts `node dist/src/cli.js start -c <configFile>` on a config written by the caller. */
   static launch(configFile: string, launch: LaunchOptions = {}): RelayProcess {
     const cli = path.resolve(__dirname, '..', 'src', 'cli.js');
-    const child = spawn(process.execPath, [...(launch.nodeArgs ?? []), cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The environment deploy/smarthop.service, the Dockerfile and npm start run the relay with.
+    const env = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' };
+    const child = spawn(process.execPath, [...(launch.nodeArgs ?? []), cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env });
     return new RelayProcess(child);
   }
 

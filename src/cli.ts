@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError } from 'commander';
 import { registerAdminCommands } from './admin/commands';
 import { loadConfigFile } from './config/load';
@@ -30,6 +31,21 @@ function loadOrExit(file: string): RelayConfig {
   return result.config;
 }
 
+/**
+ * How far V8 lets the old generation grow past what survived the last full collection: 30%,
+ * where V8 picks up to 4x by itself when collections are fast. The relay's live heap is small
+ * (~24 MB after a forced GC, under load or not), but what sessions leave behind is promoted
+ * steadily, so the old space filled with garbage up to 75-85 MB before a mark-compact. Measured
+ * with 200 sessions × 10 KiB: peak RSS 210-233 -> 167-170 MB; with 20 sessions 164-177 -> 154-156 MB;
+ * CPU per message the same within the noise (collections of a 24 MB heap take a few ms, mostly
+ * concurrent). It is read at every collection, so setting it here (before the relay allocates
+ * anything) works like the command-line flag; a `--heap-growing-percent` given to node wins.
+ */
+function tuneHeapGrowth(): void {
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => /^--heap[-_]growing[-_]percent\b/.test(arg));
+  if (!given) setFlagsFromString('--heap-growing-percent=30');
+}
+
 function hostPort(value: string): { host: string; port: number } {
   const parsed = parseHostPort(value);
   if (!parsed) throw new InvalidArgumentError('expected host:port');
@@ -41,6 +57,7 @@ program
   .description('run the relay')
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .action(async (opts: { config: string }) => {
+    tuneHeapGrowth();
     const { Relay } = await import('./relay.js');
     let relay: InstanceType<typeof Relay>;
     try {

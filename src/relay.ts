@@ -11,7 +11,7 @@ import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
-import { NodemailerSmartHost, type SmartHostTransport } from './forward/smarthost';
+import type { SmartHostTransport } from './forward/smarthost';
 import { smartHostStatus, type SmartHostStatus } from './forward/smarthost-status';
 import { ClientDirectory } from './ingress/clients';
 import type { MessageFilter } from './ingress/filters';
@@ -20,7 +20,6 @@ import { SmtpListener } from './ingress/smtp-listener';
 import { planReload, reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
 import type { Redis } from 'ioredis';
 import { FallbackWindowCounters } from './limits/fallback-counters';
-import { createRedisClient, redisLocation } from './limits/redis-client';
 import { RedisWindowCounters } from './limits/redis-window-counters';
 import { SharedStateHealth, type StateBackend } from './limits/shared-state-health';
 import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
@@ -301,6 +300,8 @@ export class Relay {
   private connectSharedState(config: RelayConfig): Relay['sharedState'] {
     const { state } = config;
     if (state.store !== 'redis' || !state.redis || state.fleet_size === undefined) return null;
+    // ioredis (about 19 MB of resident memory on its own) is loaded only by a relay that uses it.
+    const { createRedisClient, redisLocation } = require('./limits/redis-client') as typeof import('./limits/redis-client');
     const redis = createRedisClient(state.redis);
     const location = redisLocation(state.redis.url);
     const fleetSize = state.fleet_size;
@@ -345,8 +346,15 @@ export class Relay {
   }
 
   private createSmartHost(config: SmartHostConfig): GuardedSmartHost {
-    const transport: SmartHostTransport = this.deliveryThread ? this.deliveryThread.transport(config) : new NodemailerSmartHost(config, this.heloName);
-    return new GuardedSmartHost(config, transport, new SmartHostQuota(config.name, config.rate_limits, this.quotaCounters), this.observer);
+    return new GuardedSmartHost(config, this.transport(config), new SmartHostQuota(config.name, config.rate_limits, this.quotaCounters), this.observer);
+  }
+
+  private transport(config: SmartHostConfig): SmartHostTransport {
+    if (this.deliveryThread) return this.deliveryThread.transport(config);
+    // nodemailer is loaded on the event loop only when connections live there (delivery.worker_thread
+    // false); otherwise only the delivery thread loads it, and the main isolate does not carry it too.
+    const { NodemailerSmartHost } = require('./forward/smarthost') as typeof import('./forward/smarthost');
+    return new NodemailerSmartHost(config, this.heloName);
   }
 
   private smartHostStatuses(): Promise<SmartHostStatus[]> {

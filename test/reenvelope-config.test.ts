@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { parseConfig } from '../src/config/load';
 import { dkimBody } from 'mailauth/lib/dkim/body';
 import { loadDkimKey, loadRouteKeys } from '../src/reenvelope/dkim-keys';
-import { signatures } from '../src/reenvelope/dkim-signer';
+import { LineAlignedBodyHash, signatures } from '../src/reenvelope/dkim-signer';
 import { CLI } from './helpers/child-relay';
 import { makeDkimKey, verifyDkim, zoneResolver } from './helpers/dkim';
 import { removeDir, tempDir } from './helpers/harness';
@@ -111,6 +111,44 @@ describe('signatures(): mailauth canonicalisation with keys parsed once', () => 
       expect(await verifyDkim(Buffer.concat([Buffer.from(lines), head, Buffer.from('\r\n'), body]), resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
     } finally {
       removeDir(dir);
+    }
+  });
+});
+
+describe('LineAlignedBodyHash: the relaxed body hash, fed whole lines', () => {
+  const wholeBodyHash = (body: Buffer) => {
+    const hasher = dkimBody('relaxed', 'sha256', false);
+    hasher.update(body);
+    return hasher.digest('base64');
+  };
+
+  test('the hash is mailauth\'s for the whole body, however the body is cut into chunks', () => {
+    const long = 'x'.repeat(70 * 1024);
+    const bodies = [
+      'Hello  \r\nworld\t \r\n\r\n\r\n',
+      'no final line break',
+      'a\r\n\r\n  b  \r\nbare\nlf\r\n\r\n',
+      `before\r\n${long}\r\nafter \t\r\n`,
+      '\r\n\r\n',
+      '',
+    ].map((text) => Buffer.from(text, 'latin1'));
+    let seed = 7;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    for (const body of bodies) {
+      const expected = wholeBodyHash(body);
+      for (let round = 0; round < 50; round++) {
+        const hash = new LineAlignedBodyHash();
+        // Cuts anywhere, including between CR and LF and inside the 70 KiB line; round 0 of a short body is one byte at a time.
+        for (let at = 0; at < body.length;) {
+          const size = round === 0 && body.length < 1000 ? 1 : 1 + random(round % 2 === 0 ? 64 : 80 * 1024);
+          hash.update(body.subarray(at, at + size));
+          at += size;
+        }
+        expect(hash.digest()).toBe(expected);
+      }
     }
   });
 });

@@ -29,4 +29,12 @@ describe('MemoryWindowCounters', () => {
     for (let i = 0; i < 10_000; i++) await counters.consume(`addr-${i}`, limits, 1, 0);
     expect(await counters.remaining('addr-0', limits, 0)).toEqual([3, 5]);
   });
+
+  test('memory grows with the keys held, not with maxKeys', () => {
+    // lru-cache's `max` would allocate typed arrays for every key up front: 10 million keys would be ~120 MB of ArrayBuffers here.
+    const before = process.memoryUsage().arrayBuffers;
+    const counters = new MemoryWindowCounters(10_000_000);
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1024 * 1024);
+    expect(counters).toBeDefined();
+  });
 });

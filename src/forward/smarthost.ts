@@ -1,9 +1,10 @@
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { NodemailerError } from 'nodemailer/lib/errors';
 import type { SmartHostConfig } from '../config/schema';
 import { ClientCredentialsTokens } from './oauth2';
+import { loadCa } from './smarthost-ca';
 import { parseReply, type Outcome, type TransientCause } from './outcome';
 
 export interface Envelope {
@@ -123,14 +124,6 @@ export class NodemailerSmartHost implements SmartHostTransport {
 }
 
 type StoredMessageOptions = Parameters<ReturnType<typeof createPool>['sendMail']>[0] & { stored: MessageBody };
-
-/**
- * The CA bundle a smart host's certificate is checked against, read where the config is loaded so
- * that a missing file stops `smarthop start` (and a reload) with its name, not a later delivery.
- */
-export function loadCa(config: SmartHostConfig): Buffer | undefined {
-  return config.ca !== undefined ? readFileSync(config.ca) : undefined;
-}
 
 function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | undefined) {
   const transport = nodemailer.createTransport({

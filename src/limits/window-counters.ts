@@ -37,7 +37,12 @@ export class MemoryWindowCounters implements WindowCounters {
 
   /** `maxKeys` bounds memory whatever clients do: the least recently used windows are dropped first. */
   constructor(maxKeys = 100_000) {
-    this.windows = new LRUCache<string, Window>({ max: maxKeys });
+    // The bound is a count (every window weighs 1), not lru-cache's `max`: with `max`, lru-cache
+    // allocates its arrays for all `max` entries up front (and two more on the first TTL), about
+    // 40 bytes an entry. The per-address guard's 300,000 keys (limits.max_tracked_addresses × 3)
+    // were ~12 MB of heap held from start on a relay that sees a handful of LAN clients. With
+    // `maxSize` the arrays grow with the entries actually held and eviction is the same LRU.
+    this.windows = new LRUCache<string, Window>({ maxSize: maxKeys, sizeCalculation: () => 1 });
   }
 
   async consume(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult> {

@@ -1,5 +1,4 @@
 import addressparser from 'nodemailer/lib/addressparser';
-import libmime from 'libmime';
 import type { HeaderRuleConfig } from '../config/schema';
 import type { Refusal } from '../ingress/filters';
 import { fieldValue, type HeaderBlock } from '../ingress/header-block';
@@ -152,9 +151,16 @@ export function attachmentRefusal(ext: string, client: string): Refusal {
   return { code: 550, message: `5.7.1 Attachment type .${ext} not allowed for client ${client}`, reason: 'content_rule' };
 }
 
+/**
+ * libmime (with iconv-lite and encoding-japanese, several MB of resident memory) is loaded at the
+ * first encoded word a rule has to read, not by every relay that loads the policy stage.
+ */
+let libmime: typeof import('libmime') | undefined;
+
 function decodeWords(value: string): string {
   if (!value.includes('=?')) return value;
   try {
+    libmime ??= require('libmime') as typeof import('libmime');
     return libmime.decodeWords(value);
   } catch {
     return value;

@@ -13,7 +13,9 @@ export class ChildRelay {
   }
 
   static async start(configFile: string, httpPort: number): Promise<ChildRelay> {
-    const child = new ChildRelay(spawn(process.execPath, [CLI, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    // The environment deploy/smarthop.service, the Dockerfile and npm start run the relay with (README, "Memory").
+    const env = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' };
+    const child = new ChildRelay(spawn(process.execPath, [CLI, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env }));
     const deadline = Date.now() + 15_000;
     for (;;) {
       if (child.process.exitCode !== null) throw new Error(`relay exited with ${child.process.exitCode}:\n${child.output.join('')}`);
