@@ -52,6 +52,16 @@ describe('delivery thread', () => {
     expect(sink.messages[0].to).toEqual(['ok@example.com']);
   });
 
+  test('bytes the spool still holds from the commit are sent as they are, without reading the file', async () => {
+    thread = new DeliveryThread('relay.test', logger);
+    const transport = thread.transport(smartHost());
+    const message = Buffer.from('Subject: from memory\r\n\r\nx\r\n', 'latin1');
+    const gone = path.join(dir, 'never-written.eml');
+    const outcomes = await transport.send({ from: 'app@corp.example', to: ['ok@example.com'] }, { path: gone, size: message.length, message, prependHeaders: 'X-Signed: 1\r\n' });
+    expect(outcomes.get('ok@example.com')).toMatchObject({ kind: 'delivered' });
+    expect(sink.messages[0].data.toString('latin1')).toBe(`X-Signed: 1\r\n${message.toString('latin1')}`);
+  });
+
   test('a message queued before trailers existed (no size to cut at) is sent whole', async () => {
     thread = new DeliveryThread('relay.test', logger);
     const transport = thread.transport(smartHost());

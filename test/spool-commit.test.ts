@@ -64,6 +64,23 @@ describe('spool: one file per committed message', () => {
     expect(await store.locate(id)).toBe('queue');
   });
 
+  test('the first read for delivery gets a small message\'s bytes from the commit; later reads and large messages go to the file', async () => {
+    const id = store.newId();
+    const committed = await receive(id);
+    const first = await store.readForDelivery(id);
+    expect(first.meta).toEqual(committed);
+    expect(first.message).toEqual(readFileSync(path.join(store.queueDir, `${id}.eml`)).subarray(0, committed.size));
+    expect((await store.readForDelivery(id)).message).toBeUndefined();
+
+    const large = store.newId();
+    const incoming = await store.createIncoming(large);
+    await new Promise<void>((resolve) => incoming.stream.end(Buffer.alloc(100 * 1024, 0x42), () => resolve()));
+    await store.commit(meta(large, { size: incoming.bytesWritten }), incoming);
+    const read = await store.readForDelivery(large);
+    expect(read.meta.size).toBe(100 * 1024);
+    expect(read.message).toBeUndefined();
+  });
+
   test('after a restart the committed file alone is recovered, with its metadata', async () => {
     const id = store.newId();
     const committed = await receive(id);

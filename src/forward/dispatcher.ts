@@ -74,8 +74,11 @@ export class Dispatcher {
     const { store } = this.deps;
     const current = this.deps.current();
     let meta: MessageMeta;
+    let message: Buffer | undefined;
     try {
-      meta = this.unsaved.get(id) ?? (await store.read(id));
+      const unsaved = this.unsaved.get(id);
+      if (unsaved) meta = unsaved;
+      else ({ meta, message } = await store.readForDelivery(id));
     } catch (err) {
       // Deleted or held by an admin between being scheduled and now: nothing left to attempt here.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'done' };
@@ -102,7 +105,7 @@ export class Dispatcher {
       else meta.attempts += 1;
       lastHost = host;
       const attemptStart = this.now();
-      const body = { path: store.bodyPath(id), size: messageBytes(meta), ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}) };
+      const body = { path: store.bodyPath(id), size: messageBytes(meta), ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}), ...(message ? { message } : {}) };
       const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
       this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
     }

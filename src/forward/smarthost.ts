@@ -20,6 +20,8 @@ export interface MessageBody {
   size?: number;
   /** Header lines sent above the stored bytes (the DKIM signatures kept in its metadata). */
   prependHeaders?: string;
+  /** The first `size` bytes of the file, when the spool still had them from the commit: sent instead of reading it. */
+  message?: Uint8Array;
 }
 
 /** Sends to one smart host, nothing more: a transaction in, an outcome per recipient out. */
@@ -150,8 +152,11 @@ function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | unde
   // Every read of a message (the pool re-reads when it requeues) opens the queue file afresh, with
   // the prefix in front, as nodemailer's own DKIM signing does.
   transport.use('stream', (mail, done) => {
-    const { path, size, prependHeaders } = (mail.data as { stored: MessageBody }).stored;
-    mail.message.processFunc(() => storedBytes(path, size, prependHeaders ? Buffer.from(prependHeaders, 'latin1') : null));
+    const { path, size, prependHeaders, message } = (mail.data as { stored: MessageBody }).stored;
+    const head = prependHeaders ? Buffer.from(prependHeaders, 'latin1') : null;
+    // A copy crossing from the event loop arrives as a plain Uint8Array; nodemailer's streams want Buffers.
+    const bytes = message ? Buffer.from(message.buffer, message.byteOffset, message.byteLength) : null;
+    mail.message.processFunc(() => (bytes ? Readable.from(head ? [head, bytes] : [bytes], { objectMode: false }) : storedBytes(path, size, head)));
     done();
   });
   return transport;

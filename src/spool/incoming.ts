@@ -40,11 +40,17 @@ export class IncomingFile {
     return this.writer.bytesTaken;
   }
 
-  /** After the stream finished: what is still held, then the metadata, in one write; fsync; close. */
-  async seal(json: string): Promise<void> {
+  /**
+   * After the stream finished: what is still held, then the metadata, in one write; fsync; close.
+   * Returns the message's bytes when all of them were still held (a message up to
+   * WRITE_BUFFER_BYTES): exactly what the file starts with, for a first delivery that need not read it.
+   */
+  async seal(json: string): Promise<Buffer | undefined> {
+    const whole = this.writer.wholeMessageHeld() ? Buffer.concat(this.writer.heldChunks()) : undefined;
     await this.writer.flush(encodeTrailer(json));
     await this.handle.sync();
     await this.close();
+    return whole;
   }
 
   /** Closes (if still open) and removes the file; never throws for a file already gone. */
@@ -82,6 +88,15 @@ class BatchingWriter extends Writable {
     this.bytesTaken += chunk.length;
     if (this.heldBytes < WRITE_BUFFER_BYTES) return callback();
     this.flush().then(() => callback(), callback);
+  }
+
+  /** Nothing of the message has been written yet: what is held is all of it. */
+  wholeMessageHeld(): boolean {
+    return this.held.length > 0 && this.heldBytes === this.bytesTaken && this.writableFinished;
+  }
+
+  heldChunks(): readonly Buffer[] {
+    return this.held;
   }
 
   /** Writes what is held (and `tail` after it) at the end of what is on disk. */

@@ -3,7 +3,7 @@ import { access, mkdir, open, readdir, readFile, rename, rm, statfs, unlink, wri
 import * as path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { DirectorySyncer } from './dir-sync';
-import { IncomingFile } from './incoming';
+import { IncomingFile, WRITE_BUFFER_BYTES } from './incoming';
 import type { MessageMeta } from './message';
 import { encodeTrailer, readTrailer, type TrailerRead } from './trailer';
 
@@ -21,6 +21,13 @@ import { encodeTrailer, readTrailer, type TrailerRead } from './trailer';
  *   dead/    permanent failures, with the reason in the .json
  *   corrupt/ files recovery could not make sense of, kept for a human
  */
+/** What the store remembers of a message it just committed, until its first read. */
+interface CommittedCopy {
+  json: string;
+  /** The message's bytes, when small enough to have been held whole (see IncomingFile.seal). */
+  message?: Buffer;
+}
+
 /** The folders a committed message can be in. */
 export type SpoolFolder = 'queue' | 'hold' | 'dead';
 
@@ -41,7 +48,12 @@ export class SpoolStore {
    * four file operations. Taken once; every change to a message goes through this store and drops
    * its entry, so it never disagrees with the disk. Bounded: a backed-up queue reads from disk.
    */
-  private readonly justCommitted = new LRUCache<string, string>({ max: 1000 });
+  private readonly justCommitted = new LRUCache<string, CommittedCopy>({
+    max: 1000,
+    // The message bytes kept for a first delivery are bounded in total, whatever the queue does.
+    maxSize: 8 * 1024 * 1024,
+    sizeCalculation: (copy) => copy.json.length + (copy.message?.length ?? 0) + 1,
+  });
   /**
    * Queued messages known to have no `.json` (committed or recovered as one file, state never
    * changed since): removing them skips a failed unlink. Only this store writes a `.json`, and it
@@ -82,8 +94,8 @@ export class SpoolStore {
    */
   async commit(meta: MessageMeta, incoming: IncomingFile): Promise<void> {
     const json = JSON.stringify(meta);
-    await incoming.seal(json);
-    await this.publish(meta.id, json);
+    const message = await incoming.seal(json);
+    await this.publish(meta.id, { json, message });
   }
 
   /**
@@ -95,17 +107,17 @@ export class SpoolStore {
     const file = this.tmpPath(meta.id, '.eml');
     try {
       await writeFile(file, Buffer.concat([body, encodeTrailer(json)]), { flush: true });
-      await this.publish(meta.id, json);
+      await this.publish(meta.id, { json, message: body.length <= WRITE_BUFFER_BYTES ? body : undefined });
     } catch (err) {
       await rm(file, { force: true }).catch(() => undefined);
       throw err;
     }
   }
 
-  private async publish(id: string, json: string): Promise<void> {
+  private async publish(id: string, copy: CommittedCopy): Promise<void> {
     // Known before the file is visible in queue/: an admin action in the moment between the rename
     // and the end of the fsync (the message is listed already) drops them, and nothing adds them back.
-    this.justCommitted.set(id, json);
+    this.justCommitted.set(id, copy);
     this.withoutStateFile.add(id);
     try {
       await rename(this.tmpPath(id, '.eml'), this.queuePath(id, '.eml'));
@@ -165,10 +177,18 @@ export class SpoolStore {
   }
 
   async read(id: string): Promise<MessageMeta> {
-    const json = this.justCommitted.get(id);
-    if (json === undefined) return this.readIn('queue', id);
+    return (await this.readForDelivery(id)).meta;
+  }
+
+  /**
+   * The metadata, and for a small message read for the first time since its commit, its bytes as
+   * the file starts with them (kept from the commit), so the first attempt reads nothing from disk.
+   */
+  async readForDelivery(id: string): Promise<{ meta: MessageMeta; message?: Buffer }> {
+    const copy = this.justCommitted.get(id);
+    if (copy === undefined) return { meta: await this.readIn('queue', id) };
     this.justCommitted.delete(id);
-    return JSON.parse(json) as MessageMeta;
+    return { meta: JSON.parse(copy.json) as MessageMeta, ...(copy.message ? { message: copy.message } : {}) };
   }
 
   /** The `.json` when the message has one, else (in `queue/`) the trailer of its file; ENOENT when neither exists. */
