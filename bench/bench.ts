@@ -160,7 +160,7 @@ function parseOptions(argv: readonly string[]): Mode {
     // Profiling one of several relay runs would be a profile of nothing in particular.
     if (parsed.cpuProf !== undefined) program.error('--cpu-prof profiles a plain bench run; leave out --compare', { exitCode: 2 });
     const messages = parsed.messages ?? DEFAULT_MESSAGES.compare;
-    return { kind: 'compare', options: { messages, size, connections, json, rounds: parsed.rounds, probeRate: parsed.probeRate } };
+    return { kind: 'compare', options: { messages, size, connections, json, rounds: parsed.rounds, probeRate: parsed.probeRate, fullPolicy: parsed.fullPolicy, reenvelope: parsed.reenvelope } };
   }
   const cpuProfDir = parsed.cpuProf === undefined ? null : path.resolve(parsed.cpuProf === true ? DEFAULT_CPU_PROF_DIR : parsed.cpuProf);
   // Redis state with nothing to count would measure nothing: the comparison is always with counters on.

@@ -103,7 +103,7 @@ describe('signatures(): mailauth canonicalisation with keys parsed once', () => 
       const body = Buffer.from('Hello  \r\nworld\r\n\r\n\r\n');
       const hasher = dkimBody('relaxed', 'sha256', false);
       hasher.update(body);
-      const lines = signatures(keys, head, hasher.digest('base64'), new Date(Date.UTC(2026, 10, 23, 10, 0, 0)));
+      const lines = await signatures(keys, head, hasher.digest('base64'), new Date(Date.UTC(2026, 10, 23, 10, 0, 0)));
       expect(lines.match(/^DKIM-Signature: /gm)).toHaveLength(2);
       expect(lines).toContain('t=1795428000;');
       expect(lines).toMatch(/h=Subject:\s*From;/);

@@ -25,6 +25,9 @@ export interface CompareOptions {
   /** Latency probe messages per second; 0 switches the probe off. */
   probeRate: number;
   json: boolean;
+  /** smarthop with every policy rule on / with its route's rewrites and DKIM (issue 9's last target). */
+  fullPolicy: boolean;
+  reenvelope: boolean;
 }
 
 const LIMITS = {
@@ -73,7 +76,7 @@ export async function runComparison(options: CompareOptions): Promise<number> {
     const rounds: RoundResult[] = [];
     for (let round = 1; round <= options.rounds && Date.now() < deadline; round++) {
       const phases: PhaseResult[] = [];
-      for (const start of [() => startSmarthop(sinkPort, options.size), () => startPostfix(sinkPort, postfix)]) {
+      for (const start of [() => startSmarthop(sinkPort, options.size, { limits: false, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope }), () => startPostfix(sinkPort, postfix)]) {
         await sleep(LIMITS.pauseMs);
         const target: Target = await start();
         try {
@@ -93,7 +96,10 @@ export async function runComparison(options: CompareOptions): Promise<number> {
     if (stray > 0) process.stderr.write(`bench: ${stray} message(s) reached the sink between phases\n`);
 
     const report: ComparisonReport = buildComparison(
-      { messages: options.messages, payloadBytes: options.size, sessions: options.connections, generator: 'smtp-source', probeRate: options.probeRate, rounds: options.rounds },
+      {
+        messages: options.messages, payloadBytes: options.size, sessions: options.connections, generator: 'smtp-source', probeRate: options.probeRate, rounds: options.rounds,
+        smarthopPolicy: [...(options.fullPolicy ? ['every policy rule'] : []), ...(options.reenvelope ? ['rewrites + RSA-2048 DKIM'] : [])],
+      },
       { cpus: availableParallelism(), node: process.version, postfix: postfixVersion(postfix) },
       ceiling, rounds,
     );

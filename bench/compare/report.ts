@@ -37,7 +37,8 @@ export interface Figures {
 }
 
 export interface ComparisonReport {
-  load: { messages: number; payloadBytes: number; sessions: number; generator: string; probeRate: number; rounds: number };
+  /** `smarthopPolicy`: what smarthop ran with beyond the plain relay (every policy rule, rewrites + DKIM). */
+  load: { messages: number; payloadBytes: number; sessions: number; generator: string; probeRate: number; rounds: number; smarthopPolicy?: string[] };
   machine: { cpus: number; node: string; postfix: string | null };
   /** smtp-source straight into the sink: what the harness can do with no relay in between. */
   ceiling: PhaseResult | null;
@@ -175,6 +176,7 @@ export function formatComparison(report: ComparisonReport): string {
   const { load } = report;
   let out = `smarthop vs Postfix ${report.machine.postfix ?? ''}: ${load.messages} messages x ${load.payloadBytes} B body over ${load.sessions} sessions, one message per session, `;
   out += `generator ${load.generator}${load.probeRate > 0 ? ` + a ${load.probeRate}/s latency probe` : ''}; ${load.rounds} round(s), smarthop then Postfix; ${report.machine.cpus} CPUs\n`;
+  if (load.smarthopPolicy?.length) out += `smarthop with ${load.smarthopPolicy.join(' and ')} (Postfix relays plainly)\n`;
   if (report.ceiling) {
     const c = report.ceiling;
     out += `harness ceiling (smtp-source straight into the sink): ${num(c.endToEndRate)} msg/s${phaseOk(c) ? '' : ` (incomplete: ${c.notes.join('; ')})`}\n`;

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { readCpuTimes, readThreadSchedule, treeCpuSeconds, type ThreadSchedule } from '../cpu/cpu-time';
 import { onInterrupt } from '../interrupt';
 import { PostfixInstance } from '../postfix/instance';
-import { freePort, RelayProcess } from '../relay-process';
+import { freePort, RelayProcess, type BenchState } from '../relay-process';
 
 /**
  * What a comparison phase sends its load to: smarthop as a child process, a private Postfix, or
@@ -49,10 +49,10 @@ export function sinkTarget(sinkPort: number): Target {
 }
 
 /** smarthop from the same temp config as the plain bench (bench/relay-process.ts). */
-export async function startSmarthop(sinkPort: number, messageSize: number): Promise<Target> {
+export async function startSmarthop(sinkPort: number, messageSize: number, state: BenchState = { limits: false }): Promise<Target> {
   const dir = await mkdtemp(path.join(tmpdir(), 'smarthop-compare-'));
   const ports = { smtp: await freePort(), http: await freePort(), sink: sinkPort };
-  const relay = await RelayProcess.start(dir, ports, Math.max(25 * 1024 * 1024, messageSize + 64 * 1024));
+  const relay = await RelayProcess.start(dir, ports, Math.max(25 * 1024 * 1024, messageSize + 64 * 1024), {}, state);
   const forget = onInterrupt(() => {
     void relay.kill();
     rmSync(dir, { recursive: true, force: true });

@@ -1,4 +1,4 @@
-import { createHash, sign } from 'node:crypto';
+import { createHash, sign, type KeyObject } from 'node:crypto';
 import { dkimBody, type BodyHasher } from 'mailauth/lib/dkim/body';
 import { generateCanonicalizedHeader } from 'mailauth/lib/dkim/header';
 import { formatSignatureHeaderLine, getSigningHeaderLines, parseHeaders } from 'mailauth/lib/tools';
@@ -56,7 +56,7 @@ class DkimBodyInspector implements BodyInspector {
 
   async end(): Promise<Refusal | undefined> {
     try {
-      this.outgoing.prependHeaders = signatures(this.keys, this.head, this.hasher.digest(), this.now());
+      this.outgoing.prependHeaders = await signatures(this.keys, this.head, this.hasher.digest(), this.now());
       return undefined;
     } catch (err) {
       // Keys are checked at start, so this is unexpected; unsigned mail could fail DMARC, so the client retries.
@@ -112,16 +112,27 @@ const LF = 0x0a;
 const MAX_PARTIAL = 64 * 1024;
 
 /** `DKIM-Signature:` lines (CRLF-terminated) over `head` and a body hash, one per key, as RFC 6376 and RFC 8463 sign. */
-export function signatures(keys: readonly DkimKey[], head: Buffer, bodyHash: string, signTime: Date): string {
+export async function signatures(keys: readonly DkimKey[], head: Buffer, bodyHash: string, signTime: Date): Promise<string> {
   const lines = getSigningHeaderLines(parseHeaders(head).parsed);
-  return keys.map((key) => {
+  const signed = await Promise.all(keys.map(async (key) => {
     const { canonicalizedHeader, dkimHeaderOpts } = generateCanonicalizedHeader('DKIM', lines, {
       signingDomain: key.domain, selector: key.selector, algorithm: key.algorithm, canonicalization: CANONICALIZATION, bodyHash, signTime,
     });
     const signature = key.algorithm === 'rsa-sha256'
-      ? sign('sha256', canonicalizedHeader, key.privateKey)
+      ? await signInPool('sha256', Buffer.from(canonicalizedHeader), key.privateKey)
       // Ed25519 (RFC 8463) signs the SHA-256 hash of the canonicalised header with PureEdDSA.
-      : sign(null, createHash('sha256').update(canonicalizedHeader).digest(), key.privateKey);
+      : await signInPool(null, createHash('sha256').update(canonicalizedHeader).digest(), key.privateKey);
     return `${formatSignatureHeaderLine('DKIM', { ...dkimHeaderOpts, b: signature.toString('base64') }, true)}\r\n`;
-  }).join('');
+  }));
+  return signed.join('');
+}
+
+/**
+ * An RSA-2048 signature costs about a millisecond of CPU; with a callback, node:crypto computes it on
+ * libuv's thread pool, so the event loop goes on answering clients meanwhile.
+ */
+function signInPool(algorithm: string | null, data: Buffer, key: KeyObject): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    sign(algorithm, data, key, (err, signature) => (err ? reject(err) : resolve(signature)));
+  });
 }
