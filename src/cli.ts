@@ -10,9 +10,7 @@ import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
-import { dnsResolver } from './doctor/dns';
-import { runDoctor } from './doctor/doctor';
-import { exitCode, formatReport } from './doctor/report';
+import type { DNSResolver } from 'mailauth';
 import { VERSION } from './version';
 
 // The relay, the sink and nodemailer are loaded by the commands that use them, so the admin
@@ -112,9 +110,13 @@ program
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .option('--dns <server>', 'ask this DNS server (ip, ip:port or [v6]:port) instead of the system resolvers')
   .action(async (opts: { config: string; dns?: string }) => {
+    // The doctor brings mailauth's SPF/DMARC code (and nodemailer with it): loaded for this command
+    // only, so `smarthop start` does not carry it.
+    const { runDoctor } = await import('./doctor/doctor.js');
+    const { exitCode, formatReport } = await import('./doctor/report.js');
     const config = loadOrExit(opts.config);
     const { keys } = loadRouteKeys(config.routes);
-    const rows = await runDoctor({ config, keys, resolver: resolverOrExit(opts.dns) });
+    const rows = await runDoctor({ config, keys, resolver: await resolverOrExit(opts.dns) });
     process.stdout.write(formatReport(rows));
     process.exitCode = exitCode(rows);
   });
@@ -178,7 +180,8 @@ program
     }
   });
 
-function resolverOrExit(server: string | undefined): ReturnType<typeof dnsResolver> {
+async function resolverOrExit(server: string | undefined): Promise<DNSResolver> {
+  const { dnsResolver } = await import('./doctor/dns.js');
   try {
     return dnsResolver(server);
   } catch (err) {
