@@ -52,6 +52,17 @@ describe('delivery thread', () => {
     expect(sink.messages[0].to).toEqual(['ok@example.com']);
   });
 
+  test('addresses go out as nodemailer writes them (domain lower-cased) and each refusal lands on the address the spool knows', async () => {
+    thread = new DeliveryThread('relay.test', logger);
+    const transport = thread.transport(smartHost());
+    const outcomes = await transport.send({ from: 'App@Corp.Example', to: ['gone@Example.COM', 'ok@jõgeva.ee'] }, queueFile('Subject: idn\r\n\r\nx\r\n'));
+    expect(outcomes.get('gone@Example.COM')).toMatchObject({ kind: 'permanent', reply: { code: 550 } });
+    expect(outcomes.get('ok@jõgeva.ee')).toMatchObject({ kind: 'delivered' });
+    expect(sink.messages[0].from).toBe('App@corp.example');
+    // (smtp-server hands the sink an IDN domain decoded again, so the wire form is not visible here.)
+    expect(sink.messages[0].to).toEqual(['ok@jõgeva.ee']);
+  });
+
   test('bytes the spool still holds from the commit are sent as they are, without reading the file', async () => {
     thread = new DeliveryThread('relay.test', logger);
     const transport = thread.transport(smartHost());
@@ -60,6 +71,19 @@ describe('delivery thread', () => {
     const outcomes = await transport.send({ from: 'app@corp.example', to: ['ok@example.com'] }, { path: gone, size: message.length, message, prependHeaders: 'X-Signed: 1\r\n' });
     expect(outcomes.get('ok@example.com')).toMatchObject({ kind: 'delivered' });
     expect(sink.messages[0].data.toString('latin1')).toBe(`X-Signed: 1\r\n${message.toString('latin1')}`);
+  });
+
+  test('a pooled connection the smart host dropped while idle costs nothing: the next message goes out on a new one', async () => {
+    thread = new DeliveryThread('relay.test', logger);
+    const transport = thread.transport(smartHost());
+    const envelope = { from: 'app@corp.example', to: ['ok@example.com'] };
+    expect((await transport.send(envelope, queueFile('Subject: one\r\n\r\nx\r\n'))).get('ok@example.com')).toMatchObject({ kind: 'delivered' });
+    // The smart host restarts on the same port: the pooled connection is gone.
+    const port = sink.port;
+    await sink.close();
+    sink = await startSink({ port });
+    expect((await transport.send(envelope, queueFile('Subject: two\r\n\r\nx\r\n'))).get('ok@example.com')).toMatchObject({ kind: 'delivered' });
+    expect(sink.messages.map((m) => m.data.toString('latin1'))).toEqual(['Subject: two\r\n\r\nx\r\n']);
   });
 
   test('a message queued before trailers existed (no size to cut at) is sent whole', async () => {

@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
+import MimeNode from 'nodemailer/lib/mime-node';
 import type { NodemailerError } from 'nodemailer/lib/errors';
 import type { SmartHostConfig } from '../config/schema';
 import { ClientCredentialsTokens } from './oauth2';
@@ -67,14 +68,15 @@ export interface SmartHost extends SmartHostTransport {
 }
 
 /**
- * One configured smart host behind a pooled nodemailer transport: connections are reused across
- * messages and bounded by `max_connections`. The stored file is sent as it is (nodemailer dot-stuffs
- * it); the envelope is explicit, so nothing in the headers can redirect the message.
+ * One configured smart host behind nodemailer's SMTP pool: connections are reused across messages
+ * and bounded by `max_connections`. The stored bytes are sent as they are (the connection
+ * dot-stuffs them); the envelope is explicit, so nothing in the headers can redirect the message.
  */
 export class NodemailerSmartHost implements SmartHostTransport {
   readonly name: string;
   readonly relay: string;
   private readonly transport: ReturnType<typeof createPool>;
+  private readonly pool: SmtpPool;
   private inFlight = 0;
   private closing = false;
 
@@ -83,6 +85,7 @@ export class NodemailerSmartHost implements SmartHostTransport {
     this.name = config.name;
     this.relay = `${config.name}[${config.host}]:${config.port}`;
     this.transport = createPool(config, heloName, ca);
+    this.pool = this.transport.transporter as unknown as SmtpPool;
   }
 
   async send(envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
@@ -97,18 +100,19 @@ export class NodemailerSmartHost implements SmartHostTransport {
 
   private async transact(envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
     const outcomes = new Map<string, Outcome>();
+    const wire = onTheWire(envelope);
+    // The smart host's refusals name recipients as they went out; outcomes are kept under the address the spool knows.
+    const refuse = (rejected: NodemailerError) => {
+      for (const address of wire.original.get(rejected.recipient ?? '') ?? []) outcomes.set(address, replyOutcome(rejected));
+    };
     try {
-      // `raw` only makes nodemailer treat the message as ready-made bytes; the `stream` plugin below
-      // replaces its (empty) content with the queue file on every read.
-      const message: StoredMessageOptions = { envelope: { from: envelope.from, to: envelope.to }, raw: NO_CONTENT, stored: body };
-      const info = await this.transport.sendMail(message);
+      const info = await this.submit(wire.envelope, body);
       const reply = parseReply(info.response, 250);
-      const rejectedErrors = (info as { rejectedErrors?: NodemailerError[] }).rejectedErrors ?? [];
-      for (const err of rejectedErrors) if (err.recipient) outcomes.set(err.recipient, replyOutcome(err));
+      for (const err of info.rejectedErrors ?? []) refuse(err);
       for (const address of envelope.to) if (!outcomes.has(address)) outcomes.set(address, { kind: 'delivered', reply });
     } catch (caught) {
       const err = caught as NodemailerError;
-      for (const rejected of err.rejectedErrors ?? []) if (rejected.recipient) outcomes.set(rejected.recipient, replyOutcome(rejected));
+      for (const rejected of err.rejectedErrors ?? []) refuse(rejected);
       // Only a reply to the transaction itself speaks about the recipients; a failed AUTH (535) or
       // STARTTLS is the smart host's problem and must never bounce mail.
       const aboutTransaction = (err.code === 'EENVELOPE' || err.code === 'EMESSAGE') && err.responseCode !== undefined;
@@ -118,6 +122,33 @@ export class NodemailerSmartHost implements SmartHostTransport {
     return outcomes;
   }
 
+  /**
+   * Hands the message straight to the pool. `sendMail` would first build a MIME tree around the
+   * ready-made bytes (plugins, a Message-ID and a boundary from random bytes, stream plumbing), which
+   * cost about twice what the SMTP transaction itself does (0.33-0.78 against 0.15-0.26 ms of CPU per
+   * message, measured on this machine). The pool takes any object with the few members its
+   * connections read; everything the transport was configured with (TLS, AUTH, XOAUTH2, timeouts,
+   * reconnecting a connection the server dropped) works as before.
+   */
+  private submit(smtpEnvelope: WireEnvelope, body: MessageBody): Promise<SentInfo> {
+    const head = body.prependHeaders ? Buffer.from(body.prependHeaders, 'latin1') : null;
+    // A copy crossing from the event loop arrives as a plain Uint8Array; the connection wants Buffers.
+    const bytes = body.message ? Buffer.from(body.message.buffer, body.message.byteOffset, body.message.byteLength) : null;
+    const mail: PooledMessage = {
+      data: {},
+      message: {
+        getEnvelope: () => smtpEnvelope,
+        messageId: () => '',
+        getHeader: () => '',
+        // Called for every try: the pool sends again over another connection when a reused one was gone.
+        createReadStream: () => (bytes ? Readable.from(head ? [head, bytes] : [bytes], { objectMode: false }) : storedBytes(body.path, body.size, head)),
+      },
+    };
+    return new Promise((resolve, reject) => {
+      this.pool.send(mail, (err, info) => (err ? reject(err) : resolve(info as SentInfo)));
+    });
+  }
+
   close(): void {
     this.closing = true;
     // nodemailer's close() fails messages still queued in the pool; wait for ours to finish instead.
@@ -125,7 +156,48 @@ export class NodemailerSmartHost implements SmartHostTransport {
   }
 }
 
-type StoredMessageOptions = Parameters<ReturnType<typeof createPool>['sendMail']>[0] & { stored: MessageBody };
+/** An envelope as SMTP carries it: `from: false` is the null sender `<>`. */
+interface WireEnvelope {
+  from: string | false;
+  to: string[];
+}
+
+const addressNormalizer = new MimeNode();
+
+/**
+ * The envelope as nodemailer puts addresses on the wire (what `sendMail` did before the pool was
+ * called directly): domains lower-cased, and IDN domains punycoded for an ASCII local part, so a
+ * smart host without SMTPUTF8 still takes them. Also which spool address each wire address stands for.
+ */
+function onTheWire(envelope: Envelope): { envelope: WireEnvelope; original: Map<string, string[]> } {
+  const from = envelope.from === '' ? false : (addressNormalizer.setEnvelope({ from: envelope.from, to: [] }).getEnvelope().from || envelope.from);
+  const original = new Map<string, string[]>();
+  for (const address of envelope.to) {
+    const wire = addressNormalizer.setEnvelope({ to: [address] }).getEnvelope().to[0] ?? address;
+    original.set(wire, [...(original.get(wire) ?? []), address]);
+  }
+  return { envelope: { from, to: [...original.keys()] }, original };
+}
+
+/** What nodemailer's SMTP pool reads of a message (smtp-pool/index.js and pool-resource.js, nodemailer 10.6). */
+interface PooledMessage {
+  data: Record<string, never>;
+  message: {
+    getEnvelope(): WireEnvelope;
+    messageId(): string;
+    getHeader(name: string): string;
+    createReadStream(): Readable;
+  };
+}
+
+interface SmtpPool {
+  send(mail: PooledMessage, callback: (err: Error | null, info?: unknown) => void): boolean;
+}
+
+interface SentInfo {
+  response?: string;
+  rejectedErrors?: NodemailerError[];
+}
 
 function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | undefined) {
   const transport = nodemailer.createTransport({
@@ -149,20 +221,8 @@ function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | unde
     logger: false,
     debug: false,
   });
-  // Every read of a message (the pool re-reads when it requeues) opens the queue file afresh, with
-  // the prefix in front, as nodemailer's own DKIM signing does.
-  transport.use('stream', (mail, done) => {
-    const { path, size, prependHeaders, message } = (mail.data as { stored: MessageBody }).stored;
-    const head = prependHeaders ? Buffer.from(prependHeaders, 'latin1') : null;
-    // A copy crossing from the event loop arrives as a plain Uint8Array; nodemailer's streams want Buffers.
-    const bytes = message ? Buffer.from(message.buffer, message.byteOffset, message.byteLength) : null;
-    mail.message.processFunc(() => (bytes ? Readable.from(head ? [head, bytes] : [bytes], { objectMode: false }) : storedBytes(path, size, head)));
-    done();
-  });
   return transport;
 }
-
-const NO_CONTENT = Buffer.alloc(0);
 
 /**
  * `head`, then the first `size` bytes of the file: the message's own bytes, never the metadata
