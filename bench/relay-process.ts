@@ -130,9 +130,6 @@ export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: 
   ].join('\n');
 }
 
-/** The node flags every deployment of the relay starts it with (package.json, deploy/smarthop.service, Dockerfile). */
-export const RELAY_NODE_FLAGS = ['--max-semi-space-size=2'];
-
 export interface LaunchOptions {
   /** Node flags placed before the script, e.g. `--cpu-prof --cpu-prof-dir DIR`. */
   nodeArgs?: readonly string[];
@@ -189,8 +186,7 @@ export class RelayProcess {
     const cli = path.resolve(__dirname, '..', 'src', 'cli.js');
     // The environment deploy/smarthop.service, the Dockerfile and npm start run the relay with.
     const env = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' };
-    // Launched as npm start, the systemd unit and the image launch it (README, "Memory").
-    const child = spawn(process.execPath, [...RELAY_NODE_FLAGS, ...(launch.nodeArgs ?? []), cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(process.execPath, [...(launch.nodeArgs ?? []), cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env });
     return new RelayProcess(child);
   }
 
