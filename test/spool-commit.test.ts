@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
 import { SpoolStore } from '../src/spool/store';
 import { encodeTrailer, FOOTER_BYTES } from '../src/spool/trailer';
-import { removeDir, tempDir } from './helpers/harness';
+import { spoolPerTest } from './helpers/harness';
 
 /**
  * A message is committed as one file (its bytes, then its metadata): what the relay reads back,
@@ -11,19 +11,8 @@ import { removeDir, tempDir } from './helpers/harness';
  * whole trailer is never taken for an acknowledged message.
  */
 describe('spool: one file per committed message', () => {
-  let dir: string;
-  let store: SpoolStore;
+  const spool = spoolPerTest();
   const body = Buffer.from('Received: from app.test\r\nSubject: x\r\n\r\nbody line\r\n', 'latin1');
-
-  beforeEach(async () => {
-    dir = tempDir();
-    store = new SpoolStore(path.join(dir, 'spool'));
-    await store.open();
-  });
-  afterEach(async () => {
-    await store.close();
-    removeDir(dir);
-  });
 
   function meta(id: string, extra: Partial<MessageMeta> = {}): MessageMeta {
     return {
@@ -33,58 +22,58 @@ describe('spool: one file per committed message', () => {
     };
   }
 
-  const files = (folder: string) => readdirSync(path.join(dir, 'spool', folder)).sort();
+  const files = spool.files;
   const recover = async () => {
     const problems: string[] = [];
-    const recovered = await store.recover((_id, problem) => problems.push(problem));
+    const recovered = await spool.store.recover((_id, problem) => problems.push(problem));
     return { recovered, problems };
   };
 
   /** Receives `body` through the same path DATA takes: stream into tmp/, then commit. */
   async function receive(id: string, extra: Partial<MessageMeta> = {}): Promise<MessageMeta> {
-    const incoming = await store.createIncoming(id);
+    const incoming = await spool.store.createIncoming(id);
     await new Promise<void>((resolve, reject) => incoming.stream.end(body, (err?: Error | null) => (err ? reject(err) : resolve())));
     const committed = meta(id, { size: incoming.bytesWritten, ...extra });
-    await store.commit(committed, incoming);
+    await spool.store.commit(committed, incoming);
     return committed;
   }
 
   test('a received message is one file in queue/: its own bytes, then metadata that reads back as committed', async () => {
-    const id = store.newId();
+    const id = spool.store.newId();
     const committed = await receive(id);
     expect(files('queue')).toEqual([`${id}.eml`]);
     expect(files('tmp')).toEqual([]);
-    const file = readFileSync(path.join(store.queueDir, `${id}.eml`));
+    const file = readFileSync(path.join(spool.store.queueDir, `${id}.eml`));
     expect(file.subarray(0, committed.size)).toEqual(body);
     expect(file.subarray(committed.size).toString('latin1')).toBe(encodeTrailer(JSON.stringify(committed)).toString('latin1'));
     // Read twice: the first read may come from memory, the second comes from the disk.
-    expect(await store.read(id)).toEqual(committed);
-    expect(await store.read(id)).toEqual(committed);
-    expect(await store.ids('queue')).toEqual([id]);
-    expect(await store.locate(id)).toBe('queue');
+    expect(await spool.store.read(id)).toEqual(committed);
+    expect(await spool.store.read(id)).toEqual(committed);
+    expect(await spool.store.ids('queue')).toEqual([id]);
+    expect(await spool.store.locate(id)).toBe('queue');
   });
 
   test('the first read for delivery gets a small message\'s bytes from the commit; later reads and large messages go to the file', async () => {
-    const id = store.newId();
+    const id = spool.store.newId();
     const committed = await receive(id);
-    const first = await store.readForDelivery(id);
+    const first = await spool.store.readForDelivery(id);
     expect(first.meta).toEqual(committed);
-    expect(first.message).toEqual(readFileSync(path.join(store.queueDir, `${id}.eml`)).subarray(0, committed.size));
-    expect((await store.readForDelivery(id)).message).toBeUndefined();
+    expect(first.message).toEqual(readFileSync(path.join(spool.store.queueDir, `${id}.eml`)).subarray(0, committed.size));
+    expect((await spool.store.readForDelivery(id)).message).toBeUndefined();
 
-    const large = store.newId();
-    const incoming = await store.createIncoming(large);
+    const large = spool.store.newId();
+    const incoming = await spool.store.createIncoming(large);
     await new Promise<void>((resolve) => incoming.stream.end(Buffer.alloc(100 * 1024, 0x42), () => resolve()));
-    await store.commit(meta(large, { size: incoming.bytesWritten }), incoming);
-    const read = await store.readForDelivery(large);
+    await spool.store.commit(meta(large, { size: incoming.bytesWritten }), incoming);
+    const read = await spool.store.readForDelivery(large);
     expect(read.meta.size).toBe(100 * 1024);
     expect(read.message).toBeUndefined();
   });
 
   test('after a restart the committed file alone is recovered, with its metadata', async () => {
-    const id = store.newId();
+    const id = spool.store.newId();
     const committed = await receive(id);
-    const fresh = new SpoolStore(path.join(dir, 'spool'));
+    const fresh = new SpoolStore(path.join(spool.dir, 'spool'));
     await fresh.open();
     const problems: string[] = [];
     expect(await fresh.recover((_id, problem) => problems.push(problem))).toEqual([committed]);
@@ -94,46 +83,46 @@ describe('spool: one file per committed message', () => {
   });
 
   test('a state change writes a .json that wins over the trailer; removal takes both files', async () => {
-    const id = store.newId();
+    const id = spool.store.newId();
     const committed = await receive(id);
-    await store.update({ ...committed, attempts: 1, recipients: [{ address: 'user@example.com', status: 'pending', response: '451 4.3.0 later' }] });
+    await spool.store.update({ ...committed, attempts: 1, recipients: [{ address: 'user@example.com', status: 'pending', response: '451 4.3.0 later' }] });
     expect(files('queue')).toEqual([`${id}.eml`, `${id}.json`]);
-    expect((await store.read(id)).attempts).toBe(1);
+    expect((await spool.store.read(id)).attempts).toBe(1);
     const { recovered } = await recover();
     expect(recovered.map((m) => m.attempts)).toEqual([1]);
-    await store.remove(id);
+    await spool.store.remove(id);
     expect(files('queue')).toEqual([]);
   });
 
   test('a DSN the relay writes itself is committed the same way', async () => {
-    const id = store.newId();
+    const id = spool.store.newId();
     const dsn = meta(id, { from: '', dsnOf: 'X', size: body.length });
-    await store.commitGenerated(dsn, body);
+    await spool.store.commitGenerated(dsn, body);
     expect(files('queue')).toEqual([`${id}.eml`]);
-    expect(await store.read(id)).toEqual(dsn);
-    expect(await store.readHeaders(id, dsn.size)).toEqual(Buffer.from('Received: from app.test\r\nSubject: x\r\n', 'latin1'));
+    expect(await spool.store.read(id)).toEqual(dsn);
+    expect(await spool.store.readHeaders(id, dsn.size)).toEqual(Buffer.from('Received: from app.test\r\nSubject: x\r\n', 'latin1'));
   });
 
   test('the header block of a message without a blank line stops at its own bytes, not in its metadata', async () => {
-    const id = store.newId();
+    const id = spool.store.newId();
     const headersOnly = Buffer.from('Subject: no body\r\n', 'latin1');
-    await store.commitGenerated(meta(id, { size: headersOnly.length }), headersOnly);
-    expect(await store.readHeaders(id, headersOnly.length)).toEqual(headersOnly);
+    await spool.store.commitGenerated(meta(id, { size: headersOnly.length }), headersOnly);
+    expect(await spool.store.readHeaders(id, headersOnly.length)).toEqual(headersOnly);
   });
 
   test('a file in queue/ without a footer was never acknowledged and is removed; a damaged or unreadable one is kept in corrupt/', async () => {
     const bare = '0MWTKRH6D3728F1EC18';
-    writeFileSync(path.join(store.queueDir, `${bare}.eml`), body);
-    const truncated = store.newId();
+    writeFileSync(path.join(spool.store.queueDir, `${bare}.eml`), body);
+    const truncated = spool.store.newId();
     await receive(truncated);
-    truncateSync(path.join(store.queueDir, `${truncated}.eml`), body.length + 5);
-    const lying = store.newId();
+    truncateSync(path.join(spool.store.queueDir, `${truncated}.eml`), body.length + 5);
+    const lying = spool.store.newId();
     // A footer whose metadata says the message has another size is not trusted.
-    writeFileSync(path.join(store.queueDir, `${lying}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta(lying, { size: body.length + 1 })))]));
-    const unreadable = store.newId();
-    mkdirSync(path.join(store.queueDir, `${unreadable}.eml`));
+    writeFileSync(path.join(spool.store.queueDir, `${lying}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta(lying, { size: body.length + 1 })))]));
+    const unreadable = spool.store.newId();
+    mkdirSync(path.join(spool.store.queueDir, `${unreadable}.eml`));
 
-    const fresh = new SpoolStore(path.join(dir, 'spool'));
+    const fresh = new SpoolStore(path.join(spool.dir, 'spool'));
     await fresh.open();
     const problems = new Map<string, string>();
     expect(await fresh.recover((id, problem) => problems.set(id, problem))).toEqual([]);
@@ -148,11 +137,11 @@ describe('spool: one file per committed message', () => {
   });
 
   test('metadata left without its message file is what an interrupted removal leaves: it is removed, the message is not revived', async () => {
-    const id = store.newId();
+    const id = spool.store.newId();
     const committed = await receive(id);
-    await store.update({ ...committed, attempts: 1 });
+    await spool.store.update({ ...committed, attempts: 1 });
     // remove() takes the .eml first; a crash before the .json goes leaves this.
-    unlinkSync(path.join(store.queueDir, `${id}.eml`));
+    unlinkSync(path.join(spool.store.queueDir, `${id}.eml`));
     const { recovered, problems } = await recover();
     expect(recovered).toEqual([]);
     expect(problems).toEqual(['removed metadata whose message file was already removed (an interrupted removal)']);
@@ -162,38 +151,38 @@ describe('spool: one file per committed message', () => {
   test('a message held by an admin while its commit is finishing is not delivered from the commit-time copy', async () => {
     // A busy disk: the directory fsync that ends the commit takes 100 ms, while the file is already
     // listed in queue/ (where an admin can see and hold it).
-    const syncer = (store as unknown as { syncers: { queue: { fsyncOnce(): Promise<void> } } }).syncers.queue;
+    const syncer = (spool.store as unknown as { syncers: { queue: { fsyncOnce(): Promise<void> } } }).syncers.queue;
     const realFsync = syncer.fsyncOnce.bind(syncer);
     syncer.fsyncOnce = async () => {
       await new Promise((resolve) => setTimeout(resolve, 100));
       return realFsync();
     };
-    const id = store.newId();
-    const incoming = await store.createIncoming(id);
+    const id = spool.store.newId();
+    const incoming = await spool.store.createIncoming(id);
     await new Promise<void>((resolve) => incoming.stream.end(body, () => resolve()));
-    const committing = store.commit(meta(id, { size: incoming.bytesWritten }), incoming);
+    const committing = spool.store.commit(meta(id, { size: incoming.bytesWritten }), incoming);
     while (!files('queue').includes(`${id}.eml`)) await new Promise((resolve) => setTimeout(resolve, 2));
     // What QueueAdmin.hold does: read, then move to hold/.
-    await store.moveToHold(await store.read(id), Date.now());
+    await spool.store.moveToHold(await spool.store.read(id), Date.now());
     await committing;
     // The first delivery attempt finds nothing to send, as it would without the copy in memory.
-    await expect(store.read(id)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(spool.store.read(id)).rejects.toMatchObject({ code: 'ENOENT' });
     expect(files('queue')).toEqual([]);
     expect(files('hold')).toEqual([`${id}.eml`, `${id}.json`]);
   });
 
   test('a message still being received is in tmp/ only: discarded it is gone, and a start drops what a crash left there', async () => {
-    const dropped = store.newId();
-    const incoming = await store.createIncoming(dropped);
+    const dropped = spool.store.newId();
+    const incoming = await spool.store.createIncoming(dropped);
     await new Promise<void>((resolve) => incoming.stream.write(body, () => resolve()));
     expect(files('tmp')).toEqual([`${dropped}.eml`]);
     await incoming.discard();
     expect(files('tmp')).toEqual([]);
 
-    const interrupted = store.newId();
-    const left = await store.createIncoming(interrupted);
+    const interrupted = spool.store.newId();
+    const left = await spool.store.createIncoming(interrupted);
     await new Promise<void>((resolve) => left.stream.write(body, () => resolve()));
-    const fresh = new SpoolStore(path.join(dir, 'spool'));
+    const fresh = new SpoolStore(path.join(spool.dir, 'spool'));
     await fresh.open();
     expect(files('tmp')).toEqual([]);
     expect(await fresh.recover(() => undefined)).toEqual([]);
@@ -205,7 +194,7 @@ describe('spool: one file per committed message', () => {
     const openDescriptors = () => readdirSync('/proc/self/fd').length;
     const before = openDescriptors();
     for (let i = 0; i < 5; i++) {
-      const incoming = await store.createIncoming(store.newId());
+      const incoming = await spool.store.createIncoming(spool.store.newId());
       // Past the write buffer, so writes are under way when it is dropped.
       for (let chunk = 0; chunk < 4; chunk++) incoming.stream.write(Buffer.alloc(40 * 1024, 0x41));
       await incoming.discard();

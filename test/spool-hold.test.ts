@@ -1,27 +1,15 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
-import { SpoolStore } from '../src/spool/store';
-import { removeDir, tempDir } from './helpers/harness';
+import { spoolPerTest } from './helpers/harness';
 
 /**
  * Hold and release are durable: every point a crash can interrupt them at is recovered to exactly
  * one of "held" or "queued", never lost, never both, and a held message is never scheduled.
  */
 describe('spool: hold, release and delete survive a crash at any step', () => {
-  let dir: string;
-  let store: SpoolStore;
+  const spool = spoolPerTest();
   const id = '0MWTKRH6D3728F1EC18';
-
-  beforeEach(async () => {
-    dir = tempDir();
-    store = new SpoolStore(path.join(dir, 'spool'));
-    await store.open();
-  });
-  afterEach(async () => {
-    await store.close();
-    removeDir(dir);
-  });
 
   function meta(extra: Partial<MessageMeta> = {}): MessageMeta {
     return {
@@ -32,29 +20,29 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
   }
 
   function put(folder: 'queue' | 'hold', ext: '.eml' | '.json', content: string): void {
-    writeFileSync(path.join(store.dirOf(folder), `${id}${ext}`), content);
+    writeFileSync(path.join(spool.store.dirOf(folder), `${id}${ext}`), content);
   }
 
-  const files = (folder: string) => readdirSync(path.join(dir, 'spool', folder)).sort();
+  const files = spool.files;
   const problems: string[] = [];
-  const recover = () => store.recover((_id, problem) => problems.push(problem));
+  const recover = () => spool.store.recover((_id, problem) => problems.push(problem));
 
   test('moveToHold then release move both files and keep the count', async () => {
     put('queue', '.eml', 'Subject: x\r\n\r\nbody');
     put('queue', '.json', JSON.stringify(meta()));
-    await store.moveToHold(await store.read(id), Date.now());
+    await spool.store.moveToHold(await spool.store.read(id), Date.now());
     expect(files('queue')).toEqual([]);
     expect(files('hold')).toEqual([`${id}.eml`, `${id}.json`]);
-    expect(store.heldCount).toBe(1);
-    expect(await store.locate(id)).toBe('hold');
+    expect(spool.store.heldCount).toBe(1);
+    expect(await spool.store.locate(id)).toBe('hold');
 
-    await store.release(await store.readIn('hold', id), 42);
+    await spool.store.release(await spool.store.readIn('hold', id), 42);
     expect(files('hold')).toEqual([]);
     expect(files('queue')).toEqual([`${id}.eml`, `${id}.json`]);
-    const released = await store.read(id);
+    const released = await spool.store.read(id);
     expect(released.held).toBeUndefined();
     expect(released.nextAttemptAt).toBe(42);
-    expect(store.heldCount).toBe(0);
+    expect(spool.store.heldCount).toBe(0);
   });
 
   test('crash after the hold was committed in queue/: recovery finishes the move and schedules nothing', async () => {
@@ -63,7 +51,7 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
     expect(await recover()).toEqual([]);
     expect(files('hold')).toEqual([`${id}.eml`, `${id}.json`]);
     expect(files('queue')).toEqual([]);
-    expect(store.heldCount).toBe(1);
+    expect(spool.store.heldCount).toBe(1);
   });
 
   test('crash after the message file moved to hold/: recovery moves the metadata after it', async () => {
@@ -88,7 +76,7 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
     expect(recovered.map((m) => m.id)).toEqual([id]);
     expect(files('queue')).toEqual([`${id}.eml`, `${id}.json`]);
     expect(files('hold')).toEqual([]);
-    expect(store.heldCount).toBe(0);
+    expect(spool.store.heldCount).toBe(0);
   });
 
   test('crash after the message file went back to queue/: it is not taken for an unacknowledged orphan', async () => {
@@ -96,7 +84,7 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
     put('hold', '.json', JSON.stringify(meta()));
     const recovered = await recover();
     expect(recovered.map((m) => m.id)).toEqual([id]);
-    expect(readFileSync(path.join(dir, 'spool', 'queue', `${id}.eml`), 'utf8')).toBe('m');
+    expect(readFileSync(path.join(spool.dir, 'spool', 'queue', `${id}.eml`), 'utf8')).toBe('m');
   });
 
   test('crash in the middle of deleting a held message: the orphan file is removed', async () => {
@@ -109,18 +97,18 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
   test('delete removes a message from any folder and keeps the counts', async () => {
     put('hold', '.eml', 'm');
     put('hold', '.json', JSON.stringify(meta({ held: { at: 1 } })));
-    mkdirSync(path.join(dir, 'spool', 'dead'), { recursive: true });
+    mkdirSync(path.join(spool.dir, 'spool', 'dead'), { recursive: true });
     await recover();
-    expect(store.heldCount).toBe(1);
-    await store.delete('hold', id);
-    expect(store.heldCount).toBe(0);
-    expect(await store.locate(id)).toBeNull();
-    expect(existsSync(path.join(dir, 'spool', 'hold', `${id}.eml`))).toBe(false);
+    expect(spool.store.heldCount).toBe(1);
+    await spool.store.delete('hold', id);
+    expect(spool.store.heldCount).toBe(0);
+    expect(await spool.store.locate(id)).toBeNull();
+    expect(existsSync(path.join(spool.dir, 'spool', 'hold', `${id}.eml`))).toBe(false);
   });
 
   test('ids that are not spool ids never become paths', async () => {
-    expect(await store.locate('../../etc/passwd')).toBeNull();
-    expect(await store.locate('0mwtkrh6d3728f1ec18')).toBeNull();
-    expect(await store.locate(id)).toBeNull();
+    expect(await spool.store.locate('../../etc/passwd')).toBeNull();
+    expect(await spool.store.locate('0mwtkrh6d3728f1ec18')).toBeNull();
+    expect(await spool.store.locate(id)).toBeNull();
   });
 });

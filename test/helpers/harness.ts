@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
@@ -234,4 +234,33 @@ export async function readQueued(spoolDir: string, id: string): Promise<{ meta: 
   if (!meta) return null;
   const file = await readFile(store.bodyPath(id)).catch(() => null);
   return file ? { meta, message: file.subarray(0, meta.size) } : null;
+}
+
+/**
+ * A fresh spool per test, opened before it and closed and removed after it: call inside a describe.
+ * `files(folder)` lists a spool folder, sorted.
+ */
+export function spoolPerTest(): { readonly dir: string; readonly store: SpoolStore; files(folder: string): string[] } {
+  let dir = '';
+  let store: SpoolStore | null = null;
+  beforeEach(async () => {
+    dir = tempDir();
+    store = new SpoolStore(path.join(dir, 'spool'));
+    await store.open();
+  });
+  afterEach(async () => {
+    await store?.close();
+    store = null;
+    removeDir(dir);
+  });
+  return {
+    get dir() {
+      return dir;
+    },
+    get store() {
+      if (!store) throw new Error('spoolPerTest: the spool exists only inside a test');
+      return store;
+    },
+    files: (folder) => readdirSync(path.join(dir, 'spool', folder)).sort(),
+  };
 }
