@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import nodemailer from 'nodemailer';
 import MimeNode from 'nodemailer/lib/mime-node';
 import type { NodemailerError } from 'nodemailer/lib/errors';
@@ -7,6 +7,7 @@ import type { SmartHostConfig } from '../config/schema';
 import { ClientCredentialsTokens } from './oauth2';
 import { loadCa } from './smarthost-ca';
 import { parseReply, type Outcome, type TransientCause } from './outcome';
+import { streamedGarbage } from '../memory/streamed-garbage';
 
 export interface Envelope {
   /** '' is the null sender. */
@@ -227,12 +228,19 @@ function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | unde
 /**
  * `head`, then the first `size` bytes of the file: the message's own bytes, never the metadata
  * behind them. The read stops there by itself (no stream cut short, which costs an error object).
+ * Each chunk read is garbage once sent; counting them lets a large message's reads be collected as
+ * they go (StreamedGarbage).
  */
 function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
   const file = size === undefined ? createReadStream(path) : size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
-  if (!head) return file;
-  const out = new PassThrough();
-  out.write(head);
+  const garbage = streamedGarbage();
+  const out = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      garbage.streamed(chunk.length);
+      callback(null, chunk);
+    },
+  });
+  if (head) out.write(head);
   file.on('error', (err: Error) => out.destroy(err));
   // A consumer that gives up (a dropped connection) must not leave the file open.
   out.on('close', () => file.destroy());
