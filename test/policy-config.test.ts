@@ -74,6 +74,24 @@ describe('policy and limits config', () => {
     for (const pattern of expected) expect(errors.some((e) => pattern.test(e))).toBe(true);
   });
 
+  test('a header rule that can backtrack exponentially on a crafted header is refused at load, with its path', () => {
+    const rules = [
+      { header: 'Subject', match: '^(a+)+$', action: 'reject' },
+      { header: 'Subject', match: '(\\w+\\s?)*$', action: 'reject' },
+      { header: 'Subject', match: 'lottery|you have won', action: 'reject' },
+      { header: 'X-Mailer', match: '^PHPMailer [0-9.]+', action: 'strip' },
+    ];
+    const result = parseConfig(minimal({ policies: { legacy: { header_rules: rules } } }), '/etc', {});
+    const errors = result.ok ? [] : result.errors;
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toMatch(/^policies\.legacy\.header_rules\[0\]\.match: "\^\(a\+\)\+\$" can take exponential time on a crafted header/);
+    expect(errors[1]).toMatch(/^policies\.legacy\.header_rules\[1\]\.match: .*write it without nested repeats/);
+
+    const linear = parseConfig(minimal({ policies: { legacy: { header_rules: rules.slice(2) } } }), '/etc', {});
+    if (!linear.ok) throw new Error(linear.errors.join('\n'));
+    expect(linear.config.policies.legacy.header_rules.map((rule) => rule.match)).toEqual([/lottery|you have won/i, /^PHPMailer [0-9.]+/i]);
+  });
+
   test('cross-checks: a policy may only lower max_message_size; one limit per dimension and window', () => {
     const result = parseConfig(minimal({
       policies: { legacy: { max_message_size: '20MiB', rate_limits: [{ window: '1m', messages: 10 }, { window: '60s', messages: 20 }] } },
