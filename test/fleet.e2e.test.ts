@@ -207,8 +207,10 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
     const [a, b] = nodes;
     await redis.stop();
     const during = [];
-    for (let i = 0; i < 3; i++) during.push(code(await sendOne(a.directPort, OUTAGE, `outage-${i}`)));
-    expect(during).toEqual(['250', '250', '451']);
+    for (let i = 0; i < 3; i++) during.push(await sendOne(a.directPort, OUTAGE, `outage-${i}`));
+    expect(during.map(code)).toEqual(['250', '250', '451']);
+    // The reply names the limit that refused it: this node's share, not the fleet's 4.
+    expect(during[2]).toMatch(/^451 4\.7\.1 Rate limit for client outage: 2 of the fleet's 4 messages per 1m on this relay while shared limits are unreachable; try again in \d+s$/);
     expect(await metric(a, 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
     expect(await metric(a, 'smarthop_state_fallbacks_total')).toBe(1);
     expect(a.relay?.output.join('')).toContain('unreachable');
@@ -223,8 +225,13 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
     // counting would give it 2): 3 on A and then 1 on B is the fleet's limit of 4 in a fresh Redis.
     const after = [];
     for (let i = 0; i < 3; i++) after.push(code(await sendOne(a.directPort, OUTAGE, `after-${i}`)));
-    for (let i = 3; i < 5; i++) after.push(code(await sendOne(b.directPort, OUTAGE, `after-${i}`)));
+    let lastReply: string | null = null;
+    for (let i = 3; i < 5; i++) {
+      lastReply = await sendOne(b.directPort, OUTAGE, `after-${i}`);
+      after.push(code(lastReply));
+    }
     expect(after).toEqual(['250', '250', '250', '250', '451']);
+    expect(lastReply).toMatch(/^451 4\.7\.1 Rate limit for client outage: 4 messages per 1m; try again in \d+s$/);
   });
 
   maybe('draining one node with SIGTERM under load through HAProxy loses no message', async () => {

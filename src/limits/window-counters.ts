@@ -15,8 +15,12 @@ export interface WindowLimit {
 
 export type ConsumeResult =
   | { ok: true }
-  /** Nothing was counted; `limit` is the index of the first limit that would be exceeded. */
-  | { ok: false; limit: number; retryAfterMs: number };
+  /**
+   * Nothing was counted; `limit` is the index of the first limit that would be exceeded. `share` is
+   * the max that refused it when that is not the configured one: this relay's share of a fleet
+   * limit while the shared store is unreachable (FallbackWindowCounters).
+   */
+  | { ok: false; limit: number; retryAfterMs: number; share?: number };
 
 export interface WindowCounters {
   /** Adds `amount` under `key` to every limit's window, only if none would go over its max. */

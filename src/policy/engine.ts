@@ -166,7 +166,7 @@ export class PolicyEngine implements SessionPolicy {
     const result = await this.deps.counters.consume(`${client.name}\u0000${dimension}`, plan.limits, amount, this.now());
     if (result.ok) return undefined;
     this.deps.observer.emit({ type: 'rate_limited', client: client.name, limit: plan.labels[result.limit] });
-    return { code: 451, message: rateLimitText(client.name, plan.descriptions[result.limit], result.retryAfterMs), reason: 'rate_limited' };
+    return { code: 451, message: rateLimitText(client.name, plan.descriptions[result.limit], result.retryAfterMs, result.share), reason: 'rate_limited' };
   }
 }
 
