@@ -9,6 +9,7 @@ import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
+import { streamedGarbage } from './memory/streamed-garbage';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
 import type { SmartHostTransport } from './forward/smarthost';
@@ -99,6 +100,8 @@ export class Relay {
     this.logger = options.logger ?? createLogger(config.log.level);
     this.configSource = options.configSource ?? null;
     this.heloName = config.hostname;
+    // Before the delivery thread exists, so that thread finds `gc` on its global instead of asking V8 itself.
+    if (!streamedGarbage().available) this.logger.warn('V8 gave no gc function: a large message may hold up to 64 MiB of spent Buffers until V8 collects');
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
     this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);

@@ -1,4 +1,5 @@
 import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import { StreamedGarbage } from '../src/memory/streamed-garbage';
 
 describe('StreamedGarbage', () => {
@@ -16,7 +17,7 @@ describe('StreamedGarbage', () => {
     expect(garbage.collections).toBe(2);
   });
 
-  test("runs V8's own scavenge without node --expose-gc, and leaves no `gc` behind for other code", async () => {
+  test("runs V8's own scavenge without node --expose-gc on the command line", async () => {
     const minorCollections: PerformanceEntry[] = [];
     const observer = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) if ((entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) minorCollections.push(entry);
@@ -31,6 +32,19 @@ describe('StreamedGarbage', () => {
     } finally {
       observer.disconnect();
     }
-    expect((globalThis as { gc?: unknown }).gc).toBeUndefined();
+  });
+
+  test('a thread started after the first load finds `gc` on its own global: it never has to set the process-wide flag', async () => {
+    expect(new StreamedGarbage().available).toBe(true);
+    const worker = new Worker("require('node:worker_threads').parentPort.postMessage(typeof globalThis.gc)", { eval: true });
+    try {
+      const seen = await new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      expect(seen).toBe('function');
+    } finally {
+      await worker.terminate();
+    }
   });
 });
