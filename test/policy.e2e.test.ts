@@ -45,6 +45,8 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
             header_rules: [
               { header: 'X-Mailer', match: 'PHPMailer', action: 'strip' },
               { header: 'Subject', match: 'lottery|you have won', action: 'reject' },
+              // Catastrophic for a backtracking engine on `aaa…a!`; RE2 reads it in one pass.
+              { header: 'X-Trap', match: '^(a+)+$', action: 'reject' },
             ],
             suppressed_recipients: 'suppressed.txt',
           },
@@ -265,6 +267,22 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       );
       await client.quit();
     });
+  });
+
+  test('a header crafted against a nested-repeat rule is judged in one pass: the relay answers it and the next client', async () => {
+    const crafted = await session();
+    // 2^30000 paths for a backtracking engine: with RegExp this session, and every other, would hang.
+    const trap = `X-Trap: ${'a'.repeat(30_000)}!\r\n${message({ subject: 'crafted' })}`;
+    await expectDelivered(crafted.sendMessage('erp@corp.example', ['user@example.com'], trap), ['user@example.com']);
+    await crafted.quit();
+
+    const next = await session();
+    await expectRefused(
+      () => next.sendMessage('erp@corp.example', ['user@example.com'], `X-Trap: aaaa\r\n${message({ subject: 'matches' })}`),
+      '550 5.7.1 Message refused by a header rule on X-Trap for client erp',
+      'content_rule',
+    );
+    await next.quit();
   });
 
   test('a client without a policy keeps only the global limits', async () => {

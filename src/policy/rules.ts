@@ -2,6 +2,7 @@ import addressparser from 'nodemailer/lib/addressparser';
 import type { HeaderRuleConfig } from '../config/schema';
 import type { Refusal } from '../ingress/filters';
 import { fieldValue, type HeaderBlock } from '../ingress/header-block';
+import type { HeaderPattern } from './header-pattern';
 import { normalizeAddress, type NormalizedAddress } from './address';
 import type { AddressMatcher } from './address-match';
 
@@ -120,7 +121,7 @@ export function applyHeaderRules(rules: PolicyRules, client: string, headers: He
   return undefined;
 }
 
-function valueMatches(pattern: RegExp, value: string): boolean {
+function valueMatches(pattern: HeaderPattern, value: string): boolean {
   if (pattern.test(value)) return true;
   const decoded = decodeWords(value);
   return decoded !== value && pattern.test(decoded);
