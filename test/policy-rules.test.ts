@@ -230,6 +230,9 @@ describe('rate limit plans', () => {
   test('the reply says how long to wait, in whole seconds, never 0', () => {
     expect(rateLimitText('erp', '60 messages per 1m', 36_200)).toBe('4.7.1 Rate limit for client erp: 60 messages per 1m; try again in 37s');
     expect(rateLimitText('erp', '60 messages per 1m', 1)).toMatch(/try again in 1s$/);
+    expect(rateLimitText('erp', '60 messages per 1m', 36_200, 30)).toBe(
+      "4.7.1 Rate limit for client erp: 30 of the fleet's 60 messages per 1m on this relay while shared limits are unreachable; try again in 37s",
+    );
   });
 });
 

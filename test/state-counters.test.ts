@@ -155,4 +155,21 @@ describe('FallbackWindowCounters', () => {
     expect(await counters.remaining('c', limits, 0)).toEqual([5]);
     health.stop();
   });
+
+  test('a refusal under the local share names the share of the limit that refused, and only then', async () => {
+    const shared = new Switchable();
+    const health = new SharedStateHealth({ probe: () => Promise.reject(new Error('down')), probeIntervalMs: 60_000, onChange: () => undefined });
+    const counters = new FallbackWindowCounters(shared, new MemoryWindowCounters(), health, 3);
+    // Three limits; with 3 relays the shares are 34, 1 (never 0, so equal to its max) and 2.
+    const limits: WindowLimit[] = [{ windowMs: 60_000, max: 100 }, { windowMs: 1_000, max: 1 }, { windowMs: 3_600_000, max: 6 }];
+    shared.up = false;
+    expect(await counters.consume('k', limits, 1, 0)).toEqual({ ok: true });
+    // The 1-per-second limit refuses: its share is its own max, so nothing to name.
+    expect(await counters.consume('k', limits, 1, 0)).toEqual({ ok: false, limit: 1, retryAfterMs: expect.any(Number) });
+    expect(await counters.consume('k', limits, 1, 1_000)).toEqual({ ok: true });
+    // The hourly 6 refuses at this relay's 2.
+    expect(await counters.consume('k', limits, 1, 2_000)).toEqual({ ok: false, limit: 2, retryAfterMs: expect.any(Number), share: 2 });
+    expect(await counters.peek('k', limits, 1, 2_000)).toEqual({ ok: false, limit: 2, retryAfterMs: expect.any(Number), share: 2 });
+    health.stop();
+  });
 });

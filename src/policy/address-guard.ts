@@ -4,7 +4,7 @@ import type { Refusal } from '../ingress/filters';
 import type { ConnectionGuard } from '../ingress/ports';
 import type { WindowCounters, WindowLimit } from '../limits/window-counters';
 import type { Observer } from '../observe/events';
-import { formatWindow, rateLimitLabel, retryAfterSeconds } from './rate-limits';
+import { formatWindow, limitWording, rateLimitLabel, retryAfterSeconds } from './rate-limits';
 
 /**
  * Guards per source address, before anyone is identified: concurrent connections, new
@@ -114,7 +114,7 @@ export class AddressGuard implements ConnectionGuard {
     const result = await this.deps.counters.consume(`conn\u0000${key}`, this.rate.limits, 1, this.now());
     if (result.ok) return undefined;
     const { max, windowMs } = this.rate.limits[0];
-    return this.refuse(client, this.rate.label, `4.7.0 Connection rate limit for [${remoteAddress}]: ${max} connections per ${formatWindow(windowMs)}; try again in ${retryAfterSeconds(result.retryAfterMs)}s`);
+    return this.refuse(client, this.rate.label, `4.7.0 Connection rate limit for [${remoteAddress}]: ${limitWording(`${max} connections per ${formatWindow(windowMs)}`, result.share)}; try again in ${retryAfterSeconds(result.retryAfterMs)}s`);
   }
 
   private refuse(client: string, limit: string, message: string): Refusal {

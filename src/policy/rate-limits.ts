@@ -59,12 +59,16 @@ export function retryAfterSeconds(retryAfterMs: number): number {
   return Math.max(1, Math.ceil(retryAfterMs / 1000));
 }
 
-/**
- * `4.7.1 Rate limit for client erp: 60 messages per 1m; try again in 37s` (the 451 reply text). With
- * `share` (shared counters unreachable, this relay enforcing its part of the fleet's limit):
- * `4.7.1 Rate limit for client erp: 30 of the fleet's 60 messages per 1m on this relay while shared limits are unreachable; try again in 37s`.
- */
+/** `4.7.1 Rate limit for client erp: 60 messages per 1m; try again in 37s` (the 451 reply text). */
 export function rateLimitText(client: string, description: string, retryAfterMs: number, share?: number): string {
-  const limit = share === undefined ? description : `${share} of the fleet's ${description} on this relay while shared limits are unreachable`;
-  return `4.7.1 Rate limit for client ${client}: ${limit}; try again in ${retryAfterSeconds(retryAfterMs)}s`;
+  return `4.7.1 Rate limit for client ${client}: ${limitWording(description, share)}; try again in ${retryAfterSeconds(retryAfterMs)}s`;
+}
+
+/**
+ * A limit as a reply names it: `60 messages per 1m`, or, when this relay refused at its share of a
+ * fleet limit (shared counters unreachable, see FallbackWindowCounters),
+ * `30 of the fleet's 60 messages per 1m on this relay while shared limits are unreachable`.
+ */
+export function limitWording(description: string, share?: number): string {
+  return share === undefined ? description : `${share} of the fleet's ${description} on this relay while shared limits are unreachable`;
 }
