@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { hashPassword } from '../src/ingress/password';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, makeCertificate, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { baseConfig, buildConfig, freePort, makeCertificate, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 const QUEUED = /^250 2\.0\.0 Ok: queued as /;
@@ -247,5 +247,58 @@ describe('guards per source address: connections and AUTH brute force', () => {
     expect(await fresh.client.sendMessage('printer@corp.example', ['user@example.com'], message({ subject: 'scan' }))).toMatch(QUEUED);
     await fresh.client.quit();
     expect(await metric('smarthop_messages_received_total{client="printers"}')).toBe(1);
+  });
+});
+
+describe('while the shared counters are unreachable, each refusal names the share this relay enforces', () => {
+  let dir: string;
+  let sink: SmtpSink;
+  let running: RunningRelay;
+
+  beforeAll(async () => {
+    dir = tempDir();
+    sink = await startSink();
+    // Nothing listens on this port: the relay starts on its local fallback, each limit divided by the fleet of 2.
+    const redisPort = await freePort();
+    running = await startRelay(buildConfig(
+      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
+        clients: [{ name: 'lan', networks: ['127.0.0.1/32'], policy: 'counted' }],
+        policies: { counted: { rate_limits: [{ window: '1m', messages: 4 }] } },
+        limits: { connection_rate: { window: '1m', max: 4 } },
+        state: { store: 'redis', redis: { url: `redis://127.0.0.1:${redisPort}`, connect_timeout: '200ms', command_timeout: '200ms' }, fleet_size: 2 },
+      }),
+      dir,
+    ));
+  });
+
+  afterAll(async () => {
+    await running.stop();
+    await sink.close();
+    removeDir(dir);
+  });
+
+  test("the per-client 451 and the connection-rate 421 say '2 of the fleet's 4'; a stranger is still refused", async () => {
+    const { client, greeting } = await openSession(running.portOf('smtp'));
+    expect(greeting).toMatch(/^220 /);
+    expect(await client.sendMessage('app@corp.example', ['user@example.com'], message())).toMatch(QUEUED);
+    expect(await client.sendMessage('app@corp.example', ['user@example.com'], message())).toMatch(QUEUED);
+    expect(await client.command('MAIL FROM:<app@corp.example>')).toMatch(
+      /^451 4\.7\.1 Rate limit for client lan: 2 of the fleet's 4 messages per 1m on this relay while shared limits are unreachable; try again in \d+s$/,
+    );
+    await client.quit();
+
+    const second = await openSession(running.portOf('smtp'));
+    expect(second.greeting).toMatch(/^220 /);
+    await second.client.quit();
+    const third = await RawSmtpClient.connect(running.portOf('smtp'), { localAddress: '127.0.0.1' });
+    expect(await third.reply()).toMatch(
+      /^421 4\.7\.0 Connection rate limit for \[127\.0\.0\.1\]: 2 of the fleet's 4 connections per 1m on this relay while shared limits are unreachable; try again in \d+s$/,
+    );
+    third.destroy();
+
+    const stranger = await openSession(running.portOf('smtp'), { localAddress: '127.0.0.2' });
+    expect(stranger.greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
+    await waitFor(() => stranger.client.isClosed, 5000, 'the refused connection to close');
+    expect(await metricValue(await metricsText(running.httpPort), 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
   });
 });
