@@ -5,6 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
+import { RELAY_NODE_FLAGS, relayEnvironment } from '../src/memory/launch-settings';
 
 /**
  * The relay under test, run exactly as an admin runs it (`smarthop start -c file`) in a child
@@ -184,9 +185,9 @@ export class RelayProcess {
   /** Starts `node dist/src/cli.js start -c <configFile>` on a config written by the caller. */
   static launch(configFile: string, launch: LaunchOptions = {}): RelayProcess {
     const cli = path.resolve(__dirname, '..', 'src', 'cli.js');
-    // The environment deploy/smarthop.service, the Dockerfile and npm start run the relay with.
-    const env = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' };
-    const child = spawn(process.execPath, [...(launch.nodeArgs ?? []), cli, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    // Started the way deploy/smarthop.service, the Dockerfile and npm start start it; nodeArgs come later and win.
+    const args = [...RELAY_NODE_FLAGS, ...(launch.nodeArgs ?? []), cli, 'start', '-c', configFile];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: relayEnvironment(process.env) });
     return new RelayProcess(child);
   }
 

@@ -1,6 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
+import { RELAY_NODE_FLAGS, relayEnvironment } from '../../src/memory/launch-settings';
 
 export const CLI = path.resolve(__dirname, '../../dist/src/cli.js');
 
@@ -13,9 +14,9 @@ export class ChildRelay {
   }
 
   static async start(configFile: string, httpPort: number): Promise<ChildRelay> {
-    // The environment deploy/smarthop.service, the Dockerfile and npm start run the relay with (README, "Memory").
-    const env = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' };
-    const child = new ChildRelay(spawn(process.execPath, [CLI, 'start', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env }));
+    // Started the way deploy/smarthop.service, the Dockerfile and npm start start it (README, "Memory").
+    const args = [...RELAY_NODE_FLAGS, CLI, 'start', '-c', configFile];
+    const child = new ChildRelay(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: relayEnvironment(process.env) }));
     const deadline = Date.now() + 15_000;
     for (;;) {
       if (child.process.exitCode !== null) throw new Error(`relay exited with ${child.process.exitCode}:\n${child.output.join('')}`);
