@@ -6,7 +6,7 @@ import { findPostfixBinary } from '../bench/postfix/binaries';
 import { removeDir, tempDir } from './helpers/harness';
 
 /**
- * `npm run bench -- --compare postfix` in a small size (200 messages, one round), so the compare
+ * `npm run bench -- --compare postfix` in a small size (50 messages of warm-up, 200 measured, one round), so the compare
  * mode cannot rot between the runs that produce docs/performance.md. No timing is asserted: this
  * checks that both relays got the whole load to the sink, that every figure was measured, and
  * that the private Postfix is gone afterwards. It needs root and the postfix package (.ci/run
@@ -40,12 +40,13 @@ function postfixMasters(): Set<string> {
 
 testIfPostfix('--compare postfix: both relays deliver the whole load, every figure is measured, Postfix is stopped', () => {
   const before = postfixMasters();
-  const run = spawnSync(process.execPath, [bench, '--compare', 'postfix', '--messages', '200', '--rounds', '1', '--json'], { encoding: 'utf8', timeout: 150_000 });
+  const run = spawnSync(process.execPath, [bench, '--compare', 'postfix', '--messages', '200', '--warmup', '50', '--rounds', '1', '--json'], { encoding: 'utf8', timeout: 150_000 });
   if (run.status !== 0) process.stderr.write(`${run.stdout}\n${run.stderr}\n`);
   expect(run.status).toBe(0);
   const report = JSON.parse(run.stdout.trim().split('\n').pop() as string) as ComparisonReport;
 
   expect(report.ok).toBe(true);
+  expect(report.load.warmup).toBe(50);
   expect(report.lost).toEqual({ smarthop: 0, postfix: 0 });
   expect(report.ceiling?.delivered).toBe(200);
   expect(report.rounds).toHaveLength(1);

@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { SmtpSink } from '../../src/sink/sink';
 import { ensurePostfix } from '../postfix/binaries';
-import { runPhase, type PhaseResult, type PhaseSetup } from './phase';
+import { runPhase, warmUp, type PhaseResult, type PhaseSetup } from './phase';
 import { buildComparison, formatComparison, ratios, type ComparisonReport, type RoundResult } from './report';
 import type { RecipientTally } from './tally';
 import { sinkTarget, startPostfix, startSmarthop, type Target } from './targets';
@@ -12,7 +12,7 @@ import { sinkTarget, startPostfix, startSmarthop, type Target } from './targets'
 /**
  * `npm run bench -- --compare postfix`: smarthop and a private Postfix, each relaying the same
  * smtp-source load to the same in-process sink, alternately (smarthop, Postfix, smarthop, …), each
- * started fresh for its phase. The machine is shared and drifts by ±25% over minutes, so figures
+ * started fresh for its phase and warmed up with the same load before it is measured. The machine is shared and drifts by ±25% over minutes, so figures
  * are paired per round and the ratio of each pair is what to read.
  */
 
@@ -28,6 +28,8 @@ export interface CompareOptions {
   /** smarthop with every policy rule on / with its route's rewrites and DKIM (issue 9's last target). */
   fullPolicy: boolean;
   reenvelope: boolean;
+  /** Messages each relay relays after its start and before its measured phase (0: measure it cold). */
+  warmup: number;
 }
 
 const LIMITS = {
@@ -81,6 +83,10 @@ export async function runComparison(options: CompareOptions): Promise<number> {
         const target: Target = await start();
         try {
           progress(`bench: round ${round}/${options.rounds}: ${target.name} on 127.0.0.1:${target.smtpPort}`);
+          if (options.warmup > 0) {
+            progress(`bench:   warm-up: ${options.warmup} messages, not measured`);
+            await warmUp(setup(round), target, useTally, options.warmup);
+          }
           const phase = await runPhase(setup(round), target, useTally);
           phase.notes.push(...(await target.stop()));
           progress(`bench:   ${phase.endToEndRate ?? 'n/a'} msg/s end to end, ${phase.delivered}/${phase.messages} at the sink`);
@@ -97,7 +103,7 @@ export async function runComparison(options: CompareOptions): Promise<number> {
 
     const report: ComparisonReport = buildComparison(
       {
-        messages: options.messages, payloadBytes: options.size, sessions: options.connections, generator: 'smtp-source', probeRate: options.probeRate, rounds: options.rounds,
+        messages: options.messages, payloadBytes: options.size, sessions: options.connections, generator: 'smtp-source', probeRate: options.probeRate, rounds: options.rounds, warmup: options.warmup,
         smarthopPolicy: [...(options.fullPolicy ? ['every policy rule'] : []), ...(options.reenvelope ? ['rewrites + RSA-2048 DKIM'] : [])],
       },
       { cpus: availableParallelism(), node: process.version, postfix: postfixVersion(postfix) },

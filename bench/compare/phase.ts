@@ -73,6 +73,27 @@ const PSS_SAMPLE_MS = 250;
  */
 const PROBE_MAX_IN_FLIGHT = 24;
 
+/**
+ * Messages a relay relays right after it started, before its measured phase: same load, its own
+ * recipient domain, nothing measured. A long-running relay is warm; a fresh one is not (smarthop's
+ * JIT compiles most of its hot code in its first few thousand messages, Postfix spawns its smtpd,
+ * cleanup and smtp processes). Both relays get the same warm-up.
+ */
+export async function warmUp(setup: PhaseSetup, target: Target, useTally: (tally: RecipientTally | null) => void, messages: number): Promise<void> {
+  const domain = `w${setup.round}-${target.name}.${setup.runId}.sink.example`;
+  const tally = new RecipientTally(domain);
+  useTally(tally);
+  try {
+    const generator = await runSmtpSource(setup.smtpSource, { ...setup.load, messages, to: `rcpt@${domain}` }, target.smtpPort, setup.limits.generatorMs);
+    if (generator.exitCode !== 0) throw new Error(`warm-up of ${target.name}: smtp-source failed (${generator.timedOut ? 'timed out' : `exit ${String(generator.exitCode ?? generator.signal)}`}): ${generator.output.split('\n').slice(-3).join(' / ')}`);
+    const wait = await tally.waitFor(messages, [], setup.limits.noProgressMs, setup.limits.deadline, () => target.halted());
+    if (!wait.complete) throw new Error(`warm-up of ${target.name}: ${tally.load.size}/${messages} at the sink (${wait.reason})`);
+    if (tally.duplicates > 0 || tally.unexpected > 0) throw new Error(`warm-up of ${target.name}: ${tally.duplicates} duplicated, ${tally.unexpected} unexpected at the sink`);
+  } finally {
+    useTally(null);
+  }
+}
+
 export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tally: RecipientTally | null) => void): Promise<PhaseResult> {
   const domain = `r${setup.round}-${target.name}.${setup.runId}.sink.example`;
   const tally = new RecipientTally(domain);

@@ -38,7 +38,8 @@ export interface Figures {
 
 export interface ComparisonReport {
   /** `smarthopPolicy`: what smarthop ran with beyond the plain relay (every policy rule, rewrites + DKIM). */
-  load: { messages: number; payloadBytes: number; sessions: number; generator: string; probeRate: number; rounds: number; smarthopPolicy?: string[] };
+  /** `warmup`: messages each relay relayed, unmeasured, between its start and its measured phase. */
+  load: { messages: number; payloadBytes: number; sessions: number; generator: string; probeRate: number; rounds: number; warmup: number; smarthopPolicy?: string[] };
   machine: { cpus: number; node: string; postfix: string | null };
   /** smtp-source straight into the sink: what the harness can do with no relay in between. */
   ceiling: PhaseResult | null;
@@ -176,6 +177,9 @@ export function formatComparison(report: ComparisonReport): string {
   const { load } = report;
   let out = `smarthop vs Postfix ${report.machine.postfix ?? ''}: ${load.messages} messages x ${load.payloadBytes} B body over ${load.sessions} sessions, one message per session, `;
   out += `generator ${load.generator}${load.probeRate > 0 ? ` + a ${load.probeRate}/s latency probe` : ''}; ${load.rounds} round(s), smarthop then Postfix; ${report.machine.cpus} CPUs\n`;
+  out += load.warmup > 0
+    ? `each relay started fresh per phase, then relayed ${load.warmup} messages of the same load (warm-up, not measured) before the measured ${load.messages}\n`
+    : 'each relay started fresh per phase and measured from its first message (cold, no warm-up)\n';
   if (load.smarthopPolicy?.length) out += `smarthop with ${load.smarthopPolicy.join(' and ')} (Postfix relays plainly)\n`;
   if (report.ceiling) {
     const c = report.ceiling;
