@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, readFileSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
 import { SpoolStore } from '../src/spool/store';
@@ -201,6 +201,25 @@ describe('spool: one file per committed message', () => {
     }
     expect(files('tmp')).toEqual([]);
     expect(openDescriptors()).toBe(before);
+  });
+
+  test('a committed message leaves no descriptor open on its file (closing runs beside the rename)', async () => {
+    const openMessageFiles = () =>
+      readdirSync('/proc/self/fd').flatMap((fd) => {
+        try {
+          return [readlinkSync(`/proc/self/fd/${fd}`)];
+        } catch {
+          return []; // the descriptor readdir itself used, closed by now
+        }
+      }).filter((target) => target.endsWith('.eml') || target.endsWith('.eml (deleted)'));
+    const ids = await Promise.all([1, 2, 3].map(async () => (await receive(spool.store.newId())).id));
+    const large = spool.store.newId();
+    const incoming = await spool.store.createIncoming(large);
+    for (let chunk = 0; chunk < 4; chunk++) incoming.stream.write(Buffer.alloc(40 * 1024, 0x41));
+    await new Promise<void>((resolve, reject) => incoming.stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    await spool.store.commit(meta(large, { size: incoming.bytesWritten }), incoming);
+    expect(files('queue').sort()).toEqual([...ids, large].map((id) => `${id}.eml`).sort());
+    expect(openMessageFiles()).toEqual([]);
   });
 
   test('the footer has a fixed size, so the metadata is found from the end of the file', () => {

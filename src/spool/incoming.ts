@@ -41,7 +41,9 @@ export class IncomingFile {
   }
 
   /**
-   * After the stream finished: what is still held, then the metadata, in one write; fsync; close.
+   * After the stream finished: what is still held, then the metadata, in one write; fsync. The file
+   * stays open: once its bytes are on disk, closing it is not part of making it durable, so the
+   * caller closes it (`close`) while the rename and the folder's fsync run.
    * Returns the message's bytes when all of them were still held (a message up to
    * WRITE_BUFFER_BYTES): exactly what the file starts with, for a first delivery that need not read it.
    */
@@ -49,7 +51,6 @@ export class IncomingFile {
     const whole = this.writer.wholeMessageHeld() ? Buffer.concat(this.writer.heldChunks()) : undefined;
     await this.writer.flush(encodeTrailer(json));
     await this.handle.sync();
-    await this.close();
     return whole;
   }
 
@@ -62,7 +63,8 @@ export class IncomingFile {
     });
   }
 
-  private async close(): Promise<void> {
+  /** Releases the descriptor once no write is under way; a second call does nothing. */
+  async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.writer.settled();

@@ -95,7 +95,16 @@ export class SpoolStore {
   async commit(meta: MessageMeta, incoming: IncomingFile): Promise<void> {
     const json = JSON.stringify(meta);
     const message = await incoming.seal(json);
-    await this.publish(meta.id, { json, message });
+    // Closing is one more trip to the thread pool, and the file is durable already: it runs beside
+    // the rename and the folder's fsync instead of before them. A failed close after a successful
+    // fsync loses nothing, so it must not turn a committed message into a 4xx (the client would send
+    // it again and it would go out twice).
+    const closing = incoming.close().catch(() => undefined);
+    try {
+      await this.publish(meta.id, { json, message });
+    } finally {
+      await closing;
+    }
   }
 
   /**
