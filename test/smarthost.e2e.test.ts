@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, truncateSync } from 'node:fs';
 import * as path from 'node:path';
 import type { SmtpSink } from '../src/sink/sink';
 import { freePort, relayPerTest, makeCertificateAuthority, metricsText, metricValue, TokenEndpoint, waitFor, type RunningRelay } from './helpers/harness';
@@ -86,6 +86,30 @@ describe('smart hosts: selection and transport', () => {
     await send();
     await waitFor(() => primary.messages.length === 2, 10_000, 'delivery to the primary after the breaker closed');
     expect(await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}')).toBe(2);
+  });
+
+  test('a queue file shorter than its metadata says is never sent short, and is held against the spool, not the smart host', async () => {
+    const primary = await sink({ behaviour: { mode: 'defer' } });
+    const eventsFile = path.join(t.dir, 'events.jsonl');
+    await relayWith([{ name: 'primary', port: primary.port, breaker: { failures: 1, cooldown: '1h' } }], { events: { file: eventsFile } });
+    const id = await send('cut short on disk');
+    // The first attempt is deferred, which writes the state beside the file: from then on the file is only the message.
+    await waitFor(() => existsSync(path.join(t.dir, 'spool', 'queue', `${id}.json`)), 10_000, 'the deferral written to the spool');
+    const file = path.join(t.dir, 'spool', 'queue', `${id}.eml`);
+    const { size } = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'queue', `${id}.json`), 'utf8')) as { size: number };
+    expect(statSync(file).size).toBeGreaterThan(size);
+    truncateSync(file, 40);
+    primary.behaviour = { mode: 'accept' };
+    await waitFor(() => events(eventsFile).some((e) => e.type === 'deferred' && String(e.response).includes('not sent short')), 10_000, 'an attempt from the short file');
+
+    const short = events(eventsFile).find((e) => e.type === 'deferred' && String(e.response).includes('not sent short'));
+    expect(short?.response).toBe(`the queue file holds 40 of the message's ${size} bytes; not sent short`);
+    // The smart host got a transaction that never ended with its final ".", so nothing was delivered.
+    expect(primary.messages).toHaveLength(0);
+    // One connection failure would have opened this breaker; a damaged queue file is not one.
+    expect(await metric('smarthop_smarthost_up{smarthost="primary"}')).toBe(1);
+    expect((await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}')) ?? 0).toBe(0);
+    expect(existsSync(file)).toBe(true);
   });
 
   test('quota: an exhausted host is skipped for the next one until its window frees, then takes traffic again', async () => {

@@ -167,7 +167,8 @@ export class Dispatcher {
         this.deps.observer.emit({ type: 'delivered', ...this.eventBase(meta, recipient.state), smarthost: host.name, relay: host.relay, response });
       } else if (outcome.kind === 'transient') {
         transient = true;
-        unreachable ||= outcome.cause !== 'reply';
+        // The host was not the problem when the reply came from it, or when our own queue file failed.
+        unreachable ||= outcome.cause !== 'reply' && outcome.cause !== 'spool';
         recipient.sawTransient = true;
       } else {
         recipient.state.rejectedBy = [...(recipient.state.rejectedBy ?? []), host.name];

@@ -5,7 +5,8 @@ export interface SmtpReply {
   text: string;
 }
 
-export type TransientCause = 'connect' | 'tls' | 'timeout' | 'reply' | 'quota' | 'breaker';
+/** `spool`: this relay could not read the queued message (never held against the smart host). */
+export type TransientCause = 'connect' | 'tls' | 'timeout' | 'reply' | 'quota' | 'breaker' | 'spool';
 
 export type Outcome =
   | { kind: 'delivered'; reply: SmtpReply }

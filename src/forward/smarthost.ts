@@ -226,10 +226,17 @@ function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | unde
 }
 
 /**
+ * The queued message could not be read as its metadata describes it: the spool's problem, never
+ * the smart host's, so it defers the message without counting against the host's breaker.
+ */
+export class QueueFileError extends Error {}
+
+/**
  * `head`, then the first `size` bytes of the file: the message's own bytes, never the metadata
  * behind them. The read stops there by itself (no stream cut short, which costs an error object).
- * Each chunk read is garbage once sent; counting them lets a large message's reads be collected as
- * they go (StreamedGarbage).
+ * A file that ends before `size` (damaged, or cut by hand) fails the stream before its end, so the
+ * smart host never gets the final "." of a message sent short. Each chunk read is garbage once
+ * sent; counting them lets a large message's reads be collected as they go (StreamedGarbage).
  */
 function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
   const file = size === undefined ? createReadStream(path) : size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
@@ -241,10 +248,18 @@ function storedBytes(path: string, size: number | undefined, head: Buffer | null
     },
   });
   if (head) out.write(head);
-  file.on('error', (err: Error) => out.destroy(err));
+  let read = 0;
+  file.on('data', (chunk: Buffer) => {
+    read += chunk.length;
+  });
+  file.on('error', (err: Error) => out.destroy(new QueueFileError(`cannot read the queued message: ${err.message}`)));
+  file.on('end', () => {
+    if (size !== undefined && read < size) out.destroy(new QueueFileError(`the queue file holds ${read} of the message's ${size} bytes; not sent short`));
+    else out.end();
+  });
   // A consumer that gives up (a dropped connection) must not leave the file open.
   out.on('close', () => file.destroy());
-  file.pipe(out);
+  file.pipe(out, { end: false });
   return out;
 }
 
@@ -273,6 +288,7 @@ function replyOutcome(err: NodemailerError): Outcome {
 
 /** No reply to go by: an unknown error is a temporary one (maddy's rule). */
 function connectionOutcome(err: NodemailerError): Outcome {
+  if (err instanceof QueueFileError) return { kind: 'transient', cause: 'spool', detail: err.message };
   let cause: TransientCause = 'connect';
   if (err.code === 'ETLS' || err.code === 'EREQUIRETLS') cause = 'tls';
   else if (err.code === 'ETIMEDOUT') cause = 'timeout';
