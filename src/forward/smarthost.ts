@@ -141,12 +141,22 @@ export class NodemailerSmartHost implements SmartHostTransport {
         getEnvelope: () => smtpEnvelope,
         messageId: () => '',
         getHeader: () => '',
-        // Called for every try: the pool sends again over another connection when a reused one was gone.
-        createReadStream: () => (bytes ? Readable.from(head ? [head, bytes] : [bytes], { objectMode: false }) : storedBytes(body.path, body.size, head)),
+        // Called for every try: the pool sends again over another connection when a reused one was
+        // gone. A connection found half-closed returns before it reads (or listens to) the stream it
+        // was given, so every stream made here is destroyed once the send is over: none keeps its
+        // file open, and none is left to fail with nobody listening.
+        createReadStream: () => {
+          const stream = bytes ? Readable.from(head ? [head, bytes] : [bytes], { objectMode: false }) : storedBytes(body.path, body.size, head);
+          streams.push(stream);
+          return stream;
+        },
       },
     };
-    return new Promise((resolve, reject) => {
+    const streams: Readable[] = [];
+    return new Promise<SentInfo>((resolve, reject) => {
       this.pool.send(mail, (err, info) => (err ? reject(err) : resolve(info as SentInfo)));
+    }).finally(() => {
+      for (const stream of streams) stream.destroy();
     });
   }
 
@@ -238,7 +248,7 @@ export class QueueFileError extends Error {}
  * smart host never gets the final "." of a message sent short. Each chunk read is garbage once
  * sent; counting them lets a large message's reads be collected as they go (StreamedGarbage).
  */
-function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
+export function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
   const file = size === undefined ? createReadStream(path) : size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
   const garbage = streamedGarbage();
   const out = new Transform({
@@ -248,6 +258,9 @@ function storedBytes(path: string, size: number | undefined, head: Buffer | null
     },
   });
   if (head) out.write(head);
+  // The consumer (nodemailer's connection) listens for errors while it sends; a stream it was handed
+  // but never read must not turn a damaged file into an uncaught exception that ends the thread.
+  out.on('error', () => undefined);
   let read = 0;
   file.on('data', (chunk: Buffer) => {
     read += chunk.length;
