@@ -88,25 +88,35 @@ describe('smart hosts: selection and transport', () => {
     expect(await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}')).toBe(2);
   });
 
-  test('a queue file shorter than its metadata says is never sent short, and is held against the spool, not the smart host', async () => {
+  test('a queue file shorter than its metadata says is never sent short, is not failed over, and is held against the spool, not the smart host', async () => {
     const primary = await sink({ behaviour: { mode: 'defer' } });
+    const backup = await sink({ behaviour: { mode: 'defer' } });
     const eventsFile = path.join(t.dir, 'events.jsonl');
-    await relayWith([{ name: 'primary', port: primary.port, breaker: { failures: 1, cooldown: '1h' } }], { events: { file: eventsFile } });
+    await relayWith([
+      { name: 'primary', port: primary.port, priority: 10, breaker: { failures: 1, cooldown: '1h' } },
+      { name: 'backup', port: backup.port, priority: 20 },
+    ], { events: { file: eventsFile } });
     const id = await send('cut short on disk');
-    // The first attempt is deferred, which writes the state beside the file: from then on the file is only the message.
-    await waitFor(() => existsSync(path.join(t.dir, 'spool', 'queue', `${id}.json`)), 10_000, 'the deferral written to the spool');
+    // The first attempt is deferred by both, which writes the state beside the file: from then on the file is only the message.
+    const stateFile = path.join(t.dir, 'spool', 'queue', `${id}.json`);
+    await waitFor(() => existsSync(stateFile), 10_000, 'the deferral written to the spool');
     const file = path.join(t.dir, 'spool', 'queue', `${id}.eml`);
-    const { size } = JSON.parse(readFileSync(path.join(t.dir, 'spool', 'queue', `${id}.json`), 'utf8')) as { size: number };
+    const { size } = JSON.parse(readFileSync(stateFile, 'utf8')) as { size: number };
     expect(statSync(file).size).toBeGreaterThan(size);
     truncateSync(file, 40);
+    const backupTransactions = backup.mailCommands;
     primary.behaviour = { mode: 'accept' };
-    await waitFor(() => events(eventsFile).some((e) => e.type === 'deferred' && String(e.response).includes('not sent short')), 10_000, 'an attempt from the short file');
+    backup.behaviour = { mode: 'accept' };
+    const shortAttempt = () => events(eventsFile).find((e) => e.type === 'deferred' && String(e.response).includes('not sent short'));
+    await waitFor(() => shortAttempt() !== undefined, 10_000, 'an attempt from the short file');
 
-    const short = events(eventsFile).find((e) => e.type === 'deferred' && String(e.response).includes('not sent short'));
-    expect(short?.response).toBe(`the queue file holds 40 of the message's ${size} bytes; not sent short`);
-    // The smart host got a transaction that never ended with its final ".", so nothing was delivered.
+    expect(shortAttempt()).toMatchObject({ smarthost: 'primary', response: `the queue file holds 40 of the message's ${size} bytes; not sent short` });
+    // The smart host got a transaction that never ended with its final ".", so nothing was delivered,
     expect(primary.messages).toHaveLength(0);
-    // One connection failure would have opened this breaker; a damaged queue file is not one.
+    // and the backup was not offered the same damaged file.
+    expect(backup.mailCommands).toBe(backupTransactions);
+    expect(backup.messages).toHaveLength(0);
+    // One connection failure would have opened the primary's breaker; a damaged queue file is not one.
     expect(await metric('smarthop_smarthost_up{smarthost="primary"}')).toBe(1);
     expect((await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}')) ?? 0).toBe(0);
     expect(existsSync(file)).toBe(true);

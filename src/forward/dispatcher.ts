@@ -108,6 +108,9 @@ export class Dispatcher {
       const body = { path: store.bodyPath(id), size: messageBytes(meta), ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}), ...(message ? { message } : {}) };
       const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
       this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
+      // Our own copy could not be read (a damaged queue file): the next host would be sent the same
+      // file, so this attempt ends here and the message waits for its next one.
+      if (batch.every((r) => isUnreadableCopy(outcomes.get(r.state.address)))) break;
     }
 
     try {
@@ -273,4 +276,9 @@ export class Dispatcher {
   private eventBase(meta: MessageMeta, recipient: RecipientState) {
     return { queueId: meta.id, client: meta.client, from: meta.from, to: recipient.address, attempt: meta.attempts, delayMs: this.now() - meta.receivedAt };
   }
+}
+
+/** The relay could not read its own queued copy: the spool's problem, whichever host was trying. */
+function isUnreadableCopy(outcome: Outcome | undefined): boolean {
+  return outcome?.kind === 'transient' && outcome.cause === 'spool';
 }
