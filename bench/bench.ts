@@ -40,6 +40,8 @@ interface BenchOptions {
   fullPolicy: boolean;
   /** The route's rewrites and DKIM signing on. */
   reenvelope: boolean;
+  /** false: the relay runs with `delivery.worker_thread: false`. */
+  deliveryThread: boolean;
 }
 
 /** What commander hands back; the defaults that depend on the mode are applied after. */
@@ -57,6 +59,7 @@ interface ParsedOptions {
   limits: boolean;
   fullPolicy: boolean;
   reenvelope: boolean;
+  deliveryThread: boolean;
 }
 
 type Mode = { kind: 'bench'; options: BenchOptions } | { kind: 'compare'; options: CompareOptions };
@@ -121,6 +124,7 @@ function optionsProgram(): Command {
     .option('--limits', 'rate limits, connection rate and a smart-host quota that are never reached, so each message is counted', false)
     .option('--full-policy', 'every policy rule on (senders, recipients, size, attachments, header rules, rate limits)', false)
     .option('--reenvelope', 'the route\'s rewrites (envelope sender, From, stripped headers) and an RSA-2048 DKIM signature on', false)
+    .option('--no-delivery-thread', 'smart-host connections on the event loop (delivery.worker_thread: false): less memory, less throughput')
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
 
@@ -176,12 +180,12 @@ function parseOptions(argv: readonly string[]): Mode {
     // Profiling one of several relay runs would be a profile of nothing in particular.
     if (parsed.cpuProf !== undefined) program.error('--cpu-prof profiles a plain bench run; leave out --compare', { exitCode: 2 });
     const messages = parsed.messages ?? DEFAULT_MESSAGES.compare;
-    return { kind: 'compare', options: { messages, size, connections, json, rounds: parsed.rounds, probeRate: parsed.probeRate, warmup: parsed.warmup, fullPolicy: parsed.fullPolicy, reenvelope: parsed.reenvelope } };
+    return { kind: 'compare', options: { messages, size, connections, json, rounds: parsed.rounds, probeRate: parsed.probeRate, warmup: parsed.warmup, fullPolicy: parsed.fullPolicy, reenvelope: parsed.reenvelope, deliveryThread: parsed.deliveryThread } };
   }
   const cpuProfDir = parsed.cpuProf === undefined ? null : path.resolve(parsed.cpuProf === true ? DEFAULT_CPU_PROF_DIR : parsed.cpuProf);
   // Redis state with nothing to count would measure nothing: the comparison is always with counters on.
   const limits = parsed.limits || parsed.state === 'redis';
-  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir, state: parsed.state, limits, fullPolicy: parsed.fullPolicy, reenvelope: parsed.reenvelope } };
+  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir, state: parsed.state, limits, fullPolicy: parsed.fullPolicy, reenvelope: parsed.reenvelope, deliveryThread: parsed.deliveryThread } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,6 +306,7 @@ interface Report {
   limits: boolean;
   fullPolicy: boolean;
   reenvelope: boolean;
+  deliveryThread: boolean;
   accepted: number;
   rejected: number;
   failed: number;
@@ -356,7 +361,7 @@ function buildReport(
     return value === null ? null : round1(value);
   };
   return {
-    messages: options.messages, size: options.size, connections: options.connections, state: options.state, limits: options.limits, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope,
+    messages: options.messages, size: options.size, connections: options.connections, state: options.state, limits: options.limits, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope, deliveryThread: options.deliveryThread,
     accepted: load.acceptedIds.length,
     rejected: sum(load.rejected), failed: sum(load.failed), notSent: options.messages - load.attempted,
     acceptRate: round1(rate(load.acceptedIds.length, acceptMs)),
@@ -391,7 +396,7 @@ function ms(value: number | null): string {
 
 function formatTable(r: Report): string {
   const row = (label: string, value: string) => `${label.padEnd(19)}${value}\n`;
-  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections, state ${r.state}${r.limits ? ' (every message counted)' : ''}${r.fullPolicy ? ', every policy rule' : ''}${r.reenvelope ? ', rewrites + DKIM' : ''}\n`;
+  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections, state ${r.state}${r.limits ? ' (every message counted)' : ''}${r.fullPolicy ? ', every policy rule' : ''}${r.reenvelope ? ', rewrites + DKIM' : ''}${r.deliveryThread ? '' : ', no delivery thread'}\n`;
   const extra = `${r.failed > 0 ? `, failed ${r.failed}` : ''}${r.notSent > 0 ? `, not sent ${r.notSent}` : ''}`;
   out += row('accepted', `${r.accepted} (rejected ${r.rejected}${extra})`);
   out += row('accept rate', `${r.acceptRate.toFixed(1)} msg/s`);
@@ -444,7 +449,7 @@ async function runBench(options: BenchOptions): Promise<number> {
     const maxMessageSize = Math.max(25 * 1024 * 1024, options.size + 64 * 1024);
     if (options.cpuProfDir !== null) await mkdir(options.cpuProfDir, { recursive: true });
     const nodeArgs = options.cpuProfDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir];
-    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs }, { limits: options.limits, redisUrl: redis?.url, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope });
+    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs }, { limits: options.limits, redisUrl: redis?.url, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope, deliveryThread: options.deliveryThread });
     const relayPid = relay.pid;
     try {
       await relay.waitHealthy(ports.http, LIMITS.healthyMs);

@@ -40,6 +40,8 @@ export interface BenchState {
   fullPolicy?: boolean;
   /** The route's rewrites and DKIM signing on (issue 4 measures with them). */
   reenvelope?: boolean;
+  /** false: `delivery.worker_thread: false`, smart-host connections on the event loop (less memory, less throughput). */
+  deliveryThread?: boolean;
 }
 
 /**
@@ -124,6 +126,7 @@ export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: 
     ...(state.limits || state.fullPolicy ? ['    rate_limits: [{ window: 1h, messages: 100000000, recipients: 100000000 }]'] : []),
     'http:',
     `  address: 127.0.0.1:${ports.http}`,
+    ...(state.deliveryThread === false ? ['delivery:', '  worker_thread: false'] : []),
     'log:',
     '  level: warn',
     ...(state.redisUrl ? ['state:', '  store: redis', `  redis: { url: ${JSON.stringify(state.redisUrl)} }`, '  fleet_size: 1'] : []),

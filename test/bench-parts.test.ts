@@ -1,6 +1,9 @@
 import { alignedTable, median } from '../bench/compare/report';
 import { RecipientTally } from '../bench/compare/tally';
 import { smtpSourceArgs } from '../bench/load/smtp-source';
+import { benchConfigYaml } from '../bench/relay-process';
+import { parse as parseYaml } from 'yaml';
+import { parseConfig } from '../src/config/load';
 import { mainCf, masterCf, postfixLayout } from '../bench/postfix/config';
 import { summarizeProfile, type CpuProfile } from '../bench/profile/cpu-profile';
 import type { SinkMessage } from '../src/sink/sink';
@@ -107,5 +110,19 @@ describe('summarizeProfile', () => {
     expect(summary.areas.map((a) => a.area)).toEqual(['v8/native', 'smarthop']);
     // The native write is charged to its callers (30 hits to smarthop's main, 10 to smtp-server); GC has no caller.
     expect(summary.attributed.map((a) => [a.area, a.selfMs])).toEqual([['smarthop', 50], ['v8/native', 20], ['smtp-server', 10]]);
+  });
+});
+
+describe('benchConfigYaml: the relay config the bench writes', () => {
+  const ports = { smtp: 2525, http: 9465, sink: 2601 };
+  const load = (state: Parameters<typeof benchConfigYaml>[3]) => {
+    const result = parseConfig(parseYaml(benchConfigYaml('/tmp/bench-dir', ports, 1_000_000, state)), '/tmp/bench-dir', {});
+    if (!result.ok) throw new Error(`bench config refused: ${JSON.stringify(result)}`);
+    return result.config;
+  };
+
+  test('is a valid relay config with the delivery thread on by default, and --no-delivery-thread turns it off', () => {
+    expect(load({ limits: false }).delivery.worker_thread).toBe(true);
+    expect(load({ limits: false, deliveryThread: false }).delivery.worker_thread).toBe(false);
   });
 });

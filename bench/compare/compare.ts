@@ -30,6 +30,8 @@ export interface CompareOptions {
   reenvelope: boolean;
   /** Messages each relay relays after its start and before its measured phase (0: measure it cold). */
   warmup: number;
+  /** false: smarthop with `delivery.worker_thread: false`. */
+  deliveryThread: boolean;
 }
 
 const LIMITS = {
@@ -78,7 +80,7 @@ export async function runComparison(options: CompareOptions): Promise<number> {
     const rounds: RoundResult[] = [];
     for (let round = 1; round <= options.rounds && Date.now() < deadline; round++) {
       const phases: PhaseResult[] = [];
-      for (const start of [() => startSmarthop(sinkPort, options.size, { limits: false, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope }), () => startPostfix(sinkPort, postfix)]) {
+      for (const start of [() => startSmarthop(sinkPort, options.size, { limits: false, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope, deliveryThread: options.deliveryThread }), () => startPostfix(sinkPort, postfix)]) {
         await sleep(LIMITS.pauseMs);
         const target: Target = await start();
         try {
@@ -104,7 +106,10 @@ export async function runComparison(options: CompareOptions): Promise<number> {
     const report: ComparisonReport = buildComparison(
       {
         messages: options.messages, payloadBytes: options.size, sessions: options.connections, generator: 'smtp-source', probeRate: options.probeRate, rounds: options.rounds, warmup: options.warmup,
-        smarthopPolicy: [...(options.fullPolicy ? ['every policy rule'] : []), ...(options.reenvelope ? ['rewrites + RSA-2048 DKIM'] : [])],
+        smarthopPolicy: [
+          ...(options.fullPolicy ? ['every policy rule'] : []), ...(options.reenvelope ? ['rewrites + RSA-2048 DKIM'] : []),
+          ...(options.deliveryThread ? [] : ['delivery on the event loop (delivery.worker_thread: false)']),
+        ],
       },
       { cpus: availableParallelism(), node: process.version, postfix: postfixVersion(postfix) },
       ceiling, rounds,
