@@ -1,3 +1,4 @@
+import { truncateSync } from 'node:fs';
 import { Bouncer } from '../src/forward/bounce';
 import { Dispatcher } from '../src/forward/dispatcher';
 import { GuardedSmartHost } from '../src/forward/guarded-host';
@@ -81,6 +82,48 @@ describe('delivery when the spool cannot take an outcome', () => {
     });
     expect(await dispatcher.attempt('NOSUCHMESSAGE')).toEqual({ kind: 'done' });
     await store.close();
+  });
+
+  test('a damaged queue file defers every pending recipient, also one the first host refused before: the next host has not had its turn', async () => {
+    const backup = await startSink();
+    try {
+      const config = buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port, priority: 10 }, { name: 'backup', port: backup.port, priority: 20 }]), dir);
+      const store = new SpoolStore(config.spool.dir);
+      await store.open();
+      const events: RelayEvent[] = [];
+      const observer = { emit: (event: RelayEvent) => events.push(event) };
+      const hosts = new Map(config.smarthosts.map((c) => [c.name, new GuardedSmartHost(c, new NodemailerSmartHost(c, config.hostname), new SmartHostQuota(c.name, [], new MemoryWindowCounters()), observer)]));
+      const dispatcher = new Dispatcher({
+        store, observer, current: () => ({ config, smarthosts: hosts }),
+        bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
+      });
+      const id = store.newId();
+      const body = Buffer.from('Subject: t\r\n\r\nbody\r\n');
+      const meta: MessageMeta = {
+        version: 2, id, receivedAt: Date.now(), client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default', from: 'app@corp.example',
+        recipients: [
+          { address: 'one@example.com', status: 'pending' },
+          // Refused by the primary in an earlier attempt while the backup was down: the backup's turn is still to come.
+          { address: 'two@example.com', status: 'pending', rejectedBy: ['primary'], permanentRejections: 1, response: '550 5.1.1 No such user', smarthost: 'primary' },
+        ],
+        size: body.length, attempts: 1, nextAttemptAt: Date.now(),
+      };
+      await store.commitGenerated(meta, body);
+      await store.readForDelivery(id); // the copy kept from the commit: later reads go to the file
+      await store.update(meta); // state beside the file, so the file is only the message
+      truncateSync(store.bodyPath(id), 5);
+
+      const result = await dispatcher.attempt(id);
+      expect(result.kind).toBe('retry');
+      expect(events.filter((e) => e.type === 'bounced' || e.type === 'dsn')).toEqual([]);
+      expect(events.filter((e) => e.type === 'deferred').map((e) => (e as { to: string }).to).sort()).toEqual(['one@example.com', 'two@example.com']);
+      expect((await store.readIn('queue', id)).recipients.map((r) => r.status)).toEqual(['pending', 'pending']);
+      expect([sink.recipients(), backup.recipients()]).toEqual([[], []]);
+      for (const host of hosts.values()) host.close();
+      await store.close();
+    } finally {
+      await backup.close();
+    }
   });
 });
 

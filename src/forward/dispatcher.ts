@@ -109,8 +109,13 @@ export class Dispatcher {
       const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
       this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
       // Our own copy could not be read (a damaged queue file): the next host would be sent the same
-      // file, so this attempt ends here and the message waits for its next one.
-      if (batch.every((r) => isUnreadableCopy(outcomes.get(r.state.address)))) break;
+      // file, so this attempt ends here and the message waits for its next one. Every recipient
+      // still pending waits with it, also one this host was not offered because it had refused it
+      // before: the next host has not had its turn, so that refusal must not become a bounce.
+      if (batch.every((r) => isUnreadableCopy(outcomes.get(r.state.address)))) {
+        for (const recipient of recipients) if (recipient.state.status === 'pending') recipient.sawTransient = true;
+        break;
+      }
     }
 
     try {
