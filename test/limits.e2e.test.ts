@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import { hashPassword } from '../src/ingress/password';
 import type { SmtpSink } from '../src/sink/sink';
 import { baseConfig, buildConfig, freePort, makeCertificate, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { findBinary } from './helpers/prometheus';
+import { TestRedis } from './helpers/redis';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 const QUEUED = /^250 2\.0\.0 Ok: queued as /;
@@ -300,5 +302,68 @@ describe('while the shared counters are unreachable, each refusal names the shar
     expect(stranger.greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
     await waitFor(() => stranger.client.isClosed, 5000, 'the refused connection to close');
     expect(await metricValue(await metricsText(running.httpPort), 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
+  });
+});
+
+describe('an AUTH lockout this relay set holds when the shared counters become unreachable', () => {
+  // test/state-counters.test.ts makes CI fail without redis-server; here its absence only skips.
+  const REDIS = findBinary('redis-server');
+  const maybe = REDIS ? test : test.skip;
+  let dir: string;
+  let sink: SmtpSink;
+  let redis: TestRedis;
+  let running: RunningRelay | undefined;
+  const password = 'correct horse battery staple';
+
+  beforeAll(async () => {
+    if (!REDIS) return;
+    dir = tempDir();
+    sink = await startSink();
+    redis = new TestRedis(REDIS, dir, await freePort());
+    await redis.start();
+    running = await startRelay(buildConfig(
+      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
+        tls: makeCertificate(dir),
+        listeners: [{ name: 'submission', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' }],
+        clients: [{ name: 'webshop', username: 'webshop', password_hash: await hashPassword(password) }],
+        limits: { auth_failures: { max: 2, window: '1m', lockout: '1m', delay: '0s' } },
+        state: { store: 'redis', redis: { url: redis.url, connect_timeout: '200ms', command_timeout: '200ms' }, fleet_size: 2 },
+      }),
+      dir,
+    ));
+  });
+
+  afterAll(async () => {
+    await running?.stop();
+    await sink?.close();
+    await redis?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  const greet = async (localAddress: string) => {
+    const client = await RawSmtpClient.connect((running as RunningRelay).portOf('submission'), { localAddress });
+    return { client, greeting: await client.reply() };
+  };
+  const metric = async (sample: string) => metricValue(await metricsText((running as RunningRelay).httpPort), sample);
+
+  maybe('locked out while Redis answers, still locked out once it stops; another address may still try', async () => {
+    const { client, greeting } = await openSession((running as RunningRelay).portOf('submission'), { localAddress: '127.0.0.2' });
+    expect(greeting).toMatch(/^220 /);
+    expect(await client.startTls()).toMatch(/^220 /);
+    expect(await client.command('EHLO attacker.test')).toMatch(/^250/);
+    expect(await client.command(plainAuth('webshop', 'guess1'))).toBe('535 5.7.8 Authentication credentials invalid');
+    expect(await client.command(plainAuth('webshop', 'guess2'))).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in \d+s$/);
+    expect(await metric('smarthop_state_backend{backend="redis"}')).toBe(1);
+
+    // Redis goes away: the relay counts locally from now on, and its local counters never saw the lockout.
+    await redis.stop();
+    const refused = await greet('127.0.0.2');
+    expect(refused.greeting).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in \d+s$/);
+    await waitFor(() => refused.client.isClosed, 5000, 'the refused connection to close');
+    expect(await metric('smarthop_state_backend{backend="local_fallback"}')).toBe(1);
+
+    const other = await greet('127.0.0.3');
+    expect(other.greeting).toMatch(/^220 /);
+    await other.client.quit();
   });
 });

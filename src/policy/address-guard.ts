@@ -1,4 +1,5 @@
 import * as ipaddr from 'ipaddr.js';
+import { LRUCache } from 'lru-cache';
 import type { LimitsConfig } from '../config/schema';
 import type { Refusal } from '../ingress/filters';
 import type { ConnectionGuard } from '../ingress/ports';
@@ -44,9 +45,19 @@ export class AddressGuard implements ConnectionGuard {
   private readonly rate: { limits: WindowLimit[]; label: string } | null;
   private readonly failures: WindowLimit[];
   private readonly lockout: WindowLimit[];
+  /**
+   * Lockouts this relay set, address key -> when they end, kept beside the counters. With shared
+   * (Redis) counters a lockout lives in Redis, and the local counters a relay falls back to while
+   * Redis is unreachable start empty: an address this relay had just locked out would get a fresh
+   * round of guesses from the outage on. A lockout another relay of the fleet set is still seen only
+   * through Redis. Bounded like the counters.
+   */
+  private readonly lockedHere: LRUCache<string, number>;
 
   constructor(private readonly deps: AddressGuardDeps) {
     this.now = deps.now ?? Date.now;
+    // A count bound, not `max` (which allocates for every entry up front: see MemoryWindowCounters).
+    this.lockedHere = new LRUCache<string, number>({ maxSize: Math.max(1, deps.limits.max_tracked_addresses), sizeCalculation: () => 1 });
     const { connection_rate: rate, auth_failures: auth } = deps.limits;
     this.rate = rate ? { limits: [{ windowMs: rate.window, max: rate.max }], label: rateLimitLabel('connections', rate.window) } : null;
     this.failures = [{ windowMs: auth.window, max: auth.max }];
@@ -90,6 +101,7 @@ export class AddressGuard implements ConnectionGuard {
     const counted = await this.deps.counters.consume(`authfail\u0000${key}`, this.failures, 1, now);
     const [left] = await this.deps.counters.remaining(`authfail\u0000${key}`, this.failures, now);
     if (!counted.ok || left === 0) {
+      this.lockedHere.set(key, now + this.deps.limits.auth_failures.lockout);
       await this.deps.counters.consume(`lock\u0000${key}`, this.lockout, 1, now);
       const seconds = retryAfterSeconds(this.deps.limits.auth_failures.lockout);
       return { refusal: this.refuse(client, 'auth_lockout', `4.7.0 Too many failed authentications from [${remoteAddress}]; try again in ${seconds}s`), delayMs: 0 };
@@ -104,9 +116,23 @@ export class AddressGuard implements ConnectionGuard {
   }
 
   private async locked(key: string, remoteAddress: string, client: string): Promise<Refusal | undefined> {
-    const lock = await this.deps.counters.peek(`lock\u0000${key}`, this.lockout, 1, this.now());
-    if (lock.ok) return undefined;
-    return this.refuse(client, 'auth_lockout', `4.7.0 Too many failed authentications from [${remoteAddress}]; try again in ${retryAfterSeconds(lock.retryAfterMs)}s`);
+    const now = this.now();
+    let retryAfterMs = this.ownLockout(key, now);
+    if (retryAfterMs === undefined) {
+      const lock = await this.deps.counters.peek(`lock\u0000${key}`, this.lockout, 1, now);
+      if (lock.ok) return undefined;
+      retryAfterMs = lock.retryAfterMs;
+    }
+    return this.refuse(client, 'auth_lockout', `4.7.0 Too many failed authentications from [${remoteAddress}]; try again in ${retryAfterSeconds(retryAfterMs)}s`);
+  }
+
+  /** Milliseconds left of a lockout this relay set on the address, or undefined when there is none. */
+  private ownLockout(key: string, now: number): number | undefined {
+    const until = this.lockedHere.get(key);
+    if (until === undefined) return undefined;
+    if (until > now) return until - now;
+    this.lockedHere.delete(key);
+    return undefined;
   }
 
   private async consumeRate(key: string, remoteAddress: string, client: string): Promise<Refusal | undefined> {
