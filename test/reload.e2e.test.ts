@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { StatusReport } from '../src/admin/types';
@@ -150,6 +150,36 @@ describe('reload', () => {
     expect((await reload()).body).toMatchObject({ ok: true, changed: ['clients'] });
     expect(await client.command('MAIL FROM:<app@corp.example>')).toBe('530 5.7.0 Authentication required');
     await client.quit();
+  });
+
+  test('a smart host removed by reload while an attempt is under way is not used by that attempt', async () => {
+    const hanging = await startSink({ behaviour: { mode: 'hang' } });
+    sinks.push(hanging);
+    const removed = await sink();
+    const kept = await sink();
+    // The attempt starts on `first`, which never greets; `removed` is next in line when it gives up.
+    const eventsFile = path.join(dir, 'events.jsonl');
+    const raw = baseConfig(dir, [
+      { name: 'first', port: hanging.port, priority: 10, connect_timeout: '1500ms' },
+      { name: 'removed', port: removed.port, priority: 20 },
+    ], { events: { file: eventsFile } });
+    const relay = await start(raw);
+    const { client } = await openSession(relay.smtpPort);
+    expect(await client.sendMessage('app@corp.example', ['a@example.com'], message({ subject: 'across a reload' }))).toMatch(/^250 /);
+    await client.quit();
+
+    // Reloaded while the attempt waits for `first`: `removed` is retired, `kept` takes its place.
+    write({ ...raw, routes: { default: { smarthosts: ['first', 'kept'] } }, smarthosts: [(raw.smarthosts as unknown[])[0], { name: 'kept', host: '127.0.0.1', port: kept.port, tls: 'none', priority: 20 }] });
+    expect((await reload()).body).toMatchObject({ ok: true, changed: expect.arrayContaining(['smarthosts']) });
+
+    await waitFor(() => kept.messages.length === 1, 20_000, 'delivery by the host the reload added');
+    expect(subjectOf(kept.messages[0])).toBe('across a reload');
+    // The retired host was not tried at all: no transaction, and no outcome of the message names it
+    // (before, the attempt went on to it and recorded its closed transport's failure).
+    expect(removed.mailCommands).toBe(0);
+    const events = readFileSync(eventsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { type: string; smarthost?: string | null });
+    expect(events.filter((e) => e.smarthost === 'removed')).toEqual([]);
+    expect(events.filter((e) => e.type === 'deferred').map((e) => e.smarthost)).toEqual(['first']);
   });
 
   test('an invalid config is refused: the running one stays, the failure is counted and explained', async () => {

@@ -93,6 +93,14 @@ export class Dispatcher {
       // A host that refused a recipient for good is not offered it again: the next one is tried instead.
       const targets = recipients.filter((r) => r.state.status === 'pending' && !(r.state.rejectedBy ?? []).includes(host.name));
       if (targets.length === 0) continue;
+      // A reload while this attempt ran may have retired the host (removed, or replaced by a changed
+      // definition): it is sent nothing more. Its recipients wait for the next attempt, which follows
+      // the config then in force, at once.
+      if (this.deps.current().smarthosts.get(host.name) !== host) {
+        skips.push({ host: host.name, retryAt: this.now(), detail: `${host.name} was retired by a config reload` });
+        for (const target of targets) target.sawTransient = true;
+        continue;
+      }
       const admission = await host.admit(targets.length, this.now());
       if (!admission.ok) {
         skips.push({ host: host.name, retryAt: admission.retryAt, detail: admission.detail });
