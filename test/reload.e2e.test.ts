@@ -160,7 +160,8 @@ describe('reload', () => {
     // The attempt starts on `first`, which never greets; `removed` is next in line when it gives up.
     const eventsFile = path.join(dir, 'events.jsonl');
     const raw = baseConfig(dir, [
-      { name: 'first', port: hanging.port, priority: 10, connect_timeout: '1500ms' },
+      // Long enough for the reload below to land while the attempt waits, even on a busy machine.
+      { name: 'first', port: hanging.port, priority: 10, connect_timeout: '3s' },
       { name: 'removed', port: removed.port, priority: 20 },
     ], { events: { file: eventsFile } });
     const relay = await start(raw);

@@ -87,6 +87,14 @@ export class Dispatcher {
     const statusAtStart = new Map(meta.recipients.map((r) => [r, r.status]));
     const recipients: RecipientAttempt[] = pendingRecipients(meta).map((state) => ({ state, sawTransient: false, failedNow: false }));
     const skips: Skip[] = [];
+    /** Hosts of this attempt's order that a reload retired while it ran. */
+    const retired: string[] = [];
+    const skipIfRetired = (host: SmartHost, targets: readonly RecipientAttempt[]): boolean => {
+      if (!this.isRetired(host)) return false;
+      retired.push(host.name);
+      for (const target of targets) target.sawTransient = true;
+      return true;
+    };
     let lastHost: SmartHost | null = null;
 
     for (const host of this.orderedHosts(current, meta.route)) {
@@ -94,19 +102,16 @@ export class Dispatcher {
       const targets = recipients.filter((r) => r.state.status === 'pending' && !(r.state.rejectedBy ?? []).includes(host.name));
       if (targets.length === 0) continue;
       // A reload while this attempt ran may have retired the host (removed, or replaced by a changed
-      // definition): it is sent nothing more. Its recipients wait for the next attempt, which follows
-      // the config then in force, at once.
-      if (this.deps.current().smarthosts.get(host.name) !== host) {
-        skips.push({ host: host.name, retryAt: this.now(), detail: `${host.name} was retired by a config reload` });
-        for (const target of targets) target.sawTransient = true;
-        continue;
-      }
+      // definition): it is sent nothing more, and its recipients wait for the next attempt. Checked
+      // again after admission, which may wait on shared counters.
+      if (skipIfRetired(host, targets)) continue;
       const admission = await host.admit(targets.length, this.now());
       if (!admission.ok) {
         skips.push({ host: host.name, retryAt: admission.retryAt, detail: admission.detail });
         for (const target of targets) target.sawTransient = true;
         continue;
       }
+      if (skipIfRetired(host, targets)) continue;
       const batch = targets.slice(0, admission.recipients);
       for (const target of targets.slice(admission.recipients)) target.sawTransient = true;
       if (lastHost) this.deps.observer.emit({ type: 'failover', queueId: id, from: lastHost.name, to: host.name });
@@ -125,6 +130,10 @@ export class Dispatcher {
         break;
       }
     }
+
+    // Nothing was tried because a reload retired the hosts in the way: the next attempt, on the new
+    // config, need not wait for a backoff. (When a host was tried, its outcome sets the backoff.)
+    if (lastHost === null && retired.length > 0) skips.push({ host: retired.join(', '), retryAt: this.now(), detail: `${retired.join(', ')} retired by a config reload` });
 
     try {
       const result = await this.settle(current.config, meta, recipients, lastHost, skips, inline);
@@ -155,6 +164,11 @@ export class Dispatcher {
     } catch {
       // Still unwritable: the copy in memory carries the delivered recipients to the next attempt.
     }
+  }
+
+  /** The host is no longer the live one of its name: a reload removed or replaced it. */
+  private isRetired(host: SmartHost): boolean {
+    return this.deps.current().smarthosts.get(host.name) !== host;
   }
 
   private orderedHosts({ config, smarthosts }: DeliveryConfig, routeName: string): SmartHost[] {
