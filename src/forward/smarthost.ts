@@ -135,6 +135,7 @@ export class NodemailerSmartHost implements SmartHostTransport {
     const head = body.prependHeaders ? Buffer.from(body.prependHeaders, 'latin1') : null;
     // A copy crossing from the event loop arrives as a plain Uint8Array; the connection wants Buffers.
     const bytes = body.message ? Buffer.from(body.message.buffer, body.message.byteOffset, body.message.byteLength) : null;
+    const streams: Readable[] = [];
     const mail: PooledMessage = {
       data: {},
       message: {
@@ -152,7 +153,6 @@ export class NodemailerSmartHost implements SmartHostTransport {
         },
       },
     };
-    const streams: Readable[] = [];
     return new Promise<SentInfo>((resolve, reject) => {
       this.pool.send(mail, (err, info) => (err ? reject(err) : resolve(info as SentInfo)));
     }).finally(() => {
