@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { hashPassword } from '../src/ingress/password';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, freePort, makeCertificate, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { baseConfig, buildConfig, freePort, makeCertificate, metricsText, metricValue, relayPerDescribe, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
@@ -10,42 +10,25 @@ import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-c
 const QUEUED = /^250 2\.0\.0 Ok: queued as /;
 
 describe('per-client rate limits: counted per client, refused with 451 4.7.1 at the stage that knows', () => {
-  let dir: string;
-  let sink: SmtpSink;
-  let running: RunningRelay;
+  const t = relayPerDescribe(() => ({
+    clients: [
+      { name: 'erp', networks: ['127.0.0.1/32'], policy: 'limited' },
+      { name: 'other', networks: ['127.0.0.3/32'], policy: 'limited' },
+      { name: 'bulk', networks: ['127.0.0.5/32'], policy: 'few_recipients' },
+      { name: 'big', networks: ['127.0.0.6/32'], policy: 'few_bytes' },
+    ],
+    policies: {
+      limited: { rate_limits: [{ window: '3s', messages: 2 }] },
+      few_recipients: { rate_limits: [{ window: '1h', recipients: 3 }] },
+      few_bytes: { rate_limits: [{ window: '1h', bytes: '24KiB' }] },
+    },
+  }));
 
-  beforeAll(async () => {
-    dir = tempDir();
-    sink = await startSink();
-    running = await startRelay(buildConfig(
-      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-        clients: [
-          { name: 'erp', networks: ['127.0.0.1/32'], policy: 'limited' },
-          { name: 'other', networks: ['127.0.0.3/32'], policy: 'limited' },
-          { name: 'bulk', networks: ['127.0.0.5/32'], policy: 'few_recipients' },
-          { name: 'big', networks: ['127.0.0.6/32'], policy: 'few_bytes' },
-        ],
-        policies: {
-          limited: { rate_limits: [{ window: '3s', messages: 2 }] },
-          few_recipients: { rate_limits: [{ window: '1h', recipients: 3 }] },
-          few_bytes: { rate_limits: [{ window: '1h', bytes: '24KiB' }] },
-        },
-      }),
-      dir,
-    ));
-  });
-
-  afterAll(async () => {
-    await running.stop();
-    await sink.close();
-    removeDir(dir);
-  });
-
-  const metric = async (sample: string) => metricValue(await metricsText(running.httpPort), sample);
-  const tmpFiles = () => readdirSync(path.join(dir, 'spool', 'tmp'));
+  const metric = async (sample: string) => metricValue(await metricsText(t.running.httpPort), sample);
+  const tmpFiles = () => readdirSync(path.join(t.dir, 'spool', 'tmp'));
 
   test('messages are counted at MAIL: the third in the window is refused with the wait, another client on the same policy is not slowed, and the window resets', async () => {
-    const erp = (await openSession(running.smtpPort)).client;
+    const erp = (await openSession(t.running.smtpPort)).client;
     for (let i = 0; i < 2; i++) {
       expect(await erp.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
       expect(await erp.command('RSET')).toMatch(/^250 /);
@@ -53,7 +36,7 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
     expect(await erp.command('MAIL FROM:<erp@corp.example>')).toMatch(/^451 4\.7\.1 Rate limit for client erp: 2 messages per 3s; try again in [1-3]s$/);
 
     // Same policy, its own count: accepted at once while erp waits.
-    const other = (await openSession(running.smtpPort, { localAddress: '127.0.0.3' })).client;
+    const other = (await openSession(t.running.smtpPort, { localAddress: '127.0.0.3' })).client;
     expect(await other.sendMessage('other@corp.example', ['user@example.com'], message({ subject: 'from other' }))).toMatch(QUEUED);
     await other.quit();
 
@@ -64,7 +47,7 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
     erp.write(`${message({ subject: 'after the window' })}\r\n.\r\n`);
     expect(await erp.reply()).toMatch(QUEUED);
     await erp.quit();
-    await waitFor(() => sink.messages.length === 2, 10_000, 'both deliveries');
+    await waitFor(() => t.sink.messages.length === 2, 10_000, 'both deliveries');
 
     expect(await metric('smarthop_rate_limited_total{client="erp",limit="messages_3s"}')).toBeGreaterThanOrEqual(1);
     expect(await metric('smarthop_rate_limited_total{client="other",limit="messages_3s"}')).toBe(0);
@@ -72,15 +55,15 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
   });
 
   test('recipients are counted at RCPT: the one over the limit is refused, the accepted ones are delivered', async () => {
-    const { client } = await openSession(running.smtpPort, { localAddress: '127.0.0.5' });
+    const { client } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.5' });
     expect(await client.command('MAIL FROM:<bulk@corp.example>')).toMatch(/^250 /);
     for (const to of ['a@example.com', 'b@example.com', 'c@example.com']) expect(await client.command(`RCPT TO:<${to}>`)).toMatch(/^250 /);
     expect(await client.command('RCPT TO:<d@example.com>')).toMatch(/^451 4\.7\.1 Rate limit for client bulk: 3 recipients per 1h; try again in 3\d{3}s$/);
     expect(await client.command('DATA')).toMatch(/^354 /);
     client.write(`${message()}\r\n.\r\n`);
     expect(await client.reply()).toMatch(QUEUED);
-    await waitFor(() => sink.recipients().includes('c@example.com'), 10_000, 'delivery');
-    expect(sink.recipients()).not.toContain('d@example.com');
+    await waitFor(() => t.sink.recipients().includes('c@example.com'), 10_000, 'delivery');
+    expect(t.sink.recipients()).not.toContain('d@example.com');
     expect(await client.command('MAIL FROM:<bulk@corp.example>')).toMatch(/^250 /);
     expect(await client.command('RCPT TO:<e@example.com>')).toMatch(/^451 4\.7\.1 /);
     await client.quit();
@@ -88,7 +71,7 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
   });
 
   test('bytes are counted at end of DATA: over the limit is 451 and nothing is queued; larger than any window is 552', async () => {
-    const { client } = await openSession(running.smtpPort, { localAddress: '127.0.0.6' });
+    const { client } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.6' });
     const tenKiB = message({ body: `${'b'.repeat(1022)}\r\n`.repeat(10) });
     const before = await metric('smarthop_messages_received_total{client="big"}');
     expect(await client.sendMessage('big@corp.example', ['user@example.com'], tenKiB)).toMatch(QUEUED);
@@ -102,54 +85,37 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
   });
 
   test('no open relay: an address outside every client cannot use anyone\'s quota', async () => {
-    const { client, greeting } = await openSession(running.smtpPort, { localAddress: '127.0.0.2' });
+    const { client, greeting } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.2' });
     expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
     await waitFor(() => client.isClosed, 5000, 'the refused connection to close');
   });
 });
 
 describe('guards per source address: connections and AUTH brute force', () => {
-  let dir: string;
-  let sink: SmtpSink;
-  let running: RunningRelay;
   const password = 'correct horse battery staple';
+  const t = relayPerDescribe(async (dir) => ({
+    tls: makeCertificate(dir),
+    listeners: [
+      { name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional', allow_insecure_auth: true },
+      { name: 'submission', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
+    ],
+    clients: [
+      { name: 'lan', networks: ['127.0.0.1/32'] },
+      { name: 'printers', networks: ['127.0.0.8/32'] },
+      { name: 'webshop', username: 'webshop', password_hash: await hashPassword(password) },
+    ],
+    limits: {
+      connections_per_address: 2,
+      connection_rate: { window: '3s', max: 4 },
+      auth_failures: { max: 3, window: '10s', lockout: '2s', delay: '200ms' },
+    },
+  }));
 
-  beforeAll(async () => {
-    dir = tempDir();
-    sink = await startSink();
-    running = await startRelay(buildConfig(
-      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-        tls: makeCertificate(dir),
-        listeners: [
-          { name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional', allow_insecure_auth: true },
-          { name: 'submission', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
-        ],
-        clients: [
-          { name: 'lan', networks: ['127.0.0.1/32'] },
-          { name: 'printers', networks: ['127.0.0.8/32'] },
-          { name: 'webshop', username: 'webshop', password_hash: await hashPassword(password) },
-        ],
-        limits: {
-          connections_per_address: 2,
-          connection_rate: { window: '3s', max: 4 },
-          auth_failures: { max: 3, window: '10s', lockout: '2s', delay: '200ms' },
-        },
-      }),
-      dir,
-    ));
-  });
-
-  afterAll(async () => {
-    await running.stop();
-    await sink.close();
-    removeDir(dir);
-  });
-
-  const metric = async (sample: string) => metricValue(await metricsText(running.httpPort), sample);
+  const metric = async (sample: string) => metricValue(await metricsText(t.running.httpPort), sample);
   // Strangers are refused at once on the plaintext listener (AUTH could not identify them there), so
   // the guards are exercised where they may still connect: the STARTTLS submission listener.
   const greet = async (localAddress: string, listener = 'submission') => {
-    const client = await RawSmtpClient.connect(running.portOf(listener), { localAddress });
+    const client = await RawSmtpClient.connect(t.running.portOf(listener), { localAddress });
     return { client, greeting: await client.reply() };
   };
 
@@ -197,7 +163,7 @@ describe('guards per source address: connections and AUTH brute force', () => {
 
   test('AUTH brute force: failures from one address lock it out (421 4.7.0) for the cool-down; other addresses and successes are not slowed; the lockout ends', async () => {
     const attacker = async () => {
-      const { client, greeting } = await openSession(running.portOf('submission'), { localAddress: '127.0.0.2' });
+      const { client, greeting } = await openSession(t.running.portOf('submission'), { localAddress: '127.0.0.2' });
       expect(greeting).toMatch(/^220 /);
       expect(await client.startTls()).toMatch(/^220 /);
       expect(await client.command('EHLO attacker.test')).toMatch(/^250/);
@@ -217,7 +183,7 @@ describe('guards per source address: connections and AUTH brute force', () => {
     expect(refused.greeting).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in [12]s$/);
 
     // The right credentials from another address are not slowed or refused meanwhile.
-    const { client: legit } = await openSession(running.smtpPort);
+    const { client: legit } = await openSession(t.running.smtpPort);
     expect(await legit.command(plainAuth('webshop', password))).toBe('235 Authentication successful');
     expect(await legit.sendMessage('shop@corp.example', ['user@example.com'], message())).toMatch(QUEUED);
     await legit.quit();
@@ -232,20 +198,20 @@ describe('guards per source address: connections and AUTH brute force', () => {
     expect(await back.command(plainAuth('webshop', password))).toBe('235 Authentication successful');
     expect(await back.sendMessage('shop@corp.example', ['user@example.com'], message({ subject: 'after lockout' }))).toMatch(QUEUED);
     await back.quit();
-    await waitFor(() => sink.messages.length === 2, 10_000, 'deliveries');
+    await waitFor(() => t.sink.messages.length === 2, 10_000, 'deliveries');
 
     expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="auth_lockout"}')).toBeGreaterThanOrEqual(2);
     expect(await metric('smarthop_auth_attempts_total{result="failure"}')).toBeGreaterThanOrEqual(3);
   });
 
   test('a locked-out address inside a client\'s networks still sends its own mail; only its AUTH is refused', async () => {
-    const { client } = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    const { client } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.8' });
     for (let i = 0; i < 2; i++) expect(await client.command(plainAuth('webshop', `wrong${i}`))).toBe('535 5.7.8 Authentication credentials invalid');
     expect(await client.command(plainAuth('webshop', 'wrong2'))).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.8\]/);
-    const again = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    const again = await openSession(t.running.smtpPort, { localAddress: '127.0.0.8' });
     expect(again.greeting).toMatch(/^220 /);
     expect(await again.client.command(plainAuth('webshop', password))).toMatch(/^421 4\.7\.0 Too many failed authentications/);
-    const fresh = await openSession(running.smtpPort, { localAddress: '127.0.0.8' });
+    const fresh = await openSession(t.running.smtpPort, { localAddress: '127.0.0.8' });
     expect(await fresh.client.sendMessage('printer@corp.example', ['user@example.com'], message({ subject: 'scan' }))).toMatch(QUEUED);
     await fresh.client.quit();
     expect(await metric('smarthop_messages_received_total{client="printers"}')).toBe(1);
@@ -253,34 +219,19 @@ describe('guards per source address: connections and AUTH brute force', () => {
 });
 
 describe('while the shared counters are unreachable, each refusal names the share this relay enforces', () => {
-  let dir: string;
-  let sink: SmtpSink;
-  let running: RunningRelay;
-
-  beforeAll(async () => {
-    dir = tempDir();
-    sink = await startSink();
+  const t = relayPerDescribe(async () => {
     // Nothing listens on this port: the relay starts on its local fallback, each limit divided by the fleet of 2.
     const redisPort = await freePort();
-    running = await startRelay(buildConfig(
-      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-        clients: [{ name: 'lan', networks: ['127.0.0.1/32'], policy: 'counted' }],
-        policies: { counted: { rate_limits: [{ window: '1m', messages: 4 }] } },
-        limits: { connection_rate: { window: '1m', max: 4 } },
-        state: { store: 'redis', redis: { url: `redis://127.0.0.1:${redisPort}`, connect_timeout: '200ms', command_timeout: '200ms' }, fleet_size: 2 },
-      }),
-      dir,
-    ));
-  });
-
-  afterAll(async () => {
-    await running.stop();
-    await sink.close();
-    removeDir(dir);
+    return {
+      clients: [{ name: 'lan', networks: ['127.0.0.1/32'], policy: 'counted' }],
+      policies: { counted: { rate_limits: [{ window: '1m', messages: 4 }] } },
+      limits: { connection_rate: { window: '1m', max: 4 } },
+      state: { store: 'redis', redis: { url: `redis://127.0.0.1:${redisPort}`, connect_timeout: '200ms', command_timeout: '200ms' }, fleet_size: 2 },
+    };
   });
 
   test("the per-client 451 and the connection-rate 421 say '2 of the fleet's 4'; a stranger is still refused", async () => {
-    const { client, greeting } = await openSession(running.portOf('smtp'));
+    const { client, greeting } = await openSession(t.running.portOf('smtp'));
     expect(greeting).toMatch(/^220 /);
     expect(await client.sendMessage('app@corp.example', ['user@example.com'], message())).toMatch(QUEUED);
     expect(await client.sendMessage('app@corp.example', ['user@example.com'], message())).toMatch(QUEUED);
@@ -289,19 +240,19 @@ describe('while the shared counters are unreachable, each refusal names the shar
     );
     await client.quit();
 
-    const second = await openSession(running.portOf('smtp'));
+    const second = await openSession(t.running.portOf('smtp'));
     expect(second.greeting).toMatch(/^220 /);
     await second.client.quit();
-    const third = await RawSmtpClient.connect(running.portOf('smtp'), { localAddress: '127.0.0.1' });
+    const third = await RawSmtpClient.connect(t.running.portOf('smtp'), { localAddress: '127.0.0.1' });
     expect(await third.reply()).toMatch(
       /^421 4\.7\.0 Connection rate limit for \[127\.0\.0\.1\]: 2 of the fleet's 4 connections per 1m on this relay while shared limits are unreachable; try again in \d+s$/,
     );
     third.destroy();
 
-    const stranger = await openSession(running.portOf('smtp'), { localAddress: '127.0.0.2' });
+    const stranger = await openSession(t.running.portOf('smtp'), { localAddress: '127.0.0.2' });
     expect(stranger.greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
     await waitFor(() => stranger.client.isClosed, 5000, 'the refused connection to close');
-    expect(await metricValue(await metricsText(running.httpPort), 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
+    expect(await metricValue(await metricsText(t.running.httpPort), 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
   });
 });
 

@@ -1,7 +1,6 @@
 import { readdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { metricsText, metricValue, relayPerDescribe, waitFor } from './helpers/harness';
 import { message, openSession, type RawSmtpClient } from './helpers/smtp-client';
 
 /** A multipart message; `parts` are complete MIME parts (headers, blank line, body). */
@@ -14,64 +13,48 @@ const filePart = (name: string) => `Content-Type: application/octet-stream; name
 const nestedTwoDeep = (name: string) => mime('outer', [textPart, `Content-Type: multipart/alternative; boundary="middle"\r\n\r\n--middle\r\n${textPart}\r\n--middle\r\nContent-Type: multipart/mixed; boundary="inner"\r\n\r\n--inner\r\n${textPart}\r\n--inner\r\n${filePart(name)}\r\n--inner--\r\n--middle--`]);
 
 describe('policies: what each client may send, enforced at the earliest SMTP step', () => {
-  let dir: string;
-  let sink: SmtpSink;
-  let running: RunningRelay;
-  let suppressionFile: string;
-
-  beforeAll(async () => {
-    dir = tempDir();
-    sink = await startSink();
+  let suppressionFile = '';
+  const t = relayPerDescribe((dir) => {
     suppressionFile = path.join(dir, 'suppressed.txt');
     writeFileSync(suppressionFile, '# hard bounces\ngone@example.com\n@dead.example\n');
-    const config = buildConfig(
-      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-        listeners: [
-          { name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
-          { name: 'lan', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
-        ],
-        clients: [
-          { name: 'erp', networks: ['127.0.0.1/32'], policy: 'legacy' },
-          { name: 'free', networks: ['127.0.0.4/32'] },
-        ],
-        policies: {
-          legacy: {
-            allowed_senders: ['*@corp.example', 'bücher.example'],
-            allowed_recipients: ['*@example.com', 'partner.example', 'xn--mnchen-3ya.example', '*.dead.example', 'dead.example'],
-            denied_recipients: ['ceo@partner.example'],
-            max_message_size: '64KiB',
-            max_recipients: 3,
-            blocked_attachments: ['exe', '.JS'],
-            header_rules: [
-              { header: 'X-Mailer', match: 'PHPMailer', action: 'strip' },
-              { header: 'Subject', match: 'lottery|you have won', action: 'reject' },
-              // Catastrophic for a backtracking engine on `aaa…a!`; RE2 reads it in one pass.
-              { header: 'X-Trap', match: '^(a+)+$', action: 'reject' },
-            ],
-            suppressed_recipients: 'suppressed.txt',
-          },
+    return {
+      listeners: [
+        { name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
+        { name: 'lan', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
+      ],
+      clients: [
+        { name: 'erp', networks: ['127.0.0.1/32'], policy: 'legacy' },
+        { name: 'free', networks: ['127.0.0.4/32'] },
+      ],
+      policies: {
+        legacy: {
+          allowed_senders: ['*@corp.example', 'bücher.example'],
+          allowed_recipients: ['*@example.com', 'partner.example', 'xn--mnchen-3ya.example', '*.dead.example', 'dead.example'],
+          denied_recipients: ['ceo@partner.example'],
+          max_message_size: '64KiB',
+          max_recipients: 3,
+          blocked_attachments: ['exe', '.JS'],
+          header_rules: [
+            { header: 'X-Mailer', match: 'PHPMailer', action: 'strip' },
+            { header: 'Subject', match: 'lottery|you have won', action: 'reject' },
+            // Catastrophic for a backtracking engine on `aaa…a!`; RE2 reads it in one pass.
+            { header: 'X-Trap', match: '^(a+)+$', action: 'reject' },
+          ],
+          suppressed_recipients: 'suppressed.txt',
         },
-      }),
-      dir,
-    );
-    running = await startRelay(config);
-  });
-
-  afterAll(async () => {
-    await running.stop();
-    await sink.close();
-    removeDir(dir);
+      },
+    };
   });
 
   beforeEach(() => {
-    sink.messages.length = 0;
+    t.sink.messages.length = 0;
   });
 
-  const received = async (client = 'erp') => metricValue(await metricsText(running.httpPort), `smarthop_messages_received_total{client="${client}"}`) ?? 0;
-  const rejected = async (reason: string, client = 'erp') => metricValue(await metricsText(running.httpPort), `smarthop_messages_rejected_total{client="${client}",reason="${reason}"}`) ?? 0;
+  const received = async (client = 'erp') => metricValue(await metricsText(t.running.httpPort), `smarthop_messages_received_total{client="${client}"}`) ?? 0;
+  const rejected = async (reason: string, client = 'erp') => metricValue(await metricsText(t.running.httpPort), `smarthop_messages_rejected_total{client="${client}",reason="${reason}"}`) ?? 0;
 
   async function session(options: { localAddress?: string; listener?: string } = {}): Promise<RawSmtpClient> {
-    const { client, greeting } = await openSession(running.portOf(options.listener ?? 'smtp'), { localAddress: options.localAddress });
+    const { client, greeting } = await openSession(t.running.portOf(options.listener ?? 'smtp'), { localAddress: options.localAddress });
     expect(greeting).toMatch(/^220 /);
     return client;
   }
@@ -82,14 +65,14 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     expect(await send()).toBe(expected);
     expect(await received()).toBe(before.received);
     expect(await rejected(reason)).toBe(before.rejected + 1);
-    expect(readdirSync(path.join(dir, 'spool', 'tmp'))).toEqual([]);
+    expect(readdirSync(path.join(t.dir, 'spool', 'tmp'))).toEqual([]);
   }
 
   async function expectDelivered(reply: Promise<string | null>, to: string[]): Promise<string> {
     expect(await reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
-    await waitFor(() => sink.messages.length === 1, 10_000, 'delivery');
-    expect(sink.messages[0].to).toEqual(to);
-    return sink.messages[0].data.toString('utf8');
+    await waitFor(() => t.sink.messages.length === 1, 10_000, 'delivery');
+    expect(t.sink.messages[0].to).toEqual(to);
+    return t.sink.messages[0].data.toString('utf8');
   }
 
   describe('allowed_senders: envelope MAIL FROM and every address in the header From', () => {
@@ -119,7 +102,7 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
         'sender_not_allowed',
       );
       await client.quit();
-      expect(sink.messages).toHaveLength(0);
+      expect(t.sink.messages).toHaveLength(0);
     });
 
     test('IDN: punycode envelope, UTF-8 header From and a punycode pattern all compare as one domain', async () => {
@@ -131,7 +114,7 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       client.write(Buffer.from(`${body}\r\n.\r\n`, 'utf8'));
       expect(await client.reply()).toMatch(/^250 2\.0\.0 Ok: queued as /);
       await client.quit();
-      await waitFor(() => sink.messages.length === 1, 10_000, 'delivery');
+      await waitFor(() => t.sink.messages.length === 1, 10_000, 'delivery');
     });
   });
 
@@ -172,7 +155,7 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       };
       expect(await rcpt('later@example.com')).toMatch(/^250 /);
 
-      const next = path.join(dir, 'suppressed.txt.new');
+      const next = path.join(t.dir, 'suppressed.txt.new');
       writeFileSync(next, 'gone@example.com\nlater@example.com\n');
       renameSync(next, suppressionFile);
       await waitFor(async () => (await rcpt('later@example.com'))?.startsWith('550 5.1.1') ?? false, 15_000, 'the renamed file to be reloaded');
@@ -203,7 +186,7 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     });
 
     test('a declared SIZE over the policy maximum is refused at MAIL FROM; the listener still advertises its own maximum', async () => {
-      const { client, ehlo } = await openSession(running.smtpPort);
+      const { client, ehlo } = await openSession(t.running.smtpPort);
       expect(ehlo).toMatch(/^250[- ]SIZE 1048576$/m);
       await expectRefused(() => client.command('MAIL FROM:<erp@corp.example> SIZE=100000'), '552 5.3.4 Message size exceeds maximum message size of 65536 bytes for client erp', 'too_big');
       expect(await client.command('MAIL FROM:<erp@corp.example> SIZE=1000')).toMatch(/^250 /);
@@ -239,7 +222,7 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
         'content_rule',
       );
       await client.quit();
-      expect(sink.messages).toHaveLength(0);
+      expect(t.sink.messages).toHaveLength(0);
     });
 
     test('an allowed attachment at the same depth is delivered byte for byte', async () => {
@@ -299,16 +282,16 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       ['the auth: optional listener', 'smtp'],
       ['the auth: off listener', 'lan'],
     ])('%s', async (_what, listener) => {
-      const { client, greeting } = await openSession(running.portOf(listener), { localAddress: '127.0.0.2' });
+      const { client, greeting } = await openSession(t.running.portOf(listener), { localAddress: '127.0.0.2' });
       expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
       await waitFor(() => client.isClosed, 5000, 'the refused connection to close');
-      expect(sink.messages).toHaveLength(0);
+      expect(t.sink.messages).toHaveLength(0);
       expect(await received('(unknown)')).toBe(0);
     });
   });
 
   test('every refusal is counted with its reason', async () => {
-    const metrics = await metricsText(running.httpPort);
+    const metrics = await metricsText(t.running.httpPort);
     for (const reason of ['sender_not_allowed', 'recipient_not_allowed', 'suppressed', 'too_many_recipients', 'too_big', 'content_rule']) {
       expect(metricValue(metrics, `smarthop_messages_rejected_total{client="erp",reason="${reason}"}`)).toBeGreaterThanOrEqual(1);
     }

@@ -1,5 +1,4 @@
-import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { metricsText, metricValue, relayPerDescribe, waitFor } from './helpers/harness';
 import { openSession } from './helpers/smtp-client';
 
 /**
@@ -36,38 +35,21 @@ const EXPECTED: Record<'normalize' | 'strict', Record<string, string>> = {
 };
 
 describe('SMTP smuggling: one DATA is never two messages downstream, for trusted clients too', () => {
-  let dir: string;
-  let sink: SmtpSink;
-  let running: RunningRelay;
-
-  beforeAll(async () => {
-    dir = tempDir();
-    sink = await startSink();
-    running = await startRelay(buildConfig(
-      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-        listeners: [
-          { name: 'normalize', address: '127.0.0.1:0', tls: 'none', auth: 'off', line_endings: 'normalize' },
-          { name: 'strict', address: '127.0.0.1:0', tls: 'none', auth: 'off', line_endings: 'strict' },
-        ],
-        // The client is trusted (a LAN network) and its policy only lets it send as itself.
-        clients: [{ name: 'erp', networks: ['127.0.0.1/32'], policy: 'own_domain' }],
-        policies: { own_domain: { allowed_senders: ['*@corp.example'] } },
-      }),
-      dir,
-    ));
-  });
-
-  afterAll(async () => {
-    await running.stop();
-    await sink.close();
-    removeDir(dir);
-  });
+  const t = relayPerDescribe(() => ({
+    listeners: [
+      { name: 'normalize', address: '127.0.0.1:0', tls: 'none', auth: 'off', line_endings: 'normalize' },
+      { name: 'strict', address: '127.0.0.1:0', tls: 'none', auth: 'off', line_endings: 'strict' },
+    ],
+    // The client is trusted (a LAN network) and its policy only lets it send as itself.
+    clients: [{ name: 'erp', networks: ['127.0.0.1/32'], policy: 'own_domain' }],
+    policies: { own_domain: { allowed_senders: ['*@corp.example'] } },
+  }));
 
   const cases = (['normalize', 'strict'] as const).flatMap((mode) => VARIANTS.map(([name, ending]) => [mode, name, ending] as const));
 
   test.each(cases)('%s: %s followed by a smuggled MAIL/RCPT/DATA', async (mode, name, ending) => {
-    const before = sink.messages.length;
-    const { client } = await openSession(running.portOf(mode));
+    const before = t.sink.messages.length;
+    const { client } = await openSession(t.running.portOf(mode));
     expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
     expect(await client.command('RCPT TO:<user@example.com>')).toMatch(/^250 /);
     expect(await client.command('DATA')).toMatch(/^354 /);
@@ -82,11 +64,11 @@ describe('SMTP smuggling: one DATA is never two messages downstream, for trusted
     await client.quit();
 
     if (expected !== 'queued') {
-      expect(sink.messages.length).toBe(before);
+      expect(t.sink.messages.length).toBe(before);
       return;
     }
-    await waitFor(() => sink.messages.length === before + 1, 10_000, 'delivery');
-    const delivered = sink.messages[before];
+    await waitFor(() => t.sink.messages.length === before + 1, 10_000, 'delivery');
+    const delivered = t.sink.messages[before];
     expect(delivered.from).toBe('erp@corp.example');
     expect(delivered.to).toEqual(['user@example.com']);
     const data = delivered.data.toString('latin1');
@@ -97,16 +79,16 @@ describe('SMTP smuggling: one DATA is never two messages downstream, for trusted
   });
 
   test('the smart host never received a message from the smuggled sender', async () => {
-    await waitFor(() => sink.messages.length === 3, 10_000, 'the three normalised messages');
-    expect(sink.messages.map((m) => m.from)).toEqual(['erp@corp.example', 'erp@corp.example', 'erp@corp.example']);
-    expect(sink.recipients()).not.toContain('victim@example.com');
-    const metrics = await metricsText(running.httpPort);
+    await waitFor(() => t.sink.messages.length === 3, 10_000, 'the three normalised messages');
+    expect(t.sink.messages.map((m) => m.from)).toEqual(['erp@corp.example', 'erp@corp.example', 'erp@corp.example']);
+    expect(t.sink.recipients()).not.toContain('victim@example.com');
+    const metrics = await metricsText(t.running.httpPort);
     expect(metricValue(metrics, 'smarthop_messages_rejected_total{client="erp",reason="smuggling"}')).toBe(7);
     expect(metricValue(metrics, 'smarthop_line_endings_normalized_total{client="erp"}')).toBe(3);
   });
 
   test('an address outside every client cannot even start the attempt', async () => {
-    const { greeting } = await openSession(running.portOf('normalize'), { localAddress: '127.0.0.2' });
+    const { greeting } = await openSession(t.running.portOf('normalize'), { localAddress: '127.0.0.2' });
     expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
   });
 });

@@ -185,6 +185,42 @@ export class TokenEndpoint {
 }
 
 /**
+ * One relay forwarding to one sink (smart host `primary`), shared by the tests of a describe and torn
+ * down after them: call inside a describe. `overrides` gets the describe's temp dir and returns what
+ * the relay's config changes from baseConfig (clients, listeners, limits, …).
+ */
+export function relayPerDescribe(overrides: (dir: string) => Record<string, unknown> | Promise<Record<string, unknown>>): {
+  readonly dir: string;
+  readonly sink: SmtpSink;
+  readonly running: RunningRelay;
+} {
+  let dir = '';
+  let sink: SmtpSink | null = null;
+  let running: RunningRelay | null = null;
+  beforeAll(async () => {
+    dir = tempDir();
+    sink = await startSink();
+    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }], await overrides(dir)), dir));
+  });
+  afterAll(async () => {
+    await running?.stop();
+    await sink?.close();
+    removeDir(dir);
+  });
+  return {
+    get dir() {
+      return dir;
+    },
+    get sink() {
+      return sink as SmtpSink;
+    },
+    get running() {
+      return running as RunningRelay;
+    },
+  };
+}
+
+/**
  * One relay, one spool and its own smart-host sinks per test, all torn down after it: call inside a
  * describe. Outcomes cannot leak from one test into the next.
  */
