@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { Readable, Transform } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import MimeNode from 'nodemailer/lib/mime-node';
 import type { NodemailerError } from 'nodemailer/lib/errors';
@@ -251,19 +251,19 @@ export class QueueFileError extends Error {}
 export function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
   const file = size === undefined ? createReadStream(path) : size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
   const garbage = streamedGarbage();
-  const out = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      garbage.streamed(chunk.length);
-      callback(null, chunk);
-    },
-  });
-  if (head) out.write(head);
+  const out = new PassThrough();
+  if (head) {
+    garbage.streamed(head.length);
+    out.write(head);
+  }
   // The consumer (nodemailer's connection) listens for errors while it sends; a stream it was handed
   // but never read must not turn a damaged file into an uncaught exception that ends the thread.
   out.on('error', () => undefined);
   let read = 0;
+  // One count per chunk read serves both: the short-file check and the collection of read Buffers.
   file.on('data', (chunk: Buffer) => {
     read += chunk.length;
+    garbage.streamed(chunk.length);
   });
   file.on('error', (err: Error) => out.destroy(new QueueFileError(`cannot read the queued message: ${err.message}`)));
   file.on('end', () => {
