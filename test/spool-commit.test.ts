@@ -1,6 +1,7 @@
 import { mkdirSync, readdirSync, readFileSync, readlinkSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
+import { WRITE_BUFFER_BYTES } from '../src/spool/incoming';
 import { SpoolStore } from '../src/spool/store';
 import { encodeTrailer, FOOTER_BYTES } from '../src/spool/trailer';
 import { spoolPerTest } from './helpers/harness';
@@ -68,6 +69,24 @@ describe('spool: one file per committed message', () => {
     const read = await spool.store.readForDelivery(large);
     expect(read.meta.size).toBe(100 * 1024);
     expect(read.message).toBeUndefined();
+  });
+
+  test('a message streamed in many writes lands byte for byte: the batches written while it streams, the last one at the seal, then the metadata', async () => {
+    const id = spool.store.newId();
+    const pattern = Buffer.alloc(3 * WRITE_BUFFER_BYTES + 12_345);
+    for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 31 + (i >> 8)) & 0xff;
+    const incoming = await spool.store.createIncoming(id);
+    // Odd chunk sizes, so batches end mid-chunk and the last write starts wherever the batches stopped.
+    for (let offset = 0, size = 1; offset < pattern.length; offset += size, size = (size * 7 + 3) % 9_001 + 1) {
+      const chunk = pattern.subarray(offset, Math.min(offset + size, pattern.length));
+      if (!incoming.stream.write(chunk)) await new Promise((resolve) => incoming.stream.once('drain', resolve));
+    }
+    await new Promise<void>((resolve, reject) => incoming.stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    const committed = meta(id, { size: incoming.bytesWritten });
+    await spool.store.commit(committed, incoming);
+    const file = readFileSync(path.join(spool.store.queueDir, `${id}.eml`));
+    expect(file.subarray(0, pattern.length).equals(pattern)).toBe(true);
+    expect(file.subarray(pattern.length).toString('latin1')).toBe(encodeTrailer(JSON.stringify(committed)).toString('latin1'));
   });
 
   test('after a restart the committed file alone is recovered, with its metadata', async () => {

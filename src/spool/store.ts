@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { renameSync } from 'node:fs';
 import { access, mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { LRUCache } from 'lru-cache';
@@ -129,7 +130,10 @@ export class SpoolStore {
     this.justCommitted.set(id, copy);
     this.withoutStateFile.add(id);
     try {
-      await rename(this.tmpPath(id, '.eml'), this.queuePath(id, '.eml'));
+      // On the event loop, like the seal's last write (incoming.ts): a rename within one local file
+      // system takes microseconds of kernel time, and a trip through the thread pool waited ~1.5 ms
+      // at the median under load, on the way to the 250.
+      renameSync(this.tmpPath(id, '.eml'), this.queuePath(id, '.eml'));
     } catch (err) {
       this.forget(id);
       throw err;
