@@ -165,6 +165,8 @@ export class Relay {
     });
     this.metrics.bindDisk({ freeBytes: () => this.store.freeBytes(), minFreeBytes: config.spool.min_free_disk });
     this.metrics.bindStateBackend(() => this.stateBackend());
+    const deliveryThread = this.deliveryThread;
+    if (deliveryThread) this.metrics.bindDeliveryThreadHeap(() => deliveryThread.heapSpaces());
     this.metrics.initialise(this.labelNames(this.live));
   }
 

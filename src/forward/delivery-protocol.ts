@@ -11,9 +11,19 @@ export type ToDeliveryThread =
   /** `ca`: the CA file's contents, read on the event loop so a missing file fails start and reload there. */
   | { type: 'open'; host: number; config: SmartHostConfig; heloName: string; ca?: Uint8Array }
   | { type: 'send'; request: number; host: number; envelope: Envelope; body: MessageBody }
-  | { type: 'close'; host: number };
+  | { type: 'close'; host: number }
+  /** What the thread's V8 heap holds now (for /metrics). */
+  | { type: 'heap'; request: number };
 
 export type FromDeliveryThread =
   | { type: 'sent'; request: number; outcomes: [string, Outcome][] }
   /** The send threw instead of returning outcomes: a bug, reported as a temporary failure. */
-  | { type: 'failed'; request: number; message: string };
+  | { type: 'failed'; request: number; message: string }
+  | { type: 'heap'; request: number; spaces: HeapSpace[] };
+
+/** One V8 heap space of the thread (`new_space`, `old_space` …): bytes committed and bytes in use. */
+export interface HeapSpace {
+  space: string;
+  size: number;
+  used: number;
+}

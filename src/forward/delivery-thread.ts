@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { SmartHostConfig } from '../config/schema';
-import type { FromDeliveryThread, ToDeliveryThread } from './delivery-protocol';
+import { letThreadsSizeTheirYoungGeneration } from '../memory/launch-settings';
+import type { FromDeliveryThread, HeapSpace, ToDeliveryThread } from './delivery-protocol';
 import type { Outcome } from './outcome';
 import type { Envelope, MessageBody, SmartHostTransport } from './smarthost';
 import { loadCa } from './smarthost-ca';
@@ -21,6 +22,9 @@ import { loadCa } from './smarthost-ca';
  */
 const WORKER_YOUNG_GENERATION_MB = 6;
 
+/** A scrape must not hang on a thread that is busy or dying: no answer by then reads as no figures. */
+const HEAP_QUERY_TIMEOUT_MS = 1_000;
+
 /**
  * Runs every smart host's connections on one worker thread. The event loop stays the only place
  * that decides anything about a message (spool state, breaker, quota, bounces); the thread only
@@ -32,6 +36,7 @@ export class DeliveryThread {
   private worker: Worker | null = null;
   private readonly openHosts = new Map<number, { config: SmartHostConfig; ca: Buffer | undefined }>();
   private readonly pending = new Map<number, { recipients: string[]; resolve: (outcomes: Map<string, Outcome>) => void }>();
+  private readonly heapQueries = new Map<number, (spaces: HeapSpace[]) => void>();
   private nextHost = 1;
   private nextRequest = 1;
   private stopped = false;
@@ -75,6 +80,37 @@ export class DeliveryThread {
     this.worker = null;
     if (worker) await worker.terminate();
     this.failPending('the relay is stopping');
+    this.answerHeapQueries();
+  }
+
+  /**
+   * The thread's V8 heap, space by space, for /metrics: prom-client's own heap metrics see only the
+   * event loop's isolate. Empty when no thread runs or it does not answer within a second.
+   */
+  heapSpaces(): Promise<HeapSpace[]> {
+    const worker = this.worker;
+    if (!worker || this.stopped) return Promise.resolve([]);
+    return new Promise((resolve) => {
+      const request = this.nextRequest++;
+      const timer = setTimeout(() => this.answerHeapQuery(request, []), HEAP_QUERY_TIMEOUT_MS);
+      timer.unref();
+      this.heapQueries.set(request, (spaces) => {
+        clearTimeout(timer);
+        resolve(spaces);
+      });
+      worker.postMessage({ type: 'heap', request } satisfies ToDeliveryThread);
+    });
+  }
+
+  /** The thread is gone: every query still waiting gets no figures. */
+  private answerHeapQueries(): void {
+    for (const request of [...this.heapQueries.keys()]) this.answerHeapQuery(request, []);
+  }
+
+  private answerHeapQuery(request: number, spaces: HeapSpace[]): void {
+    const answer = this.heapQueries.get(request);
+    this.heapQueries.delete(request);
+    answer?.(spaces);
   }
 
   private send(host: number, envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
@@ -107,10 +143,12 @@ export class DeliveryThread {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
+    letThreadsSizeTheirYoungGeneration();
     const worker = new Worker(this.script, { name: 'smarthop-delivery', resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
     this.worker = worker;
     worker.on('message', (message: FromDeliveryThread) => {
       if (message.type === 'sent') this.settle(message.request, new Map(message.outcomes));
+      else if (message.type === 'heap') this.answerHeapQuery(message.request, message.spaces);
       else {
         const entry = this.pending.get(message.request);
         this.settle(message.request, failedOutcomes(entry?.recipients ?? [], `delivery thread: ${message.message}`));
@@ -121,6 +159,7 @@ export class DeliveryThread {
       if (this.worker !== worker) return;
       this.worker = null;
       this.failPending(`delivery thread exited with code ${code}`);
+      this.answerHeapQueries();
     });
     // A new thread (the first, or one replacing a dead one) needs every smart host still in use.
     for (const [host, { config, ca }] of this.openHosts) worker.postMessage({ type: 'open', host, config, heloName: this.heloName, ca } satisfies ToDeliveryThread);

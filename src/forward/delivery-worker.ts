@@ -1,3 +1,4 @@
+import { getHeapSpaceStatistics } from 'node:v8';
 import { parentPort } from 'node:worker_threads';
 import type { FromDeliveryThread, ToDeliveryThread } from './delivery-protocol';
 import { NodemailerSmartHost } from './smarthost';
@@ -34,6 +35,9 @@ port.on('message', (message: ToDeliveryThread) => {
       hosts.get(message.host)?.close();
       hosts.delete(message.host);
       broken.delete(message.host);
+      return;
+    case 'heap':
+      reply({ type: 'heap', request: message.request, spaces: getHeapSpaceStatistics().map((space) => ({ space: space.space_name, size: space.space_size, used: space.space_used_size })) });
       return;
     case 'send': {
       const host = hosts.get(message.host);

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StateBackend } from '../limits/shared-state-health';
+import type { HeapSpace } from '../forward/delivery-protocol';
 import type { RelayEvent } from './events';
 
 /** What the smart-host up gauge needs about one host. */
@@ -42,6 +43,7 @@ export class Metrics {
   private quotaSource: () => Promise<QuotaRemaining[]> = async () => [];
   private diskSource: DiskSource | null = null;
   private stateSource: () => StateBackend = () => 'memory';
+  private deliveryThreadHeapSource: () => Promise<HeapSpace[]> = async () => [];
 
   private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
   private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
@@ -107,6 +109,23 @@ export class Metrics {
         for (const backend of ['memory', 'redis', 'local_fallback'] as const) this.set({ backend }, backend === current ? 1 : 0);
       },
     });
+    // The same shape as prom-client's nodejs_heap_space_size_*_bytes{space}, which cover only the
+    // event loop's heap; reset() first, so a thread that stopped answering shows no stale figures.
+    const threadHeap = () => this.deliveryThreadHeapSource();
+    new Gauge({
+      name: 'smarthop_delivery_thread_heap_space_size_bytes', help: 'Committed size of each V8 heap space of the delivery thread (delivery.worker_thread)', labelNames: ['space'], registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const space of await threadHeap()) this.set({ space: heapSpaceLabel(space.space) }, space.size);
+      },
+    });
+    new Gauge({
+      name: 'smarthop_delivery_thread_heap_space_used_bytes', help: 'Bytes in use in each V8 heap space of the delivery thread (delivery.worker_thread)', labelNames: ['space'], registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const space of await threadHeap()) this.set({ space: heapSpaceLabel(space.space) }, space.used);
+      },
+    });
     const disk = () => this.diskSource;
     new Gauge({
       name: 'smarthop_spool_free_bytes', help: 'Free bytes on the file system of the spool (available to the relay user)', registers: [this.registry],
@@ -131,6 +150,10 @@ export class Metrics {
   /** An output could not keep up (bounded queue full) or gave up retrying. */
   eventsDroppedBy(output: 'file' | 'webhook', count = 1): void {
     this.eventsDropped.inc({ output }, count);
+  }
+
+  bindDeliveryThreadHeap(source: () => Promise<HeapSpace[]>): void {
+    this.deliveryThreadHeapSource = source;
   }
 
   bindStateBackend(source: () => StateBackend): void {
@@ -220,4 +243,9 @@ export class Metrics {
         return;
     }
   }
+}
+
+/** `new_space` → `new`, as prom-client labels the event loop's spaces. */
+function heapSpaceLabel(v8Name: string): string {
+  return v8Name.replace(/_space$/, '');
 }

@@ -1,0 +1,92 @@
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { stringify } from 'yaml';
+import type { SmtpSink } from '../src/sink/sink';
+import { ChildRelay } from './helpers/child-relay';
+import { freePort, removeDir, startSink, tempDir, waitFor } from './helpers/harness';
+import { message, openSession } from './helpers/smtp-client';
+
+const MiB = 1024 * 1024;
+
+/** `name{space="new"} 4194304` → 4194304 for each space; absent series are simply missing. */
+function gaugeBySpace(metrics: string, name: string): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const match of metrics.matchAll(new RegExp(`^${name}\\{space="(\\w+)"\\} (\\S+)$`, 'gm'))) values.set(match[1], Number(match[2]));
+  return values;
+}
+
+/**
+ * The delivery thread's heap in /metrics, read from a relay started the way admins start it (with
+ * RELAY_NODE_FLAGS, whose process-wide --max-semi-space-size once overrode the thread's own young
+ * generation and doubled its new space).
+ */
+describe('the delivery thread\'s heap', () => {
+  let dir: string;
+  let relay: ChildRelay | null = null;
+  let sink: SmtpSink | null = null;
+
+  afterEach(async () => {
+    await relay?.kill('SIGTERM');
+    await sink?.close();
+    relay = null;
+    sink = null;
+    removeDir(dir);
+  });
+
+  async function startRelay(workerThread: boolean): Promise<{ smtpPort: number; httpPort: number }> {
+    dir = tempDir();
+    const [smtpPort, httpPort, sinkPort] = [await freePort(), await freePort(), await freePort()];
+    sink = await startSink({ port: sinkPort });
+    const configFile = path.join(dir, 'relay.yaml');
+    writeFileSync(configFile, stringify({
+      hostname: 'relay.test',
+      spool: { dir: './spool', min_free_disk: 0 },
+      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
+      clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
+      routes: { default: { smarthosts: ['primary'] } },
+      smarthosts: [{ name: 'primary', host: '127.0.0.1', port: sinkPort, tls: 'none' }],
+      delivery: { worker_thread: workerThread },
+      http: { address: `127.0.0.1:${httpPort}` },
+      log: { level: 'warn' },
+    }));
+    relay = await ChildRelay.start(configFile, httpPort);
+    return { smtpPort, httpPort };
+  }
+
+  const scrape = async (httpPort: number): Promise<string> => (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+
+  test('is in /metrics by space, and its new space stays within the thread\'s own 6 MB young generation under load', async () => {
+    const { smtpPort, httpPort } = await startRelay(true);
+    // Measured: the thread's new space grows to its maximum within the first ~50 messages of this load.
+    const sessions = 5;
+    const perSession = 24;
+    await Promise.all(Array.from({ length: sessions }, async (_, s) => {
+      const { client } = await openSession(smtpPort);
+      for (let i = 0; i < perSession; i++) {
+        const reply = await client.sendMessage('erp@corp.example', [`user${s}-${i}@example.com`], message({ subject: `load ${s}-${i}`, body: `${'x'.repeat(76)}\r\n`.repeat(130) }));
+        expect(reply).toMatch(/^250 /);
+      }
+      await client.quit();
+    }));
+    await waitFor(() => (sink as SmtpSink).messages.length === sessions * perSession, 15_000, 'every message at the sink');
+
+    const metrics = await scrape(httpPort);
+    const size = gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_size_bytes');
+    const used = gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_used_bytes');
+    expect(used.get('old')).toBeGreaterThan(1 * MiB);
+    expect(size.get('old')).toBeGreaterThanOrEqual(used.get('old') as number);
+    // Two 2 MB semi-spaces; with the event loop's --max-semi-space-size=4 it was 8 MiB.
+    expect(size.get('new')).toBeGreaterThan(0);
+    expect(size.get('new')).toBeLessThanOrEqual(4 * MiB);
+    // The event loop's own heap keeps prom-client's names, beside the thread's.
+    expect(metrics).toMatch(/^nodejs_heap_space_size_total_bytes\{space="new"\} \d+/m);
+  });
+
+  test('has no series when delivery.worker_thread is false', async () => {
+    const { httpPort } = await startRelay(false);
+    const metrics = await scrape(httpPort);
+    expect(metrics).toContain('# TYPE smarthop_delivery_thread_heap_space_size_bytes gauge');
+    expect(gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_size_bytes').size).toBe(0);
+    expect(gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_used_bytes').size).toBe(0);
+  });
+});
