@@ -1,29 +1,47 @@
 import { DirectorySyncer } from '../src/spool/dir-sync';
 import { removeDir, tempDir } from './helpers/harness';
 
-/** Counts the real fsyncs it makes. */
+/** Counts the real fsyncs it makes, which have ended, and how many ran at once. */
 class CountingSyncer extends DirectorySyncer {
-  fsyncs: number[] = [];
+  started = 0;
+  readonly ended = new Set<number>();
+  running = 0;
+  mostAtOnce = 0;
   protected override async fsyncOnce(): Promise<void> {
-    this.fsyncs.push(Date.now());
-    await super.fsyncOnce();
+    const index = this.started++;
+    this.running++;
+    this.mostAtOnce = Math.max(this.mostAtOnce, this.running);
+    try {
+      await super.fsyncOnce();
+    } finally {
+      this.running--;
+      this.ended.add(index);
+    }
   }
 }
 
 describe('DirectorySyncer (group commit)', () => {
-  test('concurrent callers share fsyncs, and each waits for one that started after its call', async () => {
+  test('concurrent callers share fsyncs, at most two run at once, and each waits for one that started after its call', async () => {
     const dir = tempDir();
     const syncer = new CountingSyncer(dir);
     try {
-      const order: string[] = [];
-      const first = syncer.sync().then(() => order.push('first'));
-      const rest = Array.from({ length: 50 }, (_, i) => syncer.sync().then(() => order.push(`later-${i}`)));
-      await Promise.all([first, ...rest]);
-      // One fsync was already running for the first caller; the 50 that came while it ran share the next one.
-      expect(syncer.fsyncs).toHaveLength(2);
-      expect(order[0]).toBe('first');
-      await syncer.sync();
-      expect(syncer.fsyncs).toHaveLength(3);
+      const covered: boolean[] = [];
+      const call = (i: number): Promise<void> => {
+        // Only an fsync that starts after this call covers a rename made just before it.
+        const firstThatCounts = syncer.started;
+        return syncer.sync().then(() => {
+          covered[i] = [...syncer.ended].some((index) => index >= firstThatCounts);
+        });
+      };
+      await Promise.all(Array.from({ length: 51 }, (_, i) => call(i)));
+      // The first two callers each start one; the 49 that come while both run share a third.
+      expect(syncer.started).toBe(3);
+      expect(syncer.mostAtOnce).toBe(2);
+      expect(covered).toHaveLength(51);
+      expect(covered.every(Boolean)).toBe(true);
+      await call(51);
+      expect(syncer.started).toBe(4);
+      expect(covered[51]).toBe(true);
     } finally {
       // The syncer keeps its directory open between fsyncs; left to the collector, node warns (DEP0137).
       await syncer.close();
