@@ -215,5 +215,11 @@ describe('ingress: who may relay, and what a 250 means', () => {
     expect(metricValue(metrics, 'smarthop_messages_received_total{client="webshop"}')).toBeGreaterThanOrEqual(1);
     expect(metricValue(metrics, 'smarthop_delivery_attempts_total{smarthost="primary",outcome="delivered"}')).toBeGreaterThanOrEqual(1);
     expect(metrics).toContain('smarthop_queue_messages{state="dead"} 0');
+    // Every accepted message waited for its commit, and that wait is in the histogram.
+    const received = [...metrics.matchAll(/^smarthop_messages_received_total\{[^}]*\} (\d+)$/gm)].reduce((sum, match) => sum + Number(match[1]), 0);
+    expect(received).toBeGreaterThanOrEqual(2);
+    expect(metricValue(metrics, 'smarthop_spool_commit_duration_seconds_count')).toBe(received);
+    expect(metricValue(metrics, 'smarthop_spool_commit_duration_seconds_sum')).toBeGreaterThan(0);
+    expect(metricValue(metrics, 'smarthop_spool_commit_duration_seconds_bucket{le="+Inf"}')).toBe(received);
   });
 });

@@ -200,6 +200,7 @@ export class IngressSessions {
     // Whatever happens before the commit (a refusal, a dropped client, an unexpected error), the
     // file in tmp/ and its handle go with it.
     let meta: MessageMeta | undefined;
+    let commitMs = 0;
     try {
       let refusal: Refusal | undefined;
       try {
@@ -230,8 +231,10 @@ export class IngressSessions {
         ...(outgoing.from !== envelope.from ? { clientFrom: envelope.from } : {}),
         ...(outgoing.prependHeaders !== '' ? { prependHeaders: outgoing.prependHeaders } : {}),
       };
+      const commitStart = performance.now();
       try {
         await store.commit(received, incoming);
+        commitMs = performance.now() - commitStart;
       } catch (err) {
         return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'commit failed'})`, { from: envelope.from });
       }
@@ -241,7 +244,7 @@ export class IngressSessions {
     }
 
     if (guard.normalizedLineEndings > 0) this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
-    this.deps.observer.emit({ type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size });
+    this.deps.observer.emit({ type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size, commitMs });
     const verdict = await this.deps.onQueued(meta, session.listener);
     if (!verdict.ok) return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
     return { ok: true, queueId: id };

@@ -30,7 +30,11 @@ export type RelayEvent =
   | { type: 'connection'; listener: string; remote: string; result: 'accepted' | 'refused' }
   | { type: 'connection_closed'; listener: string }
   | { type: 'auth'; listener: string; remote: string; username: string; result: 'success' | 'failure' }
-  | { type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number }
+  | {
+      type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number;
+      /** End of DATA's checks to durable in queue/ (last write, fsync, rename, directory fsync): what the 250 waited for on the disk. */
+      commitMs: number;
+    }
   | { type: 'rejected'; client: string; listener: string; remote: string; reason: RejectReason; response: string; from?: string; to?: string }
   | { type: 'line_endings_normalized'; client: string }
   /** A rate limit or address guard said no; `limit` is a config-derived label such as `messages_1m`. */
