@@ -48,4 +48,32 @@ describe('DirectorySyncer (group commit)', () => {
       removeDir(dir);
     }
   });
+
+  test('a failed fsync fails every caller that shared it, and the next caller gets a fresh one', async () => {
+    const dir = tempDir();
+    class FailingOnce extends CountingSyncer {
+      failNext = true;
+      protected override async fsyncOnce(): Promise<void> {
+        if (this.failNext) {
+          this.failNext = false;
+          this.started++;
+          throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+        }
+        await super.fsyncOnce();
+      }
+    }
+    const syncer = new FailingOnce(dir);
+    try {
+      const results = await Promise.allSettled([syncer.sync(), syncer.sync(), syncer.sync(), syncer.sync()]);
+      // The first caller's fsync failed; the second had its own; the last two shared the third.
+      expect(results.map((result) => result.status)).toEqual(['rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+      expect((results[0] as PromiseRejectedResult).reason.code).toBe('EIO');
+      await expect(syncer.sync()).resolves.toBeUndefined();
+      expect(syncer.started).toBe(4);
+      expect(syncer.running).toBe(0);
+    } finally {
+      await syncer.close();
+      removeDir(dir);
+    }
+  });
 });

@@ -51,7 +51,7 @@ export class Metrics {
   private readonly received = new Counter({ name: 'smarthop_messages_received_total', help: 'Messages accepted (250 after fsync) by client', labelNames: ['client'], registers: [this.registry] });
   private readonly receivedBytes = new Counter({ name: 'smarthop_received_bytes_total', help: 'Bytes of accepted messages by client', labelNames: ['client'], registers: [this.registry] });
   // Down to half a millisecond: on a local SSD a commit is ~1–2 ms, and a disk that slows shows up here before it fills the queue.
-  private readonly commitDuration = new Histogram({ name: 'smarthop_spool_commit_duration_seconds', help: 'Time from the end of DATA\'s checks until the message is durable in queue/ (last write, fsync, rename, directory fsync): what the 250 waits for on the disk', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [this.registry] });
+  private readonly commitDuration = new Histogram({ name: 'smarthop_spool_commit_duration_seconds', help: 'Time from the end of DATA\'s checks until an accepted message is durable in queue/ (last write, fsync, rename, directory fsync; the file\'s close runs beside them): what the 250 waits for on the disk. A commit that fails is a 452, counted in smarthop_messages_rejected_total{reason="storage"}', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [this.registry] });
   private readonly rejected = new Counter({ name: 'smarthop_messages_rejected_total', help: 'Rejected SMTP transactions by client and reason', labelNames: ['client', 'reason'], registers: [this.registry] });
   private readonly rateLimited = new Counter({ name: 'smarthop_rate_limited_total', help: 'Refusals by a rate limit or address guard, by client and limit', labelNames: ['client', 'limit'], registers: [this.registry] });
   private readonly normalized = new Counter({ name: 'smarthop_line_endings_normalized_total', help: 'Messages whose bare LF line endings were read as CRLF, by client', labelNames: ['client'], registers: [this.registry] });
@@ -111,18 +111,23 @@ export class Metrics {
         for (const backend of ['memory', 'redis', 'local_fallback'] as const) this.set({ backend }, backend === current ? 1 : 0);
       },
     });
-    // The same shape as prom-client's nodejs_heap_space_size_*_bytes{space}, which cover only the
+    // The names and labels of prom-client's nodejs_heap_space_size_*_bytes{space}, which cover only the
     // event loop's heap; reset() first, so a thread that stopped answering shows no stale figures.
-    const threadHeap = () => this.deliveryThreadHeapSource();
+    // One query to the thread per scrape: both gauges collect at once and share its answer, so
+    // size and used are of the same moment.
+    let heapQuery: Promise<HeapSpace[]> | null = null;
+    const threadHeap = () => (heapQuery ??= this.deliveryThreadHeapSource().finally(() => {
+      heapQuery = null;
+    }));
     new Gauge({
-      name: 'smarthop_delivery_thread_heap_space_size_bytes', help: 'Committed size of each V8 heap space of the delivery thread (delivery.worker_thread)', labelNames: ['space'], registers: [this.registry],
+      name: 'smarthop_delivery_thread_heap_space_size_total_bytes', help: 'Committed size of each V8 heap space of the delivery thread (delivery.worker_thread)', labelNames: ['space'], registers: [this.registry],
       async collect() {
         this.reset();
         for (const space of await threadHeap()) this.set({ space: heapSpaceLabel(space.space) }, space.size);
       },
     });
     new Gauge({
-      name: 'smarthop_delivery_thread_heap_space_used_bytes', help: 'Bytes in use in each V8 heap space of the delivery thread (delivery.worker_thread)', labelNames: ['space'], registers: [this.registry],
+      name: 'smarthop_delivery_thread_heap_space_size_used_bytes', help: 'Bytes in use in each V8 heap space of the delivery thread (delivery.worker_thread)', labelNames: ['space'], registers: [this.registry],
       async collect() {
         this.reset();
         for (const space of await threadHeap()) this.set({ space: heapSpaceLabel(space.space) }, space.used);

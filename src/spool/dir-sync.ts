@@ -38,7 +38,8 @@ export class DirectorySyncer {
 
   private fsyncNow(): Promise<void> {
     this.inFlight++;
-    return this.fsyncOnce().finally(() => {
+    // Made a promise however fsyncOnce fails, so the count always comes down again.
+    return Promise.resolve().then(() => this.fsyncOnce()).finally(() => {
       this.inFlight--;
       const queued = this.queued;
       this.queued = null;

@@ -97,7 +97,7 @@ export class SpoolStore {
     const json = JSON.stringify(meta);
     const message = await incoming.seal(json);
     // Closing is one more trip to the thread pool, and the file is durable already: it runs beside
-    // the rename and the folder's fsync instead of before them. A failed close after a successful
+    // the folder's fsync instead of before the rename. A failed close after a successful
     // fsync loses nothing, so it must not turn a committed message into a 4xx (the client would send
     // it again and it would go out twice).
     const closing = incoming.close().catch(() => undefined);
