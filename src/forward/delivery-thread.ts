@@ -18,7 +18,8 @@ import { loadCa } from './smarthost-ca';
  * (2 MB semi-spaces) scavenges are frequent but cheap, because little survives them. Measured (20
  * and 200 sessions × 10 KiB): thread heap 40 -> 22 MB committed, its ArrayBuffers 29 -> 5 MB at peak,
  * relay peak RSS ~30 MB lower, CPU per message unchanged within the noise. 3 MB promoted more (old
- * space 30 MB); 12 MB kept 8 MB of new space for no gain.
+ * space 30 MB); 12 MB kept 8 MB of new space for no gain. It applies only because `ensureWorker`
+ * clears the command line's --max-semi-space-size first (see letThreadsSizeTheirYoungGeneration).
  */
 const WORKER_YOUNG_GENERATION_MB = 6;
 
