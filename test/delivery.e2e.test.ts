@@ -19,12 +19,26 @@ describe('forwarding: failover, deferral and permanent failure', () => {
 
   const spoolFiles = (state: string) => readdirSync(path.join(t.dir, 'spool', state));
 
+  /**
+   * The sink holds a message once its DATA is in, a moment before the relay reads the sink's 250 and
+   * counts the delivery: the metrics are read once the count is there, not at the sink's word.
+   */
+  async function deliveryCounted(relay: RunningRelay, smarthost = 'backup'): Promise<string> {
+    let metrics = '';
+    await waitFor(async () => {
+      metrics = await metricsText(relay.httpPort);
+      // Exported at 0 from the start, so the count, not the series, is what to wait for.
+      return (metricValue(metrics, `smarthop_messages_delivered_total{smarthost="${smarthost}"}`) ?? 0) >= 1;
+    }, 10_000, `the delivery to ${smarthost} counted`);
+    return metrics;
+  }
+
   test('primary down (connection refused) → the backup receives it at once, and the failover is counted', async () => {
     const backup = await sink();
     const relay = await relayWith([{ name: 'primary', port: await freePort(), priority: 10 }, { name: 'backup', port: backup.port, priority: 20 }]);
     await send();
     await waitFor(() => backup.messages.length === 1, 10_000, 'backup delivery');
-    const metrics = await metricsText(relay.httpPort);
+    const metrics = await deliveryCounted(relay);
     expect(metricValue(metrics, 'smarthop_failovers_total{from="primary",to="backup"}')).toBe(1);
     expect(metricValue(metrics, 'smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}')).toBe(1);
     expect(metricValue(metrics, 'smarthop_delivery_attempts_total{smarthost="backup",outcome="delivered"}')).toBe(1);
@@ -37,7 +51,7 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     const relay = await relayWith([{ name: 'primary', port: await freePort(), priority: 10 }, { name: 'backup', port: backup.port, priority: 20 }], { delivery: { worker_thread: false } });
     await send();
     await waitFor(() => backup.messages.length === 1, 10_000, 'backup delivery');
-    const metrics = await metricsText(relay.httpPort);
+    const metrics = await deliveryCounted(relay);
     expect(metricValue(metrics, 'smarthop_failovers_total{from="primary",to="backup"}')).toBe(1);
     expect(metricValue(metrics, 'smarthop_messages_delivered_total{smarthost="backup"}')).toBe(1);
     await waitFor(() => spoolFiles('queue').length === 0, 5000, 'queue to empty');
