@@ -3,15 +3,18 @@ import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { SmtpSink } from '../src/sink/sink';
 import { ChildRelay } from './helpers/child-relay';
-import { freePort, removeDir, startSink, tempDir, waitFor } from './helpers/harness';
+import { baseConfig, freePort, metricsText, metricValue, removeDir, startSink, tempDir, waitFor } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 const MiB = 1024 * 1024;
 
-/** `name{space="new"} 4194304` → 4194304 for each space; absent series are simply missing. */
-function gaugeBySpace(metrics: string, name: string): Map<string, number> {
+/** The value of `name{space="…"}` for each space in `spaces` that has a series. */
+function gaugeBySpace(metrics: string, name: string, spaces = ['new', 'old', 'code', 'large_object']): Map<string, number> {
   const values = new Map<string, number>();
-  for (const match of metrics.matchAll(new RegExp(`^${name}\\{space="(\\w+)"\\} (\\S+)$`, 'gm'))) values.set(match[1], Number(match[2]));
+  for (const space of spaces) {
+    const value = metricValue(metrics, `${name}{space="${space}"}`);
+    if (value !== undefined) values.set(space, value);
+  }
   return values;
 }
 
@@ -38,22 +41,15 @@ describe('the delivery thread\'s heap', () => {
     const [smtpPort, httpPort, sinkPort] = [await freePort(), await freePort(), await freePort()];
     sink = await startSink({ port: sinkPort });
     const configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(configFile, stringify({
-      hostname: 'relay.test',
-      spool: { dir: './spool', min_free_disk: 0 },
+    writeFileSync(configFile, stringify(baseConfig(dir, [{ name: 'primary', port: sinkPort }], {
       listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
       clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
-      routes: { default: { smarthosts: ['primary'] } },
-      smarthosts: [{ name: 'primary', host: '127.0.0.1', port: sinkPort, tls: 'none' }],
       delivery: { worker_thread: workerThread },
       http: { address: `127.0.0.1:${httpPort}` },
-      log: { level: 'warn' },
-    }));
+    })));
     relay = await ChildRelay.start(configFile, httpPort);
     return { smtpPort, httpPort };
   }
-
-  const scrape = async (httpPort: number): Promise<string> => (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
 
   test('is in /metrics by space, and its new space stays within the thread\'s own 6 MB young generation under load', async () => {
     const { smtpPort, httpPort } = await startRelay(true);
@@ -70,7 +66,7 @@ describe('the delivery thread\'s heap', () => {
     }));
     await waitFor(() => (sink as SmtpSink).messages.length === sessions * perSession, 15_000, 'every message at the sink');
 
-    const metrics = await scrape(httpPort);
+    const metrics = await metricsText(httpPort);
     const size = gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_size_total_bytes');
     const used = gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_size_used_bytes');
     expect(used.get('old')).toBeGreaterThan(1 * MiB);
@@ -80,14 +76,14 @@ describe('the delivery thread\'s heap', () => {
     expect(size.get('new')).toBeLessThanOrEqual(4 * MiB);
     // The event loop's own heap keeps prom-client's names beside the thread's, and clearing the flag
     // for the thread left the event loop its 4 MB semi-spaces (V8's default grows to 16 MB each).
-    const eventLoopNew = Number(/^nodejs_heap_space_size_total_bytes\{space="new"\} (\d+)/m.exec(metrics)?.[1]);
+    const eventLoopNew = metricValue(metrics, 'nodejs_heap_space_size_total_bytes{space="new"}');
     expect(eventLoopNew).toBeGreaterThan(0);
     expect(eventLoopNew).toBeLessThanOrEqual(8 * MiB);
   });
 
   test('has no series when delivery.worker_thread is false', async () => {
     const { httpPort } = await startRelay(false);
-    const metrics = await scrape(httpPort);
+    const metrics = await metricsText(httpPort);
     expect(metrics).toContain('# TYPE smarthop_delivery_thread_heap_space_size_total_bytes gauge');
     expect(gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_size_total_bytes').size).toBe(0);
     expect(gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_size_used_bytes').size).toBe(0);
