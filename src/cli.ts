@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError } from 'commander';
 import { registerAdminCommands } from './admin/commands';
-import { loadConfigFile } from './config/load';
+import { loadConfigAndRelease } from './config/load-and-release';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
@@ -19,7 +19,7 @@ import { VERSION } from './version';
 const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version(VERSION);
 
 function loadOrExit(file: string): RelayConfig {
-  const result = loadConfigFile(file);
+  const result = loadConfigAndRelease(file);
   // Key files are part of the config: a missing or wrong DKIM key is reported like any other error.
   const errors = result.ok ? loadRouteKeys(result.config.routes).errors : result.errors;
   if (!result.ok || errors.length > 0) {
@@ -59,7 +59,7 @@ program
     const { Relay } = await import('./relay.js');
     let relay: InstanceType<typeof Relay>;
     try {
-      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
+      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigAndRelease(opts.config) });
     } catch (err) {
       // Files the config names (a smart host's `ca`, TLS keys, DKIM keys) are read here: a missing one is a config error.
       process.stderr.write(`${opts.config}: cannot start: ${(err as Error).message}\n`);

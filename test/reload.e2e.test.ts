@@ -245,6 +245,16 @@ describe('reload', () => {
     expect(await client.sendMessage('printer@corp.example', ['a@example.com'], message())).toMatch(/^250 /);
     await client.quit();
     await waitFor(() => primary.messages.length === 1, 15_000, 'delivery');
+
+    // The process lets go of zod and yaml after each read (config/load-and-release.ts): each reload
+    // loads them afresh, and a schema error still comes back in zod's own words.
+    write({ ...raw, listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off', max_clients: -1 }] });
+    child.process.kill('SIGHUP');
+    await waitFor(async () => (await reloads('failure')) === 2, 10_000, 'second failed reload counted');
+    expect(child.output.join('')).toMatch(/listeners\[0\]\.max_clients: Too small: expected number to be >0/);
+    write({ ...raw, clients: [...(raw.clients as unknown[]), { name: 'office', networks: ['127.0.0.2/32'] }], log: { level: 'warn' } });
+    child.process.kill('SIGHUP');
+    await waitFor(async () => (await reloads('success')) === 2, 10_000, 'second reload counted');
     expect(await child.kill('SIGTERM')).toBe(0);
   });
 });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseDocument } from 'yaml';
 import { interpolateEnv, type InterpolationError } from './interpolate';
+import { isInlinePem } from './pem';
 import { configSchema, type RelayConfig } from './schema';
 
 export type ConfigResult = { ok: true; config: RelayConfig } | { ok: false; errors: string[] };
@@ -61,8 +62,4 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
       policy.suppressed_recipients === undefined ? policy : { ...policy, suppressed_recipients: resolve(policy.suppressed_recipients) },
     ])),
   };
-}
-
-export function isInlinePem(value: string): boolean {
-  return value.trimStart().startsWith('-----BEGIN');
 }
