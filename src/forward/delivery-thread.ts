@@ -17,11 +17,13 @@ import { loadCa } from './smarthost-ca';
  * ~30 MB of ArrayBuffers piled up under load and ~40 MB while a 50 MiB message streamed. At 6 MB
  * (2 MB semi-spaces) scavenges are frequent but cheap, because little survives them. Measured (20
  * and 200 sessions × 10 KiB): thread heap 40 -> 22 MB committed, its ArrayBuffers 29 -> 5 MB at peak,
- * relay peak RSS ~30 MB lower, CPU per message unchanged within the noise. 3 MB promoted more (old
- * space 30 MB); 12 MB kept 8 MB of new space for no gain. It applies only because `ensureWorker`
- * clears the command line's --max-semi-space-size first (see letThreadsSizeTheirYoungGeneration).
+ * relay peak RSS ~30 MB lower, CPU per message unchanged within the noise; 12 MB kept 8 MB of new
+ * space for no gain. 3 MB (1 MB semi-spaces) halves the new space again, ~1–2 MiB of peak RSS, with
+ * the thread's old space as before (6.4 MiB used against 7.8; an earlier "3 MB promoted more" was
+ * measured while the command line's flag still overrode this). It applies only because
+ * `ensureWorker` clears that flag first (see letThreadsSizeTheirYoungGeneration).
  */
-const WORKER_YOUNG_GENERATION_MB = 6;
+const WORKER_YOUNG_GENERATION_MB = 3;
 
 /** A scrape must not hang on a thread that is busy or dying: no answer by then reads as no figures. */
 const HEAP_QUERY_TIMEOUT_MS = 1_000;

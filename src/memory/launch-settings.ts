@@ -9,21 +9,24 @@ import { setFlagsFromString } from 'node:v8';
  */
 
 /**
- * `--max-semi-space-size=4`: a young generation of 4 MB semi-spaces for the event loop instead of
+ * `--max-semi-space-size=2`: a young generation of 2 MB semi-spaces for the event loop instead of
  * V8's 16 MB. Under load V8 grows it to the maximum, and the pages stay resident: 32 MB of the
  * relay's ~132 MB peak RSS at 20 sessions was young generation, of which ~1 MB was alive after a
- * scavenge. With 4 MB the peak is ~112 MB. Each scavenge only visits what is alive, so four times as
- * many of them cost V8 ~23 µs more of pause per message (`--trace-gc`, 5,000 messages: 445 against
- * 329 ms), and four alternated pairs of 5,000 messages could not tell the CPU apart (mean 13.3 against
- * 13.5 s). 2 MB saves another ~8 MB but doubles the scavenges again: ~0.12 ms more pause per message,
- * ~13% more CPU in alternated pairs of the plain bench.
+ * scavenge. Each scavenge only visits what is alive, so a smaller young generation costs more, but
+ * shorter, pauses.
+ * - 4 MB (the setting from 30 Nov 12:00): peak ~112 MB; four alternated pairs of 5,000 messages could
+ *   not tell the CPU from 16 MB's.
+ * - 2 MB (since 30 Nov 15:30): ~5 MiB less again (103.8 -> 97.0 MiB median with the thread's 3 MB young
+ *   generation, six alternated pairs of 5,000 messages), CPU per message 2.37 -> 2.42 ms, within those
+ *   pairs' noise (per pair -0.24 to +0.36 ms). Measured at 12:00, before the commit's last write and
+ *   rename moved onto the event loop, it had cost ~13%; docs/performance.md has both.
  */
-export const RELAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+export const RELAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
 
 /**
  * V8 flags are process-wide, and V8 lets `--max-semi-space-size` win over the young generation a
  * worker thread asks for in its `resourceLimits`: started with RELAY_NODE_FLAGS, the delivery thread
- * got the event loop's 4 MB semi-spaces (8 MB of new space) instead of its own 6 MB young generation
+ * got the event loop's 4 MB semi-spaces (8 MB of new space) instead of its own (then 6 MB) young generation
  * (4 MB of new space), ~5 MB more peak RSS. V8 reads the flag only when it sets up an isolate's heap,
  * so clearing it once the event loop's heap exists leaves that heap as it is and lets every thread
  * started afterwards size its own. Call it just before starting a thread.
