@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { baseConfig, removeDir, tempDir } from './helpers/harness';
 
 const DIST = path.resolve(__dirname, '../dist/src');
+const SRC = path.resolve(__dirname, '../src');
 
 interface Reading {
   ok: boolean;
@@ -84,5 +85,23 @@ describe('the relay lets go of the code that read its config', () => {
     expect(kept.cached).toBeGreaterThanOrEqual(kept.transient);
     // Measured: ~5.3 MiB kept against ~0.6 MiB released (the config itself and module bookkeeping).
     expect(kept.heapGrowth - released.heapGrowth).toBeGreaterThan(3 * 1024 * 1024);
+  });
+
+  test('only the config reader itself loads zod, yaml, config/load or config/schema at run time', () => {
+    // A static import anywhere else would keep the reader alive in the relay: the release would
+    // then free nothing, and every reload would load a second copy.
+    const files = readdirSync(SRC, { recursive: true, encoding: 'utf8' }).filter((file) => file.endsWith('.ts'));
+    const holders: string[] = [];
+    for (const file of files) {
+      for (const line of readFileSync(path.join(SRC, file), 'utf8').split('\n')) {
+        if (!/^(import|export) /.test(line) || /^(import|export) type /.test(line)) continue;
+        if (/from '(zod|yaml)'|from '(\.\.?\/)+(config\/)?(load|schema)'/.test(line)) holders.push(`${file}: ${line}`);
+      }
+    }
+    expect(holders.sort()).toEqual([
+      "config/load.ts: import { configSchema, type RelayConfig } from './schema';",
+      "config/load.ts: import { parseDocument } from 'yaml';",
+      "config/schema.ts: import { z } from 'zod';",
+    ]);
   });
 });

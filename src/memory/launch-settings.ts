@@ -16,7 +16,7 @@ import { setFlagsFromString } from 'node:v8';
  * shorter, pauses.
  * - 4 MB (the setting from 30 Nov 12:00): peak ~112 MB; four alternated pairs of 5,000 messages could
  *   not tell the CPU from 16 MB's.
- * - 2 MB (since 30 Nov 15:30): ~5 MiB less again (103.8 -> 97.0 MiB median with the thread's 3 MB young
+ * - 2 MB (since 30 Nov 15:25): ~5 MiB less again (103.8 -> 97.0 MiB median with the thread's 3 MB young
  *   generation, six alternated pairs of 5,000 messages), CPU per message 2.37 -> 2.42 ms, within those
  *   pairs' noise (per pair -0.24 to +0.36 ms). Measured at 12:00, before the commit's last write and
  *   rename moved onto the event loop, it had cost ~13%; docs/performance.md has both.
