@@ -18,8 +18,13 @@ import { VERSION } from './version';
 
 const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version(VERSION);
 
+/** The config was read, but its reader could not be let go of: it stays loaded, which costs memory only. */
+function releaseFailed(file: string, warn: (text: string) => void): (err: unknown) => void {
+  return (err) => warn(`${file}: config read, but its reader stays loaded (${err instanceof Error ? err.message : String(err)})`);
+}
+
 function loadOrExit(file: string): RelayConfig {
-  const result = loadConfigAndRelease(file);
+  const result = loadConfigAndRelease(file, process.env, releaseFailed(file, (text) => process.stderr.write(`${text}\n`)));
   // Key files are part of the config: a missing or wrong DKIM key is reported like any other error.
   const errors = result.ok ? loadRouteKeys(result.config.routes).errors : result.errors;
   if (!result.ok || errors.length > 0) {
@@ -59,7 +64,7 @@ program
     const { Relay } = await import('./relay.js');
     let relay: InstanceType<typeof Relay>;
     try {
-      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigAndRelease(opts.config) });
+      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigAndRelease(opts.config, process.env, releaseFailed(opts.config, (text) => relay.logger.warn(text))) });
     } catch (err) {
       // Files the config names (a smart host's `ca`, TLS keys, DKIM keys) are read here: a missing one is a config error.
       process.stderr.write(`${opts.config}: cannot start: ${(err as Error).message}\n`);

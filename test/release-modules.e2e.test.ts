@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
+import { useThenRelease } from '../src/memory/release-modules';
 import { baseConfig, removeDir, tempDir } from './helpers/harness';
 
 const DIST = path.resolve(__dirname, '../dist/src');
@@ -11,37 +12,41 @@ interface Reading {
   ok: boolean;
   /** Modules CONFIG_READER picks that were loaded while the config was read. */
   transient: number;
-  /** Those of them whose exports a forced collection left alive. */
+  /** Those of them a forced collection left alive. */
   alive: string[];
   /** Those of them still in require.cache. */
   cached: number;
   /** Heap used (after a forced collection) once the config is read, minus before. */
   heapGrowth: number;
   listeners: number;
+  /** The config's errors, if the read refused it. */
+  errors: string[];
 }
 
 /**
- * Reads `configFile` in a fresh node process (jest keeps its own module registry, not Node's) and
- * reports what is left of the code that read it. `release: false` is the control: the same read
- * without the release, so the test shows what it measures can be seen.
+ * Reads `configFile` in a fresh node (jest keeps its own module registry, not Node's) that has first
+ * loaded what `smarthop start` has loaded by then, and reports what is left of the code that read
+ * it. `release: false` is the control: the same read without the release, so the test shows that
+ * what it measures can be seen.
  */
 function readConfigInChild(configFile: string, release: boolean): Promise<Reading> {
   const script = `
+    const Module = require('node:module');
     const v8 = require('node:v8');
-    const { useThenRelease } = require(${JSON.stringify(`${DIST}/memory/release-modules.js`)});
-    const { CONFIG_READER } = require(${JSON.stringify(`${DIST}/config/load-and-release.js`)});
+    for (const loaded of ['relay.js', 'admin/commands.js', 'reenvelope/dkim-keys.js']) require(${JSON.stringify(DIST)} + '/' + loaded);
+    const { CONFIG_READER, loadConfigAndRelease } = require(${JSON.stringify(`${DIST}/config/load-and-release.js`)});
     const heapUsed = () => { gc(); gc(); return v8.getHeapStatistics().used_heap_size; };
-    const before = heapUsed();
     const refs = [];
-    const read = () => {
-      const result = require(${JSON.stringify(`${DIST}/config/load.js`)}).loadConfigFile(${JSON.stringify(configFile)});
-      for (const [file, loaded] of Object.entries(require.cache)) {
-        const exported = loaded.exports;
-        if (CONFIG_READER.isTransient(file) && exported !== null && (typeof exported === 'object' || typeof exported === 'function')) refs.push([file, new WeakRef(exported)]);
-      }
-      return result;
+    const load = Module.prototype.load;
+    Module.prototype.load = function (filename) {
+      load.call(this, filename);
+      if (CONFIG_READER.isTransient(filename)) refs.push([filename, new WeakRef(this)]);
     };
-    const result = ${release ? 'useThenRelease(read, CONFIG_READER)' : 'read()'};
+    const before = heapUsed();
+    const result = ${release
+      ? `loadConfigAndRelease(${JSON.stringify(configFile)}, process.env, (err) => { throw err; })`
+      : `require(${JSON.stringify(`${DIST}/config/load.js`)}).loadConfigFile(${JSON.stringify(configFile)})`};
+    Module.prototype.load = load;
     // A WeakRef keeps its target alive until the job that made it ends: collect in the next one.
     setTimeout(() => {
       const heapGrowth = heapUsed() - before;
@@ -52,6 +57,7 @@ function readConfigInChild(configFile: string, release: boolean): Promise<Readin
         cached: Object.keys(require.cache).filter(CONFIG_READER.isTransient).length,
         heapGrowth,
         listeners: result.ok ? result.config.listeners.length : 0,
+        errors: result.ok ? [] : result.errors,
       }));
     }, 20);
   `;
@@ -63,6 +69,38 @@ function readConfigInChild(configFile: string, release: boolean): Promise<Readin
   });
 }
 
+/** Every kind of value the schema's transforms build: networks of both families, matchers, header patterns, sizes, a DKIM route. */
+function richConfig(dir: string): Record<string, unknown> {
+  return baseConfig(dir, [{ name: 'primary', port: 2525 }], {
+    listeners: [{ name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional', proxy_protocol: true, trusted_proxies: ['10.0.0.0/8'] }],
+    clients: [
+      { name: 'lan', networks: ['127.0.0.1/32', 'fd00::/64', '::1'], policy: 'apps' },
+      { name: 'shop', username: 'shop', password_hash: 'scrypt$16384$8$1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA==' },
+    ],
+    policies: {
+      apps: {
+        allowed_senders: ['*@corp.example'],
+        allowed_recipients: ['*'],
+        denied_recipients: ['*@competitor.example'],
+        max_message_size: '512KiB',
+        max_recipients: 50,
+        rate_limits: [{ window: '1h', messages: 1000, recipients: 5000, bytes: '1GiB' }],
+        blocked_attachments: ['exe', '.js'],
+        header_rules: [{ header: 'Subject', match: 'lottery|you have won', action: 'reject' }, { header: 'X-Mailer', match: '.', action: 'strip' }],
+      },
+    },
+    routes: {
+      default: {
+        smarthosts: ['primary'],
+        envelope_from: 'bounces@corp.example',
+        rewrite_from: { unless: ['*@corp.example'], to: 'noreply@corp.example' },
+        strip_headers: ['X-Originating-IP'],
+        dkim: { domain: 'corp.example', selector: 's1', private_key: 'dkim-s1.pem' },
+      },
+    },
+  });
+}
+
 describe('the relay lets go of the code that read its config', () => {
   let dir: string;
   let configFile: string;
@@ -70,14 +108,14 @@ describe('the relay lets go of the code that read its config', () => {
   beforeAll(() => {
     dir = tempDir();
     configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(configFile, stringify(baseConfig(dir, [{ name: 'primary', port: 2525 }])));
+    writeFileSync(configFile, stringify(richConfig(dir)));
   });
   afterAll(() => removeDir(dir));
 
   test('zod, yaml and the loader are collected once the config is read; the config is whole', async () => {
     const [released, kept] = await Promise.all([readConfigInChild(configFile, true), readConfigInChild(configFile, false)]);
 
-    expect(released).toMatchObject({ ok: true, listeners: 1, alive: [], cached: 0 });
+    expect(released).toMatchObject({ errors: [], ok: true, listeners: 1, alive: [], cached: 0 });
     expect(kept).toMatchObject({ ok: true, listeners: 1 });
     // zod and yaml are well over a hundred files; every one of them is let go.
     expect(released.transient).toBeGreaterThan(100);
@@ -87,21 +125,34 @@ describe('the relay lets go of the code that read its config', () => {
     expect(kept.heapGrowth - released.heapGrowth).toBeGreaterThan(3 * 1024 * 1024);
   });
 
-  test('only the config reader itself loads zod, yaml, config/load or config/schema at run time', () => {
-    // A static import anywhere else would keep the reader alive in the relay: the release would
-    // then free nothing, and every reload would load a second copy.
-    const files = readdirSync(SRC, { recursive: true, encoding: 'utf8' }).filter((file) => file.endsWith('.ts'));
-    const holders: string[] = [];
-    for (const file of files) {
-      for (const line of readFileSync(path.join(SRC, file), 'utf8').split('\n')) {
-        if (!/^(import|export) /.test(line) || /^(import|export) type /.test(line)) continue;
-        if (/from '(zod|yaml)'|from '(\.\.?\/)+(config\/)?(load|schema)'/.test(line)) holders.push(`${file}: ${line}`);
+  test('in the built relay, only the config reader and the admin target reader load zod, yaml, config/load or config/schema', () => {
+    // Anything else that loaded them would keep the reader alive in the relay: the release would
+    // then free nothing, and every reload would load a second copy. The built code is what runs,
+    // and in it every import, static or lazy, is a require() (dynamic imports included).
+    const isReader = (file: string, specifier: string): boolean => {
+      if (!specifier.startsWith('.')) return /^(zod|yaml)(\/|$)/.test(specifier);
+      const target = path.resolve(path.dirname(path.join(DIST, file)), specifier).replace(/\.js$/, '');
+      return target === path.join(DIST, 'config/load') || target === path.join(DIST, 'config/schema');
+    };
+    const loads: string[] = [];
+    for (const file of readdirSync(DIST, { recursive: true, encoding: 'utf8' }).filter((name) => name.endsWith('.js'))) {
+      for (const [, specifier] of readFileSync(path.join(DIST, file), 'utf8').matchAll(/\brequire\(\s*["'`]([^"'`]+)["'`]\s*\)/g)) {
+        if (isReader(file, specifier)) loads.push(`${file} -> ${specifier}`);
       }
     }
-    expect(holders.sort()).toEqual([
-      "config/load.ts: import { configSchema, type RelayConfig } from './schema';",
-      "config/load.ts: import { parseDocument } from 'yaml';",
-      "config/schema.ts: import { z } from 'zod';",
+    expect(loads.sort()).toEqual([
+      'admin/target.js -> yaml', // lazily, for the admin commands (the relay never calls it)
+      'config/load-and-release.js -> ./load', // lazily, released after each read
+      'config/load.js -> ./schema',
+      'config/load.js -> yaml',
+      'config/schema.js -> zod',
     ]);
+  });
+
+  test('a release that fails costs memory only: the result stands and the error is reported', () => {
+    const errors: unknown[] = [];
+    const result = useThenRelease(() => 'the config', { isTransient: () => { throw new Error('no cache here'); } }, (err) => errors.push(err));
+    expect(result).toBe('the config');
+    expect(errors).toEqual([new Error('no cache here')]);
   });
 });

@@ -252,9 +252,14 @@ describe('reload', () => {
     child.process.kill('SIGHUP');
     await waitFor(async () => (await reloads('failure')) === 2, 10_000, 'second failed reload counted');
     expect(child.output.join('')).toMatch(/listeners\[0\]\.max_clients: Too small: expected number to be >0/);
-    write({ ...raw, clients: [...(raw.clients as unknown[]), { name: 'office', networks: ['127.0.0.2/32'] }], log: { level: 'warn' } });
+    const withOffice = { ...raw, clients: [...(raw.clients as unknown[]), { name: 'office', networks: ['127.0.0.2/32'] }] };
+    write({ ...withOffice, log: { level: 'warn' } });
     child.process.kill('SIGHUP');
     await waitFor(async () => (await reloads('success')) === 2, 10_000, 'second reload counted');
+    // Read by a fresh copy of the reader, the unchanged parts compare equal to the running ones.
+    write({ ...withOffice, log: { level: 'error' } });
+    const res = await fetch(`http://127.0.0.1:${httpPort}/api/reload`, { method: 'POST' });
+    expect({ status: res.status, body: await res.json() }).toEqual({ status: 200, body: { ok: true, changed: ['log'], restart_required: [] } });
     expect(await child.kill('SIGTERM')).toBe(0);
   });
 });

@@ -14,7 +14,7 @@
  * `instanceof`); the caller picks them.
  */
 
-export interface Release {
+export interface ReleaseSpec {
   /** Which loaded files to let go of (absolute paths, as in `require.cache`). */
   isTransient: (file: string) => boolean;
   /**
@@ -24,35 +24,58 @@ export interface Release {
   globals?: readonly string[];
 }
 
-/** Runs `use`, then lets go of the modules `release` picks, whether `use` returned or threw. */
-export function useThenRelease<T>(use: () => T, release: Release): T {
+/**
+ * Runs `use`, then lets go of the modules `spec` picks, whether `use` returned or threw. The release
+ * only saves memory: if it fails, `use`'s result (a config read, say) must stand, so its error is
+ * passed to `onReleaseError` instead of replacing that result.
+ */
+export function useThenRelease<T>(use: () => T, spec: ReleaseSpec, onReleaseError: (err: unknown) => void = () => {}): T {
   try {
     return use();
   } finally {
-    releaseModules(release);
+    try {
+      releaseModules(spec);
+    } catch (err) {
+      onReleaseError(err);
+    }
   }
 }
 
-/** Drops every link Node keeps to the modules `release` picks; returns how many it let go of. */
-export function releaseModules(release: Release): number {
-  const released = new Set<NodeJS.Module>();
+/** Drops every link Node keeps to the modules `spec` picks; returns how many it let go of. */
+export function releaseModules(spec: ReleaseSpec): number {
+  const released = new Map<string, NodeJS.Module>();
   for (const [file, loaded] of Object.entries(require.cache)) {
-    if (loaded && release.isTransient(file)) released.add(loaded);
+    if (loaded && spec.isTransient(file)) released.set(file, loaded);
   }
   if (released.size === 0) return 0;
-  for (const loaded of released) delete require.cache[loaded.id];
+  const releasedModules = new Set(released.values());
+  for (const file of released.keys()) delete require.cache[file];
+  // Reading `parent` warns under --pending-deprecation (see pendingDeprecationsOn).
+  const useParents = !pendingDeprecationsOn();
   // Whoever loaded a released module first holds it too, even a module outside the cache (the
   // entry of `node -e`, say).
   const holders = new Set(Object.values(require.cache));
-  for (const loaded of released) if (loaded.parent && !released.has(loaded.parent)) holders.add(loaded.parent);
+  if (useParents) for (const loaded of releasedModules) if (loaded.parent && !releasedModules.has(loaded.parent)) holders.add(loaded.parent);
   for (const kept of holders) {
     if (!kept) continue;
-    if (kept.children.some((child) => released.has(child))) kept.children = kept.children.filter((child) => !released.has(child));
+    if (Array.isArray(kept.children) && kept.children.some((child) => releasedModules.has(child))) {
+      kept.children = kept.children.filter((child) => !releasedModules.has(child));
+    }
     // `parent` is whoever loaded a module first: a kept module first loaded by a released one
     // (the config's own helpers, say) would otherwise hold it.
-    if (kept.parent && released.has(kept.parent)) kept.parent = null;
+    if (useParents && kept.parent && releasedModules.has(kept.parent)) kept.parent = null;
   }
-  const global = globalThis as Record<string, unknown>;
-  for (const name of release.globals ?? []) delete global[name];
+  const scope = globalThis as Record<string, unknown>;
+  for (const name of spec.globals ?? []) delete scope[name];
   return released.size;
+}
+
+/**
+ * `module.parent` is deprecated (DEP0144): reading or setting it warns, or throws with
+ * `--throw-deprecation`, when node runs with `--pending-deprecation`. The relay then leaves those
+ * links alone, and frees less.
+ */
+function pendingDeprecationsOn(): boolean {
+  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  return flags.includes('--pending-deprecation') || process.env.NODE_PENDING_DEPRECATION === '1';
 }
