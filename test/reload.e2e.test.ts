@@ -231,6 +231,10 @@ describe('reload', () => {
     write(raw);
     child = await ChildRelay.start(configFile, httpPort);
     const reloads = async (result: string) => metricValue(await metricsText(httpPort), `smarthop_config_reloads_total{result="${result}"}`);
+    // The config the relay read at start (through the releasing reader) trusts 127.0.0.1 only.
+    const stranger = await RawSmtpClient.connect(smtpPort, { localAddress: '127.0.0.2' });
+    expect(await stranger.reply()).toMatch(/^554 5\.7\.1 /);
+    await stranger.quit();
 
     writeFileSync(configFile, 'not: [valid\n');
     child.process.kill('SIGHUP');
