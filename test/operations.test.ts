@@ -31,6 +31,22 @@ describe('reload plan', () => {
     expect(plan).toMatchObject({ changed: [], restartRequired: [] });
   });
 
+  test('sender lists and header rules read again are unchanged; a changed pattern is a change', () => {
+    const withPolicy = (subject: string) => ({
+      ...base(),
+      clients: [{ name: 'lan', networks: ['127.0.0.1/32', 'fd00::/64'], policy: 'apps' }],
+      policies: { apps: { allowed_senders: ['*@corp.example', 'erp@corp.example'], blocked_attachments: ['exe'], header_rules: [{ header: 'Subject', match: subject, action: 'reject' }] } },
+      routes: { default: { smarthosts: ['primary'], rewrite_from: { unless: ['*@corp.example'], to: 'noreply@corp.example' } } },
+    });
+    const running = buildConfig(withPolicy('lottery'), dir);
+    expect(planReload(running, buildConfig(withPolicy('lottery'), dir))).toMatchObject({ changed: [], restartRequired: [] });
+    expect(planReload(running, buildConfig(withPolicy('you have won'), dir)).changed).toEqual(['policies']);
+    const otherSenders = withPolicy('lottery');
+    otherSenders.policies.apps.allowed_senders = ['*@corp.example'];
+    otherSenders.routes.default.rewrite_from.unless = ['*@other.example'];
+    expect(planReload(running, buildConfig(otherSenders, dir)).changed).toEqual(['policies', 'routes']);
+  });
+
   test('clients, policies, routes, smart hosts and log level are taken over; everything else waits for a restart', () => {
     const running = buildConfig(base(), dir);
     const next = buildConfig({

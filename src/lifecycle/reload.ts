@@ -1,6 +1,8 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { RelayConfig, SmartHostConfig } from '../config/schema';
 import type { SmartHost } from '../forward/smarthost';
+import { AddressMatcher } from '../policy/address-match';
+import type { HeaderPattern } from '../policy/header-pattern';
 
 /**
  * Pure planning for a reload (SIGHUP, POST /api/reload): which parts of a new, already validated
@@ -30,7 +32,7 @@ export function planReload(running: RelayConfig, next: RelayConfig): ReloadPlan 
   const effective: RelayConfig = { ...running };
   const changed: ReloadableSection[] = [];
   for (const section of RELOADABLE_SECTIONS) {
-    if (!isDeepStrictEqual(running[section], next[section])) changed.push(section);
+    if (!sameConfigValue(running[section], next[section])) changed.push(section);
   }
   Object.assign(effective, pick(next, RELOADABLE_SECTIONS));
 
@@ -45,18 +47,40 @@ export function planReload(running: RelayConfig, next: RelayConfig): ReloadPlan 
 
 /** Changed keys below `key`: listeners by name, objects one level down, anything else as a whole. */
 function differences(key: string, before: unknown, after: unknown): string[] {
-  if (isDeepStrictEqual(before, after)) return [];
+  if (sameConfigValue(before, after)) return [];
   if (key === 'listeners' && Array.isArray(before) && Array.isArray(after)) {
     const byName = (list: { name: string }[]) => new Map(list.map((l) => [l.name, l]));
     const a = byName(before as { name: string }[]);
     const b = byName(after as { name: string }[]);
-    return [...new Set([...a.keys(), ...b.keys()])].filter((name) => !isDeepStrictEqual(a.get(name), b.get(name))).map((name) => `listeners.${name}`);
+    return [...new Set([...a.keys(), ...b.keys()])].filter((name) => !sameConfigValue(a.get(name), b.get(name))).map((name) => `listeners.${name}`);
   }
   if (isPlainObject(before) && isPlainObject(after)) {
     const subKeys = new Set([...Object.keys(before), ...Object.keys(after)]);
-    return [...subKeys].filter((sub) => !isDeepStrictEqual(before[sub], after[sub])).map((sub) => `${key}.${sub}`);
+    return [...subKeys].filter((sub) => !sameConfigValue(before[sub], after[sub])).map((sub) => `${key}.${sub}`);
   }
   return [key];
+}
+
+/**
+ * Two config values are the same when what they were compiled from is. Address matchers and header
+ * patterns hold functions made afresh by each read, which never compare equal: compared as they
+ * are, every reload of a config with sender lists or header rules reported `policies` as changed.
+ */
+function sameConfigValue(before: unknown, after: unknown): boolean {
+  return isDeepStrictEqual(compiledFrom(before), compiledFrom(after));
+}
+
+function compiledFrom(value: unknown): unknown {
+  if (value instanceof AddressMatcher) return { patterns: value.patterns };
+  if (Array.isArray(value)) return value.map(compiledFrom);
+  // Only object literals are walked: class instances (addresses, sets) compare as they are.
+  if (value === null || typeof value !== 'object' || Object.getPrototypeOf(value) !== Object.prototype) return value;
+  if (isHeaderPattern(value)) return { source: value.source };
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, compiledFrom(item)]));
+}
+
+function isHeaderPattern(value: object): value is HeaderPattern {
+  return typeof (value as Partial<HeaderPattern>).test === 'function' && typeof (value as Partial<HeaderPattern>).source === 'string';
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
