@@ -18,8 +18,8 @@ import { setFlagsFromString } from 'node:v8';
  *   not tell the CPU from 16 MB's.
  * - 2 MB (since 30 Nov 15:25): ~5 MiB less again (103.8 -> 97.0 MiB median with the thread's 3 MB young
  *   generation, six alternated pairs of 5,000 messages), CPU per message 2.37 -> 2.42 ms, within those
- *   pairs' noise (per pair -0.24 to +0.36 ms). Measured at 12:00, before the commit's last write and
- *   rename moved onto the event loop, it had cost ~13%; docs/performance.md has both.
+ *   pairs' noise (per pair -0.24 to +0.36 ms). On the morning of 30 Nov, three pairs against V8's
+ *   16 MB (per pair +0.41, +0.64, -0.12 ms) had put 2 MB's cost at ~13%; docs/performance.md has both.
  */
 export const RELAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
 
