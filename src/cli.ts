@@ -10,6 +10,7 @@ import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
+import { nodeFlagGiven } from './memory/launch-settings';
 import type { DNSResolver } from 'mailauth';
 import { VERSION } from './version';
 
@@ -45,8 +46,7 @@ function loadOrExit(file: string): RelayConfig {
  * anything) works like the command-line flag; a `--heap-growing-percent` given to node wins.
  */
 function tuneHeapGrowth(): void {
-  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => /^--heap[-_]growing[-_]percent\b/.test(arg));
-  if (!given) setFlagsFromString('--heap-growing-percent=30');
+  if (!nodeFlagGiven(/^--heap[-_]growing[-_]percent\b/)) setFlagsFromString('--heap-growing-percent=30');
 }
 
 function hostPort(value: string): { host: string; port: number } {

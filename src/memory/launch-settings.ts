@@ -45,3 +45,11 @@ export const RELAY_ENVIRONMENT: Readonly<Record<string, string>> = { MALLOC_AREN
 export function relayEnvironment(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...RELAY_ENVIRONMENT, ...base };
 }
+
+/**
+ * Whether node was started with a flag matching `flag` (on its command line or in NODE_OPTIONS):
+ * V8's flags accept `-` and `_` alike, so the pattern should too.
+ */
+export function nodeFlagGiven(flag: RegExp): boolean {
+  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => flag.test(arg));
+}

@@ -1,3 +1,5 @@
+import { nodeFlagGiven } from './launch-settings';
+
 /**
  * Lets go of modules a long-running process needs only now and then.
  *
@@ -76,6 +78,5 @@ export function releaseModules(spec: ReleaseSpec): number {
  * links alone, and frees less.
  */
 function pendingDeprecationsOn(): boolean {
-  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
-  return flags.includes('--pending-deprecation') || process.env.NODE_PENDING_DEPRECATION === '1';
+  return nodeFlagGiven(/^--pending[-_]deprecation$/) || process.env.NODE_PENDING_DEPRECATION === '1';
 }
