@@ -56,9 +56,11 @@ testIfPostfix('--compare postfix: both relays deliver the whole load, every figu
     expect(phase.endToEndRate).toBeGreaterThan(0);
     expect(phase.acceptRate).toBeGreaterThan(0);
     expect(phase.probe.latencyMs?.samples).toBeGreaterThan(0);
+    expect(phase.probe.latenciesMs).toHaveLength(phase.probe.latencyMs?.samples ?? -1);
     expect(phase.memory.pssMaxBytes).toBeGreaterThan(0);
     expect(phase.cpu.msPerMessage).toBeGreaterThan(0);
   }
+  expect(report.pooledLatencyMs.smarthop?.samples).toBe(round.smarthop.probe.latenciesMs.length);
   expect(round.smarthop.memory.vmHwmBytes).toBeGreaterThan(0);
   // Postfix is several processes (master, smtpd, cleanup, qmgr, smtp, …), all of them sampled.
   expect(round.postfix.memory.processesMax).toBeGreaterThan(3);

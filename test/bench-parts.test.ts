@@ -1,4 +1,5 @@
-import { alignedTable, median } from '../bench/compare/report';
+import { alignedTable, buildComparison, formatComparison, median, ratios } from '../bench/compare/report';
+import { latency, type PhaseResult } from '../bench/compare/phase';
 import { RecipientTally } from '../bench/compare/tally';
 import { smtpSourceArgs } from '../bench/load/smtp-source';
 import { benchConfigYaml } from '../bench/relay-process';
@@ -73,6 +74,33 @@ test('median and the aligned table', () => {
   expect(median([4, 1, 2, 3])).toBe(2.5);
   expect(median([])).toBeNull();
   expect(alignedTable(['round', 'value'], [['1', '5.0'], ['median', '12.5']])).toBe('round    value\n1          5.0\nmedian    12.5\n');
+});
+
+describe('the comparison pools every round\'s probes', () => {
+  const phase = (target: 'smarthop' | 'postfix', round: number, latenciesMs: number[]): PhaseResult => ({
+    target, round, messages: 100, delivered: 100, missing: 0, duplicated: 0, unexpected: 0, generatorOk: true,
+    endToEndRate: 100, endToEndMs: 1000, acceptRate: 100,
+    probe: { sent: latenciesMs.length, accepted: latenciesMs.length, missing: 0, failures: 0, skipped: 0, latencyMs: latency(latenciesMs), latenciesMs },
+    memory: { pssMaxBytes: 1, processesMax: 1, vmHwmBytes: 1 }, cpu: { seconds: 1, msPerMessage: 1 }, mainThread: null, notes: [],
+  });
+  // 100 probes a round: 99 fast ones and one slow, except in round 3, where 5 of them are slow.
+  const probes = (fast: number, slow: number, slowCount: number) => [...Array<number>(100 - slowCount).fill(fast), ...Array<number>(slowCount).fill(slow)];
+  const rounds = [probes(2, 50, 1), probes(3, 60, 1), probes(4, 70, 5)].map((latencies, i) => {
+    const smarthop = phase('smarthop', i + 1, latencies);
+    const postfix = phase('postfix', i + 1, latencies.map((ms) => ms * 2));
+    return { round: i + 1, smarthop, postfix, ratios: ratios(smarthop, postfix) };
+  });
+  const load = { messages: 100, payloadBytes: 10, sessions: 1, generator: 'smtp-source', probeRate: 20, rounds: 3, warmup: 0 };
+  const report = buildComparison(load, { cpus: 2, node: 'v20', postfix: '3.7' }, null, rounds);
+
+  test('the p99 over all rounds\' probes is taken from every sample, not from the rounds\' p99s', () => {
+    // Per round the p99 (nearest rank: the 99th of 100) is 2, 3 and 70: their median is 3.
+    expect(report.median.smarthop.latencyP99Ms).toBe(3);
+    // Together: 300 probes, 7 of them slow; the 297th is one of round 3's slow ones.
+    expect(report.pooledLatencyMs.smarthop).toEqual({ p50: 3, p99: 70, max: 70, samples: 300 });
+    expect(report.pooledLatencyMs.postfix).toEqual({ p50: 6, p99: 140, max: 140, samples: 300 });
+    expect(formatComparison(report)).toContain("every round's probes together, ms: smarthop p50 3.0  p99 70.0  max 70.0 (300 probes); postfix p50 6.0  p99 140.0");
+  });
 });
 
 describe('summarizeProfile', () => {

@@ -50,7 +50,8 @@ export interface PhaseResult {
   endToEndMs: number | null;
   /** Messages per second from smtp-source's start until it exited (every 250 received). */
   acceptRate: number | null;
-  probe: { sent: number; accepted: number; missing: number; failures: number; skipped: number; latencyMs: Latency | null };
+  /** `latenciesMs`: every probe's latency, in the order they were answered (the report pools them over rounds). */
+  probe: { sent: number; accepted: number; missing: number; failures: number; skipped: number; latencyMs: Latency | null; latenciesMs: number[] };
   memory: { pssMaxBytes: number | null; processesMax: number; vmHwmBytes: number | null };
   /** CPU the relay used from the start of the load until the sink held everything, per message relayed (load and probes). */
   cpu: { seconds: number | null; msPerMessage: number | null };
@@ -146,6 +147,7 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
         sent: probed.accepted.length + probed.failures, accepted: probed.accepted.length,
         missing: probed.accepted.filter((p) => !tally.probes.has(p)).length,
         failures: probed.failures, skipped: probed.skipped, latencyMs: latency(probed.latenciesMs),
+        latenciesMs: probed.latenciesMs.map(round1),
       },
       memory: { pssMaxBytes: memory.maxBytes, processesMax: memory.maxProcesses, vmHwmBytes },
       cpu: { seconds: cpuSeconds, msPerMessage: cpuSeconds === null || relayed === 0 ? null : round2((cpuSeconds * 1000) / relayed) },
@@ -159,7 +161,8 @@ export async function runPhase(setup: PhaseSetup, target: Target, useTally: (tal
   }
 }
 
-function latency(values: readonly number[]): Latency | null {
+/** Nearest-rank percentiles (p99 of 200 samples is the third largest). */
+export function latency(values: readonly number[]): Latency | null {
   if (values.length === 0) return null;
   const sorted = [...values].sort((a, b) => a - b);
   const at = (p: number) => round1(sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]);

@@ -1,4 +1,4 @@
-import type { PhaseResult } from './phase';
+import { latency, type Latency, type PhaseResult } from './phase';
 
 /**
  * The comparison's figures: per round, smarthop against the Postfix phase that ran right after it
@@ -45,6 +45,12 @@ export interface ComparisonReport {
   ceiling: PhaseResult | null;
   rounds: RoundResult[];
   median: { smarthop: Figures; postfix: Figures; ratios: Ratios };
+  /**
+   * Every round's probes of one relay taken together. A round's p99 rests on its two or three slowest
+   * probes (~200 per round at 20/s), so the median of the rounds' p99s moves a lot from run to run;
+   * the p99 over all rounds' probes uses every sample, and the noisiest rounds weigh in with theirs.
+   */
+  pooledLatencyMs: { smarthop: Latency | null; postfix: Latency | null };
   /** Messages with a 250 that never reached the sink (generator and probe), per relay over all rounds. */
   lost: { smarthop: number; postfix: number };
   /** Every phase ran its load to the end with nothing lost. */
@@ -107,6 +113,10 @@ export function buildComparison(
         cpuPerMessage: median(column((r) => r.ratios.cpuPerMessage)),
       },
     },
+    pooledLatencyMs: {
+      smarthop: latency(rounds.flatMap((r) => r.smarthop.probe.latenciesMs)),
+      postfix: latency(rounds.flatMap((r) => r.postfix.probe.latenciesMs)),
+    },
     lost: {
       smarthop: rounds.reduce((n, r) => n + lostIn(r.smarthop), 0),
       postfix: rounds.reduce((n, r) => n + lostIn(r.postfix), 0),
@@ -158,6 +168,12 @@ const METRICS: Metric[] = [
   },
 ];
 
+function formatPooledLatency(report: ComparisonReport): string {
+  const side = (name: string, l: Latency | null) => (l === null ? `${name} n/a` : `${name} p50 ${num(l.p50)}  p99 ${num(l.p99)}  max ${num(l.max)} (${l.samples} probes)`);
+  const { smarthop, postfix } = report.pooledLatencyMs;
+  return `every round's probes together, ms: ${side('smarthop', smarthop)}; ${side('postfix', postfix)}\n`;
+}
+
 /**
  * smarthop's peak RSS against Postfix's summed PSS is the conservative pairing (RSS counts the node
  * binary's shared pages in full); smarthop's own PSS is shown beside it for the like-for-like view.
@@ -190,6 +206,7 @@ export function formatComparison(report: ComparisonReport): string {
     rows.push(['median', metric.value(report.median.smarthop), metric.value(report.median.postfix), metric.ratio(report.median.ratios)]);
     out += `\n${metric.title}\n${alignedTable(['round', 'smarthop', 'postfix', 'ratio'], rows)}`;
   }
+  out += formatPooledLatency(report);
   out += `\n${formatMemory(report)}`;
   const threads = report.rounds.map((r) => r.smarthop.mainThread).filter((t): t is NonNullable<typeof t> => t !== null);
   if (threads.length > 0) {
