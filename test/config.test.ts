@@ -3,6 +3,7 @@ import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { formatPath, loadConfigFile, parseConfig } from '../src/config/load';
 import { parseDuration, parseHostPort, parseSize } from '../src/config/units';
+import { ADDRESS_MEMO_LIMIT, ClientDirectory } from '../src/ingress/clients';
 import { verifyPassword } from '../src/ingress/password';
 import { CLI } from './helpers/child-relay';
 import { removeDir, tempDir } from './helpers/harness';
@@ -196,6 +197,39 @@ describe('config contract', () => {
   test('the bundled relay.config.yaml is valid', () => {
     const result = loadConfigFile(path.join(ROOT, 'relay.config.yaml'), {});
     expect(result.ok ? [] : result.errors).toEqual([]);
+  });
+});
+
+describe('ClientDirectory.byAddress: the network client of a source address', () => {
+  function directory() {
+    const result = parseConfig(minimal({
+      clients: [{ name: 'one-host', networks: ['127.0.0.1/32'] }, { name: 'lan', networks: ['10.0.0.0/8', 'fd00::/8'] }],
+    }), ROOT);
+    if (!result.ok) throw new Error(result.errors.join('; '));
+    return new ClientDirectory(result.config.clients);
+  }
+
+  test('answers the same, asked once or again and again (each address is parsed once and remembered)', () => {
+    const clients = directory();
+    for (let round = 0; round < 3; round++) {
+      expect(clients.byAddress('127.0.0.1')?.name).toBe('one-host');
+      expect(clients.byAddress('::ffff:127.0.0.1')?.name).toBe('one-host');
+      expect(clients.byAddress('10.1.2.3')?.name).toBe('lan');
+      expect(clients.byAddress('fd00::5%eth0')?.name).toBe('lan');
+      // Never an open relay: a neighbour of a trusted host, or no address at all, stays nobody.
+      expect(clients.byAddress('127.0.0.2')).toBeUndefined();
+      expect(clients.byAddress('::ffff:127.0.0.2')).toBeUndefined();
+      expect(clients.byAddress('not an address')).toBeUndefined();
+    }
+  });
+
+  test('past its limit of remembered addresses it starts over and still answers right', () => {
+    const clients = directory();
+    expect(clients.byAddress('127.0.0.2')).toBeUndefined();
+    for (let n = 0; n < ADDRESS_MEMO_LIMIT + 10; n++) expect(clients.byAddress(`10.0.${n >> 8}.${n & 255}`)?.name).toBe('lan');
+    expect(clients.byAddress('127.0.0.1')?.name).toBe('one-host');
+    expect(clients.byAddress('127.0.0.2')).toBeUndefined();
+    expect((clients as unknown as { addressMemo: Map<string, unknown> }).addressMemo.size).toBeLessThanOrEqual(ADDRESS_MEMO_LIMIT);
   });
 });
 

@@ -3,11 +3,24 @@ import { addressIn, parseAddress } from './networks';
 import { verifyPassword } from './password';
 
 /**
+ * Distinct source addresses whose answer a directory remembers. LAN senders are a handful of hosts;
+ * past this many (a scan from many addresses) the memory starts over rather than growing.
+ */
+export const ADDRESS_MEMO_LIMIT = 1024;
+
+/**
  * Who a session is: a credential client by AUTH username, or a network client by source address.
  * Anything else is nobody and relays nothing.
  */
 export class ClientDirectory {
   private readonly byUsername = new Map<string, ClientConfig>();
+  /**
+   * byAddress runs at connect and again at every MAIL, RCPT and DATA (a reload may have changed the
+   * clients), and parsing the address was ~6 KB of garbage per message. The answer for an address
+   * never changes for one directory (a reload builds a new one), so each address is parsed once.
+   * null: no client has it.
+   */
+  private readonly addressMemo = new Map<string, ClientConfig | null>();
 
   constructor(private readonly clients: readonly ClientConfig[]) {
     for (const client of clients) if (client.username !== undefined) this.byUsername.set(client.username, client);
@@ -15,9 +28,13 @@ export class ClientDirectory {
 
   /** The first client whose `networks` contain this address (an IPv4-mapped IPv6 address counts as IPv4). */
   byAddress(remoteAddress: string): ClientConfig | undefined {
+    const known = this.addressMemo.get(remoteAddress);
+    if (known !== undefined) return known ?? undefined;
     const address = parseAddress(remoteAddress);
-    if (!address) return undefined;
-    return this.clients.find((client) => addressIn(address, client.networks));
+    const client = address ? this.clients.find((candidate) => addressIn(address, candidate.networks)) : undefined;
+    if (this.addressMemo.size >= ADDRESS_MEMO_LIMIT) this.addressMemo.clear();
+    this.addressMemo.set(remoteAddress, client ?? null);
+    return client;
   }
 
   /**
