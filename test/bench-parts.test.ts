@@ -99,7 +99,18 @@ describe('the comparison pools every round\'s probes', () => {
     // Together: 300 probes, 7 of them slow; the 297th is one of round 3's slow ones.
     expect(report.pooledLatencyMs.smarthop).toEqual({ p50: 3, p99: 70, max: 70, samples: 300 });
     expect(report.pooledLatencyMs.postfix).toEqual({ p50: 6, p99: 140, max: 140, samples: 300 });
-    expect(formatComparison(report)).toContain("every round's probes together, ms: smarthop p50 3.0  p99 70.0  max 70.0 (300 probes); postfix p50 6.0  p99 140.0");
+    const text = formatComparison(report);
+    // Right under the p99 table, before the next one.
+    const p99Table = text.indexOf('accept latency p99, ms');
+    const pooled = text.indexOf("every round's probes together, ms: smarthop p50 3.0  p99 70.0  max 70.0 (300 probes); postfix p50 6.0  p99 140.0");
+    expect(p99Table).toBeGreaterThan(-1);
+    expect(pooled).toBeGreaterThan(p99Table);
+    expect(text.slice(p99Table, pooled)).toMatch(/\nmedian {2,}3\.0 {2,}6\.0 {2,}0\.50x\n$/);
+  });
+
+  test('percentiles are nearest-rank: p99 of 200 samples is the third largest, p50 the 100th', () => {
+    expect(latency(Array.from({ length: 200 }, (_, i) => i + 1))).toEqual({ p50: 100, p99: 198, max: 200, samples: 200 });
+    expect(latency([])).toBeNull();
   });
 });
 

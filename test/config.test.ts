@@ -201,16 +201,23 @@ describe('config contract', () => {
 });
 
 describe('ClientDirectory.byAddress: the network client of a source address', () => {
-  function directory() {
+  /** `lookups.count`: how many times a client's networks were searched. */
+  function directory(lookups = { count: 0 }) {
     const result = parseConfig(minimal({
       clients: [{ name: 'one-host', networks: ['127.0.0.1/32'] }, { name: 'lan', networks: ['10.0.0.0/8', 'fd00::/8'] }],
     }), ROOT);
     if (!result.ok) throw new Error(result.errors.join('; '));
-    return new ClientDirectory(result.config.clients);
+    const counted = result.config.clients.map((client) => ({
+      ...client,
+      networks: new Proxy(client.networks, { get: (target, key, receiver) => (key === 'some' && lookups.count++, Reflect.get(target, key, receiver)) }),
+    }));
+    return new ClientDirectory(counted);
   }
 
   test('answers the same, asked once or again and again (each address is parsed once and remembered)', () => {
-    const clients = directory();
+    const lookups = { count: 0 };
+    const clients = directory(lookups);
+    const searchedAfter: number[] = [];
     for (let round = 0; round < 3; round++) {
       expect(clients.byAddress('127.0.0.1')?.name).toBe('one-host');
       expect(clients.byAddress('::ffff:127.0.0.1')?.name).toBe('one-host');
@@ -220,7 +227,11 @@ describe('ClientDirectory.byAddress: the network client of a source address', ()
       expect(clients.byAddress('127.0.0.2')).toBeUndefined();
       expect(clients.byAddress('::ffff:127.0.0.2')).toBeUndefined();
       expect(clients.byAddress('not an address')).toBeUndefined();
+      searchedAfter.push(lookups.count);
     }
+    // The networks are searched in the first round only: later rounds answer from memory.
+    expect(searchedAfter[0]).toBeGreaterThan(0);
+    expect(searchedAfter).toEqual([searchedAfter[0], searchedAfter[0], searchedAfter[0]]);
   });
 
   test('past its limit of remembered addresses it starts over and still answers right', () => {

@@ -156,12 +156,17 @@ interface Metric {
   title: string;
   value: (f: Figures) => string;
   ratio: (r: Ratios) => string;
+  /** Printed right under the metric's table. */
+  footer?: (report: ComparisonReport) => string;
 }
 
 const METRICS: Metric[] = [
   { title: 'end-to-end msg/s (start of load until the sink has every message; higher is better)', value: (f) => num(f.endToEndRate), ratio: (r) => times(r.endToEnd) },
   { title: 'accept msg/s (start of load until smtp-source has every 250)', value: (f) => num(f.acceptRate), ratio: (r) => times(r.accept) },
-  { title: 'accept latency p99, ms (probe: final "." to 250 while the load runs; lower is better)', value: (f) => num(f.latencyP99Ms), ratio: (r) => times(r.latencyP99) },
+  {
+    title: 'accept latency p99, ms (probe: final "." to 250 while the load runs; lower is better)', value: (f) => num(f.latencyP99Ms), ratio: (r) => times(r.latencyP99),
+    footer: (report) => formatPooledLatency(report),
+  },
   {
     title: 'relay CPU ms per message (user + system of all its processes during the load; lower is better, steadier than msg/s on a busy machine)',
     value: (f) => num(f.cpuMsPerMessage, 2), ratio: (r) => times(r.cpuPerMessage),
@@ -205,8 +210,8 @@ export function formatComparison(report: ComparisonReport): string {
     const rows = report.rounds.map((r) => [String(r.round), metric.value(figures(r.smarthop)), metric.value(figures(r.postfix)), metric.ratio(r.ratios)]);
     rows.push(['median', metric.value(report.median.smarthop), metric.value(report.median.postfix), metric.ratio(report.median.ratios)]);
     out += `\n${metric.title}\n${alignedTable(['round', 'smarthop', 'postfix', 'ratio'], rows)}`;
+    if (metric.footer) out += metric.footer(report);
   }
-  out += formatPooledLatency(report);
   out += `\n${formatMemory(report)}`;
   const threads = report.rounds.map((r) => r.smarthop.mainThread).filter((t): t is NonNullable<typeof t> => t !== null);
   if (threads.length > 0) {
