@@ -2,8 +2,8 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { SmtpSink } from '../src/sink/sink';
-import { ChildRelay } from './helpers/child-relay';
-import { freePort, removeDir, startSink, tempDir, waitFor } from './helpers/harness';
+import { ChildRelay, tearDownChildRelay } from './helpers/child-relay';
+import { freePort, startSink, tempDir, waitFor } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 /** The durability contract: a 250 survives kill -9, a half-received message leaves nothing behind. */
@@ -33,11 +33,9 @@ describe('durability across kill -9', () => {
   });
 
   afterEach(async () => {
-    await relay?.kill('SIGKILL');
-    await sink?.close();
+    await tearDownChildRelay(relay, 'SIGKILL', sink, dir);
     relay = null;
     sink = null;
-    removeDir(dir);
   });
 
   test('a message killed right after its 250 is delivered after the restart', async () => {

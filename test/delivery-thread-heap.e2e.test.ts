@@ -2,8 +2,8 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { SmtpSink } from '../src/sink/sink';
-import { ChildRelay } from './helpers/child-relay';
-import { baseConfig, freePort, metricsText, metricValue, removeDir, startSink, tempDir, waitFor } from './helpers/harness';
+import { ChildRelay, tearDownChildRelay } from './helpers/child-relay';
+import { baseConfig, freePort, metricsText, metricValue, startSink, tempDir, waitFor } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 const MiB = 1024 * 1024;
@@ -29,11 +29,9 @@ describe('the delivery thread\'s heap', () => {
   let sink: SmtpSink | null = null;
 
   afterEach(async () => {
-    await relay?.kill('SIGTERM');
-    await sink?.close();
+    await tearDownChildRelay(relay, 'SIGTERM', sink, dir);
     relay = null;
     sink = null;
-    removeDir(dir);
   });
 
   async function startRelay(workerThread: boolean): Promise<{ smtpPort: number; httpPort: number }> {

@@ -3,8 +3,8 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import { stringify } from 'yaml';
-import { ChildRelay } from './helpers/child-relay';
-import { freePort, removeDir, tempDir, waitFor } from './helpers/harness';
+import { ChildRelay, tearDownChildRelay } from './helpers/child-relay';
+import { freePort, tempDir, waitFor } from './helpers/harness';
 import { message, openSession, RawSmtpClient } from './helpers/smtp-client';
 
 /**
@@ -63,11 +63,9 @@ describe('SIGTERM during traffic', () => {
   });
 
   afterEach(async () => {
-    await relay?.kill('SIGKILL');
-    await smarthost?.close();
+    await tearDownChildRelay(relay, 'SIGKILL', smarthost, dir);
     relay = null;
     smarthost = null;
-    removeDir(dir);
   });
 
   test('stops accepting, finishes a DATA in progress and the deliveries under way, exits 0; a restart delivers the rest exactly once', async () => {

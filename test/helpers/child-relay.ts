@@ -2,6 +2,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
 import { RELAY_NODE_FLAGS, relayEnvironment } from '../../src/memory/launch-settings';
+import { removeDir } from './harness';
 
 export const CLI = path.resolve(__dirname, '../../dist/src/cli.js');
 
@@ -33,6 +34,17 @@ export class ChildRelay {
     const [code] = (await once(this.process, 'exit')) as [number | null];
     return code;
   }
+}
+
+/**
+ * The end of a child-relay test, in the order that leaves nothing behind: the relay stopped with
+ * `signal` (SIGKILL where the test is about crashes), then the smart host it sent to, then its
+ * temp dir (the spool inside it is only removable once the relay is gone).
+ */
+export async function tearDownChildRelay(relay: ChildRelay | null, signal: NodeJS.Signals, smarthost: { close(): Promise<void> } | null, dir: string): Promise<void> {
+  await relay?.kill(signal);
+  await smarthost?.close();
+  removeDir(dir);
 }
 
 export interface CliRun {
