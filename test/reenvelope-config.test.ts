@@ -3,6 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseConfig } from '../src/config/load';
+import { HeaderBlock } from '../src/ingress/header-block';
 import { dkimBody } from 'mailauth/lib/dkim/body';
 import { loadDkimKey, loadRouteKeys } from '../src/reenvelope/dkim-keys';
 import { LineAlignedBodyHash, signatures } from '../src/reenvelope/dkim-signer';
@@ -103,7 +104,7 @@ describe('signatures(): mailauth canonicalisation with keys parsed once', () => 
       const body = Buffer.from('Hello  \r\nworld\r\n\r\n\r\n');
       const hasher = dkimBody('relaxed', 'sha256', false);
       hasher.update(body);
-      const lines = await signatures(keys, head, hasher.digest('base64'), new Date(Date.UTC(2026, 10, 23, 10, 0, 0)));
+      const lines = await signatures(keys, HeaderBlock.parse(head.subarray(0, -2)).fields, hasher.digest('base64'), new Date(Date.UTC(2026, 10, 23, 10, 0, 0)));
       expect(lines.match(/^DKIM-Signature: /gm)).toHaveLength(2);
       expect(lines).toContain('t=1795428000;');
       expect(lines).toMatch(/h=Subject:\s*From;/);

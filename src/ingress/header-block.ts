@@ -72,6 +72,13 @@ export class HeaderBlock {
     else this.fields.splice(index, 0, { key, raw: `${name}: ${encoded}` });
   }
 
+  /** How many bytes toBuffer() gives, without building it. */
+  byteLength(): number {
+    let bytes = 0;
+    for (const field of this.fields) bytes += field.raw.length + 2;
+    return bytes;
+  }
+
   /** The block as bytes, each field ending in CRLF (the blank line that ends the header is not included). */
   toBuffer(): Buffer {
     if (this.fields.length === 0) return Buffer.alloc(0);

@@ -1,22 +1,21 @@
 import { createHash, sign, type KeyObject } from 'node:crypto';
 import { dkimBody, type BodyHasher } from 'mailauth/lib/dkim/body';
-import { generateCanonicalizedHeader } from 'mailauth/lib/dkim/header';
-import { formatSignatureHeaderLine, getSigningHeaderLines, parseHeaders } from 'mailauth/lib/tools';
-import type { HeaderBlock } from '../ingress/header-block';
+import type { HeaderBlock, HeaderField } from '../ingress/header-block';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from '../ingress/filters';
+import { fieldsToSign, signedField, unsignedSignature } from './dkim-header';
 import type { DkimKey, RouteKeys } from './dkim-keys';
 
 const CRLF = Buffer.from('\r\n');
-const CANONICALIZATION = 'relaxed/relaxed';
 
 /**
  * DKIM signing at ingest, once per message. The last filter: it sees the header block with every
  * rewrite applied and hashes the body as it streams to disk (DataGuard has made it CRLF, as stored
  * and sent), so there is no second read of the file and no body in memory. At the end of DATA it
- * signs our Received line plus the final header block, exactly as the spool file holds them, and
- * the signature lines go into the message's metadata, to be sent above the stored file; the body on
- * disk is never rewritten. mailauth does the canonicalisation, hashing and formatting; the keys are
- * the ones parsed at start (see mailauth-internals.d.ts for why not its `dkimSign`).
+ * signs the final header block's fields, exactly as the spool file holds them (our Received line
+ * above them is a trace field, which is not signed), and the signature lines go into the message's
+ * metadata, to be sent above the stored file; the body on disk is never rewritten. mailauth hashes
+ * the body; dkim-header.ts canonicalises the header and formats the field; node:crypto signs with
+ * the keys parsed at start (see mailauth-internals.d.ts for why not mailauth's `dkimSign`).
  */
 export class DkimSigningFilter implements MessageFilter {
   constructor(
@@ -27,10 +26,10 @@ export class DkimSigningFilter implements MessageFilter {
   body(context: MessageContext, final: HeaderBlock): BodyInspector | undefined {
     const keys = this.keys.get(context.outgoing.route);
     if (!keys || keys.length === 0) return undefined;
-    const head = Buffer.concat([Buffer.from(context.trace, 'latin1'), final.toBuffer()]);
     // The inspector is first handed the header block as the client sent it (plus the blank line): skip it.
-    const originalHead = context.original.toBuffer().length + CRLF.length;
-    return new DkimBodyInspector(keys, head, originalHead, context.outgoing, this.now);
+    const originalHead = context.original.byteLength() + CRLF.length;
+    // A copy of the list: the fields as they are now are what the spool file holds.
+    return new DkimBodyInspector(keys, [...final.fields], originalHead, context.outgoing, this.now);
   }
 }
 
@@ -39,7 +38,7 @@ class DkimBodyInspector implements BodyInspector {
 
   constructor(
     private readonly keys: readonly DkimKey[],
-    private readonly head: Buffer,
+    private readonly fields: readonly HeaderField[],
     private skip: number,
     private readonly outgoing: Outgoing,
     private readonly now: () => Date,
@@ -56,7 +55,7 @@ class DkimBodyInspector implements BodyInspector {
 
   async end(): Promise<Refusal | undefined> {
     try {
-      this.outgoing.prependHeaders = await signatures(this.keys, this.head, this.hasher.digest(), this.now());
+      this.outgoing.prependHeaders = await signatures(this.keys, this.fields, this.hasher.digest(), this.now());
       return undefined;
     } catch (err) {
       // Keys are checked at start, so this is unexpected; unsigned mail could fail DMARC, so the client retries.
@@ -77,7 +76,7 @@ class DkimBodyInspector implements BodyInspector {
  */
 export class LineAlignedBodyHash {
   /** Both rsa-sha256 and ed25519-sha256 hash the body with SHA-256, so one hash serves every signature. */
-  private readonly hasher: BodyHasher = dkimBody(CANONICALIZATION, 'sha256', false);
+  private readonly hasher: BodyHasher = dkimBody('relaxed', 'sha256', false);
   /** What followed the last LF so far (a copy), hashed with the rest of its line. */
   private partial: Buffer | null = null;
 
@@ -111,20 +110,20 @@ const LF = 0x0a;
 /** Longest partial line carried over here; RFC 5322 lines are at most 1000 bytes. */
 const MAX_PARTIAL = 64 * 1024;
 
-/** `DKIM-Signature:` lines (CRLF-terminated) over `head` and a body hash, one per key, as RFC 6376 and RFC 8463 sign. */
-export async function signatures(keys: readonly DkimKey[], head: Buffer, bodyHash: string, signTime: Date): Promise<string> {
-  const lines = getSigningHeaderLines(parseHeaders(head).parsed);
-  const signed = await Promise.all(keys.map(async (key) => {
-    const { canonicalizedHeader, dkimHeaderOpts } = generateCanonicalizedHeader('DKIM', lines, {
-      signingDomain: key.domain, selector: key.selector, algorithm: key.algorithm, canonicalization: CANONICALIZATION, bodyHash, signTime,
-    });
+/** `DKIM-Signature:` lines (CRLF-terminated) over a header's fields and a body hash, one per key, as RFC 6376 and RFC 8463 sign. */
+export async function signatures(keys: readonly DkimKey[], fields: readonly HeaderField[], bodyHash: string, signTime: Date): Promise<string> {
+  const signed = fieldsToSign(fields);
+  const lines = await Promise.all(keys.map(async (key) => {
+    const unsigned = unsignedSignature({ algorithm: key.algorithm, domain: key.domain, selector: key.selector, signTime, bodyHash, signed });
+    // Header fields are latin1 strings (one char per byte), so this is the bytes as they are sent.
+    const data = Buffer.from(unsigned.data, 'latin1');
     const signature = key.algorithm === 'rsa-sha256'
-      ? await signInPool('sha256', Buffer.from(canonicalizedHeader), key.privateKey)
+      ? await signInPool('sha256', data, key.privateKey)
       // Ed25519 (RFC 8463) signs the SHA-256 hash of the canonicalised header with PureEdDSA.
-      : await signInPool(null, createHash('sha256').update(canonicalizedHeader).digest(), key.privateKey);
-    return `${formatSignatureHeaderLine('DKIM', { ...dkimHeaderOpts, b: signature.toString('base64') }, true)}\r\n`;
+      : await signInPool(null, createHash('sha256').update(data).digest(), key.privateKey);
+    return signedField(unsigned, signature);
   }));
-  return signed.join('');
+  return lines.join('');
 }
 
 /**

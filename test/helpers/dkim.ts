@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -39,4 +40,33 @@ export async function verifyDkim(message: Buffer, resolver: DNSResolver): Promis
   const { results } = await dkimVerify(message, { resolver });
   // mailauth 4.13's shipped types call it `algorithm`; the result object has `algo`.
   return results.map((result) => `${result.signingDomain}/${result.selector ?? ''} ${(result as { algo?: string }).algo ?? ''} ${result.status.result}`);
+}
+
+/**
+ * dkimpy (Debian's python3-dkim), a second verifier written apart from mailauth: mailauth's own
+ * verifier shares its signer's reading of byte 0xA0 as whitespace, so it cannot catch that mistake.
+ * null when /usr/bin/python3 cannot import it.
+ */
+export const DKIMPY: string | null = (() => {
+  const probe = spawnSync('/usr/bin/python3', ['-c', 'import dkim, nacl'], { encoding: 'utf8' });
+  return probe.status === 0 ? '/usr/bin/python3' : null;
+})();
+
+const DKIMPY_VERIFY = `
+import dkim, json, sys
+records = json.loads(sys.argv[1])
+message = sys.stdin.buffer.read()
+def dns(name, timeout=5):
+    return records.get(name.decode().rstrip('.').lower(), '').encode()
+d = dkim.DKIM(message)
+count = len([l for l in message.split(b'\\r\\n\\r\\n', 1)[0].split(b'\\r\\n') if l.lower().startswith(b'dkim-signature:')])
+print(json.dumps([d.verify(idx=i, dnsfunc=dns) for i in range(count)]))
+`;
+
+/** dkimpy's verdict on each DKIM-Signature of a message, top to bottom; `records` maps `<selector>._domainkey.<domain>` to its TXT record. */
+export function verifyWithDkimpy(message: Buffer, records: Record<string, string>): boolean[] {
+  if (DKIMPY === null) throw new Error('dkimpy is not installed (apt-get install python3-dkim)');
+  const run = spawnSync(DKIMPY, ['-c', DKIMPY_VERIFY, JSON.stringify(records)], { input: message, encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`dkimpy failed: ${run.stderr}`);
+  return JSON.parse(run.stdout) as boolean[];
 }

@@ -1,0 +1,75 @@
+import { generateKeyPairSync, sign, verify } from 'node:crypto';
+import { HeaderBlock } from '../src/ingress/header-block';
+import { fieldsToSign, relaxedField, signedField, unsignedSignature, type SignatureTags } from '../src/reenvelope/dkim-header';
+
+/** Header text as the relay holds it: one latin1 char per byte, so UTF-8 arrives as its bytes. */
+const bytes = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
+const block = (lines: string[]) => HeaderBlock.parse(Buffer.from(lines.join('\r\n'), 'latin1'));
+
+describe('relaxed header canonicalisation (RFC 6376 §3.4.2)', () => {
+  test('the RFC\'s own example (§3.4.5): names lower-cased, WSP around the colon gone, folds unfolded, runs of WSP one space', () => {
+    expect(relaxedField('A: X')).toBe('a:X\r\n');
+    expect(relaxedField('B : Y\t\r\n\tZ  ')).toBe('b:Y Z\r\n');
+  });
+
+  test('only space and tab are WSP: byte 0xA0 (in UTF-8 "à" and "Р"), a vertical tab and a form feed are kept as they are', () => {
+    const raw = bytes('Subject:  voilà\t Рим \u00a0x') + '\x0b\x0cend ';
+    expect(relaxedField(raw)).toBe(`subject:${bytes('voilà Рим \u00a0x')}\x0b\x0cend\r\n`);
+  });
+
+  test('an empty or all-WSP value canonicalises to nothing after the colon', () => {
+    expect(relaxedField('X-Empty:')).toBe('x-empty:\r\n');
+    expect(relaxedField('X-Blank: \t \r\n  ')).toBe('x-blank:\r\n');
+  });
+});
+
+describe('which fields are signed', () => {
+  test('every instance of the recommended fields, bottom-up; trace and X- fields are not', () => {
+    const headers = block(['Received: from a by b', 'From: a@corp.example', 'To: b@example.com', 'X-Mailer: app', 'To: c@example.com', 'subject: hi', 'Return-Path: <x@y>']);
+    expect(fieldsToSign(headers.fields).map((field) => field.raw)).toEqual(['subject: hi', 'To: c@example.com', 'To: b@example.com', 'From: a@corp.example']);
+  });
+});
+
+describe('the DKIM-Signature field', () => {
+  const every = [
+    'From', 'Sender', 'Reply-To', 'Subject', 'Date', 'Message-ID', 'To', 'Cc', 'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding',
+    'Content-ID', 'Content-Description', 'Resent-Date', 'Resent-From', 'Resent-Sender', 'Resent-To', 'Resent-Cc', 'Resent-Message-ID',
+    'In-Reply-To', 'References', 'List-Id', 'List-Help', 'List-Unsubscribe', 'List-Subscribe', 'List-Post', 'List-Owner', 'List-Archive', 'BIMI-Selector',
+  ];
+  const headers = block(every.map((name) => `${name}: value of ${name}`));
+  const tags = (signed = fieldsToSign(headers.fields)): SignatureTags => ({
+    algorithm: 'rsa-sha256', domain: 'corp.example', selector: 's1', signTime: new Date(Date.UTC(2026, 10, 30, 12, 0, 0)), bodyHash: 'x'.repeat(44), signed,
+  });
+
+  test('every tag, h= naming the signed fields as spelled, each line within 78 characters, the signature folded after b=', () => {
+    const unsigned = unsignedSignature(tags());
+    const field = signedField(unsigned, Buffer.alloc(256, 7));
+    expect(field.endsWith('\r\n')).toBe(true);
+    const lines = field.slice(0, -2).split('\r\n');
+    for (const line of lines) expect(line.length).toBeLessThanOrEqual(78);
+    for (const line of lines.slice(1)) expect(line).toMatch(/^ \S/);
+    const value = field.slice('DKIM-Signature:'.length).replace(/\r\n/g, '');
+    const parsed = Object.fromEntries(value.split(';').map((tag) => tag.trim().split(/=(.*)/s).slice(0, 2) as [string, string]));
+    expect(parsed).toMatchObject({ v: '1', a: 'rsa-sha256', c: 'relaxed/relaxed', d: 'corp.example', s: 's1', t: '1796040000', bh: 'x'.repeat(44) });
+    expect(parsed.h.split(':').map((name) => name.trim())).toEqual([...every].reverse());
+    expect(parsed.b.replace(/\s/g, '')).toBe(Buffer.alloc(256, 7).toString('base64'));
+  });
+
+  test('the signed text is the signed fields relaxed, then this field relaxed with b= empty and no final CRLF; the key\'s signature over it checks out', () => {
+    const signed = fieldsToSign(block(['From: A <a@corp.example>', `Subject: ${bytes('Reçu à Рим')}`, 'To: b@example.com,\r\n  c@example.com']).fields);
+    const unsigned = unsignedSignature(tags(signed));
+    expect(unsigned.field.endsWith('b=')).toBe(true);
+    const relaxedSelf = relaxedField(unsigned.field).slice(0, -2);
+    expect(unsigned.data).toBe(`to:b@example.com, c@example.com\r\nsubject:${bytes('Reçu à Рим')}\r\nfrom:A <a@corp.example>\r\n${relaxedSelf}`);
+    expect(relaxedSelf).toMatch(/^dkim-signature:v=1; a=rsa-sha256; c=relaxed\/relaxed; d=corp\.example; s=s1; t=1796040000; bh=x+; h=To: ?Subject: ?From; b=$/);
+
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const signature = sign('sha256', Buffer.from(unsigned.data, 'latin1'), privateKey);
+    expect(verify('sha256', Buffer.from(unsigned.data, 'latin1'), publicKey, signature)).toBe(true);
+    expect(signedField(unsigned, signature).startsWith(unsigned.field)).toBe(true);
+  });
+
+  test('an internationalised signing domain is signed as its A-label', () => {
+    expect(unsignedSignature({ ...tags(), domain: 'bücher.example' }).field).toContain('d=xn--bcher-kva.example;');
+  });
+});
