@@ -78,6 +78,14 @@ describe('DKIM signatures verify with dkimpy, an independent verifier', () => {
     expect(verifyWithDkimpy(message, records)).toEqual([true, true]);
   });
 
+  maybe('without a From (h= still names it), and with 1 to 30 To fields, wherever the folds of h= and b= fall', async () => {
+    expect(verifyWithDkimpy(await signedMessage(ordinary.filter((line) => !line.startsWith('From:')), 'Hello\r\n'), records)).toEqual([true, true]);
+    for (let n = 1; n <= 30; n++) {
+      const message = await signedMessage([...ordinary, ...Array.from({ length: n }, (_, i) => `To: r${i}@example.com`)], 'Hello\r\n');
+      expect(verifyWithDkimpy(message, records)).toEqual([true, true]);
+    }
+  });
+
   maybe('through the relay: a raw UTF-8 Subject reaches the smart host with signatures dkimpy passes', async () => {
     const dir = tempDir();
     let sink: SmtpSink | null = null;

@@ -93,7 +93,7 @@ describe('route re-enveloping keys in the config contract', () => {
   });
 });
 
-describe('signatures(): mailauth canonicalisation with keys parsed once', () => {
+describe('signatures(): keys parsed once, header canonicalised by dkim-header.ts', () => {
   test('rsa-sha256 and ed25519-sha256 over a head and a body hash verify with mailauth; t= is the given time', async () => {
     const dir = tempDir();
     try {
@@ -107,7 +107,7 @@ describe('signatures(): mailauth canonicalisation with keys parsed once', () => 
       const lines = await signatures(keys, HeaderBlock.parse(head.subarray(0, -2)).fields, hasher.digest('base64'), new Date(Date.UTC(2026, 10, 23, 10, 0, 0)));
       expect(lines.match(/^DKIM-Signature: /gm)).toHaveLength(2);
       expect(lines).toContain('t=1795428000;');
-      expect(lines).toMatch(/h=Subject:\s*From;/);
+      expect(lines).toMatch(/h=Subject:\s*From:\s*From;/);
       const resolver = zoneResolver({ 's1._domainkey.corp.example': { TXT: [rsa.record] }, 'e1._domainkey.corp.example': { TXT: [ed.record] } });
       expect(await verifyDkim(Buffer.concat([Buffer.from(lines), head, Buffer.from('\r\n'), body]), resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
     } finally {

@@ -1,4 +1,3 @@
-import { domainToASCII } from 'node:url';
 import type { HeaderField } from '../ingress/header-block';
 
 /**
@@ -27,9 +26,14 @@ const SIGNED_FIELDS: ReadonlySet<string> = new Set([
   'list-post', 'list-owner', 'list-archive', 'bimi-selector',
 ]);
 
+/** A well-formed field name (RFC 5322 ftext); a field spelled otherwise is not signed (see fieldsToSign). */
+const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
 /** RFC 5322's folding: a CRLF followed by WSP; unfolding removes the CRLF. */
 const FOLD = /\r\n(?=[ \t])/g;
-/** WSP is space and horizontal tab (RFC 5234), nothing else: not NBSP, not a vertical tab. */
+/**
+ * WSP is space and horizontal tab (RFC 5234), nothing else: not NBSP, not a vertical tab or a form
+ * feed. (dkimpy also strips those two at the ends of a value, OpenDKIM does not; the RFC is the bar.)
+ */
 const WSP_RUN = /[ \t]+/g;
 /** A field's lines are kept under this many characters, RFC 5322's recommended 78 less a margin. */
 const LINE_WIDTH = 76;
@@ -48,12 +52,25 @@ export function relaxedField(raw: string): string {
   return `${name}:${value.slice(start, Math.max(start, end))}\r\n`;
 }
 
-/** The fields a signature covers, bottom-up (the order of `h=`). */
+/**
+ * The fields a signature covers, bottom-up (the order of `h=`). A field whose name is not well formed
+ * (`From\xA0:`; HeaderBlock trims it to `from` so that policy judges it as a From) is not signed:
+ * its name could not be written in `h=`, and receivers need not read it as a From at all.
+ */
 export function fieldsToSign(fields: readonly HeaderField[]): HeaderField[] {
   const signed: HeaderField[] = [];
-  for (let i = fields.length - 1; i >= 0; i--) if (SIGNED_FIELDS.has(fields[i].key)) signed.push(fields[i]);
+  for (let i = fields.length - 1; i >= 0; i--) {
+    if (SIGNED_FIELDS.has(fields[i].key) && FIELD_NAME.test(fieldName(fields[i]))) signed.push(fields[i]);
+  }
   return signed;
 }
+
+/**
+ * `h=` names From once more than the message has From fields: a name beyond the fields present
+ * signs an empty field (RFC 6376 §5.4.2), so a From added on the way fails the signature (§8.15),
+ * and a message without a From still names it, as §5.4 requires of every signature.
+ */
+const OVERSIGNED = 'From';
 
 /** A field's name as the message spells it (`h=` keeps the sender's case; verifiers compare without it). */
 function fieldName(field: HeaderField): string {
@@ -80,9 +97,10 @@ export interface UnsignedSignature {
 
 /** The signature field up to its empty `b=`, and the text to sign (RFC 6376 §3.7). */
 export function unsignedSignature(tags: SignatureTags): UnsignedSignature {
-  const names = tags.signed.map(fieldName);
+  const names = [...tags.signed.map(fieldName), OVERSIGNED];
   const words = [
-    'v=1;', `a=${tags.algorithm};`, 'c=relaxed/relaxed;', `d=${aLabel(tags.domain)};`, `s=${aLabel(tags.selector)};`,
+    // The config accepts only ASCII domains and selectors, so d= and s= need no A-label conversion.
+    'v=1;', `a=${tags.algorithm};`, 'c=relaxed/relaxed;', `d=${tags.domain};`, `s=${tags.selector};`,
     `t=${Math.floor(tags.signTime.getTime() / 1000)};`, `bh=${tags.bodyHash};`,
     // A long h= list folds after a colon, where RFC 6376 §3.5 allows FWS.
     ...names.map((name, i) => `${i === 0 ? 'h=' : ''}${name}${i === names.length - 1 ? ';' : ':'}`),
@@ -127,9 +145,4 @@ function fold(head: string, words: readonly string[], lastRoom: number): string 
   }
   lines.push(line);
   return lines.join('\r\n');
-}
-
-/** `d=` and `s=` are DNS names: an internationalised one is signed as its A-label (RFC 6376 §3.5). */
-function aLabel(name: string): string {
-  return /^[\x20-\x7e]*$/.test(name) ? name : domainToASCII(name) || name;
 }
