@@ -1,5 +1,5 @@
 import { HeaderBlock } from '../src/ingress/header-block';
-import { fieldsToSign, relaxedField, signedField, unsignedSignature, type SignatureTags } from '../src/reenvelope/dkim-header';
+import { fieldsToSign, relaxedField, signedField, signedFields, unsignedSignature, type SignatureTags } from '../src/reenvelope/dkim-header';
 
 /** Header text as the relay holds it: one latin1 char per byte, so UTF-8 arrives as its bytes. */
 const bytes = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
@@ -36,7 +36,7 @@ describe('the DKIM-Signature field', () => {
     'In-Reply-To', 'References', 'List-Id', 'List-Help', 'List-Unsubscribe', 'List-Subscribe', 'List-Post', 'List-Owner', 'List-Archive', 'BIMI-Selector',
   ];
   const headers = block(every.map((name) => `${name}: value of ${name}`));
-  const tags = (signed = fieldsToSign(headers.fields)): SignatureTags => ({
+  const tags = (signed = signedFields(headers.fields)): SignatureTags => ({
     algorithm: 'rsa-sha256', domain: 'corp.example', selector: 's1', signTime: new Date(Date.UTC(2026, 10, 30, 12, 0, 0)), bodyHash: 'x'.repeat(44), signed,
   });
 
@@ -56,7 +56,7 @@ describe('the DKIM-Signature field', () => {
   });
 
   test('the signed text is the signed fields relaxed, then this field relaxed with b= empty and no final CRLF; the key\'s signature over it checks out', () => {
-    const signed = fieldsToSign(block(['From: A <a@corp.example>', `Subject: ${bytes('Reçu à Рим')}`, 'To: b@example.com,\r\n  c@example.com']).fields);
+    const signed = signedFields(block(['From: A <a@corp.example>', `Subject: ${bytes('Reçu à Рим')}`, 'To: b@example.com,\r\n  c@example.com']).fields);
     const unsigned = unsignedSignature(tags(signed));
     expect(unsigned.field.endsWith('b=')).toBe(true);
     const relaxedSelf = relaxedField(unsigned.field).slice(0, -2);
@@ -66,7 +66,7 @@ describe('the DKIM-Signature field', () => {
   });
 
   test('a message without a From still names From in h= (RFC 6376 §5.4), over nothing', () => {
-    const unsigned = unsignedSignature(tags(fieldsToSign(block(['To: b@example.com', 'Subject: hi']).fields)));
+    const unsigned = unsignedSignature(tags(signedFields(block(['To: b@example.com', 'Subject: hi']).fields)));
     expect(unsigned.field.replace(/\r\n/g, '')).toMatch(/ h=Subject: ?To: ?From; b=$/);
     expect(unsigned.data).toMatch(/^subject:hi\r\nto:b@example.com\r\ndkim-signature:/);
   });
@@ -80,7 +80,7 @@ describe('the DKIM-Signature field', () => {
   test('however long h= gets, lines stay within 76 characters and b= keeps room for the signature, on a line of its own when needed', () => {
     const wrapped: number[] = [];
     for (let n = 1; n <= 30; n++) {
-      const field = signedField(unsignedSignature(tags(fieldsToSign(block(Array.from({ length: n }, (_, i) => `To: r${i}@example.com`)).fields))), Buffer.alloc(256, 1));
+      const field = signedField(unsignedSignature(tags(signedFields(block(Array.from({ length: n }, (_, i) => `To: r${i}@example.com`)).fields))), Buffer.alloc(256, 1));
       const lines = field.slice(0, -2).split('\r\n');
       for (const line of lines) expect(line.length).toBeLessThanOrEqual(76);
       const bLine = lines.findIndex((line) => line.includes(' b='));

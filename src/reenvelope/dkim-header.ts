@@ -72,6 +72,18 @@ export function fieldsToSign(fields: readonly HeaderField[]): HeaderField[] {
  */
 const OVERSIGNED = 'From';
 
+/** What every signature of one message shares: the `h=` names and the signed fields' relaxed text. */
+export interface SignedFields {
+  names: readonly string[];
+  canonical: string;
+}
+
+/** The fields to sign (fieldsToSign), named for `h=` with From over-signed, and relaxed once for all keys. */
+export function signedFields(fields: readonly HeaderField[]): SignedFields {
+  const chosen = fieldsToSign(fields);
+  return { names: [...chosen.map(fieldName), OVERSIGNED], canonical: chosen.map((field) => relaxedField(field.raw)).join('') };
+}
+
 /** A field's name as the message spells it (`h=` keeps the sender's case; verifiers compare without it). */
 function fieldName(field: HeaderField): string {
   return field.raw.slice(0, field.raw.indexOf(':')).replace(WSP_RUN, '');
@@ -84,8 +96,8 @@ export interface SignatureTags {
   signTime: Date;
   /** `bh=`, base64. */
   bodyHash: string;
-  /** The signed fields, bottom-up, from fieldsToSign(). */
-  signed: readonly HeaderField[];
+  /** The signed fields, from signedFields(): the same for every key of a message. */
+  signed: SignedFields;
 }
 
 export interface UnsignedSignature {
@@ -97,7 +109,7 @@ export interface UnsignedSignature {
 
 /** The signature field up to its empty `b=`, and the text to sign (RFC 6376 §3.7). */
 export function unsignedSignature(tags: SignatureTags): UnsignedSignature {
-  const names = [...tags.signed.map(fieldName), OVERSIGNED];
+  const { names } = tags.signed;
   const words = [
     // The config accepts only ASCII domains and selectors, so d= and s= need no A-label conversion.
     'v=1;', `a=${tags.algorithm};`, 'c=relaxed/relaxed;', `d=${tags.domain};`, `s=${tags.selector};`,
@@ -107,10 +119,7 @@ export function unsignedSignature(tags: SignatureTags): UnsignedSignature {
     'b=',
   ];
   const field = fold('DKIM-Signature:', words, B_MIN_ROOM);
-  const relaxed = relaxedField(field);
-  let data = '';
-  for (const signed of tags.signed) data += relaxedField(signed.raw);
-  return { field, data: data + relaxed.slice(0, -2) };
+  return { field, data: tags.signed.canonical + relaxedField(field).slice(0, -2) };
 }
 
 /** The whole field, CRLF-terminated: the base64 signature folded after the unsigned part. */

@@ -2,7 +2,7 @@ import { createHash, sign, type KeyObject } from 'node:crypto';
 import { dkimBody, type BodyHasher } from 'mailauth/lib/dkim/body';
 import type { HeaderBlock, HeaderField } from '../ingress/header-block';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from '../ingress/filters';
-import { fieldsToSign, signedField, unsignedSignature } from './dkim-header';
+import { signedField, signedFields, unsignedSignature } from './dkim-header';
 import type { DkimKey, RouteKeys } from './dkim-keys';
 
 const CRLF = Buffer.from('\r\n');
@@ -112,7 +112,7 @@ const MAX_PARTIAL = 64 * 1024;
 
 /** `DKIM-Signature:` lines (CRLF-terminated) over a header's fields and a body hash, one per key, as RFC 6376 and RFC 8463 sign. */
 export async function signatures(keys: readonly DkimKey[], fields: readonly HeaderField[], bodyHash: string, signTime: Date): Promise<string> {
-  const signed = fieldsToSign(fields);
+  const signed = signedFields(fields);
   const lines = await Promise.all(keys.map(async (key) => {
     const unsigned = unsignedSignature({ algorithm: key.algorithm, domain: key.domain, selector: key.selector, signTime, bodyHash, signed });
     // Header fields are latin1 strings (one char per byte), so this is the bytes as they are sent.
