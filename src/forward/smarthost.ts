@@ -139,7 +139,10 @@ export class NodemailerSmartHost implements SmartHostTransport {
     const mail: PooledMessage = {
       data: {},
       message: {
-        getEnvelope: () => smtpEnvelope,
+        // A fresh object for every try: the connection writes its progress onto the envelope it is
+        // given (`mailError` above all, never cleared), so a message retried over a new connection
+        // after a 421 to MAIL would fail again with the old connection's reply.
+        getEnvelope: () => ({ from: smtpEnvelope.from, to: [...smtpEnvelope.to] }),
         messageId: () => '',
         getHeader: () => '',
         // Called for every try: the pool sends again over another connection when a reused one was

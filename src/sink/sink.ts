@@ -51,6 +51,14 @@ export interface SinkOptions {
    */
   xoauth2?: { user: string; validToken: (token: string) => boolean };
   tls?: { key: Buffer; cert: Buffer; implicit?: boolean };
+  /**
+   * Ends each connection after this many messages, as providers that cap messages per connection do:
+   * `close` ends it right behind the last 250 (no goodbye), `refuse` answers the next MAIL with 421
+   * and then closes (smtp-server closes after any 421).
+   */
+  messagesPerConnection?: { limit: number; then: 'close' | 'refuse' };
+  /** Closes a connection left idle this long with 421, as a provider's idle timeout does (smtp-server's default: 60 s). */
+  idleTimeoutMs?: number;
   log?: (line: string) => void;
   onMessage?: (message: SinkMessage) => void;
 }
@@ -64,6 +72,8 @@ export class SmtpSink {
   readonly tokensSeen: string[] = [];
   behaviour: SinkBehaviour;
   private readonly server: SMTPServer;
+  /** Messages taken per connection (by session id), for `messagesPerConnection`. */
+  private readonly takenOn = new Map<string, number>();
   private address: AddressInfo | null = null;
 
   constructor(private readonly options: SinkOptions = {}) {
@@ -87,11 +97,15 @@ export class SmtpSink {
       size: 100 * 1024 * 1024,
       maxClients: 1000,
       closeTimeout: 1000,
+      ...(options.idleTimeoutMs !== undefined ? { socketTimeout: options.idleTimeoutMs } : {}),
       onConnect: (_session, callback) => {
         const b = this.behaviour;
         if (b.mode === 'defer' && b.atConnect) return callback(Object.assign(new Error('4.3.2 Service not available, try later'), { responseCode: b.code ?? 421 }));
         if (b.mode === 'hang') return; // never greet
         callback();
+      },
+      onClose: (session) => {
+        this.takenOn.delete(session.id);
       },
       onAuth: (auth, _session, callback) => {
         const oauth = this.options.xoauth2;
@@ -105,11 +119,15 @@ export class SmtpSink {
         if (expected && auth.username === expected.user && auth.password === expected.pass) return callback(null, { user: auth.username });
         callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
       },
-      onMailFrom: (_address, _session, callback) => {
+      onMailFrom: (_address, session, callback) => {
         this.mailCommands++;
         const b = this.behaviour;
         if (b.mode === 'defer') return callback(Object.assign(new Error('4.7.0 Try again later'), { responseCode: b.code ?? 451 }));
         if (b.mode === 'reject') return callback(Object.assign(new Error('5.7.1 Message refused by policy'), { responseCode: b.code ?? 550 }));
+        const cap = this.options.messagesPerConnection;
+        if (cap?.then === 'refuse' && (this.takenOn.get(session.id) ?? 0) >= cap.limit) {
+          return callback(Object.assign(new Error(`4.7.0 Too many messages on this connection (at most ${cap.limit}); reconnect`), { responseCode: 421 }));
+        }
         callback();
       },
       onRcptTo: (address, _session, callback) => {
@@ -128,7 +146,10 @@ export class SmtpSink {
         stream.on('end', () => {
           const data = Buffer.concat(chunks);
           this.record(session, data).then(
-            (id) => callback(null, `2.0.0 Ok: captured as ${id}`),
+            (id) => {
+              callback(null, `2.0.0 Ok: captured as ${id}`);
+              this.countTaken(session);
+            },
             (err: Error) => callback(Object.assign(new Error(`4.3.0 ${err.message}`), { responseCode: 451 })),
           );
         });
@@ -163,6 +184,22 @@ export class SmtpSink {
   /** Every recipient address of every captured message, in arrival order. */
   recipients(): string[] {
     return this.messages.flatMap((m) => m.to);
+  }
+
+  /** One more message taken on this session's connection; `close` ends it behind the 250 just written. */
+  private countTaken(session: SMTPServerSession): void {
+    const cap = this.options.messagesPerConnection;
+    if (!cap) return;
+    const taken = (this.takenOn.get(session.id) ?? 0) + 1;
+    this.takenOn.set(session.id, taken);
+    if (cap.then === 'close' && taken >= cap.limit) this.endSession(session);
+  }
+
+  /** A FIN after what was written, the way a server that is done with a client hangs up. */
+  private endSession(session: SMTPServerSession): void {
+    for (const connection of (this.server as unknown as { connections: Set<{ session: SMTPServerSession; _socket?: { end(): void } }> }).connections) {
+      if (connection.session === session) connection._socket?.end();
+    }
   }
 
   private destroySession(session: SMTPServerSession): void {
