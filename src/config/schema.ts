@@ -267,6 +267,12 @@ const smarthostSchema = z.strictObject({
   priority: z.number().int().min(0).default(10),
   weight: z.number().int().min(1).default(1),
   max_connections: z.number().int().min(1).max(100).default(5),
+  /**
+   * Most recipients per transaction to this host; a bigger envelope is sent over several. Providers
+   * cap it (SES and Postmark at 50, Gmail at 100) and may refuse the whole message past it; 50 is
+   * also Postfix's default (smtp_destination_recipient_limit).
+   */
+  max_recipients: z.number().int().min(1).max(1000).default(50),
   connect_timeout: duration.default(10_000),
   socket_timeout: duration.default(60_000),
   rate_limits: z.array(quotaSchema).default([]),

@@ -97,37 +97,51 @@ export class Dispatcher {
     };
     let lastHost: SmartHost | null = null;
 
-    for (const host of this.orderedHosts(current, meta.route)) {
+    hosts: for (const host of this.orderedHosts(current, meta.route)) {
       // A host that refused a recipient for good is not offered it again: the next one is tried instead.
-      const targets = recipients.filter((r) => r.state.status === 'pending' && !(r.state.rejectedBy ?? []).includes(host.name));
-      if (targets.length === 0) continue;
-      // A reload while this attempt ran may have retired the host (removed, or replaced by a changed
-      // definition): it is sent nothing more, and its recipients wait for the next attempt. Checked
-      // again after admission, which may wait on shared counters.
-      if (skipIfRetired(host, targets)) continue;
-      const admission = await host.admit(targets.length, this.now());
-      if (!admission.ok) {
-        skips.push({ host: host.name, retryAt: admission.retryAt, detail: admission.detail });
-        for (const target of targets) target.sawTransient = true;
-        continue;
-      }
-      if (skipIfRetired(host, targets)) continue;
-      const batch = targets.slice(0, admission.recipients);
-      for (const target of targets.slice(admission.recipients)) target.sawTransient = true;
-      if (lastHost) this.deps.observer.emit({ type: 'failover', queueId: id, from: lastHost.name, to: host.name });
-      else meta.attempts += 1;
-      lastHost = host;
-      const attemptStart = this.now();
-      const body = { path: store.bodyPath(id), size: messageBytes(meta), ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}), ...(message ? { message } : {}) };
-      const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
-      this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
-      // Our own copy could not be read (a damaged queue file): the next host would be sent the same
-      // file, so this attempt ends here and the message waits for its next one. Every recipient
-      // still pending waits with it, also one this host was not offered because it had refused it
-      // before: the next host has not had its turn, so that refusal must not become a bounce.
-      if (batch.every((r) => isUnreadableCopy(outcomes.get(r.state.address)))) {
-        for (const recipient of recipients) if (recipient.state.status === 'pending') recipient.sawTransient = true;
-        break;
+      let targets = recipients.filter((r) => r.state.status === 'pending' && !(r.state.rejectedBy ?? []).includes(host.name));
+      // One transaction per admission: a host admits at most its `max_recipients`, and a recipient
+      // quota may admit fewer, so a big envelope goes to the same host over several transactions.
+      while (targets.length > 0) {
+        // A reload while this attempt ran may have retired the host (removed, or replaced by a changed
+        // definition): it is sent nothing more, and its recipients wait for the next attempt. Checked
+        // again after admission, which may wait on shared counters.
+        if (skipIfRetired(host, targets)) continue hosts;
+        const admission = await host.admit(targets.length, this.now());
+        if (!admission.ok) {
+          skips.push({ host: host.name, retryAt: admission.retryAt, detail: admission.detail });
+          for (const target of targets) target.sawTransient = true;
+          continue hosts;
+        }
+        if (skipIfRetired(host, targets)) continue hosts;
+        const batch = targets.slice(0, admission.recipients);
+        targets = targets.slice(admission.recipients);
+        if (lastHost === null) meta.attempts += 1;
+        else if (lastHost !== host) this.deps.observer.emit({ type: 'failover', queueId: id, from: lastHost.name, to: host.name });
+        lastHost = host;
+        const attemptStart = this.now();
+        const body = { path: store.bodyPath(id), size: messageBytes(meta), ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}), ...(message ? { message } : {}) };
+        const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
+        this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
+        // Our own copy could not be read (a damaged queue file): the next host would be sent the same
+        // file, so this attempt ends here and the message waits for its next one. Every recipient
+        // still pending waits with it, also one this host was not offered because it had refused it
+        // before: the next host has not had its turn, so that refusal must not become a bounce.
+        if (batch.every((r) => isUnreadableCopy(outcomes.get(r.state.address)))) {
+          for (const recipient of recipients) if (recipient.state.status === 'pending') recipient.sawTransient = true;
+          break hosts;
+        }
+        // RFC 5321 §4.5.3.1.10: a 452 to some recipients of a transaction the host otherwise took is
+        // its limit of recipients per transaction; they go in the next transaction, not the next attempt.
+        const overLimit = batch.filter((r) => r.state.status === 'pending' && isRecipientLimit(outcomes.get(r.state.address)));
+        if (overLimit.length > 0 && batch.some((r) => r.state.status === 'delivered')) targets = [...overLimit, ...targets];
+        // A host that answered none of this transaction's recipients itself (down, or deferring them
+        // all) is not offered the rest of the envelope: the next host is, and this one may take them
+        // in a later attempt.
+        if (!batch.some((r) => r.state.status === 'delivered' || (r.state.rejectedBy ?? []).includes(host.name))) {
+          for (const target of targets) target.sawTransient = true;
+          continue hosts;
+        }
       }
     }
 
@@ -308,4 +322,9 @@ export class Dispatcher {
 /** The relay could not read its own queued copy: the spool's problem, whichever host was trying. */
 function isUnreadableCopy(outcome: Outcome | undefined): boolean {
   return outcome?.kind === 'transient' && outcome.cause === 'spool';
+}
+
+/** `452` to a recipient: the host's limit of recipients per transaction (RFC 5321 §4.5.3.1.10). */
+function isRecipientLimit(outcome: Outcome | undefined): boolean {
+  return outcome?.kind === 'transient' && outcome.cause === 'reply' && outcome.reply?.code === 452;
 }

@@ -43,7 +43,7 @@ export class GuardedSmartHost implements SmartHost {
     // Look before counting quota, so an open breaker costs no quota…
     const look = breakerAdmit(this.breaker, now, this.config.breaker);
     if (!look.admitted) return this.breakerRefusal(look.retryAt);
-    const quota = await this.quota.admit(recipients, now);
+    const quota = await this.quota.admit(Math.min(recipients, this.config.max_recipients), now);
     if (!quota.ok) {
       this.quotaBlockedUntil = Math.max(this.quotaBlockedUntil, quota.retryAt);
       return { ok: false, cause: 'quota', retryAt: quota.retryAt, detail: quota.detail };

@@ -61,7 +61,8 @@ export interface SmartHost extends SmartHostTransport {
   up(): boolean;
   /**
    * Asks to send one message to `recipients` recipients now: takes the breaker's probe slot and
-   * counts the quota. It may admit fewer recipients than asked (a recipient quota nearly used up).
+   * counts the quota. It may admit fewer recipients than asked: never more than the host's
+   * `max_recipients` per transaction, fewer when a recipient quota is nearly used up.
    */
   admit(recipients: number, now: number): Promise<Admission>;
   /** What the host can tell about its breaker and quotas, for the admin API and `smarthop status`. */

@@ -57,6 +57,8 @@ export interface SinkOptions {
    * and then closes (smtp-server closes after any 421).
    */
   messagesPerConnection?: { limit: number; then: 'close' | 'refuse' };
+  /** Refuses recipients past this many in one transaction with `452 4.5.3`, as SES and Postmark do past 50. */
+  maxRecipients?: number;
   /** Closes a connection left idle this long with 421, as a provider's idle timeout does (smtp-server's default: 60 s). */
   idleTimeoutMs?: number;
   log?: (line: string) => void;
@@ -130,7 +132,11 @@ export class SmtpSink {
         }
         callback();
       },
-      onRcptTo: (address, _session, callback) => {
+      onRcptTo: (address, session, callback) => {
+        const max = this.options.maxRecipients;
+        if (max !== undefined && session.envelope.rcptTo.length >= max) {
+          return callback(Object.assign(new Error(`4.5.3 Too many recipients (at most ${max} per message)`), { responseCode: 452 }));
+        }
         const reply = this.options.rcptReply?.(address.address);
         if (reply) return callback(Object.assign(new Error(reply.message), { responseCode: reply.code }));
         callback();
