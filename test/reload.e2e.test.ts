@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { StatusReport } from '../src/admin/types';
 import { loadConfigFile } from '../src/config/load';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SinkOptions, SmtpSink } from '../src/sink/sink';
 import { ChildRelay } from './helpers/child-relay';
 import { baseConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession, RawSmtpClient } from './helpers/smtp-client';
@@ -36,8 +36,8 @@ describe('reload', () => {
     removeDir(dir);
   });
 
-  async function sink(): Promise<SmtpSink> {
-    const s = await startSink();
+  async function sink(options: SinkOptions = {}): Promise<SmtpSink> {
+    const s = await startSink(options);
     sinks.push(s);
     return s;
   }
@@ -181,6 +181,32 @@ describe('reload', () => {
     const events = readFileSync(eventsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { type: string; smarthost?: string | null });
     expect(events.filter((e) => e.smarthost === 'removed')).toEqual([]);
     expect(events.filter((e) => e.type === 'deferred').map((e) => e.smarthost)).toEqual(['first']);
+  });
+
+  test('a reload between the transactions of a split envelope: the recipients not yet offered go on the new host at once, not after a backoff', async () => {
+    // The first transaction's 250 comes late, so the reload lands while it is under way.
+    const slow = await sink({ dataReplyDelayMs: 1500 });
+    const eventsFile = path.join(dir, 'events.jsonl');
+    const raw = baseConfig(dir, [{ name: 'only', port: slow.port, max_recipients: 1 }], {
+      events: { file: eventsFile },
+      spool: { dir: path.join(dir, 'spool'), retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
+    });
+    const relay = await start(raw);
+    const { client } = await openSession(relay.smtpPort);
+    expect(await client.sendMessage('app@corp.example', ['a@example.com', 'b@example.com', 'c@example.com'], message({ subject: 'split across a reload' }))).toMatch(/^250 /);
+    await client.quit();
+    await waitFor(() => slow.count === 1, 5_000, 'the first transaction at the host');
+
+    // A changed definition retires `only` and puts a new host of the same name in its place.
+    write({ ...raw, smarthosts: [{ ...(raw.smarthosts as Record<string, unknown>[])[0], max_recipients: 2 }] });
+    expect((await reload()).body).toMatchObject({ ok: true, changed: expect.arrayContaining(['smarthosts']) });
+
+    // An hour's backoff would keep b and c waiting; they go in the next attempt, on the new host, now.
+    await waitFor(() => slow.recipients().length === 3, 10_000, 'every recipient delivered');
+    expect(slow.messages.map((m) => m.to)).toEqual([['a@example.com'], ['b@example.com', 'c@example.com']]);
+    const delivered = () => readFileSync(eventsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { type: string; to?: string; attempt?: number }).filter((e) => e.type === 'delivered');
+    await waitFor(() => delivered().length === 3, 5_000, 'three delivered events');
+    expect(delivered().map((e) => [e.to, e.attempt])).toEqual([['a@example.com', 1], ['b@example.com', 2], ['c@example.com', 2]]);
   });
 
   test('an invalid config is refused: the running one stays, the failure is counted and explained', async () => {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseConfig } from '../src/config/load';
 import type { SmtpSink } from '../src/sink/sink';
@@ -14,7 +14,7 @@ import { message, openSession } from './helpers/smtp-client';
 describe('smart hosts: recipients per transaction', () => {
   const t = relayPerTest();
   const eventsFile = () => path.join(t.dir, 'events.jsonl');
-  const events = () => readFileSync(eventsFile(), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+  const events = () => (existsSync(eventsFile()) ? readFileSync(eventsFile(), 'utf8') : '').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
   const metric = async (sample: string) => metricValue(await metricsText((t.running as RunningRelay).httpPort), sample);
   const addresses = (n: number) => Array.from({ length: n }, (_, i) => `user${i}@example.com`);
 
@@ -91,6 +91,49 @@ describe('smart hosts: recipients per transaction', () => {
     await allDelivered(70);
     expect(await metric('smarthop_failovers_total{from="primary",to="backup"}')).toBe(1);
     expect(events().filter((e) => e.type === 'deferred' || e.type === 'bounced')).toEqual([]);
+  });
+
+  /** Retries an hour away: what arrives within a test came from the first attempt. */
+  const firstAttemptOnly = () => ({ events: { file: eventsFile() }, spool: { dir: path.join(t.dir, 'spool'), retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 } });
+  const settled = (n: number) => waitFor(() => events().filter((e) => ['delivered', 'deferred', 'bounced'].includes(String(e.type))).length >= n, 10_000, `${n} outcomes`);
+
+  test('a 452 about one recipient (4.2.2, mailbox full) among others taken is not resent: deferred once, the envelope still goes in two transactions', async () => {
+    const primary = await t.sink({ rcptReply: (address) => (address === 'user10@example.com' ? { code: 452, message: '4.2.2 Mailbox full' } : null) });
+    await t.relayWith([{ name: 'primary', port: primary.port }], firstAttemptOnly());
+    await send(addresses(60));
+    await settled(60);
+
+    expect(primary.mailCommands).toBe(2);
+    expect(transactionSizes(primary)).toEqual([49, 10]);
+    expect(events().filter((e) => e.type === 'deferred').map((e) => [e.to, e.response])).toEqual([['user10@example.com', '452 4.2.2 Mailbox full']]);
+  });
+
+  test('a recipient resent after the limit and then refused for good bounces in the same attempt, not after a backoff', async () => {
+    const primary = await t.sink({ maxRecipients: 2, rcptReply: (address) => (address === 'gone@example.com' ? { code: 550, message: '5.1.1 No such user' } : null) });
+    await t.relayWith([{ name: 'primary', port: primary.port, max_recipients: 100 }], firstAttemptOnly());
+    await send(['a@example.com', 'b@example.com', 'gone@example.com']);
+    await settled(3);
+
+    expect(events().filter((e) => e.type === 'bounced').map((e) => [e.to, e.attempt])).toEqual([['gone@example.com', 1]]);
+    // Two transactions for the message (the second refused at its only RCPT), then its DSN from <>.
+    await waitFor(() => primary.messages.some((m) => m.from === ''), 10_000, 'the DSN');
+    expect(primary.messages.filter((m) => m.from !== '').map((m) => m.to)).toEqual([['a@example.com', 'b@example.com']]);
+    expect(primary.mailCommands).toBe(3);
+    expect(events().filter((e) => e.type === 'deferred')).toEqual([]);
+  });
+
+  test('with a recipient quota: the split uses what the window has left, the rest waits for the window (a skip, not a refused transaction)', async () => {
+    const primary = await t.sink({ maxRecipients: 50 });
+    await t.relayWith([{ name: 'primary', port: primary.port, rate_limits: [{ window: '1h', recipients: 60 }] }], firstAttemptOnly());
+    await send(addresses(120));
+    await settled(120);
+
+    expect(transactionSizes(primary)).toEqual([50, 10]);
+    expect(primary.mailCommands).toBe(2);
+    const deferred = events().filter((e) => e.type === 'deferred');
+    expect(deferred).toHaveLength(60);
+    expect(String(deferred[0].response)).toMatch(/^no smart host available: primary quota exhausted \(60 recipients per 1h\)/);
+    expect(await metric('smarthop_smarthost_quota_remaining{smarthost="primary",window="1h",unit="recipients"}')).toBe(0);
   });
 
   test('max_recipients outside 1–1000 is a config error with its path', async () => {

@@ -7,6 +7,7 @@ import type { Bouncer } from './bounce';
 import type { FailedRecipient } from './dsn';
 import { describeOutcome, parseReply, type Outcome, type SmtpReply } from './outcome';
 import { nextAttemptAt, orderSmartHosts, type Rotation } from './plan';
+import { recipientLimitTail } from './recipient-limit';
 import type { SmartHost } from './smarthost';
 
 /** A recipient refused (5xx) by this many smart hosts has failed for good (the next host is tried once). */
@@ -96,6 +97,8 @@ export class Dispatcher {
       return true;
     };
     let lastHost: SmartHost | null = null;
+    /** Recipients some host was sent in this attempt (a retired host may leave others never offered). */
+    const offered = new Set<RecipientAttempt>();
 
     hosts: for (const host of this.orderedHosts(current, meta.route)) {
       // A host that refused a recipient for good is not offered it again: the next one is tried instead.
@@ -119,6 +122,8 @@ export class Dispatcher {
         if (lastHost === null) meta.attempts += 1;
         else if (lastHost !== host) this.deps.observer.emit({ type: 'failover', queueId: id, from: lastHost.name, to: host.name });
         lastHost = host;
+        for (const recipient of batch) offered.add(recipient);
+        const sawTransientBefore = new Map(batch.map((r) => [r, r.sawTransient]));
         const attemptStart = this.now();
         const body = { path: store.bodyPath(id), size: messageBytes(meta), ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}), ...(message ? { message } : {}) };
         const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
@@ -131,10 +136,18 @@ export class Dispatcher {
           for (const recipient of recipients) if (recipient.state.status === 'pending') recipient.sawTransient = true;
           break hosts;
         }
-        // RFC 5321 §4.5.3.1.10: a 452 to some recipients of a transaction the host otherwise took is
-        // its limit of recipients per transaction; they go in the next transaction, not the next attempt.
-        const overLimit = batch.filter((r) => r.state.status === 'pending' && isRecipientLimit(outcomes.get(r.state.address)));
-        if (overLimit.length > 0 && batch.some((r) => r.state.status === 'delivered')) targets = [...overLimit, ...targets];
+        // RFC 5321 §4.5.3.1.10: a host out of recipients for this transaction answers 452 to the rest
+        // of the RCPTs, so a 452 tail behind recipients it took goes in the next transaction, not the
+        // next attempt. Only the tail: a 452 with others taken after it is about that recipient (a
+        // full mailbox), and at the head of the next transaction it is no longer a tail.
+        if (batch.some((r) => r.state.status === 'delivered')) {
+          const overLimit = recipientLimitTail(batch, (r) => outcomes.get(r.state.address));
+          for (const recipient of overLimit) {
+            // Not deferred yet: its next transaction decides (a 5xx there may still fail it for good now).
+            recipient.sawTransient = sawTransientBefore.get(recipient) ?? false;
+          }
+          targets = [...overLimit, ...targets];
+        }
         // A host that answered none of this transaction's recipients itself (down, or deferring them
         // all) is not offered the rest of the envelope: the next host is, and this one may take them
         // in a later attempt.
@@ -145,9 +158,11 @@ export class Dispatcher {
       }
     }
 
-    // Nothing was tried because a reload retired the hosts in the way: the next attempt, on the new
-    // config, need not wait for a backoff. (When a host was tried, its outcome sets the backoff.)
-    if (lastHost === null && retired.length > 0) skips.push({ host: retired.join(', '), retryAt: this.now(), detail: `${retired.join(', ')} retired by a config reload` });
+    // Recipients no host was sent because a reload retired the hosts in the way: the next attempt, on
+    // the new config, need not wait for a backoff. (A host that was tried sets the backoff of the
+    // recipients it was sent, unless some were never offered.)
+    const neverOffered = recipients.some((r) => r.state.status === 'pending' && !offered.has(r));
+    if (retired.length > 0 && neverOffered) skips.push({ host: retired.join(', '), retryAt: this.now(), detail: `${retired.join(', ')} retired by a config reload` });
 
     try {
       const result = await this.settle(current.config, meta, recipients, lastHost, skips, inline);
@@ -322,9 +337,4 @@ export class Dispatcher {
 /** The relay could not read its own queued copy: the spool's problem, whichever host was trying. */
 function isUnreadableCopy(outcome: Outcome | undefined): boolean {
   return outcome?.kind === 'transient' && outcome.cause === 'spool';
-}
-
-/** `452` to a recipient: the host's limit of recipients per transaction (RFC 5321 §4.5.3.1.10). */
-function isRecipientLimit(outcome: Outcome | undefined): boolean {
-  return outcome?.kind === 'transient' && outcome.cause === 'reply' && outcome.reply?.code === 452;
 }

@@ -57,6 +57,8 @@ export interface SinkOptions {
    * and then closes (smtp-server closes after any 421).
    */
   messagesPerConnection?: { limit: number; then: 'close' | 'refuse' };
+  /** Waits this long before answering the end of DATA, as a slow provider does (the message is kept first). */
+  dataReplyDelayMs?: number;
   /** Refuses recipients past this many in one transaction with `452 4.5.3`, as SES and Postmark do past 50. */
   maxRecipients?: number;
   /** Closes a connection left idle this long with 421, as a provider's idle timeout does (smtp-server's default: 60 s). */
@@ -153,8 +155,12 @@ export class SmtpSink {
           const data = Buffer.concat(chunks);
           this.record(session, data).then(
             (id) => {
-              callback(null, `2.0.0 Ok: captured as ${id}`);
-              this.countTaken(session);
+              const answer = () => {
+                callback(null, `2.0.0 Ok: captured as ${id}`);
+                this.countTaken(session);
+              };
+              if (this.options.dataReplyDelayMs) setTimeout(answer, this.options.dataReplyDelayMs);
+              else answer();
             },
             (err: Error) => callback(Object.assign(new Error(`4.3.0 ${err.message}`), { responseCode: 451 })),
           );
