@@ -19,6 +19,7 @@ describe('smart hosts: selection and transport', () => {
 
   const metric = async (sample: string) => metricValue(await metricsText((t.running as RunningRelay).httpPort), sample);
   const delivered = (...s: SmtpSink[]) => s.reduce((sum, x) => sum + x.messages.length, 0);
+  const subjectOf = (data: Buffer) => /^Subject: (.*)$/m.exec(data.toString('latin1'))?.[1]?.trim();
   const events = (file: string) => readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
 
   test('equal priorities share by weight, exactly (smooth weighted round robin); a lower priority takes nothing while they are up', async () => {
@@ -120,6 +121,47 @@ describe('smart hosts: selection and transport', () => {
     expect(await metric('smarthop_smarthost_up{smarthost="primary"}')).toBe(1);
     expect((await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}')) ?? 0).toBe(0);
     expect(existsSync(file)).toBe(true);
+  });
+
+  test("a message larger than a host's EHLO SIZE is not sent to it: the next host takes it, and the first one's breaker is untouched", async () => {
+    const small = await sink({ maxSize: 4096 });
+    const large = await sink();
+    await relayWith([
+      { name: 'small', port: small.port, priority: 10, breaker: { failures: 1, cooldown: '1h' } },
+      { name: 'large', port: large.port, priority: 20 },
+    ]);
+    const { client } = await openSession((t.running as RunningRelay).smtpPort);
+    expect(await client.sendMessage('app@corp.example', ['user@example.com'], message({ subject: 'too big for small', body: 'x'.repeat(8000) }))).toMatch(/^250 /);
+    // Under the limit, and its size is declared: the small host takes it.
+    expect(await client.sendMessage('app@corp.example', ['user@example.com'], message({ subject: 'fits' }))).toMatch(/^250 /);
+    await client.quit();
+
+    await waitFor(() => delivered(small, large) === 2, 10_000, 'both delivered');
+    expect(large.messages.map((m) => subjectOf(m.data))).toEqual(['too big for small']);
+    expect(small.messages.map((m) => subjectOf(m.data))).toEqual(['fits']);
+    // The big one never got as far as a MAIL FROM at the small host.
+    expect(small.mailCommands).toBe(1);
+    expect(await metric('smarthop_smarthost_up{smarthost="small"}')).toBe(1);
+    expect(await metric('smarthop_delivery_attempts_total{smarthost="small",outcome="failed"}')).toBe(1);
+    expect(await metric('smarthop_delivery_attempts_total{smarthost="small",outcome="unreachable"}')).toBeUndefined();
+  });
+
+  test('a message larger than every host takes bounces at once with 552 5.3.4, and no host was sent its bytes', async () => {
+    const small = await sink({ maxSize: 4096 });
+    const eventsFile = path.join(t.dir, 'events.jsonl');
+    await relayWith([{ name: 'small', port: small.port }], { events: { file: eventsFile } });
+    await send();
+    const { client } = await openSession((t.running as RunningRelay).smtpPort);
+    expect(await client.sendMessage('app@corp.example', ['user@example.com'], message({ subject: 'too big everywhere', body: 'x'.repeat(8000) }))).toMatch(/^250 /);
+    await client.quit();
+
+    const bounced = () => events(eventsFile).find((e) => e.type === 'bounced');
+    await waitFor(() => bounced() !== undefined, 10_000, 'the bounce');
+    expect(bounced()).toMatchObject({ smarthost: 'small', attempt: 1 });
+    expect(String(bounced()?.response)).toMatch(/^552 5\.3\.4 Message of \d+ bytes is larger than the smart host takes \(its EHLO SIZE is 4096\)$/);
+    // The DSN (small) reaches the same host; the big message's bytes never did.
+    await waitFor(() => small.messages.some((m) => m.from === ''), 10_000, 'the DSN');
+    expect(small.messages.filter((m) => m.from !== '').map((m) => subjectOf(m.data))).toEqual(['smart host test']);
   });
 
   test('quota: an exhausted host is skipped for the next one until its window frees, then takes traffic again', async () => {

@@ -118,7 +118,7 @@ export class NodemailerSmartHost implements SmartHostTransport {
       // Only a reply to the transaction itself speaks about the recipients; a failed AUTH (535) or
       // STARTTLS is the smart host's problem and must never bounce mail.
       const aboutTransaction = (err.code === 'EENVELOPE' || err.code === 'EMESSAGE') && err.responseCode !== undefined;
-      const whole = aboutTransaction ? replyOutcome(err) : connectionOutcome(err);
+      const whole = aboutTransaction ? replyOutcome(err) : isOverHostSizeLimit(err) ? overSizeLimit(err, body) : connectionOutcome(err);
       for (const address of envelope.to) if (!outcomes.has(address)) outcomes.set(address, whole);
     }
     return outcomes;
@@ -134,6 +134,9 @@ export class NodemailerSmartHost implements SmartHostTransport {
    */
   private submit(smtpEnvelope: WireEnvelope, body: MessageBody): Promise<SentInfo> {
     const head = body.prependHeaders ? Buffer.from(body.prependHeaders, 'latin1') : null;
+    // Declared in MAIL FROM (RFC 1870 SIZE=): a host that cannot take the message says so before
+    // its bytes are sent, and one whose EHLO named a smaller limit is not sent it at all.
+    const size = messageSize(body);
     // A copy crossing from the event loop arrives as a plain Uint8Array; the connection wants Buffers.
     const bytes = body.message ? Buffer.from(body.message.buffer, body.message.byteOffset, body.message.byteLength) : null;
     const streams: Readable[] = [];
@@ -143,7 +146,7 @@ export class NodemailerSmartHost implements SmartHostTransport {
         // A fresh object for every try: the connection writes its progress onto the envelope it is
         // given (`mailError` above all, never cleared), so a message retried over a new connection
         // after a 421 to MAIL would fail again with the old connection's reply.
-        getEnvelope: () => ({ from: smtpEnvelope.from, to: [...smtpEnvelope.to] }),
+        getEnvelope: () => ({ from: smtpEnvelope.from, to: [...smtpEnvelope.to], ...(size !== undefined ? { size } : {}) }),
         messageId: () => '',
         getHeader: () => '',
         // Called for every try: the pool sends again over another connection when a reused one was
@@ -171,10 +174,33 @@ export class NodemailerSmartHost implements SmartHostTransport {
   }
 }
 
-/** An envelope as SMTP carries it: `from: false` is the null sender `<>`. */
+/** An envelope as SMTP carries it: `from: false` is the null sender `<>`; `size` goes out as SIZE=. */
 interface WireEnvelope {
   from: string | false;
   to: string[];
+  size?: number;
+}
+
+/** The bytes the host will be sent (before dot-stuffing, as RFC 1870 counts them), when known. */
+function messageSize(body: MessageBody): number | undefined {
+  const head = body.prependHeaders ? Buffer.byteLength(body.prependHeaders, 'latin1') : 0;
+  if (body.message) return head + body.message.byteLength;
+  return body.size === undefined ? undefined : head + body.size;
+}
+
+/**
+ * nodemailer refuses to start a transaction for a message larger than the SIZE the host's EHLO
+ * named: no reply came, but it is the host's own limit, known before a byte was sent.
+ */
+function isOverHostSizeLimit(err: NodemailerError): boolean {
+  return err.code === 'EMESSAGE' && err.responseCode === undefined && err.command === 'MAIL FROM';
+}
+
+/** Permanent for this host, as its own 552 would be: the next host (with a larger limit) may take it. */
+function overSizeLimit(err: NodemailerError, body: MessageBody): Outcome {
+  const limit = /(\d+)\s*$/.exec(err.message)?.[1];
+  const text = `552 5.3.4 Message of ${String(messageSize(body) ?? 'unknown')} bytes is larger than the smart host takes${limit ? ` (its EHLO SIZE is ${limit})` : ''}`;
+  return { kind: 'permanent', reply: { code: 552, text } };
 }
 
 const addressNormalizer = new MimeNode();

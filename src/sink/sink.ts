@@ -57,6 +57,8 @@ export interface SinkOptions {
    * and then closes (smtp-server closes after any 421).
    */
   messagesPerConnection?: { limit: number; then: 'close' | 'refuse' };
+  /** The SIZE it announces in EHLO and enforces (smtp-server: 552 at MAIL FROM or at the end of DATA); 100 MiB unless set. */
+  maxSize?: number;
   /** Waits this long before answering the end of DATA, as a slow provider does (the message is kept first). */
   dataReplyDelayMs?: number;
   /** Refuses recipients past this many in one transaction with `452 4.5.3`, as SES and Postmark do past 50. */
@@ -98,7 +100,7 @@ export class SmtpSink {
       secure: options.tls?.implicit ?? false,
       key: options.tls?.key,
       cert: options.tls?.cert,
-      size: 100 * 1024 * 1024,
+      size: options.maxSize ?? 100 * 1024 * 1024,
       maxClients: 1000,
       closeTimeout: 1000,
       ...(options.idleTimeoutMs !== undefined ? { socketTimeout: options.idleTimeoutMs } : {}),
