@@ -12,7 +12,7 @@ import type { SinkMessage } from '../src/sink/sink';
 /** The benchmark's pure parts: what it counts, what it configures, how it reads a profile. */
 
 function arrival(...to: string[]): SinkMessage {
-  return { from: 'bench@bench.localhost', to, data: Buffer.from(''), messageId: '<same@vm>', secure: false, authUser: null };
+  return { from: 'bench@bench.localhost', to, data: Buffer.from(''), messageId: '<same@vm>', secure: false, authUser: null, bodyType: '7bit' };
 }
 
 describe('RecipientTally: the sink counts each phase by unique recipient', () => {

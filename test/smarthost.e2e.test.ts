@@ -146,6 +146,18 @@ describe('smart hosts: selection and transport', () => {
     expect(await metric('smarthop_delivery_attempts_total{smarthost="small",outcome="unreachable"}')).toBeUndefined();
   });
 
+  test('BODY=8BITMIME is declared to a host that offers it, and a raw 8-bit body arrives byte for byte', async () => {
+    const primary = await sink();
+    await relayWith([{ name: 'primary', port: primary.port }]);
+    const body = 'Grüße aus Köln, Москва\r\n';
+    const { client } = await openSession((t.running as RunningRelay).smtpPort);
+    expect(await client.sendMessage('app@corp.example', ['user@example.com'], Buffer.from(message({ subject: 'eight bit', body }), 'utf8'))).toMatch(/^250 /);
+    await client.quit();
+    await waitFor(() => primary.messages.length === 1, 10_000, 'the delivery');
+    expect(primary.messages[0].bodyType).toBe('8bitmime');
+    expect(primary.messages[0].data.includes(Buffer.from(body, 'utf8'))).toBe(true);
+  });
+
   test('a message larger than every host takes bounces at once with 552 5.3.4, and no host was sent its bytes', async () => {
     const small = await sink({ maxSize: 4096 });
     const eventsFile = path.join(t.dir, 'events.jsonl');

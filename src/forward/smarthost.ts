@@ -146,7 +146,10 @@ export class NodemailerSmartHost implements SmartHostTransport {
         // A fresh object for every try: the connection writes its progress onto the envelope it is
         // given (`mailError` above all, never cleared), so a message retried over a new connection
         // after a 421 to MAIL would fail again with the old connection's reply.
-        getEnvelope: () => ({ from: smtpEnvelope.from, to: [...smtpEnvelope.to], ...(size !== undefined ? { size } : {}) }),
+        // BODY=8BITMIME whenever the host offers it (RFC 6152): a legacy app's raw 8-bit text goes out
+        // as it came in, and a client must not send 8-bit data without declaring it. Declaring it
+        // for a 7-bit message is allowed, and cheaper than scanning every message for one byte.
+        getEnvelope: () => ({ from: smtpEnvelope.from, to: [...smtpEnvelope.to], use8BitMime: true, ...(size !== undefined ? { size } : {}) }),
         messageId: () => '',
         getHeader: () => '',
         // Called for every try: the pool sends again over another connection when a reused one was
@@ -174,11 +177,12 @@ export class NodemailerSmartHost implements SmartHostTransport {
   }
 }
 
-/** An envelope as SMTP carries it: `from: false` is the null sender `<>`; `size` goes out as SIZE=. */
+/** An envelope as SMTP carries it: `from: false` is the null sender `<>`; `size` goes out as SIZE=, `use8BitMime` as BODY=8BITMIME. */
 interface WireEnvelope {
   from: string | false;
   to: string[];
   size?: number;
+  use8BitMime?: boolean;
 }
 
 /** The bytes the host will be sent (before dot-stuffing, as RFC 1870 counts them), when known. */

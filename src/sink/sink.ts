@@ -19,6 +19,8 @@ export interface SinkMessage {
   messageId: string | null;
   secure: boolean;
   authUser: string | null;
+  /** `BODY=` of its MAIL FROM: `7bit` unless the client declared `8bitmime`. */
+  bodyType: string;
 }
 
 export type SinkBehaviour =
@@ -234,6 +236,7 @@ export class SmtpSink {
       data,
       messageId,
       secure: session.secure,
+      bodyType: session.envelope.bodyType ?? '7bit',
       authUser: typeof session.user === 'string' ? session.user : null,
     };
     const id = `${n}`;
