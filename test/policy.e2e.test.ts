@@ -132,6 +132,63 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     });
   });
 
+  describe('envelope addresses are judged as they will go out: quoted local parts and comments are refused', () => {
+    // The smart host would be sent these re-parsed (`"ceo"@x` as `ceo@x`, `ceo(@x` as a bare `ceo`),
+    // past the deny and suppression lists that compared them as written.
+    test.each([
+      ['a quoted local part of a denied recipient', '"ceo"@partner.example'],
+      ['a comment in a denied recipient', 'ceo(x)@partner.example'],
+      ['a quoted suppressed recipient', '"gone"@example.com'],
+      ['an unclosed comment that would leave without its domain', 'ceo(@partner.example'],
+      ['a comma that would make two addresses', 'a,b@partner.example'],
+    ])('RCPT: %s gets 501 5.1.3', async (_what, address) => {
+      const client = await session();
+      expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
+      const reply = await client.command(`RCPT TO:<${address}>`);
+      // smtp-server refuses some of these forms itself (501 without our text); none may get a 250.
+      expect(reply).toMatch(/^501 /);
+      expect(await client.command('RCPT TO:<sales@partner.example>')).toMatch(/^250 /);
+      expect(await client.command('DATA')).toMatch(/^354 /);
+      client.write(`${message()}\r\n.\r\n`);
+      await expectDelivered(client.reply(), ['sales@partner.example']);
+      await client.quit();
+    });
+
+    test('our own refusal says why, and is counted as address_syntax', async () => {
+      const client = await session();
+      expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
+      await expectRefused(
+        () => client.command('RCPT TO:<"ceo"@partner.example>'),
+        '501 5.1.3 Recipient address <"ceo"@partner.example> is not relayed: quoted local parts and comments are not accepted',
+        'address_syntax',
+      );
+      await client.quit();
+    });
+
+    test('MAIL: a quoted sender gets 501 5.1.7; the null sender <> and plain addresses with any atext still go', async () => {
+      const client = await session();
+      await expectRefused(
+        () => client.command('MAIL FROM:<"erp"@corp.example>'),
+        '501 5.1.7 Sender address <"erp"@corp.example> is not relayed: quoted local parts and comments are not accepted',
+        'address_syntax',
+      );
+      expect(await client.command("MAIL FROM:<o'neil+bills=x@corp.example>")).toMatch(/^250 /);
+      expect(await client.command('RCPT TO:<first.last@example.com>')).toMatch(/^250 /);
+      expect(await client.command('DATA')).toMatch(/^354 /);
+      client.write(`${message({ from: "o'neil+bills=x@corp.example" })}\r\n.\r\n`);
+      await expectDelivered(client.reply(), ['first.last@example.com']);
+      expect(t.sink.messages[0].from).toBe("o'neil+bills=x@corp.example");
+      await client.quit();
+    });
+
+    test('from an address outside every client the same forms are refused at connect, before any address is read', async () => {
+      const { client, greeting } = await openSession(t.running.portOf('smtp'), { localAddress: '127.0.0.2' });
+      expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
+      await waitFor(() => client.isClosed, 5000, 'the refused connection to close');
+      expect(t.sink.messages).toHaveLength(0);
+    });
+  });
+
   describe('suppressed_recipients: a file, reloaded when it changes', () => {
     test('a suppressed address or domain gets 550 5.1.1; the others of the same message still go', async () => {
       const client = await session();

@@ -13,6 +13,7 @@ import { DataGuard } from './data-guard';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from './filters';
 import type { HeaderBlock } from './header-block';
 import { HeaderSplitter } from './header-splitter';
+import { isPlainAddress } from './plain-address';
 import type { ConnectionGuard, SessionPolicy } from './ports';
 import { buildReceivedHeader } from './received-header';
 
@@ -143,6 +144,9 @@ export class IngressSessions {
     // A credential wins over a network match; on `auth: required` a network match alone is not enough.
     session.client = session.authClient ?? (listener.auth === 'required' ? undefined : session.networkClient);
     if (!session.client) return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
+    if (from !== '' && !isPlainAddress(from)) {
+      return this.reject(session, 'address_syntax', 501, `5.1.7 Sender address <${from}> is not relayed: quoted local parts and comments are not accepted`, { from });
+    }
     if (!(await this.deps.freeSpace.hasRoom())) {
       return this.reject(session, 'storage', 452, '4.3.1 Insufficient system storage, try again later', { from });
     }
@@ -156,6 +160,9 @@ export class IngressSessions {
     if (!session.client) return { ok: false, code: 503, message: '5.5.1 Error: need MAIL command' };
     const { policy } = this.deps.current();
     if (!this.refreshClient(session)) return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', { to });
+    if (!isPlainAddress(to)) {
+      return this.reject(session, 'address_syntax', 501, `5.1.3 Recipient address <${to}> is not relayed: quoted local parts and comments are not accepted`, { to });
+    }
     const refusal = await policy?.rcptTo(session.client, to, acceptedSoFar);
     if (refusal) return this.refuse(session, refusal, { to });
     return { ok: true };

@@ -16,6 +16,8 @@ export type RejectReason =
   | 'suppressed'
   | 'smuggling'
   | 'storage'
+  /** An envelope address with a quoted local part or a comment (501 5.1.3 / 5.1.7): see ingress/plain-address.ts. */
+  | 'address_syntax'
   // DKIM signing failed at the end of DATA (451: the client retries rather than the mail leaving unsigned).
   | 'signing'
   /** Inline delivery: every smart host refused the message for good, and the client gets that 5xx. */
