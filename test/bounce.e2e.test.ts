@@ -92,6 +92,29 @@ describe('per-recipient outcomes and DSNs', () => {
     expect(provider.mailCommands).toBe(1);
   });
 
+  test('a message from <> that fails gets no DSN even with bounce_copy_to set (no bounce loops, no copies of them)', async () => {
+    const provider = await sink({ behaviour: { mode: 'reject' } });
+    await relayWith([{ name: 'provider', port: provider.port }], { bounce_copy_to: 'postmaster@corp.example' });
+    const id = await send('', ['user@example.com'], 'from nobody, with a copy address');
+    await waitFor(() => spoolFiles('dead').includes(`${id}.json`), 10_000, 'dead-letter');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(spoolFiles('queue')).toHaveLength(0);
+    expect(provider.mailCommands).toBe(1);
+  });
+
+  test('max_queue_lifetime is kept when the next attempt would come later (a breaker cooldown of an hour): expired on time', async () => {
+    const provider = await sink({ behaviour: { mode: 'defer' } });
+    const relay = await relayWith([{ name: 'provider', port: provider.port, breaker: { failures: 1, cooldown: '1h' } }], {
+      spool: { dir: path.join(t.dir, 'spool'), max_queue_lifetime: '1s', retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
+    });
+    const id = await send('app@corp.example', ['user@example.com'], 'expires on time');
+    await waitFor(() => provider.mailCommands >= 1, 5_000, 'the first attempt');
+    // The host now refuses connections: the breaker opens for an hour, and the retry schedule says an hour too.
+    await provider.close();
+    await waitFor(() => spoolFiles('dead').includes(`${id}.json`), 5_000, 'expiry at max_queue_lifetime, not an hour later');
+    expect(metricValue(await metricsText(relay.httpPort), 'smarthop_messages_bounced_total{reason="expired"}')).toBe(1);
+  });
+
   test('max_queue_lifetime: a recipient still deferred is expired into dead/ and the sender gets a 4.4.7 DSN', async () => {
     const provider = await sink({ rcptReply: (address) => (address.startsWith('slow@') ? { code: 451, message: '4.2.2 Mailbox full, try later' } : null) });
     const eventsFile = path.join(t.dir, 'events.jsonl');

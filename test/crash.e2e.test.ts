@@ -1,4 +1,4 @@
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, watch, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { SmtpSink } from '../src/sink/sink';
@@ -54,6 +54,36 @@ describe('durability across kill -9', () => {
     expect(delivered.to).toEqual(['boss@example.com']);
     expect(delivered.data.toString()).toContain('Subject: survives kill -9');
     await waitFor(() => readdirSync(path.join(dir, 'spool', 'queue')).length === 0, 5000, 'queue to empty');
+  });
+
+  test('killed right after a DSN is written: after the restart only the DSN may repeat, never a delivery', async () => {
+    sink = await startSink({ port: sinkPort, rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null) });
+    relay = await ChildRelay.start(configFile, httpPort);
+    const queueDir = path.join(dir, 'spool', 'queue');
+    let originalId = '';
+    // SIGKILL the moment a second message (the DSN) lands in queue/: between the DSN and the original's last state.
+    const killed = new Promise<void>((resolve) => {
+      const watcher = watch(queueDir, (_event, name) => {
+        const file = String(name ?? '');
+        if (originalId === '' || !file.endsWith('.eml') || file.startsWith(originalId)) return;
+        watcher.close();
+        void (relay as ChildRelay).kill('SIGKILL').then(() => resolve());
+      });
+    });
+    const { client } = await openSession(smtpPort);
+    const reply = (await client.sendMessage('erp@corp.example', ['ok@example.com', 'gone@example.com'], message({ subject: 'one of two refused' }))) as string;
+    expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
+    originalId = reply.split(' ').pop() as string;
+    client.quit().catch(() => undefined);
+    await killed;
+
+    relay = await ChildRelay.start(configFile, httpPort);
+    await waitFor(() => readdirSync(queueDir).length === 0, 15_000, 'queue to empty after the restart');
+    const originals = (sink as SmtpSink).messages.filter((m) => m.from !== '');
+    expect(originals.map((m) => m.to)).toEqual([['ok@example.com']]);
+    const dsns = (sink as SmtpSink).messages.filter((m) => m.from === '');
+    expect(dsns.length).toBeGreaterThanOrEqual(1);
+    expect(dsns.length).toBeLessThanOrEqual(2);
   });
 
   test('a relay killed in the middle of DATA leaves nothing queued and delivers nothing after restart', async () => {

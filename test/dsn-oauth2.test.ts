@@ -1,4 +1,4 @@
-import { buildDsn, diagnosticCode, dsnStatus, rfc5322Date } from '../src/forward/dsn';
+import { buildDsn, diagnosticCode, dsnStatus, finalRecipient, rfc5322Date } from '../src/forward/dsn';
 import { ClientCredentialsTokens, refreshTime } from '../src/forward/oauth2';
 import { TokenEndpoint } from './helpers/harness';
 
@@ -10,6 +10,8 @@ describe('DSN (RFC 3464)', () => {
     ['451 4.7.0 Try again later', 'expired', '4.4.7'],
     ['ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:25', 'expired', '4.4.7'],
     [undefined, 'rejected', '5.0.0'],
+    // A refusal for good is a 5.x.x status whatever enhanced code the host put after its 5xx.
+    ['550 4.7.1 Service unavailable, client host blocked', 'rejected', '5.7.1'],
   ])('status of %p (%s) is %p', (response, reason, status) => {
     expect(dsnStatus({ response, reason })).toBe(status);
   });
@@ -21,6 +23,25 @@ describe('DSN (RFC 3464)', () => {
     [undefined, 'X-smarthop; no smart host accepted the message'],
   ])('Diagnostic-Code for %p is %p', (response, expected) => {
     expect(diagnosticCode(response)).toBe(expected);
+  });
+
+  test.each([
+    ['gone@example.com', 'rfc822; gone@example.com'],
+    ['jürgen@corp.example', 'utf-8; j\\x{FC}rgen@corp.example'],
+    ['用户@例子.example', 'utf-8; \\x{7528}\\x{6237}@\\x{4F8B}\\x{5B50}.example'],
+  ])('Final-Recipient for %p is %p (RFC 6533 utf-8-addr-xtext beyond ASCII)', (address, expected) => {
+    expect(finalRecipient(address)).toBe(expected);
+  });
+
+  test('a non-ASCII sender is addressed in UTF-8 (RFC 6532), and a non-ASCII recipient keeps its address in the report', () => {
+    const dsn = buildDsn({
+      hostname: 'relay.test', originalId: 'ORIG2', uniqueId: 'DSN2', arrivalDate: new Date(0), date: new Date(0),
+      to: 'jürgen@corp.example',
+      failures: [{ address: 'bödeker@example.com', response: '550 5.1.1 No such user', remoteMta: undefined, reason: 'rejected' }],
+      originalHeaders: Buffer.from('Subject: x\r\n'),
+    });
+    expect(dsn.includes(Buffer.from('To: <jürgen@corp.example>\r\n', 'utf8'))).toBe(true);
+    expect(dsn.toString('latin1')).toContain('\r\nFinal-Recipient: utf-8; b\\x{F6}deker@example.com\r\n');
   });
 
   test('the exact report: multipart/report with the human text, the delivery-status and the original headers', () => {

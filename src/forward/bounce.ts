@@ -22,9 +22,12 @@ export class Bouncer {
     this.now = deps.now ?? Date.now;
   }
 
-  /** Who a DSN about this message goes to: never `<>`, and nobody at all for a DSN (no bounce loops). */
+  /**
+   * Who a DSN about this message goes to: nobody at all for a DSN or any other message from `<>`
+   * (no bounce loops; `bounce_copy_to` included), else the sender and the copy address.
+   */
   addressees(meta: MessageMeta): string[] {
-    if (meta.dsnOf !== undefined) return [];
+    if (meta.dsnOf !== undefined || meta.from === '') return [];
     const to: string[] = [];
     for (const address of [meta.from, this.deps.copyTo ?? '']) {
       if (address !== '' && !to.some((known) => known.toLowerCase() === address.toLowerCase())) to.push(address);

@@ -272,7 +272,12 @@ export class Dispatcher {
     }
 
     // The DSN is on disk before the original leaves the queue: a crash in between repeats it, never loses it.
-    if (failures.length > 0) await this.bounce(meta, failures);
+    if (failures.length > 0) {
+      // And what this attempt delivered is on disk before the DSN: a crash in between repeats the
+      // DSN (its recipients are saved as still pending), never a delivery.
+      if (this.deps.bouncer.addressees(meta).length > 0) await store.update(withPending(meta, new Set([...failedNow.map((r) => r.state), ...(expired ? pending : [])])));
+      await this.bounce(meta, failures);
+    }
     for (const event of outcomes) this.deps.observer.emit(event);
 
     if (expired) {
@@ -292,7 +297,10 @@ export class Dispatcher {
       return { kind: 'done' };
     }
 
-    meta.nextAttemptAt = nextAttemptAt({ now, tried: lastHost !== null, attempts: meta.attempts, retry: config.spool.retry, skippedUntil: skips.map((s) => s.retryAt) });
+    // Never later than the message's expiry: a breaker cooldown or a quota window longer than what is
+    // left of max_queue_lifetime must not keep it queued past it.
+    const expiresAt = meta.receivedAt + config.spool.max_queue_lifetime;
+    meta.nextAttemptAt = Math.min(expiresAt, nextAttemptAt({ now, tried: lastHost !== null, attempts: meta.attempts, retry: config.spool.retry, skippedUntil: skips.map((s) => s.retryAt) }));
     for (const recipient of pending) {
       this.deps.observer.emit({
         type: 'deferred', ...this.eventBase(meta, recipient), smarthost: recipient.smarthost ?? null, relay: lastHost?.relay ?? null,
@@ -337,4 +345,12 @@ export class Dispatcher {
 /** The relay could not read its own queued copy: the spool's problem, whichever host was trying. */
 function isUnreadableCopy(outcome: Outcome | undefined): boolean {
   return outcome?.kind === 'transient' && outcome.cause === 'spool';
+}
+
+/**
+ * `meta` with the recipients that failed in this attempt still pending: what is saved before their
+ * DSN is written. Their responses and refusing hosts are kept, so the next attempt fails them again.
+ */
+function withPending(meta: MessageMeta, failing: ReadonlySet<RecipientState>): MessageMeta {
+  return { ...meta, recipients: meta.recipients.map((r) => (failing.has(r) ? { ...r, status: 'pending' } : r)) };
 }

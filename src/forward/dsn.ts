@@ -45,8 +45,9 @@ export function rfc5322Date(date: Date): string {
  */
 export function dsnStatus(failure: Pick<FailedRecipient, 'response' | 'reason'>): string {
   if (failure.reason === 'expired') return '4.4.7';
-  const match = /^([245])\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(failure.response ?? '');
-  if (match) return match[2];
+  const match = /^([245])\d\d[ -][245](\.\d{1,3}\.\d{1,3})\b/.exec(failure.response ?? '');
+  // The class is the reply's (as Postfix does): `550 4.7.1 …` was a refusal for good, so 5.7.1.
+  if (match) return `${match[1]}${match[2]}`;
   const code = /^([45])\d\d\b/.exec(failure.response ?? '');
   return code ? `${code[1]}.0.0` : '5.0.0';
 }
@@ -55,6 +56,25 @@ export function dsnStatus(failure: Pick<FailedRecipient, 'response' | 'reason'>)
 export function diagnosticCode(response: string | undefined): string {
   const text = printable(response ?? 'no smart host accepted the message');
   return /^\d{3}\b/.test(text) ? `smtp; ${text}` : `X-smarthop; ${text}`;
+}
+
+/**
+ * A recipient for `Final-Recipient`: `rfc822` for an ASCII address, else RFC 6533's `utf-8` type in
+ * its ASCII form (utf-8-addr-xtext: each non-ASCII character, and `\`, as `\x{HEX}`).
+ */
+export function finalRecipient(address: string): string {
+  if (/^[\x21-\x7e]+$/.test(address)) return `rfc822; ${address}`;
+  let xtext = '';
+  for (const char of address) {
+    const code = char.codePointAt(0) ?? 0;
+    xtext += code > 0x7e || code < 0x21 || char === '\\' ? `\\x{${code.toString(16).toUpperCase()}}` : char;
+  }
+  return `utf-8; ${xtext}`;
+}
+
+/** A header's address as the bytes it goes out as: UTF-8 (RFC 6532), in this latin1-built text. */
+function utf8Bytes(text: string): string {
+  return Buffer.from(text, 'utf8').toString('latin1');
 }
 
 /** One header line's worth of US-ASCII (DSN fields are ASCII; provider replies may be anything). */
@@ -69,7 +89,7 @@ export function buildDsn(input: DsnInput): Buffer {
   const expired = failures.every((f) => f.reason === 'expired');
   const headers = [
     `From: Mail Delivery System <MAILER-DAEMON@${hostname}>`,
-    `To: <${input.to}>`,
+    `To: <${utf8Bytes(input.to)}>`,
     `Subject: ${expired ? 'Undelivered Mail Returned to Sender (delivery time expired)' : 'Undelivered Mail Returned to Sender'}`,
     `Date: ${rfc5322Date(input.date)}`,
     `Message-ID: <${input.uniqueId}.dsn@${hostname}>`,
@@ -93,7 +113,7 @@ export function buildDsn(input: DsnInput): Buffer {
     `Arrival-Date: ${rfc5322Date(input.arrivalDate)}`,
   ];
   const perRecipient = failures.map((f) => [
-    `Final-Recipient: rfc822; ${printable(f.address, 300)}`,
+    `Final-Recipient: ${printable(finalRecipient(f.address), 900)}`,
     'Action: failed',
     `Status: ${dsnStatus(f)}`,
     ...(f.remoteMta !== undefined ? [`Remote-MTA: dns; ${printable(f.remoteMta, 255)}`] : []),
