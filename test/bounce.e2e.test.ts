@@ -70,6 +70,20 @@ describe('per-recipient outcomes and DSNs', () => {
     expect(metricValue(metrics, 'smarthop_messages_bounced_total{reason="rejected"}')).toBe(1);
   });
 
+  test("a DSN's own outcome events name the message it reports on (dsn_of)", async () => {
+    const provider = await sink({ rcptReply: nobody });
+    const eventsFile = path.join(t.dir, 'events.jsonl');
+    await relayWith([{ name: 'provider', port: provider.port }], { events: { file: eventsFile } });
+    const id = await send('app@corp.example', ['gone@example.com'], 'linked');
+    const events = () => readFileSync(eventsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    await waitFor(() => events().some((e) => e.type === 'delivered' && e.from === ''), 10_000, "the DSN's delivery");
+    const dsnDelivered = events().find((e) => e.type === 'delivered' && e.from === '');
+    expect(dsnDelivered).toMatchObject({ dsn_of: id, to: 'app@corp.example' });
+    expect(dsnDelivered?.queue_id).not.toBe(id);
+    // The original's own lines carry no dsn_of.
+    expect(events().filter((e) => e.queue_id === id).every((e) => !('dsn_of' in e))).toBe(true);
+  });
+
   test('5xx from one host goes to the next once; a recipient the next host accepts is not bounced', async () => {
     const primary = await sink({ rcptReply: nobody });
     const backup = await sink();

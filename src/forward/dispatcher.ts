@@ -338,7 +338,7 @@ export class Dispatcher {
   }
 
   private eventBase(meta: MessageMeta, recipient: RecipientState) {
-    return { queueId: meta.id, client: meta.client, from: meta.from, to: recipient.address, attempt: meta.attempts, delayMs: this.now() - meta.receivedAt };
+    return { queueId: meta.id, ...(meta.dsnOf !== undefined ? { dsnOf: meta.dsnOf } : {}), client: meta.client, from: meta.from, to: recipient.address, attempt: meta.attempts, delayMs: this.now() - meta.receivedAt };
   }
 }
 

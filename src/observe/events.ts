@@ -74,10 +74,10 @@ export type RelayEvent =
   | { type: 'breaker'; smarthost: string; relay: string; state: 'closed' | 'open' | 'half_open'; failures: number; until: number | null }
   /** A delivery status notification about `original` was queued as `queueId`. */
   | { type: 'dsn'; queueId: string; original: string; to: string[]; recipients: string[] }
-  | { type: 'delivered'; queueId: string; client: string; from: string; to: string; smarthost: string; relay: string; response: string; attempt: number; delayMs: number }
-  | { type: 'deferred'; queueId: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number; nextAttemptAt: number }
-  | { type: 'bounced'; queueId: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number }
-  | { type: 'expired'; queueId: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number };
+  | { type: 'delivered'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string; relay: string; response: string; attempt: number; delayMs: number }
+  | { type: 'deferred'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number; nextAttemptAt: number }
+  | { type: 'bounced'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number }
+  | { type: 'expired'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number };
 
 export interface Observer {
   emit(event: RelayEvent): void;

@@ -135,7 +135,8 @@ export function toJsonEvent(event: RelayEvent): Record<string, unknown> {
     case 'deferred':
     case 'bounced':
     case 'expired':
-      return { ts, type: event.type, queue_id: event.queueId, client: event.client, from: event.from, to: event.to, smarthost: event.smarthost, response: event.response, attempt: event.attempt };
+      // A DSN's own outcomes name the message it reports on, so events.jsonl alone links the two.
+      return { ts, type: event.type, queue_id: event.queueId, client: event.client, from: event.from, to: event.to, smarthost: event.smarthost, response: event.response, attempt: event.attempt, ...(event.dsnOf !== undefined ? { dsn_of: event.dsnOf } : {}) };
     default:
       return { ts, type: event.type };
   }
