@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { StatusReport } from '../src/admin/types';
@@ -204,7 +204,7 @@ describe('reload', () => {
     // An hour's backoff would keep b and c waiting; they go in the next attempt, on the new host, now.
     await waitFor(() => slow.recipients().length === 3, 10_000, 'every recipient delivered');
     expect(slow.messages.map((m) => m.to)).toEqual([['a@example.com'], ['b@example.com', 'c@example.com']]);
-    const delivered = () => readFileSync(eventsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { type: string; to?: string; attempt?: number }).filter((e) => e.type === 'delivered');
+    const delivered = () => (existsSync(eventsFile) ? readFileSync(eventsFile, 'utf8') : '').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string; to?: string; attempt?: number }).filter((e) => e.type === 'delivered');
     await waitFor(() => delivered().length === 3, 5_000, 'three delivered events');
     expect(delivered().map((e) => [e.to, e.attempt])).toEqual([['a@example.com', 1], ['b@example.com', 2], ['c@example.com', 2]]);
   });
