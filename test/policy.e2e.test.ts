@@ -94,6 +94,12 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       ['a foreign address as display name', '"ceo@bank.example" <erp@corp.example>', 'ceo@bank.example'],
       ['a second, foreign mailbox', 'erp@corp.example, ceo@bank.example', 'ceo@bank.example'],
       ['a look-alike domain', 'erp@corp.example.bank.example', 'erp@corp.example.bank.example'],
+      // What mailauth's DMARC and Python's email read as ceo@bank.example, while nodemailer's addressparser returns erp@corp.example.
+      ['a comment after the @ and an allowed address behind it', 'ceo@(x)bank.example erp@corp.example', 'ceo@bank.example'],
+      ['the same folded', 'ceo@()bank.example\r\n erp@corp.example', 'ceo@bank.example'],
+      ['the same behind a display name', '"CEO Bank" ceo@(x)bank.example erp@corp.example', 'ceo@bank.example'],
+      ['an address with spaces around its @ as display name', '"ceo @ bank.example" <erp@corp.example>', 'ceo@bank.example'],
+      ['a fullwidth @ in an encoded display name', '=?utf-8?b?Y2Vv77ygYmFuay5leGFtcGxl?= <erp@corp.example>', 'ceo@bank.example'],
     ])('header From spoofing with an allowed envelope (%s) is refused at end of DATA', async (_what, from, shown) => {
       const client = await session();
       await expectRefused(
@@ -103,6 +109,20 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       );
       await client.quit();
       expect(t.sink.messages).toHaveLength(0);
+    });
+
+    test('a Sender ("on behalf of") outside allowed_senders is refused too, also as a second Sender', async () => {
+      const client = await session();
+      const body = message({ from: 'erp@corp.example' }).replace('\r\nTo:', '\r\nSender: erp@corp.example\r\nSender: ceo@bank.example\r\nTo:');
+      await expectRefused(
+        () => client.sendMessage('erp@corp.example', ['user@example.com'], body),
+        '550 5.7.1 Header Sender <ceo@bank.example> not allowed for client erp',
+        'sender_not_allowed',
+      );
+      // An allowed Sender still goes.
+      const allowed = message({ from: 'erp@corp.example' }).replace('\r\nTo:', '\r\nSender: Billing <billing@corp.example>\r\nTo:');
+      await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], allowed), ['user@example.com']);
+      await client.quit();
     });
 
     test('IDN: punycode envelope, UTF-8 header From and a punycode pattern all compare as one domain', async () => {

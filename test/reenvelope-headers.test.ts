@@ -57,6 +57,16 @@ describe('rewriteFrom: the address changes, the display name stays, replies stil
     ['several disallowed From mailboxes collapse into one',
       ['From: a@erp.lan, B <b@erp.lan>'],
       ['From: <noreply@corp.example>', 'Reply-To: <a@erp.lan>, B <b@erp.lan>']],
+    // mailauth's DMARC and Python read ceo@bank.example here; the rewrite's parser returns only the allowed address.
+    ['an address hidden from the parser by a comment after its @ replaces the whole From',
+      ['From: ceo@(x)bank.example erp@corp.example', 'Subject: s'],
+      ['From: <noreply@corp.example>', 'Subject: s']],
+    ['a disallowed address in an allowed mailbox\'s display name replaces the whole From',
+      ['From: "ceo@bank.example" <erp@corp.example>'],
+      ['From: <noreply@corp.example>']],
+    ['an allowed address in the display name leaves the From alone',
+      ['From: "erp@corp.example" <erp@corp.example>'],
+      ['From: "erp@corp.example" <erp@corp.example>']],
   ])('%s', (_case, input, expected) => {
     const headers = block(...input);
     rewriteFrom(headers, rule);

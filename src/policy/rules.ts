@@ -4,6 +4,7 @@ import type { Refusal } from '../ingress/filters';
 import { fieldValue, type HeaderBlock } from '../ingress/header-block';
 import type { HeaderPattern } from './header-pattern';
 import { normalizeAddress, type NormalizedAddress } from './address';
+import { addressesMentioned, decodeWords } from './address-mentions';
 import type { AddressMatcher } from './address-match';
 
 /**
@@ -58,21 +59,12 @@ export function recipientRefusal(rules: PolicyRules, client: string, to: string,
   return undefined;
 }
 
-/**
- * Anything in a From value that reads as an address: what addressparser finds, and any
- * `x@y` text elsewhere in the field (display name, comment, RFC 2047 encoded words). Mail apps
- * show display names and parse odd headers their own way, so `"ceo@bank.example" <app@corp.example>`
- * or `app@corp.example <x> <ceo@bank.example>` must not pass just because one parser found an
- * allowed address in it.
- */
-const ADDRESS_LIKE = /[^\s<>()[\]\\,;:"@]+@[^\s<>()[\]\\,;:"'@]+/gu;
-
 export interface HeaderFromAddresses {
   /** Number of From fields (RFC 5322 allows exactly one; every one is checked). */
   fields: number;
   /** Mailboxes addressparser found, as written. */
   mailboxes: string[];
-  /** Every address-looking text anywhere in the fields, as written. */
+  /** Every address-looking text anywhere in the fields, as a lenient reader finds it (address-mentions.ts). */
   mentioned: string[];
 }
 
@@ -83,7 +75,7 @@ export function headerFromAddresses(headers: HeaderBlock): HeaderFromAddresses {
   for (const field of fields) {
     const value = fieldValue(field);
     for (const mailbox of addressparser(value, { flatten: true })) if (mailbox.address) mailboxes.push(mailbox.address);
-    for (const text of new Set([value, decodeWords(value)])) mentioned.push(...(text.match(ADDRESS_LIKE) ?? []));
+    mentioned.push(...addressesMentioned(value));
   }
   return { fields: fields.length, mailboxes, mentioned };
 }
@@ -99,6 +91,14 @@ export function headerFromRefusal(rules: PolicyRules, client: string, headers: H
   if (from.mailboxes.length === 0) return refuse('Header From without an address');
   for (const address of [...from.mailboxes, ...from.mentioned]) {
     if (!rules.allowedSenders.matches(normalizeAddress(address))) return refuse(`Header From <${address}>`);
+  }
+  // Sender is shown too ("on behalf of"): every one of them is held to the same rule.
+  for (const field of headers.all('sender')) {
+    const value = fieldValue(field);
+    const addresses = [...addressparser(value, { flatten: true }).map((mailbox) => mailbox.address ?? ''), ...addressesMentioned(value)];
+    for (const address of addresses) {
+      if (address !== '' && !rules.allowedSenders.matches(normalizeAddress(address))) return refuse(`Header Sender <${address}>`);
+    }
   }
   return undefined;
 }
@@ -152,18 +152,3 @@ export function attachmentRefusal(ext: string, client: string): Refusal {
   return { code: 550, message: `5.7.1 Attachment type .${ext} not allowed for client ${client}`, reason: 'content_rule' };
 }
 
-/**
- * libmime (with iconv-lite and encoding-japanese, several MB of resident memory) is loaded at the
- * first encoded word a rule has to read, not by every relay that loads the policy stage.
- */
-let libmime: typeof import('libmime') | undefined;
-
-function decodeWords(value: string): string {
-  if (!value.includes('=?')) return value;
-  try {
-    libmime ??= require('libmime') as typeof import('libmime');
-    return libmime.decodeWords(value);
-  } catch {
-    return value;
-  }
-}

@@ -1,5 +1,6 @@
 import type { HeaderBlock } from '../ingress/header-block';
 import { rfc5322Date } from '../ingress/received-header';
+import { addressesMentioned } from '../policy/address-mentions';
 import { formatMailbox, parseMailboxes, type Mailbox } from './address';
 
 /**
@@ -37,6 +38,14 @@ export function rewriteFrom(headers: HeaderBlock, rule: FromRewrite): boolean {
   }
 
   const original = parseMailboxes(fromValue);
+  // An address the parser did not return but another reader would (a comment after the `@`, a
+  // fullwidth `＠`) cannot be replaced in place: the whole From becomes the route's sender.
+  const parsed = new Set(original.map((mailbox) => mailbox.address.toLowerCase()));
+  if (addressesMentioned(fromValue).some((address) => !parsed.has(address.toLowerCase()) && !rule.allowed(address))) {
+    headers.set('From', formatMailbox({ name: '', address: rule.to }));
+    rewriteSender(headers, rule, [{ name: '', address: rule.to }], true);
+    return true;
+  }
   const replaced: Mailbox[] = [];
   const from = dedupe(original.map((mailbox) => {
     if (rule.allowed(mailbox.address)) return mailbox;
