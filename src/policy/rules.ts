@@ -59,8 +59,8 @@ export function recipientRefusal(rules: PolicyRules, client: string, to: string,
   return undefined;
 }
 
-export interface HeaderFromAddresses {
-  /** Number of From fields (RFC 5322 allows exactly one; every one is checked). */
+export interface HeaderAddresses {
+  /** Number of fields of that name (RFC 5322 allows one From; every one is checked). */
   fields: number;
   /** Mailboxes addressparser found, as written. */
   mailboxes: string[];
@@ -68,8 +68,9 @@ export interface HeaderFromAddresses {
   mentioned: string[];
 }
 
-export function headerFromAddresses(headers: HeaderBlock): HeaderFromAddresses {
-  const fields = headers.all('from');
+/** What every `From` (or `Sender`) field names, as a parser and as a reader sees it. */
+export function headerAddresses(headers: HeaderBlock, name: 'from' | 'sender'): HeaderAddresses {
+  const fields = headers.all(name);
   const mailboxes: string[] = [];
   const mentioned: string[] = [];
   for (const field of fields) {
@@ -82,24 +83,20 @@ export function headerFromAddresses(headers: HeaderBlock): HeaderFromAddresses {
 
 export function headerFromRefusal(rules: PolicyRules, client: string, headers: HeaderBlock): Refusal | undefined {
   // `*` restricts nothing, so it has no reason to insist on a From either.
-  if (!rules.allowedSenders || rules.allowedSenders.matchesEverything) return undefined;
-  const from = headerFromAddresses(headers);
+  const allowed = rules.allowedSenders;
+  if (!allowed || allowed.matchesEverything) return undefined;
   const refuse = (what: string): Refusal => ({ code: 550, message: `5.7.1 ${what} not allowed for client ${client}`, reason: 'sender_not_allowed' });
+  const disallowed = ({ mailboxes, mentioned }: HeaderAddresses) => [...mailboxes, ...mentioned].find((address) => !allowed.matches(normalizeAddress(address)));
+  const from = headerAddresses(headers, 'from');
   // Without a From there is nothing to hold to the policy, and whatever the smart host or the
   // recipient's software would fill in is out of our hands: refuse rather than guess.
   if (from.fields === 0) return refuse('Message without a From header');
   if (from.mailboxes.length === 0) return refuse('Header From without an address');
-  for (const address of [...from.mailboxes, ...from.mentioned]) {
-    if (!rules.allowedSenders.matches(normalizeAddress(address))) return refuse(`Header From <${address}>`);
-  }
+  const foreignFrom = disallowed(from);
+  if (foreignFrom !== undefined) return refuse(`Header From <${foreignFrom}>`);
   // Sender is shown too ("on behalf of"): every one of them is held to the same rule.
-  for (const field of headers.all('sender')) {
-    const value = fieldValue(field);
-    const addresses = [...addressparser(value, { flatten: true }).map((mailbox) => mailbox.address ?? ''), ...addressesMentioned(value)];
-    for (const address of addresses) {
-      if (address !== '' && !rules.allowedSenders.matches(normalizeAddress(address))) return refuse(`Header Sender <${address}>`);
-    }
-  }
+  const foreignSender = disallowed(headerAddresses(headers, 'sender'));
+  if (foreignSender !== undefined) return refuse(`Header Sender <${foreignSender}>`);
   return undefined;
 }
 
