@@ -2,15 +2,13 @@
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
-import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError } from 'commander';
 import { registerAdminCommands } from './admin/commands';
-import { loadConfigAndRelease } from './config/load-and-release';
+import { loadConfigFile } from './config/load';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
-import { nodeFlagGiven } from './memory/launch-settings';
 import type { DNSResolver } from 'mailauth';
 import { VERSION } from './version';
 
@@ -19,13 +17,8 @@ import { VERSION } from './version';
 
 const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version(VERSION);
 
-/** The config was read, but its reader could not be let go of: it stays loaded, which costs memory only. */
-function releaseFailed(file: string, warn: (text: string) => void): (err: unknown) => void {
-  return (err) => warn(`${file}: config read, but its reader stays loaded (${err instanceof Error ? err.message : String(err)})`);
-}
-
 function loadOrExit(file: string): RelayConfig {
-  const result = loadConfigAndRelease(file, process.env, releaseFailed(file, (text) => process.stderr.write(`${text}\n`)));
+  const result = loadConfigFile(file);
   // Key files are part of the config: a missing or wrong DKIM key is reported like any other error.
   const errors = result.ok ? loadRouteKeys(result.config.routes).errors : result.errors;
   if (!result.ok || errors.length > 0) {
@@ -33,20 +26,6 @@ function loadOrExit(file: string): RelayConfig {
     process.exit(1);
   }
   return result.config;
-}
-
-/**
- * How far V8 lets the old generation grow past what survived the last full collection: 30%,
- * where V8 picks up to 4x by itself when collections are fast. The relay's live heap is small
- * (~24 MB after a forced GC, under load or not), but what sessions leave behind is promoted
- * steadily, so the old space filled with garbage up to 75-85 MB before a mark-compact. Measured
- * with 200 sessions × 10 KiB: peak RSS 210-233 -> 167-170 MB; with 20 sessions 164-177 -> 154-156 MB;
- * CPU per message the same within the noise (collections of a 24 MB heap take a few ms, mostly
- * concurrent). It is read at every collection, so setting it here (before the relay allocates
- * anything) works like the command-line flag; a `--heap-growing-percent` given to node wins.
- */
-function tuneHeapGrowth(): void {
-  if (!nodeFlagGiven(/^--heap[-_]growing[-_]percent\b/)) setFlagsFromString('--heap-growing-percent=30');
 }
 
 function hostPort(value: string): { host: string; port: number } {
@@ -60,11 +39,10 @@ program
   .description('run the relay')
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .action(async (opts: { config: string }) => {
-    tuneHeapGrowth();
     const { Relay } = await import('./relay.js');
     let relay: InstanceType<typeof Relay>;
     try {
-      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigAndRelease(opts.config, process.env, releaseFailed(opts.config, (text) => relay.logger.warn(text))) });
+      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
     } catch (err) {
       // Files the config names (a smart host's `ca`, TLS keys, DKIM keys) are read here: a missing one is a config error.
       process.stderr.write(`${opts.config}: cannot start: ${(err as Error).message}\n`);

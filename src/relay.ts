@@ -9,10 +9,9 @@ import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
-import { streamedGarbage } from './memory/streamed-garbage';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
-import type { SmartHostTransport } from './forward/smarthost';
+import { NodemailerSmartHost, type SmartHostTransport } from './forward/smarthost';
 import { smartHostStatus, type SmartHostStatus } from './forward/smarthost-status';
 import { ClientDirectory } from './ingress/clients';
 import type { MessageFilter } from './ingress/filters';
@@ -21,6 +20,7 @@ import { SmtpListener } from './ingress/smtp-listener';
 import { planReload, reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
 import type { Redis } from 'ioredis';
 import { FallbackWindowCounters } from './limits/fallback-counters';
+import { createRedisClient, redisLocation } from './limits/redis-client';
 import { RedisWindowCounters } from './limits/redis-window-counters';
 import { SharedStateHealth, type StateBackend } from './limits/shared-state-health';
 import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
@@ -33,6 +33,7 @@ import { buildEventOutputs } from './observe/outputs';
 import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
+import { DkimSigningFilter } from './reenvelope/dkim-signer';
 import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
 import { QueueAdmin } from './spool/queue-admin';
@@ -100,8 +101,6 @@ export class Relay {
     this.logger = options.logger ?? createLogger(config.log.level);
     this.configSource = options.configSource ?? null;
     this.heloName = config.hostname;
-    // Before the delivery thread exists, so that thread finds `gc` on its global instead of asking V8 itself.
-    if (!streamedGarbage().available) this.logger.warn('V8 gave no gc function: a large message may hold up to 64 MiB of spent Buffers until V8 collects');
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
     this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
@@ -254,12 +253,7 @@ export class Relay {
     });
     const { hosts } = reconcileSmartHosts(runningConfig?.smarthosts ?? [], running, config.smarthosts, (host) => this.createSmartHost(host));
     const filters: MessageFilter[] = [policy.filter(), new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname })];
-    if ([...dkim.keys.values()].some((keys) => keys.length > 0)) {
-      // Loaded only when some route signs: mailauth's helpers weigh about 20 MB of resident memory,
-      // which a relay without DKIM should not carry.
-      const { DkimSigningFilter } = require('./reenvelope/dkim-signer') as typeof import('./reenvelope/dkim-signer');
-      filters.push(new DkimSigningFilter(dkim.keys));
-    }
+    if ([...dkim.keys.values()].some((keys) => keys.length > 0)) filters.push(new DkimSigningFilter(dkim.keys));
     return { config, clients: new ClientDirectory(config.clients), smarthosts: hosts, policy, filters };
   }
 
@@ -305,8 +299,6 @@ export class Relay {
   private connectSharedState(config: RelayConfig): Relay['sharedState'] {
     const { state } = config;
     if (state.store !== 'redis' || !state.redis || state.fleet_size === undefined) return null;
-    // ioredis (about 19 MB of resident memory on its own) is loaded only by a relay that uses it.
-    const { createRedisClient, redisLocation } = require('./limits/redis-client') as typeof import('./limits/redis-client');
     const redis = createRedisClient(state.redis);
     const location = redisLocation(state.redis.url);
     const fleetSize = state.fleet_size;
@@ -356,9 +348,6 @@ export class Relay {
 
   private transport(config: SmartHostConfig): SmartHostTransport {
     if (this.deliveryThread) return this.deliveryThread.transport(config);
-    // nodemailer is loaded on the event loop only when connections live there (delivery.worker_thread
-    // false); otherwise only the delivery thread loads it, and the main isolate does not carry it too.
-    const { NodemailerSmartHost } = require('./forward/smarthost') as typeof import('./forward/smarthost');
     return new NodemailerSmartHost(config, this.heloName);
   }
 

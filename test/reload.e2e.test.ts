@@ -276,8 +276,7 @@ describe('reload', () => {
     await client.quit();
     await waitFor(() => primary.messages.length === 1, 15_000, 'delivery');
 
-    // The process lets go of zod and yaml after each read (config/load-and-release.ts): each reload
-    // loads them afresh, and a schema error still comes back in zod's own words.
+    // A schema error on reload comes back in zod's own words, with its path.
     write({ ...raw, listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off', max_clients: -1 }] });
     child.process.kill('SIGHUP');
     await waitFor(async () => (await reloads('failure')) === 2, 10_000, 'second failed reload counted');
@@ -286,7 +285,7 @@ describe('reload', () => {
     write({ ...withOffice, log: { level: 'warn' } });
     child.process.kill('SIGHUP');
     await waitFor(async () => (await reloads('success')) === 2, 10_000, 'second reload counted');
-    // Read by a fresh copy of the reader, the unchanged parts compare equal to the running ones.
+    // Read again from the file, the unchanged parts compare equal to the running ones.
     write({ ...withOffice, log: { level: 'error' } });
     const res = await fetch(`http://127.0.0.1:${httpPort}/api/reload`, { method: 'POST' });
     expect({ status: res.status, body: await res.json() }).toEqual({ status: 200, body: { ok: true, changed: ['log'], restart_required: [] } });

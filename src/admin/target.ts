@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { parse } from 'yaml';
 import { interpolateEnv } from '../config/interpolate';
 import { parseHostPort } from '../config/units';
 
@@ -33,9 +34,6 @@ export function resolveTarget(options: TargetOptions, env: NodeJS.ProcessEnv = p
 }
 
 function readTargetFromConfig(file: string, env: NodeJS.ProcessEnv): AdminTarget {
-  // Loaded here, not at the top: the relay's own process loads this module with the CLI, and must
-  // not keep yaml once it has read its config (config/load-and-release.ts).
-  const { parse } = require('yaml') as typeof import('yaml');
   let raw: unknown;
   try {
     raw = interpolateEnv(parse(readFileSync(file, 'utf8')), env, []);

@@ -3,28 +3,10 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { SmartHostConfig } from '../config/schema';
-import { letThreadsSizeTheirYoungGeneration } from '../memory/launch-settings';
 import type { FromDeliveryThread, HeapSpace, ToDeliveryThread } from './delivery-protocol';
 import type { Outcome } from './outcome';
 import type { Envelope, MessageBody, SmartHostTransport } from './smarthost';
 import { loadCa } from './smarthost-ca';
-
-/**
- * The delivery thread's young generation (V8 new space), in MB. Left to V8, it grows to 16 MB semi-spaces
- * (~30 MB committed) like the main thread's, although the thread keeps almost nothing alive: pool
- * state and the streams of the sends under way. Its garbage is mostly the file chunks it reads (64 KiB
- * Buffers) and what nodemailer makes of them; with a big new space they wait for a rare scavenge, so
- * ~30 MB of ArrayBuffers piled up under load and ~40 MB while a 50 MiB message streamed. At 6 MB
- * (2 MB semi-spaces) scavenges are frequent but cheap, because little survives them. Measured (20
- * and 200 sessions × 10 KiB): thread heap 40 -> 22 MB committed, its ArrayBuffers 29 -> 5 MB at peak,
- * relay peak RSS ~30 MB lower, CPU per message unchanged within the noise; 12 MB kept 8 MB of new
- * space for no gain. 3 MB (1 MB semi-spaces) halves the new space again, ~1–2 MiB of peak RSS, with
- * the thread's old space no larger (used after 7,000 messages: 6.4 MiB with 3 MB, 7.8 MiB with 6 MB;
- * an earlier "3 MB promoted more" was measured while the command line's flag still overrode this).
- * It applies only because `ensureWorker` clears that flag first (see
- * letThreadsSizeTheirYoungGeneration).
- */
-const WORKER_YOUNG_GENERATION_MB = 3;
 
 /** A scrape must not hang on a thread that is busy or dying: no answer by then reads as no figures. */
 const HEAP_QUERY_TIMEOUT_MS = 1_000;
@@ -147,8 +129,8 @@ export class DeliveryThread {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    letThreadsSizeTheirYoungGeneration();
-    const worker = new Worker(this.script, { name: 'smarthop-delivery', resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
+    // Its young generation is sized like the event loop's, by the launch flag (memory/launch-settings.ts).
+    const worker = new Worker(this.script, { name: 'smarthop-delivery' });
     this.worker = worker;
     worker.on('message', (message: FromDeliveryThread) => {
       if (message.type === 'sent') this.settle(message.request, new Map(message.outcomes));

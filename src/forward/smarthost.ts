@@ -7,7 +7,6 @@ import type { SmartHostConfig } from '../config/schema';
 import { ClientCredentialsTokens } from './oauth2';
 import { loadCa } from './smarthost-ca';
 import { parseReply, type Outcome, type TransientCause } from './outcome';
-import { streamedGarbage } from '../memory/streamed-garbage';
 
 export interface Envelope {
   /** '' is the null sender. */
@@ -279,25 +278,18 @@ export class QueueFileError extends Error {}
  * `head`, then the first `size` bytes of the file: the message's own bytes, never the metadata
  * behind them. The read stops there by itself (no stream cut short, which costs an error object).
  * A file that ends before `size` (damaged, or cut by hand) fails the stream before its end, so the
- * smart host never gets the final "." of a message sent short. Each chunk read is garbage once
- * sent; counting them lets a large message's reads be collected as they go (StreamedGarbage).
+ * smart host never gets the final "." of a message sent short.
  */
 export function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
   const file = size === undefined ? createReadStream(path) : size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
-  const garbage = streamedGarbage();
   const out = new PassThrough();
-  if (head) {
-    garbage.streamed(head.length);
-    out.write(head);
-  }
+  if (head) out.write(head);
   // The consumer (nodemailer's connection) listens for errors while it sends; a stream it was handed
   // but never read must not turn a damaged file into an uncaught exception that ends the thread.
   out.on('error', () => undefined);
   let read = 0;
-  // One count per chunk read serves both: the short-file check and the collection of read Buffers.
   file.on('data', (chunk: Buffer) => {
     read += chunk.length;
-    garbage.streamed(chunk.length);
   });
   file.on('error', (err: Error) => out.destroy(new QueueFileError(`cannot read the queued message: ${err.message}`)));
   file.on('end', () => {

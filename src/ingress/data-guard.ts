@@ -1,5 +1,4 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import { streamedGarbage } from '../memory/streamed-garbage';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -35,8 +34,6 @@ export class DataGuard extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.bytesIn += chunk.length;
-    // The chunk and smtp-server's copies behind it are garbage once written: see StreamedGarbage.
-    streamedGarbage().streamed(chunk.length);
     if (this.refused) return callback();
     if (this.bytesIn > this.maxBytes) {
       this.oversize = true;

@@ -1,55 +1,38 @@
-import { setFlagsFromString } from 'node:v8';
-
 /**
- * What the relay's node process is started with wherever this project starts it: `npm start`,
- * deploy/smarthop.service, the Dockerfile, the bench and the tests' child relays. Both must be given
- * before node starts (V8 sizes the young generation when it creates the heap, glibc reads its
- * environment once), so the relay cannot set them on itself; test/launch-settings.test.ts keeps the
- * launch files in step with this list.
+ * How the relay's node process is launched, in one place: `npm start`, deploy/smarthop.service, the
+ * Dockerfile, the bench and the tests' child relays all start it with these, and
+ * test/launch-settings.test.ts keeps the three launch files in step with this list. Both settings
+ * must be given before node starts (V8 sizes its heaps when it creates them, glibc reads its
+ * environment once); the relay never changes a V8 flag or its allocator while it runs.
  */
 
 /**
- * `--max-semi-space-size=2`: a young generation of 2 MB semi-spaces for the event loop instead of
- * V8's 16 MB. Under load V8 grows it to the maximum, and the pages stay resident: 32 MB of the
- * relay's ~132 MB peak RSS at 20 sessions was young generation, of which ~1 MB was alive after a
- * scavenge. Each scavenge only visits what is alive, so a smaller young generation costs more, but
- * shorter, pauses.
- * - 4 MB (the setting from 30 Nov 12:00): peak ~112 MB; four alternated pairs of 5,000 messages could
- *   not tell the CPU from 16 MB's.
- * - 2 MB (since 30 Nov 15:25): ~5 MiB less again (103.8 -> 97.0 MiB median with the thread's 3 MB young
- *   generation, six alternated pairs of 5,000 messages), CPU per message 2.37 -> 2.42 ms, within those
- *   pairs' noise (per pair -0.24 to +0.36 ms). On the morning of 30 Nov, three pairs against V8's
- *   16 MB (per pair +0.41, +0.64, -0.12 ms) had put 2 MB's cost at ~13%; docs/performance.md has both.
+ * `--max-semi-space-size=2`: young generations of 2 MB semi-spaces instead of V8's 16 MB. Under load
+ * V8 grows a young generation to its maximum and the pages stay resident, while only about 1 MB of
+ * the event loop's is alive after a scavenge: at 16 MB, 32 MB of a ~132 MB peak RSS at 20 sessions
+ * was young generation. Each scavenge visits only what is alive, so the smaller space costs more, but
+ * shorter, pauses: alternated bench runs could not tell the CPU per message apart from 4 MB's, and
+ * put it within their noise of V8's default. The flag is process-wide, so the delivery thread's
+ * heap gets the same semi-spaces (its garbage is mostly file chunks that die young, so it gains the
+ * same way). docs/performance.md has the runs.
  */
 export const RELAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
 
 /**
- * V8 flags are process-wide, and V8 lets `--max-semi-space-size` win over the young generation a
- * worker thread asks for in its `resourceLimits`: started with RELAY_NODE_FLAGS, the delivery thread
- * got the event loop's 4 MB semi-spaces (8 MB of new space) instead of its own (then 6 MB) young generation
- * (4 MB of new space), ~5 MB more peak RSS. V8 reads the flag only when it sets up an isolate's heap,
- * so clearing it once the event loop's heap exists leaves that heap as it is and lets every thread
- * started afterwards size its own. Call it just before starting a thread.
+ * glibc's allocator, which holds every Buffer's bytes:
+ * - `MALLOC_ARENA_MAX=2`: glibc otherwise gives the delivery thread a malloc arena of its own, which
+ *   keeps the Buffers that thread freed resident.
+ * - `MALLOC_MMAP_THRESHOLD_=65536`: allocations of 64 KiB and more (every socket read starts as one,
+ *   and so do smtp-server's copy of it and each read of a queue file) get pages of their own, which
+ *   go back to the system when the Buffer is freed. Without it they come from the arenas, and a
+ *   large message leaves them full of freed chunks that glibc cannot return while any small
+ *   allocation above them lives: a 50 MiB message left the relay 17-22 MiB larger for good, with
+ *   it RSS is back at its baseline within seconds. It costs a map and an unmap per read, about 2 us
+ *   on this machine (some tens of us per message at most).
  */
-export function letThreadsSizeTheirYoungGeneration(): void {
-  setFlagsFromString('--max-semi-space-size=0');
-}
-
-/**
- * `MALLOC_ARENA_MAX=2`: glibc otherwise gives the delivery thread its own malloc arena, which keeps
- * the Buffers that thread freed resident (README, "Memory").
- */
-export const RELAY_ENVIRONMENT: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
+export const RELAY_ENVIRONMENT: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '65536' };
 
 /** The environment for a relay child process: these defaults, unless the caller's environment sets them. */
 export function relayEnvironment(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...RELAY_ENVIRONMENT, ...base };
-}
-
-/**
- * Whether node was started with a flag matching `flag` (on its command line or in NODE_OPTIONS):
- * V8's flags accept `-` and `_` alike, so the pattern should too.
- */
-export function nodeFlagGiven(flag: RegExp): boolean {
-  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => flag.test(arg));
 }

@@ -1,3 +1,5 @@
+import libmime from 'libmime';
+
 /**
  * Every text in a header value that a reader could take for an address. Mail apps show display
  * names, and parsers differ on odd headers (mailauth's DMARC From, Python's email, Gmail's), so a
@@ -34,16 +36,9 @@ function loosened(text: string): string {
   return value.replace(/\s*@\s*/gu, '@').replace(/\s*\.\s*/gu, '.');
 }
 
-/**
- * libmime (with iconv-lite and encoding-japanese, several MB of resident memory) is loaded at the
- * first encoded word a rule has to read, not by every relay that loads the policy stage.
- */
-let libmime: typeof import('libmime') | undefined;
-
 export function decodeWords(value: string): string {
   if (!value.includes('=?')) return value;
   try {
-    libmime ??= require('libmime') as typeof import('libmime');
     return libmime.decodeWords(value);
   } catch {
     return value;

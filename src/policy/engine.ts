@@ -3,7 +3,7 @@ import type { BodyInspector, MessageFilter, Refusal } from '../ingress/filters';
 import type { SessionPolicy } from '../ingress/ports';
 import type { WindowCounters } from '../limits/window-counters';
 import type { Observer } from '../observe/events';
-import type { ScanFinding } from './mime-scan';
+import { AttachmentScanner, type ScanFinding } from './mime-scan';
 import { planRateLimits, rateLimitText, type RateDimension, type RatePlan } from './rate-limits';
 import {
   applyHeaderRules, attachmentRefusal, declaredSizeRefusal, headerFromRefusal, recipientRefusal, senderRefusal, tooBig, type PolicyRules,
@@ -41,11 +41,6 @@ export class PolicyEngine implements SessionPolicy {
   private readonly compiled = new Map<string, CompiledPolicy>();
   private readonly suppressionLists = new Map<string, SuppressionList>();
   private readonly now: () => number;
-  /**
-   * The attachment scanner's module, loaded only when some policy blocks attachments: mailsplit
-   * and libmime weigh about 11 MB of resident memory that most relays never use.
-   */
-  private readonly mimeScan: typeof import('./mime-scan') | null;
 
   constructor(private readonly deps: PolicyEngineDeps) {
     this.now = deps.now ?? Date.now;
@@ -73,8 +68,6 @@ export class PolicyEngine implements SessionPolicy {
         inspectsContent: rules.allowedSenders !== undefined || rules.headerRules.length > 0 || rules.blockedExtensions.size > 0,
       });
     }
-    const scansAttachments = [...this.compiled.values()].some((policy) => policy.rules.blockedExtensions.size > 0);
-    this.mimeScan = scansAttachments ? (require('./mime-scan') as typeof import('./mime-scan')) : null;
   }
 
   /** Loads every suppression list (an unreadable one stops the start) and starts watching them. */
@@ -141,8 +134,8 @@ export class PolicyEngine implements SessionPolicy {
       },
       body: (context): BodyInspector | undefined => {
         const policy = this.policyOf(context.client);
-        if (!policy || policy.rules.blockedExtensions.size === 0 || !this.mimeScan) return undefined;
-        const scanner = new this.mimeScan.AttachmentScanner(context.original, policy.rules.blockedExtensions);
+        if (!policy || policy.rules.blockedExtensions.size === 0) return undefined;
+        const scanner = new AttachmentScanner(context.original, policy.rules.blockedExtensions);
         return {
           write: (chunk) => scanner.write(chunk),
           end: async () => scanRefusal(await scanner.end(), context.client.name),
