@@ -9,6 +9,7 @@ import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
+import { checkNodemailerVersion } from './forward/nodemailer-adapter';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
 import { NodemailerSmartHost, type SmartHostTransport } from './forward/smarthost';
@@ -34,6 +35,7 @@ import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { DkimSigningFilter } from './reenvelope/dkim-signer';
+import { checkMailauthVersion } from './reenvelope/mailauth-adapter';
 import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
 import { QueueAdmin } from './spool/queue-admin';
@@ -98,6 +100,9 @@ export class Relay {
   private lastReload: StatusReport['last_reload'] = null;
 
   constructor(config: RelayConfig, options: RelayOptions = {}) {
+    // The libraries used below their public API must be the versions their adapters were written for.
+    checkNodemailerVersion();
+    checkMailauthVersion();
     this.logger = options.logger ?? createLogger(config.log.level);
     this.configSource = options.configSource ?? null;
     this.heloName = config.hostname;

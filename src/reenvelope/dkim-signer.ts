@@ -1,9 +1,9 @@
 import { createHash, sign, type KeyObject } from 'node:crypto';
-import { dkimBody, type BodyHasher } from 'mailauth/lib/dkim/body';
 import type { HeaderBlock, HeaderField } from '../ingress/header-block';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from '../ingress/filters';
 import { signedField, signedFields, unsignedSignature } from './dkim-header';
 import type { DkimKey, RouteKeys } from './dkim-keys';
+import { relaxedBodyHasher, type BodyHasher } from './mailauth-adapter';
 
 const CRLF = Buffer.from('\r\n');
 
@@ -15,7 +15,7 @@ const CRLF = Buffer.from('\r\n');
  * above them is a trace field, which is not signed), and the signature lines go into the message's
  * metadata, to be sent above the stored file; the body on disk is never rewritten. mailauth hashes
  * the body; dkim-header.ts canonicalises the header and formats the field; node:crypto signs with
- * the keys parsed at start (see mailauth-internals.d.ts for why not mailauth's `dkimSign`).
+ * the keys parsed at start (see mailauth-adapter.ts for why not mailauth's `dkimSign`).
  */
 export class DkimSigningFilter implements MessageFilter {
   constructor(
@@ -75,8 +75,7 @@ class DkimBodyInspector implements BodyInspector {
  * the chunks are cut.
  */
 export class LineAlignedBodyHash {
-  /** Both rsa-sha256 and ed25519-sha256 hash the body with SHA-256, so one hash serves every signature. */
-  private readonly hasher: BodyHasher = dkimBody('relaxed', 'sha256', false);
+  private readonly hasher: BodyHasher = relaxedBodyHasher();
   /** What followed the last LF so far (a copy), hashed with the rest of its line. */
   private partial: Buffer | null = null;
 
