@@ -1,8 +1,6 @@
-import { access, constants } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { AdminApi } from './admin/api';
-import { buildStatus } from './admin/status';
-import type { StatusReport } from './admin/types';
+import { RelayState } from './admin/relay-state';
 import type { ConfigResult } from './config/load';
 import type { RelayConfig, SmartHostConfig } from './config/schema';
 import { Bouncer } from './forward/bounce';
@@ -13,18 +11,14 @@ import { checkNodemailerVersion } from './forward/nodemailer-adapter';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
 import { NodemailerSmartHost, type SmartHostTransport } from './forward/smarthost';
-import { smartHostStatus, type SmartHostStatus } from './forward/smarthost-status';
 import { ClientDirectory } from './ingress/clients';
 import type { MessageFilter } from './ingress/filters';
 import { IngressSessions } from './ingress/session';
 import { SmtpListener } from './ingress/smtp-listener';
-import { planReload, reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
-import type { Redis } from 'ioredis';
-import { FallbackWindowCounters } from './limits/fallback-counters';
-import { createRedisClient, redisLocation } from './limits/redis-client';
-import { RedisWindowCounters } from './limits/redis-window-counters';
-import { SharedStateHealth, type StateBackend } from './limits/shared-state-health';
-import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
+import { reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
+import { Reloader, type Generation, type ReloadTrigger } from './lifecycle/reloader';
+import { CounterStores } from './limits/counter-stores';
+import type { WindowCounters } from './limits/window-counters';
 import { ClientActivity } from './observe/activity';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
@@ -58,19 +52,30 @@ export interface RelayAddresses {
  * The running configuration and what is built from it. Stages read it through a getter on every
  * transaction or attempt, never keep it, so a reload swaps it in one assignment.
  */
-interface Live {
-  config: RelayConfig;
-  clients: ClientDirectory;
-  smarthosts: ReadonlyMap<string, GuardedSmartHost>;
-  policy: PolicyEngine;
-  /** Order matters: the policy judges what the client sent, the route's rewrites come next, DKIM signs last. */
-  filters: MessageFilter[];
+class Live implements Generation {
+  constructor(
+    readonly config: RelayConfig,
+    readonly clients: ClientDirectory,
+    readonly smarthosts: ReadonlyMap<string, GuardedSmartHost>,
+    readonly policy: PolicyEngine,
+    /** Order matters: the policy judges what the client sent, the route's rewrites come next, DKIM signs last. */
+    readonly filters: MessageFilter[],
+  ) {}
+
+  start(): Promise<void> {
+    return this.policy.start();
+  }
+
+  /** Closes the smart hosts `successor` does not keep (their sends under way finish first) and stops the policy. */
+  async retire(successor: Live): Promise<void> {
+    for (const [name, host] of this.smarthosts) if (successor.smarthosts.get(name) !== host) host.close();
+    if (successor.policy !== this.policy) await this.policy.stop();
+  }
 }
 
 /**
  * The composition root: builds every stage from the config, wires them, starts and stops them, and
- * swaps the running configuration on reload. Nothing else constructs a stage, and no stage reaches
- * for a global.
+ * builds what a reload swaps in. Nothing else constructs a stage, and no stage reaches for a global.
  */
 export class Relay {
   readonly metrics = new Metrics();
@@ -83,39 +88,45 @@ export class Relay {
   private readonly queue: QueueAdmin;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
-  private readonly configSource: (() => ConfigResult) | null;
+  private readonly reloader: Reloader<Live>;
+  private readonly state: RelayState;
   /** EHLO name towards smart hosts; `hostname` needs a restart, so this never changes. */
   private readonly heloName: string;
   /** Where smart-host connections live with `delivery.worker_thread` (a restart setting); null: on the event loop. */
   private readonly deliveryThread: DeliveryThread | null;
-  /** Counters outlive reloads: a reload must not hand every client a fresh rate-limit window. */
+  /** Where the window counters live (`state:`); they outlive reloads, so a reload hands no client a fresh window. */
+  private readonly counterStores: CounterStores;
   private readonly quotaCounters: WindowCounters;
   private readonly policyCounters: WindowCounters;
-  /** With `state.store: redis`: the connection and which store the counters use right now. */
-  private readonly sharedState: { redis: Redis; health: SharedStateHealth; location: string; fleetSize: number; keyPrefix: string } | null;
   private addresses: RelayAddresses | null = null;
-  private readonly startedAt = Date.now();
   private stopping = false;
-  private reloading: Promise<unknown> = Promise.resolve();
-  private lastReload: StatusReport['last_reload'] = null;
 
   constructor(config: RelayConfig, options: RelayOptions = {}) {
     // The libraries used below their public API must be the versions their adapters were written for.
     checkNodemailerVersion();
     checkMailauthVersion();
     this.logger = options.logger ?? createLogger(config.log.level);
-    this.configSource = options.configSource ?? null;
     this.heloName = config.hostname;
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
     this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
-    this.sharedState = this.connectSharedState(config);
+    this.counterStores = new CounterStores(config.state, {
+      onBackendChange: (change) => this.observer.emit({ type: 'state_backend', ...change }),
+      log: this.logger,
+    });
     // Provider quotas and per-client windows each get a bounded store of their own; neither shares
     // an LRU (or a Redis namespace) with the per-address guards, whose keys strangers can create.
-    this.quotaCounters = this.counters('quota', Math.max(1000, config.smarthosts.length * 16));
-    this.policyCounters = this.counters('policy', 10_000);
-    this.live = this.build(config, new Map());
+    this.quotaCounters = this.counterStores.counters('quota', Math.max(1000, config.smarthosts.length * 16));
+    this.policyCounters = this.counterStores.counters('policy', 10_000);
+    this.live = this.build(config);
     const current = () => this.live;
+    this.reloader = new Reloader<Live>({
+      source: options.configSource ?? null,
+      running: current,
+      build: (next, running) => this.build(next, running),
+      install: (next) => this.install(next),
+      observer: this.observer,
+    });
 
     const dispatcher = new Dispatcher({
       store: this.store, current, observer: this.observer,
@@ -132,7 +143,7 @@ export class Relay {
     const guard = new AddressGuard({
       limits: config.limits,
       // Up to three windows per address: connection rate, AUTH failures, lockout.
-      counters: this.counters('address', config.limits.max_tracked_addresses * 3),
+      counters: this.counterStores.counters('address', config.limits.max_tracked_addresses * 3),
       observer: this.observer,
     });
     const sessions = new IngressSessions({
@@ -148,14 +159,25 @@ export class Relay {
       },
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
+    this.state = new RelayState({
+      hostname: () => this.live.config.hostname,
+      version: VERSION,
+      startedAt: Date.now(),
+      schedule: () => this.scheduler.snapshot(),
+      spool: this.store,
+      smarthosts: () => this.live.smarthosts.values(),
+      topClients: (limit, now) => this.activity.top(limit, now),
+      lastReload: () => this.reloader.last,
+      accepting: () => !this.stopping,
+    });
     const api = new AdminApi({
       queue: this.queue,
-      status: () => this.status(),
-      smarthosts: () => this.smartHostStatuses(),
+      status: () => this.state.status(),
+      smarthosts: () => this.state.smarthosts(),
       reload: () => this.reload('api'),
       token: () => this.live.config.http?.token,
     });
-    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api) : null;
+    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.state.readiness() }, api) : null;
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();
@@ -168,7 +190,7 @@ export class Relay {
       return samples.flat();
     });
     this.metrics.bindDisk({ freeBytes: () => this.store.freeBytes(), minFreeBytes: config.spool.min_free_disk });
-    this.metrics.bindStateBackend(() => this.stateBackend());
+    this.metrics.bindStateBackend(() => this.counterStores.backend);
     const deliveryThread = this.deliveryThread;
     if (deliveryThread) this.metrics.bindDeliveryThreadHeap(() => deliveryThread.heapSpaces());
     this.metrics.initialise(this.labelNames(this.live));
@@ -184,8 +206,8 @@ export class Relay {
     const { config } = this.live;
     await this.store.open();
     this.deliveryThread?.start();
-    await this.live.policy.start();
-    await this.startSharedState();
+    await this.live.start();
+    await this.counterStores.start();
     const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
     for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
     if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${config.spool.dir}`);
@@ -210,31 +232,24 @@ export class Relay {
    */
   async stop(): Promise<void> {
     this.stopping = true;
+    const reloads = this.reloader.stop();
     // Listeners first: a session still in DATA may commit and (inline delivery) start an attempt;
     // the scheduler stops after them, so it waits for every attempt that could have started.
     await Promise.all(this.listeners.map((listener) => listener.close()));
     await this.scheduler.stop();
-    await this.reloading;
+    await reloads;
     await this.live.policy.stop();
     for (const host of this.live.smarthosts.values()) host.close();
     await this.deliveryThread?.stop();
     await this.http?.close();
-    this.sharedState?.health.stop();
-    this.sharedState?.redis.disconnect();
+    this.counterStores.stop();
     await this.observer.close();
     await this.store.close();
   }
 
-  /**
-   * Re-reads the configuration (SIGHUP, POST /api/reload). An invalid one changes nothing; a valid
-   * one swaps clients, policies, routes and smart hosts for the next transaction and the next
-   * delivery attempt, without closing a connection or touching the queue. Reloads run one at a time.
-   */
-  reload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
-    if (this.stopping) return Promise.resolve(this.refuseReload(trigger, ['the relay is stopping']));
-    const run = this.reloading.then(() => this.applyReload(trigger)).catch((err: Error) => this.refuseReload(trigger, [`reload failed: ${err.message}`]));
-    this.reloading = run.catch(() => undefined);
-    return run;
+  /** Re-reads the configuration (SIGHUP, POST /api/reload): see lifecycle/reloader.ts. */
+  reload(trigger: ReloadTrigger): Promise<ReloadResult> {
+    return this.reloader.reload(trigger);
   }
 
   get started(): RelayAddresses {
@@ -246,7 +261,7 @@ export class Relay {
    * Everything that a reload replaces, built from one config. Smart hosts whose config did not
    * change are kept (their pools, breakers and quota windows with them).
    */
-  private build(config: RelayConfig, running: ReadonlyMap<string, GuardedSmartHost>, runningConfig?: RelayConfig): Live {
+  private build(config: RelayConfig, running?: Live): Live {
     // Keys are read now: a missing or wrong key stops the start (or the reload) instead of leaving mail unsigned.
     const dkim = loadRouteKeys(config.routes);
     if (dkim.errors.length > 0) throw new Error(`DKIM keys: ${dkim.errors.join('; ')}`);
@@ -256,95 +271,17 @@ export class Relay {
       observer: this.observer,
       log: { info: (message) => this.logger.info(message), warn: (message) => this.logger.warn(message) },
     });
-    const { hosts } = reconcileSmartHosts(runningConfig?.smarthosts ?? [], running, config.smarthosts, (host) => this.createSmartHost(host));
+    const { hosts } = reconcileSmartHosts(running?.config.smarthosts ?? [], running?.smarthosts ?? new Map(), config.smarthosts, (host) => this.createSmartHost(host));
     const filters: MessageFilter[] = [policy.filter(), new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname })];
     if ([...dkim.keys.values()].some((keys) => keys.length > 0)) filters.push(new DkimSigningFilter(dkim.keys));
-    return { config, clients: new ClientDirectory(config.clients), smarthosts: hosts, policy, filters };
+    return new Live(config, new ClientDirectory(config.clients), hosts, policy, filters);
   }
 
-  private async applyReload(trigger: 'SIGHUP' | 'api'): Promise<ReloadResult> {
-    const result: ConfigResult = this.configSource ? this.configSource() : { ok: false, errors: ['this relay was not started from a config file'] };
-    if (!result.ok) return this.refuseReload(trigger, result.errors);
-    const running = this.live;
-    const plan = planReload(running.config, result.config);
-    let next: Live;
-    try {
-      next = this.build(plan.effective, running.smarthosts, running.config);
-    } catch (err) {
-      return this.refuseReload(trigger, [(err as Error).message]);
-    }
-    try {
-      await next.policy.start();
-    } catch (err) {
-      // Pools built for new or changed hosts would otherwise stay open.
-      for (const [name, host] of next.smarthosts) if (running.smarthosts.get(name) !== host) host.close();
-      return this.refuseReload(trigger, [(err as Error).message]);
-    }
+  /** A reload's new generation takes over. */
+  private install(next: Live): void {
     this.live = next;
-    for (const [name, host] of running.smarthosts) if (next.smarthosts.get(name) !== host) host.close();
-    await running.policy.stop();
-    this.logger.level = plan.effective.log.level;
+    this.logger.level = next.config.log.level;
     this.metrics.initialise(this.labelNames(next));
-    this.observer.emit({ type: 'config_reload', trigger, result: 'success', errors: [], changed: plan.changed, restartRequired: plan.restartRequired });
-    this.lastReload = { at: new Date().toISOString(), ok: true, errors: [], restart_required: plan.restartRequired };
-    return { ok: true, changed: plan.changed, restart_required: plan.restartRequired };
-  }
-
-  /** Nothing was swapped: the running configuration stays, and the admin is told why. */
-  private refuseReload(trigger: 'SIGHUP' | 'api', errors: string[]): ReloadResult {
-    this.observer.emit({ type: 'config_reload', trigger, result: 'failure', errors, changed: [], restartRequired: [] });
-    this.lastReload = { at: new Date().toISOString(), ok: false, errors, restart_required: [] };
-    return { ok: false, errors };
-  }
-
-  /**
-   * `state.store: redis`: one connection for every fleet-wide counter. Its events drive the switch
-   * to the local fallback (connection lost) and back (connection ready and a PING answered).
-   */
-  private connectSharedState(config: RelayConfig): Relay['sharedState'] {
-    const { state } = config;
-    if (state.store !== 'redis' || !state.redis || state.fleet_size === undefined) return null;
-    const redis = createRedisClient(state.redis);
-    const location = redisLocation(state.redis.url);
-    const fleetSize = state.fleet_size;
-    const health = new SharedStateHealth({
-      probe: () => redis.ping(),
-      probeIntervalMs: 1_000,
-      onChange: (backend, detail) => this.observer.emit({ type: 'state_backend', backend, location, fleetSize, detail }),
-    });
-    let lastError = '';
-    // Every reconnect attempt fails with an error while Redis is down; the transition is what is logged.
-    redis.on('error', (err: Error) => {
-      lastError = err.message;
-      this.logger.debug({ err }, `state: Redis at ${location}: ${err.message}`);
-    });
-    redis.on('close', () => health.failed(new Error(lastError ? `connection closed: ${lastError}` : 'connection closed')));
-    redis.on('ready', () => {
-      lastError = '';
-      void health.probeNow();
-    });
-    return { redis, health, location, fleetSize, keyPrefix: state.redis.key_prefix };
-  }
-
-  private async startSharedState(): Promise<void> {
-    if (!this.sharedState) return;
-    const { redis, health, location, fleetSize } = this.sharedState;
-    // A Redis that is down at start is an outage like any other: the relay starts on the fallback.
-    await redis.connect().catch(() => undefined);
-    await health.start();
-    if (health.usingShared()) this.logger.info(`state: rate limits, quotas and lockouts shared through Redis at ${location} (fleet of ${fleetSize})`);
-  }
-
-  /** A bounded store for one kind of counter: memory, or Redis with a local fallback under `state.redis.key_prefix` + `namespace`. */
-  private counters(namespace: 'policy' | 'quota' | 'address', maxKeys: number): WindowCounters {
-    const local = new MemoryWindowCounters(maxKeys);
-    const shared = this.sharedState;
-    if (!shared) return local;
-    return new FallbackWindowCounters(new RedisWindowCounters(shared.redis, `${shared.keyPrefix}${namespace}:`), local, shared.health, shared.fleetSize);
-  }
-
-  private stateBackend(): StateBackend {
-    return this.sharedState ? this.sharedState.health.backend : 'memory';
   }
 
   private createSmartHost(config: SmartHostConfig): GuardedSmartHost {
@@ -354,35 +291,6 @@ export class Relay {
   private transport(config: SmartHostConfig): SmartHostTransport {
     if (this.deliveryThread) return this.deliveryThread.transport(config);
     return new NodemailerSmartHost(config, this.heloName);
-  }
-
-  private smartHostStatuses(): Promise<SmartHostStatus[]> {
-    const now = Date.now();
-    return Promise.all([...this.live.smarthosts.values()].map((host) => smartHostStatus(host, now)));
-  }
-
-  private async status(): Promise<StatusReport> {
-    const now = Date.now();
-    return buildStatus({
-      hostname: this.live.config.hostname,
-      version: VERSION,
-      startedAt: this.startedAt,
-      now,
-      schedule: this.scheduler.snapshot(),
-      held: this.store.heldCount,
-      dead: this.store.deadCount,
-      smarthosts: await this.smartHostStatuses(),
-      topClients: this.activity.top(10, now),
-      lastReload: this.lastReload,
-    });
-  }
-
-  private async readiness(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }> {
-    const spoolWritable = await access(this.store.queueDir, constants.W_OK).then(() => true, () => false);
-    // Ready while some smart host's breaker is closed: a spent quota only delays mail, it does not stop it.
-    const smarthostAvailable = [...this.live.smarthosts.values()].some((host) => host.up());
-    const accepting = !this.stopping;
-    return { ok: spoolWritable && smarthostAvailable && accepting, checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable, accepting } };
   }
 
   private labelNames(live: Live): { listeners: string[]; clients: string[]; smarthosts: string[]; rateLimits: { client: string; limit: string }[] } {

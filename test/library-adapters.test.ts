@@ -1,7 +1,11 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { checkNodemailerVersion, nodemailerVersionProblem, SUPPORTED_NODEMAILER_VERSION } from '../src/forward/nodemailer-adapter';
-import { checkMailauthVersion, mailauthVersionProblem, SUPPORTED_MAILAUTH_VERSION } from '../src/reenvelope/mailauth-adapter';
+import {
+  checkNodemailerVersion, nodemailerVersionProblem, SUPPORTED_NODEMAILER_VERSION,
+} from '../src/forward/nodemailer-adapter';
+import {
+  checkMailauthVersion, mailauthVersionProblem, SUPPORTED_MAILAUTH_VERSION,
+} from '../src/reenvelope/mailauth-adapter';
 
 /**
  * nodemailer and mailauth are used below their public APIs, each in one adapter module: the
@@ -9,8 +13,9 @@ import { checkMailauthVersion, mailauthVersionProblem, SUPPORTED_MAILAUTH_VERSIO
  * start with a message that names both.
  */
 
-const manifest = JSON.parse(readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { dependencies: Record<string, string> };
-const lock = JSON.parse(readFileSync(path.resolve(__dirname, '../package-lock.json'), 'utf8')) as {
+const readJson = (file: string): unknown => JSON.parse(readFileSync(path.resolve(__dirname, '..', file), 'utf8'));
+const manifest = readJson('package.json') as { dependencies: Record<string, string> };
+const lock = readJson('package-lock.json') as {
   packages: Record<string, { version?: string; dependencies?: Record<string, string> }>;
 };
 

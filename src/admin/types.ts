@@ -1,5 +1,6 @@
 import type { SmartHostStatus } from '../forward/smarthost-status';
 import type { ReloadResult } from '../lifecycle/reload';
+import type { LastReload } from '../lifecycle/reloader';
 import type { ClientUsage } from '../observe/activity';
 import type { MessageDetail, QueueEntry, QueueListing } from '../spool/inspect';
 
@@ -27,7 +28,7 @@ export interface StatusReport {
   smarthosts: SmartHostStatus[];
   /** Busiest clients of the last hour by messages received. */
   top_clients: ClientUsage[];
-  last_reload: { at: string; ok: boolean; errors: string[]; restart_required: string[] } | null;
+  last_reload: LastReload | null;
 }
 
 export interface ActionResponse {

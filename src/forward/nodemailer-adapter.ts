@@ -28,9 +28,9 @@ export const SUPPORTED_NODEMAILER_VERSION = '10.6.0';
 /** Why the installed nodemailer cannot be used, or undefined when it is the supported version. */
 export function nodemailerVersionProblem(installed: string = installedVersion()): string | undefined {
   if (installed === SUPPORTED_NODEMAILER_VERSION) return undefined;
-  return `nodemailer ${installed} is installed, but smarthop's smart-host transport is written for nodemailer ` +
-    `${SUPPORTED_NODEMAILER_VERSION} exactly (it uses the SMTP pool below its public API: src/forward/nodemailer-adapter.ts); ` +
-    `install the version package.json pins (npm ci)`;
+  return `nodemailer ${installed} is installed, but smarthop's smart-host transport is written for ` +
+    `nodemailer ${SUPPORTED_NODEMAILER_VERSION} exactly (it uses the SMTP pool below its public API: ` +
+    'src/forward/nodemailer-adapter.ts); install the version package.json pins (npm ci)';
 }
 
 /** Throws when the installed nodemailer is not the supported version: called before the relay starts. */
@@ -47,7 +47,10 @@ function installedVersion(): string {
 /** A failure as nodemailer reports it: the smart host's reply when there was one, else the connection's error. */
 export type SmtpFailure = NodemailerError;
 
-/** An envelope as SMTP carries it: `from: false` is the null sender `<>`; `size` goes out as SIZE=, `use8BitMime` as BODY=8BITMIME. */
+/**
+ * An envelope as SMTP carries it: `from: false` is the null sender `<>`; `size` goes out as SIZE=,
+ * `use8BitMime` as BODY=8BITMIME.
+ */
 export interface WireEnvelope {
   from: string | false;
   to: string[];
@@ -79,12 +82,14 @@ export interface PoolSettings {
   socketTimeout: number;
 }
 
+export type TokenCallback = (err: Error | null, accessToken?: string, expires?: number) => void;
+
 export type PoolAuth =
   | { user: string; pass: string }
   | {
     type: 'OAuth2';
     user: string;
-    provisionCallback: (user: string, renew: boolean, callback: (err: Error | null, accessToken?: string, expires?: number) => void) => void;
+    provisionCallback: (user: string, renew: boolean, callback: TokenCallback) => void;
   };
 
 /**

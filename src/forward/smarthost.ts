@@ -2,7 +2,8 @@ import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import type { SmartHostConfig } from '../config/schema';
 import {
-  SmtpConnectionPool, wireRecipient, wireSender, type PoolAuth, type PoolSettings, type SmtpFailure, type SmtpSent, type WireEnvelope,
+  SmtpConnectionPool, wireRecipient, wireSender, type PoolAuth, type PoolSettings, type SmtpFailure, type SmtpSent, type TokenCallback,
+  type WireEnvelope,
 } from './nodemailer-adapter';
 import { ClientCredentialsTokens } from './oauth2';
 import { loadCa } from './smarthost-ca';
@@ -255,7 +256,7 @@ function transportAuth(config: SmartHostConfig): PoolAuth | undefined {
     user: auth.user,
     // nodemailer asks for a token per pooled connection (and with renew=true when the server refused
     // one); the shared cache answers, and the expiry we hand back makes it ask again before it lapses.
-    provisionCallback: (_user: string, renew: boolean, callback: (err: Error | null, accessToken?: string, expires?: number) => void) => {
+    provisionCallback: (_user: string, renew: boolean, callback: TokenCallback) => {
       tokens.get(renew).then((token) => callback(null, token.value, token.refreshAt), (err: Error) => callback(err));
     },
   };
