@@ -7,7 +7,7 @@ import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
-import { checkNodemailerVersion } from './forward/nodemailer-adapter';
+import { NODEMAILER } from './forward/nodemailer-adapter';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
 import { NodemailerSmartHost, type SmartHostTransport } from './forward/smarthost';
@@ -29,12 +29,13 @@ import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { DkimSigningFilter } from './reenvelope/dkim-signer';
-import { checkMailauthVersion } from './reenvelope/mailauth-adapter';
+import { MAILAUTH } from './reenvelope/mailauth-adapter';
 import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
 import { QueueAdmin } from './spool/queue-admin';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
+import { checkPinnedVersion } from './pinned-library';
 import { VERSION } from './version';
 
 export interface RelayOptions {
@@ -103,8 +104,7 @@ export class Relay {
 
   constructor(config: RelayConfig, options: RelayOptions = {}) {
     // The libraries used below their public API must be the versions their adapters were written for.
-    checkNodemailerVersion();
-    checkMailauthVersion();
+    for (const library of [NODEMAILER, MAILAUTH]) checkPinnedVersion(library);
     this.logger = options.logger ?? createLogger(config.log.level);
     this.heloName = config.hostname;
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;

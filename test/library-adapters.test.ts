@@ -1,11 +1,8 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import {
-  checkNodemailerVersion, nodemailerVersionProblem, SUPPORTED_NODEMAILER_VERSION,
-} from '../src/forward/nodemailer-adapter';
-import {
-  checkMailauthVersion, mailauthVersionProblem, SUPPORTED_MAILAUTH_VERSION,
-} from '../src/reenvelope/mailauth-adapter';
+import { NODEMAILER } from '../src/forward/nodemailer-adapter';
+import { checkPinnedVersion, pinnedVersionProblem } from '../src/pinned-library';
+import { MAILAUTH } from '../src/reenvelope/mailauth-adapter';
 
 /**
  * nodemailer and mailauth are used below their public APIs, each in one adapter module: the
@@ -19,27 +16,25 @@ const lock = readJson('package-lock.json') as {
   packages: Record<string, { version?: string; dependencies?: Record<string, string> }>;
 };
 
-describe.each([
-  ['nodemailer', SUPPORTED_NODEMAILER_VERSION, nodemailerVersionProblem, checkNodemailerVersion],
-  ['mailauth', SUPPORTED_MAILAUTH_VERSION, mailauthVersionProblem, checkMailauthVersion],
-])('%s', (name, supported, problem, check) => {
+describe.each([NODEMAILER, MAILAUTH])('$name', (library) => {
   test('is pinned to exactly the version its adapter supports, in package.json and the lock', () => {
-    expect(manifest.dependencies[name]).toBe(supported);
-    expect(lock.packages[''].dependencies?.[name]).toBe(supported);
-    expect(lock.packages[`node_modules/${name}`].version).toBe(supported);
+    expect(manifest.dependencies[library.name]).toBe(library.supported);
+    expect(lock.packages[''].dependencies?.[library.name]).toBe(library.supported);
+    expect(lock.packages[`node_modules/${library.name}`].version).toBe(library.supported);
   });
 
   test('the installed copy passes the start-up check', () => {
-    expect(problem()).toBeUndefined();
-    expect(() => check()).not.toThrow();
+    expect(pinnedVersionProblem(library)).toBeUndefined();
+    expect(() => checkPinnedVersion(library)).not.toThrow();
   });
 
-  test('another version is refused with both versions named', () => {
-    const [major, minor, patch] = supported.split('.').map(Number);
-    for (const other of [`${major}.${minor}.${patch + 1}`, `${major + 1}.0.0`, `${supported}-beta.1`]) {
-      const text = problem(other);
-      expect(text).toContain(`${name} ${other} is installed`);
-      expect(text).toContain(`${name} ${supported} exactly`);
+  test('another version is refused with both versions and the adapter named', () => {
+    const [major, minor, patch] = library.supported.split('.').map(Number);
+    for (const other of [`${major}.${minor}.${patch + 1}`, `${major + 1}.0.0`, `${library.supported}-beta.1`]) {
+      const text = pinnedVersionProblem(library, other);
+      expect(text).toContain(`${library.name} ${other} is installed`);
+      expect(text).toContain(`${library.name} ${library.supported} exactly`);
+      expect(text).toContain(library.adapter);
     }
   });
 });

@@ -1,13 +1,13 @@
-import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { NodemailerError } from 'nodemailer/lib/errors';
 import MimeNode from 'nodemailer/lib/mime-node';
+import type { PinnedLibrary } from '../pinned-library';
 
 /**
  * nodemailer as the smart-host transport uses it, and the only module that reaches below its public
  * API. package.json pins nodemailer to exactly this version, and the relay refuses to start with
- * another (checkNodemailerVersion), because each private use below can change in any release:
+ * another (checkPinnedVersion), because each private use below can change in any release:
  *
  * 1. The SMTP pool's `send(mail, callback)`, handed a message object of our own (PooledMessage).
  *    `sendMail` would first build a MIME tree around the ready-made bytes (plugins, a Message-ID and
@@ -23,26 +23,11 @@ import MimeNode from 'nodemailer/lib/mime-node';
  *    `rejectedErrors`, `permanent`, `originalCode`), typed from `nodemailer/lib/errors`. Goes when
  *    the package's main entry exports the `NodemailerError` type.
  */
-export const SUPPORTED_NODEMAILER_VERSION = '10.6.0';
-
-/** Why the installed nodemailer cannot be used, or undefined when it is the supported version. */
-export function nodemailerVersionProblem(installed: string = installedVersion()): string | undefined {
-  if (installed === SUPPORTED_NODEMAILER_VERSION) return undefined;
-  return `nodemailer ${installed} is installed, but smarthop's smart-host transport is written for ` +
-    `nodemailer ${SUPPORTED_NODEMAILER_VERSION} exactly (it uses the SMTP pool below its public API: ` +
-    'src/forward/nodemailer-adapter.ts); install the version package.json pins (npm ci)';
-}
-
-/** Throws when the installed nodemailer is not the supported version: called before the relay starts. */
-export function checkNodemailerVersion(): void {
-  const problem = nodemailerVersionProblem();
-  if (problem) throw new Error(problem);
-}
-
-function installedVersion(): string {
-  const info = JSON.parse(readFileSync(require.resolve('nodemailer/package.json'), 'utf8')) as { version?: unknown };
-  return typeof info.version === 'string' ? info.version : 'of an unknown version';
-}
+export const NODEMAILER: PinnedLibrary = {
+  name: 'nodemailer',
+  supported: '10.6.0',
+  adapter: 'src/forward/nodemailer-adapter.ts uses its SMTP pool below the public API',
+};
 
 /** A failure as nodemailer reports it: the smart host's reply when there was one, else the connection's error. */
 export type SmtpFailure = NodemailerError;

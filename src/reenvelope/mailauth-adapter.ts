@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { dkimBody } from 'mailauth/lib/dkim/body';
+import type { PinnedLibrary } from '../pinned-library';
 
 /**
  * mailauth as the DKIM signer uses it, and the only module that reaches below its public API.
  * package.json pins mailauth to exactly this version, and the relay refuses to start with another
- * (checkMailauthVersion), because a private module can change in any release.
+ * (checkPinnedVersion), because a private module can change in any release.
  *
  * The private use: `mailauth/lib/dkim/body`, its relaxed body hasher (RFC 6376 §3.4.4), fed the
  * body as it streams to the spool. The public `dkimSign` takes the whole message and re-parses the
@@ -14,26 +14,11 @@ import { dkimBody } from 'mailauth/lib/dkim/body';
  * `dkimSign` accepts a parsed key and a precomputed body hash). mailauth's own `dkimVerify` and
  * dkimpy check the signer's output in the tests, so a change in this internal shows up there.
  */
-export const SUPPORTED_MAILAUTH_VERSION = '4.13.3';
-
-/** Why the installed mailauth cannot be used, or undefined when it is the supported version. */
-export function mailauthVersionProblem(installed: string = installedVersion()): string | undefined {
-  if (installed === SUPPORTED_MAILAUTH_VERSION) return undefined;
-  return `mailauth ${installed} is installed, but smarthop's DKIM signer is written for mailauth ` +
-    `${SUPPORTED_MAILAUTH_VERSION} exactly (it uses mailauth's body hasher below its public API: ` +
-    'src/reenvelope/mailauth-adapter.ts); install the version package.json pins (npm ci)';
-}
-
-/** Throws when the installed mailauth is not the supported version: called before the relay starts. */
-export function checkMailauthVersion(): void {
-  const problem = mailauthVersionProblem();
-  if (problem) throw new Error(problem);
-}
-
-function installedVersion(): string {
-  const info = JSON.parse(readFileSync(require.resolve('mailauth/package.json'), 'utf8')) as { version?: unknown };
-  return typeof info.version === 'string' ? info.version : 'of an unknown version';
-}
+export const MAILAUTH: PinnedLibrary = {
+  name: 'mailauth',
+  supported: '4.13.3',
+  adapter: 'src/reenvelope/mailauth-adapter.ts uses its DKIM body hasher below the public API',
+};
 
 /** A DKIM body hash being computed: the body's bytes in order, then the hash. */
 export interface BodyHasher {
