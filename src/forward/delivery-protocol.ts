@@ -1,4 +1,5 @@
 import type { SmartHostConfig } from '../config/schema';
+import type { HeapSpace } from '../observe/metrics';
 import type { Outcome } from './outcome';
 import type { Envelope, MessageBody } from './smarthost';
 
@@ -20,10 +21,3 @@ export type FromDeliveryThread =
   /** The send threw instead of returning outcomes: a bug, reported as a temporary failure. */
   | { type: 'failed'; request: number; message: string }
   | { type: 'heap'; request: number; spaces: HeapSpace[] };
-
-/** One V8 heap space of the thread (`new_space`, `old_space` …): bytes committed and bytes in use. */
-export interface HeapSpace {
-  space: string;
-  size: number;
-  used: number;
-}

@@ -1,6 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StateBackend } from '../limits/shared-state-health';
-import type { HeapSpace } from '../forward/delivery-protocol';
 import type { RelayEvent } from './events';
 
 /** What the smart-host up gauge needs about one host. */
@@ -30,6 +29,13 @@ export interface QuotaRemaining {
   window: string;
   unit: 'messages' | 'recipients';
   remaining: number;
+}
+
+/** One V8 heap space of the delivery thread (`new_space`, `old_space` …): bytes committed and bytes in use. */
+export interface HeapSpace {
+  space: string;
+  size: number;
+  used: number;
 }
 
 /**
