@@ -10,7 +10,7 @@ import type { MessageMeta } from '../src/spool/message';
 import { Scheduler } from '../src/spool/scheduler';
 import { SpoolStore } from '../src/spool/store';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, removeDir, startSink, tempDir } from './helpers/harness';
+import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
 
 /** A real spool whose DSN commit fails with ENOSPC while `full` is set: a fault at the spool layer. */
 class FillingSpool extends SpoolStore {
@@ -41,7 +41,7 @@ describe('delivery when the spool cannot take an outcome', () => {
     await store.open();
     const events: RelayEvent[] = [];
     const observer = { emit: (event: RelayEvent) => events.push(event) };
-    const host = new GuardedSmartHost(config.smarthosts[0], new NodemailerSmartHost(config.smarthosts[0], config.hostname), new SmartHostQuota('primary', [], new MemoryWindowCounters()), observer);
+    const host = new GuardedSmartHost(config.smarthosts[0], new NodemailerSmartHost(smtpHost(config), config.hostname), new SmartHostQuota('primary', [], new MemoryWindowCounters()), observer);
     const dispatcher = new Dispatcher({
       store, observer, current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
       bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
@@ -92,7 +92,7 @@ describe('delivery when the spool cannot take an outcome', () => {
       await store.open();
       const events: RelayEvent[] = [];
       const observer = { emit: (event: RelayEvent) => events.push(event) };
-      const hosts = new Map(config.smarthosts.map((c) => [c.name, new GuardedSmartHost(c, new NodemailerSmartHost(c, config.hostname), new SmartHostQuota(c.name, [], new MemoryWindowCounters()), observer)]));
+      const hosts = new Map(config.smarthosts.map((c, i) => [c.name, new GuardedSmartHost(c, new NodemailerSmartHost(smtpHost(config, i), config.hostname), new SmartHostQuota(c.name, [], new MemoryWindowCounters()), observer)]));
       const dispatcher = new Dispatcher({
         store, observer, current: () => ({ config, smarthosts: hosts }),
         bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
