@@ -1,3 +1,4 @@
+import { PassThrough } from 'node:stream';
 import { HeaderBlock } from '../src/ingress/header-block';
 import { aadstsAdvice, aadstsCode } from '../src/forward/graph/advice';
 import { partsToLift, REQUEST_LIMIT } from '../src/forward/graph/draft';
@@ -166,7 +167,8 @@ describe('AADSTS codes', () => {
 
 describe('which attachments a large message sends on their own', () => {
   const part = (index: number, encodedBytes: number, attachment = true): MimePart => ({
-    index, parent: 0, contentType: 'application/pdf', name: `p${index}.pdf`, contentId: undefined, inline: false, encodedBytes, decodedBytes: Math.floor(encodedBytes * 0.74), attachment,
+    index, parent: 0, contentType: 'application/pdf', name: `p${index}.pdf`, contentId: undefined, inline: false, start: 0, headerStart: 100, bodyStart: 200, end: encodedBytes,
+    decodedBytes: Math.floor(encodedBytes * 0.74), attachment, decoder: () => new PassThrough(),
   });
 
   test('the largest first, until the rest fits one request', () => {

@@ -376,20 +376,33 @@ export const TENANT = 'contoso.test';
 export const CLIENT_ID = '00000000-0000-0000-0000-0000000000a1';
 export const CLIENT_SECRET = 'app-secret-value';
 export const MAILBOX = 'relay@corp.example';
+/** A mailbox of the tenant that the app's RBAC scope leaves out. */
+export const OUTSIDE_MAILBOX = 'ceo@corp.example';
+
+export interface GraphPki {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/** A test CA and the emulator's certificate from it (openssl, in `dir`): make it once per test file, it takes a while. */
+export function graphPki(dir: string): GraphPki {
+  return makeCertificateAuthority(dir, 'graph.test');
+}
 
 /**
  * An emulator on loopback with a test CA of its own (made with openssl in `dir`), the usual app
  * registration and one mailbox the app may send as; `host()` is a `type: graph` smart host for it.
  */
-export async function startGraphEmulator(dir: string, options: Partial<GraphEmulatorOptions> = {}): Promise<{
+export async function startGraphEmulator(dir: string, options: Partial<GraphEmulatorOptions> = {}, pki: GraphPki = graphPki(dir)): Promise<{
   emulator: GraphEmulator;
   ca: string;
   host(overrides?: Record<string, unknown>): { name: string; [key: string]: unknown };
 }> {
-  const { ca, cert, key } = makeCertificateAuthority(dir, 'graph.test');
+  const { ca, cert, key } = pki;
   const emulator = new GraphEmulator({
     tls: { cert, key }, tenant: TENANT, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET,
-    mailboxes: { [MAILBOX]: { allowed: true } }, readWrite: true, ...options,
+    mailboxes: { [MAILBOX]: { allowed: true }, [OUTSIDE_MAILBOX]: { allowed: false } }, readWrite: true, ...options,
   });
   await emulator.listen();
   return {

@@ -39,11 +39,13 @@ export class TooLargeForGraph extends Error {}
 export function partsToLift(parts: readonly MimePart[], total: number): Set<number> | null {
   const lifted = new Set<number>();
   let rest = total;
-  for (const part of [...parts].filter((p) => p.attachment).sort((a, b) => b.encodedBytes - a.encodedBytes)) {
+  // A part's bytes in the message: its delimiter line, header and encoded body.
+  const encoded = (part: MimePart) => part.end - part.start;
+  for (const part of [...parts].filter((p) => p.attachment).sort((a, b) => encoded(b) - encoded(a))) {
     if (base64Length(rest + MARGIN) <= REQUEST_LIMIT) break;
     if (part.decodedBytes > UPLOAD_SESSION_MAX) return null;
     lifted.add(part.index);
-    rest -= part.encodedBytes;
+    rest -= encoded(part);
   }
   return base64Length(rest + MARGIN) <= REQUEST_LIMIT ? lifted : null;
 }

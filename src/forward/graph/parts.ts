@@ -1,18 +1,17 @@
 import { once } from 'node:events';
-import type { Readable, Transform } from 'node:stream';
+import { Readable, type Transform } from 'node:stream';
 import { Splitter, type MimeNode, type SplitterChunk } from 'mailsplit';
 
 /**
- * The MIME parts of a message too large for one Graph request, read with mailsplit in passes over
- * the same bytes (the queue file is read again for each; only one part's decoded bytes are held at
- * a time): which parts there are and how large, the message without the parts sent on their own,
- * and those parts' decoded bytes. mailsplit hands out every byte of the message exactly once, each
- * attributed to a node (a part's opening delimiter line to the part), so leaving out everything of
- * a node leaves valid MIME around it.
+ * The MIME parts of a message too large for one Graph request. mailsplit reads the message once,
+ * and hands out every byte of it exactly once, each attributed to a node (a part's opening
+ * delimiter line to that part): so each part is known with its sizes and where its bytes are.
+ * The later passes over the same bytes (the queue file read again) need no parser: they leave
+ * byte ranges out, or decode one. Only one part's decoded bytes are held at a time.
  */
 
 export interface MimePart {
-  /** The part's place among the message's nodes, in the order they start: the same in every pass. */
+  /** The part's place among the message's nodes, in the order they start. */
   index: number;
   /** The multipart it belongs to; -1 for the message itself. */
   parent: number;
@@ -21,38 +20,17 @@ export interface MimePart {
   name: string;
   contentId: string | undefined;
   inline: boolean;
-  /** Its bytes in the message: delimiter line, header and transfer-encoded body. */
-  encodedBytes: number;
-  /** Its content once decoded: what an attachment of its own would hold. */
+  /** Where its bytes are in the message: its delimiter line from `start`, its header from `headerStart`, its body from `bodyStart` to `end`. */
+  start: number;
+  headerStart: number;
+  bodyStart: number;
+  end: number;
+  /** Its content once decoded: what an attachment of its own holds. */
   decodedBytes: number;
   /** A leaf that can travel as an attachment of its own: a file, not a body text, not a container. */
   attachment: boolean;
-}
-
-/** Every chunk of the message with the node it belongs to and that node's place, in order. */
-async function walk(source: Readable, visit: (chunk: SplitterChunk, node: MimeNode, index: number) => Promise<void>): Promise<void> {
-  // Attached messages stay single parts: they travel as they are, inside the MIME.
-  const splitter = new Splitter({ ignoreEmbedded: true });
-  source.on('error', (err) => splitter.destroy(err));
-  source.pipe(splitter);
-  const indexes = new Map<MimeNode, number>();
-  try {
-    for await (const chunk of splitter as AsyncIterable<SplitterChunk>) {
-      const node = chunk.type === 'node' ? chunk : chunk.node;
-      let index = indexes.get(node);
-      if (index === undefined) {
-        index = indexes.size;
-        indexes.set(node, index);
-      }
-      await visit(chunk, node, index);
-    }
-  } finally {
-    source.destroy();
-  }
-}
-
-function bytesOf(chunk: SplitterChunk): Buffer {
-  return chunk.type === 'node' ? chunk.getHeaders() : chunk.value;
+  /** A decoder of its Content-Transfer-Encoding. */
+  decoder(): Transform;
 }
 
 function headerValue(node: MimeNode, name: string): string {
@@ -61,88 +39,173 @@ function headerValue(node: MimeNode, name: string): string {
 
 const EXTENSIONS: Readonly<Record<string, string>> = { 'application/pdf': 'pdf', 'image/jpeg': 'jpg', 'image/png': 'png', 'image/tiff': 'tif', 'image/gif': 'gif' };
 
-function describe(node: MimeNode, index: number, parent: number): MimePart {
+function describe(node: MimeNode, index: number, parent: number, start: number, headerStart: number, bodyStart: number): MimePart {
   const contentType = node.contentType || 'text/plain';
   const contentId = headerValue(node, 'content-id').replace(/^<|>$/g, '') || undefined;
   const disposition = node.disposition || '';
   const leaf = !node.multipart && !node.root;
   const text = contentType.startsWith('text/');
   const attachment = leaf && contentType !== 'message/rfc822' && (disposition === 'attachment' || Boolean(node.filename) || (contentId !== undefined && !text));
-  const name = node.filename || `attachment-${index}.${EXTENSIONS[contentType] ?? 'bin'}`;
-  return { index, parent, contentType, name, contentId, inline: disposition === 'inline' || (disposition === '' && contentId !== undefined), encodedBytes: 0, decodedBytes: 0, attachment };
+  return {
+    index, parent, contentType, contentId, start, headerStart, bodyStart, end: bodyStart, decodedBytes: 0, attachment,
+    name: node.filename || `attachment-${index}.${EXTENSIONS[contentType] ?? 'bin'}`,
+    inline: disposition === 'inline' || (disposition === '' && contentId !== undefined),
+    decoder: () => node.getDecoder(),
+  };
 }
 
-/** Pass one: every part with its sizes, encoded and decoded. */
+/** A line longer than this (RFC 5322 allows 998 bytes) goes to the parser in pieces after all. */
+const MAX_HELD_LINE = 1024 * 1024;
+
+/**
+ * `source` cut at line ends. mailsplit 5.4.6 loses bytes of a line that straddles two writes at
+ * some offsets (a delimiter line among them, and the structure with it); whole lines never take
+ * that path (policy/mime-scan.ts feeds it the same way).
+ */
+async function* wholeLines(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  for await (const chunk of source) {
+    const lastLf = chunk.lastIndexOf(0x0a);
+    if (lastLf === -1 && heldBytes + chunk.length <= MAX_HELD_LINE) {
+      held.push(chunk);
+      heldBytes += chunk.length;
+      continue;
+    }
+    const cut = lastLf === -1 ? chunk.length : lastLf + 1;
+    yield held.length === 0 ? chunk.subarray(0, cut) : Buffer.concat([...held, chunk.subarray(0, cut)]);
+    held = cut < chunk.length ? [chunk.subarray(cut)] : [];
+    heldBytes = chunk.length - cut;
+  }
+  if (heldBytes > 0) yield Buffer.concat(held);
+}
+
+/** The one parsing pass: every part, where its bytes are, and how large its content is decoded. */
 export async function scanParts(source: Readable): Promise<MimePart[]> {
+  // Attached messages stay single parts: they travel as they are, inside the MIME.
+  const splitter = new Splitter({ ignoreEmbedded: true });
+  const lines = Readable.from(wholeLines(source as AsyncIterable<Buffer>), { objectMode: false });
+  lines.on('error', (err) => splitter.destroy(err));
+  lines.pipe(splitter);
+  const indexes = new Map<MimeNode, number>();
+  /** Where each node's first byte (its delimiter line, for a part) is. */
+  const starts = new Map<number, number>();
   const parts: MimePart[] = [];
-  const indexOf = new Map<MimeNode, number>();
-  // Per node: a part's delimiter line comes before its header, so bytes are summed by place first.
-  const encoded = new Map<number, number>();
-  let counting: { index: number; decoder: Transform } | null = null;
-  const finish = async () => {
+  let offset = 0;
+  let counting: { part: MimePart; decoder: Transform } | null = null;
+  const finishCounting = async () => {
     if (!counting) return;
     const { decoder } = counting;
     counting = null;
     decoder.end();
     await once(decoder, 'end');
   };
-  await walk(source, async (chunk, node, index) => {
-    indexOf.set(node, index);
-    encoded.set(index, (encoded.get(index) ?? 0) + bytesOf(chunk).length);
-    if (counting && counting.index !== index) await finish();
-    if (chunk.type === 'node') {
-      const part = describe(node, index, node.parentNode ? (indexOf.get(node.parentNode) ?? -1) : -1);
-      parts[index] = part;
-      if (part.attachment) {
-        const decoder = node.getDecoder();
-        decoder.on('data', (piece: Buffer) => {
-          part.decodedBytes += piece.length;
-        });
-        counting = { index, decoder };
+  try {
+    for await (const chunk of splitter as AsyncIterable<SplitterChunk>) {
+      const node = chunk.type === 'node' ? chunk : chunk.node;
+      const bytes = chunk.type === 'node' ? chunk.getHeaders() : chunk.value;
+      let index = indexes.get(node);
+      if (index === undefined) {
+        index = indexes.size;
+        indexes.set(node, index);
+        starts.set(index, offset);
       }
-    } else if (chunk.type === 'body' && counting?.index === index && !counting.decoder.write(chunk.value)) {
-      await once(counting.decoder, 'drain');
+      if (counting && counting.part.index !== index) await finishCounting();
+      const part: MimePart | undefined = parts[index];
+      if (chunk.type === 'node') {
+        const parent = node.parentNode ? (indexes.get(node.parentNode) ?? -1) : -1;
+        const described = describe(node, index, parent, starts.get(index) ?? offset, offset, offset + bytes.length);
+        parts[index] = described;
+        if (described.attachment) {
+          const decoder = described.decoder();
+          decoder.on('data', (piece: Buffer) => {
+            described.decodedBytes += piece.length;
+          });
+          counting = { part: described, decoder };
+        }
+      } else if (part && part.end !== offset) {
+        // Not one run of bytes (a multipart's epilogue after its children): this node cannot be cut out.
+        part.attachment = false;
+      } else if (part) {
+        part.end = offset + bytes.length;
+        const decoder: Transform | undefined = counting?.part === part ? counting.decoder : undefined;
+        if (chunk.type === 'body' && decoder && !decoder.write(chunk.value)) await once(decoder, 'drain');
+      }
+      offset += bytes.length;
     }
-  });
-  await finish();
-  for (const part of parts) if (part) part.encodedBytes = encoded.get(part.index) ?? 0;
+    await finishCounting();
+  } finally {
+    source.destroy();
+  }
   return parts.filter((part) => part !== undefined);
 }
 
 /** The placeholder for the only part of a multipart that is sent on its own: a multipart needs one part. */
 const EMPTY_TEXT_PART = Buffer.from('Content-Type: text/plain; charset=us-ascii\r\n\r\n', 'latin1');
 
+/** Hands each chunk of `source` to `visit` with the offset of its first byte. */
+async function eachChunk(source: Readable, visit: (chunk: Buffer, offset: number) => Promise<void> | void): Promise<void> {
+  let offset = 0;
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      await visit(chunk, offset);
+      offset += chunk.length;
+    }
+  } finally {
+    source.destroy();
+  }
+}
+
+/** The bytes of `chunk` (at `offset`) that fall in [from, to). */
+function slice(chunk: Buffer, offset: number, from: number, to: number): Buffer | null {
+  const start = Math.max(from, offset) - offset;
+  const end = Math.min(to, offset + chunk.length) - offset;
+  return end > start ? chunk.subarray(start, end) : null;
+}
+
 /**
- * Pass two: the message without the parts in `lifted`. A multipart left without any part gets an
- * empty text part in place of its first one (RFC 2046 wants one at least).
+ * The message without the parts in `lifted`. A multipart left without any part gets an empty text
+ * part in place of its first one (RFC 2046 wants one at least).
  */
 export async function withoutParts(source: Readable, parts: readonly MimePart[], lifted: ReadonlySet<number>): Promise<Buffer> {
-  const placeholders = new Set<number>();
   const byParent = new Map<number, MimePart[]>();
   for (const part of parts) byParent.set(part.parent, [...(byParent.get(part.parent) ?? []), part]);
+  const placeholders = new Set<number>();
   for (const [parent, children] of byParent) {
     if (parent !== -1 && children.every((child) => lifted.has(child.index))) placeholders.add(children[0].index);
   }
+  // What is left out: every lifted part but a placeholder's delimiter line, which then opens the empty part.
+  const gaps = parts.filter((part) => lifted.has(part.index))
+    .map((part) => (placeholders.has(part.index) ? { from: part.headerStart, to: part.end, insert: EMPTY_TEXT_PART } : { from: part.start, to: part.end, insert: null }))
+    .sort((a, b) => a.from - b.from);
   const out: Buffer[] = [];
-  await walk(source, async (chunk, _node, index) => {
-    if (!lifted.has(index)) out.push(bytesOf(chunk));
-    else if (placeholders.has(index) && chunk.type === 'data') out.push(chunk.value);
-    else if (placeholders.has(index) && chunk.type === 'node') out.push(EMPTY_TEXT_PART);
+  let kept = 0;
+  await eachChunk(source, (chunk, offset) => {
+    for (const gap of gaps) {
+      const before = slice(chunk, offset, kept, gap.from);
+      if (before) out.push(before);
+      if (gap.from >= offset && gap.from < offset + chunk.length && gap.insert) out.push(gap.insert);
+      kept = Math.max(kept, Math.min(gap.to, offset + chunk.length));
+      if (kept < gap.to) return;
+    }
+    const rest = slice(chunk, offset, kept, Infinity);
+    if (rest) out.push(rest);
+    kept = offset + chunk.length;
   });
   return Buffer.concat(out);
 }
 
-/** Receives one part's decoded bytes: `begin`, then its bytes in order; the promise settles when the part is done. */
+/** Receives one part's decoded bytes as a stream it reads at its own pace; settles when the part is done with. */
 export type PartSink = (part: MimePart, content: AsyncIterable<Buffer>) => Promise<void>;
 
 /**
- * Pass three: the decoded bytes of each part in `lifted`, handed to `sink` as a stream it reads at
- * its own pace (an upload it awaits holds the reading of the queue file back, so only what one
- * request carries is held in memory).
+ * The decoded bytes of each part in `lifted`, in the order they come, each handed to `sink` (an
+ * upload it awaits holds the reading of the queue file back: only what one request carries is
+ * held in memory).
  */
 export async function streamParts(source: Readable, parts: readonly MimePart[], lifted: ReadonlySet<number>, sink: PartSink): Promise<void> {
-  const byIndex = new Map(parts.map((part) => [part.index, part]));
-  let current: { index: number; decoder: Transform; done: Promise<void> } | null = null;
+  const queue = parts.filter((part) => lifted.has(part.index)).sort((a, b) => a.bodyStart - b.bodyStart);
+  let current: { part: MimePart; decoder: Transform; done: Promise<void> } | null = null;
   const finish = async () => {
     if (!current) return;
     const { decoder, done } = current;
@@ -151,28 +214,32 @@ export async function streamParts(source: Readable, parts: readonly MimePart[], 
     await done;
   };
   try {
-    await walk(source, async (chunk, node, index) => {
-      if (current && current.index !== index) await finish();
-      const part = byIndex.get(index);
-      if (!lifted.has(index) || part === undefined) return;
-      if (chunk.type === 'node') {
-        const decoder = node.getDecoder();
-        const done = sink(part, decoder).catch((err: unknown) => {
-          decoder.destroy();
-          throw err;
-        });
-        // Observed here; what it rejects with reaches the caller through `finish` or the race below.
-        done.catch(() => undefined);
-        current = { index, decoder, done };
-      } else if (chunk.type === 'body' && current) {
+    await eachChunk(source, async (chunk, offset) => {
+      for (;;) {
+        const part: MimePart | undefined = current?.part ?? queue[0];
+        if (part === undefined || part.bodyStart >= offset + chunk.length) return;
+        if (!current) {
+          queue.shift();
+          const decoder = part.decoder();
+          const done = sink(part, decoder).catch((err: unknown) => {
+            decoder.destroy();
+            throw err;
+          });
+          // Observed here; what it rejects with reaches the caller through `finish` or the race below.
+          done.catch(() => undefined);
+          current = { part, decoder, done };
+        }
+        const body = slice(chunk, offset, part.bodyStart, part.end);
         // A sink that gave up (a failed upload) ends the pass with its error.
         if (current.decoder.destroyed) return finish();
-        if (!current.decoder.write(chunk.value)) await Promise.race([once(current.decoder, 'drain'), current.done]);
+        if (body && !current.decoder.write(body)) await Promise.race([once(current.decoder, 'drain'), current.done]);
+        if (part.end > offset + chunk.length) return;
+        await finish();
       }
     });
     await finish();
   } finally {
-    // The walk failed (the queue file, the MIME): the sink still reading is told so.
+    // The read failed (the queue file): the sink still reading is told so.
     (current as { decoder: Transform } | null)?.decoder.destroy();
   }
 }
