@@ -280,7 +280,7 @@ export class GraphEmulator extends EventEmitter {
     if (mailbox === undefined) return reply(404, graphError('ErrorInvalidUser', `The requested user '${requested}' is invalid.`));
     if (!this.options.mailboxes[mailbox].allowed) return reply(403, graphError('ErrorAccessDenied', 'Access is denied. Check credentials and try again.'));
     if (endpoint !== 'sendMail' && endpoint !== 'send' && !this.options.readWrite) return reply(403, graphError('ErrorAccessDenied', 'Access is denied. Check credentials and try again.'));
-    const messageId = segments[5] === undefined ? undefined : decodeURIComponent(segments[5]);
+    const messageId = segments[4] === 'messages' && segments[5] !== undefined ? decodeURIComponent(segments[5]) : undefined;
     const draft = messageId === undefined ? undefined : this.drafts.get(messageId);
     if (messageId !== undefined && (draft === undefined || draft.mailbox !== mailbox)) return reply(404, graphError('ErrorItemNotFound', 'The specified object was not found in the store.'));
     switch (endpoint) {
