@@ -50,6 +50,10 @@ describe('the event loop loads only the packages its config uses', () => {
     expect(await loadedBy({})).toEqual([]);
   });
 
+  test('a Graph smart host loads none of them either: mailsplit comes with the first message too large for one request', async () => {
+    expect(await loadedBy({ smarthosts: [{ name: 'sink', type: 'graph', tenant: 't.example', client_id: 'app', client_secret: 's', mailbox: 'relay@corp.example' }] })).toEqual([]);
+  });
+
   test('each is loaded by the config that needs it', async () => {
     expect(await loadedBy({ delivery: { worker_thread: false } })).toEqual(['nodemailer/dist/cjs/nodemailer.js']);
     expect(await loadedBy({ state: { store: 'redis', redis: { url: 'redis://127.0.0.1:6399' }, fleet_size: 2 } })).toEqual(['ioredis/built/index.js']);
