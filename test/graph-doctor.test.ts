@@ -6,14 +6,12 @@ import type { GraphSmartHostConfig } from '../src/config/schema';
 import { checkGraphHost } from '../src/doctor/graph';
 import { formatGraphReport, graphExitCode } from '../src/doctor/report';
 import { CLI } from './helpers/child-relay';
-import { graphPki, OUTSIDE_MAILBOX, startGraphEmulator, type GraphEmulator } from './helpers/graph-emulator';
+import { graphPkiPerFile, OUTSIDE_MAILBOX, startGraphEmulator, type GraphEmulator } from './helpers/graph-emulator';
 import { baseConfig, buildConfig, freePort, removeDir, tempDir } from './helpers/harness';
 
 /** `smarthop doctor` on Graph smart hosts, against the emulator: every failure says what to fix. */
 
-const pkiDir = tempDir();
-const pki = graphPki(pkiDir);
-afterAll(() => removeDir(pkiDir));
+const pki = graphPkiPerFile();
 
 describe('doctor: Graph smart hosts', () => {
   let dir: string;

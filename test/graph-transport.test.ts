@@ -4,7 +4,7 @@ import type { GraphSmartHostConfig } from '../src/config/schema';
 import { GraphSmartHost } from '../src/forward/graph/transport';
 import type { Outcome } from '../src/forward/outcome';
 import type { MessageBody } from '../src/forward/smarthost';
-import { CLIENT_ID, graphPki, MAILBOX, OUTSIDE_MAILBOX, startGraphEmulator, type GraphEmulator } from './helpers/graph-emulator';
+import { CLIENT_ID, graphPkiPerFile, MAILBOX, OUTSIDE_MAILBOX, startGraphEmulator, type GraphEmulator } from './helpers/graph-emulator';
 import { baseConfig, buildConfig, makeCertificate, removeDir, tempDir } from './helpers/harness';
 import { buildMime, fakePdf } from './helpers/mime-build';
 import { messageView } from './helpers/mime-view';
@@ -13,10 +13,7 @@ import { messageView } from './helpers/mime-view';
  * The Graph transport on its own against the Graph emulator over HTTPS with a test CA: what it
  * sends for a queue file, and what each of Graph's answers becomes.
  */
-/** One test CA for the file: openssl's key generation is the slow part of starting an emulator. */
-const pkiDir = tempDir();
-const pki = graphPki(pkiDir);
-afterAll(() => removeDir(pkiDir));
+const pki = graphPkiPerFile();
 
 describe('Graph smart host transport', () => {
   let dir: string;

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { createLogger } from '../src/observe/logger';
 import type { SmtpSink } from '../src/sink/sink';
-import { graphPki, MAILBOX, startGraphEmulator, type Delivery, type GraphEmulator } from './helpers/graph-emulator';
+import { graphPkiPerFile, MAILBOX, startGraphEmulator, type Delivery, type GraphEmulator } from './helpers/graph-emulator';
 import { baseConfig, buildConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { buildMime, fakePdf } from './helpers/mime-build';
 import { messageView, type MessageView } from './helpers/mime-view';
@@ -15,9 +15,7 @@ import { openSession } from './helpers/smtp-client';
  * recorded, what the backup got, the DSN, the events, the log lines and the metrics.
  */
 
-const pkiDir = tempDir();
-const pki = graphPki(pkiDir);
-afterAll(() => removeDir(pkiDir));
+const pki = graphPkiPerFile();
 
 describe('Graph smart host, end to end', () => {
   let dir: string;

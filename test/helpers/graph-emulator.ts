@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
-import { makeCertificateAuthority } from './harness';
+import { makeCertificateAuthority, removeDir, tempDir } from './harness';
 import { attachmentOf, headerRecipients, messageView, type MessageView, type ViewAttachment } from './mime-view';
 
 /**
@@ -388,6 +388,13 @@ export interface GraphPki {
 /** A test CA and the emulator's certificate from it (openssl, in `dir`): make it once per test file, it takes a while. */
 export function graphPki(dir: string): GraphPki {
   return makeCertificateAuthority(dir, 'graph.test');
+}
+
+/** graphPki for the tests of one file, in a folder of its own removed after them: call at the top of the file. */
+export function graphPkiPerFile(): GraphPki {
+  const dir = tempDir();
+  afterAll(() => removeDir(dir));
+  return graphPki(dir);
 }
 
 /**

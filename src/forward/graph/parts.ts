@@ -39,7 +39,7 @@ function headerValue(node: MimeNode, name: string): string {
 
 const EXTENSIONS: Readonly<Record<string, string>> = { 'application/pdf': 'pdf', 'image/jpeg': 'jpg', 'image/png': 'png', 'image/tiff': 'tif', 'image/gif': 'gif' };
 
-function describe(node: MimeNode, index: number, parent: number, start: number, headerStart: number, bodyStart: number): MimePart {
+function partOf(node: MimeNode, index: number, parent: number, start: number, headerStart: number, bodyStart: number): MimePart {
   const contentType = node.contentType || 'text/plain';
   const contentId = headerValue(node, 'content-id').replace(/^<|>$/g, '') || undefined;
   const disposition = node.disposition || '';
@@ -114,7 +114,7 @@ export async function scanParts(source: Readable): Promise<MimePart[]> {
       const part: MimePart | undefined = parts[index];
       if (chunk.type === 'node') {
         const parent = node.parentNode ? (indexes.get(node.parentNode) ?? -1) : -1;
-        const described = describe(node, index, parent, starts.get(index) ?? offset, offset, offset + bytes.length);
+        const described = partOf(node, index, parent, starts.get(index) ?? offset, offset, offset + bytes.length);
         parts[index] = described;
         if (described.attachment) {
           const decoder = described.decoder();
