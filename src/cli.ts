@@ -111,7 +111,10 @@ program
 
 program
   .command('doctor')
-  .description('check DNS for every route and sender domain (DKIM key published, SPF, DMARC alignment) and every Graph smart host (token, mailbox); exit 1 if DMARC would fail or a Graph host cannot send')
+  .description(
+    'check DNS for every route and sender domain (DKIM key published, SPF, DMARC alignment) and every Graph ' +
+      'smart host (token, mailbox); exit 1 if DMARC would fail or a Graph host cannot send',
+  )
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .option('--dns <server>', 'ask this DNS server (ip, ip:port or [v6]:port) instead of the system resolvers')
   .action(async (opts: { config: string; dns?: string }) => {
@@ -123,7 +126,8 @@ program
     const config = loadOrExit(opts.config);
     const { keys } = loadRouteKeys(config.routes);
     const rows = await runDoctor({ config, keys, resolver: await resolverOrExit(opts.dns) });
-    const graphChecks = await Promise.all(config.smarthosts.flatMap((host) => (host.type === 'graph' ? [checkGraphHost(host)] : [])));
+    const graphHosts = config.smarthosts.flatMap((host) => (host.type === 'graph' ? [host] : []));
+    const graphChecks = await Promise.all(graphHosts.map((host) => checkGraphHost(host)));
     process.stdout.write(formatReport(rows));
     if (graphChecks.length > 0) process.stdout.write(`\n${formatGraphReport(graphChecks)}`);
     process.exitCode = Math.max(exitCode(rows), graphExitCode(graphChecks));

@@ -41,7 +41,9 @@ describe('delivery when the spool cannot take an outcome', () => {
     await store.open();
     const events: RelayEvent[] = [];
     const observer = { emit: (event: RelayEvent) => events.push(event) };
-    const host = new GuardedSmartHost(config.smarthosts[0], new NodemailerSmartHost(smtpHost(config), config.hostname), new SmartHostQuota('primary', [], new MemoryWindowCounters()), observer);
+    const transport = new NodemailerSmartHost(smtpHost(config), config.hostname);
+    const quota = new SmartHostQuota('primary', [], new MemoryWindowCounters());
+    const host = new GuardedSmartHost(config.smarthosts[0], transport, quota, observer);
     const dispatcher = new Dispatcher({
       store, observer, current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
       bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
@@ -92,7 +94,11 @@ describe('delivery when the spool cannot take an outcome', () => {
       await store.open();
       const events: RelayEvent[] = [];
       const observer = { emit: (event: RelayEvent) => events.push(event) };
-      const hosts = new Map(config.smarthosts.map((c, i) => [c.name, new GuardedSmartHost(c, new NodemailerSmartHost(smtpHost(config, i), config.hostname), new SmartHostQuota(c.name, [], new MemoryWindowCounters()), observer)]));
+      const hosts = new Map(config.smarthosts.map((c, i) => {
+        const transport = new NodemailerSmartHost(smtpHost(config, i), config.hostname);
+        const quota = new SmartHostQuota(c.name, [], new MemoryWindowCounters());
+        return [c.name, new GuardedSmartHost(c, transport, quota, observer)];
+      }));
       const dispatcher = new Dispatcher({
         store, observer, current: () => ({ config, smarthosts: hosts }),
         bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,

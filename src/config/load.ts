@@ -60,7 +60,9 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
       const withCa = host.ca === undefined ? host : { ...host, ca: resolve(host.ca) };
       if (withCa.type !== 'graph' || withCa.certificate === undefined) return withCa;
       const { cert, key } = withCa.certificate;
-      return { ...withCa, certificate: { cert: isInlinePem(cert) ? cert : resolve(cert), key: isInlinePem(key) ? key : resolve(key) } };
+      // A PEM given inline (say from ${M365_KEY}) is the certificate or key itself, not a path.
+      const file = (value: string) => (isInlinePem(value) ? value : resolve(value));
+      return { ...withCa, certificate: { cert: file(cert), key: file(key) } };
     }),
     policies: Object.fromEntries(Object.entries(config.policies).map(([name, policy]) => [
       name,

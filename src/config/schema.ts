@@ -296,6 +296,8 @@ const graphCertificateSchema = z.strictObject({
   key: z.string().min(1),
 });
 
+const GRAPH_URL = 'https://graph.microsoft.com/v1.0';
+
 /** Exchange Online's default send limit for a mailbox (MaxSendSize, 35 MB as Exchange counts: 36,700,160 bytes). */
 const EXCHANGE_MAX_SEND_SIZE = 35 * 1024 * 1024;
 
@@ -313,14 +315,14 @@ const graphSmarthostSchema = z.strictObject({
   client_id: z.string().min(1),
   client_secret: z.string().min(1).optional(),
   certificate: graphCertificateSchema.optional(),
-  /** The mailbox (user principal name or object ID) that sends; with `send_as: from`, used only when From names none. */
+  /** The mailbox (user principal name or object ID) that sends; with `send_as: from`, only when From names none. */
   mailbox: z.string().min(1).optional(),
   /** `mailbox`: every message is sent by `mailbox`. `from`: by the mailbox of the header From address. */
   send_as: z.enum(['mailbox', 'from']).default('mailbox'),
   /** Default: Microsoft's public cloud, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`. */
   token_url: httpsUrl('the token endpoint').optional(),
   /** The Graph API root, version included (`https://graph.microsoft.us/v1.0` for US Government L4). */
-  graph_url: httpsUrl('the Graph API, e.g. https://graph.microsoft.com/v1.0').default('https://graph.microsoft.com/v1.0'),
+  graph_url: httpsUrl('the Graph API, e.g. https://graph.microsoft.com/v1.0').default(GRAPH_URL),
   /** Default: `<origin of graph_url>/.default` (the application permissions granted to the app). */
   scope: z.string().min(1).optional(),
   /** Larger messages are refused by this host (552 5.3.4), so a route's next host may take them. */
@@ -332,7 +334,9 @@ const graphSmarthostSchema = z.strictObject({
 });
 
 const smarthostSchema = z
-  .discriminatedUnion('type', [smtpSmarthostSchema, graphSmarthostSchema], { error: 'expected type: smtp (the default) or type: graph' })
+  .discriminatedUnion('type', [smtpSmarthostSchema, graphSmarthostSchema], {
+    error: 'expected type: smtp (the default) or type: graph',
+  })
   .transform((host) => (host.type === 'graph' ? withGraphDefaults(host) : host));
 
 /**
@@ -479,15 +483,21 @@ export const configSchema = z
     });
 
     config.smarthosts.forEach((host, i) => {
-      if (host.type === 'smtp' && host.ca !== undefined && host.tls === 'none') issue(['smarthosts', i, 'ca'], 'only meaningful with tls: starttls or implicit');
+      if (host.type === 'smtp' && host.ca !== undefined && host.tls === 'none') {
+        issue(['smarthosts', i, 'ca'], 'only meaningful with tls: starttls or implicit');
+      }
       if (host.type === 'smtp' && host.auth && 'type' in host.auth && host.tls === 'none') {
         issue(['smarthosts', i, 'auth'], 'an OAuth2 token must not travel in clear: use tls: starttls or implicit');
       }
       if (host.type === 'graph') {
         if ((host.client_secret === undefined) === (host.certificate === undefined)) {
-          issue(['smarthosts', i, 'client_secret'], 'a Graph host needs client_secret or certificate: { cert, key } (one of them)');
+          const message = 'a Graph host needs client_secret or certificate: { cert, key } (one)';
+          issue(['smarthosts', i, 'client_secret'], message);
         }
-        if (host.send_as === 'mailbox' && host.mailbox === undefined) issue(['smarthosts', i, 'mailbox'], 'required with send_as: mailbox (the mailbox that sends, e.g. relay@corp.example)');
+        if (host.send_as === 'mailbox' && host.mailbox === undefined) {
+          const message = 'required with send_as: mailbox (the mailbox that sends, e.g. relay@corp.example)';
+          issue(['smarthosts', i, 'mailbox'], message);
+        }
       }
       const seen = new Set<string>();
       host.rate_limits.forEach((limit, j) => {

@@ -23,7 +23,11 @@ export interface GraphHostCheck {
 }
 
 export async function checkGraphHost(config: GraphSmartHostConfig): Promise<GraphHostCheck> {
-  const result = (token: GraphHostCheck['token'], mailbox: GraphHostCheck['mailbox'], problems: string[]): GraphHostCheck => {
+  const result = (
+    token: GraphHostCheck['token'],
+    mailbox: GraphHostCheck['mailbox'],
+    problems: string[],
+  ): GraphHostCheck => {
     const verdict: Verdict = token === 'fail' || mailbox === 'fail' ? 'fail' : mailbox === 'warn' ? 'warn' : 'pass';
     return { smarthost: config.name, token, mailbox, verdict, problems };
   };
@@ -31,7 +35,13 @@ export async function checkGraphHost(config: GraphSmartHostConfig): Promise<Grap
   let tokens: GraphTokens;
   try {
     const ca = loadCa(config);
-    http = new HttpsClient({ ...(ca !== undefined ? { ca } : {}), verify: config.tls_verify, maxSockets: 1, connectTimeoutMs: config.connect_timeout, socketTimeoutMs: config.socket_timeout });
+    http = new HttpsClient({
+      ...(ca !== undefined ? { ca } : {}),
+      verify: config.tls_verify,
+      maxSockets: 1,
+      connectTimeoutMs: config.connect_timeout,
+      socketTimeoutMs: config.socket_timeout,
+    });
     tokens = new GraphTokens(config, http, loadCredential(config));
   } catch (err) {
     return result('fail', 'skip', [`credentials: ${(err as Error).message}`]);
@@ -44,25 +54,36 @@ export async function checkGraphHost(config: GraphSmartHostConfig): Promise<Grap
       return result('fail', 'skip', [`token: ${config.token_url} cannot be reached: ${(err as Error).message}`]);
     }
     if (config.send_as === 'from' && config.mailbox === undefined) {
-      return result('pass', 'skip', ['mailbox: send_as: from sends as each message\'s From address; none to check here']);
+      return result('pass', 'skip', [
+        "mailbox: send_as: from sends as each message's From address; none to check here",
+      ]);
     }
     const mailbox = config.mailbox as string;
     try {
-      await new GraphCalls(http, tokens, config.graph_url).call('GET', `${userPath(mailbox)}/mailFolders/drafts?$select=id`, 200);
+      await new GraphCalls(http, tokens, config.graph_url).call(
+        'GET',
+        `${userPath(mailbox)}/mailFolders/drafts?$select=id`,
+        200,
+      );
       return result('pass', 'pass', []);
     } catch (err) {
-      if (err instanceof HttpFailure) return result('pass', 'fail', [`mailbox: ${config.graph_url} cannot be reached: ${err.message}`]);
+      if (err instanceof HttpFailure) {
+        return result('pass', 'fail', [`mailbox: ${config.graph_url} cannot be reached: ${err.message}`]);
+      }
       if (!(err instanceof GraphRefusal)) throw err;
       const { answer } = err;
       const advice = graphAdvice(graphError(answer.body)?.code);
       if (answer.status === 403) {
         return result('pass', 'warn', [
-          `mailbox: ${mailbox}: ${describeAnswer(answer)}. The app cannot read this mailbox, so the doctor cannot tell whether it exists; ` +
-            'messages over 4 MB (sent as a draft) need Mail.ReadWrite, scoped to this mailbox with RBAC for Applications; ' +
+          `mailbox: ${mailbox}: ${describeAnswer(answer)}. The app cannot read this mailbox, ` +
+            'so the doctor cannot tell whether it exists; messages over 4 MB (sent as a draft) need ' +
+            'Mail.ReadWrite, scoped to this mailbox with RBAC for Applications; ' +
             'smaller ones need Mail.Send for it',
         ]);
       }
-      return result('pass', 'fail', [`mailbox: ${mailbox}: ${describeAnswer(answer)}${advice ? `; to fix: ${advice}` : ''}`]);
+      return result('pass', 'fail', [
+        `mailbox: ${mailbox}: ${describeAnswer(answer)}${advice ? `; to fix: ${advice}` : ''}`,
+      ]);
     }
   } finally {
     http.close();

@@ -50,12 +50,16 @@ export function exitCode(rows: DoctorRow[]): number {
 /** The Graph smart hosts' checks: a table, then what to fix per host. Empty when there are none. */
 export function formatGraphReport(checks: readonly GraphHostCheck[]): string {
   if (checks.length === 0) return '';
-  const table = alignedTable(['GRAPH SMARTHOST', 'TOKEN', 'MAILBOX', 'VERDICT'], checks.map((check) => [check.smarthost, check.token, check.mailbox, check.verdict.toUpperCase()]));
+  const rows = checks.map((check) => [check.smarthost, check.token, check.mailbox, check.verdict.toUpperCase()]);
+  const table = alignedTable(['GRAPH SMARTHOST', 'TOKEN', 'MAILBOX', 'VERDICT'], rows);
   const details = checks
     .filter((check) => check.problems.length > 0)
-    .map((check) => [`${check.verdict.toUpperCase()} ${check.smarthost}:`, ...check.problems.map((problem) => `  ${problem}`)].join('\n'));
+    .map((check) => [`${check.verdict.toUpperCase()} ${check.smarthost}:`, ...check.problems.map((p) => `  ${p}`)])
+    .map((lines) => lines.join('\n'));
   const failing = checks.filter((check) => check.verdict === 'fail').length;
-  const summary = failing > 0 ? `${failing} of ${checks.length} Graph smart hosts cannot send` : `no Graph smart host failed its checks (${checks.length} checked)`;
+  const summary = failing > 0
+    ? `${failing} of ${checks.length} Graph smart hosts cannot send`
+    : `no Graph smart host failed its checks (${checks.length} checked)`;
   return [table, ...(details.length > 0 ? ['', ...details] : []), '', summary, ''].join('\n');
 }
 

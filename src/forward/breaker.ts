@@ -41,7 +41,7 @@ export function admit(state: BreakerState, now: number, config: BreakerConfig): 
   return { admitted: true, state: { kind: 'half_open', probeAt: now, failures: state.failures } };
 }
 
-/** `credentials_refused`: the host refused our credentials; no count of failures is needed to know it is down for us. */
+/** `credentials_refused`: the host refused our credentials; no count of failures is needed to know it is down. */
 export type DeliveryResult = 'ok' | 'connection_failure' | 'credentials_refused';
 
 export function record(state: BreakerState, result: DeliveryResult, now: number, config: BreakerConfig): BreakerState {

@@ -34,7 +34,8 @@ export class GuardedSmartHost implements SmartHost {
   }
 
   available(now: number): boolean {
-    return now >= eligibleAt(this.breaker, this.config.breaker) && now >= this.quotaBlockedUntil && now >= this.throttle.until;
+    const breakerReady = now >= eligibleAt(this.breaker, this.config.breaker);
+    return breakerReady && now >= this.quotaBlockedUntil && now >= this.throttle.until;
   }
 
   up(): boolean {
@@ -44,7 +45,9 @@ export class GuardedSmartHost implements SmartHost {
   async admit(recipients: number, now: number): Promise<Admission> {
     // A provider's own "wait" is a quota it keeps: asking again early only earns a longer wait.
     if (now < this.throttle.until) {
-      return { ok: false, cause: 'quota', retryAt: this.throttle.until, detail: `${this.name} skipped: it asked to wait (${this.throttle.detail}) until ${new Date(this.throttle.until).toISOString()}` };
+      const until = new Date(this.throttle.until).toISOString();
+      const detail = `${this.name} skipped: it asked to wait (${this.throttle.detail}) until ${until}`;
+      return { ok: false, cause: 'quota', retryAt: this.throttle.until, detail };
     }
     // Look before counting quota, so an open breaker costs no quota…
     const look = breakerAdmit(this.breaker, now, this.config.breaker);
@@ -68,8 +71,10 @@ export class GuardedSmartHost implements SmartHost {
     const result = classify(outcomes);
     const next = record(this.breaker, result, now, this.config.breaker);
     if (result === 'credentials_refused') {
-      const detail = [...outcomes.values()].map((outcome) => (outcome.kind === 'transient' ? outcome.detail : ''))[0] ?? '';
-      this.observer.emit({ type: 'credentials_refused', smarthost: this.name, relay: this.relay, detail, until: next.kind === 'open' ? next.until : null });
+      const first = [...outcomes.values()][0];
+      const detail = first?.kind === 'transient' ? first.detail : '';
+      const until = next.kind === 'open' ? next.until : null;
+      this.observer.emit({ type: 'credentials_refused', smarthost: this.name, relay: this.relay, detail, until });
     }
     this.setBreaker(next);
     return outcomes;
@@ -87,7 +92,8 @@ export class GuardedSmartHost implements SmartHost {
     }
     if (wait <= 0 || now + wait <= this.throttle.until) return;
     this.throttle = { until: now + wait, detail };
-    this.observer.emit({ type: 'throttled', smarthost: this.name, relay: this.relay, until: this.throttle.until, detail });
+    const { until } = this.throttle;
+    this.observer.emit({ type: 'throttled', smarthost: this.name, relay: this.relay, until, detail });
   }
 
   quotaRemaining(now: number): Promise<QuotaSample[]> {

@@ -25,7 +25,7 @@ export function refreshTime(obtainedAt: number, lifetimeMs: number): number {
 /** The lifetime to assume when the endpoint does not say (`expires_in` is only RECOMMENDED). */
 const DEFAULT_LIFETIME_S = 3600;
 
-/** `expires_in` of a token answer (seconds, a number or a numeric string) in ms; the default when absent or nonsense. */
+/** `expires_in` of a token answer (seconds, as a number or a string) in ms; the default when absent or nonsense. */
 export function tokenLifetimeMs(expiresIn: unknown): number {
   const seconds = typeof expiresIn === 'number' ? expiresIn : Number(expiresIn ?? DEFAULT_LIFETIME_S);
   return (Number.isFinite(seconds) && seconds > 0 ? seconds : DEFAULT_LIFETIME_S) * 1000;

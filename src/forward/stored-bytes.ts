@@ -15,13 +15,19 @@ export class QueueFileError extends Error {}
 
 /**
  * `head`, then the first `size` bytes of the file (from byte `start`, when only the message's body
- * is wanted): the message's own bytes, never the metadata behind them. The read stops there by itself (no stream cut short, which costs an error object).
+ * is wanted): the message's own bytes, never the metadata behind them. The read stops there by
+ * itself (no stream cut short, which costs an error object).
  * A file that ends before `size` (damaged, or cut by hand) fails the stream before its end, so the
  * smart host never gets the final "." of a message sent short. Each chunk read is garbage once
  * sent; counting them lets a large message's reads be collected as they go (StreamedGarbage).
  */
 export function storedBytes(path: string, size: number | undefined, head: Buffer | null, start = 0): Readable {
-  const file = size === undefined ? createReadStream(path, { start }) : size > start ? createReadStream(path, { start, end: size - 1 }) : Readable.from([]);
+  const file =
+    size === undefined
+      ? createReadStream(path, { start })
+      : size > start
+        ? createReadStream(path, { start, end: size - 1 })
+        : Readable.from([]);
   const garbage = streamedGarbage();
   const out = new PassThrough();
   if (head) {
@@ -39,7 +45,10 @@ export function storedBytes(path: string, size: number | undefined, head: Buffer
   });
   file.on('error', (err: Error) => out.destroy(new QueueFileError(`cannot read the queued message: ${err.message}`)));
   file.on('end', () => {
-    if (size !== undefined && read < size - start) out.destroy(new QueueFileError(`the queue file holds ${start + read} of the message's ${size} bytes; not sent short`));
+    if (size !== undefined && read < size - start)
+      out.destroy(
+        new QueueFileError(`the queue file holds ${start + read} of the message's ${size} bytes; not sent short`),
+      );
     else out.end();
   });
   // A consumer that gives up (a dropped connection) must not leave the file open.

@@ -77,14 +77,17 @@ export class RelayObserver implements Observer {
         this.logger[event.state === 'closed' ? 'info' : 'warn']({ event: event.type, smarthost: event.smarthost, state: event.state }, `smart host ${event.relay}: ${what}`);
         return;
       }
-      case 'throttled':
-        this.logger.warn({ event: event.type, smarthost: event.smarthost, until: new Date(event.until).toISOString() },
-          `smart host ${event.relay}: asked to wait until ${new Date(event.until).toISOString()}, skipped until then (${event.detail})`);
+      case 'throttled': {
+        const until = new Date(event.until).toISOString();
+        this.logger.warn({ event: event.type, smarthost: event.smarthost, until },
+          `smart host ${event.relay}: asked to wait until ${until}, skipped until then (${event.detail})`);
         return;
+      }
       case 'credentials_refused': {
         const until = event.until === null ? '' : `, marked down until ${new Date(event.until).toISOString()}`;
+        const advice = 'fix them and reload (smarthop doctor explains)';
         this.logger.error({ event: event.type, smarthost: event.smarthost },
-          `smart host ${event.relay}: credentials refused${until}; fix them and reload (smarthop doctor explains): ${event.detail}`);
+          `smart host ${event.relay}: credentials refused${until}; ${advice}: ${event.detail}`);
         return;
       }
       case 'dsn':

@@ -107,7 +107,11 @@ export function baseConfig(dir: string, smarthosts: SmartHostSpec[], overrides: 
     listeners: [{ name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional' }],
     clients: [{ name: 'lan', networks: ['127.0.0.1/32'] }],
     routes: { default: { smarthosts: smarthosts.map((s) => s.name) } },
-    smarthosts: smarthosts.map((s) => ({ ...(s.type === 'graph' ? {} : { host: '127.0.0.1', tls: 'none' }), priority: 10, connect_timeout: '2s', socket_timeout: '5s', ...s })),
+    smarthosts: smarthosts.map((s) => ({
+      // A Graph host has no host or port: it is reached at its graph_url.
+      ...(s.type === 'graph' ? {} : { host: '127.0.0.1', tls: 'none' }),
+      priority: 10, connect_timeout: '2s', socket_timeout: '5s', ...s,
+    })),
     http: { address: '127.0.0.1:0' },
     log: { level: 'silent' },
     ...overrides,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 
-/** A test message as a mail client or scanner writes it: a text body, optionally HTML with inline images, and attachments. */
+/** A test message as a mail client or scanner writes it: a text body, maybe HTML with inline images, attachments. */
 
 export interface TestAttachment {
   name: string;
@@ -33,20 +33,34 @@ function attachmentPart(attachment: TestAttachment): string {
   ].join('\r\n');
 }
 
+const PREAMBLE = 'This is a multi-part message in MIME format.\r\n';
+
+/** A multipart entity (its Content-Type line, then its parts between delimiters), without a final CRLF. */
+function multipart(subtype: string, boundary: string, parts: string[], preamble = ''): string {
+  const header = `Content-Type: multipart/${subtype}; boundary="${boundary}"\r\n\r\n${preamble}`;
+  return `${header}${parts.map((part) => `--${boundary}\r\n${part}\r\n`).join('')}--${boundary}--`;
+}
+
 /** The message's bytes, CRLF line ends throughout. */
 export function buildMime(message: TestMessage): Buffer {
   const files = (message.attachments ?? []).filter((a) => !a.contentId);
   const inline = (message.attachments ?? []).filter((a) => a.contentId);
-  const textPart = 'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n' + quotedPrintable(message.text);
+  const textPart =
+    'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n' +
+    quotedPrintable(message.text);
   let body = textPart;
   if (message.html !== undefined) {
-    const htmlPart = 'Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n' + quotedPrintable(message.html);
-    const related = inline.length > 0 ? `Content-Type: multipart/related; boundary="rel"\r\n\r\n--rel\r\n${htmlPart}\r\n${inline.map((a) => `--rel\r\n${attachmentPart(a)}\r\n`).join('')}--rel--` : htmlPart;
-    body = `Content-Type: multipart/alternative; boundary="alt"\r\n\r\n--alt\r\n${textPart}\r\n--alt\r\n${related}\r\n--alt--`;
+    const htmlPart =
+      'Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n' +
+      quotedPrintable(message.html);
+    const related =
+      inline.length > 0 ? multipart('related', 'rel', [htmlPart, ...inline.map(attachmentPart)]) : htmlPart;
+    body = multipart('alternative', 'alt', [textPart, related]);
   }
-  const top = files.length > 0
-    ? `Content-Type: multipart/mixed; boundary="mixed"\r\n\r\nThis is a multi-part message in MIME format.\r\n--mixed\r\n${body}\r\n${files.map((a) => `--mixed\r\n${attachmentPart(a)}\r\n`).join('')}--mixed--\r\n`
-    : `${body}\r\n`;
+  const top =
+    files.length > 0
+      ? `${multipart('mixed', 'mixed', [body, ...files.map(attachmentPart)], PREAMBLE)}\r\n`
+      : `${body}\r\n`;
   return Buffer.from(`${message.headers.join('\r\n')}\r\nMIME-Version: 1.0\r\n${top}`, 'utf8');
 }
 
@@ -63,7 +77,10 @@ function quotedPrintable(text: string): string {
       i++;
       continue;
     }
-    const encoded = (byte >= 33 && byte <= 126 && byte !== 61) || byte === 32 ? String.fromCharCode(byte) : `=${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+    const encoded =
+      (byte >= 33 && byte <= 126 && byte !== 61) || byte === 32
+        ? String.fromCharCode(byte)
+        : `=${byte.toString(16).toUpperCase().padStart(2, '0')}`;
     if (line.length + encoded.length > 75) {
       out += `${line}=\r\n`;
       line = '';

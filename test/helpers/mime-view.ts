@@ -37,14 +37,19 @@ export function topHeaders(mime: Buffer): [string, string][] {
   const fields: [string, string][] = [];
   for (const line of block.split('\r\n')) {
     if ((line.startsWith(' ') || line.startsWith('\t')) && fields.length > 0) fields[fields.length - 1][1] += line;
-    else if (line.includes(':')) fields.push([line.slice(0, line.indexOf(':')).trim().toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]);
+    else if (line.includes(':')) {
+      fields.push([line.slice(0, line.indexOf(':')).trim().toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]);
+    }
   }
   return fields;
 }
 
 /** Every address of the To, Cc and Bcc fields of `mime`, as a MIME reader (Exchange) would mail them. */
 export function headerRecipients(mime: Buffer): string[] {
-  const flat = (entries: Address[]): string[] => entries.flatMap((entry) => ('group' in entry && entry.group ? flat(entry.group) : 'address' in entry && entry.address ? [entry.address] : []));
+  const flat = (entries: Address[]): string[] =>
+    entries.flatMap((entry) =>
+      'group' in entry && entry.group ? flat(entry.group) : 'address' in entry && entry.address ? [entry.address] : [],
+    );
   return topHeaders(mime)
     .filter(([name]) => name === 'to' || name === 'cc' || name === 'bcc')
     .flatMap(([, value]) => flat(addressparser(Buffer.from(value, 'latin1').toString('utf8'))));
@@ -63,7 +68,8 @@ export async function decodedParts(mime: Buffer): Promise<DecodedPart[]> {
   const splitter = new Splitter({ ignoreEmbedded: true });
   Readable.from([mime]).pipe(splitter);
   const parts: DecodedPart[] = [];
-  let current: { part: DecodedPart; chunks: Buffer[]; decoder: NodeJS.ReadWriteStream; ended: Promise<void> } | null = null;
+  let current: { part: DecodedPart; chunks: Buffer[]; decoder: NodeJS.ReadWriteStream; ended: Promise<void> } | null =
+    null;
   const finish = async () => {
     if (!current) return;
     const open = current;
@@ -84,9 +90,17 @@ export async function decodedParts(mime: Buffer): Promise<DecodedPart[]> {
     const decoder = node.getDecoder();
     const chunks: Buffer[] = [];
     decoder.on('data', (piece: Buffer) => chunks.push(piece));
-    const contentId = node.headers.hasHeader('content-id') ? node.headers.getFirst('content-id').replace(/^<|>$/g, '') : null;
+    const contentId = node.headers.hasHeader('content-id')
+      ? node.headers.getFirst('content-id').replace(/^<|>$/g, '')
+      : null;
     current = {
-      part: { contentType: node.contentType || 'text/plain', filename: node.filename || null, disposition: node.disposition || null, contentId, bytes: Buffer.alloc(0) },
+      part: {
+        contentType: node.contentType || 'text/plain',
+        filename: node.filename || null,
+        disposition: node.disposition || null,
+        contentId,
+        bytes: Buffer.alloc(0),
+      },
       chunks,
       decoder,
       ended: new Promise((resolve) => decoder.on('end', () => resolve())),
@@ -100,8 +114,21 @@ function isText(part: DecodedPart): boolean {
   return part.contentType.startsWith('text/') && part.filename === null && part.disposition !== 'attachment';
 }
 
-export function attachmentOf(name: string, contentType: string, inline: boolean, contentId: string | null, bytes: Buffer): ViewAttachment {
-  return { name, contentType, inline, contentId, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+export function attachmentOf(
+  name: string,
+  contentType: string,
+  inline: boolean,
+  contentId: string | null,
+  bytes: Buffer,
+): ViewAttachment {
+  return {
+    name,
+    contentType,
+    inline,
+    contentId,
+    size: bytes.length,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+  };
 }
 
 export function sortAttachments(attachments: ViewAttachment[]): ViewAttachment[] {
@@ -115,7 +142,17 @@ export async function messageView(mime: Buffer, extra: ViewAttachment[] = []): P
     headers: topHeaders(mime).filter(([name]) => !STRUCTURE.has(name)),
     texts: parts.filter(isText).map((part) => ({ contentType: part.contentType, text: part.bytes.toString('latin1') })),
     attachments: sortAttachments([
-      ...parts.filter((part) => !isText(part)).map((part) => attachmentOf(part.filename ?? '', part.contentType, part.disposition === 'inline' || (part.disposition === null && part.contentId !== null), part.contentId, part.bytes)),
+      ...parts
+        .filter((part) => !isText(part))
+        .map((part) =>
+          attachmentOf(
+            part.filename ?? '',
+            part.contentType,
+            part.disposition === 'inline' || (part.disposition === null && part.contentId !== null),
+            part.contentId,
+            part.bytes,
+          ),
+        ),
       ...extra,
     ]),
   };

@@ -30,7 +30,10 @@ export class GraphCalls {
     private readonly graphUrl: string,
   ) {}
 
-  /** `path` below the Graph URL, e.g. `/users/relay%40corp.example/sendMail`. Throws GraphRefusal unless the answer is `expect`. */
+  /**
+   * `path` below the Graph URL, e.g. `/users/relay%40corp.example/sendMail`. Throws GraphRefusal
+   * unless the answer is `expect`.
+   */
   async call(method: 'GET' | 'POST' | 'DELETE', path: string, expect: number, body?: GraphBody): Promise<HttpAnswer> {
     let answer = await this.once(method, path, body, false);
     if (answer.status === 401 && !this.renewed) {
@@ -41,11 +44,20 @@ export class GraphCalls {
     return answer;
   }
 
-  private async once(method: 'GET' | 'POST' | 'DELETE', path: string, body: GraphBody | undefined, renew: boolean): Promise<HttpAnswer> {
+  private async once(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    body: GraphBody | undefined,
+    renew: boolean,
+  ): Promise<HttpAnswer> {
     const token = await this.tokens.get(renew);
     return this.http.send(`${this.graphUrl}${path}`, {
       method,
-      headers: { authorization: `Bearer ${token.value}`, accept: 'application/json', ...(body ? { 'content-type': body.contentType } : {}) },
+      headers: {
+        authorization: `Bearer ${token.value}`,
+        accept: 'application/json',
+        ...(body ? { 'content-type': body.contentType } : {}),
+      },
       ...(body ? { body: body.data } : {}),
     });
   }

@@ -53,7 +53,9 @@ async function storedHeader(body: MessageBody, size: number): Promise<{ header: 
     while (held.length < Math.min(size, MAX_HEADER_BYTES)) {
       const chunk = Buffer.alloc(Math.min(READ_CHUNK, size - held.length));
       const { bytesRead } = await file.read(chunk, 0, chunk.length, held.length);
-      if (bytesRead === 0) throw new QueueFileError(`the queue file holds ${held.length} of the message's ${size} bytes; not sent short`);
+      if (bytesRead === 0) {
+        throw new QueueFileError(`the queue file holds ${held.length} of the message's ${size} bytes; not sent short`);
+      }
       held = Buffer.concat([held, chunk.subarray(0, bytesRead)]);
       // The blank line may straddle two reads, so the whole (bounded) header read so far is searched again.
       const found = headerEnd(held);
@@ -67,16 +69,20 @@ async function storedHeader(body: MessageBody, size: number): Promise<{ header: 
 }
 
 function withoutFinalCrlf(bytes: Buffer): Buffer {
-  return bytes.length >= 2 && bytes[bytes.length - 2] === 0x0d && bytes[bytes.length - 1] === 0x0a ? bytes.subarray(0, bytes.length - 2) : bytes;
+  return bytes.length >= 2 && bytes[bytes.length - 2] === 0x0d && bytes[bytes.length - 1] === 0x0a
+    ? bytes.subarray(0, bytes.length - 2)
+    : bytes;
 }
 
 async function storedSize(body: MessageBody): Promise<number> {
   if (body.size !== undefined) return body.size;
   if (body.message) return body.message.byteLength;
   // A message queued before trailers existed: the whole file is the message.
-  return (await stat(body.path).catch((err: Error) => {
-    throw new QueueFileError(`cannot read the queued message: ${err.message}`);
-  })).size;
+  return (
+    await stat(body.path).catch((err: Error) => {
+      throw new QueueFileError(`cannot read the queued message: ${err.message}`);
+    })
+  ).size;
 }
 
 /** The copy of `body` for a Graph send to `recipients`. Throws QueueFileError when the queue file cannot be read. */
@@ -93,7 +99,9 @@ export async function graphCopy(body: MessageBody, recipients: readonly string[]
     edit,
     from: fromAddress(headers),
     async bytes() {
-      if (body.message) return Buffer.concat([head, Buffer.from(body.message.buffer, body.message.byteOffset + bodyStart, bodyLength)]);
+      if (body.message) {
+        return Buffer.concat([head, Buffer.from(body.message.buffer, body.message.byteOffset + bodyStart, bodyLength)]);
+      }
       const out = Buffer.alloc(head.length + bodyLength);
       head.copy(out);
       const file = await open(body.path, 'r').catch((err: Error) => {
@@ -103,7 +111,11 @@ export async function graphCopy(body: MessageBody, recipients: readonly string[]
         let read = 0;
         while (read < bodyLength) {
           const { bytesRead } = await file.read(out, head.length + read, bodyLength - read, bodyStart + read);
-          if (bytesRead === 0) throw new QueueFileError(`the queue file holds ${bodyStart + read} of the message's ${size} bytes; not sent short`);
+          if (bytesRead === 0) {
+            throw new QueueFileError(
+              `the queue file holds ${bodyStart + read} of the message's ${size} bytes; not sent short`,
+            );
+          }
           read += bytesRead;
         }
       } finally {
@@ -113,7 +125,9 @@ export async function graphCopy(body: MessageBody, recipients: readonly string[]
     },
     stream() {
       if (!body.message) return storedBytes(body.path, size, head, bodyStart);
-      return Readable.from([head, Buffer.from(body.message.buffer, body.message.byteOffset + bodyStart, bodyLength)], { objectMode: false });
+      return Readable.from([head, Buffer.from(body.message.buffer, body.message.byteOffset + bodyStart, bodyLength)], {
+        objectMode: false,
+      });
     },
   };
 }

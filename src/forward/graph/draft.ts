@@ -61,7 +61,12 @@ function jsonOf(answer: HttpAnswer): Record<string, unknown> {
 
 /** The attachment's properties as Graph's fileAttachment and attachmentItem name them. */
 function attachmentProperties(part: MimePart): Record<string, unknown> {
-  return { name: part.name, contentType: part.contentType, isInline: part.inline, ...(part.contentId !== undefined ? { contentId: part.contentId } : {}) };
+  return {
+    name: part.name,
+    contentType: part.contentType,
+    isInline: part.inline,
+    ...(part.contentId !== undefined ? { contentId: part.contentId } : {}),
+  };
 }
 
 /** Reads `content` to its end, handing on ranges of `range` bytes (the last may be shorter). */
@@ -88,18 +93,27 @@ export class DraftSender {
     private readonly mailbox: string,
   ) {}
 
-  /** Sends `copy` through a draft; the answer to the draft's send (202). Throws GraphRefusal, TooLargeForGraph, HttpFailure. */
+  /** Sends `copy` through a draft: the answer to its send (202). Throws GraphRefusal, TooLargeForGraph, HttpFailure. */
   async send(copy: GraphCopy): Promise<HttpAnswer> {
     // mailsplit (about 11 MB resident) is loaded by the first message too large for one request, not
     // by every relay with a Graph host: most mail fits in one sendMail.
     const { scanParts, streamParts, withoutParts } = await import('./parts.js');
     const parts = await scanParts(copy.stream());
     const lifted = partsToLift(parts, copy.byteLength);
-    if (lifted === null) throw new TooLargeForGraph(`its body (without attachments) is more than one Graph request of ${REQUEST_LIMIT} bytes takes`);
+    if (lifted === null) {
+      throw new TooLargeForGraph(
+        `its body (without attachments) is more than one Graph request of ${REQUEST_LIMIT} bytes takes`,
+      );
+    }
     const rest = await withoutParts(copy.stream(), parts, lifted);
-    const created = await this.calls.call('POST', `${userPath(this.mailbox)}/messages`, 201, { contentType: 'text/plain', data: rest.toString('base64') });
+    const created = await this.calls.call('POST', `${userPath(this.mailbox)}/messages`, 201, {
+      contentType: 'text/plain',
+      data: rest.toString('base64'),
+    });
     const id = jsonOf(created).id;
-    if (typeof id !== 'string' || id === '') throw new HttpFailure('answer', 'Microsoft Graph created a draft without an id');
+    if (typeof id !== 'string' || id === '') {
+      throw new HttpFailure('answer', 'Microsoft Graph created a draft without an id');
+    }
     const draft = `${userPath(this.mailbox)}/messages/${encodeURIComponent(id)}`;
     try {
       await streamParts(copy.stream(), parts, lifted, (part, content) => this.attach(draft, part, content));
@@ -116,13 +130,22 @@ export class DraftSender {
     if (part.decodedBytes < UPLOAD_SESSION_MIN) {
       const bytes: Buffer[] = [];
       for await (const piece of content) bytes.push(piece);
-      const attachment = { '@odata.type': '#microsoft.graph.fileAttachment', ...attachmentProperties(part), contentBytes: Buffer.concat(bytes).toString('base64') };
-      await this.calls.call('POST', `${draft}/attachments`, 201, { contentType: 'application/json', data: JSON.stringify(attachment) });
+      const attachment = {
+        '@odata.type': '#microsoft.graph.fileAttachment',
+        ...attachmentProperties(part),
+        contentBytes: Buffer.concat(bytes).toString('base64'),
+      };
+      await this.calls.call('POST', `${draft}/attachments`, 201, {
+        contentType: 'application/json',
+        data: JSON.stringify(attachment),
+      });
       return;
     }
     const session = await this.calls.call('POST', `${draft}/attachments/createUploadSession`, 201, {
       contentType: 'application/json',
-      data: JSON.stringify({ AttachmentItem: { attachmentType: 'file', ...attachmentProperties(part), size: part.decodedBytes } }),
+      data: JSON.stringify({
+        AttachmentItem: { attachmentType: 'file', ...attachmentProperties(part), size: part.decodedBytes },
+      }),
     });
     const uploadUrl = jsonOf(session).uploadUrl;
     if (typeof uploadUrl !== 'string' || !URL.canParse(uploadUrl) || new URL(uploadUrl).protocol !== 'https:') {
@@ -137,7 +160,9 @@ export class DraftSender {
     let offset = 0;
     for await (const range of ranges(content, UPLOAD_RANGE)) {
       const end = offset + range.length;
-      if (end > total) throw new Error(`attachment ${part.name} decodes to more than the ${total} bytes counted before`);
+      if (end > total) {
+        throw new Error(`attachment ${part.name} decodes to more than the ${total} bytes counted before`);
+      }
       // The upload URL carries its own credential: no Authorization header goes with it.
       const answer = await this.http.send(uploadUrl, {
         method: 'PUT',
@@ -149,10 +174,14 @@ export class DraftSender {
       if (end < total) {
         const next = jsonOf(answer).nextExpectedRanges;
         const start = Array.isArray(next) && typeof next[0] === 'string' ? Number(next[0].split('-')[0]) : end;
-        if (start !== end) throw new HttpFailure('answer', `the upload session of ${part.name} expects byte ${start} next, not ${end}`);
+        if (start !== end) {
+          throw new HttpFailure('answer', `the upload session of ${part.name} expects byte ${start} next, not ${end}`);
+        }
       }
       offset = end;
     }
-    if (offset !== total) throw new Error(`attachment ${part.name} decodes to ${offset} bytes, not the ${total} counted before`);
+    if (offset !== total) {
+      throw new Error(`attachment ${part.name} decodes to ${offset} bytes, not the ${total} counted before`);
+    }
   }
 }

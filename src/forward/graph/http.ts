@@ -50,7 +50,13 @@ const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
 /** OpenSSL and Node codes of a failed TLS handshake or certificate check. */
 function isTlsError(err: NodeJS.ErrnoException): boolean {
   const code = err.code ?? '';
-  return code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT') || code === 'EPROTO' || /certificate|SSL routines/i.test(err.message);
+  return (
+    code.startsWith('ERR_TLS') ||
+    code.startsWith('ERR_SSL') ||
+    code.includes('CERT') ||
+    code === 'EPROTO' ||
+    /certificate|SSL routines/i.test(err.message)
+  );
 }
 
 export class HttpsClient {
@@ -66,7 +72,8 @@ export class HttpsClient {
   }
 
   send(url: string, init: HttpRequest): Promise<HttpAnswer> {
-    const body = init.body === undefined ? undefined : Buffer.isBuffer(init.body) ? init.body : Buffer.from(init.body, 'utf8');
+    const body =
+      init.body === undefined ? undefined : Buffer.isBuffer(init.body) ? init.body : Buffer.from(init.body, 'utf8');
     const headers: Record<string, string> = { ...init.headers };
     if (body !== undefined) headers['content-length'] = String(body.length);
     return new Promise<HttpAnswer>((resolve, reject) => {
@@ -82,28 +89,55 @@ export class HttpsClient {
         let length = 0;
         res.on('data', (chunk: Buffer) => {
           length += chunk.length;
-          if (length > MAX_ANSWER_BYTES) fail(new HttpFailure('answer', `${init.method} ${printableUrl(url)}: answer longer than ${MAX_ANSWER_BYTES} bytes`));
-          else chunks.push(chunk);
+          if (length > MAX_ANSWER_BYTES) {
+            fail(
+              new HttpFailure(
+                'answer',
+                `${init.method} ${printableUrl(url)}: answer longer than ${MAX_ANSWER_BYTES} bytes`,
+              ),
+            );
+          } else chunks.push(chunk);
         });
         res.on('end', () => {
           if (settled) return;
           settled = true;
           resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
         });
-        res.on('error', (err) => fail(new HttpFailure('connect', `${init.method} ${printableUrl(url)}: ${err.message}`)));
+        res.on('error', (err) =>
+          fail(new HttpFailure('connect', `${init.method} ${printableUrl(url)}: ${err.message}`)),
+        );
       });
       req.on('socket', (socket) => {
         // A reused keep-alive socket is connected already; a new one gets connect_timeout for TCP and TLS.
         if (!socket.connecting) return;
-        const timer = setTimeout(() => fail(new HttpFailure('timeout', `${printableUrl(url)}: no TLS connection within ${this.options.connectTimeoutMs} ms`)), this.options.connectTimeoutMs);
+        const timer = setTimeout(
+          () =>
+            fail(
+              new HttpFailure(
+                'timeout',
+                `${printableUrl(url)}: no TLS connection within ${this.options.connectTimeoutMs} ms`,
+              ),
+            ),
+          this.options.connectTimeoutMs,
+        );
         socket.once('secureConnect', () => clearTimeout(timer));
         socket.once('close', () => clearTimeout(timer));
       });
       req.setTimeout(this.options.socketTimeoutMs, () => {
-        fail(new HttpFailure('timeout', `${init.method} ${printableUrl(url)}: nothing sent or received for ${this.options.socketTimeoutMs} ms`));
+        fail(
+          new HttpFailure(
+            'timeout',
+            `${init.method} ${printableUrl(url)}: nothing sent or received for ${this.options.socketTimeoutMs} ms`,
+          ),
+        );
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
-        fail(new HttpFailure(isTlsError(err) ? 'tls' : 'connect', `${init.method} ${printableUrl(url)}: ${err.code ?? 'ERROR'}: ${err.message}`));
+        fail(
+          new HttpFailure(
+            isTlsError(err) ? 'tls' : 'connect',
+            `${init.method} ${printableUrl(url)}: ${err.code ?? 'ERROR'}: ${err.message}`,
+          ),
+        );
       });
       req.end(body);
     });

@@ -20,7 +20,10 @@ export interface MimePart {
   name: string;
   contentId: string | undefined;
   inline: boolean;
-  /** Where its bytes are in the message: its delimiter line from `start`, its header from `headerStart`, its body from `bodyStart` to `end`. */
+  /**
+   * Where its bytes are in the message: its delimiter line from `start`, its header from
+   * `headerStart`, its body from `bodyStart` to `end`.
+   */
   start: number;
   headerStart: number;
   bodyStart: number;
@@ -37,17 +40,42 @@ function headerValue(node: MimeNode, name: string): string {
   return node.headers.hasHeader(name) ? node.headers.getFirst(name) : '';
 }
 
-const EXTENSIONS: Readonly<Record<string, string>> = { 'application/pdf': 'pdf', 'image/jpeg': 'jpg', 'image/png': 'png', 'image/tiff': 'tif', 'image/gif': 'gif' };
+const EXTENSIONS: Readonly<Record<string, string>> = {
+  'application/pdf': 'pdf',
+  'image/jpeg': 'jpg',
+  'image/png': 'png',
+  'image/tiff': 'tif',
+  'image/gif': 'gif',
+};
 
-function partOf(node: MimeNode, index: number, parent: number, start: number, headerStart: number, bodyStart: number): MimePart {
+function partOf(
+  node: MimeNode,
+  index: number,
+  parent: number,
+  start: number,
+  headerStart: number,
+  bodyStart: number,
+): MimePart {
   const contentType = node.contentType || 'text/plain';
   const contentId = headerValue(node, 'content-id').replace(/^<|>$/g, '') || undefined;
   const disposition = node.disposition || '';
   const leaf = !node.multipart && !node.root;
   const text = contentType.startsWith('text/');
-  const attachment = leaf && contentType !== 'message/rfc822' && (disposition === 'attachment' || Boolean(node.filename) || (contentId !== undefined && !text));
+  const attachment =
+    leaf &&
+    contentType !== 'message/rfc822' &&
+    (disposition === 'attachment' || Boolean(node.filename) || (contentId !== undefined && !text));
   return {
-    index, parent, contentType, contentId, start, headerStart, bodyStart, end: bodyStart, decodedBytes: 0, attachment,
+    index,
+    parent,
+    contentType,
+    contentId,
+    start,
+    headerStart,
+    bodyStart,
+    end: bodyStart,
+    decodedBytes: 0,
+    attachment,
     name: node.filename || `attachment-${index}.${EXTENSIONS[contentType] ?? 'bin'}`,
     inline: disposition === 'inline' || (disposition === '' && contentId !== undefined),
     decoder: () => node.getDecoder(),
@@ -144,7 +172,10 @@ export async function scanParts(source: Readable): Promise<MimePart[]> {
 const EMPTY_TEXT_PART = Buffer.from('Content-Type: text/plain; charset=us-ascii\r\n\r\n', 'latin1');
 
 /** Hands each chunk of `source` to `visit` with the offset of its first byte. */
-async function eachChunk(source: Readable, visit: (chunk: Buffer, offset: number) => Promise<void> | void): Promise<void> {
+async function eachChunk(
+  source: Readable,
+  visit: (chunk: Buffer, offset: number) => Promise<void> | void,
+): Promise<void> {
   let offset = 0;
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
@@ -167,7 +198,11 @@ function slice(chunk: Buffer, offset: number, from: number, to: number): Buffer 
  * The message without the parts in `lifted`. A multipart left without any part gets an empty text
  * part in place of its first one (RFC 2046 wants one at least).
  */
-export async function withoutParts(source: Readable, parts: readonly MimePart[], lifted: ReadonlySet<number>): Promise<Buffer> {
+export async function withoutParts(
+  source: Readable,
+  parts: readonly MimePart[],
+  lifted: ReadonlySet<number>,
+): Promise<Buffer> {
   const byParent = new Map<number, MimePart[]>();
   for (const part of parts) byParent.set(part.parent, [...(byParent.get(part.parent) ?? []), part]);
   const placeholders = new Set<number>();
@@ -175,8 +210,13 @@ export async function withoutParts(source: Readable, parts: readonly MimePart[],
     if (parent !== -1 && children.every((child) => lifted.has(child.index))) placeholders.add(children[0].index);
   }
   // What is left out: every lifted part but a placeholder's delimiter line, which then opens the empty part.
-  const gaps = parts.filter((part) => lifted.has(part.index))
-    .map((part) => (placeholders.has(part.index) ? { from: part.headerStart, to: part.end, insert: EMPTY_TEXT_PART } : { from: part.start, to: part.end, insert: null }))
+  const gaps = parts
+    .filter((part) => lifted.has(part.index))
+    .map((part) =>
+      placeholders.has(part.index)
+        ? { from: part.headerStart, to: part.end, insert: EMPTY_TEXT_PART }
+        : { from: part.start, to: part.end, insert: null },
+    )
     .sort((a, b) => a.from - b.from);
   const out: Buffer[] = [];
   let kept = 0;
@@ -203,7 +243,12 @@ export type PartSink = (part: MimePart, content: AsyncIterable<Buffer>) => Promi
  * upload it awaits holds the reading of the queue file back: only what one request carries is
  * held in memory).
  */
-export async function streamParts(source: Readable, parts: readonly MimePart[], lifted: ReadonlySet<number>, sink: PartSink): Promise<void> {
+export async function streamParts(
+  source: Readable,
+  parts: readonly MimePart[],
+  lifted: ReadonlySet<number>,
+  sink: PartSink,
+): Promise<void> {
   const queue = parts.filter((part) => lifted.has(part.index)).sort((a, b) => a.bodyStart - b.bodyStart);
   let current: { part: MimePart; decoder: Transform; done: Promise<void> } | null = null;
   const finish = async () => {

@@ -49,7 +49,9 @@ function mailboxField(name: string, mailboxes: readonly Mailbox[]): HeaderField 
 /** A display name that reads as some other address is dropped: a lenient reader might mail it. */
 function withSafeName(mailbox: Mailbox): Mailbox {
   const own = recipientKey(mailbox.address);
-  return addressesMentioned(mailbox.name).every((address) => recipientKey(address) === own) ? mailbox : { name: '', address: mailbox.address };
+  return addressesMentioned(mailbox.name).every((address) => recipientKey(address) === own)
+    ? mailbox
+    : { name: '', address: mailbox.address };
 }
 
 /** Rewrites `headers` (To, Cc, Bcc) so that the message names exactly `recipients`. */
@@ -94,7 +96,14 @@ export function sendOnlyToEnvelope(headers: HeaderBlock, recipients: readonly st
     fields.splice(firstRecipientField, 0, { key: 'to', raw: 'To: undisclosed-recipients:;' });
   }
   const bcc = [...wanted].filter(([key]) => !named.has(key)).map(([, address]) => address);
-  if (bcc.length > 0) fields.push(mailboxField('Bcc', bcc.map((address) => ({ name: '', address }))));
+  if (bcc.length > 0) {
+    fields.push(
+      mailboxField(
+        'Bcc',
+        bcc.map((address) => ({ name: '', address })),
+      ),
+    );
+  }
   headers.fields = fields;
   return { rewritten, bcc };
 }

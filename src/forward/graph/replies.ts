@@ -32,7 +32,11 @@ export function graphError(body: Buffer): GraphError | null {
 
 /** One line of printable text, bounded: Graph's message goes into DSNs and log lines. */
 function oneLine(text: string, max = 300): string {
-  const clean = text.replace(/[\r\n\t]+/g, ' ').replace(/[^\x20-\x7e]/g, '?').replace(/ {2,}/g, ' ').trim();
+  const clean = text
+    .replace(/[\r\n\t]+/g, ' ')
+    .replace(/[^\x20-\x7e]/g, '?')
+    .replace(/ {2,}/g, ' ')
+    .trim();
   return clean.length > max ? `${clean.slice(0, max)}...` : clean;
 }
 
@@ -47,7 +51,7 @@ const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
 /** When Graph throttles without saying how long (it normally does), wait this long. */
 export const DEFAULT_THROTTLE_MS = 30_000;
 
-/** `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3), in ms from `now`; undefined when absent or unreadable. */
+/** `Retry-After` as seconds or an HTTP-date (RFC 9110 §10.2.3) in ms from `now`; undefined if absent or unreadable. */
 export function retryAfterMs(value: string | undefined, now: number): number | undefined {
   if (value === undefined) return undefined;
   const text = value.trim();
@@ -56,11 +60,15 @@ export function retryAfterMs(value: string | undefined, now: number): number | u
   return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
 }
 
-/** `Microsoft Graph 403 ErrorAccessDenied: Access is denied. … (request-id …)`: what the DSN and the log line quote. */
+/** `Microsoft Graph 403 ErrorAccessDenied: Access is denied. … (request-id …)`: what the DSN and log line quote. */
 export function describeAnswer(answer: HttpAnswer): string {
   const error = graphError(answer.body);
   const requestId = header(answer, 'request-id');
-  const what = error ? ` ${oneLine(error.code, 80)}${error.message ? `: ${oneLine(error.message)}` : ''}` : answer.status === 202 ? ' Accepted' : '';
+  const what = error
+    ? ` ${oneLine(error.code, 80)}${error.message ? `: ${oneLine(error.message)}` : ''}`
+    : answer.status === 202
+      ? ' Accepted'
+      : '';
   return `Microsoft Graph ${answer.status}${what}${requestId ? ` (request-id ${oneLine(requestId, 80)})` : ''}`;
 }
 
@@ -81,7 +89,9 @@ function permanentReply(answer: HttpAnswer): SmtpReply {
 /** The outcome of an answer that is not the success the request was waiting for. */
 export function failedAnswerOutcome(answer: HttpAnswer, now: number): Outcome {
   const { status } = answer;
-  if (status === 400 || status === 403 || status === 404 || status === 413) return { kind: 'permanent', reply: permanentReply(answer) };
+  if (status === 400 || status === 403 || status === 404 || status === 413) {
+    return { kind: 'permanent', reply: permanentReply(answer) };
+  }
   if (status === 429) {
     const text = reply(451, '4.4.5', answer);
     const wait = retryAfterMs(header(answer, 'retry-after'), now) ?? DEFAULT_THROTTLE_MS;
@@ -96,7 +106,13 @@ export function failedAnswerOutcome(answer: HttpAnswer, now: number): Outcome {
     // Graph (or a gateway before it) is not there: a connection-level failure for the breaker.
     const text = reply(451, '4.3.2', answer);
     const wait = retryAfterMs(header(answer, 'retry-after'), now);
-    return { kind: 'transient', cause: 'connect', reply: text, detail: text.text, ...(wait !== undefined ? { retryAfterMs: wait } : {}) };
+    return {
+      kind: 'transient',
+      cause: 'connect',
+      reply: text,
+      detail: text.text,
+      ...(wait !== undefined ? { retryAfterMs: wait } : {}),
+    };
   }
   const text = reply(451, '4.3.0', answer);
   return { kind: 'transient', cause: 'reply', reply: text, detail: text.text };

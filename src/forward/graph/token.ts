@@ -1,4 +1,12 @@
-import { constants, createHash, createPrivateKey, randomUUID, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import {
+  constants,
+  createHash,
+  createPrivateKey,
+  randomUUID,
+  sign,
+  X509Certificate,
+  type KeyObject,
+} from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { GraphSmartHostConfig } from '../../config/schema';
 import { isInlinePem } from '../../config/pem';
@@ -13,8 +21,7 @@ import { HttpFailure, printableUrl, type HttpsClient } from './http';
  */
 
 export type GraphCredential =
-  | { kind: 'secret'; secret: string }
-  | { kind: 'certificate'; key: KeyObject; thumbprint: string };
+  { kind: 'secret'; secret: string } | { kind: 'certificate'; key: KeyObject; thumbprint: string };
 
 /**
  * The token endpoint refused this relay's credentials (a 4xx with an OAuth error): an admin's
@@ -39,11 +46,19 @@ function pemOf(value: string): string {
  */
 export function loadCredential(config: GraphSmartHostConfig): GraphCredential {
   if (config.client_secret !== undefined) return { kind: 'secret', secret: config.client_secret };
-  if (config.certificate === undefined) throw new Error(`smart host ${config.name}: needs client_secret or certificate`);
+  if (config.certificate === undefined) {
+    throw new Error(`smart host ${config.name}: needs client_secret or certificate`);
+  }
   const certificate = new X509Certificate(pemOf(config.certificate.cert));
   const key = createPrivateKey(pemOf(config.certificate.key));
-  if (key.asymmetricKeyType !== 'rsa') throw new Error(`smart host ${config.name}: certificate.key must be an RSA key (the assertion is signed with PS256)`);
-  if (!certificate.checkPrivateKey(key)) throw new Error(`smart host ${config.name}: certificate.key is not the private key of certificate.cert`);
+  if (key.asymmetricKeyType !== 'rsa') {
+    throw new Error(
+      `smart host ${config.name}: certificate.key must be an RSA key (the assertion is signed with PS256)`,
+    );
+  }
+  if (!certificate.checkPrivateKey(key)) {
+    throw new Error(`smart host ${config.name}: certificate.key is not the private key of certificate.cert`);
+  }
   return { kind: 'certificate', key, thumbprint: createHash('sha256').update(certificate.raw).digest('base64url') };
 }
 
@@ -51,11 +66,24 @@ export function loadCredential(config: GraphSmartHostConfig): GraphCredential {
 const ASSERTION_LIFETIME_S = 10 * 60;
 
 /** A client assertion (RFC 7523) for `audience`, the token endpoint. */
-export function clientAssertion(clientId: string, audience: string, credential: Extract<GraphCredential, { kind: 'certificate' }>, now: number): string {
+export function clientAssertion(
+  clientId: string,
+  audience: string,
+  credential: Extract<GraphCredential, { kind: 'certificate' }>,
+  now: number,
+): string {
   const issuedAt = Math.floor(now / 1000);
   const encode = (value: object) => Buffer.from(JSON.stringify(value), 'utf8').toString('base64url');
   const header = encode({ alg: 'PS256', typ: 'JWT', 'x5t#S256': credential.thumbprint });
-  const claims = encode({ aud: audience, iss: clientId, sub: clientId, jti: randomUUID(), nbf: issuedAt, iat: issuedAt, exp: issuedAt + ASSERTION_LIFETIME_S });
+  const claims = encode({
+    aud: audience,
+    iss: clientId,
+    sub: clientId,
+    jti: randomUUID(),
+    nbf: issuedAt,
+    iat: issuedAt,
+    exp: issuedAt + ASSERTION_LIFETIME_S,
+  });
   const signature = sign('sha256', Buffer.from(`${header}.${claims}`, 'ascii'), {
     key: credential.key,
     padding: constants.RSA_PKCS1_PSS_PADDING,
@@ -75,9 +103,11 @@ function json(body: Buffer): Record<string, unknown> {
 
 /** `invalid_client: AADSTS7000215: Invalid client secret provided. … → copy the secret's Value …` on one line. */
 function describeRefusal(answer: Record<string, unknown>, status: number): string {
-  const description = typeof answer.error_description === 'string' ? answer.error_description.split(/\r?\n/)[0].trim() : '';
+  const description =
+    typeof answer.error_description === 'string' ? answer.error_description.split(/\r?\n/)[0].trim() : '';
   const advice = aadstsAdvice(aadstsCode(answer));
-  return `the token endpoint refused the credentials (${status} ${String(answer.error)}${description ? `: ${description}` : ''})${advice ? `; to fix: ${advice}` : ''}`;
+  const what = `${status} ${String(answer.error)}${description ? `: ${description}` : ''}`;
+  return `the token endpoint refused the credentials (${what})${advice ? `; to fix: ${advice}` : ''}`;
 }
 
 export class GraphTokens {
@@ -115,11 +145,19 @@ export class GraphTokens {
     if (answer.status === 200 && typeof body.access_token === 'string' && body.access_token !== '') {
       return { value: body.access_token, lifetimeMs: tokenLifetimeMs(body.expires_in) };
     }
-    // An OAuth error in a 4xx is a verdict on the request's credentials; a 408, a 429 or a 5xx is the endpoint's own trouble.
-    if (answer.status >= 400 && answer.status < 500 && answer.status !== 408 && answer.status !== 429 && typeof body.error === 'string') {
+    // An OAuth error in a 4xx is a verdict on the request's credentials; a 408, a 429 or a 5xx is
+    // the endpoint's own trouble.
+    if (
+      answer.status >= 400 &&
+      answer.status < 500 &&
+      answer.status !== 408 &&
+      answer.status !== 429 &&
+      typeof body.error === 'string'
+    ) {
       throw new CredentialsRefused(describeRefusal(body, answer.status), aadstsCode(body));
     }
-    const what = typeof body.error === 'string' ? ` (${body.error})` : answer.status === 200 ? ' without an access_token' : '';
+    const what =
+      typeof body.error === 'string' ? ` (${body.error})` : answer.status === 200 ? ' without an access_token' : '';
     throw new HttpFailure('connect', `the token endpoint ${printableUrl(token_url)} answered ${answer.status}${what}`);
   }
 }

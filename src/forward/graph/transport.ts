@@ -70,9 +70,18 @@ export class GraphSmartHost implements SmartHostTransport {
   private async deliver(envelope: Envelope, body: MessageBody): Promise<Outcome> {
     try {
       const copy = await graphCopy(body, envelope.to);
-      if (copy.byteLength > this.config.max_message_size) return tooLarge(`${copy.byteLength} bytes is more than this smart host's max_message_size of ${this.config.max_message_size}`);
+      if (copy.byteLength > this.config.max_message_size) {
+        return tooLarge(
+          `${copy.byteLength} bytes is more than this smart host's max_message_size of ${this.config.max_message_size}`,
+        );
+      }
       const mailbox = this.config.send_as === 'from' ? (copy.from ?? this.config.mailbox) : this.config.mailbox;
-      if (mailbox === undefined) return { kind: 'permanent', reply: { code: 550, text: '550 5.1.7 No From address to send as (send_as: from, and no mailbox configured)' } };
+      if (mailbox === undefined) {
+        return {
+          kind: 'permanent',
+          reply: { code: 550, text: '550 5.1.7 No From address to send as (send_as: from, and no mailbox configured)' },
+        };
+      }
       const calls = new GraphCalls(this.http, this.tokens, this.config.graph_url);
       return await this.sendCopy(calls, mailbox, copy);
     } catch (err) {
@@ -84,7 +93,9 @@ export class GraphSmartHost implements SmartHostTransport {
     if (base64Length(copy.byteLength) <= REQUEST_LIMIT) {
       try {
         const mime = (await copy.bytes()).toString('base64');
-        return acceptedOutcome(await calls.call('POST', `${userPath(mailbox)}/sendMail`, 202, { contentType: 'text/plain', data: mime }));
+        return acceptedOutcome(
+          await calls.call('POST', `${userPath(mailbox)}/sendMail`, 202, { contentType: 'text/plain', data: mime }),
+        );
       } catch (err) {
         // A 413: this request was larger than Graph takes after all; the draft takes the message in parts.
         if (!(err instanceof GraphRefusal) || err.answer.status !== 413) throw err;
@@ -98,7 +109,9 @@ export class GraphSmartHost implements SmartHostTransport {
     if (err instanceof TooLargeForGraph) return tooLarge(err.message);
     if (err instanceof CredentialsRefused) return { kind: 'transient', cause: 'credentials', detail: err.message };
     if (err instanceof QueueFileError) return { kind: 'transient', cause: 'spool', detail: err.message };
-    if (err instanceof HttpFailure) return { kind: 'transient', cause: err.kind === 'answer' ? 'reply' : err.kind, detail: err.message };
+    if (err instanceof HttpFailure) {
+      return { kind: 'transient', cause: err.kind === 'answer' ? 'reply' : err.kind, detail: err.message };
+    }
     // An unknown error is a temporary one.
     return { kind: 'transient', cause: 'reply', detail: `Microsoft Graph send failed: ${(err as Error).message}` };
   }
