@@ -214,7 +214,7 @@ describe('Graph smart host, end to end', () => {
     expect(delivery.view.attachments[0]).toMatchObject({ name: 'scan-0001.pdf', size: pdf.length });
     expect(emulator.count('upload')).toBe(Math.ceil(pdf.length / (10 * 320 * 1024)));
     expect(emulator.drafts.size).toBe(0);
-  }, 120_000);
+  }, 180_000);
 
   test('Graph down: the message fails over to the SMTP backup at once', async () => {
     const closedPort = await freePort();
