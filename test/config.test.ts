@@ -228,19 +228,15 @@ describe('config contract', () => {
   });
 
   test('type: graph mistakes are refused with their path', () => {
+    const noCredential = { name: 'a', type: 'graph', tenant: 't.example', client_id: 'app', mailbox: 'r@corp.example' };
+    const certificate = { cert: 'c', key: 'k' };
+    const bothCredentials = { ...noCredential, name: 'b', mailbox: undefined, client_secret: 's', certificate };
     const result = parseConfig(
       minimal({
         routes: { default: { smarthosts: ['a', 'b', 'c', 'd'] } },
         smarthosts: [
-          { name: 'a', type: 'graph', tenant: 't.example', client_id: 'app', mailbox: 'relay@corp.example' },
-          {
-            name: 'b',
-            type: 'graph',
-            tenant: 't.example',
-            client_id: 'app',
-            client_secret: 's',
-            certificate: { cert: 'c', key: 'k' },
-          },
+          noCredential,
+          bothCredentials,
           {
             name: 'c',
             type: 'graph',
@@ -268,15 +264,8 @@ describe('config contract', () => {
       minimal({
         routes: { default: { smarthosts: ['a', 'b'] } },
         smarthosts: [
-          { name: 'a', type: 'graph', tenant: 't.example', client_id: 'app', mailbox: 'relay@corp.example' },
-          {
-            name: 'b',
-            type: 'graph',
-            tenant: 't.example',
-            client_id: 'app',
-            client_secret: 's',
-            certificate: { cert: 'c', key: 'k' },
-          },
+          noCredential,
+          bothCredentials,
         ],
       }),
       '/etc',

@@ -104,6 +104,19 @@ describe('Graph smart host, end to end', () => {
     return metricValue(await metricsText((running as RunningRelay).httpPort), sample);
   }
 
+  /** Two messages, one after the other, each waited for until the backup has it. */
+  async function twoMessagesToTheBackup(relayed: RunningRelay): Promise<void> {
+    for (const [n, to] of ['ann@example.com', 'bob@example.com'].entries()) {
+      await send(
+        relayed,
+        'erp@corp.example',
+        [to],
+        `From: erp@corp.example\r\nTo: ${to}\r\nSubject: ${n}\r\n\r\nx\r\n`,
+      );
+      await waitFor(() => (backup as SmtpSink).messages.length === n + 1, 15_000, `the backup to get message ${n + 1}`);
+    }
+  }
+
   /** What the recipient sees, without the relay's own trace header. */
   function seen(view: MessageView): MessageView {
     return { ...view, headers: view.headers.filter(([name]) => name !== 'received') };
@@ -248,20 +261,7 @@ describe('Graph smart host, end to end', () => {
       headers: { 'retry-after': '3600' },
       body: { error: { code: 'ApplicationThrottled', message: 'Application is over its MailboxConcurrency limit.' } },
     });
-    await send(
-      relayed,
-      'erp@corp.example',
-      ['ann@example.com'],
-      'From: erp@corp.example\r\nTo: ann@example.com\r\nSubject: one\r\n\r\nx\r\n',
-    );
-    await waitFor(() => (backup as SmtpSink).messages.length === 1, 15_000, 'the backup to get the first');
-    await send(
-      relayed,
-      'erp@corp.example',
-      ['bob@example.com'],
-      'From: erp@corp.example\r\nTo: bob@example.com\r\nSubject: two\r\n\r\nx\r\n',
-    );
-    await waitFor(() => (backup as SmtpSink).messages.length === 2, 15_000, 'the backup to get the second');
+    await twoMessagesToTheBackup(relayed);
     expect(emulator.count('sendMail')).toBe(1);
     expect(await metric('smarthop_smarthost_throttled_total{smarthost="m365"}')).toBe(1);
     expect(await metric('smarthop_failovers_total{from="m365",to="backup"}')).toBe(1);
@@ -349,20 +349,7 @@ describe('Graph smart host, end to end', () => {
       withBackup: true,
       graph: { client_secret: 'this-is-the-secret-id', breaker: { failures: 3, cooldown: '1h' } },
     });
-    await send(
-      relayed,
-      'erp@corp.example',
-      ['ann@example.com'],
-      'From: erp@corp.example\r\nTo: ann@example.com\r\nSubject: one\r\n\r\nx\r\n',
-    );
-    await waitFor(() => (backup as SmtpSink).messages.length === 1, 15_000, 'the backup to get the first');
-    await send(
-      relayed,
-      'erp@corp.example',
-      ['bob@example.com'],
-      'From: erp@corp.example\r\nTo: bob@example.com\r\nSubject: two\r\n\r\nx\r\n',
-    );
-    await waitFor(() => (backup as SmtpSink).messages.length === 2, 15_000, 'the backup to get the second');
+    await twoMessagesToTheBackup(relayed);
     expect(emulator.tokenRequests).toHaveLength(1);
     expect(emulator.count('sendMail')).toBe(0);
     expect(await metric('smarthop_smarthost_up{smarthost="m365"}')).toBe(0);
