@@ -5,6 +5,7 @@ import type { ConfigResult } from './config/load';
 import type { RelayConfig, SmartHostConfig } from './config/schema';
 import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
+import { GraphSmartHost } from './forward/graph/transport';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
 import { NODEMAILER } from './forward/nodemailer-adapter';
@@ -300,6 +301,8 @@ export class Relay {
   }
 
   private transport(config: SmartHostConfig): SmartHostTransport {
+    // Graph hosts stay on the event loop whatever delivery.worker_thread says (see GraphSmartHost).
+    if (config.type === 'graph') return new GraphSmartHost(config);
     if (this.deliveryThread) return this.deliveryThread.transport(config);
     return new NodemailerSmartHost(config, this.heloName);
   }

@@ -1,6 +1,5 @@
-import { createReadStream } from 'node:fs';
-import { PassThrough, Readable } from 'node:stream';
-import type { SmartHostConfig } from '../config/schema';
+import { Readable } from 'node:stream';
+import type { SmtpSmartHostConfig } from '../config/schema';
 import {
   SmtpConnectionPool, wireRecipient, wireSender, type PoolAuth, type PoolSettings, type SmtpFailure, type SmtpSent, type TokenCallback,
   type WireEnvelope,
@@ -8,6 +7,7 @@ import {
 import { ClientCredentialsTokens } from './oauth2';
 import { loadCa } from './smarthost-ca';
 import { parseReply, type Outcome, type TransientCause } from './outcome';
+import { QueueFileError, storedBytes } from './stored-bytes';
 
 export interface Envelope {
   /** '' is the null sender. */
@@ -82,7 +82,7 @@ export class NodemailerSmartHost implements SmartHostTransport {
   private closing = false;
 
   /** `ca`: the contents of `config.ca`, when the caller has read it already (see loadCa). */
-  constructor(config: SmartHostConfig, heloName: string, ca: Buffer | undefined = loadCa(config)) {
+  constructor(config: SmtpSmartHostConfig, heloName: string, ca: Buffer | undefined = loadCa(config)) {
     this.name = config.name;
     this.relay = `${config.name}[${config.host}]:${config.port}`;
     this.pool = new SmtpConnectionPool(poolSettings(config, heloName, ca));
@@ -191,7 +191,7 @@ function onTheWire(envelope: Envelope): { envelope: WireEnvelope; original: Map<
   return { envelope: { from: wireSender(envelope.from), to: [...original.keys()] }, original };
 }
 
-function poolSettings(config: SmartHostConfig, heloName: string, ca: Buffer | undefined): PoolSettings {
+function poolSettings(config: SmtpSmartHostConfig, heloName: string, ca: Buffer | undefined): PoolSettings {
   return {
     host: config.host,
     port: config.port,
@@ -212,41 +212,7 @@ function poolSettings(config: SmartHostConfig, heloName: string, ca: Buffer | un
   };
 }
 
-/**
- * The queued message could not be read as its metadata describes it: the spool's problem, never
- * the smart host's, so it defers the message without counting against the host's breaker.
- */
-export class QueueFileError extends Error {}
-
-/**
- * `head`, then the first `size` bytes of the file: the message's own bytes, never the metadata
- * behind them. The read stops there by itself (no stream cut short, which costs an error object).
- * A file that ends before `size` (damaged, or cut by hand) fails the stream before its end, so the
- * smart host never gets the final "." of a message sent short.
- */
-export function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
-  const file = size === undefined ? createReadStream(path) : size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
-  const out = new PassThrough();
-  if (head) out.write(head);
-  // The consumer (nodemailer's connection) listens for errors while it sends; a stream it was handed
-  // but never read must not turn a damaged file into an uncaught exception that ends the thread.
-  out.on('error', () => undefined);
-  let read = 0;
-  file.on('data', (chunk: Buffer) => {
-    read += chunk.length;
-  });
-  file.on('error', (err: Error) => out.destroy(new QueueFileError(`cannot read the queued message: ${err.message}`)));
-  file.on('end', () => {
-    if (size !== undefined && read < size) out.destroy(new QueueFileError(`the queue file holds ${read} of the message's ${size} bytes; not sent short`));
-    else out.end();
-  });
-  // A consumer that gives up (a dropped connection) must not leave the file open.
-  out.on('close', () => file.destroy());
-  file.pipe(out, { end: false });
-  return out;
-}
-
-function transportAuth(config: SmartHostConfig): PoolAuth | undefined {
+function transportAuth(config: SmtpSmartHostConfig): PoolAuth | undefined {
   const { auth } = config;
   if (!auth) return undefined;
   if (!('type' in auth)) return { user: auth.user, pass: auth.pass };
