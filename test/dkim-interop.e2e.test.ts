@@ -1,4 +1,4 @@
-import { HeaderBlock } from '../src/ingress/header-block';
+import { HeaderBlock } from '../src/message/header-block';
 import { loadDkimKey } from '../src/reenvelope/dkim-keys';
 import { LineAlignedBodyHash, signatures } from '../src/reenvelope/dkim-signer';
 import type { SmtpSink } from '../src/sink/sink';

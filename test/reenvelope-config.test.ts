@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseConfig } from '../src/config/load';
-import { HeaderBlock } from '../src/ingress/header-block';
+import { HeaderBlock } from '../src/message/header-block';
 import { dkimBody } from 'mailauth/lib/dkim/body';
 import { loadDkimKey, loadRouteKeys } from '../src/reenvelope/dkim-keys';
 import { LineAlignedBodyHash, signatures } from '../src/reenvelope/dkim-signer';
