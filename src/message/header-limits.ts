@@ -16,10 +16,30 @@ export const HEADER_LIMITS = {
 } as const;
 
 const ADDRESS_FIELDS: ReadonlyMap<string, string> = new Map([['from', 'From'], ['sender', 'Sender']]);
+const CRLF = Buffer.from('\r\n');
+const SP = 0x20;
+const HT = 0x09;
+
+/**
+ * Whether header bytes hold more fields than HEADER_LIMITS.maxFields, counted on the bytes before
+ * any field is built: a block of tens of thousands of tiny fields is refused without making an
+ * object (and garbage) of each.
+ */
+export function tooManyFields(bytes: Buffer): boolean {
+  if (bytes.length === 0) return false;
+  let fields = 1;
+  for (let at = bytes.indexOf(CRLF); at !== -1; at = bytes.indexOf(CRLF, at + 2)) {
+    const next = bytes[at + 2];
+    if (next !== SP && next !== HT && at + 2 < bytes.length && ++fields > HEADER_LIMITS.maxFields) return true;
+  }
+  return false;
+}
+
+export const TOO_MANY_FIELDS = `Message header has more than ${HEADER_LIMITS.maxFields} fields`;
 
 /** Why the block is out of bounds (the text after `550 5.6.0`), or undefined when it is within them. */
 export function headerLimitProblem(headers: HeaderBlock): string | undefined {
-  if (headers.fields.length > HEADER_LIMITS.maxFields) return `Message header has more than ${HEADER_LIMITS.maxFields} fields`;
+  if (headers.fields.length > HEADER_LIMITS.maxFields) return TOO_MANY_FIELDS;
   for (const field of headers.fields) {
     const addressField = ADDRESS_FIELDS.get(field.key);
     const max = addressField === undefined ? HEADER_LIMITS.maxFieldBytes : HEADER_LIMITS.maxAddressFieldBytes;

@@ -1,6 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { HeaderBlock } from './header-block';
-import { headerLimitProblem } from './header-limits';
+import { headerLimitProblem, TOO_MANY_FIELDS, tooManyFields } from './header-limits';
 
 const END_OF_HEADER = Buffer.from('\r\n\r\n');
 const CRLF = Buffer.from('\r\n');
@@ -107,6 +107,10 @@ export class HeaderSplitter extends Transform {
   }
 
   private async emitHeaders(headerBytes: Buffer, rest: Buffer, hasBody: boolean): Promise<void> {
+    if (tooManyFields(headerBytes)) {
+      this.headerOutOfBounds = TOO_MANY_FIELDS;
+      return;
+    }
     this.original = HeaderBlock.parse(headerBytes);
     const problem = headerLimitProblem(this.original);
     if (problem !== undefined) {
