@@ -1,82 +1,62 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { Summary, type Registry } from 'prom-client';
 
 const NAME = 'smarthop_event_loop_delay_seconds';
+const HELP = 'How late the event loop ran a timer due every 10 ms (perf_hooks.monitorEventLoopDelay); every session waits on this loop';
 /** How often the loop is sampled: a stall shows up within this much of its end. */
 const RESOLUTION_MS = 10;
-const QUANTILES = [0.5, 0.9, 0.99, 1] as const;
-
-interface Sample {
-  metricName?: string;
-  labels: { quantile?: number };
-  value: number;
-}
+const RESOLUTION_NS = RESOLUTION_MS * 1e6;
+export const EVENT_LOOP_DELAY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
+/** Halvings of the percentile range when counting the samples under a bound: exact to far below one sample. */
+const SEARCH_STEPS = 48;
 
 /**
  * `smarthop_event_loop_delay_seconds`: how late the event loop ran a timer due every 10 ms, as
- * perf_hooks.monitorEventLoopDelay measures it (the interval it records less the 10 ms asked for).
- * Every session, /healthz and every reply wait on this loop, so a stall here is a stall for all.
+ * perf_hooks.monitorEventLoopDelay measures it (each interval it records, less the 10 ms asked
+ * for). Every session, /healthz and every reply wait on this loop, so a stall here is a stall for all.
  *
- * A summary: the quantiles (0.5, 0.9, 0.99 and 1, the longest) cover the samples since the previous
- * scrape, so a stall shows in the next scrape and then ages out (a second scraper of the same relay
- * shares the windows); `_sum` and `_count` run from the start. One monitor per relay, stopped with it.
+ * A Prometheus histogram, cumulative from the start: the monitor is never reset, because a reset
+ * drops the interval under way, and after a stall that is the very interval the stall is in (a
+ * scrape answered right after a stall would erase it). The monitor keeps an HDR histogram and
+ * answers percentiles; the count under each bucket bound is found by bisecting them. prom-client
+ * histograms only count values observed one by one, so this family is written out here and
+ * appended to the registry's (Metrics.exposition). One monitor per relay, stopped with it.
  */
 export class EventLoopDelay {
   private readonly histogram: IntervalHistogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
-  private count = 0;
-  private sumSeconds = 0;
-  private quantiles: number[] = QUANTILES.map(() => 0);
 
-  constructor(registry: Registry) {
+  constructor() {
     this.histogram.enable();
-    new EventLoopDelaySummary(registry, () => this.samples());
   }
 
   close(): void {
     this.histogram.disable();
   }
 
-  private samples(): Sample[] {
+  /** The metric family in the Prometheus text format, ending with a newline. */
+  exposition(): string {
     const { histogram } = this;
-    if (histogram.count > 0) {
-      this.quantiles = QUANTILES.map((q) => delaySeconds(q === 1 ? histogram.max : histogram.percentile(q * 100)));
-      this.count += histogram.count;
-      this.sumSeconds += histogram.count * delaySeconds(histogram.mean);
-      histogram.reset();
-    }
-    return [
-      ...QUANTILES.map((quantile, i) => ({ labels: { quantile }, value: this.quantiles[i] })),
-      { metricName: `${NAME}_sum`, labels: {}, value: this.sumSeconds },
-      { metricName: `${NAME}_count`, labels: {}, value: this.count },
-    ];
+    const count = histogram.count;
+    const lines = [`# HELP ${NAME} ${HELP}`, `# TYPE ${NAME} histogram`];
+    for (const le of EVENT_LOOP_DELAY_BUCKETS) lines.push(`${NAME}_bucket{le="${le}"} ${samplesAtMost(histogram, le * 1e9 + RESOLUTION_NS)}`);
+    lines.push(`${NAME}_bucket{le="+Inf"} ${count}`);
+    // Mean interval less the resolution: the mean delay (an interval a little short of 10 ms counts as none in the buckets).
+    lines.push(`${NAME}_sum ${count === 0 ? 0 : Math.max(0, (histogram.mean - RESOLUTION_NS) / 1e9) * count}`);
+    lines.push(`${NAME}_count ${count}`);
+    return `${lines.join('\n')}\n`;
   }
 }
 
-/** Nanoseconds between two samples, less the interval asked for, in seconds. */
-function delaySeconds(intervalNs: number): number {
-  return Math.max(0, intervalNs / 1e9 - RESOLUTION_MS / 1000);
-}
-
-/**
- * prom-client's Summary computes its quantiles from values observed one by one; these come from the
- * monitor's own histogram, so the summary is prom-client's (name, help, type, registration) with the
- * values read from the monitor when it is scraped.
- */
-class EventLoopDelaySummary extends Summary<'quantile'> {
-  constructor(
-    registry: Registry,
-    private readonly read: () => Sample[],
-  ) {
-    super({
-      name: NAME,
-      help: 'How late the event loop ran a timer due every 10 ms (perf_hooks.monitorEventLoopDelay); quantiles over the samples since the previous scrape, quantile 1 the longest',
-      percentiles: [...QUANTILES],
-      registers: [registry],
-    });
+/** How many recorded intervals are at most `boundNs`: the largest percentile whose value is within it, times the count. */
+function samplesAtMost(histogram: IntervalHistogram, boundNs: number): number {
+  const count = histogram.count;
+  if (count === 0 || histogram.min > boundNs) return 0;
+  if (histogram.max <= boundNs) return count;
+  let within = 0;
+  let beyond = 100;
+  for (let step = 0; step < SEARCH_STEPS; step++) {
+    const middle = (within + beyond) / 2;
+    if (histogram.percentile(middle) <= boundNs) within = middle;
+    else beyond = middle;
   }
-
-  override async get(): ReturnType<Summary<'quantile'>['get']> {
-    const base = await super.get();
-    return { ...base, values: this.read() };
-  }
+  return Math.round((within / 100) * count);
 }

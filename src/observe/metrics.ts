@@ -65,7 +65,7 @@ export class Metrics {
   private readonly stateFallbacks = new Counter({ name: 'smarthop_state_fallbacks_total', help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit', registers: [this.registry] });
   private readonly eventsDropped = new Counter({ name: 'smarthop_events_dropped_total', help: 'Outcome events that could not be written to an output (file or webhook) and were dropped', labelNames: ['output'], registers: [this.registry] });
 
-  private readonly eventLoopDelay = new EventLoopDelay(this.registry);
+  private readonly eventLoopDelay = new EventLoopDelay();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -151,6 +151,11 @@ export class Metrics {
         if (source) this.set(source.minFreeBytes);
       },
     });
+  }
+
+  /** What /metrics answers: the registry's families and the event loop delay histogram (see event-loop-delay.ts). */
+  async exposition(): Promise<string> {
+    return `${await this.registry.metrics()}\n${this.eventLoopDelay.exposition()}`;
   }
 
   /** Stops what samples in the background (the event loop delay monitor). */
