@@ -91,6 +91,28 @@ describe('policy and limits config', () => {
     expect(loaded.config.policies.legacy.header_rules.map((rule) => rule.match)).toEqual(['^(a+)+$', '^PHPMailer [0-9.]+']);
   });
 
+  test('the config is plain data: patterns stay as written, and every bad one (rewrite_from.unless too) has its path', () => {
+    const bad = parseConfig(minimal({
+      policies: { legacy: { allowed_senders: ['(erp|crm)@corp.example'], allowed_recipients: ['{1..3}@x.example'] } },
+      routes: { default: { smarthosts: ['primary'], rewrite_from: { unless: ['*@corp.example', 'a b@corp.example'], to: 'noreply@corp.example' } } },
+    }), '/etc', {});
+    const errors = bad.ok ? [] : bad.errors;
+    expect(errors).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^policies\.legacy\.allowed_senders\[0\]: parentheses are not part of an address pattern/),
+      expect.stringMatching(/^policies\.legacy\.allowed_recipients\[0\]: brace ranges like \{1\.\.3\} are not supported/),
+      expect.stringMatching(/^routes\.default\.rewrite_from\.unless\[1\]: patterns cannot contain spaces/),
+    ]));
+
+    const good = parseConfig(minimal({
+      policies: { legacy: { allowed_senders: ['*@corp.example'], header_rules: [{ header: 'Subject', match: 'lottery', action: 'reject' }] } },
+      routes: { default: { smarthosts: ['primary'], rewrite_from: { unless: ['corp.example'], to: 'noreply@corp.example' } } },
+    }), '/etc', {});
+    if (!good.ok) throw new Error(good.errors.join('\n'));
+    // Nothing in it but JSON values: a reload compares it as it is, and a copy equals it.
+    expect(JSON.parse(JSON.stringify(good.config.policies))).toEqual(good.config.policies);
+    expect(JSON.parse(JSON.stringify(good.config.routes))).toEqual(good.config.routes);
+  });
+
   test('cross-checks: a policy may only lower max_message_size; one limit per dimension and window', () => {
     const result = parseConfig(minimal({
       policies: { legacy: { max_message_size: '20MiB', rate_limits: [{ window: '1m', messages: 10 }, { window: '60s', messages: 20 }] } },
