@@ -6,8 +6,6 @@ const HELP = 'How late the event loop ran a timer due every 10 ms (perf_hooks.mo
 const RESOLUTION_MS = 10;
 const RESOLUTION_NS = RESOLUTION_MS * 1e6;
 export const EVENT_LOOP_DELAY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
-/** Halvings of the percentile range when counting the samples under a bound: exact to far below one sample. */
-const SEARCH_STEPS = 48;
 
 /**
  * `smarthop_event_loop_delay_seconds`: how late the event loop ran a timer due every 10 ms, as
@@ -53,7 +51,9 @@ function samplesAtMost(histogram: IntervalHistogram, boundNs: number): number {
   if (histogram.max <= boundNs) return count;
   let within = 0;
   let beyond = 100;
-  for (let step = 0; step < SEARCH_STEPS; step++) {
+  // Halvings of the percentile range until one step is well under one sample of `count`.
+  const steps = Math.ceil(Math.log2(100 * count)) + 4;
+  for (let step = 0; step < steps; step++) {
     const middle = (within + beyond) / 2;
     if (histogram.percentile(middle) <= boundNs) within = middle;
     else beyond = middle;
