@@ -98,38 +98,45 @@ export class RelaxedBodyHash {
   private length = 0;
 
   update(chunk: Buffer): void {
-    // Each byte read gives at most two: a pending space and itself.
-    if (this.out.length < 2 * chunk.length) this.out = Buffer.allocUnsafe(2 * chunk.length);
     let pos = 0;
     if (this.midLine || this.crPending) {
       const lf = chunk.indexOf(LF);
       pos = lf === -1 ? chunk.length : lf + 1;
       this.byteByByte(chunk, 0, pos);
     }
-    // Whole lines that are canonical already (the usual text) are hashed as they are, many at once.
+    // Whole lines that are canonical already (the usual text) are hashed as they are, many at once;
+    // the others are rewritten byte by byte. One pass of comparisons over the chunk finds which is which.
     let run = -1;
     let runEnd = -1;
-    while (pos < chunk.length) {
-      const lf = chunk.indexOf(LF, pos);
-      if (lf === -1) break;
-      if (lf - pos >= 2 && isCanonicalLine(chunk.subarray(pos, lf + 1))) {
-        if (run === -1) run = pos;
-        runEnd = lf - 1;
-      } else {
-        if (run !== -1) this.hashRun(chunk.subarray(run, runEnd));
-        run = -1;
-        this.byteByByte(chunk, pos, lf + 1);
+    let lineStart = pos;
+    let dirty = false;
+    for (let i = pos; i < chunk.length; i++) {
+      const byte = chunk[i];
+      // Everything above SP (letters, digits, punctuation, 8-bit) is content as it is.
+      if (byte > SP) continue;
+      if (byte === LF) {
+        if (!dirty && i - lineStart >= 2 && chunk[i - 1] === CR && chunk[i - 2] !== SP) {
+          if (run === -1) run = lineStart;
+          runEnd = i - 1;
+        } else {
+          if (run !== -1) this.hashRun(chunk.subarray(run, runEnd));
+          run = -1;
+          this.byteByByte(chunk, lineStart, i + 1);
+        }
+        lineStart = i + 1;
+        dirty = false;
+      } else if (byte === HT || (byte === SP && i > lineStart && chunk[i - 1] === SP) || (byte === CR && chunk[i + 1] !== LF)) {
+        dirty = true;
       }
-      pos = lf + 1;
     }
     if (run !== -1) this.hashRun(chunk.subarray(run, runEnd));
-    if (pos < chunk.length) this.byteByByte(chunk, pos, chunk.length);
+    if (lineStart < chunk.length) this.byteByByte(chunk, lineStart, chunk.length);
   }
 
   digest(): string {
     if (this.crPending) {
       // A CR that no LF followed is content of the last line.
-      this.out = Buffer.allocUnsafe(2);
+      if (this.out.length < 2) this.out = Buffer.allocUnsafe(2);
       this.crPending = false;
       this.content(CR);
       this.flush();
@@ -147,6 +154,8 @@ export class RelaxedBodyHash {
   }
 
   private byteByByte(chunk: Buffer, from: number, to: number): void {
+    // Each byte read gives at most two: a pending space and itself.
+    if (this.out.length < 2 * (to - from)) this.out = Buffer.allocUnsafe(Math.max(2 * (to - from), 256));
     for (let i = from; i < to; i++) {
       const byte = chunk[i];
       if (byte === LF) {
@@ -190,15 +199,6 @@ export class RelaxedBodyHash {
     this.length = 0;
   }
 }
-
-/** A non-empty line ending in CRLF with no tab, no CR inside, no two spaces together and no space at its end. */
-function isCanonicalLine(line: Buffer): boolean {
-  const content = line.subarray(0, line.length - 2);
-  return line[line.length - 2] === CR && content.indexOf(CR) === -1 && content.indexOf(HT) === -1
-    && content[content.length - 1] !== SP && content.indexOf(DOUBLE_SPACE) === -1;
-}
-
-const DOUBLE_SPACE = Buffer.from('  ');
 
 /** `DKIM-Signature:` lines (CRLF-terminated) over a header's fields and a body hash, one per key, as RFC 6376 and RFC 8463 sign. */
 export async function signatures(keys: readonly DkimKey[], fields: readonly HeaderField[], bodyHash: string, signTime: Date): Promise<string> {
