@@ -25,6 +25,7 @@ import { RedisWindowCounters } from './limits/redis-window-counters';
 import { SharedStateHealth, type StateBackend } from './limits/shared-state-health';
 import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
 import { ClientActivity } from './observe/activity';
+import { HostCheck } from './observe/host-check';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
@@ -151,7 +152,9 @@ export class Relay {
       reload: () => this.reload('api'),
       token: () => this.live.config.http?.token,
     });
-    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api) : null;
+    this.http = config.http
+      ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api, new HostCheck(config.http.address.host, config.http.allowed_hosts))
+      : null;
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();

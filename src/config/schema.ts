@@ -290,8 +290,20 @@ export function isLoopbackHost(host: string): boolean {
   }
 }
 
+/** A Host header name: letters, digits, '-', '.', or an IP literal ([v6] with brackets). */
+const label = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
+const hostName = z
+  .string()
+  .regex(new RegExp(`^(?:${label}(?:\\.${label})*\\.?|\\[[0-9A-Fa-f:.]+\\])$`), 'expected a host name like relay.corp.example')
+  .transform((value) => value.toLowerCase().replace(/\.$/, ''));
+
 const httpSchema = z.strictObject({
   address: hostPort,
+  /**
+   * Further names the HTTP endpoints answer to in the Host header (say the relay's DNS name when
+   * `address` is 0.0.0.0). Always accepted: the address's own host, localhost names and IP literals.
+   */
+  allowed_hosts: z.array(hostName).default([]),
   /** Bearer token for /api/* (take it from the environment: `token: ${SMARTHOP_API_TOKEN}`). */
   token: z.string().min(16, 'expected at least 16 characters (make one with `openssl rand -hex 32`)').optional(),
 });
