@@ -130,6 +130,8 @@ export class Relay {
       limits: config.limits,
       // Up to three windows per address: connection rate, AUTH failures, lockout.
       counters: this.counters('address', config.limits.max_tracked_addresses * 3),
+      // Failures per username, and the addresses each username authenticated from.
+      usernameCounters: this.counters('username', config.limits.max_tracked_addresses),
       observer: this.observer,
     });
     const sessions = new IngressSessions({
@@ -342,7 +344,7 @@ export class Relay {
   }
 
   /** A bounded store for one kind of counter: memory, or Redis with a local fallback under `state.redis.key_prefix` + `namespace`. */
-  private counters(namespace: 'policy' | 'quota' | 'address', maxKeys: number): WindowCounters {
+  private counters(namespace: 'policy' | 'quota' | 'address' | 'username', maxKeys: number): WindowCounters {
     const local = new MemoryWindowCounters(maxKeys);
     const shared = this.sharedState;
     if (!shared) return local;
