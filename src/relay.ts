@@ -154,9 +154,9 @@ export class Relay {
       reload: () => this.reload('api'),
       token: () => this.live.config.http?.token,
     });
-    this.http = config.http
-      ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api, new HostCheck(config.http.address.host, config.http.allowed_hosts))
-      : null;
+    const http = config.http;
+    const hostCheck = http ? new HostCheck(http.address.host, http.allowed_hosts) : null;
+    this.http = http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api, hostCheck) : null;
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();

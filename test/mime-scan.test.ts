@@ -103,38 +103,59 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
 });
 
 describe('AttachmentScanner: uuencoded files in text parts are attachments', () => {
-  const uu = (name: string, mode = '644') => `Please find the invoice below.\n\nbegin ${mode} ${name}\nM35J0`.concat('\n`\nend\n');
+  const uu = (name: string, mode = '644') =>
+    `Please find the invoice below.\n\nbegin ${mode} ${name}\nM35J0`.concat('\n`\nend\n');
 
   test.each([1, 7, 4096])('a plain single-part body, fed in chunks of %d bytes', async (chunkSize) => {
-    expect(await scan(`From: a@corp.example\nSubject: invoice\n\n${uu('invoice.exe')}`, chunkSize)).toEqual({ kind: 'blocked', extension: 'exe' });
+    expect(await scan(`From: a@corp.example\nSubject: invoice\n\n${uu('invoice.exe')}`, chunkSize)).toEqual({
+      kind: 'blocked',
+      extension: 'exe',
+    });
   });
 
-  test('begin-base64 (uuencode -m), a mode of 755 and a name with spaces are found; an allowed name passes', async () => {
-    expect(await scan(`From: a@corp.example\n\nbegin-base64 755 run me.js\nZm9v\n====\n`)).toEqual({ kind: 'blocked', extension: 'js' });
+  test('begin-base64 (uuencode -m), mode 755, a name with spaces are found; an allowed name passes', async () => {
+    expect(await scan(`From: a@corp.example\n\nbegin-base64 755 run me.js\nZm9v\n====\n`)).toEqual({
+      kind: 'blocked',
+      extension: 'js',
+    });
     expect(await scan(`From: a@corp.example\n\n${uu('report.pdf')}`)).toBeUndefined();
   });
 
   test('a text part of a multipart, quoted-printable or base64 encoded, is read decoded', async () => {
-    const qp = `Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\nhello=\n\nbegin 644 tool=2Eexe\nM=\n`;
+    const qp = ['Content-Type: text/plain', 'Content-Transfer-Encoding: quoted-printable', '', 'hello=', '']
+      .concat(['begin 644 tool=2Eexe', 'M=', ''])
+      .join('\n');
     expect(await scan(`From: a@corp.example\n${multipart('b1', [qp])}`)).toEqual({ kind: 'blocked', extension: 'exe' });
-    const b64 = `Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n${Buffer.from(uu('macro.vbs')).toString('base64')}`;
-    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, b64])}`)).toEqual({ kind: 'blocked', extension: 'vbs' });
-    expect(await scan(`From: a@corp.example\nContent-Transfer-Encoding: base64\n\n${Buffer.from(uu('x.exe')).toString('base64')}`))
-      .toEqual({ kind: 'blocked', extension: 'exe' });
+    const encoded = Buffer.from(uu('macro.vbs')).toString('base64');
+    const b64 = `Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n${encoded}`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, b64])}`)).toEqual({
+      kind: 'blocked',
+      extension: 'vbs',
+    });
+    expect(
+      await scan(
+        `From: a@corp.example\nContent-Transfer-Encoding: base64\n\n${Buffer.from(uu('x.exe')).toString('base64')}`,
+      ),
+    ).toEqual({ kind: 'blocked', extension: 'exe' });
   });
 
   test('inside an attached message', async () => {
     const part = `Content-Type: message/rfc822\n\nFrom: x@elsewhere.example\nSubject: fwd\n\n${uu('payload.js')}`;
-    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual({ kind: 'blocked', extension: 'js' });
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual({
+      kind: 'blocked',
+      extension: 'js',
+    });
   });
 
   test('"begin" lines that are not uuencode, the header block and non-text parts are not files', async () => {
-    expect(await scan('From: a@corp.example\n\nbegin here.exe\nbeginning 644 a.exe\n begin 644 a.exe\nbegin 999 a.exe\n')).toBeUndefined();
+    expect(
+      await scan('From: a@corp.example\n\nbegin here.exe\nbeginning 644 a.exe\n begin 644 a.exe\nbegin 999 a.exe\n'),
+    ).toBeUndefined();
     const octet = 'Content-Type: application/octet-stream; name="data.bin"\n\nbegin 644 a.exe\n';
     expect(await scan(`From: a@corp.example\n${multipart('b1', [text, octet])}`)).toBeUndefined();
   });
 
-  test('bounded and linear: a 4 MiB line, then 200,000 "begin" lines, are read through to the file after them', async () => {
+  test('bounded and linear: past a 4 MiB line and 200,000 "begin" lines, the file after them is found', async () => {
     const long = `From: a@corp.example\n\n${'b'.repeat(4 * 1024 * 1024)}\n${uu('late.exe')}`;
     expect(await scan(long, 65_536)).toEqual({ kind: 'blocked', extension: 'exe' });
     const lines = `From: a@corp.example\n\n${'begin 644 fine.txt\n'.repeat(200_000)}${uu('late.exe')}`;

@@ -2,7 +2,11 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection';
-import { assertSupportedSmtpServer, installedSmtpServerVersion, SUPPORTED_SMTP_SERVER_VERSION } from '../src/ingress/smtp-server-adapter';
+import {
+  assertSupportedSmtpServer,
+  installedSmtpServerVersion,
+  SUPPORTED_SMTP_SERVER_VERSION,
+} from '../src/ingress/smtp-server-adapter';
 import { relayPerDescribe } from './helpers/harness';
 import { openSession, RawSmtpClient } from './helpers/smtp-client';
 
@@ -22,17 +26,21 @@ describe('the smtp-server adapter', () => {
   }));
 
   test('package.json pins smtp-server to the exact version the adapter supports, and that version is installed', () => {
-    const manifest = JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const manifest = JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
     expect(manifest.dependencies['smtp-server']).toBe(SUPPORTED_SMTP_SERVER_VERSION);
     expect(installedSmtpServerVersion()).toBe(SUPPORTED_SMTP_SERVER_VERSION);
     expect(() => assertSupportedSmtpServer()).not.toThrow();
   });
 
   test('another version is refused with a message naming both (the check runs when a listener is built)', () => {
-    expect(() => assertSupportedSmtpServer('3.21.7')).toThrow(/smtp-server 3\.21\.7 is installed, but smarthop supports exactly 3\.21\.6/);
+    expect(() => assertSupportedSmtpServer('3.21.7')).toThrow(
+      /smtp-server 3\.21\.7 is installed, but smarthop supports exactly 3\.21\.6/,
+    );
   });
 
-  test('with a relay and a sink running, the library\'s prototypes are untouched (no process-wide patch)', () => {
+  test("with a relay and a sink running, the library's prototypes are untouched (no process-wide patch)", () => {
     expect(t.running.portOf('smtp')).toBeGreaterThan(0);
     expect(t.sink.port).toBeGreaterThan(0);
     expect(SMTPConnection.prototype.init).toBe(libraryInit);

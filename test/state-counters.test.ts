@@ -98,7 +98,8 @@ describe('RedisWindowCounters against a real redis-server', () => {
     await shared.release('e', [{ windowMs: 400, max: 1 }], 1, 0);
     expect(shape(await shared.consume('e', [{ windowMs: 400, max: 1 }], 1, 0))).toBe('ok');
     expect(shape(await shared.consume('e', [{ windowMs: 400, max: 1 }], 1, 0))).toBe('refused:0');
-    await waitFor(async () => (await shared.peek('e', [{ windowMs: 400, max: 1 }], 1, 0)).ok, 10_000, 'the window to end');
+    const ended = async () => (await shared.peek('e', [{ windowMs: 400, max: 1 }], 1, 0)).ok;
+    await waitFor(ended, 10_000, 'the window to end');
   });
 
   maybe('a lockout is a window of one: peek never fills it, consume does, and it ends with its TTL', async () => {

@@ -357,7 +357,10 @@ export function isLoopbackHost(host: string): boolean {
 const label = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
 const hostName = z
   .string()
-  .regex(new RegExp(`^(?:${label}(?:\\.${label})*\\.?|\\[[0-9A-Fa-f:.]+\\])$`), 'expected a host name like relay.corp.example')
+  .regex(
+    new RegExp(`^(?:${label}(?:\\.${label})*\\.?|\\[[0-9A-Fa-f:.]+\\])$`),
+    'expected a host name like relay.corp.example',
+  )
   .transform((value) => value.toLowerCase().replace(/\.$/, ''));
 
 const httpSchema = z.strictObject({
@@ -486,7 +489,8 @@ export const configSchema = z
       }
       if (!listener.proxy_protocol && listener.trusted_proxies.length > 0) issue(['listeners', i, 'trusted_proxies'], 'only meaningful with proxy_protocol: true');
       if (listener.max_unidentified_clients > listener.max_clients) {
-        issue(['listeners', i, 'max_unidentified_clients'], `must not be more than max_clients (${listener.max_clients})`);
+        const more = `must not be more than max_clients (${listener.max_clients})`;
+        issue(['listeners', i, 'max_unidentified_clients'], more);
       }
     });
 

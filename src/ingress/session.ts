@@ -104,7 +104,8 @@ export class IngressSessions {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       this.deps.observer.emit({ type: 'rate_limited', client: UNKNOWN_CLIENT, limit: 'unidentified_clients' });
       const max = session.listener.max_unidentified_clients;
-      return this.reject(session, 'rate_limited', 421, `4.7.0 Too many unidentified connections on listener ${listener} (at most ${max} at once); try again later`);
+      const text = `4.7.0 Too many unidentified connections on listener ${listener} (at most ${max} at once)`;
+      return this.reject(session, 'rate_limited', 421, `${text}; try again later`);
     }
     this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'accepted' });
     return { ok: true };
@@ -126,7 +127,8 @@ export class IngressSessions {
   timedOut(session: SessionState, deadline: 'command_line' | 'identify'): Verdict {
     if (deadline === 'command_line') {
       const seconds = wholeSeconds(session.listener.command_deadline);
-      return this.reject(session, 'timeout', 421, `4.4.2 Command line not completed within ${seconds}s; closing connection`);
+      const text = `4.4.2 Command line not completed within ${seconds}s; closing connection`;
+      return this.reject(session, 'timeout', 421, text);
     }
     const seconds = wholeSeconds(session.listener.identify_timeout);
     return this.reject(session, 'timeout', 421, `4.7.0 Not authenticated within ${seconds}s; closing connection`);
@@ -160,7 +162,8 @@ export class IngressSessions {
     const attempt = { remoteAddress: session.remoteAddress, username, client: this.label(session) };
     const outcome = this.deps.guard ? await this.deps.guard.authenticate(attempt, check) : unguarded(await check());
     if (outcome.kind === 'refused') return this.refuse(session, outcome.refusal);
-    this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result: outcome.kind });
+    const result = outcome.kind;
+    this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result });
     if (outcome.kind === 'failure') {
       if (outcome.refusal) return this.refuse(session, outcome.refusal);
       if (outcome.delayMs > 0) await sleep(outcome.delayMs);
@@ -358,7 +361,8 @@ function wholeSeconds(ms: number): number {
 /** The 550 5.6.0 text for data that could be read differently downstream. */
 function violationReply(violation: DataViolation): string {
   if (violation === 'nul') return '5.6.0 Message contains a NUL byte, which SMTP data must not carry';
-  return `5.6.0 Message contains a ${violation === 'bare_cr' ? 'bare CR' : 'bare LF'} line ending; lines must end with CRLF`;
+  const ending = violation === 'bare_cr' ? 'bare CR' : 'bare LF';
+  return `5.6.0 Message contains a ${ending} line ending; lines must end with CRLF`;
 }
 
 /** One message's pass through the filters: header verdicts first, then body inspectors' verdicts at the end. */

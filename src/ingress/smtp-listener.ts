@@ -85,7 +85,8 @@ export class SmtpListener {
       const peer = socket.remoteAddress ?? '';
       if (inNetworks(peer, listener.trusted_proxies)) return { ok: true };
       const verdict = sessions.untrustedProxy(listener, peer);
-      return { ok: false, reply: verdict.ok ? null : `${verdict.code} ${verdict.message}`, reason: `${peer} is not a trusted proxy` };
+      const reply = verdict.ok ? null : `${verdict.code} ${verdict.message}`;
+      return { ok: false, reply, reason: `${peer} is not a trusted proxy` };
     });
   }
 
@@ -94,9 +95,13 @@ export class SmtpListener {
     const disabled = [...ALWAYS_DISABLED];
     if (listener.auth === 'off') disabled.push('AUTH');
     if (listener.tls !== 'starttls') disabled.push('STARTTLS');
-    const tls = listener.tls !== 'none' && config.tls
-      ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert), minVersion: config.tls.min_version, ciphers: config.tls.ciphers }
-      : {};
+    const settings = listener.tls !== 'none' ? config.tls : undefined;
+    const tls = settings ? {
+      key: readFileSync(settings.key),
+      cert: readFileSync(settings.cert),
+      ciphers: settings.ciphers,
+      minVersion: settings.min_version,
+    } : {};
     return {
       ...tls,
       name: config.hostname,
@@ -176,9 +181,12 @@ export class SmtpListener {
 
   private handleConnect(session: SMTPServerSession, callback: (err?: Error | null) => void): void {
     const connection = this.connections.get(session);
-    if (!connection) return callback(internalError(new Error(`no connection for SMTP session ${session.id}`), this.deps.logger));
+    if (!connection) {
+      return callback(internalError(new Error(`no connection for SMTP session ${session.id}`), this.deps.logger));
+    }
     const { listener, sessions } = this.deps;
-    const state: SessionState = { listener, remoteAddress: session.remoteAddress, secure: session.secure, heloName: '', esmtp: true };
+    const { remoteAddress, secure } = session;
+    const state: SessionState = { listener, remoteAddress, secure, heloName: '', esmtp: true };
     const entry: SessionEntry = {
       state, accepted: false, closed: false, connection,
       commandLine: new CommandLineDeadline(listener.command_deadline, () => this.drop(entry, 'command_line')),

@@ -22,7 +22,7 @@ export type RejectReason =
   | 'signing'
   /** Inline delivery: every smart host refused the message for good, and the client gets that 5xx. */
   | 'smarthost_rejected'
-  /** A session dropped by a deadline: a command line not finished in time, or a stranger that did not authenticate in time (421). */
+  /** A session dropped by a deadline (421): a command line not finished in time, or a stranger not authenticated. */
   | 'timeout';
 
 export type AttemptOutcome = 'delivered' | 'deferred' | 'failed' | 'unreachable';

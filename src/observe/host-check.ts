@@ -16,7 +16,9 @@ export class HostCheck {
   private readonly names: ReadonlySet<string>;
 
   constructor(configuredHost: string, allowedHosts: readonly string[] = []) {
-    this.names = new Set(['localhost', ...allowedHosts, configuredHost].map((name) => name.toLowerCase().replace(/\.$/, '')));
+    this.names = new Set(
+      ['localhost', ...allowedHosts, configuredHost].map((name) => name.toLowerCase().replace(/\.$/, '')),
+    );
   }
 
   allows(header: string | undefined): boolean {

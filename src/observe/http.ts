@@ -55,7 +55,7 @@ export class HttpEndpoints {
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (this.hostCheck && !this.hostCheck.allows(req.headers.host)) {
       req.resume();
-      const error = 'Host header not accepted: use the address of http.address, localhost, or a name in http.allowed_hosts';
+      const error = 'Host header not accepted: use the http.address host, localhost, or a name in http.allowed_hosts';
       res.writeHead(403, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error })}\n`);
       return;
     }

@@ -50,7 +50,9 @@ export class Metrics {
   private readonly authAttempts = new Counter({ name: 'smarthop_auth_attempts_total', help: 'SMTP AUTH attempts by result', labelNames: ['result'], registers: [this.registry] });
   private readonly authDelayed = new Counter({
     name: 'smarthop_auth_delayed_total',
-    help: 'Failed AUTHs answered late, by the budget that slowed them: address (limits.auth_failures) or username (limits.auth_failures_per_username)',
+    help:
+      'Failed AUTHs answered late, by the budget that slowed them: address (limits.auth_failures) or username ' +
+      '(limits.auth_failures_per_username)',
     labelNames: ['scope'],
     registers: [this.registry],
   });

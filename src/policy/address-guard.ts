@@ -38,7 +38,11 @@ export class AddressGuard implements ConnectionGuard {
     const { connection_rate: rate } = deps.limits;
     this.rate = rate ? { limits: [{ windowMs: rate.window, max: rate.max }], label: rateLimitLabel('connections', rate.window) } : null;
     this.auth = new AuthGuard({
-      limits: deps.limits, addressCounters: deps.counters, usernameCounters: deps.usernameCounters, observer: deps.observer, now: this.now,
+      limits: deps.limits,
+      addressCounters: deps.counters,
+      usernameCounters: deps.usernameCounters,
+      observer: deps.observer,
+      now: this.now,
     });
   }
 

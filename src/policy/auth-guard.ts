@@ -64,7 +64,10 @@ export class AuthGuard {
     this.lockout = [{ windowMs: auth.lockout, max: 1 }];
     this.userFailures = [{ windowMs: user.window, max: user.max }];
     // A count bound, not `max` (which allocates for every entry up front: see MemoryWindowCounters).
-    this.lockedHere = new LRUCache<string, number>({ maxSize: Math.max(1, deps.limits.max_tracked_addresses), sizeCalculation: () => 1 });
+    this.lockedHere = new LRUCache<string, number>({
+      maxSize: Math.max(1, deps.limits.max_tracked_addresses),
+      sizeCalculation: () => 1,
+    });
   }
 
   /** The lockout refusal for an address that is locked out now, else undefined. */
@@ -85,7 +88,11 @@ export class AuthGuard {
     return this.oneAtATime(key, () => this.guarded(key, attempt, check));
   }
 
-  private async guarded<T>(key: string, attempt: AuthAttempt, check: () => Promise<T | undefined>): Promise<AuthOutcome<T>> {
+  private async guarded<T>(
+    key: string,
+    attempt: AuthAttempt,
+    check: () => Promise<T | undefined>,
+  ): Promise<AuthOutcome<T>> {
     const { remoteAddress, client } = attempt;
     // A locked-out address gets no answer about any password, right or wrong.
     const locked = await this.locked(remoteAddress, client);
@@ -125,7 +132,13 @@ export class AuthGuard {
   }
 
   /** A checked, wrong password: its reservations stay as failures. */
-  private async failed(key: string, attempt: AuthAttempt, user: string, known: boolean, now: number): Promise<AuthOutcome<never>> {
+  private async failed(
+    key: string,
+    attempt: AuthAttempt,
+    user: string,
+    known: boolean,
+    now: number,
+  ): Promise<AuthOutcome<never>> {
     const { remoteAddress, client } = attempt;
     const { auth_failures: auth, auth_failures_per_username: perUser } = this.deps.limits;
     const [addressLeft] = await this.deps.addressCounters.remaining(`authfail\u0000${key}`, this.failures, now);
@@ -146,7 +159,12 @@ export class AuthGuard {
       const [userLeft] = await this.deps.usernameCounters.remaining(`userfail\u0000${user}`, this.userFailures, now);
       if (perUser.max - userLeft > perUser.slow_after) {
         delayMs = Math.max(delayMs, perUser.delay);
-        this.deps.observer.emit({ type: 'auth_delayed', scope: 'username', remote: remoteAddress, delayMs: perUser.delay });
+        this.deps.observer.emit({
+          type: 'auth_delayed',
+          scope: 'username',
+          remote: remoteAddress,
+          delayMs: perUser.delay,
+        });
       }
     }
     return { kind: 'failure', delayMs };
@@ -197,13 +215,21 @@ export class AuthGuard {
   private lockedOut(client: string, remoteAddress: string, retryAfterMs: number): Refusal {
     this.deps.observer.emit({ type: 'rate_limited', client, limit: 'auth_lockout' });
     const seconds = retryAfterSeconds(retryAfterMs);
-    return { code: 421, message: `4.7.0 Too many failed authentications from [${remoteAddress}]; try again in ${seconds}s`, reason: 'rate_limited' };
+    return {
+      code: 421,
+      message: `4.7.0 Too many failed authentications from [${remoteAddress}]; try again in ${seconds}s`,
+      reason: 'rate_limited',
+    };
   }
 
   private usernameRefused(client: string, retryAfterMs: number): Refusal {
     this.deps.observer.emit({ type: 'rate_limited', client, limit: 'auth_username' });
     const seconds = retryAfterSeconds(retryAfterMs);
-    return { code: 454, message: `4.7.0 Too many failed authentications for this username; try again in ${seconds}s`, reason: 'rate_limited' };
+    return {
+      code: 454,
+      message: `4.7.0 Too many failed authentications for this username; try again in ${seconds}s`,
+      reason: 'rate_limited',
+    };
   }
 }
 
