@@ -53,12 +53,13 @@ export interface ConnectionHooks {
   /** Pause before the greeting; smtp-server's own is a fixed 100 ms. */
   greetingDelayMs: number;
   /**
-   * Whether the EHLO reply lists AUTH for this session now. The AUTH command itself stays available
-   * either way, so a client that sends it unoffered still gets the relay's own reply (530, 538).
+   * Whether the EHLO reply lists AUTH for this session now (without it: as smtp-server decides). The
+   * AUTH command itself stays available either way, so a client that sends it unoffered still gets
+   * the relay's own reply (530, 538).
    */
-  offerAuth(session: SMTPServerSession): boolean;
+  offerAuth?(session: SMTPServerSession): boolean;
   /** A new connection, before its greeting. */
-  onConnection(connection: ClientConnection): void;
+  onConnection?(connection: ClientConnection): void;
 }
 
 /**
@@ -113,7 +114,7 @@ class RelayConnection extends SMTPConnection {
   }
 
   override handler_EHLO(command: Buffer, callback: () => void): void {
-    if (this.hooks.offerAuth(this.session)) return super.handler_EHLO(command, callback);
+    if (!this.hooks.offerAuth || this.hooks.offerAuth(this.session)) return super.handler_EHLO(command, callback);
     const own = this.session.disabledCommands;
     this.session.disabledCommands = [...(own ?? this._server.options.disabledCommands ?? []), 'AUTH'];
     try {
@@ -157,7 +158,7 @@ export function createSmtpServer(options: SMTPServerOptions, hooks: ConnectionHo
     server.connections.add(connection);
     connection.on('error', (err: Error) => server.emit('error', err));
     connection.on('connect', (info: Parameters<SMTPServer['_onClientConnect']>[0]) => server.emit('connect', info));
-    hooks.onConnection(connection.handle());
+    hooks.onConnection?.(connection.handle());
     connection.init();
   };
   return server;
