@@ -7,6 +7,7 @@ import type { ConfigResult } from './config/load';
 import type { RelayConfig, SmartHostConfig } from './config/schema';
 import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
+import { GraphSmartHost } from './forward/graph/transport';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
 import { streamedGarbage } from './memory/streamed-garbage';
@@ -371,6 +372,8 @@ export class Relay {
   }
 
   private transport(config: SmartHostConfig): SmartHostTransport {
+    // Graph hosts stay on the event loop whatever delivery.worker_thread says (see GraphSmartHost).
+    if (config.type === 'graph') return new GraphSmartHost(config);
     if (this.deliveryThread) return this.deliveryThread.transport(config);
     // nodemailer is loaded on the event loop only when connections live there (delivery.worker_thread
     // false); otherwise only the delivery thread loads it, and the main isolate does not carry it too.

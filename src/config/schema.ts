@@ -289,17 +289,28 @@ const breakerSchema = z.strictObject({
   cooldown: duration.default(30_000),
 });
 
-const smarthostSchema = z.strictObject({
+/** Settings every smart host has, whatever it speaks. */
+const smarthostCommon = {
   name,
+  /** PEM file of a private CA to trust (in addition to nothing else: it replaces the system roots for this host). */
+  ca: z.string().min(1).optional(),
+  tls_verify: z.boolean().default(true),
+  priority: z.number().int().min(0).default(10),
+  weight: z.number().int().min(1).default(1),
+  connect_timeout: duration.default(10_000),
+  socket_timeout: duration.default(60_000),
+  rate_limits: z.array(quotaSchema).default([]),
+  breaker: breakerSchema.default({ failures: 3, cooldown: 30_000 }),
+};
+
+/** `type: smtp` (the default, and every smart host written before there were types). */
+const smtpSmarthostSchema = z.strictObject({
+  type: z.literal('smtp').default('smtp'),
+  ...smarthostCommon,
   host: z.string().min(1),
   port: z.number().int().min(1).max(65535),
   tls: tlsMode.default('starttls'),
-  tls_verify: z.boolean().default(true),
-  /** PEM file of a private CA to trust (in addition to nothing else: it replaces the system roots for this host). */
-  ca: z.string().min(1).optional(),
   auth: smarthostAuthSchema.optional(),
-  priority: z.number().int().min(0).default(10),
-  weight: z.number().int().min(1).default(1),
   max_connections: z.number().int().min(1).max(100).default(5),
   /**
    * Most recipients per transaction to this host; a bigger envelope is sent over several. Providers
@@ -307,10 +318,6 @@ const smarthostSchema = z.strictObject({
    * also Postfix's default (smtp_destination_recipient_limit).
    */
   max_recipients: z.number().int().min(1).max(1000).default(50),
-  connect_timeout: duration.default(10_000),
-  socket_timeout: duration.default(60_000),
-  rate_limits: z.array(quotaSchema).default([]),
-  breaker: breakerSchema.default({ failures: 3, cooldown: 30_000 }),
 });
 
 /**
@@ -341,6 +348,75 @@ const tlsSchema = z.strictObject({
   min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
   ciphers: cipherList.default(DEFAULT_TLS_CIPHERS),
 });
+
+const httpsUrl = (what: string) => z.url({ protocol: /^https$/, error: `expected an https:// URL of ${what}` });
+
+/** A certificate credential: the app registration holds the certificate, smarthop signs its assertions with the key. */
+const graphCertificateSchema = z.strictObject({
+  /** PEM file (or the PEM itself) of the certificate uploaded to the app registration. */
+  cert: z.string().min(1),
+  /** PEM file (or the PEM itself) of its RSA private key. */
+  key: z.string().min(1),
+});
+
+const GRAPH_URL = 'https://graph.microsoft.com/v1.0';
+
+/** Exchange Online's default send limit for a mailbox (MaxSendSize, 35 MB as Exchange counts: 36,700,160 bytes). */
+const EXCHANGE_MAX_SEND_SIZE = 35 * 1024 * 1024;
+
+/**
+ * `type: graph`: Microsoft 365 through the Microsoft Graph API (sendMail with the message as MIME),
+ * with an app registration's client credentials. No host or port: the token endpoint and Graph URL
+ * default to Microsoft's public cloud and can be pointed at a national cloud (or a test emulator).
+ */
+const graphSmarthostSchema = z.strictObject({
+  type: z.literal('graph'),
+  ...smarthostCommon,
+  /** The directory (tenant) ID, or one of its verified domains (`contoso.onmicrosoft.com`). */
+  tenant: z.string().regex(/^[A-Za-z0-9.-]{1,253}$/, 'expected the directory (tenant) ID or a domain of the tenant'),
+  /** The application (client) ID of the app registration. */
+  client_id: z.string().min(1),
+  client_secret: z.string().min(1).optional(),
+  certificate: graphCertificateSchema.optional(),
+  /** The mailbox (user principal name or object ID) that sends; with `send_as: from`, only when From names none. */
+  mailbox: z.string().min(1).optional(),
+  /** `mailbox`: every message is sent by `mailbox`. `from`: by the mailbox of the header From address. */
+  send_as: z.enum(['mailbox', 'from']).default('mailbox'),
+  /** Default: Microsoft's public cloud, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`. */
+  token_url: httpsUrl('the token endpoint').optional(),
+  /** The Graph API root, version included (`https://graph.microsoft.us/v1.0` for US Government L4). */
+  graph_url: httpsUrl('the Graph API, e.g. https://graph.microsoft.com/v1.0').default(GRAPH_URL),
+  /** Default: `<origin of graph_url>/.default` (the application permissions granted to the app). */
+  scope: z.string().min(1).optional(),
+  /** Larger messages are refused by this host (552 5.3.4), so a route's next host may take them. */
+  max_message_size: size.default(EXCHANGE_MAX_SEND_SIZE),
+  /** Graph requests (sends, uploads) under way at once. */
+  max_connections: z.number().int().min(1).max(100).default(4),
+  /** Exchange Online takes up to 500 recipients per message by default (its recipient limit). */
+  max_recipients: z.number().int().min(1).max(1000).default(500),
+});
+
+const smarthostSchema = z
+  .discriminatedUnion('type', [smtpSmarthostSchema, graphSmarthostSchema], {
+    error: 'expected type: smtp (the default) or type: graph',
+  })
+  .transform((host) => (host.type === 'graph' ? withGraphDefaults(host) : host));
+
+/**
+ * The endpoints a Graph host was not given, from its tenant and Graph URL; `host` is where it
+ * delivers (the Graph API's host name), as an SMTP host's `host` is: the DSN's Remote-MTA and the
+ * log lines name it.
+ */
+function withGraphDefaults(host: z.output<typeof graphSmarthostSchema>) {
+  const graph = new URL(host.graph_url);
+  return {
+    ...host,
+    graph_url: host.graph_url.replace(/\/+$/, ''),
+    token_url: host.token_url ?? `https://login.microsoftonline.com/${host.tenant}/oauth2/v2.0/token`,
+    scope: host.scope ?? `${graph.origin}/.default`,
+    host: graph.hostname,
+  };
+}
 
 /** `http.address` hosts that only this machine can reach: the admin API may run there without a token. */
 export function isLoopbackHost(host: string): boolean {
@@ -495,8 +571,22 @@ export const configSchema = z
     });
 
     config.smarthosts.forEach((host, i) => {
-      if (host.ca !== undefined && host.tls === 'none') issue(['smarthosts', i, 'ca'], 'only meaningful with tls: starttls or implicit');
-      if (host.auth && 'type' in host.auth && host.tls === 'none') issue(['smarthosts', i, 'auth'], 'an OAuth2 token must not travel in clear: use tls: starttls or implicit');
+      if (host.type === 'smtp' && host.ca !== undefined && host.tls === 'none') {
+        issue(['smarthosts', i, 'ca'], 'only meaningful with tls: starttls or implicit');
+      }
+      if (host.type === 'smtp' && host.auth && 'type' in host.auth && host.tls === 'none') {
+        issue(['smarthosts', i, 'auth'], 'an OAuth2 token must not travel in clear: use tls: starttls or implicit');
+      }
+      if (host.type === 'graph') {
+        if ((host.client_secret === undefined) === (host.certificate === undefined)) {
+          const message = 'a Graph host needs client_secret or certificate: { cert, key } (one)';
+          issue(['smarthosts', i, 'client_secret'], message);
+        }
+        if (host.send_as === 'mailbox' && host.mailbox === undefined) {
+          const message = 'required with send_as: mailbox (the mailbox that sends, e.g. relay@corp.example)';
+          issue(['smarthosts', i, 'mailbox'], message);
+        }
+      }
       const seen = new Set<string>();
       host.rate_limits.forEach((limit, j) => {
         for (const unit of ['messages', 'recipients'] as const) {
@@ -575,9 +665,11 @@ export type PolicyConfig = RelayConfig['policies'][string];
 export type HeaderRuleConfig = PolicyConfig['header_rules'][number];
 export type LimitsConfig = RelayConfig['limits'];
 export type SmartHostConfig = RelayConfig['smarthosts'][number];
+export type SmtpSmartHostConfig = Extract<SmartHostConfig, { type: 'smtp' }>;
+export type GraphSmartHostConfig = Extract<SmartHostConfig, { type: 'graph' }>;
 export type SmartHostQuotaConfig = SmartHostConfig['rate_limits'][number];
 export type BreakerConfig = SmartHostConfig['breaker'];
-export type OAuth2Config = Extract<NonNullable<SmartHostConfig['auth']>, { type: 'oauth2' }>;
+export type OAuth2Config = Extract<NonNullable<SmtpSmartHostConfig['auth']>, { type: 'oauth2' }>;
 export type RetryConfig = RelayConfig['spool']['retry'];
 export type EventsConfig = NonNullable<RelayConfig['events']>;
 export type WebhookConfig = NonNullable<EventsConfig['webhook']>;

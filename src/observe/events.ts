@@ -79,6 +79,16 @@ export type RelayEvent =
   | { type: 'state_backend'; backend: 'redis' | 'local_fallback'; location: string; fleetSize: number; detail: string }
   /** A smart host's circuit breaker changed state (`until`: end of the cooldown when it opened). */
   | { type: 'breaker'; smarthost: string; relay: string; state: 'closed' | 'open' | 'half_open'; failures: number; until: number | null }
+  /**
+   * A smart host asked to be sent nothing until `until` (HTTP 429/503 with `Retry-After`): it is
+   * skipped for every message until then, and the route's next host takes them.
+   */
+  | { type: 'throttled'; smarthost: string; relay: string; until: number; detail: string }
+  /**
+   * A smart host (or the token endpoint it trusts) refused this relay's credentials: an admin's
+   * mistake. The host is marked down at once (its breaker opens until `until`) instead of retried.
+   */
+  | { type: 'credentials_refused'; smarthost: string; relay: string; detail: string; until: number | null }
   /** A delivery status notification about `original` was queued as `queueId`. */
   | { type: 'dsn'; queueId: string; original: string; to: string[]; recipients: string[] }
   | { type: 'delivered'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string; relay: string; response: string; attempt: number; delayMs: number }

@@ -68,6 +68,18 @@ export class Metrics {
   private readonly failovers = new Counter({ name: 'smarthop_failovers_total', help: 'Deliveries that moved from one smart host to the next', labelNames: ['from', 'to'], registers: [this.registry] });
   private readonly delivered = new Counter({ name: 'smarthop_messages_delivered_total', help: 'Messages a smart host accepted (one per transaction with at least one accepted recipient)', labelNames: ['smarthost'], registers: [this.registry] });
   private readonly bounced = new Counter({ name: 'smarthop_messages_bounced_total', help: 'Recipients that failed permanently, by reason', labelNames: ['reason'], registers: [this.registry] });
+  private readonly throttled = new Counter({
+    name: 'smarthop_smarthost_throttled_total',
+    help: 'Times a smart host asked to be sent nothing for a while (HTTP 429/503 with Retry-After) and was skipped',
+    labelNames: ['smarthost'],
+    registers: [this.registry],
+  });
+  private readonly credentialsRefused = new Counter({
+    name: 'smarthop_smarthost_credentials_refused_total',
+    help: 'Times a smart host (or its token endpoint) refused the relay\'s credentials and was marked down: fix them',
+    labelNames: ['smarthost'],
+    registers: [this.registry],
+  });
   private readonly configReloads = new Counter({ name: 'smarthop_config_reloads_total', help: 'Configuration reloads (SIGHUP, POST /api/reload) by result', labelNames: ['result'], registers: [this.registry] });
   private readonly stateFallbacks = new Counter({ name: 'smarthop_state_fallbacks_total', help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit', registers: [this.registry] });
   private readonly eventsDropped = new Counter({ name: 'smarthop_events_dropped_total', help: 'Outcome events that could not be written to an output (file or webhook) and were dropped', labelNames: ['output'], registers: [this.registry] });
@@ -203,7 +215,11 @@ export class Metrics {
       this.received.inc({ client }, 0);
       this.receivedBytes.inc({ client }, 0);
     }
-    for (const smarthost of names.smarthosts) this.delivered.inc({ smarthost }, 0);
+    for (const smarthost of names.smarthosts) {
+      this.delivered.inc({ smarthost }, 0);
+      this.throttled.inc({ smarthost }, 0);
+      this.credentialsRefused.inc({ smarthost }, 0);
+    }
     for (const reason of ['rejected', 'expired']) this.bounced.inc({ reason }, 0);
   }
 
@@ -255,6 +271,12 @@ export class Metrics {
         return;
       case 'expired':
         this.bounced.inc({ reason: 'expired' });
+        return;
+      case 'throttled':
+        this.throttled.inc({ smarthost: event.smarthost });
+        return;
+      case 'credentials_refused':
+        this.credentialsRefused.inc({ smarthost: event.smarthost });
         return;
       case 'delivered':
       case 'deferred':
