@@ -25,54 +25,30 @@ import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-c
  * (DNS rebinding), and uuencoded files past blocked_attachments.
  */
 describe('hostile LAN: smaller holes', () => {
-  let dir: string;
-  let sink: SmtpSink;
-  let running: RunningRelay;
   const password = 'hostile-lan-test-password';
   const untrusted = { localAddress: '127.0.0.2' };
-  const relayedFrom = (sender: string) => sink.messages.filter((m) => m.from === sender);
-
-  beforeAll(async () => {
-    dir = tempDir();
-    sink = await startSink();
-    const config = buildConfig(
-      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-        tls: makeCertificate(dir),
-        listeners: [
-          { name: 'off', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
-          { name: 'optional', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
-          { name: 'required', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
-          { name: 'implicit', address: '127.0.0.1:0', tls: 'implicit', auth: 'required' },
-          { name: 'strict', address: '127.0.0.1:0', tls: 'none', auth: 'off', line_endings: 'strict' },
-          { name: 'insecure', address: '127.0.0.1:0', tls: 'none', auth: 'optional', allow_insecure_auth: true },
-          {
-            name: 'opportunistic',
-            address: '127.0.0.1:0',
-            tls: 'starttls',
-            auth: 'optional',
-            allow_insecure_auth: true,
-          },
-        ],
-        clients: [
-          { name: 'lan', networks: ['127.0.0.1/32'] },
-          { name: 'shop', username: 'shop', password_hash: await hashPassword(password) },
-        ],
-      }),
-      dir,
-    );
-    running = await startRelay(config);
-  });
-
-  afterAll(async () => {
-    await running.stop();
-    await sink.close();
-    removeDir(dir);
-  });
+  const t = relayPerDescribe(async (dir) => ({
+    tls: makeCertificate(dir),
+    listeners: [
+      { name: 'off', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
+      { name: 'optional', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
+      { name: 'required', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
+      { name: 'implicit', address: '127.0.0.1:0', tls: 'implicit', auth: 'required' },
+      { name: 'strict', address: '127.0.0.1:0', tls: 'none', auth: 'off', line_endings: 'strict' },
+      { name: 'insecure', address: '127.0.0.1:0', tls: 'none', auth: 'optional', allow_insecure_auth: true },
+      { name: 'opportunistic', address: '127.0.0.1:0', tls: 'starttls', auth: 'optional', allow_insecure_auth: true },
+    ],
+    clients: [
+      { name: 'lan', networks: ['127.0.0.1/32'] },
+      { name: 'shop', username: 'shop', password_hash: await hashPassword(password) },
+    ],
+  }));
+  const relayedFrom = (sender: string) => t.sink.messages.filter((m) => m.from === sender);
 
   /** Every test must leave the relay serving a trusted client normally. */
   async function stillServes(): Promise<void> {
-    const before = sink.count;
-    const { client } = await openSession(running.portOf('off'));
+    const before = t.sink.count;
+    const { client } = await openSession(t.running.portOf('off'));
     const reply = await client.sendMessage(
       'erp@corp.example',
       ['ok@example.com'],
@@ -80,7 +56,7 @@ describe('hostile LAN: smaller holes', () => {
     );
     expect(reply).toMatch(/^250 /);
     await client.quit();
-    await waitFor(() => sink.count > before, 10_000, 'the control message');
+    await waitFor(() => t.sink.count > before, 10_000, 'the control message');
   }
 
   describe('NUL in DATA', () => {
@@ -89,11 +65,11 @@ describe('hostile LAN: smaller holes', () => {
       async (listener) => {
         const metric = async () =>
           metricValue(
-            await metricsText(running.httpPort),
+            await metricsText(t.running.httpPort),
             'smarthop_messages_rejected_total{client="lan",reason="smuggling"}',
           ) ?? 0;
         const before = await metric();
-        const { client } = await openSession(running.portOf(listener));
+        const { client } = await openSession(t.running.portOf(listener));
         // A smart host that dropped NULs before looking for the end of data would read a second message here.
         const second = 'MAIL FROM:<nul-smuggled@evil.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n';
         const smuggled = `${message({ subject: 'nul' })}\r\n\0.\r\n${second}${message()}`;
@@ -104,7 +80,7 @@ describe('hostile LAN: smaller holes', () => {
         expect(await metric()).toBe(before + 1);
         await stillServes();
         expect(relayedFrom('nul-smuggled@evil.example')).toHaveLength(0);
-        expect(sink.messages.some((m) => m.data.includes(0))).toBe(false);
+        expect(t.sink.messages.some((m) => m.data.includes(0))).toBe(false);
       },
     );
   });
@@ -123,10 +99,10 @@ describe('hostile LAN: smaller holes', () => {
     ])(
       'listener %s: before TLS, AUTH offered to a trusted client: %p; to a stranger: %p',
       async (listener, trusted, stranger) => {
-        const own = await openSession(running.portOf(listener));
+        const own = await openSession(t.running.portOf(listener));
         expect(offersAuth(own.ehlo)).toBe(trusted);
         await own.client.quit();
-        const other = await openSession(running.portOf(listener), untrusted);
+        const other = await openSession(t.running.portOf(listener), untrusted);
         if (stranger === null) expect(other.greeting).toMatch(/^554 /);
         else expect(offersAuth(other.ehlo)).toBe(stranger);
         await other.client.quit();
@@ -136,14 +112,14 @@ describe('hostile LAN: smaller holes', () => {
     test('after STARTTLS or on implicit TLS everybody sees AUTH; unoffered AUTH still gets 530 / 538', async () => {
       for (const listener of ['opportunistic', 'required']) {
         for (const options of [{}, untrusted]) {
-          const { client } = await openSession(running.portOf(listener), options);
+          const { client } = await openSession(t.running.portOf(listener), options);
           expect(await client.startTls()).toMatch(/^220 /);
           expect(offersAuth(await ehloOf(client))).toBe(true);
           await client.quit();
         }
       }
       const implicit = await new Promise<string>((resolve, reject) => {
-        const socket = tlsConnect({ host: '127.0.0.1', port: running.portOf('implicit'), rejectUnauthorized: false });
+        const socket = tlsConnect({ host: '127.0.0.1', port: t.running.portOf('implicit'), rejectUnauthorized: false });
         let text = '';
         socket.setEncoding('latin1');
         socket.on('data', (data: string) => {
@@ -161,17 +137,17 @@ describe('hostile LAN: smaller holes', () => {
       });
       expect(offersAuth(implicit.replace(/\r\n/g, '\n'))).toBe(true);
 
-      const required = await openSession(running.portOf('required'), untrusted);
+      const required = await openSession(t.running.portOf('required'), untrusted);
       expect(await required.client.command(plainAuth('shop', password))).toBe(
         '530 5.7.0 Must issue a STARTTLS command first',
       );
       await required.client.quit();
-      const optional = await openSession(running.portOf('optional'));
+      const optional = await openSession(t.running.portOf('optional'));
       expect(await optional.client.command(plainAuth('shop', password))).toBe(
         '538 5.7.11 Encryption required for requested authentication mechanism',
       );
       await optional.client.quit();
-      const opportunistic = await openSession(running.portOf('opportunistic'), untrusted);
+      const opportunistic = await openSession(t.running.portOf('opportunistic'), untrusted);
       expect(await opportunistic.client.command(plainAuth('shop', password))).toBe(
         '538 5.7.11 Encryption required for requested authentication mechanism',
       );
@@ -184,7 +160,7 @@ describe('hostile LAN: smaller holes', () => {
       new Promise<number>((resolve, reject) => {
         const req = request({
           host: '127.0.0.1',
-          port: running.httpPort,
+          port: t.running.httpPort,
           path,
           setHost: host === undefined ? false : undefined,
           headers: host === undefined ? {} : { host },
@@ -200,7 +176,7 @@ describe('hostile LAN: smaller holes', () => {
     test.each(['/api/queue', '/api/status', '/metrics', '/healthz', '/readyz', '/', '/nothing-here'])(
       "%s: a foreign Host gets 403, the relay's own names do not",
       async (path) => {
-        const port = running.httpPort;
+        const port = t.running.httpPort;
         for (const host of [
           `evil.example:${port}`,
           'evil.example',
@@ -243,7 +219,7 @@ describe('hostile LAN: smaller holes', () => {
       });
 
     test('static-RSA suites fail on implicit TLS and after STARTTLS; ECDHE ones work', async () => {
-      const implicit = { host: '127.0.0.1', port: running.portOf('implicit') };
+      const implicit = { host: '127.0.0.1', port: t.running.portOf('implicit') };
       for (const ciphers of ['AES128-SHA', 'AES128-GCM-SHA256', 'AES256-GCM-SHA384', 'AES256-SHA256']) {
         expect([ciphers, await negotiate({ ...implicit, ciphers })]).toEqual([
           ciphers,
@@ -256,7 +232,7 @@ describe('hostile LAN: smaller holes', () => {
       expect(await negotiate({ ...implicit })).toMatch(/^ECDHE-RSA-/);
 
       const starttls = async (ciphers: string) => {
-        const { client } = await openSession(running.portOf('required'));
+        const { client } = await openSession(t.running.portOf('required'));
         const outcome = await client.startTls({ ciphers, maxVersion: 'TLSv1.2' }).then(
           () => client.cipher,
           (err: Error) => `error: ${err.message}`,

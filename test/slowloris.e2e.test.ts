@@ -28,12 +28,11 @@ describe('slowloris', () => {
   }));
   const metric = async (sample: string) => metricValue(await metricsText(t.running.httpPort), sample) ?? 0;
 
+  type Opened = { client: RawSmtpClient; greeting: string | null };
+
   /** Opens `count` connections from the given addresses (round robin), 50 at a time; each with its greeting. */
-  async function open(
-    count: number,
-    addresses: string[],
-  ): Promise<{ client: RawSmtpClient; greeting: string | null }[]> {
-    const opened: { client: RawSmtpClient; greeting: string | null }[] = [];
+  async function open(count: number, addresses: string[]): Promise<Opened[]> {
+    const opened: Opened[] = [];
     for (let i = 0; i < count; i += 50) {
       opened.push(
         ...(await Promise.all(
@@ -87,50 +86,44 @@ describe('slowloris', () => {
     );
   }
 
-  test('500 trickling connections from one stranger: it keeps 10; a trusted client is served in 1 s', async () => {
-    const opened = await open(500, ['127.0.0.2']);
+  /**
+   * With the accepted ones trickling, a trusted client gets its 220 and 250 within a second; then
+   * `check` looks at who was let in. Every connection is closed after, whatever happened.
+   */
+  async function whileTheyTrickle(opened: Opened[], check: (accepted: Opened[]) => Promise<void>): Promise<void> {
     const accepted = opened.filter((o) => o.greeting?.startsWith('220'));
     const stop = trickle(accepted.map((o) => o.client));
     try {
       const { greetingMs, ehloMs } = await trustedClient();
       expect(greetingMs).toBeLessThan(1000);
       expect(ehloMs).toBeLessThan(1000);
-      expect(accepted).toHaveLength(10);
-      expect(
-        opened.filter(
-          (o) => o.greeting === '421 4.7.0 Too many connections from [127.0.0.2] (at most 10 at once); try again later',
-        ),
-      ).toHaveLength(490);
+      await check(accepted);
     } finally {
       stop();
       await closeAll(opened.map((o) => o.client));
     }
+  }
+
+  test('500 trickling connections from one stranger: it keeps 10; a trusted client is served in 1 s', async () => {
+    const opened = await open(500, ['127.0.0.2']);
+    await whileTheyTrickle(opened, async (accepted) => {
+      expect(accepted).toHaveLength(10);
+      const capped = '421 4.7.0 Too many connections from [127.0.0.2] (at most 10 at once); try again later';
+      expect(opened.filter((o) => o.greeting === capped)).toHaveLength(490);
+    });
   });
 
   test('500 trickling connections from 60 strangers get half of max_clients; a trusted client is served', async () => {
     const strangers = Array.from({ length: 60 }, (_, i) => `127.0.0.${2 + i}`);
-    const before = await metric('smarthop_rate_limited_total{client="(unknown)",limit="unidentified_clients"}');
+    const refusals = () => metric('smarthop_rate_limited_total{client="(unknown)",limit="unidentified_clients"}');
+    const before = await refusals();
     const opened = await open(500, strangers);
-    const accepted = opened.filter((o) => o.greeting?.startsWith('220'));
-    const stop = trickle(accepted.map((o) => o.client));
-    try {
-      const { greetingMs, ehloMs } = await trustedClient();
-      expect(greetingMs).toBeLessThan(1000);
-      expect(ehloMs).toBeLessThan(1000);
+    await whileTheyTrickle(opened, async (accepted) => {
       expect(accepted).toHaveLength(250);
-      const refused = opened.filter((o) =>
-        o.greeting?.startsWith(
-          '421 4.7.0 Too many unidentified connections on listener submission (at most 250 at once)',
-        ),
-      );
-      expect(refused).toHaveLength(250);
-      expect(
-        (await metric('smarthop_rate_limited_total{client="(unknown)",limit="unidentified_clients"}')) - before,
-      ).toBe(250);
-    } finally {
-      stop();
-      await closeAll(opened.map((o) => o.client));
-    }
+      const full = '421 4.7.0 Too many unidentified connections on listener submission (at most 250 at once)';
+      expect(opened.filter((o) => o.greeting?.startsWith(full))).toHaveLength(250);
+      expect((await refusals()) - before).toBe(250);
+    });
   });
 
   test('a command line trickled a byte a second gets 421 4.4.2 at command_deadline; message lines do not', async () => {
