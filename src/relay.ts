@@ -15,12 +15,14 @@ import { NodemailerSmartHost, type SmartHostTransport } from './forward/smarthos
 import { ClientDirectory } from './ingress/clients';
 import type { MessageFilter } from './ingress/filters';
 import { IngressSessions } from './ingress/session';
+import { SMTP_SERVER } from './ingress/smtp-server-adapter';
 import { SmtpListener } from './ingress/smtp-listener';
 import { reconcileSmartHosts, type ReloadResult } from './lifecycle/reload';
 import { Reloader, type Generation, type ReloadTrigger } from './lifecycle/reloader';
 import { CounterStores } from './limits/counter-stores';
 import type { WindowCounters } from './limits/window-counters';
 import { ClientActivity } from './observe/activity';
+import { HostCheck } from './observe/host-check';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
@@ -30,7 +32,6 @@ import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { DkimSigningFilter } from './reenvelope/dkim-signer';
-import { MAILAUTH } from './reenvelope/mailauth-adapter';
 import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
 import { QueueAdmin } from './spool/queue-admin';
@@ -106,7 +107,7 @@ export class Relay {
 
   constructor(config: RelayConfig, options: RelayOptions = {}) {
     // The libraries used below their public API must be the versions their adapters were written for.
-    for (const library of [NODEMAILER, MAILAUTH]) checkPinnedVersion(library);
+    for (const library of [NODEMAILER, SMTP_SERVER]) checkPinnedVersion(library);
     this.logger = options.logger ?? createLogger(config.log.level);
     this.heloName = config.hostname;
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
@@ -154,6 +155,8 @@ export class Relay {
       limits: config.limits,
       // Up to three windows per address: connection rate, AUTH failures, lockout.
       counters: this.counterStores.counters('address', config.limits.max_tracked_addresses * 3),
+      // Failures per username, and the addresses each username authenticated from.
+      usernameCounters: this.counterStores.counters('username', config.limits.max_tracked_addresses),
       observer: this.observer,
     });
     const sessions = new IngressSessions({
@@ -187,7 +190,9 @@ export class Relay {
       reload: () => this.reload('api'),
       token: () => this.live.config.http?.token,
     });
-    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.state.readiness() }, api) : null;
+    const http = config.http;
+    const hostCheck = http ? new HostCheck(http.address.host, http.allowed_hosts) : null;
+    this.http = http ? new HttpEndpoints(this.metrics, { ready: () => this.state.readiness() }, api, hostCheck) : null;
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();
@@ -254,6 +259,7 @@ export class Relay {
     for (const host of this.live.smarthosts.values()) host.close();
     await this.deliveryThread?.stop();
     await this.http?.close();
+    this.metrics.close();
     this.counterStores.stop();
     await this.observer.close();
     await this.store.close();

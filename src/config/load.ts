@@ -49,7 +49,7 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
   return {
     ...config,
     spool: { ...config.spool, dir: resolve(config.spool.dir) },
-    tls: config.tls && { cert: resolve(config.tls.cert), key: resolve(config.tls.key) },
+    tls: config.tls && { ...config.tls, cert: resolve(config.tls.cert), key: resolve(config.tls.key) },
     events: config.events && { ...config.events, file: config.events.file === undefined ? undefined : resolve(config.events.file) },
     routes: Object.fromEntries(Object.entries(config.routes).map(([name, route]) => [name, {
       ...route,

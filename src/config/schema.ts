@@ -1,7 +1,8 @@
+import { createSecureContext } from 'node:tls';
 import * as ipaddr from 'ipaddr.js';
 import { z } from 'zod';
-import { AddressMatcher } from '../policy/address-match';
-import { compileHeaderPattern } from '../policy/header-pattern';
+import { validateAddressPatterns } from '../message/address-pattern';
+import { headerPatternError } from '../message/header-pattern';
 import { parseDuration, parseHostPort, parseSize } from './units';
 
 /**
@@ -56,6 +57,8 @@ const scryptHash = z.string().refine((value) => /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z
   message: 'expected scrypt hash, got plain text (make one with `smarthop hash-password`)',
 });
 
+const positiveDuration = duration.refine((ms) => ms > 0, 'must be longer than 0');
+
 const listenerSchema = z.strictObject({
   name,
   address: hostPort,
@@ -66,6 +69,18 @@ const listenerSchema = z.strictObject({
   line_endings: z.enum(['normalize', 'strict']).default('normalize'),
   max_clients: z.number().int().positive().default(500),
   socket_timeout: duration.default(60_000),
+  /**
+   * The longest one command line may take from its first byte to its end: bytes trickled in one at a
+   * time reset socket_timeout but not this (421 4.4.2 and the connection closes).
+   */
+  command_deadline: positiveDuration.default(30_000),
+  /** A connection from an address outside every client's networks must authenticate within this (else 421 4.7.0). */
+  identify_timeout: positiveDuration.default(30_000),
+  /**
+   * Connections from addresses outside every client's networks that have not authenticated yet, at
+   * once (421 4.7.0 past it): what is left of max_clients stays for trusted networks. Default: half of max_clients.
+   */
+  max_unidentified_clients: z.number().int().positive().optional(),
   /** Pause before the greeting; a client that talks during it gets 421 (early-talker detection). */
   greeting_delay: duration.default(0),
   /** `inline`: once the message is on disk, try the smart hosts before answering DATA (the app sees a real 5xx). */
@@ -77,7 +92,10 @@ const listenerSchema = z.strictObject({
    */
   proxy_protocol: z.boolean().default(false),
   trusted_proxies: z.array(network).default([]),
-});
+}).transform((listener) => ({
+  ...listener,
+  max_unidentified_clients: listener.max_unidentified_clients ?? Math.max(1, Math.floor(listener.max_clients / 2)),
+}));
 
 const clientSchema = z
   .strictObject({
@@ -99,20 +117,18 @@ const clientSchema = z
     }
   });
 
-/** Address/domain globs, compiled here once per config (policy/address-match.ts); a bad pattern is an error at its index. */
-const addressPatterns = z.array(z.string()).transform((patterns, ctx) => {
-  const result = AddressMatcher.compile(patterns);
-  if (result.ok) return result.matcher;
-  for (const error of result.errors) ctx.addIssue({ code: 'custom', path: [error.index], message: error.message });
-  return z.NEVER;
+/**
+ * Address/domain globs (message/address-pattern.ts), kept as written: the config is plain data, and
+ * the stages that match compile them. A bad pattern is an error at its index.
+ */
+const addressPatterns = z.array(z.string()).superRefine((patterns, ctx) => {
+  for (const error of validateAddressPatterns(patterns)) ctx.addIssue({ code: 'custom', path: [error.index], message: error.message });
 });
 
-/** Header-rule patterns are compiled once, here, for RE2's linear-time matcher (policy/header-pattern.ts). */
-const regex = z.string().min(1).transform((source, ctx) => {
-  const compiled = compileHeaderPattern(source);
-  if (compiled.ok) return compiled.pattern;
-  ctx.addIssue({ code: 'custom', message: compiled.error });
-  return z.NEVER;
+/** A header rule's pattern, checked here for RE2's linear-time matcher (message/header-pattern.ts) and kept as written. */
+const regex = z.string().min(1).superRefine((source, ctx) => {
+  const error = headerPatternError(source);
+  if (error !== undefined) ctx.addIssue({ code: 'custom', message: error });
 });
 
 const extension = z.string().transform((value, ctx) => {
@@ -164,6 +180,8 @@ const policySchema = z.strictObject({
 const limitsSchema = z.strictObject({
   /** Open SMTP connections from one address at once; over it: 421 4.7.0 at connect. */
   connections_per_address: positiveCount.optional(),
+  /** The same for an address outside every client's networks (a stranger), which has a cap by default. */
+  connections_per_stranger: positiveCount.default(10),
   /** New connections from one address per window; over it: 421 4.7.0 at connect. */
   connection_rate: z.strictObject({ window: duration.refine((ms) => ms > 0, 'a window must be longer than 0'), max: positiveCount }).optional(),
   /** `max` failed AUTHs from one address within `window` lock it out (421 4.7.0) for `lockout`; each failure after the first is answered `delay` late. */
@@ -175,6 +193,20 @@ const limitsSchema = z.strictObject({
       delay: duration.default(1000),
     })
     .default({ max: 10, window: 600_000, lockout: 900_000, delay: 1000 }),
+  /**
+   * Failed AUTHs for one username, from every address together: each one past `slow_after` is answered
+   * `delay` late; past `max` within `window` the username gets 454 4.7.0 (temporary, no password
+   * checked) until the window ends, except from an address it authenticated from before.
+   */
+  auth_failures_per_username: z
+    .strictObject({
+      slow_after: positiveCount.default(10),
+      max: positiveCount.default(50),
+      window: positiveDuration.default(3_600_000),
+      delay: duration.default(2000),
+    })
+    .refine((budget) => budget.slow_after < budget.max, { path: ['slow_after'], message: 'must be less than max' })
+    .default({ slow_after: 10, max: 50, window: 3_600_000, delay: 2000 }),
   /** Bound on the addresses whose counters are kept in memory (least recently used dropped first). */
   max_tracked_addresses: positiveCount.default(100_000),
   ipv6_prefix: z.number().int().min(32).max(128).default(64),
@@ -206,7 +238,8 @@ const routeSchema = z.strictObject({
   sender_domains: z.array(domain).default([]),
   /** Rewrites MAIL FROM (the null sender stays null); omitted: the client's is kept. */
   envelope_from: mailbox.optional(),
-  rewrite_from: z.strictObject({ unless: z.array(z.string().min(1)).default([]), to: mailbox }).optional(),
+  /** `unless` holds address globs, the same patterns as allowed_senders. */
+  rewrite_from: z.strictObject({ unless: addressPatterns.default([]), to: mailbox }).optional(),
   /** Removed in addition to Received and X-Originating-IP, which never leave the LAN. */
   strip_headers: z.array(headerName).default([]),
   /** Name the client's address (not only its name) in our Received header. */
@@ -284,6 +317,35 @@ const smtpSmarthostSchema = z.strictObject({
    * also Postfix's default (smtp_destination_recipient_limit).
    */
   max_recipients: z.number().int().min(1).max(1000).default(50),
+});
+
+/**
+ * Mozilla's "intermediate" TLS 1.2 suites without the DHE ones (every suite has forward secrecy, and
+ * no static-RSA key exchange), plus the TLS 1.3 suites: in Node one `ciphers` string sets both, and
+ * a string without TLS 1.3 suites turns TLS 1.3 off.
+ */
+export const DEFAULT_TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/** An OpenSSL cipher list that names at least one suite this Node.js knows. */
+const cipherList = z.string().min(1).refine((ciphers) => {
+  try {
+    createSecureContext({ ciphers });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'expected an OpenSSL cipher list naming at least one supported suite, like ECDHE-RSA-AES128-GCM-SHA256');
+
+/** The certificate of our listeners and how they negotiate TLS. */
+const tlsSchema = z.strictObject({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  ciphers: cipherList.default(DEFAULT_TLS_CIPHERS),
 });
 
 const httpsUrl = (what: string) => z.url({ protocol: /^https$/, error: `expected an https:// URL of ${what}` });
@@ -366,8 +428,23 @@ export function isLoopbackHost(host: string): boolean {
   }
 }
 
+/** A Host header name: letters, digits, '-', '.', or an IP literal ([v6] with brackets). */
+const label = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
+const hostName = z
+  .string()
+  .regex(
+    new RegExp(`^(?:${label}(?:\\.${label})*\\.?|\\[[0-9A-Fa-f:.]+\\])$`),
+    'expected a host name like relay.corp.example',
+  )
+  .transform((value) => value.toLowerCase().replace(/\.$/, ''));
+
 const httpSchema = z.strictObject({
   address: hostPort,
+  /**
+   * Further names the HTTP endpoints answer to in the Host header (say the relay's DNS name when
+   * `address` is 0.0.0.0). Always accepted: the address's own host, localhost names and IP literals.
+   */
+  allowed_hosts: z.array(hostName).default([]),
   /** Bearer token for /api/* (take it from the environment: `token: ${SMARTHOP_API_TOKEN}`). */
   token: z.string().min(16, 'expected at least 16 characters (make one with `openssl rand -hex 32`)').optional(),
 });
@@ -454,10 +531,16 @@ export const configSchema = z
     /** How long a stopping relay waits for open sessions before answering them 421. */
     shutdown_grace: duration.default(10_000),
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
-    tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+    tls: tlsSchema.optional(),
     clients: z.array(clientSchema).min(1, 'at least one client is needed: nobody may relay otherwise'),
     policies: z.record(name, policySchema).default({}),
-    limits: limitsSchema.default({ auth_failures: { max: 10, window: 600_000, lockout: 900_000, delay: 1000 }, max_tracked_addresses: 100_000, ipv6_prefix: 64 }),
+    limits: limitsSchema.default({
+      connections_per_stranger: 10,
+      auth_failures: { max: 10, window: 600_000, lockout: 900_000, delay: 1000 },
+      auth_failures_per_username: { slow_after: 10, max: 50, window: 3_600_000, delay: 2000 },
+      max_tracked_addresses: 100_000,
+      ipv6_prefix: 64,
+    }),
     routes: z.record(name, routeSchema),
     /** Also send every DSN to this address (a postmaster who wants to see bounces). */
     bounce_copy_to: z.email({ error: 'expected an email address' }).optional(),
@@ -480,6 +563,10 @@ export const configSchema = z
         issue(['listeners', i, 'trusted_proxies'], 'required with proxy_protocol: true (the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])');
       }
       if (!listener.proxy_protocol && listener.trusted_proxies.length > 0) issue(['listeners', i, 'trusted_proxies'], 'only meaningful with proxy_protocol: true');
+      if (listener.max_unidentified_clients > listener.max_clients) {
+        const more = `must not be more than max_clients (${listener.max_clients})`;
+        issue(['listeners', i, 'max_unidentified_clients'], more);
+      }
     });
 
     config.smarthosts.forEach((host, i) => {
@@ -587,3 +674,4 @@ export type EventsConfig = NonNullable<RelayConfig['events']>;
 export type WebhookConfig = NonNullable<EventsConfig['webhook']>;
 export type Network = ClientConfig['networks'][number];
 export type StateConfig = RelayConfig['state'];
+export type TlsConfig = NonNullable<RelayConfig['tls']>;

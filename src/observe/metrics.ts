@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StateBackend } from '../limits/shared-state-health';
+import { EventLoopDelay } from './event-loop-delay';
 import type { RelayEvent } from './events';
 
 /** What the smart-host up gauge needs about one host. */
@@ -54,6 +55,14 @@ export class Metrics {
   private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
   private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
   private readonly authAttempts = new Counter({ name: 'smarthop_auth_attempts_total', help: 'SMTP AUTH attempts by result', labelNames: ['result'], registers: [this.registry] });
+  private readonly authDelayed = new Counter({
+    name: 'smarthop_auth_delayed_total',
+    help:
+      'Failed AUTHs answered late, by the budget that slowed them: address (limits.auth_failures) or username ' +
+      '(limits.auth_failures_per_username)',
+    labelNames: ['scope'],
+    registers: [this.registry],
+  });
   private readonly received = new Counter({ name: 'smarthop_messages_received_total', help: 'Messages accepted (250 after fsync) by client', labelNames: ['client'], registers: [this.registry] });
   private readonly receivedBytes = new Counter({ name: 'smarthop_received_bytes_total', help: 'Bytes of accepted messages by client', labelNames: ['client'], registers: [this.registry] });
   // Down to half a millisecond: on a local SSD a commit is ~1–2 ms, and a disk that slows shows up here before it fills the queue.
@@ -81,6 +90,8 @@ export class Metrics {
   private readonly configReloads = new Counter({ name: 'smarthop_config_reloads_total', help: 'Configuration reloads (SIGHUP, POST /api/reload) by result', labelNames: ['result'], registers: [this.registry] });
   private readonly stateFallbacks = new Counter({ name: 'smarthop_state_fallbacks_total', help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit', registers: [this.registry] });
   private readonly eventsDropped = new Counter({ name: 'smarthop_events_dropped_total', help: 'Outcome events that could not be written to an output (file or webhook) and were dropped', labelNames: ['output'], registers: [this.registry] });
+
+  private readonly eventLoopDelay = new EventLoopDelay();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -168,6 +179,16 @@ export class Metrics {
     });
   }
 
+  /** What /metrics answers: the registry's families and the event loop delay histogram (see event-loop-delay.ts). */
+  async exposition(): Promise<string> {
+    return `${await this.registry.metrics()}\n${this.eventLoopDelay.exposition()}`;
+  }
+
+  /** Stops what samples in the background (the event loop delay monitor). */
+  close(): void {
+    this.eventLoopDelay.close();
+  }
+
   bindDisk(source: DiskSource): void {
     this.diskSource = source;
   }
@@ -206,6 +227,7 @@ export class Metrics {
     for (const listener of names.listeners) this.connectionsActive.inc({ listener }, 0);
     for (const result of ['success', 'failure']) this.configReloads.inc({ result }, 0);
     for (const result of ['success', 'failure']) this.authAttempts.inc({ result }, 0);
+    for (const scope of ['address', 'username']) this.authDelayed.inc({ scope }, 0);
     for (const output of ['file', 'webhook']) this.eventsDropped.inc({ output }, 0);
     this.stateFallbacks.inc(0);
     for (const client of names.clients) {
@@ -231,6 +253,9 @@ export class Metrics {
         return;
       case 'auth':
         this.authAttempts.inc({ result: event.result });
+        return;
+      case 'auth_delayed':
+        this.authDelayed.inc({ scope: event.scope });
         return;
       case 'received':
         this.received.inc({ client: event.client });

@@ -99,6 +99,10 @@ export class RelayObserver implements Observer {
           this.logger.warn({ event: event.type, remote: event.remote, listener: event.listener, username: event.username }, `authentication failed for username ${JSON.stringify(event.username)} from [${event.remote}]`);
         }
         return;
+      case 'auth_delayed':
+        this.logger.info({ event: event.type, remote: event.remote, scope: event.scope },
+          `failed authentication from [${event.remote}] answered ${event.delayMs} ms late (${event.scope} budget)`);
+        return;
       case 'connection':
         this.logger.debug({ event: event.type, remote: event.remote, listener: event.listener, result: event.result }, `connect from [${event.remote}] on ${event.listener}: ${event.result}`);
         return;

@@ -29,3 +29,9 @@ export function compileHeaderPattern(source: string): CompiledHeaderPattern {
   }
   return { ok: true, pattern: { source, test: (value) => compiled.test(value) } };
 }
+
+/** What the config schema reports for a header rule's `match`: why it cannot be compiled, or undefined. */
+export function headerPatternError(source: string): string | undefined {
+  const compiled = compileHeaderPattern(source);
+  return compiled.ok ? undefined : compiled.error;
+}
