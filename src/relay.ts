@@ -8,7 +8,7 @@ import { Dispatcher } from './forward/dispatcher';
 import { GraphSmartHost } from './forward/graph/transport';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
-import { NODEMAILER } from './forward/nodemailer-adapter';
+import { NODEMAILER } from './nodemailer-adapter';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
 import { NodemailerSmartHost, type SmartHostTransport } from './forward/smarthost';

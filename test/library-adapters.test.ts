@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { NODEMAILER } from '../src/forward/nodemailer-adapter';
+import { NODEMAILER } from '../src/nodemailer-adapter';
 import { SMTP_SERVER } from '../src/ingress/smtp-server-adapter';
 import { checkPinnedVersion, pinnedVersionProblem } from '../src/pinned-library';
 

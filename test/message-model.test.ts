@@ -1,5 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import picomatch from 'picomatch';
@@ -215,23 +213,5 @@ describe('HeaderSplitter: the end of the header is found whatever the chunking',
     const { out, splitter } = await split([Buffer.from(`From: <a@b.example> ${'a'.repeat(10_000)}\r\n\r\nbody\r\n`)]);
     expect(out).toBe('');
     expect(splitter.headerOutOfBounds).toBe('Header field From is longer than 8192 bytes');
-  });
-});
-
-describe('the message model is a base layer', () => {
-  const src = path.resolve(__dirname, '../src');
-  const imports = (file: string) => [...readFileSync(file, 'utf8').matchAll(/from '(\.[^']+)'/g)].map((m) => m[1]);
-
-  test('src/message/ imports no other folder of src/ (config/ may import it)', () => {
-    const dir = path.join(src, 'message');
-    const outside = readdirSync(dir).filter((name) => name.endsWith('.ts')).flatMap((name) => imports(path.join(dir, name)).filter((spec) => spec.startsWith('..')).map((spec) => `${name}: ${spec}`));
-    expect(outside).toEqual([]);
-  });
-
-  test('config/ and lifecycle/ import nothing from policy/: the config is plain data', () => {
-    const offending = ['config', 'lifecycle'].flatMap((folder) => readdirSync(path.join(src, folder))
-      .filter((name) => name.endsWith('.ts'))
-      .flatMap((name) => imports(path.join(src, folder, name)).filter((spec) => spec.includes('/policy/')).map((spec) => `${folder}/${name}: ${spec}`)));
-    expect(offending).toEqual([]);
   });
 });

@@ -3,7 +3,7 @@ import type { SmtpSmartHostConfig } from '../config/schema';
 import {
   SmtpConnectionPool, wireRecipient, wireSender, type PoolAuth, type PoolSettings, type SmtpFailure, type SmtpSent, type TokenCallback,
   type WireEnvelope,
-} from './nodemailer-adapter';
+} from '../nodemailer-adapter';
 import { ClientCredentialsTokens } from './oauth2';
 import { loadCa } from './smarthost-ca';
 import { parseReply, type Outcome, type TransientCause } from './outcome';

@@ -1,4 +1,4 @@
-import addressparser, { type Address, type MailboxAddress } from 'nodemailer/lib/addressparser';
+import { parseAddressList, type Address, type MailboxAddress } from '../nodemailer-adapter';
 import { addressesMentioned } from './mentions';
 
 /**
@@ -23,7 +23,7 @@ export function parseMailboxes(value: string): Mailbox[] {
       else flat.push({ name: (entry as MailboxAddress).name ?? '', address: (entry as MailboxAddress).address ?? '' });
     }
   };
-  visit(addressparser(value));
+  visit(parseAddressList(value));
   return flat.filter((mailbox) => mailbox.name !== '' || mailbox.address !== '');
 }
 

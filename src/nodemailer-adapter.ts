@@ -1,13 +1,16 @@
 import type { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
+import addressparser, { type Address, type MailboxAddress } from 'nodemailer/lib/addressparser';
 import type { NodemailerError } from 'nodemailer/lib/errors';
 import MimeNode from 'nodemailer/lib/mime-node';
-import type { PinnedLibrary } from '../pinned-library';
+import type { PinnedLibrary } from './pinned-library';
 
 /**
- * nodemailer as the smart-host transport uses it, and the only module that reaches below its public
- * API. package.json pins nodemailer to exactly this version, and the relay refuses to start with
- * another (checkPinnedVersion), because each private use below can change in any release:
+ * nodemailer as smarthop uses it (the smart-host transport in forward/, the address-list parser of
+ * the message model in message/), and the only module that reaches below its public API: a leaf of
+ * src/ so that both can import it. package.json pins nodemailer to exactly this version, and the
+ * relay refuses to start with another (checkPinnedVersion), because each private use below can
+ * change in any release:
  *
  * 1. The SMTP pool's `send(mail, callback)`, handed a message object of our own (PooledMessage).
  *    `sendMail` would first build a MIME tree around the ready-made bytes (plugins, a Message-ID and
@@ -22,11 +25,15 @@ import type { PinnedLibrary } from '../pinned-library';
  * 3. The error fields the pool reports (`code`, `responseCode`, `command`, `recipient`,
  *    `rejectedErrors`, `permanent`, `originalCode`), typed from `nodemailer/lib/errors`. Goes when
  *    the package's main entry exports the `NodemailerError` type.
+ * 4. `nodemailer/lib/addressparser`, which reads the From and Sender fields for the message model
+ *    (message/mailbox.ts): one pass, comments and quotes included. nodemailer's exports map lists the
+ *    path, but its documentation does not name it as API. Goes when it does, or when the parser is
+ *    published on its own again.
  */
 export const NODEMAILER: PinnedLibrary = {
   name: 'nodemailer',
   supported: '10.6.0',
-  adapter: 'src/forward/nodemailer-adapter.ts uses its SMTP pool below the public API',
+  adapter: 'src/nodemailer-adapter.ts uses its SMTP pool and address parser below the public API',
 };
 
 /** A failure as nodemailer reports it: the smart host's reply when there was one, else the connection's error. */
@@ -148,4 +155,11 @@ export function wireSender(address: string): string | false {
 /** A recipient as `sendMail` would put it on the wire. */
 export function wireRecipient(address: string): string {
   return addressNormalizer.setEnvelope({ to: [address] }).getEnvelope().to[0] ?? address;
+}
+
+export type { Address, MailboxAddress };
+
+/** An address field (From, Sender) as nodemailer's parser reads it: mailboxes, and groups of them. */
+export function parseAddressList(value: string): Address[] {
+  return addressparser(value);
 }
