@@ -34,6 +34,6 @@ STOPSIGNAL SIGTERM
 # /healthz answers without the admin token. If http.address uses another port, set SMARTHOP_HEALTH_URL.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["node", "-e", "fetch(process.env.SMARTHOP_HEALTH_URL).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# V8's heaps: 2 MB semi-spaces, and the old generation bounded at 512 MiB (src/memory/launch-settings.ts).
+# V8's heaps: 2 MB semi-spaces, and the old generation bounded at 512 MiB (src/lifecycle/launch-settings.ts).
 ENTRYPOINT ["node", "--max-semi-space-size=2", "--max-old-space-size=512", "dist/src/cli.js"]
 CMD ["start", "-c", "/etc/smarthop/relay.config.yaml"]

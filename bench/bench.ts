@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { waitForArrivals } from './arrival-wait';
-import { SmtpSink, type SinkMessage } from '../src/sink/sink';
+import { SmtpSink, type SinkMessage } from '../src/tools/sink';
 import { runComparison, type CompareOptions } from './compare/compare';
 import { readCpuTimes, readThreadSchedule, scheduleShare, type ScheduleShare } from './cpu/cpu-time';
 import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';

@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
-import { RELAY_NODE_FLAGS, relayEnvironment } from '../src/memory/launch-settings';
+import { RELAY_NODE_FLAGS, relayEnvironment } from '../src/lifecycle/launch-settings';
 
 /**
  * The relay under test, run exactly as an admin runs it (`smarthop start -c file`) in a child

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { stringify } from 'yaml';
-import { SmtpSink } from '../src/sink/sink';
+import { SmtpSink } from '../src/tools/sink';
 import { prng } from './prng';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type Timeouts } from './smtp-client';

@@ -8,7 +8,7 @@ import { loadConfigFile } from './config/load';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
-import { loadRouteKeys } from './reenvelope/dkim-keys';
+import { loadRouteKeys } from './forward/reenvelope/dkim-keys';
 import type { DNSResolver } from 'mailauth';
 import { VERSION } from './version';
 
@@ -98,9 +98,9 @@ program
   .action(async (opts: { config: string; dns?: string }) => {
     // The doctor brings mailauth's SPF/DMARC code (and nodemailer with it): loaded for this command
     // only, so `smarthop start` does not carry it.
-    const { runDoctor } = await import('./doctor/doctor.js');
-    const { exitCode, formatGraphReport, formatReport, graphExitCode } = await import('./doctor/report.js');
-    const { checkGraphHost } = await import('./doctor/graph.js');
+    const { runDoctor } = await import('./tools/doctor/doctor.js');
+    const { exitCode, formatGraphReport, formatReport, graphExitCode } = await import('./tools/doctor/report.js');
+    const { checkGraphHost } = await import('./tools/doctor/graph.js');
     const config = loadOrExit(opts.config);
     const { keys } = loadRouteKeys(config.routes);
     const rows = await runDoctor({ config, keys, resolver: await resolverOrExit(opts.dns) });
@@ -129,7 +129,7 @@ program
   .option('-l, --listen <host:port>', 'address to listen on', hostPort, { host: '127.0.0.1', port: 2601 })
   .option('-d, --dir <folder>', 'where to write received messages', './var/sink')
   .action(async (opts: { listen: { host: string; port: number }; dir: string }) => {
-    const { SmtpSink } = await import('./sink/sink.js');
+    const { SmtpSink } = await import('./tools/sink.js');
     const sink = new SmtpSink({ host: opts.listen.host, port: opts.listen.port, dir: opts.dir, log: (line) => process.stdout.write(`${line}\n`) });
     const address = await sink.listen();
     process.stdout.write(`sink: listening on ${address.address}:${address.port}, writing to ${opts.dir}\n`);
@@ -171,7 +171,7 @@ program
   });
 
 async function resolverOrExit(server: string | undefined): Promise<DNSResolver> {
-  const { dnsResolver } = await import('./doctor/dns.js');
+  const { dnsResolver } = await import('./tools/doctor/dns.js');
   try {
     return dnsResolver(server);
   } catch (err) {

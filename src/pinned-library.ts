@@ -11,7 +11,7 @@ export interface PinnedLibrary {
   name: string;
   /** The only version the adapter supports. */
   supported: string;
-  /** The adapter module and what it uses (`src/forward/nodemailer-adapter.ts uses its SMTP pool …`). */
+  /** The adapter module and what it uses (`src/nodemailer-adapter.ts uses its SMTP pool …`). */
   adapter: string;
 }
 

@@ -1,7 +1,7 @@
 import { randomBytes, scryptSync } from 'node:crypto';
 import * as path from 'node:path';
 import { hashPassword } from '../src/ingress/password';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import {
   baseConfig,
   buildConfig,

@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseConfig } from '../src/config/load';
 import { mainCf, masterCf, postfixLayout } from '../bench/postfix/config';
 import { summarizeProfile, type CpuProfile } from '../bench/profile/cpu-profile';
-import type { SinkMessage } from '../src/sink/sink';
+import type { SinkMessage } from '../src/tools/sink';
 
 /** The benchmark's pure parts: what it counts, what it configures, how it reads a profile. */
 

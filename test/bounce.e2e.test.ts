@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import type { SinkMessage, SmtpSink } from '../src/sink/sink';
+import type { SinkMessage, SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, relayPerTest, metricsText, metricValue, startRelay, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 

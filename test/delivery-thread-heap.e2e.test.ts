@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { ChildRelay, tearDownChildRelay } from './helpers/child-relay';
 import { baseConfig, freePort, metricsText, metricValue, startSink, tempDir, waitFor } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';

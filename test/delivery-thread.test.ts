@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
 import { DeliveryThread } from '../src/forward/delivery-thread';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
 
 /**

@@ -9,7 +9,7 @@ import type { RelayEvent } from '../src/observe/events';
 import type { MessageMeta } from '../src/spool/message';
 import { Scheduler } from '../src/spool/scheduler';
 import { SpoolStore } from '../src/spool/store';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
 
 const enospc = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });

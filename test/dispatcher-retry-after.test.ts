@@ -7,7 +7,7 @@ import { NodemailerSmartHost, type Admission, type Envelope, type SmartHost } fr
 import { MemoryWindowCounters } from '../src/limits/window-counters';
 import type { RelayEvent } from '../src/observe/events';
 import { SpoolStore } from '../src/spool/store';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
 
 /**

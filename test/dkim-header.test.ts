@@ -1,5 +1,5 @@
 import { HeaderBlock } from '../src/message/header-block';
-import { fieldsToSign, relaxedField, signedField, signedFields, unsignedSignature, type SignatureTags } from '../src/reenvelope/dkim-header';
+import { fieldsToSign, relaxedField, signedField, signedFields, unsignedSignature, type SignatureTags } from '../src/forward/reenvelope/dkim-header';
 
 /** Header text as the relay holds it: one latin1 char per byte, so UTF-8 arrives as its bytes. */
 const bytes = (text: string) => Buffer.from(text, 'utf8').toString('latin1');

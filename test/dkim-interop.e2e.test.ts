@@ -1,7 +1,7 @@
 import { HeaderBlock } from '../src/message/header-block';
-import { loadDkimKey } from '../src/reenvelope/dkim-keys';
-import { RelaxedBodyHash, signatures } from '../src/reenvelope/dkim-signer';
-import type { SmtpSink } from '../src/sink/sink';
+import { loadDkimKey } from '../src/forward/reenvelope/dkim-keys';
+import { RelaxedBodyHash, signatures } from '../src/forward/reenvelope/dkim-signer';
+import type { SmtpSink } from '../src/tools/sink';
 import { DKIMPY, makeDkimKey, verifyDkim, verifyWithDkimpy, zoneResolver, type TestKey } from './helpers/dkim';
 import { baseConfig, buildConfig, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { openSession } from './helpers/smtp-client';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { ChildRelay } from './helpers/child-relay';
 import { makeDkimKey, verifyDkim, zoneResolver } from './helpers/dkim';
 import { freePort, removeDir, startSink, tempDir, waitFor } from './helpers/harness';

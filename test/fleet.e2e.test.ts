@@ -1,7 +1,7 @@
 import { accessSync, constants, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { ChildRelay } from './helpers/child-relay';
 import { HaproxyBackend, TestHaproxy } from './helpers/haproxy';
 import { freePort, metricsText, metricValue, removeDir, startSink, tempDir, waitFor } from './helpers/harness';

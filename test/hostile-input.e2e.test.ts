@@ -3,7 +3,7 @@ import { getPriority, setPriority } from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { ChildRelay, tearDownChildRelay } from './helpers/child-relay';
 import { makeDkimKey } from './helpers/dkim';
 import { freePort, metricsText, metricValue, startSink, tempDir, waitFor } from './helpers/harness';

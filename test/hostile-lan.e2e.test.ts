@@ -2,7 +2,7 @@ import { request } from 'node:http';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { parseConfig } from '../src/config/load';
 import { hashPassword } from '../src/ingress/password';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import {
   baseConfig,
   buildConfig,

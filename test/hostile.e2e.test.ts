@@ -1,7 +1,7 @@
 import { connect as tlsConnect } from 'node:tls';
 import { prng } from '../bench/prng';
 import { hashPassword } from '../src/ingress/password';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, makeCertificate, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 

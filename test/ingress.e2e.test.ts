@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { hashPassword } from '../src/ingress/password';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, makeCertificate, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 

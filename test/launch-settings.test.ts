@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { RELAY_ENVIRONMENT, RELAY_NODE_FLAGS, relayEnvironment } from '../src/memory/launch-settings';
+import { RELAY_ENVIRONMENT, RELAY_NODE_FLAGS, relayEnvironment } from '../src/lifecycle/launch-settings';
 
 /**
  * The relay's memory settings only work when node is started with them, so every way this project

@@ -11,7 +11,7 @@ import { HeaderSplitter } from '../src/message/header-splitter';
 import { readAddressField } from '../src/message/mailbox';
 import { addressesMentioned, addressLike, loosened } from '../src/message/mentions';
 import { parseSuppressionList, isSuppressed } from '../src/policy/suppression';
-import { keepsFrom } from '../src/reenvelope/filter';
+import { keepsFrom } from '../src/forward/reenvelope/filter';
 
 /**
  * The message model (src/message/) against the behaviour it replaced: the regular expressions of

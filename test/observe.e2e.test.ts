@@ -9,7 +9,7 @@ import { hashPassword } from '../src/ingress/password';
 import { RotatingEventFile } from '../src/observe/event-file';
 import { createLogger } from '../src/observe/logger';
 import { signBody } from '../src/observe/webhook';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession, plainAuth } from './helpers/smtp-client';
 

@@ -1,4 +1,4 @@
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { loadConfigFile } from '../src/config/load';
 import { hashPassword } from '../src/ingress/password';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, freePort, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { findBinary, TestPrometheus } from './helpers/prometheus';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';

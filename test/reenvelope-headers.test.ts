@@ -1,10 +1,10 @@
 import { parseConfig } from '../src/config/load';
-import { chooseRoute } from '../src/forward/router';
+import { chooseRoute } from '../src/ingress/router';
 import { HeaderBlock } from '../src/message/header-block';
 import { buildReceivedHeader } from '../src/ingress/received-header';
 import { formatDisplayName, parseMailboxes } from '../src/message/mailbox';
-import { keepsFrom } from '../src/reenvelope/filter';
-import { ensureDate, ensureMessageId, rewriteEnvelopeFrom, rewriteFrom, stripHeaders } from '../src/reenvelope/header-rewrites';
+import { keepsFrom } from '../src/forward/reenvelope/filter';
+import { ensureDate, ensureMessageId, rewriteEnvelopeFrom, rewriteFrom, stripHeaders } from '../src/forward/reenvelope/header-rewrites';
 
 const block = (...lines: string[]) => HeaderBlock.parse(Buffer.from(lines.join('\r\n'), 'utf8'));
 const text = (headers: HeaderBlock) => headers.toBuffer().toString('utf8').trimEnd().split('\r\n');

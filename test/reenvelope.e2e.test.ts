@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import type { DNSResolver } from 'mailauth';
 import { Relay } from '../src/relay';
-import type { SinkMessage, SmtpSink } from '../src/sink/sink';
+import type { SinkMessage, SmtpSink } from '../src/tools/sink';
 import { makeDkimKey, verifyDkim, zoneResolver, type TestKey } from './helpers/dkim';
 import { baseConfig, buildConfig, freePort, readQueued, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { openSession } from './helpers/smtp-client';

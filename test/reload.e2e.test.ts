@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { StatusReport } from '../src/admin/types';
 import { loadConfigFile } from '../src/config/load';
-import type { SinkOptions, SmtpSink } from '../src/sink/sink';
+import type { SinkOptions, SmtpSink } from '../src/tools/sink';
 import { ChildRelay } from './helpers/child-relay';
 import { baseConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession, RawSmtpClient } from './helpers/smtp-client';

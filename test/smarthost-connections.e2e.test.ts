@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
-import type { SinkOptions, SmtpSink } from '../src/sink/sink';
+import type { SinkOptions, SmtpSink } from '../src/tools/sink';
 import { metricsText, metricValue, relayPerTest, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseConfig } from '../src/config/load';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { metricsText, metricValue, relayPerTest, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync, truncateSync } from 'node:fs';
 import * as path from 'node:path';
-import type { SmtpSink } from '../src/sink/sink';
+import type { SmtpSink } from '../src/tools/sink';
 import { freePort, relayPerTest, makeCertificateAuthority, metricsText, metricValue, TokenEndpoint, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
-import { SmtpSink } from '../../src/sink/sink';
+import { SmtpSink } from '../../src/tools/sink';
 import { ensurePostfix } from '../postfix/binaries';
 import { runPhase, warmUp, type PhaseResult, type PhaseSetup } from './phase';
 import { buildComparison, formatComparison, ratios, type ComparisonReport, type RoundResult } from './report';

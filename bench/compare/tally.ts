@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { SinkMessage } from '../../src/sink/sink';
+import type { SinkMessage } from '../../src/tools/sink';
 import { waitForArrivals } from '../arrival-wait';
 
 /**

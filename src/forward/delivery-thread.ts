@@ -130,7 +130,7 @@ export class DeliveryThread {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    // Its young generation is sized like the event loop's, by the launch flag (memory/launch-settings.ts).
+    // Its young generation is sized like the event loop's, by the launch flag (lifecycle/launch-settings.ts).
     const worker = new Worker(this.script, { name: 'smarthop-delivery' });
     this.worker = worker;
     worker.on('message', (message: FromDeliveryThread) => {

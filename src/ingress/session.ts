@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientConfig, ListenerConfig, RelayConfig } from '../config/schema';
-import { chooseRoute } from '../forward/router';
+import { chooseRoute } from './router';
 import { UNKNOWN_CLIENT, type Observer, type RejectReason } from '../observe/events';
 import type { MessageMeta } from '../spool/message';
 import type { FreeSpaceGuard } from '../spool/free-space';

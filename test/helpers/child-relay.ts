@@ -1,7 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
-import { RELAY_NODE_FLAGS, relayEnvironment } from '../../src/memory/launch-settings';
+import { RELAY_NODE_FLAGS, relayEnvironment } from '../../src/lifecycle/launch-settings';
 import { removeDir } from './harness';
 
 export const CLI = path.resolve(__dirname, '../../dist/src/cli.js');

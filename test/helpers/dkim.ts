@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { dkimVerify, type DNSResolver } from 'mailauth';
-import { dkimRecord } from '../../src/reenvelope/dkim-keys';
+import { dkimRecord } from '../../src/forward/reenvelope/dkim-keys';
 
 export interface TestKey {
   file: string;

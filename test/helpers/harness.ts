@@ -9,7 +9,7 @@ import pino from 'pino';
 import { parseConfig } from '../../src/config/load';
 import type { RelayConfig, SmtpSmartHostConfig } from '../../src/config/schema';
 import { Relay, type RelayOptions } from '../../src/relay';
-import { SmtpSink, type SinkOptions } from '../../src/sink/sink';
+import { SmtpSink, type SinkOptions } from '../../src/tools/sink';
 import type { MessageMeta } from '../../src/spool/message';
 import { SpoolStore } from '../../src/spool/store';
 

@@ -1,4 +1,4 @@
-import type { HeaderField } from '../message/header-block';
+import type { HeaderField } from '../../message/header-block';
 
 /**
  * The header half of a DKIM signature (RFC 6376 §3.4.2, §3.5, §3.7) with relaxed canonicalisation:

@@ -1,8 +1,8 @@
 import { createPublicKey } from 'node:crypto';
 import * as ipaddr from 'ipaddr.js';
 import { dmarc, spf, type DMARCResult, type DNSResolver } from 'mailauth';
-import type { DkimKey } from '../reenvelope/dkim-keys';
-import { dkimRecord, publicKeyTags } from '../reenvelope/dkim-keys';
+import type { DkimKey } from '../../forward/reenvelope/dkim-keys';
+import { dkimRecord, publicKeyTags } from '../../forward/reenvelope/dkim-keys';
 
 /**
  * The DNS checks of `smarthop doctor`, one function per record kind. DNS goes through mailauth's

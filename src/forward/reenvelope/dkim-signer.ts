@@ -1,6 +1,6 @@
 import { createHash, sign, type KeyObject } from 'node:crypto';
-import type { HeaderBlock, HeaderField } from '../message/header-block';
-import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from '../ingress/filters';
+import type { HeaderBlock, HeaderField } from '../../message/header-block';
+import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from '../../ingress/filters';
 import { signedField, signedFields, unsignedSignature } from './dkim-header';
 import type { DkimKey, RouteKeys } from './dkim-keys';
 

@@ -1,7 +1,7 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { DkimSignatureConfig, RouteConfig } from '../config/schema';
-import { isInlinePem } from '../config/pem';
+import type { DkimSignatureConfig, RouteConfig } from '../../config/schema';
+import { isInlinePem } from '../../config/pem';
 
 /**
  * DKIM private keys, read and checked once when the relay (or `check-config`, or `doctor`) starts:

@@ -1,6 +1,6 @@
-import type { RelayConfig } from '../config/schema';
-import { domainOf, normalizeAddress } from '../message/address';
-import { AddressMatcher } from '../message/address-pattern';
+import type { RelayConfig } from '../../config/schema';
+import { domainOf, normalizeAddress } from '../../message/address';
+import { AddressMatcher } from '../../message/address-pattern';
 
 /**
  * What the doctor checks: for every route, each header-From domain its mail can leave with after

@@ -1,6 +1,6 @@
-import { rfc5322Date } from '../message/date';
-import type { HeaderBlock } from '../message/header-block';
-import { formatMailbox, parseMailboxes, readAddressField, type Mailbox } from '../message/mailbox';
+import { rfc5322Date } from '../../message/date';
+import type { HeaderBlock } from '../../message/header-block';
+import { formatMailbox, parseMailboxes, readAddressField, type Mailbox } from '../../message/mailbox';
 
 /**
  * The header edits of re-enveloping, each a pure function over one message's header block (table

@@ -1,10 +1,10 @@
-import type { GraphSmartHostConfig } from '../config/schema';
-import { graphAdvice } from '../forward/graph/advice';
-import { GraphCalls, GraphRefusal, userPath } from '../forward/graph/api';
-import { HttpFailure, HttpsClient } from '../forward/graph/http';
-import { describeAnswer, graphError } from '../forward/graph/replies';
-import { CredentialsRefused, GraphTokens, loadCredential } from '../forward/graph/token';
-import { loadCa } from '../forward/smarthost-ca';
+import type { GraphSmartHostConfig } from '../../config/schema';
+import { graphAdvice } from '../../forward/graph/advice';
+import { GraphCalls, GraphRefusal, userPath } from '../../forward/graph/api';
+import { HttpFailure, HttpsClient } from '../../forward/graph/http';
+import { describeAnswer, graphError } from '../../forward/graph/replies';
+import { CredentialsRefused, GraphTokens, loadCredential } from '../../forward/graph/token';
+import { loadCa } from '../../forward/smarthost-ca';
 import type { Verdict } from './doctor';
 
 /**

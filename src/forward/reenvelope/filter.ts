@@ -1,8 +1,8 @@
-import type { RouteConfig } from '../config/schema';
-import type { MessageContext, MessageFilter, Refusal } from '../ingress/filters';
-import { normalizeAddress } from '../message/address';
-import { AddressMatcher } from '../message/address-pattern';
-import type { HeaderBlock } from '../message/header-block';
+import type { RouteConfig } from '../../config/schema';
+import type { MessageContext, MessageFilter, Refusal } from '../../ingress/filters';
+import { normalizeAddress } from '../../message/address';
+import { AddressMatcher } from '../../message/address-pattern';
+import type { HeaderBlock } from '../../message/header-block';
 import { ensureDate, ensureMessageId, rewriteEnvelopeFrom, rewriteFrom, stripHeaders, type FromRewrite } from './header-rewrites';
 
 export interface ReenvelopeDeps {

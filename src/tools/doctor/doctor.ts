@@ -1,6 +1,6 @@
 import type { DNSResolver } from 'mailauth';
-import type { RelayConfig } from '../config/schema';
-import type { RouteKeys } from '../reenvelope/dkim-keys';
+import type { RelayConfig } from '../../config/schema';
+import type { RouteKeys } from '../../forward/reenvelope/dkim-keys';
 import { checkDkimKey, checkDmarc, checkSpf, type DkimCheck, type DmarcCheck, type SpfCheck } from './checks';
 import { senderIdentities, type SenderIdentity } from './identities';
 
