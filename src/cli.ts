@@ -12,6 +12,7 @@ import { hashPassword } from './ingress/password';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { nodeFlagGiven } from './memory/launch-settings';
 import type { DNSResolver } from 'mailauth';
+import { registerTraceCommand } from './trace/command';
 import { VERSION } from './version';
 
 // The relay, the sink and nodemailer are loaded by the commands that use them, so the admin
@@ -195,13 +196,15 @@ async function resolverOrExit(server: string | undefined): Promise<DNSResolver> 
   }
 }
 
-registerAdminCommands(program, {
-  out: (text) => process.stdout.write(text),
-  err: (text) => process.stderr.write(text),
-  setExitCode: (code) => {
+const io = {
+  out: (text: string) => process.stdout.write(text),
+  err: (text: string) => process.stderr.write(text),
+  setExitCode: (code: number) => {
     process.exitCode = code;
   },
-});
+};
+registerAdminCommands(program, io);
+registerTraceCommand(program, io);
 
 function readStdin(): string {
   // One trailing newline (from `echo` or a heredoc) is not part of the password.

@@ -38,6 +38,7 @@ import { FreeSpaceGuard } from './spool/free-space';
 import { QueueAdmin } from './spool/queue-admin';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
+import { TraceService } from './trace/service';
 import { VERSION } from './version';
 
 export interface RelayOptions {
@@ -80,6 +81,8 @@ export class Relay {
   private readonly queue: QueueAdmin;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
+  /** Message trace over `events.file` (none without one). */
+  private readonly trace: TraceService | null;
   private readonly configSource: (() => ConfigResult) | null;
   /** EHLO name towards smart hosts; `hostname` needs a restart, so this never changes. */
   private readonly heloName: string;
@@ -144,11 +147,15 @@ export class Relay {
       },
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
+    const eventsFile = config.events?.file;
+    this.trace = eventsFile === undefined ? null : new TraceService(eventsFile, (err) => this.logger.warn({ err }, `trace index of ${eventsFile}: ${err.message}`));
+    const trace = this.trace;
     const api = new AdminApi({
       queue: this.queue,
       status: () => this.status(),
       smarthosts: () => this.smartHostStatuses(),
       reload: () => this.reload('api'),
+      trace: trace && ((query) => trace.query(query)),
       token: () => this.live.config.http?.token,
     });
     this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api) : null;
@@ -196,6 +203,7 @@ export class Relay {
     const http = this.http && config.http ? await this.http.listen(config.http.address.host, config.http.address.port) : null;
     if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`);
     this.addresses = { listeners, http };
+    this.trace?.start();
     return this.addresses;
   }
 
@@ -215,6 +223,7 @@ export class Relay {
     for (const host of this.live.smarthosts.values()) host.close();
     await this.deliveryThread?.stop();
     await this.http?.close();
+    await this.trace?.stop();
     this.sharedState?.health.stop();
     this.sharedState?.redis.disconnect();
     await this.observer.close();

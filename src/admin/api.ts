@@ -2,6 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SmartHostStatus } from '../forward/smarthost-status';
 import type { ReloadResult } from '../lifecycle/reload';
+import { parseTraceQuery, type TraceQuery } from '../trace/query';
+import type { TraceReport } from '../trace/trace';
 import type { ApiHandler } from '../observe/http';
 import type { AdminResult, QueueAdmin } from '../spool/queue-admin';
 import { isSpoolId } from '../spool/store';
@@ -13,6 +15,8 @@ export interface AdminDeps {
   status: () => Promise<StatusReport>;
   smarthosts: () => Promise<SmartHostStatus[]>;
   reload: () => Promise<ReloadResult>;
+  /** Message trace over the events files; null when `events.file` is not configured. */
+  trace: ((query: TraceQuery) => Promise<TraceReport>) | null;
   /** The bearer token required on every /api request, if one is configured. */
   token: () => string | undefined;
 }
@@ -21,6 +25,7 @@ export interface AdminDeps {
  * The admin API (queue inspection and control, smart hosts, status, reload) on `http.address`:
  *
  *   GET    /api/status                    GET  /api/smarthosts          POST /api/reload
+ *   GET    /api/trace?queue_id=&message_id=&sender=&recipient=&client=&smarthost=&outcome=&since=&from=&until=&limit=
  *   GET    /api/queue?state=&client=&recipient=&min_age=&max_age=&limit=
  *   POST   /api/queue/flush
  *   GET    /api/queue/<id>                DELETE /api/queue/<id>
@@ -50,6 +55,15 @@ export class AdminApi implements ApiHandler {
       return this.only(res, method, 'POST', async () => {
         const result = await this.deps.reload();
         send(res, result.ok ? 200 : 422, result);
+      });
+    }
+    if (parts.length === 1 && resource === 'trace') {
+      return this.only(res, method, 'GET', async () => {
+        const trace = this.deps.trace;
+        if (!trace) return send(res, 404, { error: 'no events file: set events.file to trace messages' });
+        const parsed = parseTraceQuery(url.searchParams, Date.now());
+        if (!parsed.ok) return send(res, 400, { error: parsed.error });
+        send(res, 200, await trace(parsed.query));
       });
     }
     if (resource !== 'queue') return send(res, 404, { error: `no such endpoint ${url.pathname}` });

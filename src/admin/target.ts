@@ -10,6 +10,8 @@ export interface AdminTarget {
   token: string | undefined;
   /** `spool.dir` resolved against the config file, for `queue list` on a stopped relay. */
   spoolDir: string | null;
+  /** `events.file` resolved the same way, for `smarthop trace` on a stopped relay. */
+  eventsFile: string | null;
 }
 
 export interface TargetOptions {
@@ -19,16 +21,17 @@ export interface TargetOptions {
 }
 
 /**
- * Reads only `http.address`, `http.token` and `spool.dir` from the config file, leniently: an admin
+ * Reads only `http.address`, `http.token`, `spool.dir` and `events.file` from the config file, leniently: an admin
  * at a shell usually lacks the service's environment (smart-host passwords and the like), and the
  * queue commands need none of it. A `${SMARTHOP_API_TOKEN}` reference is still resolved if it is set.
  */
 export function resolveTarget(options: TargetOptions, env: NodeJS.ProcessEnv = process.env): AdminTarget {
-  const fromFile = options.config ? readTargetFromConfig(options.config, env) : { url: null, token: undefined, spoolDir: null };
+  const fromFile = options.config ? readTargetFromConfig(options.config, env) : { url: null, token: undefined, spoolDir: null, eventsFile: null };
   return {
     url: options.url ? options.url.replace(/\/+$/, '') : fromFile.url,
     token: options.token ?? (env.SMARTHOP_API_TOKEN || undefined) ?? fromFile.token,
     spoolDir: fromFile.spoolDir,
+    eventsFile: fromFile.eventsFile,
   };
 }
 
@@ -40,16 +43,19 @@ function readTargetFromConfig(file: string, env: NodeJS.ProcessEnv): AdminTarget
   try {
     raw = interpolateEnv(parse(readFileSync(file, 'utf8')), env, []);
   } catch {
-    return { url: null, token: undefined, spoolDir: null };
+    return { url: null, token: undefined, spoolDir: null, eventsFile: null };
   }
   const config = isRecord(raw) ? raw : {};
   const http = isRecord(config.http) ? config.http : {};
   const spool = isRecord(config.spool) ? config.spool : {};
+  const events = isRecord(config.events) ? config.events : {};
+  const baseDir = path.dirname(path.resolve(file));
   const address = typeof http.address === 'string' ? parseHostPort(http.address) : undefined;
   return {
     url: address ? `http://${urlHost(address.host)}:${address.port}` : null,
     token: typeof http.token === 'string' && http.token !== '' ? http.token : undefined,
-    spoolDir: typeof spool.dir === 'string' ? path.resolve(path.dirname(path.resolve(file)), spool.dir) : null,
+    spoolDir: typeof spool.dir === 'string' ? path.resolve(baseDir, spool.dir) : null,
+    eventsFile: typeof events.file === 'string' ? path.resolve(baseDir, events.file) : null,
   };
 }
 

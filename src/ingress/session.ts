@@ -67,6 +67,9 @@ export interface IngressDeps {
 /** A header block larger than this is refused: headers are held in memory, bodies never are. */
 const MAX_HEADER_BYTES = 256 * 1024;
 
+/** RFC 5322's line limit: a longer Message-ID is not a real one, and it goes into every event line. */
+const MAX_MESSAGE_ID_LENGTH = 998;
+
 const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
 
 /**
@@ -251,7 +254,10 @@ export class IngressSessions {
     }
 
     if (guard.normalizedLineEndings > 0) this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
-    this.deps.observer.emit({ type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size, commitMs });
+    this.deps.observer.emit({
+      type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to,
+      size: meta.size, commitMs, ...(filtering.messageId !== undefined ? { messageId: filtering.messageId } : {}),
+    });
     const verdict = await this.deps.onQueued(meta, session.listener);
     if (!verdict.ok) return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
     return { ok: true, queueId: id };
@@ -289,6 +295,8 @@ export class IngressSessions {
 
 /** One message's pass through the filters: header verdicts first, then body inspectors' verdicts at the end. */
 class FilterRun {
+  /** The Message-ID once every filter had the header (re-enveloping adds a missing one); at most one header line long. */
+  messageId: string | undefined;
   private refusal: Refusal | undefined;
   private inspectors: BodyInspector[] = [];
   private context: MessageContext | null = null;
@@ -304,6 +312,7 @@ class FilterRun {
     for (const filter of this.filters) {
       this.refusal ??= await filter.headers?.(editable, context);
     }
+    this.messageId = editable.value('message-id')?.slice(0, MAX_MESSAGE_ID_LENGTH) || undefined;
     // A message the headers already refused is not worth inspecting further.
     if (this.refusal) return;
     this.inspectors = this.filters.map((filter) => filter.body?.(context, editable)).filter((inspector): inspector is BodyInspector => inspector !== undefined);
