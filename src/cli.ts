@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError } from 'commander';
 import { registerAdminCommands } from './admin/commands';
+import { registerTraceCommand } from './admin/trace-command';
 import { loadConfigAndRelease } from './config/load-and-release';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
@@ -12,7 +13,6 @@ import { hashPassword } from './ingress/password';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { nodeFlagGiven } from './memory/launch-settings';
 import type { DNSResolver } from 'mailauth';
-import { registerTraceCommand } from './trace/command';
 import { VERSION } from './version';
 
 // The relay, the sink and nodemailer are loaded by the commands that use them, so the admin

@@ -25,6 +25,7 @@ import { RedisWindowCounters } from './limits/redis-window-counters';
 import { SharedStateHealth, type StateBackend } from './limits/shared-state-health';
 import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
 import { ClientActivity } from './observe/activity';
+import { RecentEvents } from './observe/recent-events';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
@@ -38,6 +39,7 @@ import { FreeSpaceGuard } from './spool/free-space';
 import { QueueAdmin } from './spool/queue-admin';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
+import { replayRecent } from './trace/replay';
 import { TraceService } from './trace/service';
 import { VERSION } from './version';
 
@@ -77,6 +79,8 @@ export class Relay {
   private live: Live;
   private readonly observer: RelayObserver;
   private readonly activity = new ClientActivity();
+  /** The last events, for the status page. */
+  private readonly recentEvents = new RecentEvents();
   private readonly scheduler: Scheduler;
   private readonly queue: QueueAdmin;
   private readonly listeners: SmtpListener[];
@@ -98,6 +102,7 @@ export class Relay {
   private stopping = false;
   private reloading: Promise<unknown> = Promise.resolve();
   private lastReload: StatusReport['last_reload'] = null;
+  private replaying: Promise<void> = Promise.resolve();
 
   constructor(config: RelayConfig, options: RelayOptions = {}) {
     this.logger = options.logger ?? createLogger(config.log.level);
@@ -106,7 +111,7 @@ export class Relay {
     // Before the delivery thread exists, so that thread finds `gc` on its global instead of asking V8 itself.
     if (!streamedGarbage().available) this.logger.warn('V8 gave no gc function: a large message may hold up to 64 MiB of spent Buffers until V8 collects');
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
-    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
+    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: [...buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), this.recentEvents], activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
     this.sharedState = this.connectSharedState(config);
     // Provider quotas and per-client windows each get a bounded store of their own; neither shares
@@ -155,6 +160,7 @@ export class Relay {
       status: () => this.status(),
       smarthosts: () => this.smartHostStatuses(),
       reload: () => this.reload('api'),
+      recentEvents: () => this.recentEvents.list(),
       trace: trace && ((query) => trace.query(query)),
       token: () => this.live.config.http?.token,
     });
@@ -204,7 +210,22 @@ export class Relay {
     if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`);
     this.addresses = { listeners, http };
     this.trace?.start();
+    this.replayEvents();
     return this.addresses;
+  }
+
+  /**
+   * Top clients of the last hour and the status page's last events outlive a restart: they are
+   * read back from the events file in the background, while new mail is counted as it comes.
+   */
+  private replayEvents(): void {
+    const file = this.live.config.events?.file;
+    if (file === undefined) return;
+    const before = this.startedAt;
+    this.replaying = replayRecent(file, { since: Date.now() - 3_600_000, before, keep: this.recentEvents.capacity }, {
+      received: (client, recipients, at) => this.activity.record(client, recipients, at, Date.now()),
+      recent: (events) => this.recentEvents.prepend(events.map((event) => ({ ...event }))),
+    }).catch((err: Error) => this.logger.warn({ err }, `events file ${file}: could not read back the last hour (${err.message}); top clients count from now`));
   }
 
   /**
@@ -224,6 +245,7 @@ export class Relay {
     await this.deliveryThread?.stop();
     await this.http?.close();
     await this.trace?.stop();
+    await this.replaying;
     this.sharedState?.health.stop();
     this.sharedState?.redis.disconnect();
     await this.observer.close();

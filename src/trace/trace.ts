@@ -1,10 +1,14 @@
 import { runTrace } from './engine';
-import type { TraceAnswer } from './format';
 import type { TraceQuery } from './query';
+import type { Story } from './story';
 import type { TraceIndex } from './trace-index';
 
 /** What `GET /api/trace` answers and `smarthop trace --json` prints. */
-export interface TraceReport extends TraceAnswer {
+export interface TraceReport {
+  stories: Story[];
+  /** More messages match than the limit let through. */
+  more: boolean;
+  /** Why the index could not be kept on disk, if it could not. */
   notes: string[];
   scanned: { files: number; blocks: number; blocks_read: number; bytes_read: number };
 }

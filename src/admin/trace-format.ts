@@ -1,6 +1,6 @@
-import { humanSize, table } from '../admin/format';
-import type { Story } from './story';
-import { recipientsOf, type TraceEvent } from './trace-event';
+import type { Story } from '../trace/story';
+import { recipientsOf, type TraceEvent } from '../trace/trace-event';
+import { humanSize, table } from './format';
 
 /** `smarthop trace` for people: one block per message, its events one line each, in local time. */
 
@@ -50,13 +50,14 @@ export function formatStory(story: Story): string {
   for (const event of story.events) {
     const when = localDay(event.ts) === day ? localClock(event.ts) : `${localDay(event.ts)} ${localClock(event.ts)}`;
     day = localDay(event.ts);
-    lines.push(`  ${when}  ${describe(event, story)}`);
+    lines.push(`  ${when}  ${describeEvent(event, story)}`);
   }
   if (story.events_truncated) lines.push(`  … later events left out (more than ${story.events.length})`);
   return lines.join('\n');
 }
 
-function describe(event: TraceEvent, story: Story): string {
+/** One event of a story in a line, for the CLI and the status page. */
+export function describeEvent(event: TraceEvent, story: Story): string {
   const isDsn = event.dsn_of !== undefined || (event.queue_id !== story.queue_id && event.type === 'attempt');
   const prefix = isDsn ? `DSN ${event.queue_id}: ` : '';
   switch (event.type) {

@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
-import { RelayUnreachable, errorText } from '../admin/client';
-import { clientFor, EXIT_REFUSED, EXIT_UNREACHABLE, withTarget, type CommandIo, type CommonOptions } from '../admin/commands';
-import { resolveTarget } from '../admin/target';
 import { isSpoolId } from '../spool/store';
-import { formatTrace, formatTraceTable } from './format';
-import { parseTimestamp, parseTraceQuery } from './query';
-import { traceMessages, type TraceReport } from './trace';
-import { TraceIndex } from './trace-index';
+import { parseTimestamp, parseTraceQuery } from '../trace/query';
+import { traceMessages, type TraceReport } from '../trace/trace';
+import { TraceIndex } from '../trace/trace-index';
+import { RelayUnreachable, errorText } from './client';
+import { clientFor, EXIT_REFUSED, EXIT_UNREACHABLE, withTarget, type CommandIo, type CommonOptions } from './commands';
+import { resolveTarget } from './target';
+import { formatTrace, formatTraceTable } from './trace-format';
 
 interface TraceOptions extends CommonOptions {
   messageId?: string;
