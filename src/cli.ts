@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
@@ -224,7 +225,31 @@ function promptHidden(question: string): Promise<string> {
   });
 }
 
-program.parseAsync(process.argv).catch((err: Error) => {
-  process.stderr.write(`${err.message}\n`);
-  process.exit(1);
-});
+program
+  .command('sendmail')
+  .description('read a message on stdin and submit it to a relay, with sendmail\'s flags and exit codes (link it as /usr/sbin/sendmail); see smarthop sendmail --help')
+  .helpOption(false)
+  .allowUnknownOption();
+
+// sendmail's flags (-t, -oi, -fSENDER, -FNAME …) are not commander's: they are read by its own parser,
+// also when this file runs through a link named sendmail.
+const invokedAs = path.basename(process.argv[1] ?? '');
+if (invokedAs === 'sendmail' || process.argv[2] === 'sendmail') {
+  void import('./tools/sendmail.js').then(({ runSendmail, EX }) =>
+    runSendmail(process.argv.slice(invokedAs === 'sendmail' ? 2 : 3), {
+      stdin: process.stdin, env: process.env, out: (text) => process.stdout.write(text), err: (text) => process.stderr.write(text),
+    }).then(
+      (code) => {
+        process.exitCode = code;
+      },
+      (err: Error) => {
+        process.stderr.write(`sendmail: ${err.message}\n`);
+        process.exitCode = EX.SOFTWARE;
+      },
+    ));
+} else {
+  program.parseAsync(process.argv).catch((err: Error) => {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(1);
+  });
+}
