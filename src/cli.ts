@@ -149,7 +149,8 @@ program
     const { SmtpSink } = await import('./sink/sink.js');
     const sink = new SmtpSink({ host: opts.listen.host, port: opts.listen.port, dir: opts.dir, log: (line) => process.stdout.write(`${line}\n`) });
     const address = await sink.listen();
-    process.stdout.write(`sink: listening on ${address.address}:${address.port}, writing to ${opts.dir}\n`);
+    // The pid, because `npx smarthop sink` runs this process under npm and a shell: this is the one to stop.
+    process.stdout.write(`sink: listening on ${address.address}:${address.port}, writing to ${opts.dir} (pid ${process.pid})\n`);
     const stop = () => void sink.close().then(() => process.exit(0));
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -166,13 +167,26 @@ program
   .option('--file <eml>', 'send this raw RFC 5322 message instead of composing one')
   .option('-u, --user <name>', 'AUTH username')
   .option('-p, --pass <password>', 'AUTH password (or SMARTHOP_PASS from the environment)')
-  .action(async (opts: { server: { host: string; port: number }; from: string; to: string[]; subject: string; body: string; file?: string; user?: string; pass?: string }) => {
+  .option('--ca <file>', "trust this CA (PEM) for the relay's STARTTLS certificate")
+  .option('--insecure', 'STARTTLS without checking the certificate (a test relay with a self-signed one)')
+  .action(async (opts: { server: { host: string; port: number }; from: string; to: string[]; subject: string; body: string; file?: string; user?: string; pass?: string; ca?: string; insecure?: boolean }) => {
     const pass = opts.pass ?? process.env.SMARTHOP_PASS;
+    let ca: Buffer | undefined;
+    try {
+      ca = opts.ca === undefined ? undefined : readFileSync(opts.ca);
+    } catch (err) {
+      process.stderr.write(`--ca ${opts.ca}: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
     const { default: nodemailer } = await import('nodemailer');
+    // STARTTLS whenever the relay offers it, and its certificate is checked: a password (or the
+    // message) must not go to whoever answers in its place. --insecure says so out loud.
     const transport = nodemailer.createTransport({
-      host: opts.server.host, port: opts.server.port, secure: false, ignoreTLS: false, tls: { rejectUnauthorized: false },
+      host: opts.server.host, port: opts.server.port, secure: false, ignoreTLS: false,
+      tls: { rejectUnauthorized: !opts.insecure, ...(ca ? { ca } : {}) },
       auth: opts.user ? { user: opts.user, pass: pass ?? '' } : undefined,
     });
+    if (opts.insecure) process.stderr.write('warning: --insecure: the relay\'s TLS certificate is not checked\n');
     try {
       const envelope = { from: opts.from, to: opts.to };
       const info = opts.file
@@ -180,7 +194,9 @@ program
         : await transport.sendMail({ envelope, from: opts.from, to: opts.to, subject: opts.subject, text: opts.body });
       process.stdout.write(`${info.response}\n`);
     } catch (err) {
-      process.stderr.write(`${(err as Error).message}\n`);
+      const message = (err as Error).message;
+      const certificate = /certificate|self[- ]signed|altnames|unable to verify/i.test(message);
+      process.stderr.write(`${message}${certificate ? "\nthe relay's STARTTLS certificate did not check out: trust its CA with --ca FILE, or skip the check with --insecure" : ''}\n`);
       process.exitCode = 1;
     } finally {
       transport.close();

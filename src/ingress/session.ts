@@ -146,7 +146,13 @@ export class IngressSessions {
     if (session.authClient) session.authClient = clients.byName(session.authClient.name, session.authClient.username);
     // A credential wins over a network match; on `auth: required` a network match alone is not enough.
     session.client = session.authClient ?? (listener.auth === 'required' ? undefined : session.networkClient);
-    if (!session.client) return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
+    if (!session.client) {
+      // Where AUTH cannot succeed (off, or in clear for an address in nobody's networks) asking for it is no answer:
+      // a session whose client a reload removed is refused as a stranger is at connect.
+      const authCanHelp = listener.auth !== 'off' && (session.secure || listener.tls === 'starttls' || session.networkClient !== undefined);
+      if (!authCanHelp) return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`, { from });
+      return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
+    }
     if (from !== '' && !isPlainAddress(from)) {
       return this.reject(session, 'address_syntax', 501, `5.1.7 Sender address <${from}> is not relayed: quoted local parts and comments are not accepted`, { from });
     }
