@@ -33,7 +33,7 @@ export interface GenerateOptions {
   maxSize: number;
   keep: number;
   seed?: number;
-  /** Time of the first event (ms); each message arrives ~86 ms after the previous one. */
+  /** Time of the first event (ms); each message arrives ~86 ms after the previous one. Default: so that the last is about now. */
   start?: number;
 }
 
@@ -59,7 +59,8 @@ export async function generateEvents(options: GenerateOptions): Promise<Generate
       await output.close();
     }
   };
-  const start = options.start ?? Date.now() - 86_400_000;
+  // By default the history ends about now (a message every ~86 ms, ~3.4 events each), so "the last 2 hours" has mail.
+  const start = options.start ?? Date.now() - Math.round(options.events * 25.5);
   let time = start;
   let lastTs = start;
   const ts = (t: number) => new Date(t).toISOString();

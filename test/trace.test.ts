@@ -236,8 +236,8 @@ describe('trace query parameters', () => {
   });
 
   test('address patterns read ASCII addresses exactly as the policy normalises them', () => {
-    const addresses = ['User@Example.COM', '<a/b@x.example>', 'x@Example.com.', 'postmaster', '', 'a%41@b.example', 'ü@bücher.example', 'a@[10.0.0.1]', 'A+tag@Sub.Example.org'];
-    for (const pattern of ['*@example.com', 'example.com', 'a/*@*', '*', '<>', 'postmaster', '*@bücher.example', 'a+tag@sub.example.org', '*@b.example']) {
+    const addresses = ['User@Example.COM', '<User@Example.COM.>', '<a/b@x.example>', 'x@Example.com.', 'postmaster', '', 'a%41@b.example', 'ü@bücher.example', 'a@[10.0.0.1]', 'A+tag@Sub.Example.org', 'user@example.co'];
+    for (const pattern of ['*@example.com', 'example.com', 'a/*@*', '*', '<>', 'postmaster', '*@bücher.example', 'a+tag@sub.example.org', '*@b.example', 'user@example.com', 'x@example.com.', 'aa@b.example']) {
       const compiled = AddressPattern.compile(pattern);
       if (!compiled.ok) throw new Error(compiled.error);
       const policy = AddressMatcher.of([pattern]);

@@ -13,17 +13,25 @@ export class AddressPattern {
   private constructor(
     readonly source: string,
     private readonly matcher: AddressMatcher,
+    /** For a plain ASCII address pattern: its length, since an ASCII address only changes case when normalised. */
+    private readonly exactLength: number | null,
   ) {}
 
   static compile(pattern: string): { ok: true; pattern: AddressPattern } | { ok: false; error: string } {
     const result = AddressMatcher.compile([pattern]);
     if (!result.ok) return { ok: false, error: result.errors[0].message };
-    return { ok: true, pattern: new AddressPattern(pattern, result.matcher) };
+    const plain = pattern.trim();
+    const exact = /^[!-~]+@[!-~]+$/.test(plain) && !/[*?[\]{}()!+|<>%]/.test(plain);
+    return { ok: true, pattern: new AddressPattern(pattern, result.matcher, exact ? plain.replace(/\.$/, '').length : null) };
   }
 
   matches(address: string): boolean {
     const ascii = asciiNormalized(address);
-    if (ascii) return this.matcher.matches(ascii);
+    if (ascii) {
+      // Normalising an ASCII address drops at most `<`, `>` and a final dot: a length outside that cannot match.
+      if (this.exactLength !== null && (address.length < this.exactLength || address.length > this.exactLength + 3)) return false;
+      return this.matcher.matches(ascii);
+    }
     let verdict = this.seen.get(address);
     if (verdict === undefined) {
       verdict = this.matcher.matches(normalizeAddress(address));
