@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # smarthop container image. Build: docker build -t smarthop .   (podman: podman build --format docker -t smarthop .)
-# Run:  see docs/container.md (config at /etc/smarthop/relay.config.yaml, spool volume at /var/spool/smarthop).
+# Run:  see docs/operations.md, "In a container", and docs/trace-page-sendmail-container.md, "The container"
+# (config at /etc/smarthop/relay.config.yaml, spool volume at /var/spool/smarthop).
 #
 # BASE: any Debian-based image with Node.js 20 (node, npm) on PATH, a `node` user (uid 1000) and CA
 # certificates npm trusts. The official one is the default; where no registry is reachable,
@@ -18,7 +19,7 @@ RUN npm run build && npm prune --omit=dev
 
 # Runtime stage: only the built relay and its production dependencies, as the non-root `node` user.
 FROM ${BASE}
-# MALLOC_ARENA_MAX: see README, "Memory" (glibc keeps what the delivery thread freed otherwise).
+# MALLOC_ARENA_MAX: see docs/operations.md, "Starting it" (glibc keeps what the delivery thread freed otherwise).
 ENV NODE_ENV=production \
     MALLOC_ARENA_MAX=2 \
     SMARTHOP_HEALTH_URL=http://127.0.0.1:9465/healthz

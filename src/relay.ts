@@ -82,6 +82,7 @@ export class Relay {
   /** The last events, for the status page. */
   private readonly recentEvents = new RecentEvents();
   private readonly scheduler: Scheduler;
+  private readonly dispatcher: Dispatcher;
   private readonly queue: QueueAdmin;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
@@ -125,7 +126,15 @@ export class Relay {
       store: this.store, current, observer: this.observer,
       bouncer: new Bouncer({ store: this.store, hostname: config.hostname, copyTo: config.bounce_copy_to }),
       onGenerated: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
+      onOutcomeUnwritable: (id, err, retryInMs) => {
+        const reason = err instanceof Error ? err.message : String(err);
+        const seconds = Math.round(retryInMs / 1000);
+        const line = `${id}: the spool cannot take the outcome of its delivery attempt (${reason}); it delivered to `
+          + `some recipients, so the attempt writes it again in ${seconds}s and does not end before`;
+        this.logger.error({ err, queue_id: id }, line);
+      },
     });
+    this.dispatcher = dispatcher;
     this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
       this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
       return this.live.config.spool.retry.initial;
@@ -238,6 +247,8 @@ export class Relay {
     // Listeners first: a session still in DATA may commit and (inline delivery) start an attempt;
     // the scheduler stops after them, so it waits for every attempt that could have started.
     await Promise.all(this.listeners.map((listener) => listener.close()));
+    // An attempt waiting for the disk to take its outcome gives up instead of holding the stop.
+    this.dispatcher.stop();
     await this.scheduler.stop();
     await this.reloading;
     await this.live.policy.stop();
