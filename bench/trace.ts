@@ -50,7 +50,10 @@ function parseOptions(argv: readonly string[]): TraceBenchOptions {
     .option('--json', 'one JSON object instead of the table', false)
     .option('--keep', 'leave the events folder behind (its path is printed)', false)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
-  program.parse(argv.filter((arg) => arg !== '--'), { from: 'user' });
+  program.parse(
+    argv.filter((arg) => arg !== '--'),
+    { from: 'user' },
+  );
   const opts = program.opts<{ traceEvents: number; rounds: number; json: boolean; keep: boolean }>();
   return { events: opts.traceEvents, rounds: opts.rounds, json: opts.json, keep: opts.keep };
 }
@@ -77,7 +80,10 @@ export async function runTraceBench(argv: readonly string[]): Promise<number> {
       ['queue id of a DSN', { queue_id: samples.bounced.dsnId as string }],
       ['Message-ID', { message_id: samples.middle.messageId }],
       ['recipient, exact', { recipient: samples.middle.recipient }],
-      [`recipient glob, whole range (${generated.rareRecipients} match)`, { recipient: 'rare-*@rare.example', limit: '1000' }],
+      [
+        `recipient glob, whole range (${generated.rareRecipients} match)`,
+        { recipient: 'rare-*@rare.example', limit: '1000' },
+      ],
       ['recipient glob, newest 20', { recipient: '*@customer5.example' }],
       ['sender, newest 20', { sender: 'erp@corp.example' }],
       ['bounced, newest 20', { outcome: 'bounced' }],
@@ -110,19 +116,47 @@ export async function runTraceBench(argv: readonly string[]): Promise<number> {
     const command = summary(commandRuns);
 
     const result = {
-      events: generated.events, messages: generated.messages, files, event_mib: mib(eventBytes), write_s: seconds(writeMs),
+      events: generated.events,
+      messages: generated.messages,
+      files,
+      event_mib: mib(eventBytes),
+      write_s: seconds(writeMs),
       index: { build_s: seconds(buildMs), mib: mib(indexBytes), share: Number((indexBytes / eventBytes).toFixed(3)) },
-      queries: timings.map((t) => ({ query: t.label, median_ms: Math.round(t.medianMs), max_ms: Math.round(t.maxMs), stories: t.stories, blocks_read: t.blocksRead })),
-      command: { query: 'smarthop trace --events … <queue id> (whole process)', median_ms: Math.round(command.medianMs), max_ms: Math.round(command.maxMs) },
+      queries: timings.map((t) => ({
+        query: t.label,
+        median_ms: Math.round(t.medianMs),
+        max_ms: Math.round(t.maxMs),
+        stories: t.stories,
+        blocks_read: t.blocksRead,
+      })),
+      command: {
+        query: 'smarthop trace --events … <queue id> (whole process)',
+        median_ms: Math.round(command.medianMs),
+        max_ms: Math.round(command.maxMs),
+      },
     };
     if (options.json) {
       process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     } else {
       const row = (label: string, value: string) => `${label.padEnd(48)} ${value}\n`;
-      let out = row('events', `${result.events.toLocaleString('en')} (${result.messages.toLocaleString('en')} messages) in ${files} files, ${result.event_mib} MiB`);
-      out += row('index build from nothing', `${result.index.build_s} s (${result.index.mib} MiB, ${(result.index.share * 100).toFixed(1)}% of the events)`);
-      for (const q of result.queries) out += row(q.query, `${q.median_ms} ms median, ${q.max_ms} ms max (${q.stories} message(s), ${q.blocks_read} block(s) read)`);
-      out += row('smarthop trace <queue id>, whole command', `${result.command.median_ms} ms median, ${result.command.max_ms} ms max`);
+      let out = row(
+        'events',
+        `${result.events.toLocaleString('en')} (${result.messages.toLocaleString('en')} messages) ` +
+          `in ${files} files, ${result.event_mib} MiB`,
+      );
+      out += row(
+        'index build from nothing',
+        `${result.index.build_s} s (${result.index.mib} MiB, ${(result.index.share * 100).toFixed(1)}% of the events)`,
+      );
+      for (const q of result.queries)
+        out += row(
+          q.query,
+          `${q.median_ms} ms median, ${q.max_ms} ms max (${q.stories} message(s), ${q.blocks_read} block(s) read)`,
+        );
+      out += row(
+        'smarthop trace <queue id>, whole command',
+        `${result.command.median_ms} ms median, ${result.command.max_ms} ms max`,
+      );
       process.stdout.write(out);
     }
     if (options.keep) process.stderr.write(`events kept in ${dir}\n`);

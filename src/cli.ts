@@ -150,7 +150,8 @@ program
     const sink = new SmtpSink({ host: opts.listen.host, port: opts.listen.port, dir: opts.dir, log: (line) => process.stdout.write(`${line}\n`) });
     const address = await sink.listen();
     // The pid, because `npx smarthop sink` runs this process under npm and a shell: this is the one to stop.
-    process.stdout.write(`sink: listening on ${address.address}:${address.port}, writing to ${opts.dir} (pid ${process.pid})\n`);
+    const where = `${address.address}:${address.port}`;
+    process.stdout.write(`sink: listening on ${where}, writing to ${opts.dir} (pid ${process.pid})\n`);
     const stop = () => void sink.close().then(() => process.exit(0));
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -169,7 +170,7 @@ program
   .option('-p, --pass <password>', 'AUTH password (or SMARTHOP_PASS from the environment)')
   .option('--ca <file>', "trust this CA (PEM) for the relay's STARTTLS certificate")
   .option('--insecure', 'STARTTLS without checking the certificate (a test relay with a self-signed one)')
-  .action(async (opts: { server: { host: string; port: number }; from: string; to: string[]; subject: string; body: string; file?: string; user?: string; pass?: string; ca?: string; insecure?: boolean }) => {
+  .action(async (opts: SendOptions) => {
     const pass = opts.pass ?? process.env.SMARTHOP_PASS;
     let ca: Buffer | undefined;
     try {
@@ -196,12 +197,27 @@ program
     } catch (err) {
       const message = (err as Error).message;
       const certificate = /certificate|self[- ]signed|altnames|unable to verify/i.test(message);
-      process.stderr.write(`${message}${certificate ? "\nthe relay's STARTTLS certificate did not check out: trust its CA with --ca FILE, or skip the check with --insecure" : ''}\n`);
+      const hint = "\nthe relay's STARTTLS certificate did not check out: trust its CA with --ca FILE, or skip the"
+        + ' check with --insecure';
+      process.stderr.write(`${message}${certificate ? hint : ''}\n`);
       process.exitCode = 1;
     } finally {
       transport.close();
     }
   });
+
+interface SendOptions {
+  server: { host: string; port: number };
+  from: string;
+  to: string[];
+  subject: string;
+  body: string;
+  file?: string;
+  user?: string;
+  pass?: string;
+  ca?: string;
+  insecure?: boolean;
+}
 
 async function resolverOrExit(server: string | undefined): Promise<DNSResolver> {
   const { dnsResolver } = await import('./doctor/dns.js');
@@ -243,7 +259,7 @@ function promptHidden(question: string): Promise<string> {
 
 program
   .command('sendmail')
-  .description('read a message on stdin and submit it to a relay, with sendmail\'s flags and exit codes (link it as /usr/sbin/sendmail); see smarthop sendmail --help')
+  .description("submit a message from stdin to a relay, with sendmail's flags and exit codes (see sendmail --help)")
   .helpOption(false)
   .allowUnknownOption();
 
@@ -253,7 +269,10 @@ const invokedAs = path.basename(process.argv[1] ?? '');
 if (invokedAs === 'sendmail' || process.argv[2] === 'sendmail') {
   void import('./tools/sendmail.js').then(({ runSendmail, EX }) =>
     runSendmail(process.argv.slice(invokedAs === 'sendmail' ? 2 : 3), {
-      stdin: process.stdin, env: process.env, out: (text) => process.stdout.write(text), err: (text) => process.stderr.write(text),
+      stdin: process.stdin,
+      env: process.env,
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
     }).then(
       (code) => {
         process.exitCode = code;

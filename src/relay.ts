@@ -112,7 +112,9 @@ export class Relay {
     // Before the delivery thread exists, so that thread finds `gc` on its global instead of asking V8 itself.
     if (!streamedGarbage().available) this.logger.warn('V8 gave no gc function: a large message may hold up to 64 MiB of spent Buffers until V8 collects');
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
-    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: [...buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), this.recentEvents], activity: this.activity });
+    const files = buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger });
+    const outputs = [...files, this.recentEvents];
+    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs, activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
     this.sharedState = this.connectSharedState(config);
     // Provider quotas and per-client windows each get a bounded store of their own; neither shares
@@ -162,7 +164,8 @@ export class Relay {
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
     const eventsFile = config.events?.file;
-    this.trace = eventsFile === undefined ? null : new TraceService(eventsFile, (err) => this.logger.warn({ err }, `trace index of ${eventsFile}: ${err.message}`));
+    const indexTrouble = (err: Error) => this.logger.warn({ err }, `trace index of ${eventsFile}: ${err.message}`);
+    this.trace = eventsFile === undefined ? null : new TraceService(eventsFile, indexTrouble);
     const trace = this.trace;
     const api = new AdminApi({
       queue: this.queue,
@@ -234,7 +237,10 @@ export class Relay {
     this.replaying = replayRecent(file, { since: Date.now() - 3_600_000, before, keep: this.recentEvents.capacity }, {
       received: (client, recipients, at) => this.activity.record(client, recipients, at, Date.now()),
       recent: (events) => this.recentEvents.prepend(events.map((event) => ({ ...event }))),
-    }).catch((err: Error) => this.logger.warn({ err }, `events file ${file}: could not read back the last hour (${err.message}); top clients count from now`));
+    }).catch((err: Error) => {
+      const why = `could not read back the last hour (${err.message}); top clients count from now`;
+      this.logger.warn({ err }, `events file ${file}: ${why}`);
+    });
   }
 
   /**

@@ -4,7 +4,17 @@ import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfigFile } from '../src/config/load';
 import { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, freePort, makeCertificate, relayPerTest, removeDir, startRelay, tempDir, waitFor } from './helpers/harness';
+import {
+  baseConfig,
+  buildConfig,
+  freePort,
+  makeCertificate,
+  relayPerTest,
+  removeDir,
+  startRelay,
+  tempDir,
+  waitFor,
+} from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 /**
@@ -19,12 +29,20 @@ const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
 jest.setTimeout(90_000);
 
 /** A child's output as it comes, and a way to wait for a line. */
-function watch(child: ChildProcess): { output: () => string; waitFor: (pattern: RegExp, what: string) => Promise<void>; exited: Promise<number | null> } {
+function watch(child: ChildProcess): {
+  output: () => string;
+  waitFor: (pattern: RegExp, what: string) => Promise<void>;
+  exited: Promise<number | null>;
+} {
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { output: () => output, waitFor: (pattern, what) => waitFor(() => pattern.test(output), 30_000, what), exited };
+  return {
+    output: () => output,
+    waitFor: (pattern, what) => waitFor(() => pattern.test(output), 30_000, what),
+    exited,
+  };
 }
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string }> {
@@ -42,7 +60,10 @@ describe('first use', () => {
 
   test('the PID of `npm start` is the one to stop: SIGTERM to it stops the relay (the script execs node)', async () => {
     const config = path.join(dir, 'relay.yaml');
-    writeFileSync(config, stringify(baseConfig(dir, [{ name: 'primary', port: await freePort() }], { log: { level: 'info' } })));
+    writeFileSync(
+      config,
+      stringify(baseConfig(dir, [{ name: 'primary', port: await freePort() }], { log: { level: 'info' } })),
+    );
     // --ignore-scripts skips the prestart build (the test run has built dist/ already); the last -c wins.
     const npm = spawn('npm', ['start', '--ignore-scripts', '--', '-c', config], { cwd: ROOT, env: process.env });
     const watched = watch(npm);
@@ -59,18 +80,38 @@ describe('first use', () => {
     const cert = makeCertificate(dir, 'relay.test');
     const sink = new SmtpSink({ keep: true });
     await sink.listen();
-    const running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-      tls: { cert: cert.cert, key: cert.key },
-      listeners: [{ name: 'sub', address: '127.0.0.1:0', tls: 'starttls', auth: 'optional' }],
-    }), dir));
+    const running = await startRelay(
+      buildConfig(
+        baseConfig(dir, [{ name: 'primary', port: sink.port }], {
+          tls: { cert: cert.cert, key: cert.key },
+          listeners: [{ name: 'sub', address: '127.0.0.1:0', tls: 'starttls', auth: 'optional' }],
+        }),
+        dir,
+      ),
+    );
     try {
-      const send = (...extra: string[]) => run(['send', '--server', `127.0.0.1:${running.smtpPort}`, '--from', 'app@corp.example', '--to', 'user@example.com', ...extra]);
+      const send = (...extra: string[]) =>
+        run([
+          'send',
+          '--server',
+          `127.0.0.1:${running.smtpPort}`,
+          '--from',
+          'app@corp.example',
+          '--to',
+          'user@example.com',
+          ...extra,
+        ]);
       const unchecked = await send();
       expect(unchecked.code).toBe(1);
-      expect(unchecked.output).toMatch(/self[- ]signed certificate[\s\S]*trust its CA with --ca FILE, or skip the check with --insecure/);
+      expect(unchecked.output).toMatch(
+        /self[- ]signed certificate[\s\S]*trust its CA with --ca FILE, or skip the check with --insecure/,
+      );
       expect(sink.messages).toHaveLength(0);
       expect(await send('--ca', cert.cert)).toMatchObject({ code: 0, output: expect.stringMatching(/^250 /) });
-      expect(await send('--insecure')).toMatchObject({ code: 0, output: expect.stringMatching(/^warning: --insecure: the relay's TLS certificate is not checked\n250 /) });
+      expect(await send('--insecure')).toMatchObject({
+        code: 0,
+        output: expect.stringMatching(/^warning: --insecure: the relay's TLS certificate is not checked\n250 /),
+      });
       await waitFor(() => sink.messages.length === 2, 15_000, 'two messages');
       expect(sink.messages.every((m) => m.data.toString().includes('with ESMTPS'))).toBe(true);
     } finally {
@@ -79,7 +120,7 @@ describe('first use', () => {
     }
   });
 
-  test('smarthop sink --dir numbers on after a restart and names each capture after the queue id: nothing is overwritten', async () => {
+  test('sink --dir numbers on after a restart, names captures after the queue id, overwrites nothing', async () => {
     const captures = path.join(dir, 'captures');
     const sinkPort = await freePort();
     const running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sinkPort }]), dir));
@@ -90,7 +131,11 @@ describe('first use', () => {
         await watched.waitFor(/sink: listening on .* \(pid \d+\)/, 'the sink');
         expect(watched.output()).toContain(`(pid ${sink.pid})`);
         const { client } = await openSession(running.smtpPort);
-        const reply = await client.sendMessage('app@corp.example', ['user@example.com'], message({ subject: `round ${round}` }));
+        const reply = await client.sendMessage(
+          'app@corp.example',
+          ['user@example.com'],
+          message({ subject: `round ${round}` }),
+        );
         await client.quit();
         const id = (reply as string).split(' ').pop() as string;
         await waitFor(() => readdirSync(captures).some((name) => name.includes(id)), 15_000, `capture of ${id}`);
@@ -106,7 +151,11 @@ describe('first use', () => {
 
   test('a YAML syntax error is reported once, with its line and column, a hint, and a count of the rest', async () => {
     const config = path.join(dir, 'relay.yaml');
-    writeFileSync(config, 'hostname: relay.test\nspool: { dir: ${SPOOL}/spool, max_queue_lifetime: 5d }\nlisteners:\n  - name: smtp\n    address: 127.0.0.1:2525\n');
+    writeFileSync(
+      config,
+      'hostname: relay.test\nspool: { dir: ${SPOOL}/spool, max_queue_lifetime: 5d }\n' +
+        'listeners:\n  - name: smtp\n    address: 127.0.0.1:2525\n',
+    );
     const result = await run(['check-config', '-c', config]);
     expect(result.code).toBe(1);
     const lines = result.output.trimEnd().split('\n');
@@ -123,12 +172,15 @@ describe('first use', () => {
 describe('a client removed by a reload', () => {
   const t = relayPerTest();
 
-  test('gets 554 5.7.1 at its next MAIL where AUTH cannot help, and 530 5.7.0 where it can (STARTTLS, then AUTH)', async () => {
+  test('gets 554 5.7.1 at its next MAIL where AUTH cannot help, 530 5.7.0 where it can (STARTTLS first)', async () => {
     const cert = makeCertificate(t.dir, 'relay.test');
     const sink = await t.sink();
     const raw = baseConfig(t.dir, [{ name: 'primary', port: sink.port }], {
       tls: { cert: cert.cert, key: cert.key },
-      listeners: [{ name: 'plain', address: '127.0.0.1:0', tls: 'none', auth: 'optional' }, { name: 'sub', address: '127.0.0.1:0', tls: 'starttls', auth: 'optional' }],
+      listeners: [
+        { name: 'plain', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
+        { name: 'sub', address: '127.0.0.1:0', tls: 'starttls', auth: 'optional' },
+      ],
     });
     const file = path.join(t.dir, 'relay.yaml');
     writeFileSync(file, stringify(raw));
@@ -140,7 +192,9 @@ describe('a client removed by a reload', () => {
 
     writeFileSync(file, stringify({ ...raw, clients: [{ name: 'lan', networks: ['10.99.0.0/16'] }] }));
     expect((await t.running.relay.reload('api')).ok).toBe(true);
-    expect(await plain.command('MAIL FROM:<app@corp.example>')).toBe('554 5.7.1 Access denied: [127.0.0.1] is not a permitted client');
+    expect(await plain.command('MAIL FROM:<app@corp.example>')).toBe(
+      '554 5.7.1 Access denied: [127.0.0.1] is not a permitted client',
+    );
     expect(await sub.command('MAIL FROM:<app@corp.example>')).toBe('530 5.7.0 Authentication required');
     await plain.quit();
     await sub.quit();

@@ -22,7 +22,12 @@ const execFileAsync = promisify(execFile);
 jest.setTimeout(90_000);
 
 /** Runs a command with `input` on stdin; resolves with its exit code and output (never rejects on a non-zero exit). */
-function runWith(command: string, args: string[], input: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+function runWith(
+  command: string,
+  args: string[],
+  input: string,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env } });
     let stdout = '';
@@ -46,49 +51,76 @@ describe('smarthop sendmail', () => {
     return { sink, running, server: `127.0.0.1:${running.smtpPort}` };
   };
 
-  (existsSync(PHP) ? test : test.skip)("PHP's mail() through sendmail_path: To, Cc and Bcc reached, Bcc removed; a refused recipient makes mail() return false", async () => {
-    const { sink, server } = await relayAndSink();
-    const sendmailPath = `${process.execPath} ${CLI} sendmail --server ${server} -t -i`;
-    const php = (code: string) => execFileAsync(PHP, ['-n', '-d', `sendmail_path=${sendmailPath}`, '-r', code]).then((r) => r.stdout);
-    const sent = await php(`echo mail('customer@example.com', 'Invoice 4711', "Dear customer,\\n.\\nattached.", "From: ERP <erp@corp.example>\\r\\nCc: accounts@example.com\\r\\nBcc: archive@corp.example") ? 'sent' : 'failed';`);
-    expect(sent).toBe('sent');
-    await waitFor(() => sink.messages.length === 1, 15_000, 'the message at the smart host');
-    const [message] = sink.messages;
-    expect(message.from).toBe('erp@corp.example');
-    expect(message.to.sort()).toEqual(['accounts@example.com', 'archive@corp.example', 'customer@example.com']);
-    const text = message.data.toString();
-    expect(text).toMatch(/^Subject: Invoice 4711\r$/m);
-    expect(text).toMatch(/^From: ERP <erp@corp\.example>\r$/m);
-    expect(text).not.toMatch(/^Bcc:/im);
-    // -i: PHP's lone dot is text, not the end of the message.
-    expect(text).toMatch(/\r\nDear customer,\r\n\.\.?\r\nattached\.\r\n/);
+  (existsSync(PHP) ? test : test.skip)(
+    "PHP's mail(): To, Cc and Bcc reached, Bcc removed; a refused recipient makes mail() return false",
+    async () => {
+      const { sink, server } = await relayAndSink();
+      const sendmailPath = `${process.execPath} ${CLI} sendmail --server ${server} -t -i`;
+      const php = (code: string) =>
+        execFileAsync(PHP, ['-n', '-d', `sendmail_path=${sendmailPath}`, '-r', code]).then((r) => r.stdout);
+      const sent = await php(
+        `echo mail('customer@example.com', 'Invoice 4711', "Dear customer,\\n.\\nattached.", ` +
+          `"From: ERP <erp@corp.example>\\r\\nCc: accounts@example.com\\r\\nBcc: archive@corp.example")` +
+          ` ? 'sent' : 'failed';`,
+      );
+      expect(sent).toBe('sent');
+      await waitFor(() => sink.messages.length === 1, 15_000, 'the message at the smart host');
+      const [message] = sink.messages;
+      expect(message.from).toBe('erp@corp.example');
+      expect(message.to.sort()).toEqual(['accounts@example.com', 'archive@corp.example', 'customer@example.com']);
+      const text = message.data.toString();
+      expect(text).toMatch(/^Subject: Invoice 4711\r$/m);
+      expect(text).toMatch(/^From: ERP <erp@corp\.example>\r$/m);
+      expect(text).not.toMatch(/^Bcc:/im);
+      // -i: PHP's lone dot is text, not the end of the message.
+      expect(text).toMatch(/\r\nDear customer,\r\n\.\.?\r\nattached\.\r\n/);
 
-    const refused = await php(`echo mail('rival@competitor.example', 'x', 'y', 'From: erp@corp.example') ? 'sent' : 'failed';`);
-    expect(refused).toBe('failed');
-    expect(sink.messages).toHaveLength(1);
-  });
+      const refused = await php(
+        `echo mail('rival@competitor.example', 'x', 'y', 'From: erp@corp.example') ? 'sent' : 'failed';`,
+      );
+      expect(refused).toBe('failed');
+      expect(sink.messages).toHaveLength(1);
+    },
+  );
 
-  test('a cron-style pipe through a link named sendmail: -FCronDaemon -i -B8BITMIME -oem, the relay from $SMARTHOP_SERVER', async () => {
+  test('a cron-style pipe through a link named sendmail: -FCronDaemon -i -B8BITMIME -oem', async () => {
     const { sink, server } = await relayAndSink();
     const link = path.join(t.dir, 'sendmail');
     symlinkSync(CLI, link);
     const output = 'Subject: Cron <root@app1> /usr/local/bin/nightly\n\nbackup done\n.\n12 files\n';
-    const result = await runWith('/bin/sh', ['-c', `printf '%s' "$OUTPUT" | ${link} -FCronDaemon -i -B8BITMIME -oem root@example.com`], '', { OUTPUT: output, SMARTHOP_SERVER: server });
+    const result = await runWith(
+      '/bin/sh',
+      ['-c', `printf '%s' "$OUTPUT" | ${link} -FCronDaemon -i -B8BITMIME -oem root@example.com`],
+      '',
+      { OUTPUT: output, SMARTHOP_SERVER: server },
+    );
     expect(result).toEqual({ code: 0, stdout: '', stderr: '' });
     await waitFor(() => sink.messages.length === 1, 15_000, 'the cron mail');
     const [message] = sink.messages;
     const user = userInfo().username;
     expect(message.from).toBe(`${user}@${hostname()}`);
     expect(message.to).toEqual(['root@example.com']);
-    expect(message.data.toString()).toMatch(new RegExp(`^From: "CronDaemon" <${user}@${hostname().replace(/\./g, '\\.')}>\\r$`, 'm'));
+    expect(message.data.toString()).toMatch(
+      new RegExp(`^From: "CronDaemon" <${user}@${hostname().replace(/\./g, '\\.')}>\\r$`, 'm'),
+    );
     expect(message.data.toString()).toMatch(/\r\nbackup done\r\n\.\.?\r\n12 files\r\n/);
   });
 
-  test('the relay from the config\'s first listener (-C); without -i a lone dot ends the message; -f sets the sender', async () => {
+  test("the config's first listener (-C); without -i a lone dot ends the message; -f sets the sender", async () => {
     const { sink, running } = await relayAndSink();
     const config = path.join(t.dir, 'relay.yaml');
-    writeFileSync(config, stringify({ ...baseConfig(t.dir, [{ name: 'primary', port: sink.port }]), listeners: [{ name: 'smtp', address: `0.0.0.0:${running.smtpPort}` }] }));
-    const result = await runWith(process.execPath, [CLI, 'sendmail', '-C', config, '-f', 'monitor@corp.example', 'ops@example.com'], 'Subject: disk\n\nfirst\n.\nnever sent\n');
+    writeFileSync(
+      config,
+      stringify({
+        ...baseConfig(t.dir, [{ name: 'primary', port: sink.port }]),
+        listeners: [{ name: 'smtp', address: `0.0.0.0:${running.smtpPort}` }],
+      }),
+    );
+    const result = await runWith(
+      process.execPath,
+      [CLI, 'sendmail', '-C', config, '-f', 'monitor@corp.example', 'ops@example.com'],
+      'Subject: disk\n\nfirst\n.\nnever sent\n',
+    );
     expect(result.code).toBe(0);
     await waitFor(() => sink.messages.length === 1, 15_000, 'the message');
     expect(sink.messages[0].from).toBe('monitor@corp.example');
@@ -96,10 +128,11 @@ describe('smarthop sendmail', () => {
     expect(sink.messages[0].data.toString()).not.toContain('never sent');
   });
 
-  test('exit codes are sendmail\'s: 75 relay unreachable, 77 refused by policy, 64 no recipient or an unknown mode, 78 no relay known', async () => {
+  test("sendmail's exit codes: 75 unreachable, 77 refused by policy, 64 usage, 78 no relay known", async () => {
     const { server } = await relayAndSink();
     const down = `127.0.0.1:${await freePort()}`;
-    const send = (args: string[], env: NodeJS.ProcessEnv = {}) => runWith(process.execPath, [CLI, 'sendmail', ...args], 'Subject: x\n\ny\n', env);
+    const send = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+      runWith(process.execPath, [CLI, 'sendmail', ...args], 'Subject: x\n\ny\n', env);
     const unreachable = await send(['--server', down, 'a@example.com']);
     expect(unreachable.code).toBe(75);
     expect(unreachable.stderr).toMatch(/^sendmail: 127\.0\.0\.1:\d+: .*ECONNREFUSED/);
@@ -115,23 +148,72 @@ describe('smarthop sendmail', () => {
 
 describe('sendmail arguments and message', () => {
   test('flags as cron, mailx and PHP pass them', () => {
-    const parsed = parseSendmailArgs(['-FCronDaemon', '-i', '-B8BITMIME', '-oem', '-odi', '-v', '-N', 'never', '-fapp@corp.example', '-ti', '--', '-weird@example.com']);
-    expect(parsed).toEqual({ ok: true, options: expect.objectContaining({ fullName: 'CronDaemon', ignoreDots: true, extractRecipients: true, sender: 'app@corp.example', recipients: ['-weird@example.com'] }) });
-    expect(parseSendmailArgs(['-oi', '-r', 'x@y.example', 'a@b.example'])).toEqual({ ok: true, options: expect.objectContaining({ ignoreDots: true, sender: 'x@y.example', recipients: ['a@b.example'] }) });
+    const parsed = parseSendmailArgs([
+      '-FCronDaemon',
+      '-i',
+      '-B8BITMIME',
+      '-oem',
+      '-odi',
+      '-v',
+      '-N',
+      'never',
+      '-fapp@corp.example',
+      '-ti',
+      '--',
+      '-weird@example.com',
+    ]);
+    expect(parsed).toEqual({
+      ok: true,
+      options: expect.objectContaining({
+        fullName: 'CronDaemon',
+        ignoreDots: true,
+        extractRecipients: true,
+        sender: 'app@corp.example',
+        recipients: ['-weird@example.com'],
+      }),
+    });
+    expect(parseSendmailArgs(['-oi', '-r', 'x@y.example', 'a@b.example'])).toEqual({
+      ok: true,
+      options: expect.objectContaining({ ignoreDots: true, sender: 'x@y.example', recipients: ['a@b.example'] }),
+    });
     expect(parseSendmailArgs(['-Q'])).toEqual({ ok: false, error: 'unknown flag -Q' });
     expect(parseSendmailArgs(['--server'])).toEqual({ ok: false, error: '--server needs a value' });
   });
 
   test('-t reads To, Cc and Bcc (groups and quoted names too), removes Bcc, and adds From when missing', () => {
-    const options = { extractRecipients: true, ignoreDots: true, recipients: ['extra@example.com'], insecure: false, help: false, fullName: 'Night "Job"' };
-    const input = Buffer.from('To: "Doe, Jane" <jane@example.com>, team: a@example.com, b@example.com;\nBcc: hidden@example.com\n  , hidden2@example.com\nSubject: s\n\nbody\n');
+    const options = {
+      extractRecipients: true,
+      ignoreDots: true,
+      recipients: ['extra@example.com'],
+      insecure: false,
+      help: false,
+      fullName: 'Night "Job"',
+    };
+    const input = Buffer.from(
+      'To: "Doe, Jane" <jane@example.com>, team: a@example.com, b@example.com;\n' +
+        'Bcc: hidden@example.com\n  , hidden2@example.com\nSubject: s\n\nbody\n',
+    );
     const prepared = prepareMessage(input, options, { USER: 'cron' });
     if (!prepared.ok) throw new Error(prepared.error);
-    expect(prepared.to).toEqual(['extra@example.com', 'jane@example.com', 'a@example.com', 'b@example.com', 'hidden@example.com', 'hidden2@example.com']);
+    expect(prepared.to).toEqual([
+      'extra@example.com',
+      'jane@example.com',
+      'a@example.com',
+      'b@example.com',
+      'hidden@example.com',
+      'hidden2@example.com',
+    ]);
     expect(prepared.from).toBe(`cron@${hostname()}`);
-    expect(prepared.message.toString()).toBe(`From: "Night Job" <cron@${hostname()}>\nTo: "Doe, Jane" <jane@example.com>, team: a@example.com, b@example.com;\nSubject: s\n\nbody\n`);
+    expect(prepared.message.toString()).toBe(
+      `From: "Night Job" <cron@${hostname()}>\n` +
+        'To: "Doe, Jane" <jane@example.com>, team: a@example.com, b@example.com;\nSubject: s\n\nbody\n',
+    );
     // No header at all: the text is the body, behind the From that is added.
-    const bare = prepareMessage(Buffer.from('just text\nmore\n'), { ...options, extractRecipients: false }, { USER: 'cron' });
+    const bare = prepareMessage(
+      Buffer.from('just text\nmore\n'),
+      { ...options, extractRecipients: false },
+      { USER: 'cron' },
+    );
     expect(bare.ok && bare.message.toString()).toBe(`From: "Night Job" <cron@${hostname()}>\n\njust text\nmore\n`);
   });
 });

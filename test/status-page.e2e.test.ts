@@ -13,7 +13,16 @@ import { startTrafficRelay, type TrafficRelay } from './helpers/trace-traffic';
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.resolve(__dirname, '..', 'test-artifacts');
 // The machine's network is closed: without these, chromium tries Google's hosts at every start.
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 const missing = !existsSync(CHROMIUM);
 if (missing && !process.env.CI) {
@@ -42,8 +51,11 @@ jest.setTimeout(90_000);
 
   const base = () => `http://127.0.0.1:${relay.running.httpPort}`;
 
-  test('shows the queue, smart hosts, top clients and last events; the trace box finds a bounce and its DSN', async () => {
-    const context = await browser.newContext({ httpCredentials: { username: 'admin', password: relay.token }, viewport: { width: 1400, height: 1100 } });
+  test('queue, smart hosts, top clients, last events; the trace box finds a bounce and its DSN', async () => {
+    const context = await browser.newContext({
+      httpCredentials: { username: 'admin', password: relay.token },
+      viewport: { width: 1400, height: 1100 },
+    });
     const page = await context.newPage();
     const requests: string[] = [];
     page.on('request', (request) => requests.push(request.url()));
@@ -58,7 +70,12 @@ jest.setTimeout(90_000);
     // Smart hosts: both up, breakers closed; backup's quota has one message less (the failover) of 100 an hour.
     const cells = (selector: string) => page.locator(`${selector} td`).allTextContents();
     expect((await cells('[data-smarthost="primary"]')).slice(0, 4)).toEqual(['primary', 'up', 'closed', '-']);
-    expect((await cells('[data-smarthost="backup"]')).slice(0, 4)).toEqual(['backup', 'up', 'closed', expect.stringMatching(/^9\d messages\/1h$/)]);
+    expect((await cells('[data-smarthost="backup"]')).slice(0, 4)).toEqual([
+      'backup',
+      'up',
+      'closed',
+      expect.stringMatching(/^9\d messages\/1h$/),
+    ]);
     // Top clients of the last hour: lan sent three messages, one recipient each.
     expect(await cells('[data-client="lan"]')).toEqual(['lan', '3', '3']);
     // Last events: the refusal of the stranger and the DSN's delivery are there.
@@ -77,7 +94,9 @@ jest.setTimeout(90_000);
     const text = (await story.textContent()) ?? '';
     expect(text).toContain('bounced');
     expect(text).toContain('550 5.1.1 No such user here');
-    expect(text).toMatch(/attempt\s+primary\[127\.0\.0\.1\]:\d+: failed, 0\/1 accepted \(550 5\.1\.1 No such user here\)/);
+    expect(text).toMatch(
+      /attempt\s+primary\[127\.0\.0\.1\]:\d+: failed, 0\/1 accepted \(550 5\.1\.1 No such user here\)/,
+    );
     expect(text).toMatch(/attempt\s+backup\[127\.0\.0\.1\]:\d+: failed/);
     expect(text).toMatch(/dsn\s+\w+ to <app@corp\.example> about <nobody@example\.com>/);
     expect(text).toMatch(/delivered\s+DSN \w+: <app@corp\.example> via primary/);
@@ -100,16 +119,24 @@ jest.setTimeout(90_000);
       const page = await context.newPage();
       const shown = await page.goto(`${base()}/`).then(
         async (response) => ({ outcome: `HTTP ${response?.status()}`, html: await page.content() }),
-        (err: Error) => ({ outcome: /ERR_INVALID_AUTH_CREDENTIALS/.test(err.message) ? 'HTTP 401' : err.message, html: '' }),
+        (err: Error) => ({
+          outcome: /ERR_INVALID_AUTH_CREDENTIALS/.test(err.message) ? 'HTTP 401' : err.message,
+          html: '',
+        }),
       );
       expect(shown.outcome).toBe('HTTP 401');
       expect(shown.html).not.toContain(relay.ids.deferred);
       await context.close();
     }
-    // What the browser got, checked directly: a challenge and no data; Basic with the token as password, or the API's bearer token, pass.
+    // What the browser got, checked directly: a challenge and no data. Basic with the token as password,
+    // or the API's bearer token, pass.
     const get = async (authorization?: string) => {
       const response = await fetch(`${base()}/`, { headers: authorization ? { authorization } : {} });
-      return { status: response.status, challenge: response.headers.get('www-authenticate'), body: await response.text() };
+      return {
+        status: response.status,
+        challenge: response.headers.get('www-authenticate'),
+        body: await response.text(),
+      };
     };
     const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
     const refused = await get();

@@ -1,4 +1,13 @@
-import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import * as path from 'node:path';
 import { generateEvents, type GeneratedEvents } from '../bench/trace-events';
 import { normalizeAddress } from '../src/policy/address';
@@ -29,14 +38,18 @@ function allStories(file: string): Story[] {
   const dir = path.dirname(file);
   const base = path.basename(file);
   const rank = (name: string) => (name === base ? 0 : Number(name.slice(base.length + 1)));
-  const names = readdirSync(dir).filter((n) => n === base || new RegExp(`^${base.replace('.', '\\.')}\\.\\d+$`).test(n));
+  const names = readdirSync(dir).filter(
+    (n) => n === base || new RegExp(`^${base.replace('.', '\\.')}\\.\\d+$`).test(n),
+  );
   names.sort((a, b) => rank(b) - rank(a));
   const located: LocatedEvent[] = [];
   for (const name of names) {
-    readFileSync(path.join(dir, name), 'utf8').split('\n').forEach((line, i) => {
-      const event = parseTraceEvent(line);
-      if (event) located.push({ event, time: Date.parse(event.ts), at: `${name}:${i}` });
-    });
+    readFileSync(path.join(dir, name), 'utf8')
+      .split('\n')
+      .forEach((line, i) => {
+        const event = parseTraceEvent(line);
+        if (event) located.push({ event, time: Date.parse(event.ts), at: `${name}:${i}` });
+      });
   }
   const links = dsnLinks(located);
   const groups = new Map<string, LocatedEvent[]>();
@@ -84,7 +97,11 @@ describe('trace over rotated events files', () => {
       { outcome: 'rejected', limit: '1000' },
       { smarthost: 'backup', client: 'erp', limit: '1000' },
       { client: 'scanners', outcome: 'delivered', limit: '1000' },
-      { from: new Date(generated.firstTs + 60_000).toISOString(), until: new Date(generated.firstTs + 120_000).toISOString(), limit: '1000' },
+      {
+        from: new Date(generated.firstTs + 60_000).toISOString(),
+        until: new Date(generated.firstTs + 120_000).toISOString(),
+        limit: '1000',
+      },
     ];
     const index = new TraceIndex(file, { persist: true });
     const stories = allStories(file);
@@ -101,29 +118,49 @@ describe('trace over rotated events files', () => {
     const index = new TraceIndex(file, { persist: true });
     const bounced = (await traceMessages(index, query({ queue_id: generated.samples.bounced.queueId }))).stories[0];
     expect(bounced.state).toBe('bounced');
-    expect(bounced.events.map((e) => e.type)).toEqual(['received', 'attempt', 'bounced', 'dsn', 'attempt', 'delivered']);
-    expect(bounced.dsns).toEqual([expect.objectContaining({ queue_id: generated.samples.bounced.dsnId, state: 'delivered' })]);
+    expect(bounced.events.map((e) => e.type)).toEqual([
+      'received',
+      'attempt',
+      'bounced',
+      'dsn',
+      'attempt',
+      'delivered',
+    ]);
+    expect(bounced.dsns).toEqual([
+      expect.objectContaining({ queue_id: generated.samples.bounced.dsnId, state: 'delivered' }),
+    ]);
     // Asked by the DSN's own id, the answer is the same story.
-    const viaDsn = (await traceMessages(index, query({ queue_id: generated.samples.bounced.dsnId as string }))).stories[0];
+    const viaDsn = (await traceMessages(index, query({ queue_id: generated.samples.bounced.dsnId as string })))
+      .stories[0];
     expect(viaDsn.events).toEqual(bounced.events);
     const deferred = (await traceMessages(index, query({ queue_id: generated.samples.deferred.queueId }))).stories[0];
     expect(deferred.state).toBe('delivered');
     const n = deferred.recipients.length;
-    expect(deferred.events.map((e) => e.type)).toEqual(['received', 'attempt', ...Array(n).fill('deferred'), 'attempt', ...Array(n).fill('delivered')]);
+    expect(deferred.events.map((e) => e.type)).toEqual([
+      'received',
+      'attempt',
+      ...Array(n).fill('deferred'),
+      'attempt',
+      ...Array(n).fill('delivered'),
+    ]);
     expect(deferred.recipients.every((r) => r.state === 'delivered' && r.attempt === 2)).toBe(true);
   });
 
   test('the index is a few % of the events, one file per events file, and follows a rotation', async () => {
     await traceMessages(new TraceIndex(file, { persist: true }), query({ queue_id: generated.samples.middle.queueId }));
     const indexDir = `${file}.index`;
-    const eventBytes = readdirSync(dir).filter((n) => n.startsWith('events.jsonl') && !n.endsWith('.index')).reduce((n, name) => n + statSync(path.join(dir, name)).size, 0);
+    const eventBytes = readdirSync(dir)
+      .filter((n) => n.startsWith('events.jsonl') && !n.endsWith('.index'))
+      .reduce((n, name) => n + statSync(path.join(dir, name)).size, 0);
     const indexFiles = readdirSync(indexDir);
     const indexBytes = indexFiles.reduce((n, name) => n + statSync(path.join(indexDir, name)).size, 0);
     expect(indexFiles.length).toBe(readdirSync(dir).filter((n) => /^events\.jsonl(\.\d+)?$/.test(n)).length);
     expect(indexBytes / eventBytes).toBeLessThan(0.1);
 
     // A rotation renames the files; their index files (named by inode) stay valid, the oldest goes.
-    const names = readdirSync(dir).filter((n) => /^events\.jsonl\.\d+$/.test(n)).sort((a, b) => Number(b.split('.').pop()) - Number(a.split('.').pop()));
+    const names = readdirSync(dir)
+      .filter((n) => /^events\.jsonl\.\d+$/.test(n))
+      .sort((a, b) => Number(b.split('.').pop()) - Number(a.split('.').pop()));
     for (const name of names) {
       const n = Number(name.split('.').pop());
       if (n >= 5) continue;
@@ -170,9 +207,17 @@ describe('the index survives what a crash or an admin does to it', () => {
     const q = query({ queue_id: generated.samples.middle.queueId });
     expect((await traceMessages(new TraceIndex(file, { persist: true }), q)).stories).toHaveLength(1);
     // Same inode, new content: the header (a digest of the first line) no longer fits.
-    writeFileSync(file, `${JSON.stringify({ ts: new Date().toISOString(), type: 'received', queue_id: 'NEWFILE0001', client: 'lan', from: 'a@b.example', to: ['c@d.example'], smarthost: null, response: null, attempt: 0 })}\n`);
+    writeFileSync(
+      file,
+      `${JSON.stringify({
+        ts: new Date().toISOString(), type: 'received', queue_id: 'NEWFILE0001', client: 'lan', from: 'a@b.example',
+        to: ['c@d.example'], smarthost: null, response: null, attempt: 0,
+      })}\n`,
+    );
     expect((await traceMessages(new TraceIndex(file, { persist: true }), q)).stories).toHaveLength(0);
-    expect((await traceMessages(new TraceIndex(file, { persist: true }), query({ queue_id: 'NEWFILE0001' }))).stories).toHaveLength(1);
+    expect(
+      (await traceMessages(new TraceIndex(file, { persist: true }), query({ queue_id: 'NEWFILE0001' }))).stories,
+    ).toHaveLength(1);
   });
 
   test('an index it cannot write is no reason to fail: it answers from the events, and says so', async () => {
@@ -190,7 +235,17 @@ describe('the index survives what a crash or an admin does to it', () => {
   });
 
   test('a line being appended (no newline yet) is left for later, then read once complete', async () => {
-    const line = JSON.stringify({ ts: new Date().toISOString(), type: 'received', queue_id: 'LATEST00001', client: 'lan', from: 'a@b.example', to: ['late@d.example'], smarthost: null, response: null, attempt: 0 });
+    const line = JSON.stringify({
+      ts: new Date().toISOString(),
+      type: 'received',
+      queue_id: 'LATEST00001',
+      client: 'lan',
+      from: 'a@b.example',
+      to: ['late@d.example'],
+      smarthost: null,
+      response: null,
+      attempt: 0,
+    });
     appendFileSync(file, line.slice(0, 50));
     const index = new TraceIndex(file, { persist: true });
     expect((await traceMessages(index, query({ queue_id: 'LATEST00001' }))).stories).toHaveLength(0);
@@ -218,7 +273,8 @@ describe('trace query parameters', () => {
     expect(parseTimestamp('2026-11-01 15:00:30.25+01:00')).toBe(Date.UTC(2026, 10, 1, 14, 0, 30, 250));
     expect(parseTimestamp('2026-11-01T15:00')).toBe(new Date(2026, 10, 1, 15, 0).getTime());
     expect(parseTimestamp('2026-11-01')).toBe(new Date(2026, 10, 1).getTime());
-    for (const bad of ['2026-02-30', '2026-13-01', 'yesterday', '2026-11-01T25:00', '1700000000']) expect(parseTimestamp(bad)).toBeUndefined();
+    for (const bad of ['2026-02-30', '2026-13-01', 'yesterday', '2026-11-01T25:00', '1700000000'])
+      expect(parseTimestamp(bad)).toBeUndefined();
   });
 
   test('errors name the parameter', () => {
@@ -236,14 +292,43 @@ describe('trace query parameters', () => {
   });
 
   test('address patterns read ASCII addresses exactly as the policy normalises them', () => {
-    const addresses = ['User@Example.COM', '<User@Example.COM.>', '<a/b@x.example>', 'x@Example.com.', 'postmaster', '', 'a%41@b.example', 'ü@bücher.example', 'a@[10.0.0.1]', 'A+tag@Sub.Example.org', 'user@example.co'];
-    for (const pattern of ['*@example.com', 'example.com', 'a/*@*', '*', '<>', 'postmaster', '*@bücher.example', 'a+tag@sub.example.org', '*@b.example', 'user@example.com', 'x@example.com.', 'aa@b.example']) {
+    const addresses = [
+      'User@Example.COM',
+      '<User@Example.COM.>',
+      '<a/b@x.example>',
+      'x@Example.com.',
+      'postmaster',
+      '',
+      'a%41@b.example',
+      'ü@bücher.example',
+      'a@[10.0.0.1]',
+      'A+tag@Sub.Example.org',
+      'user@example.co',
+    ];
+    for (const pattern of [
+      '*@example.com',
+      'example.com',
+      'a/*@*',
+      '*',
+      '<>',
+      'postmaster',
+      '*@bücher.example',
+      'a+tag@sub.example.org',
+      '*@b.example',
+      'user@example.com',
+      'x@example.com.',
+      'aa@b.example',
+    ]) {
       const compiled = AddressPattern.compile(pattern);
       if (!compiled.ok) throw new Error(compiled.error);
       const policy = AddressMatcher.of([pattern]);
       for (const address of addresses) {
         const viaPolicy = policy.matches(normalizeAddress(address));
-        expect({ pattern, address, matches: compiled.pattern.matches(address) }).toEqual({ pattern, address, matches: viaPolicy });
+        expect({ pattern, address, matches: compiled.pattern.matches(address) }).toEqual({
+          pattern,
+          address,
+          matches: viaPolicy,
+        });
       }
     }
   });

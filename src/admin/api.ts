@@ -52,7 +52,11 @@ export class AdminApi implements ApiHandler {
     if (!adminAuthorised(req, this.deps.token())) {
       if (page) {
         // A browser asks for the token (as the password) once, then sends it with every request.
-        res.writeHead(401, { 'www-authenticate': 'Basic realm="smarthop", charset="UTF-8"', 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+        res.writeHead(401, {
+          'www-authenticate': 'Basic realm="smarthop", charset="UTF-8"',
+          'content-type': 'text/plain; charset=utf-8',
+          'cache-control': 'no-store',
+        });
         res.end('The status page needs the admin token (http.token) as the password; any user name.\n');
         return;
       }
@@ -151,7 +155,8 @@ export class AdminApi implements ApiHandler {
     try {
       return { by, text, since, result: { ok: true, report: await trace(parsed.query) } };
     } catch (err) {
-      return { by, text, since, result: { ok: false, error: `the events could not be read: ${(err as Error).message}` } };
+      const error = `the events could not be read: ${(err as Error).message}`;
+      return { by, text, since, result: { ok: false, error } };
     }
   }
 

@@ -16,6 +16,8 @@ export interface AdminTarget {
   smtp: { host: string; port: number; tls: string } | null;
 }
 
+const NO_TARGET: AdminTarget = { url: null, token: undefined, spoolDir: null, eventsFile: null, smtp: null };
+
 export interface TargetOptions {
   config?: string;
   url?: string;
@@ -23,12 +25,13 @@ export interface TargetOptions {
 }
 
 /**
- * Reads only `http.address`, `http.token`, `spool.dir`, `events.file` and the first listener from the config file, leniently: an admin
+ * Reads only `http.address`, `http.token`, `spool.dir`, `events.file` and the first listener
+ * from the config file, leniently: an admin
  * at a shell usually lacks the service's environment (smart-host passwords and the like), and the
  * queue commands need none of it. A `${SMARTHOP_API_TOKEN}` reference is still resolved if it is set.
  */
 export function resolveTarget(options: TargetOptions, env: NodeJS.ProcessEnv = process.env): AdminTarget {
-  const fromFile = options.config ? readTargetFromConfig(options.config, env) : { url: null, token: undefined, spoolDir: null, eventsFile: null, smtp: null };
+  const fromFile = options.config ? readTargetFromConfig(options.config, env) : NO_TARGET;
   return {
     url: options.url ? options.url.replace(/\/+$/, '') : fromFile.url,
     token: options.token ?? (env.SMARTHOP_API_TOKEN || undefined) ?? fromFile.token,
@@ -46,7 +49,7 @@ function readTargetFromConfig(file: string, env: NodeJS.ProcessEnv): AdminTarget
   try {
     raw = interpolateEnv(parse(readFileSync(file, 'utf8')), env, []);
   } catch {
-    return { url: null, token: undefined, spoolDir: null, eventsFile: null, smtp: null };
+    return NO_TARGET;
   }
   const config = isRecord(raw) ? raw : {};
   const http = isRecord(config.http) ? config.http : {};
@@ -55,13 +58,14 @@ function readTargetFromConfig(file: string, env: NodeJS.ProcessEnv): AdminTarget
   const baseDir = path.dirname(path.resolve(file));
   const listener = Array.isArray(config.listeners) && isRecord(config.listeners[0]) ? config.listeners[0] : {};
   const smtp = typeof listener.address === 'string' ? parseHostPort(listener.address) : undefined;
+  const smtpTls = typeof listener.tls === 'string' ? listener.tls : 'none';
   const address = typeof http.address === 'string' ? parseHostPort(http.address) : undefined;
   return {
     url: address ? `http://${urlHost(address.host)}:${address.port}` : null,
     token: typeof http.token === 'string' && http.token !== '' ? http.token : undefined,
     spoolDir: typeof spool.dir === 'string' ? path.resolve(baseDir, spool.dir) : null,
     eventsFile: typeof events.file === 'string' ? path.resolve(baseDir, events.file) : null,
-    smtp: smtp ? { host: connectHost(smtp.host), port: smtp.port, tls: typeof listener.tls === 'string' ? listener.tls : 'none' } : null,
+    smtp: smtp ? { ...smtp, host: connectHost(smtp.host), tls: smtpTls } : null,
   };
 }
 

@@ -32,7 +32,7 @@ interface TraceOptions extends CommonOptions {
  */
 export function registerTraceCommand(program: Command, io: CommandIo): void {
   withTarget(program.command('trace'))
-    .description("a message's story from the events files: received, every attempt, delivered/deferred/bounced/expired, the DSN it caused")
+    .description("a message's story from the events files: received, every attempt, the outcome, the DSN it caused")
     .argument('[id]', 'a queue id or a Message-ID')
     .option('--message-id <id>', 'the Message-ID header (with or without <>)')
     .option('--sender <pattern>', 'envelope sender: an address, a domain, or a glob (*@corp.example)')
@@ -46,13 +46,18 @@ export function registerTraceCommand(program: Command, io: CommandIo): void {
     .option('--limit <n>', 'at most this many messages, newest first', '20')
     .option('--brief', 'one line per message instead of each story')
     .option('--offline', 'read the events files even if the relay is running')
-    .option('--events <file>', 'read this events file (and its rotated .1, .2 …) instead of the config\'s events.file')
+    .option('--events <file>', "read this events file (and its rotated .1, .2 …) instead of the config's events.file")
     .action(function (this: Command, id: string | undefined) {
       const options = this.opts<TraceOptions>();
       return run(io, async () => {
         const query = queryString(options, id);
-        const report = options.offline || options.events ? await readOffline(options, query) : await askRelayOrRead(options, query, io);
-        io.out(`${options.json ? JSON.stringify(report, null, 2) : options.brief ? formatTraceTable(report) : formatTrace(report)}\n`);
+        const report =
+          options.offline || options.events
+            ? await readOffline(options, query)
+            : await askRelayOrRead(options, query, io);
+        const human = options.brief ? formatTraceTable : formatTrace;
+        const text = options.json ? JSON.stringify(report, null, 2) : human(report);
+        io.out(`${text}\n`);
         if (report.stories.length === 0) io.setExitCode(EXIT_REFUSED);
       });
     });
@@ -85,7 +90,10 @@ function queryString(options: TraceOptions, id: string | undefined): URLSearchPa
     const value = options[key];
     if (value === undefined) continue;
     const ms = parseTimestamp(value);
-    if (ms === undefined) throw new Error(`--${key}: expected a time like 2026-11-01T15:00, 2026-11-01 15:00:30 or 2026-11-01T15:00Z, got ${JSON.stringify(value)}`);
+    if (ms === undefined)
+      throw new Error(
+        `--${key}: expected a time like 2026-11-01T15:00 or 2026-11-01 15:00:30Z, got ${JSON.stringify(value)}`,
+      );
     params.set(key, new Date(ms).toISOString());
   }
   set('limit', options.limit);
@@ -106,7 +114,8 @@ async function askRelayOrRead(options: TraceOptions, query: URLSearchParams, io:
 
 async function readOffline(options: TraceOptions, params: URLSearchParams): Promise<TraceReport> {
   const file = options.events ?? resolveTarget(options).eventsFile;
-  if (!file) throw new RelayUnreachable(`no events file: set events.file in ${options.config ?? 'the config'} or pass --events`);
+  if (!file)
+    throw new RelayUnreachable(`no events file: set events.file in ${options.config ?? 'the config'} or pass --events`);
   const parsed = parseTraceQuery(params, Date.now());
   if (!parsed.ok) throw new Error(parsed.error);
   return traceMessages(new TraceIndex(file, { persist: true }), parsed.query);

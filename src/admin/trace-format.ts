@@ -10,11 +10,13 @@ export interface TraceAnswer {
   notes?: string[];
 }
 
+const MORE = 'more match (narrow the query or raise --limit)';
+
 export function formatTrace(answer: TraceAnswer, now: Date = new Date()): string {
   if (answer.stories.length === 0) return `no message matches${noteLines(answer)}`;
   const blocks = answer.stories.map((story) => formatStory(story));
-  const summary = `${answer.stories.length} message(s)${answer.more ? ', more match (narrow the query or raise --limit)' : ''}; times are local (UTC${utcOffset(now)})`;
-  return `${blocks.join('\n\n')}\n\n${summary}${noteLines(answer)}`;
+  const count = `${answer.stories.length} message(s)${answer.more ? `, ${MORE}` : ''}`;
+  return `${blocks.join('\n\n')}\n\n${count}; times are local (UTC${utcOffset(now)})${noteLines(answer)}`;
 }
 
 /** One line per message: the table for a long answer (`--brief`). */
@@ -22,29 +24,45 @@ export function formatTraceTable(answer: TraceAnswer): string {
   if (answer.stories.length === 0) return `no message matches${noteLines(answer)}`;
   const rows = answer.stories.map((story) => {
     const recipients = story.recipients.map((r) => r.address);
-    const last = [...story.recipients].reverse().find((r) => r.response !== null)?.response ?? story.rejected?.response ?? '';
+    const last = [...story.recipients].reverse().find((r) => r.response !== null)?.response;
+    const first = story.events[0];
     return [
-      story.queue_id ?? '-', localTime(story.first_at), story.state, story.received?.client ?? story.events[0]?.client ?? '-',
-      `<${story.received?.from ?? story.events[0]?.from ?? ''}>`, recipients.length > 1 ? `${recipients[0]} +${recipients.length - 1}` : (recipients[0] ?? '-'), clip(last, 60),
+      story.queue_id ?? '-',
+      localTime(story.first_at),
+      story.state,
+      story.received?.client ?? first?.client ?? '-',
+      `<${story.received?.from ?? first?.from ?? ''}>`,
+      recipients.length > 1 ? `${recipients[0]} +${recipients.length - 1}` : (recipients[0] ?? '-'),
+      clip(last ?? story.rejected?.response ?? '', 60),
     ];
   });
-  const more = answer.more ? '\nmore match (narrow the query or raise --limit)' : '';
-  return `${table(['ID', 'RECEIVED', 'STATE', 'CLIENT', 'FROM', 'TO', 'LAST RESPONSE'], rows)}${more}${noteLines(answer)}`;
+  const headers = ['ID', 'RECEIVED', 'STATE', 'CLIENT', 'FROM', 'TO', 'LAST RESPONSE'];
+  return `${table(headers, rows)}${answer.more ? `\n${MORE}` : ''}${noteLines(answer)}`;
 }
 
 export function formatStory(story: Story): string {
-  const lines: string[] = [];
-  const r = story.received;
   if (story.rejected) {
     const e = story.events[0];
-    lines.push(`(refused)  rejected  ${localTime(story.first_at)}  client ${e.client ?? '?'}${e.remote ? ` [${e.remote}]` : ''}${e.listener ? ` on ${e.listener}` : ''}`);
-    const envelope = [e.from !== null ? `from <${e.from}>` : null, recipientsOf(e).length > 0 ? `to <${recipientsOf(e).join('>, <')}>` : null].filter((part) => part !== null);
-    lines.push(`  ${envelope.length > 0 ? `${envelope.join(' ')}: ` : ''}${story.rejected.reason ?? 'refused'} (${story.rejected.response ?? ''})`);
-    return lines.join('\n');
+    const envelope = [e.from !== null ? `from <${e.from}>` : null, to(e) !== '' ? `to <${to(e)}>` : null];
+    const known = envelope.filter((part) => part !== null);
+    return [
+      `(refused)  rejected  ${localTime(story.first_at)}  client ${e.client ?? '?'}${origin(e.remote, e.listener)}`,
+      `  ${known.length > 0 ? `${known.join(' ')}: ` : ''}` +
+        `${story.rejected.reason ?? 'refused'} (${story.rejected.response ?? ''})`,
+    ].join('\n');
   }
-  lines.push(`${story.queue_id}  ${story.state}  ${r ? `received ${localTime(r.at)} from ${r.client ?? '?'}${r.remote ? ` [${r.remote}]` : ''}${r.listener ? ` on ${r.listener}` : ''}` : 'received before the oldest events file'}`);
+  const r = story.received;
+  const lines = [
+    r
+      ? `${story.queue_id}  ${story.state}  received ${localTime(r.at)} ` +
+        `from ${r.client ?? '?'}${origin(r.remote, r.listener)}`
+      : `${story.queue_id}  ${story.state}  received before the oldest events file`,
+  ];
   if (r) {
-    lines.push(`  <${r.from ?? ''}> to <${r.to.join('>, <')}>${r.size !== null ? `, ${humanSize(r.size)}` : ''}${r.message_id ? `, Message-ID ${r.message_id}` : ''}`);
+    const size = r.size !== null ? `, ${humanSize(r.size)}` : '';
+    lines.push(
+      `  <${r.from ?? ''}> to <${r.to.join('>, <')}>${size}${r.message_id ? `, Message-ID ${r.message_id}` : ''}`,
+    );
   }
   let day = r ? localDay(r.at) : '';
   for (const event of story.events) {
@@ -60,21 +78,37 @@ export function formatStory(story: Story): string {
 export function describeEvent(event: TraceEvent, story: Story): string {
   const isDsn = event.dsn_of !== undefined || (event.queue_id !== story.queue_id && event.type === 'attempt');
   const prefix = isDsn ? `DSN ${event.queue_id}: ` : '';
+  const reply = `(${event.response ?? ''})`;
   switch (event.type) {
     case 'received':
-      return `received   ${recipientsOf(event).length} recipient(s)${event.size !== undefined ? `, ${event.size} bytes` : ''}`;
-    case 'attempt':
-      return `attempt    ${prefix}${event.relay ?? event.smarthost ?? '?'}: ${event.outcome ?? '?'}${event.accepted !== undefined ? `, ${event.accepted}/${recipientsOf(event).length} accepted` : ''} (${event.response ?? ''})`;
+      const size = event.size !== undefined ? `, ${event.size} bytes` : '';
+      return `received   ${recipientsOf(event).length} recipient(s)${size}`;
+    case 'attempt': {
+      const accepted = event.accepted !== undefined ? `, ${event.accepted}/${recipientsOf(event).length} accepted` : '';
+      const host = event.relay ?? event.smarthost ?? '?';
+      return `attempt    ${prefix}${host}: ${event.outcome ?? '?'}${accepted} ${reply}`;
+    }
     case 'delivered':
     case 'deferred':
     case 'bounced':
-    case 'expired':
-      return `${event.type.padEnd(10)} ${prefix}<${recipientsOf(event).join('>, <')}>${event.smarthost !== null ? ` via ${event.smarthost}` : ''}${event.attempt !== null ? `, attempt ${event.attempt}` : ''} (${event.response ?? ''})`;
+    case 'expired': {
+      const via = event.smarthost !== null ? ` via ${event.smarthost}` : '';
+      const attempt = event.attempt !== null ? `, attempt ${event.attempt}` : '';
+      return `${event.type.padEnd(10)} ${prefix}<${to(event)}>${via}${attempt} ${reply}`;
+    }
     case 'dsn':
-      return `dsn        ${event.dsn_id ?? '?'} to <${recipientsOf(event).join('>, <')}> about <${(event.recipients ?? []).join('>, <')}>`;
+      return `dsn        ${event.dsn_id ?? '?'} to <${to(event)}> about <${(event.recipients ?? []).join('>, <')}>`;
     default:
       return event.type;
   }
+}
+
+function to(event: TraceEvent): string {
+  return recipientsOf(event).join('>, <');
+}
+
+function origin(remote: string | null | undefined, listener: string | null | undefined): string {
+  return `${remote ? ` [${remote}]` : ''}${listener ? ` on ${listener}` : ''}`;
 }
 
 function noteLines(answer: TraceAnswer): string {
@@ -97,7 +131,8 @@ function localDay(iso: string): string {
 
 function localClock(iso: string): string {
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? iso : `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  if (Number.isNaN(d.getTime())) return iso;
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
 
 function localTime(iso: string): string {

@@ -50,7 +50,8 @@ const MORE_YAML_ERRORS = 2;
  * then at most two more errors on a line each and how many were left out.
  */
 export function yamlErrors(file: string, text: string, errors: readonly YAMLError[]): string[] {
-  const where = (error: YAMLError) => (error.linePos ? `${file}:${error.linePos[0].line}:${error.linePos[0].col}` : file);
+  const where = (error: YAMLError) =>
+    error.linePos ? `${file}:${error.linePos[0].line}:${error.linePos[0].col}` : file;
   const what = (error: YAMLError) => (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
   const [first, ...rest] = errors;
   const line = first.linePos ? (text.split(/\r?\n/)[first.linePos[0].line - 1] ?? '') : '';
@@ -62,7 +63,8 @@ export function yamlErrors(file: string, text: string, errors: readonly YAMLErro
   }
   const shown = rest.slice(0, MORE_YAML_ERRORS).map((error) => `${where(error)}: ${what(error)}`);
   const hidden = rest.length - shown.length;
-  return [report, ...shown, ...(hidden > 0 ? [`… and ${hidden} more YAML error(s), most of them following from the first`] : [])];
+  const more = hidden > 0 ? [`… and ${hidden} more YAML error(s), most of them following from the first`] : [];
+  return [report, ...shown, ...more];
 }
 
 function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {

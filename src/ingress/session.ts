@@ -147,10 +147,13 @@ export class IngressSessions {
     // A credential wins over a network match; on `auth: required` a network match alone is not enough.
     session.client = session.authClient ?? (listener.auth === 'required' ? undefined : session.networkClient);
     if (!session.client) {
-      // Where AUTH cannot succeed (off, or in clear for an address in nobody's networks) asking for it is no answer:
-      // a session whose client a reload removed is refused as a stranger is at connect.
-      const authCanHelp = listener.auth !== 'off' && (session.secure || listener.tls === 'starttls' || session.networkClient !== undefined);
-      if (!authCanHelp) return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`, { from });
+      // Where AUTH cannot succeed (off, or in clear for an address in nobody's networks) asking for it is no
+      // answer: a session whose client a reload removed is refused as a stranger is at connect.
+      const canUpgrade = session.secure || listener.tls === 'starttls' || session.networkClient !== undefined;
+      if (listener.auth === 'off' || !canUpgrade) {
+        const denied = `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`;
+        return this.reject(session, 'access_denied', 554, denied, { from });
+      }
       return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
     }
     if (from !== '' && !isPlainAddress(from)) {
@@ -261,8 +264,9 @@ export class IngressSessions {
 
     if (guard.normalizedLineEndings > 0) this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
     this.deps.observer.emit({
-      type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to,
-      size: meta.size, commitMs, ...(filtering.messageId !== undefined ? { messageId: filtering.messageId } : {}),
+      type: 'received', queueId: id, client: client.name, listener: session.listener.name,
+      remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size, commitMs,
+      ...(filtering.messageId !== undefined ? { messageId: filtering.messageId } : {}),
     });
     const verdict = await this.deps.onQueued(meta, session.listener);
     if (!verdict.ok) return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
@@ -301,7 +305,7 @@ export class IngressSessions {
 
 /** One message's pass through the filters: header verdicts first, then body inspectors' verdicts at the end. */
 class FilterRun {
-  /** The Message-ID once every filter had the header (re-enveloping adds a missing one); at most one header line long. */
+  /** The Message-ID once every filter had the header (re-enveloping adds a missing one); one header line at most. */
   messageId: string | undefined;
   private refusal: Refusal | undefined;
   private inspectors: BodyInspector[] = [];

@@ -34,7 +34,7 @@ export type RelayEvent =
   | { type: 'auth'; listener: string; remote: string; username: string; result: 'success' | 'failure' }
   | {
       type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number;
-      /** The Message-ID the message leaves with (the client's, or the one re-enveloping added), for `smarthop trace`. */
+      /** The Message-ID the message leaves with (the client's, or one re-enveloping added), for `smarthop trace`. */
       messageId?: string;
       /** End of DATA's checks to durable in queue/ (last write, fsync, rename, directory fsync): what the 250 waited for on the disk. */
       commitMs: number;

@@ -14,7 +14,8 @@ export interface ApiHandler {
 
 /**
  * `/metrics` for Prometheus, `/healthz` (alive), `/readyz` (spool writable, a smart host eligible)
- * and the admin API under `/api/` with its status page at `/`. The first three stay open so Prometheus and health checks need no
+ * and the admin API under `/api/` with its status page at `/`.
+ * The first three stay open so Prometheus and health checks need no
  * credentials; they reveal counts, never message contents.
  */
 export class HttpEndpoints {

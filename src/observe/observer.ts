@@ -138,23 +138,29 @@ export function toJsonEvent(event: RelayEvent): Record<string, unknown> {
   switch (event.type) {
     case 'received':
       return {
-        ts, type: event.type, queue_id: event.queueId, client: event.client, from: event.from, to: event.to, smarthost: null, response: null, attempt: 0, size: event.size,
+        ts, type: event.type, queue_id: event.queueId, client: event.client, from: event.from, to: event.to,
+        smarthost: null, response: null, attempt: 0, size: event.size,
         message_id: event.messageId ?? null, remote: event.remote, listener: event.listener,
       };
     case 'rejected':
       return {
-        ts, type: event.type, queue_id: null, client: event.client, from: event.from ?? null, to: event.to ?? null, smarthost: null, response: event.response, attempt: 0, reason: event.reason,
+        ts, type: event.type, queue_id: null, client: event.client, from: event.from ?? null, to: event.to ?? null,
+        smarthost: null, response: event.response, attempt: 0, reason: event.reason,
         remote: event.remote, listener: event.listener,
       };
     case 'attempt':
       // One smart-host transaction: `to` are the recipients it carried, `accepted` how many the host took.
       return {
-        ts, type: event.type, queue_id: event.queueId, client: null, from: null, to: event.recipients, smarthost: event.smarthost, response: event.response, attempt: null,
+        ts, type: event.type, queue_id: event.queueId, client: null, from: null, to: event.recipients,
+        smarthost: event.smarthost, response: event.response, attempt: null,
         outcome: event.outcome, accepted: event.accepted, relay: event.relay, duration_ms: Math.round(event.durationMs),
       };
     case 'dsn':
       // queue_id is the message the DSN reports on (as in the log line); dsn_id is the DSN's own queue id.
-      return { ts, type: event.type, queue_id: event.original, client: null, from: '', to: event.to, smarthost: null, response: null, attempt: null, dsn_id: event.queueId, recipients: event.recipients };
+      return {
+        ts, type: event.type, queue_id: event.original, client: null, from: '', to: event.to,
+        smarthost: null, response: null, attempt: null, dsn_id: event.queueId, recipients: event.recipients,
+      };
     case 'delivered':
     case 'deferred':
     case 'bounced':

@@ -212,7 +212,8 @@ export class SmtpSink {
 
   /** Exclusive create: a number another sink (or an earlier run) took meanwhile is skipped, never overwritten. */
   private async writeCapture(dir: string, data: Buffer): Promise<string> {
-    const queueId = /^Received:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*?\bby \S+ \(smarthop\) with \S+ id ([0-9A-Z]{9,})/m.exec(data.subarray(0, 64 * 1024).toString('latin1'))?.[1];
+    const head = data.subarray(0, 64 * 1024).toString('latin1');
+    const queueId = SMARTHOP_RECEIVED_ID.exec(head)?.[1];
     for (;;) {
       const name = `${String(this.nextFileNumber++).padStart(6, '0')}${queueId ? `-${queueId}` : ''}.eml`;
       try {
@@ -269,6 +270,15 @@ export class SmtpSink {
     return id;
   }
 }
+
+/** The queue id in the Received line smarthop adds: `by <host> (smarthop) with ESMTP id <id>`, maybe folded. */
+const SMARTHOP_RECEIVED_ID = new RegExp(
+  String.raw`^Received:[^
+]*(?:?
+[ 	][^
+]*)*?by \S+ \(smarthop\) with \S+ id ([0-9A-Z]{9,})`,
+  'm',
+);
 
 /** The highest `<n>` of the `<n>.eml` and `<n>-<queue id>.eml` files already in `dir` (0 for none). */
 function highestCaptureNumber(dir: string): number {

@@ -37,7 +37,13 @@ const MODES_SUPPORTED = new Set(['m']);
 const LONG_WITH_VALUE = new Set(['server', 'config', 'user', 'pass', 'ca']);
 
 export function parseSendmailArgs(args: readonly string[]): ParsedArgs {
-  const options: SendmailOptions = { extractRecipients: false, ignoreDots: false, recipients: [], insecure: false, help: false };
+  const options: SendmailOptions = {
+    extractRecipients: false,
+    ignoreDots: false,
+    recipients: [],
+    insecure: false,
+    help: false,
+  };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === '--') {
@@ -72,7 +78,11 @@ export function parseSendmailArgs(args: readonly string[]): ParsedArgs {
       continue;
     }
     if (flag === 'b') {
-      if (!MODES_SUPPORTED.has(rest)) return { ok: false, error: `-b${rest} is not supported: smarthop sendmail only submits a message read from stdin (-bm)` };
+      if (!MODES_SUPPORTED.has(rest))
+        return {
+          ok: false,
+          error: `-b${rest} is not supported: smarthop sendmail only submits a message read from stdin (-bm)`,
+        };
       continue;
     }
     if (flag === 't' || flag === 'i') {
@@ -103,7 +113,8 @@ function splitLong(text: string): [string, string | undefined] {
   return eq === -1 ? [text, undefined] : [text.slice(0, eq), text.slice(eq + 1)];
 }
 
-export const SENDMAIL_USAGE = `usage: smarthop sendmail [-t] [-i|-oi] [-f sender] [-F "Full Name"] [--server host:port] [recipient ...] < message
+export const SENDMAIL_USAGE = `usage: smarthop sendmail [-t] [-i|-oi] [-f sender] [-F "Full Name"] [--server host:port]
+                         [recipient ...] < message
 
 Submits the message on stdin to a smarthop relay over SMTP, as /usr/sbin/sendmail does.
   -t                 also take recipients from the To, Cc and Bcc headers (Bcc is removed)

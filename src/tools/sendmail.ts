@@ -14,7 +14,16 @@ import { parseSendmailArgs, SENDMAIL_USAGE, type SendmailOptions } from './sendm
  */
 
 export const EX = {
-  OK: 0, USAGE: 64, DATAERR: 65, NOUSER: 67, UNAVAILABLE: 69, SOFTWARE: 70, IOERR: 74, TEMPFAIL: 75, NOPERM: 77, CONFIG: 78,
+  OK: 0,
+  USAGE: 64,
+  DATAERR: 65,
+  NOUSER: 67,
+  UNAVAILABLE: 69,
+  SOFTWARE: 70,
+  IOERR: 74,
+  TEMPFAIL: 75,
+  NOPERM: 77,
+  CONFIG: 78,
 } as const;
 
 export interface SendmailIo {
@@ -65,7 +74,12 @@ export async function runSendmail(args: readonly string[], io: SendmailIo): Prom
       return EX.CONFIG;
     }
   }
-  return submit(prepared, server.value, { user: options.user, pass: options.pass ?? io.env.SMARTHOP_PASS, insecure: options.insecure, ca }, io);
+  return submit(
+    prepared,
+    server.value,
+    { user: options.user, pass: options.pass ?? io.env.SMARTHOP_PASS, insecure: options.insecure, ca },
+    io,
+  );
 }
 
 interface Server {
@@ -74,14 +88,24 @@ interface Server {
   implicitTls: boolean;
 }
 
-function resolveServer(options: SendmailOptions, env: NodeJS.ProcessEnv): { ok: true; value: Server } | { ok: false; error: string } {
+function resolveServer(
+  options: SendmailOptions,
+  env: NodeJS.ProcessEnv,
+): { ok: true; value: Server } | { ok: false; error: string } {
   const given = options.server ?? (env.SMARTHOP_SERVER || undefined);
   if (given !== undefined) {
     const parsed = parseHostPort(given);
-    return parsed ? { ok: true, value: { ...parsed, implicitTls: false } } : { ok: false, error: `--server: expected host:port, got ${JSON.stringify(given)}` };
+    return parsed
+      ? { ok: true, value: { ...parsed, implicitTls: false } }
+      : { ok: false, error: `--server: expected host:port, got ${JSON.stringify(given)}` };
   }
-  const config = options.config ?? (env.SMARTHOP_CONFIG || undefined) ?? DEFAULT_CONFIGS.find((file) => existsSync(file));
-  if (config === undefined) return { ok: false, error: 'no relay to submit to: pass --server host:port, set SMARTHOP_SERVER, or give a relay config (-C)' };
+  const config =
+    options.config ?? (env.SMARTHOP_CONFIG || undefined) ?? DEFAULT_CONFIGS.find((file) => existsSync(file));
+  if (config === undefined)
+    return {
+      ok: false,
+      error: 'no relay to submit to: pass --server host:port, set SMARTHOP_SERVER, or give a relay config (-C)',
+    };
   const smtp = resolveTarget({ config }, env).smtp;
   if (!smtp) return { ok: false, error: `${config}: no listener address found` };
   return { ok: true, value: { host: smtp.host, port: smtp.port, implicitTls: smtp.tls === 'implicit' } };
@@ -94,7 +118,8 @@ async function readInput(stdin: Readable, ignoreDots: boolean): Promise<Buffer> 
   for await (const chunk of stdin) {
     const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
     total += buffer.length;
-    if (total > MAX_INPUT_BYTES) throw Object.assign(new Error(`message larger than ${MAX_INPUT_BYTES} bytes`), { exitCode: EX.DATAERR });
+    if (total > MAX_INPUT_BYTES)
+      throw Object.assign(new Error(`message larger than ${MAX_INPUT_BYTES} bytes`), { exitCode: EX.DATAERR });
     chunks.push(buffer);
   }
   const data = Buffer.concat(chunks);
@@ -119,14 +144,21 @@ type Preparation = Prepared | { ok: false; error: string; exitCode: number };
  */
 export function prepareMessage(input: Buffer, options: SendmailOptions, env: NodeJS.ProcessEnv = {}): Preparation {
   const { fields, body } = splitMessage(input.toString('latin1'));
-  const values = (name: string) => fields.filter((f) => f.name === name).map((f) => Buffer.from(f.value, 'latin1').toString('utf8'));
+  const values = (name: string) =>
+    fields.filter((f) => f.name === name).map((f) => Buffer.from(f.value, 'latin1').toString('utf8'));
   const recipients = [...options.recipients.flatMap(addressesIn)];
   if (options.extractRecipients) {
     for (const name of ['to', 'cc', 'bcc']) for (const value of values(name)) recipients.push(...addressesIn(value));
   }
   const to = [...new Set(recipients.filter((address) => address !== ''))];
   if (to.length === 0) {
-    return { ok: false, error: options.extractRecipients ? 'no recipient addresses found in the To, Cc or Bcc fields' : 'no recipients given (name them, or use -t)', exitCode: EX.USAGE };
+    return {
+      ok: false,
+      error: options.extractRecipients
+        ? 'no recipient addresses found in the To, Cc or Bcc fields'
+        : 'no recipients given (name them, or use -t)',
+      exitCode: EX.USAGE,
+    };
   }
   const fromField = values('from').flatMap(addressesIn)[0];
   const from = options.sender ?? fromField ?? `${env.USER || userInfo().username}@${hostname()}`;
@@ -193,17 +225,30 @@ interface SmtpFailure {
   message: string;
 }
 
-async function submit(prepared: Prepared, server: Server, auth: { user?: string; pass?: string; insecure: boolean; ca?: Buffer }, io: SendmailIo): Promise<number> {
+async function submit(
+  prepared: Prepared,
+  server: Server,
+  auth: { user?: string; pass?: string; insecure: boolean; ca?: Buffer },
+  io: SendmailIo,
+): Promise<number> {
   const { default: nodemailer } = await import('nodemailer');
   const transport = nodemailer.createTransport({
-    host: server.host, port: server.port, secure: server.implicitTls, name: hostname(),
+    host: server.host,
+    port: server.port,
+    secure: server.implicitTls,
+    name: hostname(),
     // STARTTLS when the relay offers it, with the certificate checked unless told otherwise.
     tls: { rejectUnauthorized: !auth.insecure, ...(auth.ca ? { ca: auth.ca } : {}) },
     auth: auth.user ? { user: auth.user, pass: auth.pass ?? '' } : undefined,
-    connectionTimeout: 30_000, greetingTimeout: 30_000, socketTimeout: 60_000,
+    connectionTimeout: 30_000,
+    greetingTimeout: 30_000,
+    socketTimeout: 60_000,
   });
   try {
-    const info = await transport.sendMail({ envelope: { from: prepared.from, to: prepared.to }, raw: prepared.message });
+    const info = await transport.sendMail({
+      envelope: { from: prepared.from, to: prepared.to },
+      raw: prepared.message,
+    });
     const rejected = (info.rejectedErrors ?? []) as SmtpFailure[];
     for (const failure of rejected) io.err(`sendmail: ${failure.message}\n`);
     return rejected.length > 0 ? exitCodeOf(rejected[0]) : EX.OK;

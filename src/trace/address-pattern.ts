@@ -22,14 +22,18 @@ export class AddressPattern {
     if (!result.ok) return { ok: false, error: result.errors[0].message };
     const plain = pattern.trim();
     const exact = /^[!-~]+@[!-~]+$/.test(plain) && !/[*?[\]{}()!+|<>%]/.test(plain);
-    return { ok: true, pattern: new AddressPattern(pattern, result.matcher, exact ? plain.replace(/\.$/, '').length : null) };
+    return {
+      ok: true,
+      pattern: new AddressPattern(pattern, result.matcher, exact ? plain.replace(/\.$/, '').length : null),
+    };
   }
 
   matches(address: string): boolean {
     const ascii = asciiNormalized(address);
     if (ascii) {
       // Normalising an ASCII address drops at most `<`, `>` and a final dot: a length outside that cannot match.
-      if (this.exactLength !== null && (address.length < this.exactLength || address.length > this.exactLength + 3)) return false;
+      if (this.exactLength !== null && (address.length < this.exactLength || address.length > this.exactLength + 3))
+        return false;
       return this.matcher.matches(ascii);
     }
     let verdict = this.seen.get(address);
@@ -54,6 +58,12 @@ function asciiNormalized(raw: string): NormalizedAddress | null {
   const address = raw.startsWith('<') && raw.endsWith('>') ? raw.slice(1, -1) : raw;
   const at = address.lastIndexOf('@');
   const local = (at === -1 ? address : address.slice(0, at)).toLowerCase();
-  const domain = at === -1 ? '' : address.slice(at + 1).toLowerCase().replace(/\.$/, '');
+  const domain =
+    at === -1
+      ? ''
+      : address
+          .slice(at + 1)
+          .toLowerCase()
+          .replace(/\.$/, '');
   return { address: domain === '' ? local : `${local}@${domain}`, local, domain };
 }

@@ -4,7 +4,14 @@ import type { KeyHash } from './bloom';
 import { readRange, type EventFile } from './event-files';
 import type { TraceQuery } from './query';
 import { buildStory, dsnLinks, storyKey, storyMatches, type Story } from './story';
-import { idsOf, normalizeMessageId, parseTraceEvent, recipientsOf, type LocatedEvent, type TraceEvent } from './trace-event';
+import {
+  idsOf,
+  normalizeMessageId,
+  parseTraceEvent,
+  recipientsOf,
+  type LocatedEvent,
+  type TraceEvent,
+} from './trace-event';
 
 /**
  * Answers a trace query over indexed events files in three steps:
@@ -77,7 +84,12 @@ export async function runTrace(files: readonly IndexedFile[], query: TraceQuery)
   return {
     stories: stories.slice(0, query.limit),
     more: stories.length > query.limit || !exhausted,
-    scanned: { files: files.length, blocks: files.reduce((n, f) => n + f.blocks.length, 0), blocks_read: reader.reads, bytes_read: reader.bytes },
+    scanned: {
+      files: files.length,
+      blocks: files.reduce((n, f) => n + f.blocks.length, 0),
+      blocks_read: reader.reads,
+      bytes_read: reader.bytes,
+    },
   };
 }
 
@@ -86,7 +98,12 @@ function seedKey(seed: LocatedEvent): string | null {
   return seed.event.dsn_of ?? seed.event.queue_id;
 }
 
-async function* seeds(files: readonly IndexedFile[], seeker: Seeker, query: TraceQuery, reader: BlockReader): AsyncGenerator<LocatedEvent> {
+async function* seeds(
+  files: readonly IndexedFile[],
+  seeker: Seeker,
+  query: TraceQuery,
+  reader: BlockReader,
+): AsyncGenerator<LocatedEvent> {
   for (let f = files.length - 1; f >= 0; f--) {
     const { file, blocks } = files[f];
     for (let b = blocks.length - 1; b >= 0; b--) {
@@ -103,7 +120,12 @@ async function* seeds(files: readonly IndexedFile[], seeker: Seeker, query: Trac
 }
 
 /** Steps 2 and 3 for one batch of seeds: their whole stories. */
-async function storiesOf(files: readonly IndexedFile[], batch: ReadonlyMap<string, LocatedEvent>, query: TraceQuery, reader: BlockReader): Promise<Story[]> {
+async function storiesOf(
+  files: readonly IndexedFile[],
+  batch: ReadonlyMap<string, LocatedEvent>,
+  query: TraceQuery,
+  reader: BlockReader,
+): Promise<Story[]> {
   const rejected = [...batch.entries()].filter(([key]) => key.startsWith('rejected@'));
   const ids = [...batch.keys()].filter((key) => !key.startsWith('rejected@'));
   const events = await gather(files, ids, query, reader);
@@ -130,7 +152,12 @@ async function storiesOf(files: readonly IndexedFile[], batch: ReadonlyMap<strin
  * event is looked for in the blocks that follow (its events come later); a message learnt from a
  * DSN's own event (someone traced the DSN's id) needs another pass, since its events came earlier.
  */
-async function gather(files: readonly IndexedFile[], ids: readonly string[], query: TraceQuery, reader: BlockReader): Promise<LocatedEvent[]> {
+async function gather(
+  files: readonly IndexedFile[],
+  ids: readonly string[],
+  query: TraceQuery,
+  reader: BlockReader,
+): Promise<LocatedEvent[]> {
   const known = new Set(ids);
   const found = new Map<string, LocatedEvent>();
   let searching = new Map(ids.map((id) => [id, queueIdKey(id)] as [string, KeyHash]));
@@ -145,7 +172,11 @@ async function gather(files: readonly IndexedFile[], ids: readonly string[], que
           const hits = lookFor.filter(([, key]) => block.ids.mayContain(key)).map(([id]) => id);
           lookFor = [];
           if (hits.length === 0) break;
-          for (const located of await reader.events(file, block, hits.map((id) => JSON.stringify(id)))) {
+          for (const located of await reader.events(
+            file,
+            block,
+            hits.map((id) => JSON.stringify(id)),
+          )) {
             const { event } = located;
             if (!idsOf(event).some((id) => known.has(id))) continue;
             found.set(located.at, located);
@@ -186,21 +217,28 @@ function chooseSeeker(query: TraceQuery): Seeker {
     return {
       blockMayHold: (block) => block.ids.mayContain(key),
       needles: () => [JSON.stringify(messageId).slice(1, -1)],
-      witnesses: (event) => event.type === 'received' && typeof event.message_id === 'string' && normalizeMessageId(event.message_id) === messageId,
+      witnesses: (event) =>
+        event.type === 'received' &&
+        typeof event.message_id === 'string' &&
+        normalizeMessageId(event.message_id) === messageId,
       receivedOnly: true,
     };
   }
   const addressPattern = recipient ?? sender;
   if (addressPattern) {
     const field = recipient ? 'to' : 'from';
-    const matching = (block: BlockSummary) => block[field].filter((address) => addressPattern.matches(address));
+    const matching = (block: BlockSummary) =>
+      block.addresses()[field].filter((address) => addressPattern.matches(address));
     return {
-      blockMayHold: (block) => block[field].some((address) => addressPattern.matches(address)),
+      blockMayHold: (block) => block.addresses()[field].some((address) => addressPattern.matches(address)),
       needles: (block) => {
         const addresses = matching(block);
         return addresses.length > MAX_NEEDLES ? null : addresses.map((address) => JSON.stringify(address));
       },
-      witnesses: (event) => (field === 'to' ? recipientsOf(event) : event.from === null ? [] : [event.from]).some((address) => addressPattern.matches(address)),
+      witnesses: (event) =>
+        (field === 'to' ? recipientsOf(event) : event.from === null ? [] : [event.from]).some((address) =>
+          addressPattern.matches(address),
+        ),
       receivedOnly: false,
     };
   }

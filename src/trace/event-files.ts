@@ -22,7 +22,7 @@ export interface EventFile {
 /** How much of the first line identifies a file (a first line longer than this is cut here). */
 const HEAD_BYTES = 4096;
 
-/** Oldest first: `events.jsonl.N` … `events.jsonl.1`, then `events.jsonl`. Files that vanish meanwhile are left out. */
+/** Oldest first: `events.jsonl.N` … `.1`, then `events.jsonl`. Files that vanish meanwhile are left out. */
 export async function openEventFiles(file: string): Promise<EventFile[]> {
   const dir = path.dirname(file);
   const base = path.basename(file);
@@ -36,7 +36,8 @@ export async function openEventFiles(file: string): Promise<EventFile[]> {
   const ranked: { name: string; rank: number }[] = [];
   for (const name of names) {
     if (name === base) ranked.push({ name, rank: 0 });
-    else if (name.startsWith(`${base}.`) && /^\d+$/.test(name.slice(base.length + 1))) ranked.push({ name, rank: Number(name.slice(base.length + 1)) });
+    else if (name.startsWith(`${base}.`) && /^\d+$/.test(name.slice(base.length + 1)))
+      ranked.push({ name, rank: Number(name.slice(base.length + 1)) });
   }
   ranked.sort((a, b) => b.rank - a.rank);
   const files: EventFile[] = [];
@@ -84,7 +85,11 @@ async function openOne(file: string): Promise<EventFile | null> {
     const newline = first.indexOf(0x0a);
     const headBytes = newline !== -1 ? first.subarray(0, newline) : first.length === HEAD_BYTES ? first : null;
     return {
-      path: file, handle, identity: `${stat.dev}:${stat.ino}`, ino: stat.ino, size: stat.size,
+      path: file,
+      handle,
+      identity: `${stat.dev}:${stat.ino}`,
+      ino: stat.ino,
+      size: stat.size,
       head: headBytes ? createHash('sha256').update(headBytes).digest('hex').slice(0, 32) : null,
     };
   } catch (err) {

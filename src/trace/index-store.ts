@@ -17,7 +17,8 @@ import type { EventFile } from './event-files';
  * not use is rewritten, and one whose events file is gone is deleted.
  */
 
-const VERSION = 1;
+/** 2: a block's addresses follow its summary after a tab (read only when a query needs them). */
+const VERSION = 2;
 
 interface Header {
   v: number;
@@ -103,7 +104,10 @@ export class TraceIndexStore {
     const temp = `${target}.${process.pid}.tmp`;
     const header: Header = { v: VERSION, head: events.head };
     try {
-      await writeFile(temp, `${JSON.stringify(header)}\n${blocks.map((block) => `${serializeBlock(block)}\n`).join('')}`);
+      await writeFile(
+        temp,
+        `${JSON.stringify(header)}\n${blocks.map((block) => `${serializeBlock(block)}\n`).join('')}`,
+      );
       await rename(temp, target);
     } catch (err) {
       await unlink(temp).catch(() => undefined);
@@ -111,7 +115,7 @@ export class TraceIndexStore {
     }
   }
 
-  /** Deletes the index of every events file that is gone (rotated out, or replaced), and leftovers of interrupted rewrites. */
+  /** Deletes the index of each events file that is gone (rotated out, replaced) and leftovers of rewrites. */
   async removeStale(current: readonly EventFile[]): Promise<void> {
     let names: string[];
     try {
@@ -126,7 +130,8 @@ export class TraceIndexStore {
       if (wanted.has(name)) continue;
       const isIndex = /^\d+\.idx$/.test(name);
       // A temp file of a rewrite under way in another process (same inode prefix, other pid) is left alone.
-      const isOldTemp = /^\d+\.idx\.\d+\.tmp$/.test(name) && ![...otherWriters].some((prefix) => name.startsWith(prefix));
+      const isOldTemp =
+        /^\d+\.idx\.\d+\.tmp$/.test(name) && ![...otherWriters].some((prefix) => name.startsWith(prefix));
       if (isIndex || isOldTemp) await unlink(path.join(this.dir, name)).catch(() => undefined);
     }
   }

@@ -5,7 +5,7 @@ import { parseTraceEvent } from './trace-event';
 /** A line longer than this is no event the relay wrote (its lines hold envelopes and replies): it is skipped unread. */
 const MAX_LINE_BYTES = 8 * 1024 * 1024;
 
-/** Read this much at a time: each chunk's lines are parsed in one go, so this bounds how long the event loop is held (a few ms). */
+/** Read this much at a time: a chunk's lines are parsed in one go, so this bounds how long the event loop is held. */
 const CHUNK_BYTES = 256 * 1024;
 
 export interface IndexedRange {

@@ -38,11 +38,24 @@ export interface TraceQuery {
 export type TraceQueryResult = { ok: true; query: TraceQuery } | { ok: false; error: string };
 
 /** The parameters a trace query understands, for an API that lists them in an error. */
-export const TRACE_PARAMETERS = ['queue_id', 'message_id', 'sender', 'recipient', 'client', 'smarthost', 'outcome', 'since', 'from', 'until', 'limit'];
+export const TRACE_PARAMETERS = [
+  'queue_id',
+  'message_id',
+  'sender',
+  'recipient',
+  'client',
+  'smarthost',
+  'outcome',
+  'since',
+  'from',
+  'until',
+  'limit',
+];
 
 export function parseTraceQuery(params: URLSearchParams, now: number): TraceQueryResult {
   const unknown = [...params.keys()].filter((key) => !TRACE_PARAMETERS.includes(key));
-  if (unknown.length > 0) return { ok: false, error: `unknown parameter ${unknown.join(', ')} (expected ${TRACE_PARAMETERS.join(', ')})` };
+  if (unknown.length > 0)
+    return { ok: false, error: `unknown parameter ${unknown.join(', ')} (expected ${TRACE_PARAMETERS.join(', ')})` };
   const query: TraceQuery = { limit: DEFAULT_TRACE_LIMIT };
   const text = (key: string) => {
     const value = params.get(key)?.trim();
@@ -62,37 +75,50 @@ export function parseTraceQuery(params: URLSearchParams, now: number): TraceQuer
   query.smarthost = text('smarthost');
   const outcome = text('outcome');
   if (outcome !== undefined) {
-    const states = outcome.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    const states = outcome
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
     const wrong = states.filter((s) => !(TRACE_STATES as readonly string[]).includes(s));
-    if (wrong.length > 0) return { ok: false, error: `outcome: unknown ${wrong.join(', ')} (expected ${TRACE_STATES.join(', ')})` };
+    if (wrong.length > 0)
+      return { ok: false, error: `outcome: unknown ${wrong.join(', ')} (expected ${TRACE_STATES.join(', ')})` };
     query.states = states as TraceState[];
   }
   const since = text('since');
   const from = text('from');
-  if (since !== undefined && from !== undefined) return { ok: false, error: 'since and from both set: give one of them' };
+  if (since !== undefined && from !== undefined)
+    return { ok: false, error: 'since and from both set: give one of them' };
   if (since !== undefined) {
     const ms = parseDuration(since);
-    if (ms === undefined) return { ok: false, error: `since: expected a duration like 30m, 2h or 1d, got ${JSON.stringify(since)}` };
+    if (ms === undefined)
+      return { ok: false, error: `since: expected a duration like 30m, 2h or 1d, got ${JSON.stringify(since)}` };
     query.from = now - ms;
   }
   for (const key of ['from', 'until'] as const) {
     const value = text(key);
     if (value === undefined) continue;
     const ms = parseTimestamp(value);
-    if (ms === undefined) return { ok: false, error: `${key}: expected a time like 2026-11-01T15:00, 2026-11-01 15:00:30 or 2026-11-01T15:00Z, got ${JSON.stringify(value)}` };
+    if (ms === undefined)
+      return {
+        ok: false,
+        error: `${key}: expected a time like 2026-11-01T15:00 or 2026-11-01 15:00:30Z, got ${JSON.stringify(value)}`,
+      };
     query[key] = ms;
   }
-  if (query.from !== undefined && query.until !== undefined && query.until < query.from) return { ok: false, error: 'until is before from' };
+  if (query.from !== undefined && query.until !== undefined && query.until < query.from)
+    return { ok: false, error: 'until is before from' };
   const limit = text('limit');
   if (limit !== undefined) {
     const n = Number(limit);
-    if (!Number.isInteger(n) || n < 1 || n > MAX_TRACE_LIMIT) return { ok: false, error: `limit: expected a whole number from 1 to ${MAX_TRACE_LIMIT}` };
+    if (!Number.isInteger(n) || n < 1 || n > MAX_TRACE_LIMIT)
+      return { ok: false, error: `limit: expected a whole number from 1 to ${MAX_TRACE_LIMIT}` };
     query.limit = n;
   }
   return { ok: true, query };
 }
 
-const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?)?\s*(Z|[+-]\d{2}:?\d{2})?$/i;
+const TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?)?\s*(Z|[+-]\d{2}:?\d{2})?$/i;
 
 /**
  * `2026-11-01`, `2026-11-01T15:00`, `2026-11-01 15:00:30.250`, each with an optional `Z` or
@@ -103,7 +129,9 @@ const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\
 export function parseTimestamp(input: string): number | undefined {
   const match = TIMESTAMP.exec(input.trim());
   if (!match) return undefined;
-  const [year, month, day, hour, minute, second] = match.slice(1, 7).map((part) => (part === undefined ? 0 : Number(part)));
+  const [year, month, day, hour, minute, second] = match
+    .slice(1, 7)
+    .map((part) => (part === undefined ? 0 : Number(part)));
   const ms = match[7] === undefined ? 0 : Number(match[7].padEnd(3, '0'));
   if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 59) return undefined;
   const zone = match[8];

@@ -53,14 +53,19 @@ export interface ReplayTargets {
  * (this process's start) are taken: what came after is counted live. Older events than `since`
  * end the walk, with a minute's slack for lines written slightly out of time order.
  */
-export async function replayRecent(eventsFile: string, options: { since: number; before: number; keep: number }, targets: ReplayTargets): Promise<void> {
+export async function replayRecent(
+  eventsFile: string,
+  options: { since: number; before: number; keep: number },
+  targets: ReplayTargets,
+): Promise<void> {
   const recent: TraceEvent[] = [];
   await readBackwards(eventsFile, (event) => {
     const at = Date.parse(event.ts);
     if (!Number.isFinite(at) || at >= options.before) return true;
     if (recent.length < options.keep) recent.push(event);
     if (at < options.since - 60_000) return recent.length < options.keep;
-    if (event.type === 'received' && event.client !== null && at >= options.since) targets.received(event.client, recipientsOf(event).length, at);
+    if (event.type === 'received' && event.client !== null && at >= options.since)
+      targets.received(event.client, recipientsOf(event).length, at);
     return true;
   });
   targets.recent(recent.reverse());

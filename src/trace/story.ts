@@ -17,10 +17,23 @@ export interface Story {
   /** Time of its first event: when it was received, or refused. */
   first_at: string;
   received: {
-    at: string; client: string | null; remote: string | null; listener: string | null; from: string | null;
-    to: string[]; size: number | null; message_id: string | null;
+    at: string;
+    client: string | null;
+    remote: string | null;
+    listener: string | null;
+    from: string | null;
+    to: string[];
+    size: number | null;
+    message_id: string | null;
   } | null;
-  recipients: { address: string; state: TraceState; at: string | null; smarthost: string | null; response: string | null; attempt: number | null }[];
+  recipients: {
+    address: string;
+    state: TraceState;
+    at: string | null;
+    smarthost: string | null;
+    response: string | null;
+    attempt: number | null;
+  }[];
   dsns: { queue_id: string; at: string; to: string[]; about: string[]; state: TraceState; response: string | null }[];
   rejected: { reason: string | null; response: string | null } | null;
   /** Every event of the story in the order it happened (at most MAX_STORY_EVENTS: the oldest are kept). */
@@ -39,7 +52,8 @@ const OUTCOME_TYPES = new Set(['delivered', 'deferred', 'bounced', 'expired']);
 export function dsnLinks(events: readonly LocatedEvent[]): Map<string, string> {
   const links = new Map<string, string>();
   for (const { event } of events) {
-    if (event.type === 'dsn' && event.dsn_id !== undefined && event.queue_id !== null) links.set(event.dsn_id, event.queue_id);
+    if (event.type === 'dsn' && event.dsn_id !== undefined && event.queue_id !== null)
+      links.set(event.dsn_id, event.queue_id);
     if (event.dsn_of !== undefined && event.queue_id !== null) links.set(event.queue_id, event.dsn_of);
   }
   return links;
@@ -60,9 +74,22 @@ export function buildStory(key: string, located: readonly LocatedEvent[]): Story
   const first = events[0];
   if (first?.type === 'rejected') {
     return {
-      queue_id: null, state: 'rejected', first_at: first.ts, received: null,
-      recipients: recipientsOf(first).map((address) => ({ address, state: 'rejected', at: first.ts, smarthost: null, response: first.response, attempt: null })),
-      dsns: [], rejected: { reason: first.reason ?? null, response: first.response }, events, events_truncated: false,
+      queue_id: null,
+      state: 'rejected',
+      first_at: first.ts,
+      received: null,
+      recipients: recipientsOf(first).map((address) => ({
+        address,
+        state: 'rejected',
+        at: first.ts,
+        smarthost: null,
+        response: first.response,
+        attempt: null,
+      })),
+      dsns: [],
+      rejected: { reason: first.reason ?? null, response: first.response },
+      events,
+      events_truncated: false,
     };
   }
   const receivedEvent = events.find((e) => e.type === 'received' && e.queue_id === key);
@@ -73,18 +100,39 @@ export function buildStory(key: string, located: readonly LocatedEvent[]): Story
   const dsns = new Map<string, Story['dsns'][number]>();
   for (const event of events) {
     if (event.type === 'dsn' && event.dsn_id !== undefined) {
-      dsns.set(event.dsn_id, { queue_id: event.dsn_id, at: event.ts, to: recipientsOf(event), about: event.recipients ?? [], state: 'queued', response: null });
+      dsns.set(event.dsn_id, {
+        queue_id: event.dsn_id,
+        at: event.ts,
+        to: recipientsOf(event),
+        about: event.recipients ?? [],
+        state: 'queued',
+        response: null,
+      });
       continue;
     }
     if (!OUTCOME_TYPES.has(event.type)) continue;
     const state = event.type as TraceState;
     if (event.dsn_of !== undefined && event.queue_id !== null) {
-      const dsn = dsns.get(event.queue_id) ?? { queue_id: event.queue_id, at: event.ts, to: recipientsOf(event), about: [], state, response: null };
+      const dsn = dsns.get(event.queue_id) ?? {
+        queue_id: event.queue_id,
+        at: event.ts,
+        to: recipientsOf(event),
+        about: [],
+        state,
+        response: null,
+      };
       dsns.set(event.queue_id, { ...dsn, state, response: event.response });
       continue;
     }
     for (const address of recipientsOf(event)) {
-      recipients.set(address, { address, state, at: event.ts, smarthost: event.smarthost, response: event.response, attempt: event.attempt });
+      recipients.set(address, {
+        address,
+        state,
+        at: event.ts,
+        smarthost: event.smarthost,
+        response: event.response,
+        attempt: event.attempt,
+      });
     }
   }
   const list = [...recipients.values()];
@@ -94,8 +142,14 @@ export function buildStory(key: string, located: readonly LocatedEvent[]): Story
     first_at: first?.ts ?? '',
     received: receivedEvent
       ? {
-          at: receivedEvent.ts, client: receivedEvent.client, remote: receivedEvent.remote ?? null, listener: receivedEvent.listener ?? null,
-          from: receivedEvent.from, to: recipientsOf(receivedEvent), size: receivedEvent.size ?? null, message_id: receivedEvent.message_id ?? null,
+          at: receivedEvent.ts,
+          client: receivedEvent.client,
+          remote: receivedEvent.remote ?? null,
+          listener: receivedEvent.listener ?? null,
+          from: receivedEvent.from,
+          to: recipientsOf(receivedEvent),
+          size: receivedEvent.size ?? null,
+          message_id: receivedEvent.message_id ?? null,
         }
       : null,
     recipients: list,
@@ -119,8 +173,15 @@ export function storyMatches(story: Story, query: TraceQuery): boolean {
   const first = Date.parse(story.first_at);
   if (query.from !== undefined && !(first >= query.from)) return false;
   if (query.until !== undefined && !(first <= query.until)) return false;
-  const own = story.events.filter((e) => e.dsn_of === undefined && (e.type !== 'attempt' || e.queue_id === story.queue_id));
-  if (query.queueId !== undefined && story.queue_id !== query.queueId && !story.dsns.some((d) => d.queue_id === query.queueId)) return false;
+  const own = story.events.filter(
+    (e) => e.dsn_of === undefined && (e.type !== 'attempt' || e.queue_id === story.queue_id),
+  );
+  if (
+    query.queueId !== undefined &&
+    story.queue_id !== query.queueId &&
+    !story.dsns.some((d) => d.queue_id === query.queueId)
+  )
+    return false;
   if (query.messageId !== undefined) {
     const messageId = story.received?.message_id;
     if (typeof messageId !== 'string' || normalizeMessageId(messageId) !== query.messageId) return false;

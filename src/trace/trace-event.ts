@@ -39,10 +39,19 @@ export interface LocatedEvent {
   at: string;
 }
 
-const OPTIONAL_STRINGS = ['message_id', 'remote', 'listener', 'reason', 'dsn_of', 'dsn_id', 'outcome', 'relay'] as const;
+const OPTIONAL_STRINGS = [
+  'message_id',
+  'remote',
+  'listener',
+  'reason',
+  'dsn_of',
+  'dsn_id',
+  'outcome',
+  'relay',
+] as const;
 const OPTIONAL_NUMBERS = ['size', 'accepted', 'duration_ms'] as const;
 
-/** The event on one line, or null for a line that is not one (torn, foreign, or from a future version that changed a field). */
+/** The event on one line, or null for a line that is none (torn, foreign, or from a version that changed a field). */
 export function parseTraceEvent(line: string): TraceEvent | null {
   let value: unknown;
   try {
@@ -92,7 +101,10 @@ export function idsOf(event: TraceEvent): string[] {
 
 /** `<abc@host>`, ` abc@host `, `abc@host`: one form, so an admin may paste it with or without brackets. */
 export function normalizeMessageId(value: string): string {
-  return value.trim().replace(/^<(.*)>$/, '$1').trim();
+  return value
+    .trim()
+    .replace(/^<(.*)>$/, '$1')
+    .trim();
 }
 
 function stringOrNull(value: unknown): string | null {

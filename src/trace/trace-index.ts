@@ -32,7 +32,10 @@ export class TraceIndex {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly livePath: string;
 
-  constructor(readonly eventsFile: string, options: TraceIndexOptions) {
+  constructor(
+    readonly eventsFile: string,
+    options: TraceIndexOptions,
+  ) {
     this.store = TraceIndexStore.besideEvents(eventsFile);
     this.livePath = path.resolve(eventsFile);
     this.writable = options.persist;
@@ -54,7 +57,7 @@ export class TraceIndex {
     });
   }
 
-  /** Summarises what was appended since the last use and stores it, holding nothing afterwards (the relay's background pass). */
+  /** Summarises and stores what was appended since the last use, holding nothing (the relay's background pass). */
   refresh(): Promise<void> {
     return this.serially(async () => {
       const files = await openEventFiles(this.eventsFile);
@@ -125,6 +128,8 @@ export class TraceIndex {
   private stopWriting(err: unknown): void {
     this.writable = false;
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    this.notes.push(`the trace index in ${this.store.dir} cannot be written (${code}): new events are summarised again by each query`);
+    this.notes.push(
+      `the trace index in ${this.store.dir} cannot be written (${code}): new events are summarised again by each query`,
+    );
   }
 }

@@ -40,12 +40,19 @@ function step(text: string): void {
 async function main(): Promise<void> {
   const started = Date.now();
   step('base image');
-  const { stdout: baseOut } = await run(path.join(ROOT, 'deploy/container/build-base.sh'), [], { timeout: 15 * 60_000, maxBuffer: 16 * 1024 * 1024 });
+  const { stdout: baseOut } = await run(path.join(ROOT, 'deploy/container/build-base.sh'), [], {
+    timeout: 15 * 60_000,
+    maxBuffer: 16 * 1024 * 1024,
+  });
   const base = baseOut.trim().split('\n').pop() as string;
   step(`building the Dockerfile on ${base}`);
-  await podman(['build', '--format', 'docker', '--network', 'host', '--build-arg', `BASE=${base}`, '-t', IMAGE, ROOT], 20 * 60_000);
+  await podman(
+    ['build', '--format', 'docker', '--network', 'host', '--build-arg', `BASE=${base}`, '-t', IMAGE, ROOT],
+    20 * 60_000,
+  );
   const healthcheck = await podman(['image', 'inspect', '--format', '{{json .Config.Healthcheck}}', IMAGE]);
-  if (!healthcheck.includes('/healthz') && !healthcheck.includes('SMARTHOP_HEALTH_URL')) throw new Error(`the image lost its HEALTHCHECK: ${healthcheck}`);
+  if (!healthcheck.includes('/healthz') && !healthcheck.includes('SMARTHOP_HEALTH_URL'))
+    throw new Error(`the image lost its HEALTHCHECK: ${healthcheck}`);
 
   const work = mkdtempSync(path.join(tmpdir(), 'smarthop-container-'));
   const volume = `smarthop-test-spool-${process.pid}`;
@@ -57,18 +64,23 @@ async function main(): Promise<void> {
     const httpPort = await freePort();
     // The container shares the host's network: loopback is trusted, the sink is on the host's loopback.
     const config = path.join(work, 'relay.config.yaml');
-    writeFileSync(config, stringify({
-      hostname: 'relay.container.test',
-      shutdown_grace: '5s',
-      spool: { dir: '/var/spool/smarthop', min_free_disk: 0, retry: { initial: '1s', max: '2s', factor: 2 } },
-      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'optional' }],
-      clients: [{ name: 'host', networks: ['127.0.0.0/8'] }],
-      routes: { default: { smarthosts: ['sink'] } },
-      smarthosts: [{ name: 'sink', host: '127.0.0.1', port: sinkPort, tls: 'none', breaker: { failures: 3, cooldown: '1s' } }],
-      http: { address: `127.0.0.1:${httpPort}` },
-      events: { file: '/var/spool/smarthop/events.jsonl' },
-      log: { level: 'info' },
-    }));
+    writeFileSync(
+      config,
+      stringify({
+        hostname: 'relay.container.test',
+        shutdown_grace: '5s',
+        spool: { dir: '/var/spool/smarthop', min_free_disk: 0, retry: { initial: '1s', max: '2s', factor: 2 } },
+        listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'optional' }],
+        clients: [{ name: 'host', networks: ['127.0.0.0/8'] }],
+        routes: { default: { smarthosts: ['sink'] } },
+        smarthosts: [
+          { name: 'sink', host: '127.0.0.1', port: sinkPort, tls: 'none', breaker: { failures: 3, cooldown: '1s' } },
+        ],
+        http: { address: `127.0.0.1:${httpPort}` },
+        events: { file: '/var/spool/smarthop/events.jsonl' },
+        log: { level: 'info' },
+      }),
+    );
     chmodSync(work, 0o755);
     chmodSync(config, 0o644);
     await podman(['volume', 'create', volume]);
@@ -76,11 +88,35 @@ async function main(): Promise<void> {
     const nproc = await hardLimit('-Hu', 4096);
     const start = async (name: string) => {
       containers.push(name);
-      await podman(['run', '-d', '--name', name, '--network', 'host', '--ulimit', `nofile=${nofile}:${nofile}`, '--ulimit', `nproc=${nproc}:${nproc}`,
-        '-v', `${volume}:/var/spool/smarthop`, '-v', `${config}:/etc/smarthop/relay.config.yaml:ro`,
-        '-e', `SMARTHOP_HEALTH_URL=http://127.0.0.1:${httpPort}/healthz`, IMAGE]);
+      await podman([
+        'run',
+        '-d',
+        '--name',
+        name,
+        '--network',
+        'host',
+        '--ulimit',
+        `nofile=${nofile}:${nofile}`,
+        '--ulimit',
+        `nproc=${nproc}:${nproc}`,
+        '-v',
+        `${volume}:/var/spool/smarthop`,
+        '-v',
+        `${config}:/etc/smarthop/relay.config.yaml:ro`,
+        '-e',
+        `SMARTHOP_HEALTH_URL=http://127.0.0.1:${httpPort}/healthz`,
+        IMAGE,
+      ]);
       // podman runs HEALTHCHECK on a systemd timer; without systemd, `healthcheck run` runs the image's check now.
-      await waitFor(async () => (await podman(['healthcheck', 'run', name]).then(() => true, () => false)), 60_000, `${name} healthy`);
+      await waitFor(
+        async () =>
+          await podman(['healthcheck', 'run', name]).then(
+            () => true,
+            () => false,
+          ),
+        60_000,
+        `${name} healthy`,
+      );
       const status = await podman(['inspect', '--format', '{{.State.Health.Status}}', name]);
       if (status !== 'healthy') throw new Error(`${name}: health ${status}`);
       const uid = await podman(['exec', name, 'id', '-u']);
@@ -95,7 +131,11 @@ async function main(): Promise<void> {
     };
     const send = async (subject: string) => {
       const { client } = await openSession(smtpPort);
-      const reply = await client.sendMessage('app@corp.example', ['user@example.com'], message({ subject, messageId: `${subject}@container.test` }));
+      const reply = await client.sendMessage(
+        'app@corp.example',
+        ['user@example.com'],
+        message({ subject, messageId: `${subject}@container.test` }),
+      );
       await client.quit();
       if (!reply?.startsWith('250 ')) throw new Error(`${subject}: ${reply}`);
       return reply.split(' ').pop() as string;
@@ -109,23 +149,50 @@ async function main(): Promise<void> {
     const first = await sinkUp();
     await start('smarthop-test-1');
     await send('relayed');
-    await waitFor(() => first.messages.some((m) => m.messageId === '<relayed@container.test>'), 30_000, 'the first message at the sink');
+    await waitFor(
+      () => first.messages.some((m) => m.messageId === '<relayed@container.test>'),
+      30_000,
+      'the first message at the sink',
+    );
     step('relayed a message to the sink on the host');
 
     // The smart host goes away; a message is accepted and waits in the queue on the volume.
     await first.close();
     sink = null;
     const queued = await send('queued');
-    await waitFor(async () => (await podman(['exec', 'smarthop-test-1', 'sh', '-c', 'cat /var/spool/smarthop/events.jsonl'])).includes(`"type":"deferred","queue_id":"${queued}"`), 30_000, 'the deferral');
+    await waitFor(
+      async () =>
+        (await podman(['exec', 'smarthop-test-1', 'sh', '-c', 'cat /var/spool/smarthop/events.jsonl'])).includes(
+          `"type":"deferred","queue_id":"${queued}"`,
+        ),
+      30_000,
+      'the deferral',
+    );
     await stop('smarthop-test-1');
 
     // A new container on the same volume: it recovers the queue and delivers once the smart host is back.
     const second = await sinkUp();
     await start('smarthop-test-2');
-    await waitFor(() => second.messages.some((m) => m.messageId === '<queued@container.test>'), 60_000, 'the queued message delivered by the new container');
+    await waitFor(
+      () => second.messages.some((m) => m.messageId === '<queued@container.test>'),
+      60_000,
+      'the queued message delivered by the new container',
+    );
     step(`the new container delivered ${queued}, queued by the old one`);
-    const status = JSON.parse(await podman(['exec', 'smarthop-test-2', 'node', 'dist/src/cli.js', 'status', '-c', '/etc/smarthop/relay.config.yaml', '--json'])) as { queue: Record<string, number> };
-    if (Object.values(status.queue).some((n) => n !== 0)) throw new Error(`queue not empty: ${JSON.stringify(status.queue)}`);
+    const status = JSON.parse(
+      await podman([
+        'exec',
+        'smarthop-test-2',
+        'node',
+        'dist/src/cli.js',
+        'status',
+        '-c',
+        '/etc/smarthop/relay.config.yaml',
+        '--json',
+      ]),
+    ) as { queue: Record<string, number> };
+    if (Object.values(status.queue).some((n) => n !== 0))
+      throw new Error(`queue not empty: ${JSON.stringify(status.queue)}`);
     await stop('smarthop-test-2');
     step(`passed in ${Math.round((Date.now() - started) / 1000)} s`);
   } finally {

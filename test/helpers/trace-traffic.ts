@@ -32,24 +32,41 @@ export const TRAFFIC_TOKEN = 'trace-test-token-0123456789abcdef';
 const refusals = (own: Record<string, { code: number; message: string }>) => (address: string) => own[address] ?? null;
 
 export async function startTrafficRelay(dir: string): Promise<TrafficRelay> {
-  const both = { 'later@example.com': { code: 451, message: '4.2.0 Mailbox busy, try later' }, 'nobody@example.com': { code: 550, message: '5.1.1 No such user here' } };
-  const primary = await startSink({ rcptReply: refusals({ ...both, 'ok@example.com': { code: 451, message: '4.7.1 Greylisted, try again later' } }) });
+  const both = {
+    'later@example.com': { code: 451, message: '4.2.0 Mailbox busy, try later' },
+    'nobody@example.com': { code: 550, message: '5.1.1 No such user here' },
+  };
+  const primary = await startSink({
+    rcptReply: refusals({ ...both, 'ok@example.com': { code: 451, message: '4.7.1 Greylisted, try again later' } }),
+  });
   const backup = await startSink({ rcptReply: refusals(both) });
   const eventsFile = path.join(dir, 'events.jsonl');
-  const raw = baseConfig(dir, [
-    { name: 'primary', port: primary.port, priority: 10 },
-    { name: 'backup', port: backup.port, priority: 20, rate_limits: [{ window: '1h', messages: 100 }] },
-  ], {
-    spool: { dir: path.join(dir, 'spool'), retry: { initial: '10m', max: '1h', factor: 2 }, min_free_disk: 0 },
-    http: { address: '127.0.0.1:0', token: TRAFFIC_TOKEN },
-    events: { file: eventsFile },
-  });
+  const raw = baseConfig(
+    dir,
+    [
+      { name: 'primary', port: primary.port, priority: 10 },
+      { name: 'backup', port: backup.port, priority: 20, rate_limits: [{ window: '1h', messages: 100 }] },
+    ],
+    {
+      spool: { dir: path.join(dir, 'spool'), retry: { initial: '10m', max: '1h', factor: 2 }, min_free_disk: 0 },
+      http: { address: '127.0.0.1:0', token: TRAFFIC_TOKEN },
+      events: { file: eventsFile },
+    },
+  );
   const logLines: string[] = [];
-  const capture = new Writable({ write: (chunk: Buffer, _encoding, done) => { logLines.push(...chunk.toString().split('\n').filter(Boolean)); done(); } });
+  const capture = new Writable({
+    write: (chunk: Buffer, _encoding, done) => {
+      logLines.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    },
+  });
   const running = await startRelay(buildConfig(raw, dir), { logger: pino({ level: 'info' }, capture) });
   // The CLI reads the same settings from a file: the http address with the port the relay got.
   const configFile = path.join(dir, 'relay.yaml');
-  writeFileSync(configFile, stringify({ ...raw, http: { address: `127.0.0.1:${running.httpPort}`, token: TRAFFIC_TOKEN } }));
+  writeFileSync(
+    configFile,
+    stringify({ ...raw, http: { address: `127.0.0.1:${running.httpPort}`, token: TRAFFIC_TOKEN } }),
+  );
   if (!loadConfigFile(configFile, {}).ok) throw new Error('traffic config file does not load');
 
   const send = async (to: string, messageId: string) => {
@@ -66,14 +83,32 @@ export async function startTrafficRelay(dir: string): Promise<TrafficRelay> {
   const stranger = await openSession(running.smtpPort, { localAddress: '127.0.0.2' });
   await stranger.client.quit();
   try {
-    await waitFor(() => {
-      const text = events();
-      return text.includes(`"dsn_of":"${bounced}"`) && text.includes(`"type":"deferred","queue_id":"${deferred}"`) && text.includes(`"type":"delivered","queue_id":"${delivered}"`) && text.includes('"type":"rejected"');
-    }, 20_000, 'delivery, DSN, deferral and refusal in the events file');
+    await waitFor(
+      () => {
+        const text = events();
+        return (
+          text.includes(`"dsn_of":"${bounced}"`) &&
+          text.includes(`"type":"deferred","queue_id":"${deferred}"`) &&
+          text.includes(`"type":"delivered","queue_id":"${delivered}"`) &&
+          text.includes('"type":"rejected"')
+        );
+      },
+      20_000,
+      'delivery, DSN, deferral and refusal in the events file',
+    );
   } catch (err) {
     await running.stop();
     await Promise.all([primary.close(), backup.close()]);
     throw new Error(`${(err as Error).message}; events so far:\n${events()}`);
   }
-  return { running, sinks: [primary, backup], configFile, eventsFile, token: TRAFFIC_TOKEN, logLines, ids: { delivered, bounced, deferred }, messageIds: { delivered: '<invoice-4711@corp.example>' } };
+  return {
+    running,
+    sinks: [primary, backup],
+    configFile,
+    eventsFile,
+    token: TRAFFIC_TOKEN,
+    logLines,
+    ids: { delivered, bounced, deferred },
+    messageIds: { delivered: '<invoice-4711@corp.example>' },
+  };
 }
