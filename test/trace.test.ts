@@ -19,6 +19,10 @@ import { buildStory, dsnLinks, storyKey, storyMatches, type Story } from '../src
 import { traceMessages } from '../src/trace/trace';
 import { parseTraceEvent, type LocatedEvent } from '../src/trace/trace-event';
 import { TraceIndex } from '../src/trace/trace-index';
+import pino from 'pino';
+import { ClientActivity } from '../src/observe/activity';
+import { Metrics } from '../src/observe/metrics';
+import { RelayObserver } from '../src/observe/observer';
 import { removeDir, tempDir } from './helpers/harness';
 
 /**
@@ -331,5 +335,36 @@ describe('trace query parameters', () => {
         });
       }
     }
+  });
+});
+
+describe('the events the trace reads', () => {
+  test('attempt and dsn events go to the events file, not to the webhook; received carries the Message-ID', () => {
+    const metrics = new Metrics();
+    const file: Record<string, unknown>[] = [];
+    const webhook: Record<string, unknown>[] = [];
+    const observer = new RelayObserver({
+      metrics,
+      logger: pino({ level: 'silent' }),
+      outputs: [
+        { traceEvents: true, write: (event) => file.push(event), close: async () => undefined },
+        { write: (event) => webhook.push(event), close: async () => undefined },
+      ],
+      activity: new ClientActivity(),
+    });
+    observer.emit({
+      type: 'received', queueId: 'Q1', client: 'lan', listener: 'smtp', remote: '10.0.0.5', from: 'a@corp.example',
+      to: ['b@example.com'], size: 10, commitMs: 1, messageId: '<m1@corp.example>',
+    });
+    observer.emit({
+      type: 'attempt', queueId: 'Q1', smarthost: 'primary', relay: 'primary[203.0.113.5]:587', outcome: 'failed',
+      durationMs: 12.4, recipients: ['b@example.com'], accepted: 0, response: '550 5.1.1 No such user',
+    });
+    observer.emit({ type: 'dsn', queueId: 'D1', original: 'Q1', to: ['a@corp.example'], recipients: ['b@example.com'] });
+    expect(file.map((e) => e.type)).toEqual(['received', 'attempt', 'dsn']);
+    expect(webhook.map((e) => e.type)).toEqual(['received']);
+    expect(file[0]).toMatchObject({ message_id: '<m1@corp.example>', remote: '10.0.0.5', listener: 'smtp' });
+    expect(file[1]).toMatchObject({ queue_id: 'Q1', to: ['b@example.com'], outcome: 'failed', accepted: 0, duration_ms: 12 });
+    expect(file[2]).toMatchObject({ queue_id: 'Q1', dsn_id: 'D1', to: ['a@corp.example'], recipients: ['b@example.com'] });
   });
 });

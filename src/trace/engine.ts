@@ -172,11 +172,9 @@ async function gather(
           const hits = lookFor.filter(([, key]) => block.ids.mayContain(key)).map(([id]) => id);
           lookFor = [];
           if (hits.length === 0) break;
-          for (const located of await reader.events(
-            file,
-            block,
-            hits.map((id) => JSON.stringify(id)),
-          )) {
+          // Many ids in one block: reading every line is cheaper than one search per id.
+          const needles = hits.length > MAX_NEEDLES ? null : hits.map((id) => JSON.stringify(id));
+          for (const located of await reader.events(file, block, needles)) {
             const { event } = located;
             if (!idsOf(event).some((id) => known.has(id))) continue;
             found.set(located.at, located);

@@ -24,8 +24,8 @@ export class TraceService {
     this.index = new TraceIndex(eventsFile, { persist: true });
   }
 
+  /** The first pass comes one interval after start: recovery and the first deliveries go first. */
   start(): void {
-    this.refreshSoon();
     this.timer = setInterval(() => this.refreshSoon(), this.refreshMs);
     this.timer.unref();
   }

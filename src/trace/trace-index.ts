@@ -60,6 +60,8 @@ export class TraceIndex {
   /** Summarises and stores what was appended since the last use, holding nothing (the relay's background pass). */
   refresh(): Promise<void> {
     return this.serially(async () => {
+      // Summaries that cannot be kept would only be thrown away again.
+      if (!this.writable) return;
       const files = await openEventFiles(this.eventsFile);
       try {
         for (const file of files) await this.bringUpToDate(file, false);
