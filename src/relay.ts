@@ -7,6 +7,7 @@ import type { ConfigResult } from './config/load';
 import type { RelayConfig, SmartHostConfig } from './config/schema';
 import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
+import { GraphSmartHost } from './forward/graph/transport';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
 import { streamedGarbage } from './memory/streamed-garbage';
@@ -25,11 +26,12 @@ import { RedisWindowCounters } from './limits/redis-window-counters';
 import { SharedStateHealth, type StateBackend } from './limits/shared-state-health';
 import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
 import { ClientActivity } from './observe/activity';
-import { RecentEvents } from './observe/recent-events';
+import { HostCheck } from './observe/host-check';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
+import { RecentEvents } from './observe/recent-events';
 import { buildEventOutputs } from './observe/outputs';
 import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
@@ -148,6 +150,8 @@ export class Relay {
       limits: config.limits,
       // Up to three windows per address: connection rate, AUTH failures, lockout.
       counters: this.counters('address', config.limits.max_tracked_addresses * 3),
+      // Failures per username, and the addresses each username authenticated from.
+      usernameCounters: this.counters('username', config.limits.max_tracked_addresses),
       observer: this.observer,
     });
     const sessions = new IngressSessions({
@@ -176,7 +180,9 @@ export class Relay {
       trace: trace && ((query) => trace.query(query)),
       token: () => this.live.config.http?.token,
     });
-    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api) : null;
+    const http = config.http;
+    const hostCheck = http ? new HostCheck(http.address.host, http.allowed_hosts) : null;
+    this.http = http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api, hostCheck) : null;
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();
@@ -387,7 +393,7 @@ export class Relay {
   }
 
   /** A bounded store for one kind of counter: memory, or Redis with a local fallback under `state.redis.key_prefix` + `namespace`. */
-  private counters(namespace: 'policy' | 'quota' | 'address', maxKeys: number): WindowCounters {
+  private counters(namespace: 'policy' | 'quota' | 'address' | 'username', maxKeys: number): WindowCounters {
     const local = new MemoryWindowCounters(maxKeys);
     const shared = this.sharedState;
     if (!shared) return local;
@@ -403,6 +409,8 @@ export class Relay {
   }
 
   private transport(config: SmartHostConfig): SmartHostTransport {
+    // Graph hosts stay on the event loop whatever delivery.worker_thread says (see GraphSmartHost).
+    if (config.type === 'graph') return new GraphSmartHost(config);
     if (this.deliveryThread) return this.deliveryThread.transport(config);
     // nodemailer is loaded on the event loop only when connections live there (delivery.worker_thread
     // false); otherwise only the delivery thread loads it, and the main isolate does not carry it too.

@@ -10,7 +10,7 @@ import type { MessageMeta } from '../src/spool/message';
 import { Scheduler } from '../src/spool/scheduler';
 import { SpoolStore } from '../src/spool/store';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, removeDir, startSink, tempDir } from './helpers/harness';
+import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
 
 const enospc = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
 
@@ -65,7 +65,9 @@ describe('delivery when the spool cannot take an outcome', () => {
     await store.open();
     const events: RelayEvent[] = [];
     const observer = { emit: (event: RelayEvent) => events.push(event) };
-    const host = new GuardedSmartHost(config.smarthosts[0], new NodemailerSmartHost(config.smarthosts[0], config.hostname), new SmartHostQuota('primary', [], new MemoryWindowCounters()), observer);
+    const transport = new NodemailerSmartHost(smtpHost(config), config.hostname);
+    const quota = new SmartHostQuota('primary', [], new MemoryWindowCounters());
+    const host = new GuardedSmartHost(config.smarthosts[0], transport, quota, observer);
     const dispatcher = new Dispatcher({
       store, observer, current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
       bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
@@ -103,7 +105,7 @@ describe('delivery when the spool cannot take an outcome', () => {
     const events: RelayEvent[] = [];
     const observer = { emit: (event: RelayEvent) => events.push(event) };
     const quota = new SmartHostQuota('primary', [], new MemoryWindowCounters());
-    const transport = new NodemailerSmartHost(config.smarthosts[0], config.hostname);
+    const transport = new NodemailerSmartHost(smtpHost(config), config.hostname);
     const host = new GuardedSmartHost(config.smarthosts[0], transport, quota, observer);
     const unwritable: string[] = [];
     const dispatcher = new Dispatcher({
@@ -215,7 +217,11 @@ describe('delivery when the spool cannot take an outcome', () => {
       await store.open();
       const events: RelayEvent[] = [];
       const observer = { emit: (event: RelayEvent) => events.push(event) };
-      const hosts = new Map(config.smarthosts.map((c) => [c.name, new GuardedSmartHost(c, new NodemailerSmartHost(c, config.hostname), new SmartHostQuota(c.name, [], new MemoryWindowCounters()), observer)]));
+      const hosts = new Map(config.smarthosts.map((c, i) => {
+        const transport = new NodemailerSmartHost(smtpHost(config, i), config.hostname);
+        const quota = new SmartHostQuota(c.name, [], new MemoryWindowCounters());
+        return [c.name, new GuardedSmartHost(c, transport, quota, observer)];
+      }));
       const dispatcher = new Dispatcher({
         store, observer, current: () => ({ config, smarthosts: hosts }),
         bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,

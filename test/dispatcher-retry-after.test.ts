@@ -8,7 +8,7 @@ import { MemoryWindowCounters } from '../src/limits/window-counters';
 import type { RelayEvent } from '../src/observe/events';
 import { SpoolStore } from '../src/spool/store';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, removeDir, startSink, tempDir } from './helpers/harness';
+import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
 
 /**
  * Stands in for an HTTP smart host (issue 25's Graph host) at the SmartHost boundary: one request
@@ -83,7 +83,7 @@ describe('a smart host that answers with Retry-After', () => {
     const backupConfig = config.smarthosts[1];
     const smtp = new GuardedSmartHost(
       backupConfig,
-      new NodemailerSmartHost(backupConfig, config.hostname),
+      new NodemailerSmartHost(smtpHost(config, 1), config.hostname),
       new SmartHostQuota('backup', [], new MemoryWindowCounters()),
       observer,
     );

@@ -5,8 +5,12 @@ export interface SmtpReply {
   text: string;
 }
 
-/** `spool`: this relay could not read the queued message (never held against the smart host). */
-export type TransientCause = 'connect' | 'tls' | 'timeout' | 'reply' | 'quota' | 'breaker' | 'spool';
+/**
+ * `spool`: this relay could not read the queued message (never held against the smart host).
+ * `credentials`: the smart host (or the token endpoint it trusts) refused this relay's credentials,
+ * an admin's mistake that no retry mends: the host is marked down at once.
+ */
+export type TransientCause = 'connect' | 'tls' | 'timeout' | 'reply' | 'quota' | 'breaker' | 'spool' | 'credentials';
 
 export type Outcome =
   | { kind: 'delivered'; reply: SmtpReply }

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { installConfigurableGreetingDelay } from '../ingress/smtp-listener';
+import { createSmtpServer, sessionSockets } from '../ingress/smtp-server-adapter';
 
 /**
  * A small capture smart host: accepts mail on loopback, writes each message to a folder and logs one
@@ -95,9 +95,9 @@ export class SmtpSink {
       mkdirSync(options.dir, { recursive: true });
       this.nextFileNumber = highestCaptureNumber(options.dir) + 1;
     }
-    // A smart host greets at once (Postfix does); smtp-server's fixed 100 ms would cap every new
-    // connection to the sink, and with it the benchmark's harness ceiling, at 10 messages/s.
-    installConfigurableGreetingDelay();
+    // A smart host greets at once (Postfix does); smtp-server's fixed 100 ms would slow every new
+    // connection to the sink, and with it the benchmark's harness ceiling. Only this server's own
+    // connections are changed (see smtp-server-adapter.ts).
     const serverOptions: SMTPServerOptions = {
       name: 'sink.smarthop.test',
       banner: 'smarthop sink',
@@ -179,7 +179,7 @@ export class SmtpSink {
         });
       },
     };
-    this.server = new SMTPServer({ ...serverOptions, greetingDelay: 0 } as SMTPServerOptions);
+    this.server = createSmtpServer(serverOptions, { greetingDelayMs: 0 });
     this.server.on('error', () => undefined);
   }
 
@@ -199,9 +199,7 @@ export class SmtpSink {
 
   close(): Promise<void> {
     // Hanging and half-open test connections must not hold the close for the grace period.
-    for (const connection of (this.server as unknown as { connections: Set<{ _socket?: { destroy(): void } }> }).connections) {
-      connection._socket?.destroy();
-    }
+    for (const { socket } of sessionSockets(this.server)) socket.destroy();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
@@ -236,15 +234,11 @@ export class SmtpSink {
 
   /** A FIN after what was written, the way a server that is done with a client hangs up. */
   private endSession(session: SMTPServerSession): void {
-    for (const connection of (this.server as unknown as { connections: Set<{ session: SMTPServerSession; _socket?: { end(): void } }> }).connections) {
-      if (connection.session === session) connection._socket?.end();
-    }
+    for (const open of sessionSockets(this.server)) if (open.session === session) open.socket.end();
   }
 
   private destroySession(session: SMTPServerSession): void {
-    for (const connection of (this.server as unknown as { connections: Set<{ session: SMTPServerSession; _socket?: { destroy(): void } }> }).connections) {
-      if (connection.session === session) connection._socket?.destroy();
-    }
+    for (const open of sessionSockets(this.server)) if (open.session === session) open.socket.destroy();
   }
 
   private async record(session: SMTPServerSession, data: Buffer): Promise<string> {
@@ -274,7 +268,8 @@ export class SmtpSink {
 /** The queue id in the Received line smarthop adds: `by <host> (smarthop) with ESMTP id <id>`, maybe folded. */
 const SMARTHOP_RECEIVED_ID = new RegExp(
   String.raw`^Received:[^
-]*(?:?
+]*(?:
+?
 [ 	][^
 ]*)*?by \S+ \(smarthop\) with \S+ id ([0-9A-Z]{9,})`,
   'm',
