@@ -267,11 +267,7 @@ export class SmtpSink {
 
 /** The queue id in the Received line smarthop adds: `by <host> (smarthop) with ESMTP id <id>`, maybe folded. */
 const SMARTHOP_RECEIVED_ID = new RegExp(
-  String.raw`^Received:[^
-]*(?:
-?
-[ 	][^
-]*)*?by \S+ \(smarthop\) with \S+ id ([0-9A-Z]{9,})`,
+  String.raw`^Received:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*?\bby \S+ \(smarthop\) with \S+ id ([0-9A-Z]{9,})`,
   'm',
 );
 
