@@ -1,6 +1,6 @@
 import type { Story } from '../trace/story';
 import { recipientsOf, type TraceEvent } from '../trace/trace-event';
-import { humanSize, table } from './format';
+import { clip, humanSize, pad, table } from './format';
 
 /** `smarthop trace` for people: one block per message, its events one line each, in local time. */
 
@@ -113,15 +113,6 @@ function origin(remote: string | null | undefined, listener: string | null | und
 
 function noteLines(answer: TraceAnswer): string {
   return (answer.notes ?? []).map((note) => `\nnote: ${note}`).join('');
-}
-
-function clip(text: string, max: number): string {
-  const flat = text.replace(/\s+/g, ' ');
-  return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
-}
-
-function pad(n: number, width = 2): string {
-  return String(n).padStart(width, '0');
 }
 
 function localDay(iso: string): string {
