@@ -269,6 +269,7 @@ export class Relay {
     await this.http?.close();
     await this.trace?.stop();
     await this.replaying;
+    this.metrics.close();
     this.sharedState?.health.stop();
     this.sharedState?.redis.disconnect();
     await this.observer.close();

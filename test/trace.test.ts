@@ -10,8 +10,8 @@ import {
 } from 'node:fs';
 import * as path from 'node:path';
 import { generateEvents, type GeneratedEvents } from '../bench/trace-events';
-import { normalizeAddress } from '../src/policy/address';
-import { AddressMatcher } from '../src/policy/address-match';
+import { normalizeAddress } from '../src/message/address';
+import { AddressMatcher } from '../src/message/address-pattern';
 import { AddressPattern } from '../src/trace/address-pattern';
 import { runTrace } from '../src/trace/engine';
 import { parseTimestamp, parseTraceQuery, type TraceQuery } from '../src/trace/query';
