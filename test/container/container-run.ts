@@ -46,13 +46,18 @@ async function main(): Promise<void> {
   });
   const base = baseOut.trim().split('\n').pop() as string;
   step(`building the Dockerfile on ${base}`);
+  const previous = await podman(['image', 'inspect', '--format', '{{.Id}}', IMAGE]).catch(() => null);
   await podman(
     ['build', '--format', 'docker', '--network', 'host', '--build-arg', `BASE=${base}`, '-t', IMAGE, ROOT],
     20 * 60_000,
   );
+  // The image the last run built is replaced by this one: it goes (the base image and the build cache stay).
+  const built = await podman(['image', 'inspect', '--format', '{{.Id}}', IMAGE]);
+  if (previous && previous !== built) await podman(['rmi', previous]).catch(() => undefined);
   const healthcheck = await podman(['image', 'inspect', '--format', '{{json .Config.Healthcheck}}', IMAGE]);
-  if (!healthcheck.includes('/healthz') && !healthcheck.includes('SMARTHOP_HEALTH_URL'))
+  if (!healthcheck.includes('/healthz') && !healthcheck.includes('SMARTHOP_HEALTH_URL')) {
     throw new Error(`the image lost its HEALTHCHECK: ${healthcheck}`);
+  }
 
   const work = mkdtempSync(path.join(tmpdir(), 'smarthop-container-'));
   const volume = `smarthop-test-spool-${process.pid}`;
