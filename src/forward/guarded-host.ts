@@ -1,6 +1,6 @@
 import type { SmartHostConfig } from '../config/schema';
 import type { Observer } from '../observe/events';
-import { admit as breakerAdmit, classify, CLOSED, eligibleAt, isUp, record, type BreakerState } from './breaker';
+import { admit as breakerAdmit, classify, CLOSED, eligibleAt, isUp, probeNow, record, type BreakerState } from './breaker';
 import type { Outcome } from './outcome';
 import type { QuotaSample, SmartHostQuota } from './quota';
 import type { Admission, Envelope, MessageBody, SmartHost, SmartHostDetails, SmartHostTransport } from './smarthost';
@@ -32,7 +32,17 @@ export class GuardedSmartHost implements SmartHost {
   }
 
   available(now: number): boolean {
-    return now >= eligibleAt(this.breaker, this.config.breaker) && now >= this.quotaBlockedUntil;
+    return now >= this.availableAt(now);
+  }
+
+  /** The earliest time this host may take a delivery: after its breaker's cooldown and any spent quota window. */
+  availableAt(_now: number): number {
+    return Math.max(eligibleAt(this.breaker, this.config.breaker), this.quotaBlockedUntil);
+  }
+
+  /** An admin's flush or retry: try the host now, with every delivery, instead of after its cooldown (breaker.ts). */
+  probeNow(now: number): void {
+    this.setBreaker(probeNow(this.breaker, now));
   }
 
   up(): boolean {
