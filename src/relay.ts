@@ -136,6 +136,7 @@ export class Relay {
         return this.live.config.spool.retry.initial;
       },
       gate: routeGate(current),
+      window: config.delivery.queue_window,
       queued: () => this.store.queuedCount,
     });
     this.backlog = new QueueScanner({

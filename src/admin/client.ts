@@ -38,6 +38,45 @@ export class AdminClient {
   }
 }
 
+/**
+ * A GET whose answer is one JSON value per line, handed over line by line as it arrives. Only the
+ * wait for the answer to start is bounded: a search over a deep queue may stream for a while.
+ */
+export async function* streamLines(baseUrl: string, token: string | undefined, path: string, timeoutMs = 30_000): AsyncGenerator<unknown> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  let response: Response;
+  try {
+    response = await fetch(`${baseUrl}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: controller.signal });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new RelayUnreachable(`cannot reach the relay's admin API at ${baseUrl} (${cause?.code ?? cause?.message ?? (err as Error).message})`);
+  } finally {
+    clearTimeout(timer);
+  }
+  if (response.status !== 200 || !response.body) {
+    const text = await response.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = { error: `unexpected answer (HTTP ${response.status}): ${text.slice(0, 200)}` };
+    }
+    throw new Error(errorText(body));
+  }
+  const decoder = new TextDecoder();
+  let pending = '';
+  for await (const chunk of response.body) {
+    pending += decoder.decode(chunk as Uint8Array, { stream: true });
+    let end: number;
+    while ((end = pending.indexOf('\n')) !== -1) {
+      const line = pending.slice(0, end);
+      pending = pending.slice(end + 1);
+      if (line.trim() !== '') yield JSON.parse(line) as unknown;
+    }
+  }
+}
+
 export function errorText(body: unknown): string {
   if (body && typeof body === 'object') {
     const record = body as { error?: unknown; errors?: unknown };
