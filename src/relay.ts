@@ -253,9 +253,10 @@ export class Relay {
     state.running = recoverSpool({
       store: this.store,
       startedAt,
-      found: (meta) => {
+      found: (meta, stateFile) => {
         // Into the window if it fits, else counted as waiting on disk for the backlog's passes.
-        if (!this.scheduler.load(meta, meta.nextAttemptAt, { onDisk: false })) this.scheduler.enqueue(meta, meta.nextAttemptAt);
+        if (this.scheduler.load(meta, meta.nextAttemptAt, { onDisk: false })) this.store.rememberForDelivery(meta, stateFile);
+        else this.scheduler.enqueue(meta, meta.nextAttemptAt);
       },
       onProblem: (id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`),
       onProgress: (checked) => (state.checked = checked),

@@ -107,8 +107,10 @@ export class QueueScanner implements Backlog {
   /** One message of the pass; false: nothing more to do now. */
   private step(): boolean {
     const { scheduler } = this.deps;
-    // Paused while the window is full, or while no route can take a delivery (an outage costs no reads).
-    if (scheduler.room() <= 0 || !scheduler.anyRouteOpen()) return false;
+    // Paused while the window is full or enough is ready for the next attempts (what is read now is
+    // attempted soon, its metadata still in the store's cache), or while no route can take a
+    // delivery (an outage costs no reads).
+    if (!scheduler.wantsMore() || !scheduler.anyRouteOpen()) return false;
     if (!this.walk) {
       const now = this.now();
       // Nothing counted on disk: only the safety pass (the count is exact by design; the pass is cheap
@@ -141,8 +143,9 @@ export class QueueScanner implements Backlog {
     const limit = now + scheduler.horizonMs;
     if (hint > limit && !pass.flushing) return this.leave(pass, { at: idTime(id), id }, hint, now);
     let meta: MessageMeta;
+    let stateFile: boolean;
     try {
-      meta = this.deps.store.readInSync('queue', id);
+      ({ meta, stateFile } = this.deps.store.readSourcedSync('queue', id));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.onUnreadable?.(id, err as Error);
       return true;
@@ -157,6 +160,7 @@ export class QueueScanner implements Backlog {
       this.leave(pass, { at: meta.receivedAt, id }, due, now);
       return false;
     }
+    if (due <= now) this.deps.store.rememberForDelivery(meta, stateFile);
     pass.loaded++;
     return true;
   }

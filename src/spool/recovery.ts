@@ -22,7 +22,8 @@ export interface RecoveryDeps {
   store: SpoolStore;
   /** When this run started: ids made and state files written since are its own. */
   startedAt: number;
-  found: (meta: MessageMeta) => void;
+  /** `stateFile`: the metadata came from a `.json` (else from the message file's trailer). */
+  found: (meta: MessageMeta, stateFile: boolean) => void;
   onProblem: (id: string, problem: string) => void;
   /** Progress for the log and /readyz: messages checked so far in `queue/`. */
   onProgress?: (checked: number) => void;
@@ -90,10 +91,10 @@ async function recoverQueue(deps: RecoveryDeps): Promise<number> {
   const { store, startedAt } = deps;
   let queued = 0;
   let checked = 0;
-  const found = (meta: MessageMeta) => {
+  const found = (meta: MessageMeta, stateFile: boolean) => {
     queued++;
     store.queuedCount++;
-    deps.found(meta);
+    deps.found(meta, stateFile);
   };
   await forEachName(store.queueDir, (name) => {
     if (name.endsWith('.json')) {
@@ -121,7 +122,7 @@ function ownStateFile(file: string, startedAt: number): boolean {
   }
 }
 
-function recoverStateFile({ store, onProblem }: RecoveryDeps, id: string, found: (meta: MessageMeta) => void): void {
+function recoverStateFile({ store, onProblem }: RecoveryDeps, id: string, found: (meta: MessageMeta, stateFile: boolean) => void): void {
   let meta: MessageMeta;
   try {
     meta = store.readInSync('queue', id);
@@ -153,10 +154,10 @@ function recoverStateFile({ store, onProblem }: RecoveryDeps, id: string, found:
     onProblem(id, 'removed metadata whose message file was already removed (an interrupted removal)');
     return;
   }
-  found(meta);
+  found(meta, true);
 }
 
-function recoverMessageFile({ store, onProblem }: RecoveryDeps, id: string, found: (meta: MessageMeta) => void): void {
+function recoverMessageFile({ store, onProblem }: RecoveryDeps, id: string, found: (meta: MessageMeta, stateFile: boolean) => void): void {
   const file = store.path('queue', id, '.eml');
   let read: TrailerRead;
   try {
@@ -169,7 +170,7 @@ function recoverMessageFile({ store, onProblem }: RecoveryDeps, id: string, foun
     return;
   }
   if (read.kind === 'committed' && read.meta.id === id) {
-    found(read.meta);
+    found(read.meta, false);
   } else if (read.kind === 'none') {
     unlinkSync(file);
     onProblem(id, 'removed message file without metadata (never acknowledged)');

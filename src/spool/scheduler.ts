@@ -70,6 +70,8 @@ export const DEFAULT_WINDOW = 10_000;
 /** Deferred messages due within two minutes stay in memory; the queue scan runs at most about once a minute. */
 export const DEFAULT_HORIZON_MS = 120_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Ready messages the backlog keeps ahead of the attempts (below the store's cache of 1,000 metadata). */
+const READY_AHEAD = 500;
 
 interface Entry extends ScheduledMessage {
   due: number;
@@ -142,6 +144,14 @@ export class Scheduler {
   /** Free places in the window. */
   room(): number {
     return this.window - this.entries.size;
+  }
+
+  /**
+   * Room in the window, and fewer messages ready than READY_AHEAD: the backlog reads from disk only
+   * what the next attempts will take, so the metadata it read is still cached when they do.
+   */
+  wantsMore(): boolean {
+    return this.room() > 0 && this.ready.size < READY_AHEAD;
   }
 
   /** Queued messages not in memory. */
@@ -351,7 +361,7 @@ export class Scheduler {
       const message: ScheduledMessage = { id: entry.id, receivedAt: entry.receivedAt, route: entry.route };
       this.active.set(id, { message, run: this.run(message) });
     }
-    if (!this.stopped && this.room() >= this.window / 4 && this.onDisk() > 0) this.backlog?.wake();
+    if (!this.stopped && this.wantsMore() && this.onDisk() > 0) this.backlog?.wake();
   }
 
   private block(route: string, until: number): void {

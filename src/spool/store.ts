@@ -240,14 +240,29 @@ export class SpoolStore {
 
   /** readIn with synchronous reads, for the walks of recovery and the queue scan (see queue-walk.ts). */
   readInSync(folder: SpoolFolder, id: string): MessageMeta {
+    return this.readSourcedSync(folder, id).meta;
+  }
+
+  /** readInSync, and whether the metadata came from a `.json` (else from the message file's trailer). */
+  readSourcedSync(folder: SpoolFolder, id: string): { meta: MessageMeta; stateFile: boolean } {
     try {
-      return JSON.parse(readFileSync(this.path(folder, id, '.json'), 'utf8')) as MessageMeta;
+      return { meta: JSON.parse(readFileSync(this.path(folder, id, '.json'), 'utf8')) as MessageMeta, stateFile: true };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || folder !== 'queue') throw err;
     }
     const found = this.readCommittedSync(this.queuePath(id, '.eml'));
     if (found.kind !== 'committed') throw new Error(`${id}: the message file carries no usable metadata (${found.kind === 'damaged' ? found.reason : 'none'})`);
-    return found.meta;
+    return { meta: found.meta, stateFile: false };
+  }
+
+  /**
+   * The metadata of a queued message just read from disk by the queue scan or recovery, kept for its
+   * delivery attempt that follows soon (as after a commit): the attempt then reads nothing but the
+   * message bytes. Same bounded cache, same rule: any change through this store drops it.
+   */
+  rememberForDelivery(meta: MessageMeta, stateFile: boolean): void {
+    this.justCommitted.set(meta.id, { json: JSON.stringify(meta) });
+    if (!stateFile) this.withoutStateFile.add(meta.id);
   }
 
   /** The trailer of a message file, read synchronously; throws (ENOENT when the file is gone) when it cannot be read. */
