@@ -40,6 +40,11 @@ export class GuardedSmartHost implements SmartHost {
     return Math.max(eligibleAt(this.breaker, this.config.breaker), this.quotaBlockedUntil);
   }
 
+  /** Its breaker is not closed but its cooldown is over: the next delivery is its probe. */
+  probing(now: number): boolean {
+    return this.breaker.kind !== 'closed' && !(this.breaker.kind === 'half_open' && this.breaker.everyone) && this.available(now);
+  }
+
   /** An admin's flush or retry: try the host now, with every delivery, instead of after its cooldown (breaker.ts). */
   probeNow(now: number): void {
     this.setBreaker(probeNow(this.breaker, now));

@@ -153,8 +153,8 @@ export class QueueScanner implements Backlog {
     const due = pass.flushing ? Math.min(meta.nextAttemptAt, now) : meta.nextAttemptAt;
     const message: ScheduledMessage = { id, receivedAt: meta.receivedAt, route: meta.route };
     if (due > limit) return this.leave(pass, { at: meta.receivedAt, id }, due, now);
-    // Its route reopening wakes the scan again.
-    if (!scheduler.accepts(meta.route)) return this.leave(pass, { at: meta.receivedAt, id }, due, now);
+    // Waiting for a smart host (counted as deferred); its route reopening wakes the scan again.
+    if (!scheduler.accepts(meta.route)) return this.leave(pass, { at: meta.receivedAt, id }, Infinity, now);
     if (!scheduler.load(message, due)) {
       pass.interrupted = true;
       this.leave(pass, { at: meta.receivedAt, id }, due, now);
@@ -174,7 +174,7 @@ export class QueueScanner implements Backlog {
 
   private leave(pass: Pass, age: { at: number; id: string }, due: number, now: number): boolean {
     if (due <= now) pass.dueLeft++;
-    if (due < pass.earliestLeft) pass.earliestLeft = due;
+    if (due < pass.earliestLeft && due !== Infinity) pass.earliestLeft = due;
     if (pass.oldestLeft === null || age.at < pass.oldestLeft.at) pass.oldestLeft = age;
     return true;
   }

@@ -32,11 +32,15 @@ export interface ScheduledMessage {
   route: string;
 }
 
-/** Whether the smart hosts of a route can take a delivery now. */
+/**
+ * Whether the smart hosts of a route can take a delivery now: `open` (attempt as many as concurrency
+ * allows), `probe` (one attempt, the breaker's probe; the rest wait for its result) or `wait`.
+ */
+export type RouteState = { kind: 'open' } | { kind: 'probe' } | { kind: 'wait'; until: number };
+
 export interface DeliveryGate {
-  /** null: some smart host of the route may take a delivery now; else the earliest time one may. */
-  waitFor(route: string, now: number): number | null;
-  /** Some route may take a delivery now. */
+  check(route: string, now: number): RouteState;
+  /** Some route may take a delivery (or a probe) now. */
   anyOpen(now: number): boolean;
 }
 
@@ -161,7 +165,7 @@ export class Scheduler {
 
   /** May a message of this route be attempted now (some smart host of it may take a delivery)? */
   accepts(route: string): boolean {
-    return (this.options.gate?.waitFor(route, this.now()) ?? null) === null;
+    return !this.blocked.has(route) && (this.options.gate?.check(route, this.now()).kind ?? 'open') !== 'wait';
   }
 
   anyRouteOpen(): boolean {
@@ -351,13 +355,16 @@ export class Scheduler {
       const id = this.ready.values().next().value as string;
       const entry = this.entries.get(id) as Entry;
       this.drop(id);
-      const wait = this.options.gate?.waitFor(entry.route, now) ?? null;
-      if (wait !== null) {
-        // Every host of its route is skipped for now: the message waits on disk, not attempted.
-        this.spill(entry, now);
-        this.block(entry.route, wait);
+      const state: RouteState = this.blocked.has(entry.route) ? { kind: 'wait', until: this.blocked.get(entry.route) as number } : (this.options.gate?.check(entry.route, now) ?? { kind: 'open' });
+      if (state.kind === 'wait') {
+        // Every host of its route is skipped for now: the message waits on disk (deferred, waiting for
+        // a smart host), not attempted.
+        this.spill({ ...entry, due: state.until }, now);
+        this.block(entry.route, state.until);
         continue;
       }
+      // A probe goes alone: the route's other messages wait for its result (reopenRoutes).
+      if (state.kind === 'probe') this.block(entry.route, Infinity);
       const message: ScheduledMessage = { id: entry.id, receivedAt: entry.receivedAt, route: entry.route };
       this.active.set(id, { message, run: this.run(message) });
     }
@@ -383,12 +390,23 @@ export class Scheduler {
     this.pump();
   }
 
-  /** After an attempt (a probe that got through closes its host's breaker), routes that waited may go again. */
+  /**
+   * After an attempt (a probe that got through closes its host's breaker; one that failed opens it
+   * for another cooldown), the routes that waited are asked again.
+   */
   private reopenRoutes(): void {
     if (this.blocked.size === 0) return;
+    const now = this.now();
     let reopened = false;
     for (const route of [...this.blocked.keys()]) {
-      if (this.accepts(route)) {
+      const state = this.options.gate?.check(route, now) ?? { kind: 'open' };
+      if (state.kind === 'open') {
+        this.blocked.delete(route);
+        reopened = true;
+      } else if (state.kind === 'wait') {
+        this.block(route, state.until);
+      } else if (this.blocked.get(route) !== Infinity) {
+        // Another probe may go (its wait is over); one under way keeps the route blocked until it reports.
         this.blocked.delete(route);
         reopened = true;
       }
