@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # smarthop container image. Build: docker build -t smarthop .
-# Run:  see README, "Docker" (config at /etc/smarthop/relay.config.yaml, spool volume at /var/spool/smarthop).
+# Run:  see docs/operations.md, "In a container" (config at /etc/smarthop/relay.config.yaml, spool volume at /var/spool/smarthop).
 
 # Build stage: the same `npm ci` and `npm run build` as the README quick start and CI.
 FROM node:20-bookworm-slim AS build
@@ -13,7 +13,7 @@ RUN npm run build && npm prune --omit=dev
 
 # Runtime stage: only the built relay and its production dependencies, as the non-root `node` user.
 FROM node:20-bookworm-slim
-# MALLOC_ARENA_MAX: see README, "Memory" (glibc keeps what the delivery thread freed otherwise).
+# MALLOC_ARENA_MAX: see docs/operations.md, "Starting it" (glibc keeps what the delivery thread freed otherwise).
 ENV NODE_ENV=production \
     MALLOC_ARENA_MAX=2 \
     SMARTHOP_HEALTH_URL=http://127.0.0.1:9465/healthz
