@@ -29,7 +29,7 @@ export async function fillSpool(spoolDir: string, options: { count: number; size
     }
   };
   try {
-    await Promise.all(Array.from({ length: Math.min(options.parallel ?? 32, options.count) }, worker));
+    await Promise.all(Array.from({ length: Math.min(options.parallel ?? 64, options.count) }, worker));
   } finally {
     await store.close();
   }

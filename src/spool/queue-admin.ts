@@ -66,7 +66,7 @@ export class QueueAdmin {
       if (scheduler.stateOf(id) === undefined) {
         // Waiting on disk (outside the scheduler's window): brought into it, due now.
         const meta = await this.deps.store.read(id);
-        scheduler.enqueue({ id, receivedAt: meta.receivedAt, route: meta.route }, this.now());
+        scheduler.enqueue({ id, receivedAt: meta.receivedAt, route: meta.route }, this.now(), { force: true });
       } else {
         scheduler.retryNow(id);
       }
@@ -111,7 +111,7 @@ export class QueueAdmin {
       const meta = await store.readIn('hold', id);
       const now = this.now();
       await store.release(meta, now);
-      scheduler?.enqueue({ id, receivedAt: meta.receivedAt, route: meta.route }, now);
+      scheduler?.enqueue({ id, receivedAt: meta.receivedAt, route: meta.route }, now, { force: true });
       this.deps.log(id, `${id}: released from hold by admin`);
       return { ok: true, value: { id, folder: 'queue' } };
     });

@@ -43,6 +43,8 @@ export class QueueScanner implements Backlog {
   private walk: FolderWalk | null = null;
   private pass: Pass | null = null;
   private running = false;
+  /** A wake that came while a run was ending: the run goes again instead of losing it. */
+  private wokenWhileRunning = false;
   private enabled = false;
   private stopped = false;
   private nextPassAt = 0;
@@ -68,7 +70,11 @@ export class QueueScanner implements Backlog {
 
   wake(options: { now?: boolean } = {}): void {
     if (options.now) this.nextPassAt = 0;
-    if (!this.enabled || this.stopped || this.running) return;
+    if (!this.enabled || this.stopped) return;
+    if (this.running) {
+      this.wokenWhileRunning = true;
+      return;
+    }
     this.running = true;
     setImmediate(() => void this.run());
   }
@@ -98,7 +104,10 @@ export class QueueScanner implements Backlog {
 
   private async run(): Promise<void> {
     try {
-      await runSliced(() => this.step(), () => this.stopped);
+      do {
+        this.wokenWhileRunning = false;
+        await runSliced(() => this.step(), () => this.stopped);
+      } while (this.wokenWhileRunning && !this.stopped);
     } finally {
       this.running = false;
     }

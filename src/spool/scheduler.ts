@@ -113,17 +113,18 @@ export class Scheduler {
     this.backlog = backlog;
   }
 
-  /** A message to schedule, due at `dueAt` (now by default): kept in memory when it fits, else left on disk. */
-  enqueue(message: ScheduledMessage, dueAt: number = this.now()): void {
+  /**
+   * A message to schedule, due at `dueAt` (now by default): kept in memory when it fits, else left
+   * on disk. `force`: into memory even past the window (an admin asked for this message now).
+   */
+  enqueue(message: ScheduledMessage, dueAt: number = this.now(), options: { force?: boolean } = {}): void {
     // An attempt under way (an admin retry raced the commit, say) reschedules the message itself.
     if (this.active.has(message.id)) return;
     const known = this.entries.get(message.id);
-    if (known) {
-      this.drop(message.id);
-      this.place({ ...known, due: dueAt });
-      return;
-    }
-    this.place({ ...message, due: dueAt });
+    if (known) this.drop(message.id);
+    const entry = { ...(known ?? message), due: dueAt };
+    if (options.force && dueAt <= this.now()) this.insert(entry);
+    else this.place(entry);
   }
 
   /**
