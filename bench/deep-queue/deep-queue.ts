@@ -34,7 +34,10 @@ export interface DeepQueueReport {
     /** A message sent the moment the relay listened: its 250, and whether recovery was still running then. */
     acceptedDuringRecovery: { latencyMs: number; recoveryRunning: boolean } | null;
     peakRssBytes: number | null;
-    admin: { statusMs: number; listLimit50Ms: number; listRecipientScanMs: number };
+    /** Wall time of each command at a shell, node's own start included (`nodeStartMs`: `smarthop --version`). */
+    admin: { statusMs: number; listLimit50Ms: number; listRecipientScanMs: number; nodeStartMs: number };
+    /** The same questions asked of the admin API directly: the relay's own answer time. */
+    api: { statusMs: number; listLimit50Ms: number; listRecipientScanMs: number; firstRowMs: number | null };
     drain: { measured: number; delivered: number; seconds: number; rate: number; firstDeliveryMs: number | null };
     peakRssAfterDrainBytes: number | null;
   };
@@ -125,6 +128,8 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
     const statusMs = await timeCli(['status', '-c', configFile]);
     const listLimit50Ms = await timeCli(['queue', 'list', '--limit', '50', '-c', configFile]);
     const listRecipientScanMs = await timeCli(['queue', 'list', '--recipient', 'nobody@nowhere.example', '--limit', '50', '-c', configFile]);
+    const nodeStartMs = await timeCli(['--version']);
+    const api = await timeApi(ports.http, `rcpt-${options.messages - 1}@sink.example`);
     const peakRssBytes = relay.peakRss().vmHwmBytes;
 
     progress(`the smart host comes back; queue flush; measuring the drain of ${options.drain} messages…`);
@@ -171,7 +176,8 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
         recoveredMs: started.recoveredMs,
         acceptedDuringRecovery: started.during,
         peakRssBytes,
-        admin: { statusMs, listLimit50Ms, listRecipientScanMs },
+        admin: { statusMs, listLimit50Ms, listRecipientScanMs, nodeStartMs },
+        api,
         drain: {
           measured: options.drain,
           delivered: Math.min(delivered, options.drain),
@@ -233,6 +239,29 @@ async function recovered(httpPort: number): Promise<boolean> {
   }
 }
 
+/**
+ * The admin API's own answer times: `/api/status`, a listing of 50, and a recipient search that
+ * reads every message (`format=ndjson`), with the time to its first row (the last message filled).
+ */
+async function timeApi(httpPort: number, recipient: string): Promise<DeepQueueReport['deep']['api']> {
+  const base = `http://127.0.0.1:${httpPort}`;
+  const timed = async (url: string) => {
+    const start = performance.now();
+    const res = await fetch(url);
+    await res.arrayBuffer();
+    return Math.round(performance.now() - start);
+  };
+  const statusMs = await timed(`${base}/api/status`);
+  const listLimit50Ms = await timed(`${base}/api/queue?limit=50`);
+  const start = performance.now();
+  let firstRowMs: number | null = null;
+  const res = await fetch(`${base}/api/queue?format=ndjson&limit=50&recipient=${encodeURIComponent(recipient)}`);
+  for await (const chunk of res.body ?? []) {
+    if (firstRowMs === null && (chunk as Uint8Array).length > 0 && Buffer.from(chunk as Uint8Array).toString().includes('"id"')) firstRowMs = Math.round(performance.now() - start);
+  }
+  return { statusMs, listLimit50Ms, listRecipientScanMs: Math.round(performance.now() - start), firstRowMs };
+}
+
 /** Wall time of one CLI command, as an admin at a shell sees it (node's start included). */
 function timeCli(args: string[]): Promise<number> {
   const cli = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
@@ -258,16 +287,17 @@ function mib(bytes: number | null): string {
 }
 
 function formatReport(r: DeepQueueReport): string {
-  const row = (label: string, value: string) => `${label.padEnd(30)}${value}\n`;
+  const row = (label: string, value: string) => `${label.padEnd(34)}${value}\n`;
   let out = `smarthop bench --deep-queue: ${r.messages} messages x ${r.size} B queued, smart host down at start\n`;
   out += row('fill (spool writer)', `${r.fill.seconds} s, ${r.fill.rate} msg/s`);
   out += row('start to listening', `${r.deep.listeningMs} ms (empty spool: ${r.empty.listeningMs} ms)`);
   out += row('start to queue recovered', `${r.deep.recoveredMs} ms (empty spool: ${r.empty.recoveredMs} ms)`);
   const during = r.deep.acceptedDuringRecovery;
   out += row('a message sent on listening', during ? `250 after ${during.latencyMs} ms${during.recoveryRunning ? ', recovery still running' : ''}` : 'not accepted');
-  out += row('smarthop status', `${r.deep.admin.statusMs} ms`);
-  out += row('queue list --limit 50', `${r.deep.admin.listLimit50Ms} ms`);
-  out += row('queue list --recipient (all)', `${r.deep.admin.listRecipientScanMs} ms (reads every message)`);
+  out += row('smarthop status', `${r.deep.admin.statusMs} ms at the shell; the API answers in ${r.deep.api.statusMs} ms`);
+  out += row('queue list --limit 50', `${r.deep.admin.listLimit50Ms} ms at the shell; the API answers in ${r.deep.api.listLimit50Ms} ms`);
+  out += row('queue list --recipient (all)', `${r.deep.admin.listRecipientScanMs} ms at the shell; API: ${r.deep.api.listRecipientScanMs} ms, a match after ${r.deep.api.firstRowMs ?? 'n/a'} ms`);
+  out += row('node start (smarthop --version)', `${r.deep.admin.nodeStartMs} ms (part of every shell figure)`);
   out += row('drain after queue flush', `${r.deep.drain.delivered} of ${r.deep.drain.measured} in ${r.deep.drain.seconds} s: ${r.deep.drain.rate} msg/s (first after ${r.deep.drain.firstDeliveryMs ?? 'n/a'} ms)`);
   out += row('peak RSS', `${mib(r.deep.peakRssBytes)} before the drain, ${mib(r.deep.peakRssAfterDrainBytes)} after (empty spool: ${mib(r.empty.peakRssBytes)}; +${mib(r.rssOverEmptyBytes)})`);
   for (const note of r.notes) out += row('note', note);
