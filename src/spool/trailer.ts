@@ -54,12 +54,14 @@ export async function readTrailer(handle: FileHandle): Promise<TrailerRead> {
 export function readTrailerSync(fd: number): TrailerRead {
   const { size } = fstatSync(fd);
   if (size < FOOTER_BYTES) return { kind: 'none' };
-  const footer = Buffer.alloc(FOOTER_BYTES);
-  readSync(fd, footer, 0, FOOTER_BYTES, size - FOOTER_BYTES);
+  // allocUnsafe: small buffers come from Node's shared pool, not one allocation each (a walk reads a
+  // million of them); every byte used is read first.
+  const footer = Buffer.allocUnsafe(FOOTER_BYTES);
+  if (readSync(fd, footer, 0, FOOTER_BYTES, size - FOOTER_BYTES) !== FOOTER_BYTES) return { kind: 'damaged', reason: 'short read of the footer' };
   const found = parseFooter(footer, size);
   if (found.kind !== 'located') return found;
-  const json = Buffer.alloc(found.length);
-  readSync(fd, json, 0, found.length, found.start);
+  const json = Buffer.allocUnsafe(found.length);
+  if (readSync(fd, json, 0, found.length, found.start) !== found.length) return { kind: 'damaged', reason: 'short read of the metadata' };
   return decodeMeta(json, found.start);
 }
 
