@@ -68,11 +68,12 @@ export class SpoolStore {
     sizeCalculation: (copy) => copy.json.length + (copy.message?.length ?? 0) + 1,
   });
   /**
-   * Queued messages known to have no `.json` (committed or recovered as one file, state never
-   * changed since): removing them skips a failed unlink. Only this store writes a `.json`, and it
-   * drops the id first; an id not in here is removed the careful way.
+   * Queued messages known to have no `.json` (committed or read as one file, state never changed
+   * since): removing them skips a failed unlink. Only this store writes a `.json`, and it drops the
+   * id first; an id not in here is removed the careful way. Bounded: a deep queue's messages wait on
+   * disk, and one forgotten here costs one unlink that finds nothing.
    */
-  private readonly withoutStateFile = new Set<string>();
+  private readonly withoutStateFile = new LRUCache<string, true>({ max: 10_000 });
 
   constructor(readonly root: string) {
     this.tmpDir = path.join(root, 'tmp');
@@ -155,7 +156,7 @@ export class SpoolStore {
     // Known before the file is visible in queue/: an admin action in the moment between the rename
     // and the end of the fsync (the message is listed already) drops them, and nothing adds them back.
     this.justCommitted.set(id, copy);
-    this.withoutStateFile.add(id);
+    this.withoutStateFile.set(id, true);
     try {
       // On the event loop, like the seal's last write (incoming.ts): a rename within one local file
       // system takes microseconds of kernel time, and a trip through the thread pool waited ~1.5 ms
@@ -266,7 +267,7 @@ export class SpoolStore {
    */
   rememberForDelivery(meta: MessageMeta, stateFile: boolean): void {
     this.justCommitted.set(meta.id, { json: JSON.stringify(meta) });
-    if (!stateFile) this.withoutStateFile.add(meta.id);
+    if (!stateFile) this.withoutStateFile.set(meta.id, true);
   }
 
   /** The trailer of a message file, read synchronously; throws (ENOENT when the file is gone) when it cannot be read. */
