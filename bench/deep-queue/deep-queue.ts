@@ -26,7 +26,8 @@ import { fillSpool } from './fill';
 export interface DeepQueueReport {
   messages: number;
   size: number;
-  fill: { seconds: number; rate: number };
+  /** null: the spool was reused (--reuse-spool). */
+  fill: { seconds: number; rate: number } | null;
   empty: { listeningMs: number; recoveredMs: number; peakRssBytes: number | null };
   deep: {
     listeningMs: number;
@@ -183,7 +184,7 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
     const report: DeepQueueReport = {
       messages: options.messages,
       size: options.size,
-      fill: { seconds: round1(fillSeconds), rate: round1(options.messages / fillSeconds) },
+      fill: reused ? null : { seconds: round1(fillSeconds), rate: round1(options.messages / fillSeconds) },
       empty,
       deep: {
         listeningMs: started.listeningMs,
@@ -306,7 +307,7 @@ function mib(bytes: number | null): string {
 function formatReport(r: DeepQueueReport): string {
   const row = (label: string, value: string) => `${label.padEnd(34)}${value}\n`;
   let out = `smarthop bench --deep-queue: ${r.messages} messages x ${r.size} B queued, smart host down at start\n`;
-  out += row('fill (spool writer)', `${r.fill.seconds} s, ${r.fill.rate} msg/s`);
+  out += row('fill (spool writer)', r.fill ? `${r.fill.seconds} s, ${r.fill.rate} msg/s` : 'reused from an earlier run');
   out += row('start to listening', `${r.deep.listeningMs} ms (empty spool: ${r.empty.listeningMs} ms)`);
   out += row('start to queue recovered', `${r.deep.recoveredMs} ms (empty spool: ${r.empty.recoveredMs} ms)`);
   const during = r.deep.acceptedDuringRecovery;
