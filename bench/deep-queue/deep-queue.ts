@@ -54,6 +54,8 @@ interface Options {
   dir: string | null;
   /** A spool filled by an earlier run, used instead of filling one (and kept). */
   reuse: string | null;
+  /** Where the filled spool goes at the end instead of being removed. */
+  keep: string | null;
 }
 
 const LIMITS = { startMs: 30_000, recoveryMs: 60 * 60_000, drainNoProgressMs: 60_000 };
@@ -74,14 +76,15 @@ function parse(argv: readonly string[]): Options {
     .option('--size <bytes>', 'size of each message', positiveInt, 10240)
     .option('--drain <n>', 'messages over which the drain rate is measured (default: all, at most 100,000)', positiveInt)
     .option('--dir <folder>', 'where the spools go (default: the temp folder); needs about N x (size + 1 KiB)')
-    .option('--reuse-spool <dir>', 'use this spool (filled by an earlier run with --keep-spool) instead of filling one; it is kept')
+    .option('--keep-spool <dir>', 'move the filled spool here at the end (for --reuse-spool) instead of removing it')
+    .option('--reuse-spool <dir>', 'use this spool (kept by an earlier run with --keep-spool) instead of filling one; it is kept')
     .option('--json', 'one JSON object instead of the table', false)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
   program.parse(argv.filter((arg) => arg !== '--'), { from: 'user' });
-  const opts = program.opts<{ deepQueue: number; size: number; drain?: number; json: boolean; dir?: string; reuseSpool?: string }>();
+  const opts = program.opts<{ deepQueue: number; size: number; drain?: number; json: boolean; dir?: string; reuseSpool?: string; keepSpool?: string }>();
   return {
     messages: opts.deepQueue, size: opts.size, drain: Math.min(opts.drain ?? Math.min(opts.deepQueue, 100_000), opts.deepQueue), json: opts.json,
-    dir: opts.dir ?? null, reuse: opts.reuseSpool ? path.resolve(opts.reuseSpool) : null,
+    dir: opts.dir ?? null, reuse: opts.reuseSpool ? path.resolve(opts.reuseSpool) : null, keep: opts.keepSpool ? path.resolve(opts.keepSpool) : null,
   };
 }
 
@@ -210,7 +213,8 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
   } finally {
     if (relay?.running) await relay.stop(30_000);
     await sink.close().catch(() => undefined);
-    if (reused) await rename(path.join(base, 'deep', 'spool'), reused).catch(() => undefined);
+    const back = reused ?? options.keep;
+    if (back) await rename(path.join(base, 'deep', 'spool'), back).catch(() => undefined);
     progress(`removing ${base}…`);
     await rm(base, { recursive: true, force: true });
   }
