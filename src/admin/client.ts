@@ -23,18 +23,25 @@ export class AdminClient {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const code = cause?.code ?? cause?.message ?? (err as Error).message;
-      throw new RelayUnreachable(`cannot reach the relay's admin API at ${this.baseUrl} (${code})`);
+      throw unreachable(this.baseUrl, err);
     }
-    const text = await response.text();
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = { error: `unexpected answer (HTTP ${response.status}): ${text.slice(0, 200)}` };
-    }
-    return { status: response.status, body: body as T };
+    return { status: response.status, body: (await readBody(response)) as T };
+  }
+}
+
+function unreachable(baseUrl: string, err: unknown): RelayUnreachable {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  const code = cause?.code ?? cause?.message ?? (err as Error).message;
+  return new RelayUnreachable(`cannot reach the relay's admin API at ${baseUrl} (${code})`);
+}
+
+/** The answer's JSON, or an error object quoting what came instead. */
+async function readBody(response: Response): Promise<unknown> {
+  const text = await response.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { error: `unexpected answer (HTTP ${response.status}): ${text.slice(0, 200)}` };
   }
 }
 
@@ -49,21 +56,11 @@ export async function* streamLines(baseUrl: string, token: string | undefined, p
   try {
     response = await fetch(`${baseUrl}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: controller.signal });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new RelayUnreachable(`cannot reach the relay's admin API at ${baseUrl} (${cause?.code ?? cause?.message ?? (err as Error).message})`);
+    throw unreachable(baseUrl, err);
   } finally {
     clearTimeout(timer);
   }
-  if (response.status !== 200 || !response.body) {
-    const text = await response.text();
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = { error: `unexpected answer (HTTP ${response.status}): ${text.slice(0, 200)}` };
-    }
-    throw new Error(errorText(body));
-  }
+  if (response.status !== 200 || !response.body) throw new Error(errorText(await readBody(response)));
   const decoder = new TextDecoder();
   let pending = '';
   for await (const chunk of response.body) {
