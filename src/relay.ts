@@ -149,6 +149,7 @@ export class Relay {
       gate: routeGate(current),
       window: config.delivery.queue_window,
       queued: () => this.store.queuedCount,
+      lifetimeMs: () => this.live.config.spool.max_queue_lifetime,
     });
     this.backlog = new QueueScanner({
       store: this.store,

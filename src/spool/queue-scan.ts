@@ -35,6 +35,8 @@ interface Pass {
   oldestLeft: { at: number; id: string } | null;
   /** The window filled or the routes closed before the pass ended: what it missed comes next pass. */
   interrupted: boolean;
+  /** No route can take a delivery: the pass only looks for messages to expire (by their ids' time, no reads). */
+  expiryOnly: boolean;
 }
 
 const DEFAULT_MAX_INTERVAL_MS = 5 * 60_000;
@@ -49,6 +51,8 @@ export class QueueScanner implements Backlog {
   private stopped = false;
   private nextPassAt = 0;
   private lastPassEnd = 0;
+  /** When a message waiting on disk for a closed route outlives the queue lifetime. */
+  private nextExpiryAt = Infinity;
   /** A flush: the next pass takes every message as due now. */
   private flushRequested = false;
   private timer: NodeJS.Timeout | null = null;
@@ -86,6 +90,12 @@ export class QueueScanner implements Backlog {
     this.arm(at);
   }
 
+  expiresAt(at: number): void {
+    if (at >= this.nextExpiryAt) return;
+    this.nextExpiryAt = at;
+    this.arm(at);
+  }
+
   /** A flush: every message on disk is due now, from the beginning of the folder. */
   flush(): void {
     this.flushRequested = true;
@@ -118,8 +128,21 @@ export class QueueScanner implements Backlog {
     const { scheduler } = this.deps;
     // Paused while the window is full or enough is ready for the next attempts (what is read now is
     // attempted soon, its metadata still in the store's cache), or while no route can take a
-    // delivery (an outage costs no reads).
-    if (!scheduler.wantsMore() || !scheduler.anyRouteOpen()) return false;
+    // delivery (an outage costs no reads), except to expire what has outlived the queue lifetime.
+    if (!scheduler.wantsMore()) return false;
+    const open = scheduler.anyRouteOpen();
+    if (open && this.pass?.expiryOnly) this.dropPass();
+    if (!open && !this.pass?.expiryOnly) {
+      const now = this.now();
+      if (now < this.nextExpiryAt) {
+        this.arm(this.nextExpiryAt);
+        return false;
+      }
+      // A pass paused for the closed routes starts again when they open (they wake the scan).
+      this.dropPass();
+      this.nextExpiryAt = Infinity;
+      this.startPass(now, true);
+    }
     if (!this.walk) {
       const now = this.now();
       // Nothing counted on disk: only the safety pass (the count is exact by design; the pass is cheap
@@ -143,6 +166,7 @@ export class QueueScanner implements Backlog {
     const id = this.deps.store.idOfName('queue', name);
     if (id === null || scheduler.has(id)) return true;
     const now = this.now();
+    if (pass.expiryOnly && !scheduler.outlived({ id, receivedAt: idTime(id), route: '' }, now)) return true;
     let hint: number;
     try {
       hint = statSync(this.deps.store.messagePath('queue', id)).mtimeMs;
@@ -162,8 +186,9 @@ export class QueueScanner implements Backlog {
     const due = pass.flushing ? Math.min(meta.nextAttemptAt, now) : meta.nextAttemptAt;
     const message: ScheduledMessage = { id, receivedAt: meta.receivedAt, route: meta.route };
     if (due > limit) return this.leave(pass, { at: meta.receivedAt, id }, due, now);
-    // Waiting for a smart host (counted as deferred); its route reopening wakes the scan again.
-    if (!scheduler.accepts(meta.route)) return this.leave(pass, { at: meta.receivedAt, id }, Infinity, now);
+    // Waiting for a smart host (counted as deferred); its route reopening wakes the scan again. One
+    // that has outlived the queue lifetime is loaded all the same, to be expired.
+    if (!scheduler.accepts(meta.route) && !scheduler.outlived(message, now)) return this.leave(pass, { at: meta.receivedAt, id }, Infinity, now);
     if (!scheduler.load(message, due)) {
       pass.interrupted = true;
       this.leave(pass, { at: meta.receivedAt, id }, due, now);
@@ -174,9 +199,15 @@ export class QueueScanner implements Backlog {
     return true;
   }
 
-  private startPass(now: number): void {
+  private dropPass(): void {
+    this.walk?.close();
+    this.walk = null;
+    this.pass = null;
+  }
+
+  private startPass(now: number, expiryOnly = false): void {
     this.walk = new FolderWalk(this.deps.store.queueDir);
-    this.pass = { flushing: this.flushRequested, loaded: 0, dueLeft: 0, earliestLeft: Infinity, oldestLeft: null, interrupted: false };
+    this.pass = { flushing: this.flushRequested, loaded: 0, dueLeft: 0, earliestLeft: Infinity, oldestLeft: null, interrupted: false, expiryOnly };
     this.flushRequested = false;
     this.nextPassAt = now + this.maxIntervalMs;
   }
@@ -194,7 +225,8 @@ export class QueueScanner implements Backlog {
     const now = this.now();
     this.lastPassEnd = now;
     const { scheduler } = this.deps;
-    scheduler.diskCounted(pass.dueLeft, pass.oldestLeft);
+    // An expiry-only pass read nothing but names: it knows nothing to count.
+    if (!pass.expiryOnly) scheduler.diskCounted(pass.dueLeft, pass.oldestLeft);
     // A pass that was cut short goes again at once; a whole one comes back when the earliest message
     // it left comes within half the horizon (not sooner than a tenth of it, however many are due).
     const soonest = pass.interrupted ? now : Math.max(now + scheduler.horizonMs / 10, pass.earliestLeft - scheduler.horizonMs / 2);

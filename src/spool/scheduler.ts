@@ -50,6 +50,8 @@ export interface Backlog {
   wake(options?: { now?: boolean }): void;
   /** A message was deferred beyond the horizon: back to disk, due at `due`. */
   spilled(message: ScheduledMessage, due: number): void;
+  /** A message waits on disk for its route; at `at` it has outlived `spool.max_queue_lifetime` and must be expired. */
+  expiresAt(at: number): void;
   /** Every message on disk is due now. */
   flush(): void;
 }
@@ -66,6 +68,11 @@ export interface SchedulerOptions {
   horizonMs?: number;
   /** The exact number of queued messages (SpoolStore.queuedCount); without it, only the window is counted. */
   queued?: () => number;
+  /**
+   * `spool.max_queue_lifetime`: a message that has outlived it is attempted even while its route
+   * waits, so the dispatcher expires it on time (bounce and dead-letter) instead of when a host returns.
+   */
+  lifetimeMs?: () => number;
   now?: () => number;
 }
 
@@ -92,6 +99,8 @@ export class Scheduler {
   private readonly withdrawn = new Set<string>();
   /** Routes whose messages wait on disk until the time given (every smart host skipped). */
   private readonly blocked = new Map<string, number>();
+  /** Per route, the message that went as its breaker's probe: the route waits until its attempt ends. */
+  private readonly probes = new Map<string, string>();
   /** On disk and due: an estimate (the backlog corrects it with each pass), never above what is on disk. */
   private diskDue = 0;
   /** The oldest receipt time on disk as far as known; null: nothing known on disk. */
@@ -176,6 +185,7 @@ export class Scheduler {
   /** Some route that had to wait may take deliveries again: its messages come back from disk. */
   routesChanged(): void {
     this.blocked.clear();
+    this.probes.clear();
     this.backlog?.wake({ now: true });
     this.pump();
   }
@@ -246,6 +256,7 @@ export class Scheduler {
     }
     this.diskDue = this.onDisk();
     this.blocked.clear();
+    this.probes.clear();
     this.backlog?.flush();
     this.pump();
     return count + onDiskDeferred;
@@ -305,6 +316,9 @@ export class Scheduler {
   private spill(entry: Entry, now: number): void {
     if (entry.due <= now) this.diskDue++;
     if (this.diskOldest === null || entry.receivedAt < this.diskOldest.at) this.diskOldest = { at: entry.receivedAt, id: entry.id };
+    // Should its route still be closed then, the backlog looks for it to be expired.
+    const lifetime = this.options.lifetimeMs?.();
+    if (lifetime !== undefined) this.backlog?.expiresAt(entry.receivedAt + lifetime);
   }
 
   private drop(id: string): void {
@@ -357,19 +371,28 @@ export class Scheduler {
       const entry = this.entries.get(id) as Entry;
       this.drop(id);
       const state: RouteState = this.blocked.has(entry.route) ? { kind: 'wait', until: this.blocked.get(entry.route) as number } : (this.options.gate?.check(entry.route, now) ?? { kind: 'open' });
-      if (state.kind === 'wait') {
+      if (state.kind === 'wait' && !this.outlived(entry, now)) {
         // Every host of its route is skipped for now: the message waits on disk (deferred, waiting for
         // a smart host), not attempted.
         this.spill({ ...entry, due: state.until }, now);
         this.block(entry.route, state.until);
         continue;
       }
-      // A probe goes alone: the route's other messages wait for its result (reopenRoutes).
-      if (state.kind === 'probe') this.block(entry.route, Infinity);
+      // A probe goes alone: the route's other messages wait for its result (see run).
+      if (state.kind === 'probe') {
+        this.probes.set(entry.route, entry.id);
+        this.block(entry.route, Infinity);
+      }
       const message: ScheduledMessage = { id: entry.id, receivedAt: entry.receivedAt, route: entry.route };
       this.active.set(id, { message, run: this.run(message) });
     }
     if (!this.stopped && this.wantsMore() && this.onDisk() > 0) this.backlog?.wake();
+  }
+
+  /** Older than `spool.max_queue_lifetime`: attempted whatever its route, to be expired. */
+  outlived(message: ScheduledMessage, now: number = this.now()): boolean {
+    const lifetime = this.options.lifetimeMs?.();
+    return lifetime !== undefined && now - message.receivedAt >= lifetime;
   }
 
   private block(route: string, until: number): void {
@@ -385,6 +408,12 @@ export class Scheduler {
       result = { kind: 'retry', at: this.now() + this.options.onAttemptError(message.id, err) };
     }
     this.active.delete(message.id);
+    if (this.probes.get(message.route) === message.id) {
+      // The probe's attempt is over, whatever it did: the route is asked again.
+      this.probes.delete(message.route);
+      if (this.blocked.get(message.route) === Infinity) this.blocked.delete(message.route);
+      this.backlog?.wake({ now: true });
+    }
     const withdrawn = this.withdrawn.delete(message.id);
     if (result.kind === 'retry' && !withdrawn && !this.stopped) this.place({ ...message, due: result.at });
     this.reopenRoutes();
