@@ -25,6 +25,16 @@ export interface RelayStateSources {
   lastReload: () => LastReload | null;
   /** False once the relay is stopping. */
   accepting: () => boolean;
+  /** The queue's recovery after the start: none before the start. */
+  recovery: () => RecoveryProgress | null;
+}
+
+/** How far the background recovery of the queue has come. */
+export interface RecoveryProgress {
+  recovered: boolean;
+  failed: string | null;
+  /** Queued messages checked so far. */
+  checked: number;
 }
 
 /** The relay as the admin sees it: `smarthop status`, the smart hosts' state and /readyz. */
@@ -53,15 +63,22 @@ export class RelayState {
 
   /**
    * Ready while the spool can be written, some smart host's breaker is closed (a spent quota only
-   * delays mail, it does not stop it) and the relay is not stopping.
+   * delays mail, it does not stop it), the relay is not stopping, and the whole queue is known
+   * again (mail is taken and delivered during recovery, but a queued message may not be scheduled yet).
    */
   async readiness(): Promise<Readiness> {
     const spoolWritable = await access(this.sources.spool.queueDir, constants.W_OK).then(() => true, () => false);
     const smarthostAvailable = [...this.sources.smarthosts()].some((host) => host.up());
     const accepting = this.sources.accepting();
-    return {
-      ok: spoolWritable && smarthostAvailable && accepting,
-      checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable, accepting },
+    const recovery = this.sources.recovery();
+    const queueRecovered: boolean | string = recovery?.recovered ? true : recovery?.failed ? `failed: ${recovery.failed}` : false;
+    const checks: Record<string, boolean | string> = {
+      spool_writable: spoolWritable,
+      smarthost_available: smarthostAvailable,
+      accepting,
+      queue_recovered: queueRecovered,
     };
+    if (queueRecovered === false) checks.queue_recovery = `${recovery?.checked ?? 0} queued message(s) checked so far`;
+    return { ok: spoolWritable && smarthostAvailable && accepting && queueRecovered === true, checks };
   }
 }
