@@ -129,5 +129,7 @@ describe('a 50 MiB message is rewritten and DKIM-signed while it streams', () =>
     // Once the message is gone the relay gives the memory back (V8 collects the spent Buffers on its
     // own schedule, glibc returns the pages): waited for, with room for a loaded machine.
     await waitFor(() => procStatus(pid, 'VmRSS') - baseline < RETURN_WITHIN, 60_000, `RSS back within ${RETURN_WITHIN / MiB} MiB of the baseline`);
+    const settled = procStatus(pid, 'VmRSS') - baseline;
+    process.stdout.write(`relay RSS: back to ${(settled / MiB).toFixed(1)} MiB over the baseline after the message\n`);
   }, 300_000);
 });
