@@ -33,11 +33,14 @@ describe('attack: implicit TLS handshake slots', () => {
   /** The first thing a TLS client hears: the 220 greeting, or why there was none. */
   function tlsGreeting(port: number, localAddress: string): Promise<string> {
     return new Promise((resolve) => {
-      const client = tlsConnect({ port, host: '127.0.0.1', localAddress, rejectUnauthorized: false });
+      const raw = netConnect({ port, host: '127.0.0.1', localAddress });
+      raw.on('error', () => undefined);
+      const client = tlsConnect({ socket: raw, rejectUnauthorized: false });
       client.setEncoding('latin1');
       const done = (what: string) => {
         resolve(what);
         client.destroy();
+        raw.destroy();
       };
       client.once('data', (data: string) => done(data.split('\r\n')[0]));
       client.once('error', (err) => done(`error: ${err.message}`));
