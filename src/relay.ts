@@ -140,10 +140,13 @@ export class Relay {
       limits: config.limits,
       // Up to three windows per address: connection rate, AUTH failures, lockout.
       counters: this.counters('address', config.limits.max_tracked_addresses * 3),
-      // Failures per username, and the addresses each username authenticated from.
+      // Failures per username.
       usernameCounters: this.counters('username', config.limits.max_tracked_addresses),
+      // The addresses each username authenticated from: only successful AUTHs write here.
+      knownCounters: this.counters('known', config.limits.max_tracked_addresses),
       observer: this.observer,
     });
+    this.metrics.bindPasswordChecks(() => guard.passwordChecks);
     const sessions = new IngressSessions({
       current,
       guard,
@@ -157,6 +160,7 @@ export class Relay {
       },
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
+    this.metrics.bindPendingConnections(() => this.listeners.map((l) => ({ listener: l.name, pending: l.pendingConnections })));
     const api = new AdminApi({
       queue: this.queue,
       status: () => this.status(),
@@ -357,7 +361,7 @@ export class Relay {
   }
 
   /** A bounded store for one kind of counter: memory, or Redis with a local fallback under `state.redis.key_prefix` + `namespace`. */
-  private counters(namespace: 'policy' | 'quota' | 'address' | 'username', maxKeys: number): WindowCounters {
+  private counters(namespace: 'policy' | 'quota' | 'address' | 'username' | 'known', maxKeys: number): WindowCounters {
     const local = new MemoryWindowCounters(maxKeys);
     const shared = this.sharedState;
     if (!shared) return local;
