@@ -217,3 +217,29 @@ describe('AddressGuard with a clock of its own', () => {
     ]);
   });
 });
+
+describe('AUTH budgets: a username\'s known addresses', () => {
+  test('made-up usernames cannot push a known address out of a bounded memory: it stays exempt', async () => {
+    const result = parseConfig(minimal({
+      auth_failures: { max: 1000, delay: '0s' },
+      auth_failures_per_username: { slow_after: 1, max: 2, delay: '0s' },
+    }), '/etc', {});
+    if (!result.ok) throw new Error(result.errors.join('\n'));
+    const g = new AddressGuard({
+      limits: result.config.limits,
+      counters: new MemoryWindowCounters(10_000),
+      // Small on purpose: 50 windows, where a relay keeps max_tracked_addresses.
+      usernameCounters: new MemoryWindowCounters(50),
+      knownCounters: new MemoryWindowCounters(50),
+      observer: { emit: () => undefined },
+    });
+    const attempt = (remoteAddress: string, username: string) => ({ remoteAddress, username, client: '(unknown)' });
+    expect((await g.authenticate(attempt('192.0.2.80', 'webshop'), () => Promise.resolve('webshop'))).kind).toBe('success');
+    // 500 made-up usernames, each a window of its own in the username store.
+    for (let i = 0; i < 500; i++) await g.authenticate(attempt(`198.51.100.${i % 200}`, `nobody${i}`), () => Promise.resolve(undefined));
+    // webshop's own budget spent from elsewhere: refused there, still accepted from its known address.
+    for (let i = 0; i < 2; i++) await g.authenticate(attempt('203.0.113.1', 'webshop'), () => Promise.resolve(undefined));
+    expect((await g.authenticate(attempt('203.0.113.2', 'webshop'), () => Promise.resolve('webshop'))).kind).toBe('refused');
+    expect(await g.authenticate(attempt('192.0.2.80', 'webshop'), () => Promise.resolve('webshop'))).toEqual({ kind: 'success', value: 'webshop' });
+  });
+});
