@@ -160,7 +160,10 @@ export class Relay {
       },
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
-    this.metrics.bindPendingConnections(() => this.listeners.map((l) => ({ listener: l.name, pending: l.pendingConnections })));
+    this.metrics.bindPendingConnections(() => this.listeners.map((one) => ({
+      listener: one.name,
+      pending: one.pendingConnections,
+    })));
     const api = new AdminApi({
       queue: this.queue,
       status: () => this.status(),

@@ -59,8 +59,10 @@ function withHeaders(extra: string[], body: string): string {
 }
 
 const evasions: Record<string, string> = {
-  'the whole message is message/rfc822 with invoice.exe inside': withHeaders(['Content-Type: message/rfc822'], innerWithExe),
-  'the whole message is message/global with invoice.exe inside': withHeaders(['Content-Type: message/global'], innerWithExe),
+  'the whole message is message/rfc822 with invoice.exe inside':
+    withHeaders(['Content-Type: message/rfc822'], innerWithExe),
+  'the whole message is message/global with invoice.exe inside':
+    withHeaders(['Content-Type: message/global'], innerWithExe),
   'multipart/digest part without Content-Type (message/rfc822 by default) holding invoice.exe': withHeaders(
     ['Content-Type: multipart/digest; boundary="d1"'],
     `--d1\r\n\r\n${innerWithExe}--d1--\r\n`,
@@ -107,11 +109,15 @@ describe('attack: blocked attachments the MIME walk never sees', () => {
 
   describe.each(['127.0.0.1', '127.0.0.2'])('from %s', (localAddress) => {
     test.each(Object.keys(controls))('control, refused today: %s', async (name) => {
-      expect(await send(localAddress, controls[name])).toMatch(/^550 5\.7\.1 Attachment type \.exe not allowed for client (lan|far)$/);
+      expect(await send(localAddress, controls[name])).toMatch(
+        /^550 5\.7\.1 Attachment type \.exe not allowed for client (lan|far)$/,
+      );
     });
 
     test.each(Object.keys(evasions))('refused (or uninspectable): %s', async (name) => {
-      expect(await send(localAddress, evasions[name])).toMatch(/^550 5\.7\.1 (Attachment type \.exe not allowed|Message cannot be checked)/);
+      expect(await send(localAddress, evasions[name])).toMatch(
+        /^550 5\.7\.1 (Attachment type \.exe not allowed|Message cannot be checked)/,
+      );
     });
   });
 });

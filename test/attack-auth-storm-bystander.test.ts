@@ -67,9 +67,11 @@ describe('attack: AUTH storm from many strangers', () => {
     });
     // The storm is under way: its first check was answered, and checks wait in line.
     await waitFor(() => replies.some((reply) => reply.startsWith('535')), 30_000, 'the first checked AUTH');
-    await waitFor(async () => (await metric('smarthop_password_checks{state="waiting"}')) >= 20, 10_000, 'the line of checks');
+    const waiting = () => metric('smarthop_password_checks{state="waiting"}');
+    await waitFor(async () => (await waiting()) >= 20, 10_000, 'the line of checks');
 
-    const mail = await bystander.sendMessage('app@corp.example', ['user@example.com'], message({ subject: 'during the storm' }));
+    const body = message({ subject: 'during the storm' });
+    const mail = await bystander.sendMessage('app@corp.example', ['user@example.com'], body);
     const unansweredAtMail = STRANGERS - replies.length;
     const auth = await trustedAuth.command(plainAuth('shop', RIGHT));
     const unansweredAtAuth = STRANGERS - replies.length;
@@ -84,8 +86,9 @@ describe('attack: AUTH storm from many strangers', () => {
     expect(leaving).toHaveLength(10);
     for (const client of leaving) client.destroy();
     const codes = (await Promise.all(answered)).map((reply) => reply.slice(0, 3));
-    await waitFor(async () => (await metric('smarthop_password_checks{state="running"}')) === 0, 10_000, 'the last check');
-    expect(await metric('smarthop_password_checks{state="waiting"}')).toBe(0);
+    const running = () => metric('smarthop_password_checks{state="running"}');
+    await waitFor(async () => (await running()) === 0, 10_000, 'the last check');
+    expect(await waiting()).toBe(0);
 
     // The line had room for 30 strangers: the others were told to come back, without a check.
     const busy = replies.filter((reply) => reply.startsWith('454'));
@@ -99,6 +102,7 @@ describe('attack: AUTH storm from many strangers', () => {
     expect(checked).toBeLessThanOrEqual(wrong + 5);
     expect(wrong + busy.length).toBeLessThanOrEqual(STRANGERS - 10);
 
-    await Promise.all([...strangers.filter((client) => !leaving.includes(client)), trustedAuth, bystander].map((client) => client.quit()));
+    const staying = strangers.filter((client) => !leaving.includes(client));
+    await Promise.all([...staying, trustedAuth, bystander].map((client) => client.quit()));
   });
 });

@@ -43,7 +43,8 @@ describe('attack: one IPv6 host spends its /64 neighbours\' budgets', () => {
   test('ten wrong passwords from one host do not lock another host of the LAN out', async () => {
     const g = guard();
     for (let i = 0; i < 10; i++) {
-      await g.authenticate({ remoteAddress: attacker, username: `guess${i}`, client: '(unknown)' }, async () => undefined);
+      const attempt = { remoteAddress: attacker, username: `guess${i}`, client: '(unknown)' };
+      await g.authenticate(attempt, async () => undefined);
     }
     expect(await g.connect(attacker, '(unknown)', false)).toMatchObject({ code: 421 });
     // A different host: its own budget is untouched, it has not failed once.

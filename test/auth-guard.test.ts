@@ -133,10 +133,11 @@ describe('AddressGuard with a clock of its own', () => {
     expect((await g.authenticate(from('192.0.2.50'), right)).kind).toBe('success');
   });
 
-  test('an IPv6 attacker moving within its /64 gets ipv6_hosts_per_prefix hosts\' guesses, then the /64 is locked out', async () => {
+  test('an IPv6 host moving within its /64 gets ipv6_hosts_per_prefix hosts\' guesses, then the /64 is locked', async () => {
     const { g } = guard({ auth_failures: { max: 2, delay: '0s' }, ipv6_hosts_per_prefix: 3 });
     for (let i = 1; i <= 5; i++) {
-      expect(await g.authenticate(from(`2001:db8:1:2::${i}`, `x${i}`, '(unknown)'), wrong)).toEqual({ kind: 'failure', delayMs: 0 });
+      const outcome = await g.authenticate(from(`2001:db8:1:2::${i}`, `x${i}`, '(unknown)'), wrong);
+      expect(outcome).toEqual({ kind: 'failure', delayMs: 0 });
     }
     const sixth = await g.authenticate(from('2001:db8:1:2::6', 'x6', '(unknown)'), wrong);
     expect(sixth.kind === 'failure' && sixth.refusal?.message).toBe(
@@ -144,7 +145,9 @@ describe('AddressGuard with a clock of its own', () => {
     );
     expect((await g.connect('2001:db8:1:2:dead:beef:0:1', '(unknown)', false))?.code).toBe(421);
     const refused = await g.authenticate(from('2001:db8:1:2::99', 'x', '(unknown)'), right);
-    expect(refused.kind === 'refused' && refused.refusal.message).toMatch(/^4\.7\.0 Too many failed authentications from \[2001:db8:1:2::\/64\]/);
+    expect(refused.kind === 'refused' && refused.refusal.message).toMatch(
+      /^4\.7\.0 Too many failed authentications from \[2001:db8:1:2::\/64\]/,
+    );
     // Another /64, and a network client inside the locked one, are not affected.
     expect(await g.connect('2001:db8:1:3::1', '(unknown)', false)).toBeUndefined();
     expect(await g.connect('2001:db8:1:2::7', 'lan', true)).toBeUndefined();
@@ -154,9 +157,11 @@ describe('AddressGuard with a clock of its own', () => {
     });
   });
 
-  test('IPv6 connections: each host has the stranger cap, its /64 ipv6_hosts_per_prefix times it; network clients count alone', async () => {
+  test('IPv6: each host has the stranger cap, its /64 ipv6_hosts_per_prefix times it; network clients count alone', async () => {
     const { g } = guard({ connections_per_stranger: 2, ipv6_hosts_per_prefix: 2 });
-    for (const host of ['::1', '::1', '::2', '::2']) expect(await g.connect(`2001:db8:5:6${host}`, '(unknown)', false)).toBeUndefined();
+    for (const host of ['::1', '::1', '::2', '::2']) {
+      expect(await g.connect(`2001:db8:5:6${host}`, '(unknown)', false)).toBeUndefined();
+    }
     expect((await g.connect('2001:db8:5:6::1', '(unknown)', false))?.message).toBe(
       '4.7.0 Too many connections from [2001:db8:5:6::1] (at most 2 at once); try again later',
     );
@@ -168,7 +173,7 @@ describe('AddressGuard with a clock of its own', () => {
     expect(await g.connect('2001:db8:5:6::3', '(unknown)', false)).toBeUndefined();
   });
 
-  test('a stranger has a connection rate by default (connection_rate_per_stranger); a network client has none', async () => {
+  test('a stranger has a connection rate by default (connection_rate_per_stranger); a network client none', async () => {
     const { g, advance } = guard({ connection_rate_per_stranger: { window: '1m', max: 3 } });
     for (let i = 0; i < 3; i++) {
       expect(await g.connect('192.0.2.60', '(unknown)', false)).toBeUndefined();
@@ -234,12 +239,14 @@ describe('AUTH budgets: a username\'s known addresses', () => {
       observer: { emit: () => undefined },
     });
     const attempt = (remoteAddress: string, username: string) => ({ remoteAddress, username, client: '(unknown)' });
-    expect((await g.authenticate(attempt('192.0.2.80', 'webshop'), () => Promise.resolve('webshop'))).kind).toBe('success');
+    const right = () => Promise.resolve('webshop');
+    const wrong = () => Promise.resolve(undefined);
+    expect((await g.authenticate(attempt('192.0.2.80', 'webshop'), right)).kind).toBe('success');
     // 500 made-up usernames, each a window of its own in the username store.
-    for (let i = 0; i < 500; i++) await g.authenticate(attempt(`198.51.100.${i % 200}`, `nobody${i}`), () => Promise.resolve(undefined));
+    for (let i = 0; i < 500; i++) await g.authenticate(attempt(`198.51.100.${i % 200}`, `nobody${i}`), wrong);
     // webshop's own budget spent from elsewhere: refused there, still accepted from its known address.
-    for (let i = 0; i < 2; i++) await g.authenticate(attempt('203.0.113.1', 'webshop'), () => Promise.resolve(undefined));
-    expect((await g.authenticate(attempt('203.0.113.2', 'webshop'), () => Promise.resolve('webshop'))).kind).toBe('refused');
-    expect(await g.authenticate(attempt('192.0.2.80', 'webshop'), () => Promise.resolve('webshop'))).toEqual({ kind: 'success', value: 'webshop' });
+    for (let i = 0; i < 2; i++) await g.authenticate(attempt('203.0.113.1', 'webshop'), wrong);
+    expect((await g.authenticate(attempt('203.0.113.2', 'webshop'), right)).kind).toBe('refused');
+    expect(await g.authenticate(attempt('192.0.2.80', 'webshop'), right)).toEqual({ kind: 'success', value: 'webshop' });
   });
 });

@@ -288,15 +288,19 @@ describe('hostile input: no message holds the event loop others share', () => {
     });
 
     /** A multipart/mixed message whose second part is `part` (its header lines, a blank line, its body). */
-    const withPart = (part: string) => send(['Content-Type: multipart/mixed; boundary="b"'], `--b\r\n\r\nhi\r\n--b\r\n${part}\r\n--b--\r\n`);
+    const withPart = (part: string) =>
+      send(['Content-Type: multipart/mixed; boundary="b"'], `--b\r\n\r\nhi\r\n--b\r\n${part}\r\n--b--\r\n`);
     const uninspectable = /^550 5\.7\.1 Message cannot be checked for blocked attachments/;
 
     test.each<[string, () => string]>([
-      ['a part\'s Content-Transfer-Encoding of 1 MB of "("', () => `Content-Transfer-Encoding: base64 ${'('.repeat(1 << 20)}\r\n\r\nAAAA`],
+      ['a part\'s Content-Transfer-Encoding of 1 MB of "("',
+        () => `Content-Transfer-Encoding: base64 ${'('.repeat(1 << 20)}\r\n\r\nAAAA`],
       ['a part header of 900 KB of folded fields', () => `${'X-A: a\r\n b\r\n'.repeat(90_000)}\r\nAAAA`],
       ['an attached message (base64) whose header holds 1 MB of bare CRs', () => {
-        const embedded = Buffer.concat([Buffer.from('Subject: a'), Buffer.alloc(1 << 20, 0x0d), Buffer.from('b\r\n\r\nhi\r\n')]);
-        return `Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n${embedded.toString('base64').replace(/.{76}/g, '$&\r\n')}`;
+        const crs = Buffer.alloc(1 << 20, 0x0d);
+        const embedded = Buffer.concat([Buffer.from('Subject: a'), crs, Buffer.from('b\r\n\r\nhi\r\n')]);
+        const encoded = embedded.toString('base64').replace(/.{76}/g, '$&\r\n');
+        return `Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n${encoded}`;
       }],
     ])('input the MIME library parses in quadratic time is refused as uninspectable: %s', async (_name, part) => {
       expect(await underAttack(withPart(part()))).toMatch(uninspectable);

@@ -164,12 +164,14 @@ describe('AttachmentScanner: uuencoded files in text parts are attachments', () 
 });
 
 describe('AttachmentScanner: what a mail app opens, the walk opens too', () => {
-  const inner = `From: x@elsewhere.example\nSubject: fwd\n${multipart('in1', [text, attachment('Content-Type: application/octet-stream; name="invoice.exe"')])}`;
+  const exe = attachment('Content-Type: application/octet-stream; name="invoice.exe"');
+  const inner = `From: x@elsewhere.example\nSubject: fwd\n${multipart('in1', [text, exe])}`;
+  const blockedExe = { kind: 'blocked', extension: 'exe' };
   const uu = 'Invoice below.\nbegin 644 invoice.exe\nM35J0\n`\nend\n';
 
   test.each(['message/rfc822', 'message/global'])('a message that is itself %s, plain or base64', async (type) => {
     for (const size of [1, 13, 4096]) {
-      expect(await scan(`From: a@corp.example\nContent-Type: ${type}\n\n${inner}`, size)).toEqual({ kind: 'blocked', extension: 'exe' });
+      expect(await scan(`From: a@corp.example\nContent-Type: ${type}\n\n${inner}`, size)).toEqual(blockedExe);
     }
     const encoded = Buffer.from(inner.replace(/\n/g, '\r\n')).toString('base64').replace(/.{76}/g, '$&\n');
     const message = `From: a@corp.example\nContent-Type: ${type}\nContent-Transfer-Encoding: base64\n\n${encoded}`;
@@ -177,7 +179,8 @@ describe('AttachmentScanner: what a mail app opens, the walk opens too', () => {
   });
 
   test('message/rfc822 inside message/rfc822 as a whole, and past the depth limit', async () => {
-    const twice = `From: a@corp.example\nContent-Type: message/rfc822\n\nFrom: b@x.example\nContent-Type: message/rfc822\n\n${inner}`;
+    const rfc822 = 'Content-Type: message/rfc822\n\n';
+    const twice = `From: a@corp.example\n${rfc822}From: b@x.example\n${rfc822}${inner}`;
     expect(await scan(twice, 64)).toEqual({ kind: 'blocked', extension: 'exe' });
     expect(await scan(twice, 64, { maxDepth: 1, maxParts: 2000 })).toEqual({
       kind: 'uninspectable',
@@ -185,7 +188,7 @@ describe('AttachmentScanner: what a mail app opens, the walk opens too', () => {
     });
   });
 
-  test('a multipart/digest part without Content-Type is an attached message (RFC 2046 5.1.5); a typed one is not', async () => {
+  test('a multipart/digest part without Content-Type is an attached message (RFC 2046 5.1.5), a typed one not', async () => {
     expect(await scan(`From: a@corp.example\n${multipart('d1', [`\n${inner}`], 'multipart/digest')}`)).toEqual({
       kind: 'blocked',
       extension: 'exe',
@@ -193,7 +196,7 @@ describe('AttachmentScanner: what a mail app opens, the walk opens too', () => {
     const typed = `Content-Type: text/plain\n\nbegin 644 notes.txt\n`;
     expect(await scan(`From: a@corp.example\n${multipart('d1', [typed], 'multipart/digest')}`)).toBeUndefined();
     // Outside a digest an untyped part is text/plain, read for uuencoded files.
-    expect(await scan(`From: a@corp.example\n${multipart('m1', [`\n${uu}`])}`)).toEqual({ kind: 'blocked', extension: 'exe' });
+    expect(await scan(`From: a@corp.example\n${multipart('m1', [`\n${uu}`])}`)).toEqual(blockedExe);
   });
 
   test.each([
@@ -207,16 +210,22 @@ describe('AttachmentScanner: what a mail app opens, the walk opens too', () => {
     const top = `From: a@corp.example\nContent-Type: text/plain\nContent-Transfer-Encoding: ${encoding}\n\n${qp}`;
     expect(await scan(top)).toEqual({ kind: 'blocked', extension: 'exe' });
     const part = `Content-Type: text/plain\nContent-Transfer-Encoding: ${encoding}\n\n${qp}`;
-    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual({ kind: 'blocked', extension: 'exe' });
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual(blockedExe);
   });
 
+  const twoEncodings = 'Content-Transfer-Encoding: 7bit\nContent-Transfer-Encoding: base64\n';
   test.each([
     ['a multipart without a boundary', 'From: a@corp.example\nContent-Type: multipart/mixed\n\nhello\n', /without a boundary/],
     ['an empty boundary', 'From: a@corp.example\nContent-Type: multipart/mixed; boundary=""\n\nhello\n', /without a boundary/],
-    ['a part that is a multipart without a boundary', `From: a@corp.example\n${multipart('b1', [text, `Content-Type: multipart/mixed\n\n${uu}`])}`, /without a boundary/],
-    ['two Content-Transfer-Encodings at the top', `From: a@corp.example\nContent-Transfer-Encoding: 7bit\nContent-Transfer-Encoding: base64\n\n${Buffer.from(uu).toString('base64')}`, /more than one Content-Transfer-Encoding/],
-    ['two Content-Transfer-Encodings in a part', `From: a@corp.example\n${multipart('b1', [text, 'Content-Type: text/plain\nContent-Transfer-Encoding: 7bit\nContent-Transfer-Encoding: base64\n\nx'])}`, /more than one Content-Transfer-Encoding/],
-    ['a message/partial message', 'From: a@corp.example\nContent-Type: message/partial; id="a"; number=1; total=2\n\nFrom: x@y\n', /message\/partial/],
+    ['a part that is a multipart without a boundary',
+      `From: a@corp.example\n${multipart('b1', [text, `Content-Type: multipart/mixed\n\n${uu}`])}`, /without a boundary/],
+    ['two Content-Transfer-Encodings at the top',
+      `From: a@corp.example\n${twoEncodings}\n${Buffer.from(uu).toString('base64')}`, /more than one Content-Transfer-Encoding/],
+    ['two Content-Transfer-Encodings in a part',
+      `From: a@corp.example\n${multipart('b1', [text, `Content-Type: text/plain\n${twoEncodings}\nx`])}`,
+      /more than one Content-Transfer-Encoding/],
+    ['a message/partial message',
+      'From: a@corp.example\nContent-Type: message/partial; id="a"; number=1; total=2\n\nFrom: x@y\n', /message\/partial/],
   ])('what cannot be inspected is reported: %s', async (_what, message, why) => {
     expect(await scan(message)).toEqual({ kind: 'uninspectable', why: expect.stringMatching(why) });
   });
@@ -241,11 +250,15 @@ describe('AttachmentScanner: mailsplit never gets input its header parser is qua
       why: 'a Content-Transfer-Encoding field longer than 256 bytes',
     });
     const top = `From: a@corp.example\nContent-Type: multipart/mixed; boundary=b\n${folded}\n--b\n\nhi\n--b--\n`;
-    expect(await scan(top)).toEqual({ kind: 'uninspectable', why: 'a Content-Transfer-Encoding field longer than 256 bytes' });
+    expect(await scan(top)).toEqual({
+      kind: 'uninspectable',
+      why: 'a Content-Transfer-Encoding field longer than 256 bytes',
+    });
   });
 
   test('an attached message (base64) whose header holds 1 MiB of bare CRs', async () => {
-    const embedded = Buffer.concat([Buffer.from('From: x@y.example\r\nSubject: a'), Buffer.alloc(1 << 20, 0x0d), Buffer.from('b\r\n\r\nhi\r\n')]);
+    const crs = Buffer.alloc(1 << 20, 0x0d);
+    const embedded = Buffer.concat([Buffer.from('From: x@y.example\r\nSubject: a'), crs, Buffer.from('b\r\n\r\nhi\r\n')]);
     const encoded = embedded.toString('base64').replace(/.{76}/g, '$&\n');
     const part = `Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n${encoded}`;
     expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 65_536)).toEqual({
@@ -262,12 +275,14 @@ describe('AttachmentScanner: mailsplit never gets input its header parser is qua
     });
   });
 
-  test('what real mail holds passes: CR-only lines, blank lines, a commented encoding, many folded top-level fields', async () => {
+  test('real mail passes: CR-only lines, blank lines, a commented encoding, many folded top-level fields', async () => {
     const crOnly = Buffer.from('From: x@y.example\rSubject: old mac\r\rbegin 644 notes.txt\r').toString('base64');
     const part = `Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n${crOnly}`;
-    expect(await scan(`From: a@corp.example\n${multipart('b1', [`${text}${'\n'.repeat(500)}`, part])}`)).toBeUndefined();
+    const blankLines = `${text}${'\n'.repeat(500)}`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [blankLines, part])}`)).toBeUndefined();
     const fields = Array.from({ length: 900 }, (_, i) => `X-F${i}: a\n${' b\n'.repeat(60).slice(0, -1)}`).join('\n');
-    const top = `From: a@corp.example\n${fields}\nContent-Transfer-Encoding: 7bit (plain ascii)\n${multipart('b1', [text])}`;
+    const commented = 'Content-Transfer-Encoding: 7bit (plain ascii)';
+    const top = `From: a@corp.example\n${fields}\n${commented}\n${multipart('b1', [text])}`;
     expect(await scan(top, 65_536)).toBeUndefined();
   });
 });

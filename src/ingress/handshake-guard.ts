@@ -15,7 +15,10 @@ import { addressKeys } from '../limits/address-key';
  */
 
 export interface HandshakeGuardDeps {
-  limits: Pick<LimitsConfig, 'connections_per_address' | 'connections_per_stranger' | 'ipv6_prefix' | 'ipv6_hosts_per_prefix'>;
+  limits: Pick<
+    LimitsConfig,
+    'connections_per_address' | 'connections_per_stranger' | 'ipv6_prefix' | 'ipv6_hosts_per_prefix'
+  >;
   /** Strangers' pending connections on this listener at once. */
   maxStrangers: number;
   /** Whether the peer is exempt: in some client's networks, or a trusted proxy of the listener. */
@@ -51,9 +54,11 @@ export class HandshakeGuard {
 
   /** The address, and for IPv6 its prefix, each with its bound. */
   private counted(peer: string): { key: string; max: number }[] {
-    const { connections_per_address: all, connections_per_stranger: stranger, ipv6_prefix, ipv6_hosts_per_prefix } = this.deps.limits;
+    const { connections_per_address: all, connections_per_stranger: stranger } = this.deps.limits;
     const max = all === undefined ? stranger : Math.min(all, stranger);
-    const { host, prefix } = addressKeys(peer, ipv6_prefix);
-    return prefix === undefined ? [{ key: host, max }] : [{ key: host, max }, { key: prefix, max: max * ipv6_hosts_per_prefix }];
+    const { host, prefix } = addressKeys(peer, this.deps.limits.ipv6_prefix);
+    const counted = [{ key: host, max }];
+    if (prefix !== undefined) counted.push({ key: prefix, max: max * this.deps.limits.ipv6_hosts_per_prefix });
+    return counted;
   }
 }

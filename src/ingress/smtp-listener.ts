@@ -45,7 +45,7 @@ export class SmtpListener {
   /** Connections seen, before onConnect gives them a state. */
   private readonly connections = new WeakMap<SMTPServerSession, ClientConnection>();
   private readonly entries = new WeakMap<SMTPServerSession, SessionEntry>();
-  /** Connections accepted and not yet in their session (TLS handshake, PROXY header): the smarthop_connections_pending gauge. */
+  /** Connections accepted and not yet in their session (TLS handshake, PROXY header): smarthop_connections_pending. */
   private pending = 0;
 
   constructor(private readonly deps: ListenerDeps) {
@@ -114,7 +114,8 @@ export class SmtpListener {
     const handshakes = new HandshakeGuard({
       limits: config.limits,
       maxStrangers: listener.max_unidentified_clients,
-      trusted: (peer) => sessions.inNetworks(peer) || (listener.proxy_protocol && inNetworks(peer, listener.trusted_proxies)),
+      trusted: (peer) =>
+        sessions.inNetworks(peer) || (listener.proxy_protocol && inNetworks(peer, listener.trusted_proxies)),
     });
     gatePendingSockets(this.server, {
       deadlineMs: listener.handshake_timeout,

@@ -231,7 +231,8 @@ export function gatePendingSockets(server: SMTPServer, gate: PendingSocketGate):
   const net = server.server;
   const library = net.listeners('connection');
   if (library.length !== 1 || !(server._pendingSockets instanceof Map)) {
-    throw new Error(`smtp-server does not accept connections as expected (supported: ${SUPPORTED_SMTP_SERVER_VERSION})`);
+    const supported = SUPPORTED_SMTP_SERVER_VERSION;
+    throw new Error(`smtp-server does not accept connections as expected (supported: ${supported})`);
   }
   const accept = library[0] as (socket: Socket) => void;
   net.removeListener('connection', accept);

@@ -161,7 +161,8 @@ export class Metrics {
     const passwordChecks = () => this.passwordCheckSource();
     new Gauge({
       name: 'smarthop_password_checks',
-      help: 'AUTH password checks (scrypt) running and waiting for their place now, relay-wide (limits.password_checks)',
+      help: 'AUTH password checks (scrypt) running and waiting for their place now, relay-wide '
+        + '(limits.password_checks)',
       labelNames: ['state'],
       registers: [this.registry],
       collect() {
@@ -173,7 +174,8 @@ export class Metrics {
     const pendingConnections = () => this.pendingConnectionSource();
     new Gauge({
       name: 'smarthop_connections_pending',
-      help: 'Connections accepted and not yet in their SMTP session (TLS handshake of an implicit-TLS listener, PROXY header), by listener',
+      help: 'Connections accepted and not yet in their SMTP session (TLS handshake of an implicit-TLS listener, '
+        + 'PROXY header), by listener',
       labelNames: ['listener'],
       registers: [this.registry],
       collect() {

@@ -57,7 +57,11 @@ export class AddressGuard implements ConnectionGuard {
     this.now = deps.now ?? Date.now;
     const { connection_rate: rate, connection_rate_per_stranger: stranger } = deps.limits;
     this.rate = rate
-      ? { limit: { windowMs: rate.window, max: rate.max }, label: rateLimitLabel('connections', rate.window), key: 'conn' }
+      ? {
+        limit: { windowMs: rate.window, max: rate.max },
+        label: rateLimitLabel('connections', rate.window),
+        key: 'conn',
+      }
       : null;
     this.strangerRate = {
       limit: { windowMs: stranger.window, max: stranger.max },
@@ -90,7 +94,8 @@ export class AddressGuard implements ConnectionGuard {
     if (max !== undefined) {
       const full = counted.find((entry) => (this.open.get(entry.key) ?? 0) >= max * entry.hosts);
       if (full) {
-        const message = `4.7.0 Too many connections from [${full.where}] (at most ${max * full.hosts} at once); try again later`;
+        const most = max * full.hosts;
+        const message = `4.7.0 Too many connections from [${full.where}] (at most ${most} at once); try again later`;
         return this.refuse(client, 'connections_concurrent', message);
       }
     }
@@ -131,7 +136,11 @@ export class AddressGuard implements ConnectionGuard {
   }
 
   /** Every connection rate that applies, for every counted key; all or nothing is counted. */
-  private async consumeRates(counted: CountedKey[], networkClient: boolean, client: string): Promise<Refusal | undefined> {
+  private async consumeRates(
+    counted: CountedKey[],
+    networkClient: boolean,
+    client: string,
+  ): Promise<Refusal | undefined> {
     const rates = [...(this.rate ? [this.rate] : []), ...(networkClient ? [] : [this.strangerRate])];
     const taken: { key: string; limits: WindowLimit[] }[] = [];
     const now = this.now();
@@ -145,7 +154,8 @@ export class AddressGuard implements ConnectionGuard {
           const { max, windowMs } = limits[0];
           const wording = limitWording(`${max} connections per ${formatWindow(windowMs)}`, result.share);
           const wait = retryAfterSeconds(result.retryAfterMs);
-          return this.refuse(client, rate.label, `4.7.0 Connection rate limit for [${entry.where}]: ${wording}; try again in ${wait}s`);
+          const message = `4.7.0 Connection rate limit for [${entry.where}]: ${wording}; try again in ${wait}s`;
+          return this.refuse(client, rate.label, message);
         }
         taken.push({ key, limits });
       }

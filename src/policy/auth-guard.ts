@@ -159,7 +159,8 @@ export class AuthGuard {
     const reserved = await this.reserveFailure(keys, now);
     // The window holds `max` failures (or checks under way elsewhere in the fleet): no check until it ends.
     if (!reserved.ok) {
-      return { kind: 'refused', refusal: this.lockedOut(client, reserved.where ?? remoteAddress, reserved.retryAfterMs) };
+      const refusal = this.lockedOut(client, reserved.where ?? remoteAddress, reserved.retryAfterMs);
+      return { kind: 'refused', refusal };
     }
     if (!known) {
       const userReserved = await this.deps.usernameCounters.consume(`userfail\u0000${user}`, this.userFailures, 1, now);
@@ -201,7 +202,8 @@ export class AuthGuard {
       lockedWhere = remoteAddress;
     }
     if (keys.prefix !== undefined) {
-      const [prefixLeft] = await this.deps.addressCounters.remaining(`authfail\u0000${keys.prefix}`, this.prefixFailures, now);
+      const prefixKey = `authfail\u0000${keys.prefix}`;
+      const [prefixLeft] = await this.deps.addressCounters.remaining(prefixKey, this.prefixFailures, now);
       if (prefixLeft === 0) {
         await this.lock(keys.prefix, this.prefixFailures, now);
         lockedWhere ??= keys.prefix;
@@ -238,7 +240,7 @@ export class AuthGuard {
     await this.deps.addressCounters.release(`authfail\u0000${key}`, failures, failures[0].max, now);
   }
 
-  /** One failure reserved for the address and, for a stranger's IPv6 address, for its prefix; `where` names what is full. */
+  /** One failure reserved for the address and a stranger's IPv6 prefix; `where` names the one that is full. */
   private async reserveFailure(keys: AttemptKeys, now: number): Promise<ConsumeResult & { where?: string }> {
     const host = await this.deps.addressCounters.consume(`authfail\u0000${keys.host}`, this.failures, 1, now);
     if (!host.ok || keys.prefix === undefined) return host;

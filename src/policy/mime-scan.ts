@@ -251,7 +251,8 @@ class Walk {
   /** An attached message (or a message that is one as a whole) is walked as a message of its own. */
   private openEmbedded(node: MimeNode): void {
     if (this.depth + 1 > this.state.limits.maxDepth) {
-      this.state.finding = { kind: 'uninspectable', why: `messages nested more than ${this.state.limits.maxDepth} deep` };
+      const why = `messages nested more than ${this.state.limits.maxDepth} deep`;
+      this.state.finding = { kind: 'uninspectable', why };
       return;
     }
     this.state.parts++;
@@ -328,7 +329,9 @@ function decoderFor(node: MimeNode): Transform {
 /** What one MIME part's headers say: a blocked file name, or an ambiguity we refuse to guess about. */
 function inspectNode(state: ScanState, part: PartHeaders): ScanFinding | undefined {
   // Two Content-Types: mailsplit believes the first, some mail apps the last; an attachment could hide in the gap.
-  if (part.contentTypes.length > 1) return { kind: 'uninspectable', why: 'a MIME part with more than one Content-Type' };
+  if (part.contentTypes.length > 1) {
+    return { kind: 'uninspectable', why: 'a MIME part with more than one Content-Type' };
+  }
   // The same for two transfer encodings: the walk would decode by one, a mail app perhaps by the other.
   if (part.encodings.length > 1) {
     return { kind: 'uninspectable', why: 'a MIME part with more than one Content-Transfer-Encoding' };
