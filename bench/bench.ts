@@ -7,6 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { waitForArrivals } from './arrival-wait';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
 import { runComparison, type CompareOptions } from './compare/compare';
+import { deepQueueRequested, runDeepQueue } from './deep-queue/deep-queue';
 import { readCpuTimes, readThreadSchedule, scheduleShare, type ScheduleShare } from './cpu/cpu-time';
 import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
 import { BenchRedis } from './redis-server';
@@ -420,6 +421,7 @@ function formatTable(r: Report): string {
 // the run
 
 async function main(): Promise<number> {
+  if (deepQueueRequested(process.argv)) return runDeepQueue(process.argv);
   const mode = parseOptions(process.argv);
   return mode.kind === 'compare' ? runComparison(mode.options) : runBench(mode.options);
 }

@@ -93,6 +93,8 @@ program
       await relay.start();
     } catch (err) {
       relay.logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
+      // Also in plain words for whoever typed the command (the log may go elsewhere).
+      process.stderr.write(`${opts.config}: cannot start: ${(err as Error).message}\n`);
       process.exit(1);
     }
   });

@@ -10,6 +10,7 @@ import { Dispatcher } from './forward/dispatcher';
 import { GraphSmartHost } from './forward/graph/transport';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
+import { routeGate } from './forward/route-gate';
 import { streamedGarbage } from './memory/streamed-garbage';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
@@ -37,7 +38,10 @@ import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
+import { SpoolLock } from './spool/lock';
 import { QueueAdmin } from './spool/queue-admin';
+import { QueueScanner } from './spool/queue-scan';
+import { recoverSpool } from './spool/recovery';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
 import { VERSION } from './version';
@@ -79,8 +83,14 @@ export class Relay {
   private readonly observer: RelayObserver;
   private readonly activity = new ClientActivity();
   private readonly scheduler: Scheduler;
+  /** Brings queued messages that wait on disk back into the scheduler's window. */
+  private readonly backlog: QueueScanner;
   private readonly dispatcher: Dispatcher;
   private readonly queue: QueueAdmin;
+  /** One spool, one relay: held from the start until the relay has stopped. */
+  private lock: SpoolLock | null = null;
+  /** Recovery of the queue after the start, in the background; done once `recovered` is set. */
+  private recovery: { running: Promise<void>; checked: number; stop: boolean; recovered: boolean; failed: string | null } | null = null;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
   private readonly configSource: (() => ConfigResult) | null;
@@ -119,7 +129,7 @@ export class Relay {
     const dispatcher = new Dispatcher({
       store: this.store, current, observer: this.observer,
       bouncer: new Bouncer({ store: this.store, hostname: config.hostname, copyTo: config.bounce_copy_to }),
-      onGenerated: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
+      onGenerated: (meta) => this.scheduler.enqueue(meta, meta.nextAttemptAt),
       onOutcomeUnwritable: (id, err, retryInMs) => {
         const reason = err instanceof Error ? err.message : String(err);
         const seconds = Math.round(retryInMs / 1000);
@@ -129,12 +139,35 @@ export class Relay {
       },
     });
     this.dispatcher = dispatcher;
-    this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
-      this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
-      return this.live.config.spool.retry.initial;
+    this.scheduler = new Scheduler({
+      attempt: (id) => dispatcher.attempt(id),
+      concurrency: config.delivery.concurrency,
+      onAttemptError: (id, err) => {
+        this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
+        return this.live.config.spool.retry.initial;
+      },
+      gate: routeGate(current),
+      window: config.delivery.queue_window,
+      queued: () => this.store.queuedCount,
+      lifetimeMs: () => this.live.config.spool.max_queue_lifetime,
     });
+    this.backlog = new QueueScanner({
+      store: this.store,
+      scheduler: this.scheduler,
+      onUnreadable: (id, err) => this.logger.warn({ queue_id: id }, `${id}: queue scan cannot read its metadata (left for recovery at the next start): ${err.message}`),
+    });
+    this.scheduler.attachBacklog(this.backlog);
     const inline = new InlineDelivery({ attempt: (id, claim) => dispatcher.attempt(id, claim), scheduler: this.scheduler });
-    this.queue = new QueueAdmin({ store: this.store, scheduler: this.scheduler, log: (id, line) => this.logger.info({ event: 'admin', queue_id: id || undefined }, line) });
+    this.queue = new QueueAdmin({
+      store: this.store, scheduler: this.scheduler,
+      recovering: () => !this.recovery?.recovered,
+      probeSmartHosts: () => {
+        const now = Date.now();
+        for (const host of this.live.smarthosts.values()) host.probeNow(now);
+        this.scheduler.routesChanged();
+      },
+      log: (id, line) => this.logger.info({ event: 'admin', queue_id: id || undefined }, line),
+    });
 
     const guard = new AddressGuard({
       limits: config.limits,
@@ -155,7 +188,7 @@ export class Relay {
       observer: this.observer,
       onQueued: async (meta, listener) => {
         if (listener.delivery === 'inline') return inline.deliver(meta, listener.inline_timeout);
-        this.scheduler.enqueue(meta.id, meta.receivedAt);
+        this.scheduler.enqueue(meta, meta.nextAttemptAt);
         return { ok: true };
       },
     });
@@ -197,17 +230,30 @@ export class Relay {
     return this.live.config;
   }
 
-  /** Recovery first (the normal path, not a special one), then the listeners. */
+  /**
+   * The spool's lock first (a second relay on the same spool stops here, before touching anything),
+   * then the listeners; recovery of the queue (the normal path, not a special one) runs in the
+   * background while new mail is taken and delivered, and /readyz says when it is done.
+   */
   async start(): Promise<RelayAddresses> {
     const { config } = this.live;
-    await this.store.open();
+    const startedAt = Date.now();
+    this.lock = await SpoolLock.acquire(config.spool.dir, 'relay');
+    try {
+      return await this.startHoldingLock(startedAt);
+    } catch (err) {
+      await this.lock.release();
+      this.lock = null;
+      throw err;
+    }
+  }
+
+  private async startHoldingLock(startedAt: number): Promise<RelayAddresses> {
+    const { config } = this.live;
+    this.store.open();
     this.deliveryThread?.start();
     await this.live.policy.start();
     await this.startSharedState();
-    const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
-    for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
-    if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${config.spool.dir}`);
-    if (this.store.heldCount > 0) this.logger.info(`${this.store.heldCount} message(s) on hold in ${config.spool.dir} (release with smarthop queue release)`);
 
     const listeners: Record<string, AddressInfo> = {};
     for (const [i, listener] of this.listeners.entries()) {
@@ -218,7 +264,39 @@ export class Relay {
     const http = this.http && config.http ? await this.http.listen(config.http.address.host, config.http.address.port) : null;
     if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`);
     this.addresses = { listeners, http };
+    this.startRecovery(startedAt);
     return this.addresses;
+  }
+
+  private startRecovery(startedAt: number): void {
+    const { dir } = this.live.config.spool;
+    const state = { running: Promise.resolve(), checked: 0, stop: false, recovered: false, failed: null as string | null };
+    this.recovery = state;
+    const began = Date.now();
+    state.running = recoverSpool({
+      store: this.store,
+      startedAt,
+      found: (meta, stateFile) => {
+        // Into the window if it fits, else counted as waiting on disk for the backlog's passes.
+        if (this.scheduler.load(meta, meta.nextAttemptAt, { onDisk: false })) this.store.rememberForDelivery(meta, stateFile);
+        else this.scheduler.enqueue(meta, meta.nextAttemptAt);
+      },
+      onProblem: (id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`),
+      onProgress: (checked) => (state.checked = checked),
+      stopped: () => state.stop,
+    }).then(
+      (result) => {
+        if (state.stop) return;
+        state.recovered = true;
+        this.backlog.start();
+        this.logger.info(`recovered ${result.queued} queued message(s) from ${dir} in ${((Date.now() - began) / 1000).toFixed(1)}s`);
+        if (result.held > 0) this.logger.info(`${result.held} message(s) on hold in ${dir} (release with smarthop queue release)`);
+      },
+      (err: Error) => {
+        state.failed = err.message;
+        this.logger.error({ err }, `queue recovery failed: ${err.message} (queued mail stays on disk; restart the relay once the cause is fixed)`);
+      },
+    );
   }
 
   /**
@@ -231,6 +309,11 @@ export class Relay {
     // Listeners first: a session still in DATA may commit and (inline delivery) start an attempt;
     // the scheduler stops after them, so it waits for every attempt that could have started.
     await Promise.all(this.listeners.map((listener) => listener.close()));
+    if (this.recovery) {
+      this.recovery.stop = true;
+      await this.recovery.running;
+    }
+    this.backlog.stop();
     // An attempt waiting for the disk to take its outcome gives up instead of holding the stop.
     this.dispatcher.stop();
     await this.scheduler.stop();
@@ -244,6 +327,8 @@ export class Relay {
     this.sharedState?.redis.disconnect();
     await this.observer.close();
     await this.store.close();
+    await this.lock?.release();
+    this.lock = null;
   }
 
   /**
@@ -311,6 +396,8 @@ export class Relay {
     await running.policy.stop();
     this.logger.level = plan.effective.log.level;
     this.metrics.initialise(this.labelNames(next));
+    // New or changed smart hosts may take deliveries that had to wait.
+    this.scheduler.routesChanged();
     this.observer.emit({ type: 'config_reload', trigger, result: 'success', errors: [], changed: plan.changed, restartRequired: plan.restartRequired });
     this.lastReload = { at: new Date().toISOString(), ok: true, errors: [], restart_required: plan.restartRequired };
     return { ok: true, changed: plan.changed, restart_required: plan.restartRequired };
@@ -415,7 +502,12 @@ export class Relay {
     // Ready while some smart host's breaker is closed: a spent quota only delays mail, it does not stop it.
     const smarthostAvailable = [...this.live.smarthosts.values()].some((host) => host.up());
     const accepting = !this.stopping;
-    return { ok: spoolWritable && smarthostAvailable && accepting, checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable, accepting } };
+    // Mail is taken and delivered during recovery; ready means the whole queue is known again.
+    const recovery = this.recovery;
+    const queueRecovered: boolean | string = recovery?.recovered ? true : recovery?.failed ? `failed: ${recovery.failed}` : false;
+    const checks: Record<string, boolean | string> = { spool_writable: spoolWritable, smarthost_available: smarthostAvailable, accepting, queue_recovered: queueRecovered };
+    if (queueRecovered === false) checks.queue_recovery = `${recovery?.checked ?? 0} queued message(s) checked so far`;
+    return { ok: spoolWritable && smarthostAvailable && accepting && queueRecovered === true, checks };
   }
 
   private labelNames(live: Live): { listeners: string[]; clients: string[]; smarthosts: string[]; rateLimits: { client: string; limit: string }[] } {

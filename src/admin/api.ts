@@ -1,8 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SmartHostStatus } from '../forward/smarthost-status';
 import type { ReloadResult } from '../lifecycle/reload';
 import type { ApiHandler } from '../observe/http';
+import { DEFAULT_LIST_LIMIT, type QueueFilter } from '../spool/inspect';
 import type { AdminResult, QueueAdmin } from '../spool/queue-admin';
 import { isSpoolId } from '../spool/store';
 import { parseQueueQuery } from './query';
@@ -21,7 +23,7 @@ export interface AdminDeps {
  * The admin API (queue inspection and control, smart hosts, status, reload) on `http.address`:
  *
  *   GET    /api/status                    GET  /api/smarthosts          POST /api/reload
- *   GET    /api/queue?state=&client=&recipient=&min_age=&max_age=&limit=
+ *   GET    /api/queue?state=&client=&recipient=&min_age=&max_age=&limit=[&format=ndjson]
  *   POST   /api/queue/flush
  *   GET    /api/queue/<id>                DELETE /api/queue/<id>
  *   POST   /api/queue/<id>/retry|hold|release|delete
@@ -58,6 +60,7 @@ export class AdminApi implements ApiHandler {
       return this.only(res, method, 'GET', async () => {
         const parsed = parseQueueQuery(url.searchParams);
         if (!parsed.ok) return send(res, 400, { error: parsed.error });
+        if (url.searchParams.get('format') === 'ndjson') return this.streamList(res, parsed.filter);
         send(res, 200, await this.deps.queue.list(parsed.filter));
       });
     }
@@ -81,6 +84,28 @@ export class AdminApi implements ApiHandler {
     const run = actions[action];
     if (!run) return send(res, 404, { error: `no action ${action} (retry, hold, release, delete)` });
     return this.only(res, method, 'POST', async () => answer(res, await run(id)));
+  }
+
+  /**
+   * `format=ndjson`: one message per line as the spool walk finds it, then `{"truncated":…}`. A search
+   * over a deep queue (a recipient, say) reads every message; the first rows go out at once and
+   * the relay holds none of the listing.
+   */
+  private async streamList(res: ServerResponse, filter: QueueFilter): Promise<void> {
+    const limit = filter.limit ?? DEFAULT_LIST_LIMIT;
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    let count = 0;
+    let truncated = false;
+    for await (const entry of this.deps.queue.walk(filter)) {
+      if (res.destroyed) return;
+      if (count === limit) {
+        truncated = true;
+        break;
+      }
+      count++;
+      if (!res.write(`${JSON.stringify(entry)}\n`)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+    }
+    res.end(`${JSON.stringify({ truncated })}\n`);
   }
 
   private authorised(req: IncomingMessage): boolean {

@@ -551,8 +551,13 @@ export const configSchema = z
          * while the event loop answers clients and writes the spool. `false` keeps them on the event loop.
          */
         worker_thread: z.boolean().default(true),
+        /**
+         * Queued messages the scheduler keeps in memory (due now or within two minutes); the rest wait
+         * on disk and come back as there is room (Postfix's qmgr_message_active_limit). A restart setting.
+         */
+        queue_window: z.number().int().min(10).max(1_000_000).default(10_000),
       })
-      .default({ concurrency: 20, worker_thread: true }),
+      .default({ concurrency: 20, worker_thread: true, queue_window: 10_000 }),
     /** How long a stopping relay waits for open sessions before answering them 421. */
     shutdown_grace: duration.default(10_000),
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
