@@ -171,8 +171,8 @@ export class Relay {
 
     const guard = new AddressGuard({
       limits: config.limits,
-      // Up to three windows per address: connection rate, AUTH failures, lockout.
-      counters: this.counters('address', config.limits.max_tracked_addresses * 3),
+      // Up to four windows per address: two connection rates, AUTH failures, lockout.
+      counters: this.counters('address', config.limits.max_tracked_addresses * 4),
       // Failures per username.
       usernameCounters: this.counters('username', config.limits.max_tracked_addresses),
       // The addresses each username authenticated from: only successful AUTHs write here.
