@@ -32,6 +32,7 @@ import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
+import { RecentEvents } from './observe/recent-events';
 import { buildEventOutputs } from './observe/outputs';
 import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
@@ -44,6 +45,8 @@ import { QueueScanner } from './spool/queue-scan';
 import { recoverSpool } from './spool/recovery';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
+import { replayRecent } from './trace/replay';
+import { TraceService } from './trace/service';
 import { VERSION } from './version';
 
 export interface RelayOptions {
@@ -82,6 +85,8 @@ export class Relay {
   private live: Live;
   private readonly observer: RelayObserver;
   private readonly activity = new ClientActivity();
+  /** The last events, for the status page. */
+  private readonly recentEvents = new RecentEvents();
   private readonly scheduler: Scheduler;
   /** Brings queued messages that wait on disk back into the scheduler's window. */
   private readonly backlog: QueueScanner;
@@ -93,6 +98,8 @@ export class Relay {
   private recovery: { running: Promise<void>; checked: number; stop: boolean; recovered: boolean; failed: string | null } | null = null;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
+  /** Message trace over `events.file` (none without one). */
+  private readonly trace: TraceService | null;
   private readonly configSource: (() => ConfigResult) | null;
   /** EHLO name towards smart hosts; `hostname` needs a restart, so this never changes. */
   private readonly heloName: string;
@@ -108,6 +115,7 @@ export class Relay {
   private stopping = false;
   private reloading: Promise<unknown> = Promise.resolve();
   private lastReload: StatusReport['last_reload'] = null;
+  private replaying: Promise<void> = Promise.resolve();
 
   constructor(config: RelayConfig, options: RelayOptions = {}) {
     this.logger = options.logger ?? createLogger(config.log.level);
@@ -116,7 +124,9 @@ export class Relay {
     // Before the delivery thread exists, so that thread finds `gc` on its global instead of asking V8 itself.
     if (!streamedGarbage().available) this.logger.warn('V8 gave no gc function: a large message may hold up to 64 MiB of spent Buffers until V8 collects');
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
-    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
+    const files = buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger });
+    const outputs = [...files, this.recentEvents];
+    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs, activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
     this.sharedState = this.connectSharedState(config);
     // Provider quotas and per-client windows each get a bounded store of their own; neither shares
@@ -197,11 +207,17 @@ export class Relay {
       listener: one.name,
       pending: one.pendingConnections,
     })));
+    const eventsFile = config.events?.file;
+    const indexTrouble = (err: Error) => this.logger.warn({ err }, `trace index of ${eventsFile}: ${err.message}`);
+    this.trace = eventsFile === undefined ? null : new TraceService(eventsFile, indexTrouble);
+    const trace = this.trace;
     const api = new AdminApi({
       queue: this.queue,
       status: () => this.status(),
       smarthosts: () => this.smartHostStatuses(),
       reload: () => this.reload('api'),
+      recentEvents: () => this.recentEvents.list(),
+      trace: trace && ((query) => trace.query(query)),
       token: () => this.live.config.http?.token,
     });
     const http = config.http;
@@ -265,6 +281,8 @@ export class Relay {
     if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`);
     this.addresses = { listeners, http };
     this.startRecovery(startedAt);
+    this.trace?.start();
+    this.replayEvents();
     return this.addresses;
   }
 
@@ -300,6 +318,23 @@ export class Relay {
   }
 
   /**
+   * Top clients of the last hour and the status page's last events outlive a restart: they are
+   * read back from the events file in the background, while new mail is counted as it comes.
+   */
+  private replayEvents(): void {
+    const file = this.live.config.events?.file;
+    if (file === undefined) return;
+    const before = this.startedAt;
+    this.replaying = replayRecent(file, { since: Date.now() - 3_600_000, before, keep: this.recentEvents.capacity }, {
+      received: (client, recipients, at) => this.activity.record(client, recipients, at, Date.now()),
+      recent: (events) => this.recentEvents.prepend(events.map((event) => ({ ...event }))),
+    }).catch((err: Error) => {
+      const why = `could not read back the last hour (${err.message}); top clients count from now`;
+      this.logger.warn({ err }, `events file ${file}: ${why}`);
+    });
+  }
+
+  /**
    * Stops taking mail (new connections refused, idle sessions 421) and starting deliveries, lets
    * sessions in DATA finish within `shutdown_grace` and deliveries under way finish, then closes
    * the rest. /readyz says 503 and /metrics keeps answering while it drains.
@@ -322,6 +357,8 @@ export class Relay {
     for (const host of this.live.smarthosts.values()) host.close();
     await this.deliveryThread?.stop();
     await this.http?.close();
+    await this.trace?.stop();
+    await this.replaying;
     this.metrics.close();
     this.sharedState?.health.stop();
     this.sharedState?.redis.disconnect();

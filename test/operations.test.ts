@@ -197,9 +197,9 @@ describe('config additions', () => {
   test('the CLI finds the API, token and spool from the config file, without needing its other secrets', () => {
     const file = path.join(dir, 'relay.yaml');
     writeFileSync(file, 'spool: { dir: ./spool }\nhttp: { address: "0.0.0.0:9465", token: "${TOKEN}" }\nsmarthosts: [{ name: p, auth: { pass: "${UNSET_SECRET}" } }]\n');
-    expect(resolveTarget({ config: file }, { TOKEN: 'from-env-file-token' })).toEqual({ url: 'http://127.0.0.1:9465', token: 'from-env-file-token', spoolDir: path.join(dir, 'spool') });
+    expect(resolveTarget({ config: file }, { TOKEN: 'from-env-file-token' })).toEqual({ url: 'http://127.0.0.1:9465', token: 'from-env-file-token', spoolDir: path.join(dir, 'spool'), eventsFile: null, smtp: null });
     expect(resolveTarget({ config: file, url: 'http://[::1]:1/', token: 'flag' }, { SMARTHOP_API_TOKEN: 'env' })).toMatchObject({ url: 'http://[::1]:1', token: 'flag' });
     expect(resolveTarget({ config: file }, { SMARTHOP_API_TOKEN: 'env' }).token).toBe('env');
-    expect(resolveTarget({ config: path.join(dir, 'missing.yaml') }, {})).toEqual({ url: null, token: undefined, spoolDir: null });
+    expect(resolveTarget({ config: path.join(dir, 'missing.yaml') }, {})).toEqual({ url: null, token: undefined, spoolDir: null, eventsFile: null, smtp: null });
   });
 });

@@ -17,7 +17,7 @@ import type { ActionResponse, FlushResponse, MessageDetail, QueueListing, Reload
  * (unknown id, conflict, bad filter, wrong token, spool in use), 2 relay unreachable.
  */
 
-interface CommonOptions extends TargetOptions {
+export interface CommonOptions extends TargetOptions {
   json?: boolean;
 }
 
@@ -27,10 +27,10 @@ export interface CommandIo {
   setExitCode(code: number): void;
 }
 
-const EXIT_REFUSED = 1;
-const EXIT_UNREACHABLE = 2;
+export const EXIT_REFUSED = 1;
+export const EXIT_UNREACHABLE = 2;
 
-function withTarget(command: Command): Command {
+export function withTarget(command: Command): Command {
   return command
     .option('-c, --config <file>', 'relay config: its http.address, http.token and spool.dir are used', 'relay.config.yaml')
     .option('--url <url>', 'admin API base URL (default: from http.address in the config)')
@@ -38,7 +38,7 @@ function withTarget(command: Command): Command {
     .option('--json', 'print JSON for scripts instead of a table');
 }
 
-function clientFor(options: CommonOptions): AdminClient {
+export function clientFor(options: CommonOptions): AdminClient {
   const target = resolveTarget(options);
   if (!target.url) throw new RelayUnreachable(`no admin API address: set http.address in ${options.config ?? 'the config'} or pass --url`);
   return new AdminClient(target.url, target.token);

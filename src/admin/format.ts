@@ -25,11 +25,11 @@ export function humanSize(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)}M`;
 }
 
-function pad(n: number): string {
-  return String(n).padStart(2, '0');
+export function pad(n: number, width = 2): string {
+  return String(n).padStart(width, '0');
 }
 
-function clip(text: string, max: number): string {
+export function clip(text: string, max: number): string {
   const flat = text.replace(/\s+/g, ' ');
   return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
 }

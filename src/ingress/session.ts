@@ -73,6 +73,9 @@ export interface IngressDeps {
 /** A header block larger than this is refused: headers are held in memory, bodies never are. */
 const MAX_HEADER_BYTES = 256 * 1024;
 
+/** RFC 5322's line limit: a longer Message-ID is not a real one, and it goes into every event line. */
+const MAX_MESSAGE_ID_LENGTH = 998;
+
 const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
 
 /**
@@ -227,7 +230,16 @@ export class IngressSessions {
     if (session.authClient) session.authClient = clients.byName(session.authClient.name, session.authClient.username);
     // A credential wins over a network match; on `auth: required` a network match alone is not enough.
     session.client = session.authClient ?? (listener.auth === 'required' ? undefined : session.networkClient);
-    if (!session.client) return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
+    if (!session.client) {
+      // Where AUTH cannot succeed (off, or in clear for an address in nobody's networks) asking for it is no
+      // answer: a session whose client a reload removed is refused as a stranger is at connect.
+      const canUpgrade = session.secure || listener.tls === 'starttls' || session.networkClient !== undefined;
+      if (listener.auth === 'off' || !canUpgrade) {
+        const denied = `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`;
+        return this.reject(session, 'access_denied', 554, denied, { from });
+      }
+      return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
+    }
     if (from !== '' && !isPlainAddress(from)) {
       return this.reject(session, 'address_syntax', 501, `5.1.7 Sender address <${from}> is not relayed: quoted local parts and comments are not accepted`, { from });
     }
@@ -336,7 +348,11 @@ export class IngressSessions {
     }
 
     if (guard.normalizedLineEndings > 0) this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
-    this.deps.observer.emit({ type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size, commitMs });
+    this.deps.observer.emit({
+      type: 'received', queueId: id, client: client.name, listener: session.listener.name,
+      remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size, commitMs,
+      ...(filtering.messageId !== undefined ? { messageId: filtering.messageId } : {}),
+    });
     const verdict = await this.deps.onQueued(meta, session.listener);
     if (!verdict.ok) return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
     return { ok: true, queueId: id };
@@ -410,6 +426,8 @@ function violationReply(violation: DataViolation): string {
 
 /** One message's pass through the filters: header verdicts first, then body inspectors' verdicts at the end. */
 class FilterRun {
+  /** The Message-ID once every filter had the header (re-enveloping adds a missing one); one header line at most. */
+  messageId: string | undefined;
   private refusal: Refusal | undefined;
   private inspectors: BodyInspector[] = [];
   private context: MessageContext | null = null;
@@ -425,6 +443,7 @@ class FilterRun {
     for (const filter of this.filters) {
       this.refusal ??= await filter.headers?.(editable, context);
     }
+    this.messageId = editable.value('message-id')?.slice(0, MAX_MESSAGE_ID_LENGTH) || undefined;
     // A message the headers already refused is not worth inspecting further.
     if (this.refusal) return;
     this.inspectors = this.filters.map((filter) => filter.body?.(context, editable)).filter((inspector): inspector is BodyInspector => inspector !== undefined);

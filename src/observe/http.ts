@@ -8,7 +8,7 @@ export interface HealthSource {
   ready(): Promise<{ ok: boolean; checks: Record<string, boolean | string> }>;
 }
 
-/** Serves everything under `/api/` (the admin API); it does its own authentication. */
+/** Serves everything under `/api/` (the admin API) and the status page at `/`; it does its own authentication. */
 export interface ApiHandler {
   handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void>;
 }
@@ -44,10 +44,10 @@ export const HTTP_LIMITS: HttpLimits = {
 
 /**
  * `/metrics` for Prometheus, `/healthz` (alive), `/readyz` (spool writable, a smart host eligible)
- * and the admin API under `/api/`. The first three stay open so Prometheus and health checks need no
- * credentials; they reveal counts, never message contents. Every request, whatever its path, must
- * carry a Host header that `hostCheck` accepts (DNS rebinding), or it gets 403. Connections,
- * header size and the time a request may take to arrive are bounded (HttpLimits).
+ * and the admin API under `/api/` with its status page at `/`. The first three stay open so Prometheus
+ * and health checks need no credentials; they reveal counts, never message contents. Every request,
+ * whatever its path, must carry a Host header that `hostCheck` accepts (DNS rebinding), or it gets 403.
+ * Connections, header size and the time a request may take to arrive are bounded (HttpLimits).
  */
 export class HttpEndpoints {
   private readonly server: Server;
@@ -120,7 +120,7 @@ export class HttpEndpoints {
       return;
     }
     const url = new URL(req.url ?? '/', 'http://relay');
-    if (url.pathname === '/api' || url.pathname.startsWith('/api/')) {
+    if (isAdminPath(url.pathname)) {
       if (this.api) return this.api.handle(req, res, url);
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"no admin API"}\n');
       return;
@@ -147,4 +147,9 @@ export class HttpEndpoints {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     }
   }
+}
+
+/** The admin API and its status page: one handler, one authentication (and whatever else guards it). */
+function isAdminPath(pathname: string): boolean {
+  return pathname === '/' || pathname === '/api' || pathname.startsWith('/api/');
 }
