@@ -197,12 +197,15 @@ export class Relay {
 
     const guard = new AddressGuard({
       limits: config.limits,
-      // Up to three windows per address: connection rate, AUTH failures, lockout.
-      counters: this.counterStores.counters('address', config.limits.max_tracked_addresses * 3),
-      // Failures per username, and the addresses each username authenticated from.
+      // Up to four windows per address: two connection rates, AUTH failures, lockout.
+      counters: this.counterStores.counters('address', config.limits.max_tracked_addresses * 4),
+      // Failures per username.
       usernameCounters: this.counterStores.counters('username', config.limits.max_tracked_addresses),
+      // The addresses each username authenticated from: only successful AUTHs write here.
+      knownCounters: this.counterStores.counters('known', config.limits.max_tracked_addresses),
       observer: this.observer,
     });
+    this.metrics.bindPasswordChecks(() => guard.passwordChecks);
     const sessions = new IngressSessions({
       current,
       guard,
@@ -216,6 +219,10 @@ export class Relay {
       },
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
+    this.metrics.bindPendingConnections(() => this.listeners.map((one) => ({
+      listener: one.name,
+      pending: one.pendingConnections,
+    })));
     const eventsFile = config.events?.file;
     const indexTrouble = (err: Error) => this.logger.warn({ err }, `trace index of ${eventsFile}: ${err.message}`);
     this.trace = eventsFile === undefined ? null : new TraceService(eventsFile, indexTrouble);

@@ -36,6 +36,10 @@ export interface SessionState {
   client?: ClientConfig;
   /** A stranger not yet authenticated: counted against the listener's max_unidentified_clients. */
   unidentified?: boolean;
+  /** Whether the address guard took this connection's slot as a network client's (given back the same way). */
+  guardedAsNetworkClient?: boolean;
+  /** Aborts when the connection closes (a password check still waiting for its place is then dropped). */
+  closed?: AbortSignal;
 }
 
 /**
@@ -97,13 +101,15 @@ export class IngressSessions {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`);
     }
-    const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session), session.networkClient !== undefined);
+    const networkClient = session.networkClient !== undefined;
+    const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session), networkClient);
     if (guarded) {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.refuse(session, guarded);
     }
+    session.guardedAsNetworkClient = networkClient;
     if (!session.networkClient && !this.takeUnidentifiedPlace(session)) {
-      this.deps.guard?.disconnect(session.remoteAddress);
+      this.deps.guard?.disconnect(session.remoteAddress, networkClient);
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       this.deps.observer.emit({ type: 'rate_limited', client: UNKNOWN_CLIENT, limit: 'unidentified_clients' });
       const max = session.listener.max_unidentified_clients;
@@ -147,10 +153,33 @@ export class IngressSessions {
     return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${remoteAddress}] is not a trusted proxy of listener ${listener.name}`);
   }
 
+  /** Whether the address is in some client's networks (the current configuration's). */
+  inNetworks(remoteAddress: string): boolean {
+    return this.deps.current().clients.byAddress(remoteAddress) !== undefined;
+  }
+
+  /**
+   * A stranger's connection dropped before its TLS handshake (or PROXY header) because it holds as
+   * many of those as it may (see HandshakeGuard): no reply can reach it, the refusal is counted.
+   */
+  handshakeRefused(listener: ListenerConfig, remoteAddress: string): void {
+    this.deps.observer.emit({ type: 'connection', listener: listener.name, remote: remoteAddress, result: 'refused' });
+    this.deps.observer.emit({ type: 'rate_limited', client: UNKNOWN_CLIENT, limit: 'handshakes' });
+  }
+
+  /** A connection that did not finish its TLS handshake (or PROXY header) within `handshake_timeout`, dropped. */
+  handshakeTimedOut(listener: ListenerConfig, remoteAddress: string): void {
+    const seconds = wholeSeconds(listener.handshake_timeout);
+    this.deps.observer.emit({
+      type: 'rejected', client: UNKNOWN_CLIENT, listener: listener.name, remote: remoteAddress, reason: 'timeout',
+      response: `none (handshake not completed within ${seconds}s; connection closed)`,
+    });
+  }
+
   close(session: SessionState, wasAccepted: boolean): void {
     if (!wasAccepted) return;
     this.leaveUnidentified(session);
-    this.deps.guard?.disconnect(session.remoteAddress);
+    this.deps.guard?.disconnect(session.remoteAddress, session.guardedAsNetworkClient ?? false);
     this.deps.observer.emit({ type: 'connection_closed', listener: session.listener.name });
   }
 
@@ -162,9 +191,14 @@ export class IngressSessions {
     }
     const { clients } = this.deps.current();
     const check = () => clients.authenticate(username, password);
-    const attempt = { remoteAddress: session.remoteAddress, username, client: this.label(session) };
+    const attempt = {
+      remoteAddress: session.remoteAddress, username, client: this.label(session),
+      networkClient: session.networkClient !== undefined, closed: session.closed,
+    };
     const outcome = this.deps.guard ? await this.deps.guard.authenticate(attempt, check) : unguarded(await check());
     if (outcome.kind === 'refused') return this.refuse(session, outcome.refusal);
+    // Nobody is left to answer; nothing was checked.
+    if (outcome.kind === 'abandoned') return { ok: false, code: 421, message: '4.4.2 Connection closed' };
     const result = outcome.kind;
     this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result });
     if (outcome.kind === 'failure') {
@@ -175,6 +209,14 @@ export class IngressSessions {
     session.authClient = outcome.value;
     this.leaveUnidentified(session);
     return { ok: true };
+  }
+
+  /**
+   * The TLS handshake after STARTTLS is done: what the client established before it is forgotten
+   * (RFC 3207 4.2), an AUTH included, as smtp-server forgets its own record of the user.
+   */
+  secured(session: SessionState): void {
+    session.authClient = undefined;
   }
 
   /** `declaredSize` is the SIZE= parameter, when the client gave one. */

@@ -8,7 +8,7 @@ import { SharedStateHealth, type StateBackend } from './shared-state-health';
 import { MemoryWindowCounters, type WindowCounters } from './window-counters';
 
 /** Which kind of counter a store holds; each gets its own Redis namespace and its own bounded memory. */
-export type CounterNamespace = 'policy' | 'quota' | 'address' | 'username';
+export type CounterNamespace = 'policy' | 'quota' | 'address' | 'username' | 'known';
 
 /** A switch between Redis and the local fallback (`state_backend` event), with where Redis is. */
 export interface BackendChange {
