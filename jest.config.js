@@ -1,10 +1,24 @@
-/** @type {import('jest').Config} */
-module.exports = {
+/** How every test file is compiled: swc strips the types (tsc checks them in `npm run build`). */
+const common = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
-  testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] },
+  testTimeout: 30000,
+};
+
+/**
+ * Two projects: `unit` (npm run test:unit) and `e2e`, the files named *.e2e.test.ts, which start the
+ * relay and its smart hosts on real sockets. `npm test` runs both.
+ * @type {import('jest').Config}
+ */
+module.exports = {
+  projects: [
+    { ...common, displayName: 'unit', testMatch: ['**/*.test.ts'], testPathIgnorePatterns: ['\\.e2e\\.test\\.ts$'] },
+    { ...common, displayName: 'e2e', testMatch: ['**/*.e2e.test.ts'] },
+  ],
+  // Worker threads and child processes run dist/: build it first when it is older than the source.
+  globalSetup: '<rootDir>/test/setup/build-if-stale.ts',
+  reporters: ['default', '<rootDir>/test/setup/skip-summary.js'],
   // Every end-to-end test binds real sockets and spools to real disk; a couple of workers keeps the 2-core CI honest.
   maxWorkers: 2,
-  testTimeout: 30000,
 };
