@@ -3,7 +3,6 @@ const common = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] },
-  testTimeout: 30000,
 };
 
 /**
@@ -21,4 +20,5 @@ module.exports = {
   reporters: ['default', '<rootDir>/test/setup/skip-summary.js'],
   // Every end-to-end test binds real sockets and spools to real disk; a couple of workers keeps the 2-core CI honest.
   maxWorkers: 2,
+  testTimeout: 30000,
 };

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import type { ComparisonReport } from '../bench/compare/report';
 import { findPostfixBinary } from '../bench/postfix/binaries';
 import { removeDir, tempDir } from './helpers/harness';
+import { testUnless } from './helpers/skip';
 
 /**
  * `npm run bench -- --compare postfix` in a small size (50 messages of warm-up, 200 measured, one round), so the compare
@@ -22,8 +23,7 @@ function unavailable(): string | null {
 }
 
 const reason = unavailable();
-if (reason !== null) process.stderr.write(`bench --compare postfix smoke test skipped: ${reason}\n`);
-const testIfPostfix = reason === null ? test : test.skip;
+const testIfPostfix = testUnless(reason === null ? null : `bench --compare postfix smoke test: ${reason}`);
 
 /** Live Postfix master processes on the machine (an exited one waiting to be reaped has no exe link). */
 function postfixMasters(): Set<string> {

@@ -126,6 +126,16 @@ export async function startRelay(config: RelayConfig, options: RelayOptions = {}
   };
 }
 
+/**
+ * A logger that keeps every line it writes, parsed, for a test to wait on the log line that shows a
+ * decision was taken (pass it to startRelay's options).
+ */
+export function recordingLogger(level: pino.Level = 'info'): { logger: pino.Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+  return { logger, lines };
+}
+
 /** Polls until `check` is true; real sockets and timers, so tests wait for the real thing. */
 export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -232,7 +242,7 @@ export class TokenEndpoint {
  * down after them: call inside a describe. `overrides` gets the describe's temp dir and returns what
  * the relay's config changes from baseConfig (clients, listeners, limits, …).
  */
-export function relayPerDescribe(overrides: (dir: string) => Record<string, unknown> | Promise<Record<string, unknown>>): {
+export function relayPerDescribe(overrides: (dir: string) => Record<string, unknown> | Promise<Record<string, unknown>>, options: RelayOptions = {}): {
   readonly dir: string;
   readonly sink: SmtpSink;
   readonly running: RunningRelay;
@@ -243,7 +253,7 @@ export function relayPerDescribe(overrides: (dir: string) => Record<string, unkn
   beforeAll(async () => {
     dir = tempDir();
     sink = await startSink();
-    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }], await overrides(dir)), dir));
+    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }], await overrides(dir)), dir), options);
   });
   afterAll(async () => {
     await running?.stop();

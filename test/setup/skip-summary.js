@@ -10,13 +10,21 @@ const path = require('node:path');
  * was printed only when the file ran alone: in a full run jest shows a count, not the cause.
  */
 class SkipSummary {
+  /** @param {import('@jest/types').Config.GlobalConfig} globalConfig */
   constructor(globalConfig) {
     this.rootDir = globalConfig.rootDir;
+    // With -t, tests left out by the name filter count as skipped too: only recorded reasons are news then.
+    this.filtered = Boolean(globalConfig.testNamePattern);
     this.dir = mkdtempSync(path.join(tmpdir(), 'smarthop-skips-'));
     process.env.SMARTHOP_TEST_SKIPS = this.dir;
   }
 
+  /**
+   * @param {unknown} _contexts
+   * @param {import('@jest/test-result').AggregatedResult} results
+   */
   onRunComplete(_contexts, results) {
+    /** @type {Map<string, string[]>} */
     const reasons = new Map();
     for (const name of readdirSync(this.dir)) {
       for (const line of readFileSync(path.join(this.dir, name), 'utf8').split('\n').filter(Boolean)) {
@@ -30,7 +38,7 @@ class SkipSummary {
     for (const result of results.testResults) {
       const file = path.relative(this.rootDir, result.testFilePath);
       const skipped = result.numPendingTests;
-      if (skipped === 0 && !reasons.has(file)) continue;
+      if (!reasons.has(file) && (skipped === 0 || this.filtered)) continue;
       const why = reasons.get(file) ?? ['no reason given (use test/helpers/skip.ts)'];
       rows.push(`  ${file}: ${skipped} skipped: ${why.join('; ')}`);
     }
