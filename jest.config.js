@@ -15,8 +15,9 @@ module.exports = {
     { ...common, displayName: 'unit', testMatch: ['**/*.test.ts'], testPathIgnorePatterns: ['\\.e2e\\.test\\.ts$'] },
     { ...common, displayName: 'e2e', testMatch: ['**/*.e2e.test.ts'] },
   ],
-  // Worker threads and child processes run dist/: build it first when it is older than the source.
-  globalSetup: '<rootDir>/test/setup/build-if-stale.ts',
+  // Worker threads and child processes run dist/: it is built first when older than the source.
+  globalSetup: '<rootDir>/test/setup/global-setup.ts',
+  globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
   reporters: ['default', '<rootDir>/test/setup/skip-summary.js'],
   // Every end-to-end test binds real sockets and spools to real disk; a couple of workers keeps the 2-core CI honest.
   maxWorkers: 2,

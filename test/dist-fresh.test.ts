@@ -1,11 +1,11 @@
 import { mkdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { removeDir, tempDir } from './helpers/harness';
-import { staleSources } from './setup/build-if-stale';
+import { staleSources } from './setup/global-setup';
 
 /**
  * The delivery thread (a worker thread), the CLI and the bench (child processes) run dist/, not the
- * TypeScript jest compiles. jest's globalSetup (test/setup/build-if-stale.ts) rebuilds dist/ when a
+ * TypeScript jest compiles. jest's globalSetup (test/setup/global-setup.ts) rebuilds dist/ when a
  * source is newer, so `npx jest` alone never tests a stale build.
  */
 describe('dist/ is built from the source under test', () => {

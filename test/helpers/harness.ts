@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
@@ -160,12 +160,38 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
+/**
+ * Key pairs cost openssl ~0.1-0.5 s of CPU each, and a dozen files ask for the same certificates:
+ * within one jest run each is made once, in the run's directory (test/setup/global-setup.ts), and
+ * copied into the asking test's `dir`. Outside such a run it is made in `dir` directly.
+ */
+function certificateFiles(dir: string, name: string, files: string[], make: (into: string) => void): void {
+  const runDir = process.env.SMARTHOP_TEST_RUN_DIR;
+  if (!runDir || !existsSync(runDir)) return make(dir);
+  const made = path.join(runDir, name);
+  if (!existsSync(made)) {
+    const scratch = mkdtempSync(path.join(runDir, `${name}.`));
+    make(scratch);
+    try {
+      renameSync(scratch, made);
+    } catch {
+      // another worker made it first: theirs is as good
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  }
+  for (const file of files) copyFileSync(path.join(made, file), path.join(dir, file));
+}
+
 /** A self-signed certificate made with openssl for this test run; returns the file paths. */
 export function makeCertificate(dir: string, commonName = 'relay.test'): { cert: string; key: string } {
-  const cert = path.join(dir, `${commonName}.crt`);
-  const key = path.join(dir, `${commonName}.key`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`], { stdio: 'ignore' });
-  return { cert, key };
+  const [certFile, keyFile] = [`${commonName}.crt`, `${commonName}.key`];
+  certificateFiles(dir, `self-signed-${commonName}`, [certFile, keyFile], (into) => {
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(into, keyFile), '-out', path.join(into, certFile),
+      '-days', '2', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`,
+    ], { stdio: 'ignore' });
+  });
+  return { cert: path.join(dir, certFile), key: path.join(dir, keyFile) };
 }
 
 /**
@@ -173,18 +199,24 @@ export function makeCertificate(dir: string, commonName = 'relay.test'): { cert:
  * run: smart hosts that speak TLS with a certificate nothing else trusts.
  */
 export function makeCertificateAuthority(dir: string, leafName = 'smarthost.test'): { ca: string; cert: string; key: string } {
-  const ca = path.join(dir, 'test-ca.crt');
-  const caKey = path.join(dir, 'test-ca.key');
-  const key = path.join(dir, `${leafName}.key`);
-  const csr = path.join(dir, `${leafName}.csr`);
-  const cert = path.join(dir, `${leafName}.crt`);
-  const ext = path.join(dir, `${leafName}.ext`);
-  const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
-  run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=smarthop test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
-  writeFileSync(ext, `basicConstraints=CA:FALSE\nsubjectAltName=DNS:${leafName},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`);
-  run(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
-  return { ca, cert, key };
+  const [caFile, certFile, keyFile] = ['test-ca.crt', `${leafName}.crt`, `${leafName}.key`];
+  certificateFiles(dir, `ca-${leafName}`, [caFile, certFile, keyFile], (into) => {
+    const ca = path.join(into, caFile);
+    const caKey = path.join(into, 'test-ca.key');
+    const key = path.join(into, keyFile);
+    const csr = path.join(into, `${leafName}.csr`);
+    const cert = path.join(into, certFile);
+    const ext = path.join(into, `${leafName}.ext`);
+    const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+    run([
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=smarthop test CA',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
+    writeFileSync(ext, `basicConstraints=CA:FALSE\nsubjectAltName=DNS:${leafName},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`);
+    run(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
+  });
+  return { ca: path.join(dir, caFile), cert: path.join(dir, certFile), key: path.join(dir, keyFile) };
 }
 
 /**

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -27,11 +28,21 @@ function typeScriptFiles(dir: string): string[] {
 }
 
 /**
- * jest's globalSetup: builds dist/ (`npm run build`) when any source is newer, before a test starts.
- * `npm test` has just built, so there it only checks. Type errors do not stop the run (tsc still
- * writes every file, so dist/ is the current source); `npm run build` and CI report them.
+ * jest's globalSetup, before any test starts: dist/ is built when stale, and the run gets a directory
+ * of its own (SMARTHOP_TEST_RUN_DIR, removed by global-teardown.ts) for what its test files share,
+ * such as the certificates test/helpers/harness.ts makes once. Workers start later and inherit it.
  */
-export default function buildIfStale(): void {
+export default function globalSetup(): void {
+  buildIfStale();
+  process.env.SMARTHOP_TEST_RUN_DIR = mkdtempSync(path.join(tmpdir(), 'smarthop-test-run-'));
+}
+
+/**
+ * Builds dist/ (`npm run build`) when any source is newer. `npm test` has just built, so there it
+ * only checks. Type errors do not stop the run (tsc still writes every file, so dist/ is the current
+ * source); `npm run build` and CI report them.
+ */
+function buildIfStale(): void {
   const stale = staleSources();
   if (stale.length === 0) return;
   const shown = stale.slice(0, 3).join(', ') + (stale.length > 3 ? ', …' : '');
