@@ -2,6 +2,8 @@
 const common = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
+  // `await import('./x.js')` (how TypeScript wants a lazy import written) finds the source under test.
+  moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] },
 };
 

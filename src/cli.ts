@@ -111,19 +111,26 @@ program
 
 program
   .command('doctor')
-  .description('check DNS for every route and sender domain: DKIM key published, SPF, DMARC alignment; exit 1 if DMARC would fail')
+  .description(
+    'check DNS for every route and sender domain (DKIM key published, SPF, DMARC alignment) and every Graph ' +
+      'smart host (token, mailbox); exit 1 if DMARC would fail or a Graph host cannot send',
+  )
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .option('--dns <server>', 'ask this DNS server (ip, ip:port or [v6]:port) instead of the system resolvers')
   .action(async (opts: { config: string; dns?: string }) => {
     // The doctor brings mailauth's SPF/DMARC code (and nodemailer with it): loaded for this command
     // only, so `smarthop start` does not carry it.
     const { runDoctor } = await import('./doctor/doctor.js');
-    const { exitCode, formatReport } = await import('./doctor/report.js');
+    const { exitCode, formatGraphReport, formatReport, graphExitCode } = await import('./doctor/report.js');
+    const { checkGraphHost } = await import('./doctor/graph.js');
     const config = loadOrExit(opts.config);
     const { keys } = loadRouteKeys(config.routes);
     const rows = await runDoctor({ config, keys, resolver: await resolverOrExit(opts.dns) });
+    const graphHosts = config.smarthosts.flatMap((host) => (host.type === 'graph' ? [host] : []));
+    const graphChecks = await Promise.all(graphHosts.map((host) => checkGraphHost(host)));
     process.stdout.write(formatReport(rows));
-    process.exitCode = exitCode(rows);
+    if (graphChecks.length > 0) process.stdout.write(`\n${formatGraphReport(graphChecks)}`);
+    process.exitCode = Math.max(exitCode(rows), graphExitCode(graphChecks));
   });
 
 program

@@ -7,6 +7,7 @@ import type { ConfigResult } from './config/load';
 import type { RelayConfig, SmartHostConfig } from './config/schema';
 import { Bouncer } from './forward/bounce';
 import { Dispatcher } from './forward/dispatcher';
+import { GraphSmartHost } from './forward/graph/transport';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
 import { streamedGarbage } from './memory/streamed-garbage';
@@ -25,6 +26,7 @@ import { RedisWindowCounters } from './limits/redis-window-counters';
 import { SharedStateHealth, type StateBackend } from './limits/shared-state-health';
 import { MemoryWindowCounters, type WindowCounters } from './limits/window-counters';
 import { ClientActivity } from './observe/activity';
+import { HostCheck } from './observe/host-check';
 import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
@@ -77,6 +79,7 @@ export class Relay {
   private readonly observer: RelayObserver;
   private readonly activity = new ClientActivity();
   private readonly scheduler: Scheduler;
+  private readonly dispatcher: Dispatcher;
   private readonly queue: QueueAdmin;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
@@ -117,7 +120,15 @@ export class Relay {
       store: this.store, current, observer: this.observer,
       bouncer: new Bouncer({ store: this.store, hostname: config.hostname, copyTo: config.bounce_copy_to }),
       onGenerated: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
+      onOutcomeUnwritable: (id, err, retryInMs) => {
+        const reason = err instanceof Error ? err.message : String(err);
+        const seconds = Math.round(retryInMs / 1000);
+        const line = `${id}: the spool cannot take the outcome of its delivery attempt (${reason}); it delivered to `
+          + `some recipients, so the attempt writes it again in ${seconds}s and does not end before`;
+        this.logger.error({ err, queue_id: id }, line);
+      },
     });
+    this.dispatcher = dispatcher;
     this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
       this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
       return this.live.config.spool.retry.initial;
@@ -129,6 +140,8 @@ export class Relay {
       limits: config.limits,
       // Up to three windows per address: connection rate, AUTH failures, lockout.
       counters: this.counters('address', config.limits.max_tracked_addresses * 3),
+      // Failures per username, and the addresses each username authenticated from.
+      usernameCounters: this.counters('username', config.limits.max_tracked_addresses),
       observer: this.observer,
     });
     const sessions = new IngressSessions({
@@ -151,7 +164,9 @@ export class Relay {
       reload: () => this.reload('api'),
       token: () => this.live.config.http?.token,
     });
-    this.http = config.http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api) : null;
+    const http = config.http;
+    const hostCheck = http ? new HostCheck(http.address.host, http.allowed_hosts) : null;
+    this.http = http ? new HttpEndpoints(this.metrics, { ready: () => this.readiness() }, api, hostCheck) : null;
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();
@@ -209,6 +224,8 @@ export class Relay {
     // Listeners first: a session still in DATA may commit and (inline delivery) start an attempt;
     // the scheduler stops after them, so it waits for every attempt that could have started.
     await Promise.all(this.listeners.map((listener) => listener.close()));
+    // An attempt waiting for the disk to take its outcome gives up instead of holding the stop.
+    this.dispatcher.stop();
     await this.scheduler.stop();
     await this.reloading;
     await this.live.policy.stop();
@@ -339,7 +356,7 @@ export class Relay {
   }
 
   /** A bounded store for one kind of counter: memory, or Redis with a local fallback under `state.redis.key_prefix` + `namespace`. */
-  private counters(namespace: 'policy' | 'quota' | 'address', maxKeys: number): WindowCounters {
+  private counters(namespace: 'policy' | 'quota' | 'address' | 'username', maxKeys: number): WindowCounters {
     const local = new MemoryWindowCounters(maxKeys);
     const shared = this.sharedState;
     if (!shared) return local;
@@ -355,6 +372,8 @@ export class Relay {
   }
 
   private transport(config: SmartHostConfig): SmartHostTransport {
+    // Graph hosts stay on the event loop whatever delivery.worker_thread says (see GraphSmartHost).
+    if (config.type === 'graph') return new GraphSmartHost(config);
     if (this.deliveryThread) return this.deliveryThread.transport(config);
     // nodemailer is loaded on the event loop only when connections live there (delivery.worker_thread
     // false); otherwise only the delivery thread loads it, and the main isolate does not carry it too.

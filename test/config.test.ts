@@ -155,6 +155,129 @@ describe('config contract', () => {
     ]);
   });
 
+  test('type: graph (issue 25): defaults from tenant and Graph URL, SMTP hosts unchanged', () => {
+    const result = parseConfig(
+      minimal({
+        routes: { default: { smarthosts: ['m365', 'primary'] } },
+        smarthosts: [
+          {
+            name: 'm365',
+            type: 'graph',
+            tenant: 'contoso.onmicrosoft.com',
+            client_id: 'app',
+            client_secret: '${SECRET}',
+            mailbox: 'relay@corp.example',
+          },
+          { name: 'primary', host: 'smtp.example', port: 587 },
+          {
+            name: 'gov',
+            type: 'graph',
+            tenant: '00000000-0000-0000-0000-000000000001',
+            client_id: 'app',
+            certificate: { cert: './m365.crt', key: './m365.key' },
+            send_as: 'from',
+            token_url: 'https://login.microsoftonline.us/t/oauth2/v2.0/token',
+            graph_url: 'https://graph.microsoft.us/v1.0/',
+            max_message_size: '25MiB',
+          },
+        ],
+      }),
+      '/etc/smarthop',
+      { SECRET: 'shh' },
+    );
+    if (!result.ok) throw new Error(result.errors.join('\n'));
+    const [m365, primary, gov] = result.config.smarthosts;
+    expect(m365).toEqual({
+      type: 'graph',
+      name: 'm365',
+      tenant: 'contoso.onmicrosoft.com',
+      client_id: 'app',
+      client_secret: 'shh',
+      mailbox: 'relay@corp.example',
+      send_as: 'mailbox',
+      token_url: 'https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token',
+      graph_url: 'https://graph.microsoft.com/v1.0',
+      scope: 'https://graph.microsoft.com/.default',
+      host: 'graph.microsoft.com',
+      max_message_size: 36_700_160,
+      max_connections: 4,
+      max_recipients: 500,
+      tls_verify: true,
+      priority: 10,
+      weight: 1,
+      connect_timeout: 10_000,
+      socket_timeout: 60_000,
+      rate_limits: [],
+      breaker: { failures: 3, cooldown: 30_000 },
+    });
+    expect(primary).toMatchObject({
+      type: 'smtp',
+      host: 'smtp.example',
+      port: 587,
+      tls: 'starttls',
+      max_recipients: 50,
+    });
+    expect(gov).toMatchObject({
+      certificate: { cert: '/etc/smarthop/m365.crt', key: '/etc/smarthop/m365.key' },
+      send_as: 'from',
+      graph_url: 'https://graph.microsoft.us/v1.0',
+      scope: 'https://graph.microsoft.us/.default',
+      host: 'graph.microsoft.us',
+      max_message_size: 25 * 1024 * 1024,
+    });
+  });
+
+  test('type: graph mistakes are refused with their path', () => {
+    const noCredential = { name: 'a', type: 'graph', tenant: 't.example', client_id: 'app', mailbox: 'r@corp.example' };
+    const certificate = { cert: 'c', key: 'k' };
+    const bothCredentials = { ...noCredential, name: 'b', mailbox: undefined, client_secret: 's', certificate };
+    const result = parseConfig(
+      minimal({
+        routes: { default: { smarthosts: ['a', 'b', 'c', 'd'] } },
+        smarthosts: [
+          noCredential,
+          bothCredentials,
+          {
+            name: 'c',
+            type: 'graph',
+            tenant: 'bad tenant/',
+            client_id: 'app',
+            client_secret: 's',
+            mailbox: 'm',
+            graph_url: 'http://graph.example/v1.0',
+            host: 'x',
+            port: 443,
+          },
+          { name: 'd', type: 'ews', host: 'x', port: 1 },
+        ],
+      }),
+      '/etc',
+      {},
+    );
+    expect(result.ok ? [] : result.errors).toEqual([
+      'smarthosts[2].tenant: expected the directory (tenant) ID or a domain of the tenant',
+      'smarthosts[2].graph_url: expected an https:// URL of the Graph API, e.g. https://graph.microsoft.com/v1.0',
+      'smarthosts[2]: Unrecognized keys: "host", "port"',
+      'smarthosts[3].type: expected type: smtp (the default) or type: graph',
+    ]);
+    const across = parseConfig(
+      minimal({
+        routes: { default: { smarthosts: ['a', 'b'] } },
+        smarthosts: [
+          noCredential,
+          bothCredentials,
+        ],
+      }),
+      '/etc',
+      {},
+    );
+    expect(across.ok ? [] : across.errors).toEqual([
+      'smarthosts[0].client_secret: a Graph host needs client_secret or certificate: { cert, key } (one)',
+      'smarthosts[1].client_secret: a Graph host needs client_secret or certificate: { cert, key } (one)',
+      'smarthosts[1].mailbox: required with send_as: mailbox (the mailbox that sends, e.g. relay@corp.example)',
+    ]);
+  });
+
   test('fleet keys of issue 8: state and PROXY protocol, defaults and mistakes with their path', () => {
     const defaults = parseConfig(minimal(), '/etc', {});
     if (!defaults.ok) throw new Error(defaults.errors.join('\n'));

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { DeliveryThread } from '../src/forward/delivery-thread';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, removeDir, startSink, tempDir } from './helpers/harness';
+import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
 
 /**
  * The delivery thread against a real smart host (smtp-server on loopback): what it sends, what it
@@ -29,7 +29,7 @@ describe('delivery thread', () => {
   });
 
   function smartHost() {
-    return buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }]), dir).smarthosts[0];
+    return smtpHost(buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }]), dir));
   }
 
   /** A queue file: the message's own bytes, then bytes that must never leave (as a trailer). */

@@ -10,14 +10,36 @@ import type { MessageMeta } from '../src/spool/message';
 import { Scheduler } from '../src/spool/scheduler';
 import { SpoolStore } from '../src/spool/store';
 import type { SmtpSink } from '../src/sink/sink';
-import { baseConfig, buildConfig, removeDir, startSink, tempDir } from './helpers/harness';
+import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
 
-/** A real spool whose DSN commit fails with ENOSPC while `full` is set: a fault at the spool layer. */
+const enospc = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+
+/**
+ * A real spool that fails with ENOSPC at the spool layer: the DSN commit while `full` is set, state
+ * writes (update, and so moveToDead) while `stateFull` is set.
+ */
 class FillingSpool extends SpoolStore {
   full = false;
+  stateFull = false;
+  failedUpdates = 0;
+  private waiters: { count: number; resolve: () => void }[] = [];
+
   override async commitGenerated(meta: MessageMeta, body: Buffer): Promise<void> {
-    if (this.full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    if (this.full) throw enospc();
     return super.commitGenerated(meta, body);
+  }
+
+  override async update(meta: MessageMeta): Promise<void> {
+    if (!this.stateFull) return super.update(meta);
+    this.failedUpdates++;
+    for (const waiter of this.waiters.filter((w) => w.count <= this.failedUpdates)) waiter.resolve();
+    throw enospc();
+  }
+
+  /** Resolves once `count` state writes have failed. */
+  updatesFailed(count: number): Promise<void> {
+    if (this.failedUpdates >= count) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ count, resolve }));
   }
 }
 
@@ -30,7 +52,9 @@ describe('delivery when the spool cannot take an outcome', () => {
     sink = await startSink({ rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null) });
   });
 
+  const cleanups: (() => Promise<void>)[] = [];
   afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
     await sink.close();
     removeDir(dir);
   });
@@ -41,7 +65,9 @@ describe('delivery when the spool cannot take an outcome', () => {
     await store.open();
     const events: RelayEvent[] = [];
     const observer = { emit: (event: RelayEvent) => events.push(event) };
-    const host = new GuardedSmartHost(config.smarthosts[0], new NodemailerSmartHost(config.smarthosts[0], config.hostname), new SmartHostQuota('primary', [], new MemoryWindowCounters()), observer);
+    const transport = new NodemailerSmartHost(smtpHost(config), config.hostname);
+    const quota = new SmartHostQuota('primary', [], new MemoryWindowCounters());
+    const host = new GuardedSmartHost(config.smarthosts[0], transport, quota, observer);
     const dispatcher = new Dispatcher({
       store, observer, current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
       bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
@@ -71,6 +97,105 @@ describe('delivery when the spool cannot take an outcome', () => {
     await store.close();
   });
 
+  /** A dispatcher with one real smart host (the sink) over a FillingSpool; state writes retried every 20 ms. */
+  async function fillingSetup() {
+    const config = buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }]), dir);
+    const store = new FillingSpool(config.spool.dir);
+    await store.open();
+    const events: RelayEvent[] = [];
+    const observer = { emit: (event: RelayEvent) => events.push(event) };
+    const quota = new SmartHostQuota('primary', [], new MemoryWindowCounters());
+    const transport = new NodemailerSmartHost(smtpHost(config), config.hostname);
+    const host = new GuardedSmartHost(config.smarthosts[0], transport, quota, observer);
+    const unwritable: string[] = [];
+    const dispatcher = new Dispatcher({
+      store, observer, current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
+      bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
+      onOutcomeUnwritable: (id) => unwritable.push(id), outcomeWriteRetry: { initial: 20, max: 20, factor: 1 },
+    });
+    const queue = async (from: string, to: string[]) => {
+      const id = store.newId();
+      const body = Buffer.from('Subject: t\r\n\r\nbody\r\n');
+      await store.commitGenerated({
+        version: 2, id, receivedAt: Date.now(), client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default',
+        from, recipients: to.map((address) => ({ address, status: 'pending' })), size: body.length, attempts: 0,
+        nextAttemptAt: Date.now(),
+      }, body);
+      return id;
+    };
+    // Also when a test fails half way: an attempt still writing again must not outlive it.
+    cleanups.push(async () => {
+      dispatcher.stop();
+      host.close();
+      await store.close();
+    });
+    const of = (type: string) => events.filter((e) => e.type === type).map((e) => (e as { to: string }).to);
+    return { store, dispatcher, unwritable, queue, of };
+  }
+
+  test.each([
+    ['the state saved before the DSN', 'app@corp.example'],
+    ['the final state (no DSN is due for a message from <>)', ''],
+  ])('a delivery the spool cannot take (%s): written again until it can be, never sent twice', async (_what, from) => {
+    const { store, dispatcher, unwritable, queue, of } = await fillingSetup();
+    const id = await queue(from, ['ok@example.com', 'gone@example.com']);
+    store.stateFull = true;
+    let ended = false;
+    const first = dispatcher.attempt(id).finally(() => {
+      ended = true;
+    });
+    first.catch(() => undefined);
+
+    // Two failed writes: the first, and one written again; the attempt is still under way, so the
+    // scheduler cannot start another one on the stale state (which still has ok@ pending on disk).
+    await store.updatesFailed(2);
+    expect(ended).toBe(false);
+    expect(unwritable[0]).toBe(id);
+    expect(sink.recipients()).toEqual(['ok@example.com']);
+    expect((await store.read(id)).recipients.map((r) => r.status)).toEqual(['pending', 'pending']);
+
+    store.stateFull = false;
+    if (from === '') {
+      // The final write failed: once the deliveries are safe, its error ends the attempt.
+      await expect(first).rejects.toThrow(/ENOSPC/);
+      expect((await store.read(id)).recipients.map((r) => r.status)).toEqual(['delivered', 'pending']);
+      expect(await dispatcher.attempt(id)).toEqual({ kind: 'done' });
+    } else {
+      // Saved before the DSN, the attempt goes on as if the disk had never been full.
+      expect(await first).toEqual({ kind: 'done' });
+      expect(of('bounced')).toEqual(['gone@example.com']);
+    }
+    expect(sink.recipients()).toEqual(['ok@example.com']);
+    expect(of('delivered')).toEqual(['ok@example.com']);
+    expect((await store.readIn('dead', id)).recipients.map((r) => r.status)).toEqual(['delivered', 'failed']);
+  });
+
+  test('a relay that stops while an attempt waits for the disk does not wait: the attempt gives up', async () => {
+    const { store, dispatcher, queue } = await fillingSetup();
+    const id = await queue('app@corp.example', ['ok@example.com', 'gone@example.com']);
+    store.stateFull = true;
+    const attempt = dispatcher.attempt(id);
+    attempt.catch(() => undefined);
+    await store.updatesFailed(1);
+    dispatcher.stop();
+    const gaveUp = /stopped before the outcome of its attempt could be written \(ENOSPC.*\); recipients it delivered/;
+    await expect(attempt).rejects.toThrow(gaveUp);
+  });
+
+  test('an attempt that delivered nothing does not wait for the disk; the next one bounces', async () => {
+    const { store, dispatcher, unwritable, queue, of } = await fillingSetup();
+    const id = await queue('app@corp.example', ['gone@example.com']);
+    store.stateFull = true;
+    await expect(dispatcher.attempt(id)).rejects.toThrow(/ENOSPC/);
+    expect([store.failedUpdates, unwritable]).toEqual([1, []]);
+    expect(of('bounced')).toEqual([]);
+
+    store.stateFull = false;
+    expect(await dispatcher.attempt(id)).toEqual({ kind: 'done' });
+    expect(of('bounced')).toEqual(['gone@example.com']);
+    expect(sink.recipients()).toEqual([]);
+  });
+
   test('a message deleted between scheduling and its attempt is done, not retried forever', async () => {
     const config = buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }]), dir);
     const store = new SpoolStore(config.spool.dir);
@@ -92,7 +217,11 @@ describe('delivery when the spool cannot take an outcome', () => {
       await store.open();
       const events: RelayEvent[] = [];
       const observer = { emit: (event: RelayEvent) => events.push(event) };
-      const hosts = new Map(config.smarthosts.map((c) => [c.name, new GuardedSmartHost(c, new NodemailerSmartHost(c, config.hostname), new SmartHostQuota(c.name, [], new MemoryWindowCounters()), observer)]));
+      const hosts = new Map(config.smarthosts.map((c, i) => {
+        const transport = new NodemailerSmartHost(smtpHost(config, i), config.hostname);
+        const quota = new SmartHostQuota(c.name, [], new MemoryWindowCounters());
+        return [c.name, new GuardedSmartHost(c, transport, quota, observer)];
+      }));
       const dispatcher = new Dispatcher({
         store, observer, current: () => ({ config, smarthosts: hosts }),
         bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,

@@ -23,7 +23,7 @@ const text = 'Content-Type: text/plain\n\nhello';
 const attachment = (headerLines: string) => `${headerLines}\nContent-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA`;
 
 describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () => {
-  test('a plain text message has nothing to find (and is not parsed at all)', async () => {
+  test('a plain text message has nothing to find (and gets no MIME parsing)', async () => {
     expect(await scan('From: a@corp.example\nSubject: hi\n\nline one\nline two\n')).toBeUndefined();
   });
 
@@ -99,5 +99,66 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   test('a boundary split across chunks is still found, whatever the chunking', async () => {
     const message = `From: a@corp.example\n${multipart('chunky-boundary', [text, attachment('Content-Type: application/octet-stream; name="x.exe"')])}`;
     for (const size of [1, 3, 5, 1024]) expect(await scan(message, size)).toEqual({ kind: 'blocked', extension: 'exe' });
+  });
+});
+
+describe('AttachmentScanner: uuencoded files in text parts are attachments', () => {
+  const uu = (name: string, mode = '644') =>
+    `Please find the invoice below.\n\nbegin ${mode} ${name}\nM35J0`.concat('\n`\nend\n');
+
+  test.each([1, 7, 4096])('a plain single-part body, fed in chunks of %d bytes', async (chunkSize) => {
+    expect(await scan(`From: a@corp.example\nSubject: invoice\n\n${uu('invoice.exe')}`, chunkSize)).toEqual({
+      kind: 'blocked',
+      extension: 'exe',
+    });
+  });
+
+  test('begin-base64 (uuencode -m), mode 755, a name with spaces are found; an allowed name passes', async () => {
+    expect(await scan(`From: a@corp.example\n\nbegin-base64 755 run me.js\nZm9v\n====\n`)).toEqual({
+      kind: 'blocked',
+      extension: 'js',
+    });
+    expect(await scan(`From: a@corp.example\n\n${uu('report.pdf')}`)).toBeUndefined();
+  });
+
+  test('a text part of a multipart, quoted-printable or base64 encoded, is read decoded', async () => {
+    const qp = ['Content-Type: text/plain', 'Content-Transfer-Encoding: quoted-printable', '', 'hello=', '']
+      .concat(['begin 644 tool=2Eexe', 'M=', ''])
+      .join('\n');
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [qp])}`)).toEqual({ kind: 'blocked', extension: 'exe' });
+    const encoded = Buffer.from(uu('macro.vbs')).toString('base64');
+    const b64 = `Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n${encoded}`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, b64])}`)).toEqual({
+      kind: 'blocked',
+      extension: 'vbs',
+    });
+    expect(
+      await scan(
+        `From: a@corp.example\nContent-Transfer-Encoding: base64\n\n${Buffer.from(uu('x.exe')).toString('base64')}`,
+      ),
+    ).toEqual({ kind: 'blocked', extension: 'exe' });
+  });
+
+  test('inside an attached message', async () => {
+    const part = `Content-Type: message/rfc822\n\nFrom: x@elsewhere.example\nSubject: fwd\n\n${uu('payload.js')}`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual({
+      kind: 'blocked',
+      extension: 'js',
+    });
+  });
+
+  test('"begin" lines that are not uuencode, the header block and non-text parts are not files', async () => {
+    expect(
+      await scan('From: a@corp.example\n\nbegin here.exe\nbeginning 644 a.exe\n begin 644 a.exe\nbegin 999 a.exe\n'),
+    ).toBeUndefined();
+    const octet = 'Content-Type: application/octet-stream; name="data.bin"\n\nbegin 644 a.exe\n';
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, octet])}`)).toBeUndefined();
+  });
+
+  test('bounded and linear: past a 4 MiB line and 200,000 "begin" lines, the file after them is found', async () => {
+    const long = `From: a@corp.example\n\n${'b'.repeat(4 * 1024 * 1024)}\n${uu('late.exe')}`;
+    expect(await scan(long, 65_536)).toEqual({ kind: 'blocked', extension: 'exe' });
+    const lines = `From: a@corp.example\n\n${'begin 644 fine.txt\n'.repeat(200_000)}${uu('late.exe')}`;
+    expect(await scan(lines, 65_536)).toEqual({ kind: 'blocked', extension: 'exe' });
   });
 });

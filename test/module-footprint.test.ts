@@ -50,6 +50,13 @@ describe('the event loop loads only the packages its config uses', () => {
     expect(await loadedBy({})).toEqual([]);
   });
 
+  test('a Graph smart host loads none of them either (mailsplit comes with a message over one request)', async () => {
+    const graph = {
+      name: 'sink', type: 'graph', tenant: 't.test', client_id: 'app', client_secret: 's', mailbox: 'm@x.test'
+    };
+    expect(await loadedBy({ smarthosts: [graph] })).toEqual([]);
+  });
+
   test('each is loaded by the config that needs it', async () => {
     expect(await loadedBy({ delivery: { worker_thread: false } })).toEqual(['nodemailer/dist/cjs/nodemailer.js']);
     expect(await loadedBy({ state: { store: 'redis', redis: { url: 'redis://127.0.0.1:6399' }, fleet_size: 2 } })).toEqual(['ioredis/built/index.js']);

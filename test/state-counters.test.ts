@@ -75,6 +75,31 @@ describe('RedisWindowCounters against a real redis-server', () => {
     expect(await shared.remaining('a', limits, Date.now())).toEqual([0, 7]);
   });
 
+  maybe('release gives back what consume took, never below 0, and keeps the window\'s end', async () => {
+    const memory = new MemoryWindowCounters();
+    const shared = new RedisWindowCounters(client(), `t5:${Date.now()}:`);
+    const limits: WindowLimit[] = [{ windowMs: 60_000, max: 3 }, { windowMs: 3_600_000, max: 10 }];
+    for (const store of [memory, shared]) {
+      const now = Date.now();
+      expect(shape(await store.consume('r', limits, 3, now))).toBe('ok');
+      expect(shape(await store.consume('r', limits, 1, now))).toBe('refused:0');
+      await store.release('r', limits, 2, now);
+      expect(await store.remaining('r', limits, now)).toEqual([2, 9]);
+      await store.release('r', limits, 5, now);
+      expect(await store.remaining('r', limits, now)).toEqual([3, 10]);
+      // Releasing a key that counts nothing creates no window.
+      await store.release('never', limits, 1, now);
+      expect(await store.remaining('never', limits, now)).toEqual([3, 10]);
+    }
+    // The 400 ms window still ends when it would have: a count taken after release expires with it.
+    expect(shape(await shared.consume('e', [{ windowMs: 400, max: 1 }], 1, 0))).toBe('ok');
+    await shared.release('e', [{ windowMs: 400, max: 1 }], 1, 0);
+    expect(shape(await shared.consume('e', [{ windowMs: 400, max: 1 }], 1, 0))).toBe('ok');
+    expect(shape(await shared.consume('e', [{ windowMs: 400, max: 1 }], 1, 0))).toBe('refused:0');
+    const ended = async () => (await shared.peek('e', [{ windowMs: 400, max: 1 }], 1, 0)).ok;
+    await waitFor(ended, 10_000, 'the window to end');
+  });
+
   maybe('a lockout is a window of one: peek never fills it, consume does, and it ends with its TTL', async () => {
     const shared = new RedisWindowCounters(client(), `t2:${Date.now()}:`);
     const lockout: WindowLimit[] = [{ windowMs: 300, max: 1 }];
@@ -119,6 +144,9 @@ describe('FallbackWindowCounters', () => {
     }
     peek(...args: Parameters<WindowCounters['peek']>) {
       return this.up ? this.inner.peek(...args) : Promise.reject(new Error('connect ECONNREFUSED'));
+    }
+    release(...args: Parameters<WindowCounters['release']>) {
+      return this.up ? this.inner.release(...args) : Promise.reject(new Error('connect ECONNREFUSED'));
     }
   }
 

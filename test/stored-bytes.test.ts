@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
-import { QueueFileError, storedBytes } from '../src/forward/smarthost';
+import { QueueFileError, storedBytes } from '../src/forward/stored-bytes';
 import { removeDir, tempDir } from './helpers/harness';
 
 /**

@@ -1,3 +1,4 @@
+import { createSecureContext } from 'node:tls';
 import * as ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { AddressMatcher } from '../policy/address-match';
@@ -56,6 +57,8 @@ const scryptHash = z.string().refine((value) => /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z
   message: 'expected scrypt hash, got plain text (make one with `smarthop hash-password`)',
 });
 
+const positiveDuration = duration.refine((ms) => ms > 0, 'must be longer than 0');
+
 const listenerSchema = z.strictObject({
   name,
   address: hostPort,
@@ -66,6 +69,18 @@ const listenerSchema = z.strictObject({
   line_endings: z.enum(['normalize', 'strict']).default('normalize'),
   max_clients: z.number().int().positive().default(500),
   socket_timeout: duration.default(60_000),
+  /**
+   * The longest one command line may take from its first byte to its end: bytes trickled in one at a
+   * time reset socket_timeout but not this (421 4.4.2 and the connection closes).
+   */
+  command_deadline: positiveDuration.default(30_000),
+  /** A connection from an address outside every client's networks must authenticate within this (else 421 4.7.0). */
+  identify_timeout: positiveDuration.default(30_000),
+  /**
+   * Connections from addresses outside every client's networks that have not authenticated yet, at
+   * once (421 4.7.0 past it): what is left of max_clients stays for trusted networks. Default: half of max_clients.
+   */
+  max_unidentified_clients: z.number().int().positive().optional(),
   /** Pause before the greeting; a client that talks during it gets 421 (early-talker detection). */
   greeting_delay: duration.default(0),
   /** `inline`: once the message is on disk, try the smart hosts before answering DATA (the app sees a real 5xx). */
@@ -77,7 +92,10 @@ const listenerSchema = z.strictObject({
    */
   proxy_protocol: z.boolean().default(false),
   trusted_proxies: z.array(network).default([]),
-});
+}).transform((listener) => ({
+  ...listener,
+  max_unidentified_clients: listener.max_unidentified_clients ?? Math.max(1, Math.floor(listener.max_clients / 2)),
+}));
 
 const clientSchema = z
   .strictObject({
@@ -164,6 +182,8 @@ const policySchema = z.strictObject({
 const limitsSchema = z.strictObject({
   /** Open SMTP connections from one address at once; over it: 421 4.7.0 at connect. */
   connections_per_address: positiveCount.optional(),
+  /** The same for an address outside every client's networks (a stranger), which has a cap by default. */
+  connections_per_stranger: positiveCount.default(10),
   /** New connections from one address per window; over it: 421 4.7.0 at connect. */
   connection_rate: z.strictObject({ window: duration.refine((ms) => ms > 0, 'a window must be longer than 0'), max: positiveCount }).optional(),
   /** `max` failed AUTHs from one address within `window` lock it out (421 4.7.0) for `lockout`; each failure after the first is answered `delay` late. */
@@ -175,6 +195,20 @@ const limitsSchema = z.strictObject({
       delay: duration.default(1000),
     })
     .default({ max: 10, window: 600_000, lockout: 900_000, delay: 1000 }),
+  /**
+   * Failed AUTHs for one username, from every address together: each one past `slow_after` is answered
+   * `delay` late; past `max` within `window` the username gets 454 4.7.0 (temporary, no password
+   * checked) until the window ends, except from an address it authenticated from before.
+   */
+  auth_failures_per_username: z
+    .strictObject({
+      slow_after: positiveCount.default(10),
+      max: positiveCount.default(50),
+      window: positiveDuration.default(3_600_000),
+      delay: duration.default(2000),
+    })
+    .refine((budget) => budget.slow_after < budget.max, { path: ['slow_after'], message: 'must be less than max' })
+    .default({ slow_after: 10, max: 50, window: 3_600_000, delay: 2000 }),
   /** Bound on the addresses whose counters are kept in memory (least recently used dropped first). */
   max_tracked_addresses: positiveCount.default(100_000),
   ipv6_prefix: z.number().int().min(32).max(128).default(64),
@@ -255,17 +289,28 @@ const breakerSchema = z.strictObject({
   cooldown: duration.default(30_000),
 });
 
-const smarthostSchema = z.strictObject({
+/** Settings every smart host has, whatever it speaks. */
+const smarthostCommon = {
   name,
+  /** PEM file of a private CA to trust (in addition to nothing else: it replaces the system roots for this host). */
+  ca: z.string().min(1).optional(),
+  tls_verify: z.boolean().default(true),
+  priority: z.number().int().min(0).default(10),
+  weight: z.number().int().min(1).default(1),
+  connect_timeout: duration.default(10_000),
+  socket_timeout: duration.default(60_000),
+  rate_limits: z.array(quotaSchema).default([]),
+  breaker: breakerSchema.default({ failures: 3, cooldown: 30_000 }),
+};
+
+/** `type: smtp` (the default, and every smart host written before there were types). */
+const smtpSmarthostSchema = z.strictObject({
+  type: z.literal('smtp').default('smtp'),
+  ...smarthostCommon,
   host: z.string().min(1),
   port: z.number().int().min(1).max(65535),
   tls: tlsMode.default('starttls'),
-  tls_verify: z.boolean().default(true),
-  /** PEM file of a private CA to trust (in addition to nothing else: it replaces the system roots for this host). */
-  ca: z.string().min(1).optional(),
   auth: smarthostAuthSchema.optional(),
-  priority: z.number().int().min(0).default(10),
-  weight: z.number().int().min(1).default(1),
   max_connections: z.number().int().min(1).max(100).default(5),
   /**
    * Most recipients per transaction to this host; a bigger envelope is sent over several. Providers
@@ -273,11 +318,105 @@ const smarthostSchema = z.strictObject({
    * also Postfix's default (smtp_destination_recipient_limit).
    */
   max_recipients: z.number().int().min(1).max(1000).default(50),
-  connect_timeout: duration.default(10_000),
-  socket_timeout: duration.default(60_000),
-  rate_limits: z.array(quotaSchema).default([]),
-  breaker: breakerSchema.default({ failures: 3, cooldown: 30_000 }),
 });
+
+/**
+ * Mozilla's "intermediate" TLS 1.2 suites without the DHE ones (every suite has forward secrecy, and
+ * no static-RSA key exchange), plus the TLS 1.3 suites: in Node one `ciphers` string sets both, and
+ * a string without TLS 1.3 suites turns TLS 1.3 off.
+ */
+export const DEFAULT_TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/** An OpenSSL cipher list that names at least one suite this Node.js knows. */
+const cipherList = z.string().min(1).refine((ciphers) => {
+  try {
+    createSecureContext({ ciphers });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'expected an OpenSSL cipher list naming at least one supported suite, like ECDHE-RSA-AES128-GCM-SHA256');
+
+/** The certificate of our listeners and how they negotiate TLS. */
+const tlsSchema = z.strictObject({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  ciphers: cipherList.default(DEFAULT_TLS_CIPHERS),
+});
+
+const httpsUrl = (what: string) => z.url({ protocol: /^https$/, error: `expected an https:// URL of ${what}` });
+
+/** A certificate credential: the app registration holds the certificate, smarthop signs its assertions with the key. */
+const graphCertificateSchema = z.strictObject({
+  /** PEM file (or the PEM itself) of the certificate uploaded to the app registration. */
+  cert: z.string().min(1),
+  /** PEM file (or the PEM itself) of its RSA private key. */
+  key: z.string().min(1),
+});
+
+const GRAPH_URL = 'https://graph.microsoft.com/v1.0';
+
+/** Exchange Online's default send limit for a mailbox (MaxSendSize, 35 MB as Exchange counts: 36,700,160 bytes). */
+const EXCHANGE_MAX_SEND_SIZE = 35 * 1024 * 1024;
+
+/**
+ * `type: graph`: Microsoft 365 through the Microsoft Graph API (sendMail with the message as MIME),
+ * with an app registration's client credentials. No host or port: the token endpoint and Graph URL
+ * default to Microsoft's public cloud and can be pointed at a national cloud (or a test emulator).
+ */
+const graphSmarthostSchema = z.strictObject({
+  type: z.literal('graph'),
+  ...smarthostCommon,
+  /** The directory (tenant) ID, or one of its verified domains (`contoso.onmicrosoft.com`). */
+  tenant: z.string().regex(/^[A-Za-z0-9.-]{1,253}$/, 'expected the directory (tenant) ID or a domain of the tenant'),
+  /** The application (client) ID of the app registration. */
+  client_id: z.string().min(1),
+  client_secret: z.string().min(1).optional(),
+  certificate: graphCertificateSchema.optional(),
+  /** The mailbox (user principal name or object ID) that sends; with `send_as: from`, only when From names none. */
+  mailbox: z.string().min(1).optional(),
+  /** `mailbox`: every message is sent by `mailbox`. `from`: by the mailbox of the header From address. */
+  send_as: z.enum(['mailbox', 'from']).default('mailbox'),
+  /** Default: Microsoft's public cloud, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`. */
+  token_url: httpsUrl('the token endpoint').optional(),
+  /** The Graph API root, version included (`https://graph.microsoft.us/v1.0` for US Government L4). */
+  graph_url: httpsUrl('the Graph API, e.g. https://graph.microsoft.com/v1.0').default(GRAPH_URL),
+  /** Default: `<origin of graph_url>/.default` (the application permissions granted to the app). */
+  scope: z.string().min(1).optional(),
+  /** Larger messages are refused by this host (552 5.3.4), so a route's next host may take them. */
+  max_message_size: size.default(EXCHANGE_MAX_SEND_SIZE),
+  /** Graph requests (sends, uploads) under way at once. */
+  max_connections: z.number().int().min(1).max(100).default(4),
+  /** Exchange Online takes up to 500 recipients per message by default (its recipient limit). */
+  max_recipients: z.number().int().min(1).max(1000).default(500),
+});
+
+const smarthostSchema = z
+  .discriminatedUnion('type', [smtpSmarthostSchema, graphSmarthostSchema], {
+    error: 'expected type: smtp (the default) or type: graph',
+  })
+  .transform((host) => (host.type === 'graph' ? withGraphDefaults(host) : host));
+
+/**
+ * The endpoints a Graph host was not given, from its tenant and Graph URL; `host` is where it
+ * delivers (the Graph API's host name), as an SMTP host's `host` is: the DSN's Remote-MTA and the
+ * log lines name it.
+ */
+function withGraphDefaults(host: z.output<typeof graphSmarthostSchema>) {
+  const graph = new URL(host.graph_url);
+  return {
+    ...host,
+    graph_url: host.graph_url.replace(/\/+$/, ''),
+    token_url: host.token_url ?? `https://login.microsoftonline.com/${host.tenant}/oauth2/v2.0/token`,
+    scope: host.scope ?? `${graph.origin}/.default`,
+    host: graph.hostname,
+  };
+}
 
 /** `http.address` hosts that only this machine can reach: the admin API may run there without a token. */
 export function isLoopbackHost(host: string): boolean {
@@ -290,8 +429,23 @@ export function isLoopbackHost(host: string): boolean {
   }
 }
 
+/** A Host header name: letters, digits, '-', '.', or an IP literal ([v6] with brackets). */
+const label = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
+const hostName = z
+  .string()
+  .regex(
+    new RegExp(`^(?:${label}(?:\\.${label})*\\.?|\\[[0-9A-Fa-f:.]+\\])$`),
+    'expected a host name like relay.corp.example',
+  )
+  .transform((value) => value.toLowerCase().replace(/\.$/, ''));
+
 const httpSchema = z.strictObject({
   address: hostPort,
+  /**
+   * Further names the HTTP endpoints answer to in the Host header (say the relay's DNS name when
+   * `address` is 0.0.0.0). Always accepted: the address's own host, localhost names and IP literals.
+   */
+  allowed_hosts: z.array(hostName).default([]),
   /** Bearer token for /api/* (take it from the environment: `token: ${SMARTHOP_API_TOKEN}`). */
   token: z.string().min(16, 'expected at least 16 characters (make one with `openssl rand -hex 32`)').optional(),
 });
@@ -378,10 +532,16 @@ export const configSchema = z
     /** How long a stopping relay waits for open sessions before answering them 421. */
     shutdown_grace: duration.default(10_000),
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
-    tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+    tls: tlsSchema.optional(),
     clients: z.array(clientSchema).min(1, 'at least one client is needed: nobody may relay otherwise'),
     policies: z.record(name, policySchema).default({}),
-    limits: limitsSchema.default({ auth_failures: { max: 10, window: 600_000, lockout: 900_000, delay: 1000 }, max_tracked_addresses: 100_000, ipv6_prefix: 64 }),
+    limits: limitsSchema.default({
+      connections_per_stranger: 10,
+      auth_failures: { max: 10, window: 600_000, lockout: 900_000, delay: 1000 },
+      auth_failures_per_username: { slow_after: 10, max: 50, window: 3_600_000, delay: 2000 },
+      max_tracked_addresses: 100_000,
+      ipv6_prefix: 64,
+    }),
     routes: z.record(name, routeSchema),
     /** Also send every DSN to this address (a postmaster who wants to see bounces). */
     bounce_copy_to: z.email({ error: 'expected an email address' }).optional(),
@@ -404,11 +564,29 @@ export const configSchema = z
         issue(['listeners', i, 'trusted_proxies'], 'required with proxy_protocol: true (the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])');
       }
       if (!listener.proxy_protocol && listener.trusted_proxies.length > 0) issue(['listeners', i, 'trusted_proxies'], 'only meaningful with proxy_protocol: true');
+      if (listener.max_unidentified_clients > listener.max_clients) {
+        const more = `must not be more than max_clients (${listener.max_clients})`;
+        issue(['listeners', i, 'max_unidentified_clients'], more);
+      }
     });
 
     config.smarthosts.forEach((host, i) => {
-      if (host.ca !== undefined && host.tls === 'none') issue(['smarthosts', i, 'ca'], 'only meaningful with tls: starttls or implicit');
-      if (host.auth && 'type' in host.auth && host.tls === 'none') issue(['smarthosts', i, 'auth'], 'an OAuth2 token must not travel in clear: use tls: starttls or implicit');
+      if (host.type === 'smtp' && host.ca !== undefined && host.tls === 'none') {
+        issue(['smarthosts', i, 'ca'], 'only meaningful with tls: starttls or implicit');
+      }
+      if (host.type === 'smtp' && host.auth && 'type' in host.auth && host.tls === 'none') {
+        issue(['smarthosts', i, 'auth'], 'an OAuth2 token must not travel in clear: use tls: starttls or implicit');
+      }
+      if (host.type === 'graph') {
+        if ((host.client_secret === undefined) === (host.certificate === undefined)) {
+          const message = 'a Graph host needs client_secret or certificate: { cert, key } (one)';
+          issue(['smarthosts', i, 'client_secret'], message);
+        }
+        if (host.send_as === 'mailbox' && host.mailbox === undefined) {
+          const message = 'required with send_as: mailbox (the mailbox that sends, e.g. relay@corp.example)';
+          issue(['smarthosts', i, 'mailbox'], message);
+        }
+      }
       const seen = new Set<string>();
       host.rate_limits.forEach((limit, j) => {
         for (const unit of ['messages', 'recipients'] as const) {
@@ -487,11 +665,14 @@ export type PolicyConfig = RelayConfig['policies'][string];
 export type HeaderRuleConfig = PolicyConfig['header_rules'][number];
 export type LimitsConfig = RelayConfig['limits'];
 export type SmartHostConfig = RelayConfig['smarthosts'][number];
+export type SmtpSmartHostConfig = Extract<SmartHostConfig, { type: 'smtp' }>;
+export type GraphSmartHostConfig = Extract<SmartHostConfig, { type: 'graph' }>;
 export type SmartHostQuotaConfig = SmartHostConfig['rate_limits'][number];
 export type BreakerConfig = SmartHostConfig['breaker'];
-export type OAuth2Config = Extract<NonNullable<SmartHostConfig['auth']>, { type: 'oauth2' }>;
+export type OAuth2Config = Extract<NonNullable<SmtpSmartHostConfig['auth']>, { type: 'oauth2' }>;
 export type RetryConfig = RelayConfig['spool']['retry'];
 export type EventsConfig = NonNullable<RelayConfig['events']>;
 export type WebhookConfig = NonNullable<EventsConfig['webhook']>;
 export type Network = ClientConfig['networks'][number];
 export type StateConfig = RelayConfig['state'];
+export type TlsConfig = NonNullable<RelayConfig['tls']>;

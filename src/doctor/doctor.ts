@@ -39,9 +39,10 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorRow[]> {
       if (!dkimCache.has(id)) dkimCache.set(id, checkDkimKey(key, deps.resolver));
       return dkimCache.get(id) as Promise<DkimCheck>;
     }));
+    // A Graph host's address says nothing of SPF: Exchange Online sends from its own (spf.protection.outlook.com).
     const hosts = deps.config.routes[identity.route].smarthosts
       .map((name) => deps.config.smarthosts.find((host) => host.name === name))
-      .filter((host) => host !== undefined)
+      .filter((host) => host !== undefined && host.type === 'smtp')
       .map((host) => ({ smarthost: host.name, host: host.host }));
     const spfId = `${identity.envelopeDomain}|${hosts.map((h) => h.host).join(',')}`;
     if (!spfCache.has(spfId)) spfCache.set(spfId, checkSpf(identity.envelopeDomain, hosts, deps.resolver, deps.config.hostname));

@@ -1,4 +1,5 @@
 import type { DoctorRow } from './doctor';
+import type { GraphHostCheck } from './graph';
 
 /** The doctor's output: an aligned table, then what is wrong per row with the records involved. Pure. */
 
@@ -44,4 +45,25 @@ export function formatReport(rows: DoctorRow[]): string {
 /** 1 when something would fail DMARC. */
 export function exitCode(rows: DoctorRow[]): number {
   return rows.some((row) => row.verdict === 'fail') ? 1 : 0;
+}
+
+/** The Graph smart hosts' checks: a table, then what to fix per host. Empty when there are none. */
+export function formatGraphReport(checks: readonly GraphHostCheck[]): string {
+  if (checks.length === 0) return '';
+  const rows = checks.map((check) => [check.smarthost, check.token, check.mailbox, check.verdict.toUpperCase()]);
+  const table = alignedTable(['GRAPH SMARTHOST', 'TOKEN', 'MAILBOX', 'VERDICT'], rows);
+  const details = checks
+    .filter((check) => check.problems.length > 0)
+    .map((check) => [`${check.verdict.toUpperCase()} ${check.smarthost}:`, ...check.problems.map((p) => `  ${p}`)])
+    .map((lines) => lines.join('\n'));
+  const failing = checks.filter((check) => check.verdict === 'fail').length;
+  const summary = failing > 0
+    ? `${failing} of ${checks.length} Graph smart hosts cannot send`
+    : `no Graph smart host failed its checks (${checks.length} checked)`;
+  return [table, ...(details.length > 0 ? ['', ...details] : []), '', summary, ''].join('\n');
+}
+
+/** 1 when some Graph smart host cannot send. */
+export function graphExitCode(checks: readonly GraphHostCheck[]): number {
+  return checks.some((check) => check.verdict === 'fail') ? 1 : 0;
 }

@@ -41,13 +41,15 @@ export function admit(state: BreakerState, now: number, config: BreakerConfig): 
   return { admitted: true, state: { kind: 'half_open', probeAt: now, failures: state.failures } };
 }
 
-export type DeliveryResult = 'ok' | 'connection_failure';
+/** `credentials_refused`: the host refused our credentials; no count of failures is needed to know it is down. */
+export type DeliveryResult = 'ok' | 'connection_failure' | 'credentials_refused';
 
 export function record(state: BreakerState, result: DeliveryResult, now: number, config: BreakerConfig): BreakerState {
   if (result === 'ok') return CLOSED;
   const failures = state.failures + 1;
   switch (state.kind) {
     case 'closed':
+      if (result === 'credentials_refused') return { kind: 'open', until: now + config.cooldown, failures };
       return failures >= config.failures ? { kind: 'open', until: now + config.cooldown, failures } : { kind: 'closed', failures };
     case 'half_open':
       return { kind: 'open', until: now + config.cooldown, failures };
@@ -62,13 +64,18 @@ export function isUp(state: BreakerState): boolean {
   return state.kind === 'closed';
 }
 
-const CONNECTION_CAUSES = new Set(['connect', 'tls', 'timeout']);
+const CONNECTION_CAUSES = new Set(['connect', 'tls', 'timeout', 'credentials']);
 
-/** What a transaction says about the host itself: it failed at the connection level for every recipient, or it talked SMTP. */
+/**
+ * What a transaction says about the host itself: it failed at the connection level for every
+ * recipient (its credentials refused, if that was the reason for all of them), or it talked SMTP.
+ */
 export function classify(outcomes: ReadonlyMap<string, Outcome>): DeliveryResult {
   if (outcomes.size === 0) return 'ok';
+  let refused = true;
   for (const outcome of outcomes.values()) {
     if (outcome.kind !== 'transient' || !CONNECTION_CAUSES.has(outcome.cause)) return 'ok';
+    refused &&= outcome.cause === 'credentials';
   }
-  return 'connection_failure';
+  return refused ? 'credentials_refused' : 'connection_failure';
 }

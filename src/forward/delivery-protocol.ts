@@ -1,4 +1,4 @@
-import type { SmartHostConfig } from '../config/schema';
+import type { SmtpSmartHostConfig } from '../config/schema';
 import type { Outcome } from './outcome';
 import type { Envelope, MessageBody } from './smarthost';
 
@@ -9,7 +9,7 @@ import type { Envelope, MessageBody } from './smarthost';
  */
 export type ToDeliveryThread =
   /** `ca`: the CA file's contents, read on the event loop so a missing file fails start and reload there. */
-  | { type: 'open'; host: number; config: SmartHostConfig; heloName: string; ca?: Uint8Array }
+  | { type: 'open'; host: number; config: SmtpSmartHostConfig; heloName: string; ca?: Uint8Array }
   | { type: 'send'; request: number; host: number; envelope: Envelope; body: MessageBody }
   | { type: 'close'; host: number }
   /** What the thread's V8 heap holds now (for /metrics). */

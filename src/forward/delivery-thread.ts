@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { SmartHostConfig } from '../config/schema';
+import type { SmtpSmartHostConfig } from '../config/schema';
 import { letThreadsSizeTheirYoungGeneration } from '../memory/launch-settings';
 import type { FromDeliveryThread, HeapSpace, ToDeliveryThread } from './delivery-protocol';
 import type { Outcome } from './outcome';
@@ -38,7 +38,7 @@ const HEAP_QUERY_TIMEOUT_MS = 1_000;
  */
 export class DeliveryThread {
   private worker: Worker | null = null;
-  private readonly openHosts = new Map<number, { config: SmartHostConfig; ca: Buffer | undefined }>();
+  private readonly openHosts = new Map<number, { config: SmtpSmartHostConfig; ca: Buffer | undefined }>();
   private readonly pending = new Map<number, { recipients: string[]; resolve: (outcomes: Map<string, Outcome>) => void }>();
   private readonly heapQueries = new Map<number, (spaces: HeapSpace[]) => void>();
   private nextHost = 1;
@@ -56,7 +56,7 @@ export class DeliveryThread {
   }
 
   /** A transport for one configured smart host whose connections live in the thread. */
-  transport(config: SmartHostConfig): SmartHostTransport {
+  transport(config: SmtpSmartHostConfig): SmartHostTransport {
     const ca = loadCa(config);
     const host = this.nextHost++;
     this.openHosts.set(host, { config, ca });

@@ -1,17 +1,26 @@
-import type { RelayConfig } from '../config/schema';
-import type { AttemptOutcome, Observer, RelayEvent } from '../observe/events';
-import { messageBytes, pendingRecipients, type MessageMeta, type RecipientState } from '../spool/message';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { RelayConfig, RetryConfig } from '../config/schema';
+import type { Observer } from '../observe/events';
+import { messageBytes, type MessageMeta } from '../spool/message';
 import type { AttemptResult } from '../spool/scheduler';
 import type { SpoolStore } from '../spool/store';
 import type { Bouncer } from './bounce';
+import {
+  afterAdmission,
+  afterTransaction,
+  beginAttempt,
+  nextStep,
+  transactionEvents,
+  type AttemptState,
+  type HostAdmission,
+  type MessageFacts,
+  type Transaction,
+} from './delivery-state';
+import { settleAttempt, type Verdict } from './delivery-state-verdict';
 import type { FailedRecipient } from './dsn';
-import { describeOutcome, parseReply, type Outcome, type SmtpReply } from './outcome';
-import { nextAttemptAt, orderSmartHosts, type Rotation } from './plan';
-import { recipientLimitTail } from './recipient-limit';
-import type { SmartHost } from './smarthost';
-
-/** A recipient refused (5xx) by this many smart hosts has failed for good (the next host is tried once). */
-const PERMANENT_AFTER_REJECTIONS = 2;
+import type { SmtpReply } from './outcome';
+import { orderSmartHosts, retryDelay, type Rotation } from './plan';
+import type { MessageBody, SmartHost } from './smarthost';
 
 /** The part of the running configuration delivery reads; a reload swaps it between attempts. */
 export interface DeliveryConfig {
@@ -27,6 +36,13 @@ export interface DispatcherDeps {
   bouncer: Bouncer;
   /** A message the relay generated (a DSN) is committed to the spool and needs scheduling. */
   onGenerated: (meta: MessageMeta) => void;
+  /**
+   * The spool cannot take an attempt's outcome that carries deliveries; the attempt writes it again
+   * in `retryInMs` and does not end before it is written (see Dispatcher.saveDeliveries).
+   */
+  onOutcomeUnwritable?: (id: string, err: unknown, retryInMs: number) => void;
+  /** How often an unwritable outcome is written again; the default suits a disk an admin is clearing. */
+  outcomeWriteRetry?: RetryConfig;
   now?: () => number;
 }
 
@@ -42,157 +58,210 @@ export interface InlineClaim {
 /** `rejected`: the inline client gets this reply, and the message is gone from the spool (no DSN). */
 export type DispatchResult = { kind: 'done'; rejected?: SmtpReply } | Extract<AttemptResult, { kind: 'retry' }>;
 
-interface RecipientAttempt {
-  state: RecipientState;
-  /** Some host deferred it or could not take it (connection, 4xx, breaker, quota) in this attempt. */
-  sawTransient: boolean;
-  /** Failed for good in this attempt (reported in this attempt's DSN). */
-  failedNow: boolean;
-}
-
-interface Skip {
-  host: string;
-  retryAt: number;
-  detail: string;
-}
+const OUTCOME_WRITE_RETRY: RetryConfig = { initial: 1_000, max: 60_000, factor: 2 };
 
 /**
- * One delivery attempt of one queued message: the smart hosts of its route in order, per
- * recipient, until each recipient is delivered, failed for good, or left for a later attempt.
- * State is read from and written back to the spool; only the hosts' rotation is kept in memory.
+ * Runs delivery attempts: the I/O around the pure machine of delivery-state.ts. Each attempt reads
+ * the message's state from the spool, lets the machine choose hosts and transactions, and writes
+ * the outcome back; only the hosts' rotation is kept in memory between attempts.
+ *
+ * An attempt that delivered to some recipients does not end before the spool knows it: if the
+ * disk cannot take the outcome (full while writing the state or the DSN), the attempt writes it
+ * again until it can, and so the message is not attempted again, or touched by an admin, meanwhile.
+ * Nothing else needs keeping: whatever failed in it is still pending on disk, and is failed and
+ * reported again by the next attempt.
  */
 export class Dispatcher {
   private readonly now: () => number;
   private readonly rotations = new Map<string, Rotation>();
-  /** Outcomes the spool could not take yet (see keepUnsaved): bounded by the messages in the queue. */
-  private readonly unsaved = new Map<string, MessageMeta>();
+  private readonly stopping = new AbortController();
 
   constructor(private readonly deps: DispatcherDeps) {
     this.now = deps.now ?? Date.now;
   }
 
+  /** Stops waiting for the disk: an attempt still waiting to write its outcome gives up (as a crash would). */
+  stop(): void {
+    this.stopping.abort();
+  }
+
   async attempt(id: string, inline?: InlineClaim): Promise<DispatchResult> {
-    const { store } = this.deps;
     const current = this.deps.current();
     let meta: MessageMeta;
     let message: Buffer | undefined;
     try {
-      const unsaved = this.unsaved.get(id);
-      if (unsaved) meta = unsaved;
-      else ({ meta, message } = await store.readForDelivery(id));
+      ({ meta, message } = await this.deps.store.readForDelivery(id));
     } catch (err) {
       // Deleted or held by an admin between being scheduled and now: nothing left to attempt here.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'done' };
       throw err;
     }
-    const statusAtStart = new Map(meta.recipients.map((r) => [r, r.status]));
-    const recipients: RecipientAttempt[] = pendingRecipients(meta).map((state) => ({ state, sawTransient: false, failedNow: false }));
-    const skips: Skip[] = [];
-    /** Hosts of this attempt's order that a reload retired while it ran. */
-    const retired: string[] = [];
-    const skipIfRetired = (host: SmartHost, targets: readonly RecipientAttempt[]): boolean => {
-      if (!this.isRetired(host)) return false;
-      retired.push(host.name);
-      for (const target of targets) target.sawTransient = true;
-      return true;
+    const hosts = new Map(this.orderedHosts(current, meta.route).map((host) => [host.name, host]));
+    const body: MessageBody = {
+      path: this.deps.store.bodyPath(id),
+      size: messageBytes(meta),
+      ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}),
+      ...(message ? { message } : {}),
     };
-    let lastHost: SmartHost | null = null;
-    /** Recipients some host was sent in this attempt (a retired host may leave others never offered). */
-    const offered = new Set<RecipientAttempt>();
+    let state = beginAttempt({
+      recipients: meta.recipients,
+      hosts: [...hosts.keys()],
+      attempts: meta.attempts,
+      now: this.now(),
+    });
+    for (let step = nextStep(state); step.kind === 'admit'; step = nextStep(state)) {
+      const host = hosts.get(step.host) as SmartHost;
+      const admitted = afterAdmission(state, await this.admit(host, step.recipients));
+      state = admitted.state;
+      if (admitted.transaction) state = await this.send(meta, state, host, admitted.transaction, body);
+    }
+    const lastRelay = state.lastHost !== null ? (hosts.get(state.lastHost) as SmartHost).relay : null;
+    return this.conclude(meta, state, { spool: current.config.spool, lastRelay }, inline);
+  }
 
-    hosts: for (const host of this.orderedHosts(current, meta.route)) {
-      // A host that refused a recipient for good is not offered it again: the next one is tried instead.
-      let targets = recipients.filter((r) => r.state.status === 'pending' && !(r.state.rejectedBy ?? []).includes(host.name));
-      // One transaction per admission: a host admits at most its `max_recipients`, and a recipient
-      // quota may admit fewer, so a big envelope goes to the same host over several transactions.
-      while (targets.length > 0) {
-        // A reload while this attempt ran may have retired the host (removed, or replaced by a changed
-        // definition): it is sent nothing more, and its recipients wait for the next attempt. Checked
-        // again after admission, which may wait on shared counters.
-        if (skipIfRetired(host, targets)) continue hosts;
-        const admission = await host.admit(targets.length, this.now());
-        if (!admission.ok) {
-          skips.push({ host: host.name, retryAt: admission.retryAt, detail: admission.detail });
-          for (const target of targets) target.sawTransient = true;
-          continue hosts;
-        }
-        if (skipIfRetired(host, targets)) continue hosts;
-        const batch = targets.slice(0, admission.recipients);
-        targets = targets.slice(admission.recipients);
-        if (lastHost === null) meta.attempts += 1;
-        else if (lastHost !== host) this.deps.observer.emit({ type: 'failover', queueId: id, from: lastHost.name, to: host.name });
-        lastHost = host;
-        for (const recipient of batch) offered.add(recipient);
-        const sawTransientBefore = new Map(batch.map((r) => [r, r.sawTransient]));
-        const attemptStart = this.now();
-        const body = { path: store.bodyPath(id), size: messageBytes(meta), ...(meta.prependHeaders ? { prependHeaders: meta.prependHeaders } : {}), ...(message ? { message } : {}) };
-        const outcomes = await host.send({ from: meta.from, to: batch.map((r) => r.state.address) }, body);
-        this.recordAttempt(meta, host, batch, outcomes, this.now() - attemptStart);
-        // Our own copy could not be read (a damaged queue file): the next host would be sent the same
-        // file, so this attempt ends here and the message waits for its next one. Every recipient
-        // still pending waits with it, also one this host was not offered because it had refused it
-        // before: the next host has not had its turn, so that refusal must not become a bounce.
-        if (batch.every((r) => isUnreadableCopy(outcomes.get(r.state.address)))) {
-          for (const recipient of recipients) if (recipient.state.status === 'pending') recipient.sawTransient = true;
-          break hosts;
-        }
-        // RFC 5321 §4.5.3.1.10: a host out of recipients for this transaction answers 452 to the rest
-        // of the RCPTs, so a 452 tail behind recipients it took goes in the next transaction, not the
-        // next attempt. Only the tail: a 452 with others taken after it is about that recipient (a
-        // full mailbox), and at the head of the next transaction it is no longer a tail.
-        if (batch.some((r) => r.state.status === 'delivered')) {
-          const overLimit = recipientLimitTail(batch, (r) => outcomes.get(r.state.address));
-          for (const recipient of overLimit) {
-            // Not deferred yet: its next transaction decides (a 5xx there may still fail it for good now).
-            recipient.sawTransient = sawTransientBefore.get(recipient) ?? false;
-          }
-          targets = [...overLimit, ...targets];
-        }
-        // A host that answered none of this transaction's recipients itself (down, or deferring them
-        // all) is not offered the rest of the envelope: the next host is, and this one may take them
-        // in a later attempt.
-        if (!batch.some((r) => r.state.status === 'delivered' || (r.state.rejectedBy ?? []).includes(host.name))) {
-          for (const target of targets) target.sawTransient = true;
-          continue hosts;
-        }
-      }
+  /**
+   * A reload while this attempt ran may have retired the host: checked before admission and again
+   * after it, which may wait on shared counters.
+   */
+  private async admit(host: SmartHost, recipients: number): Promise<HostAdmission> {
+    if (this.isRetired(host)) return { kind: 'retired' };
+    const admission = await host.admit(recipients, this.now());
+    if (!admission.ok) return { kind: 'refused', retryAt: admission.retryAt, detail: admission.detail };
+    if (this.isRetired(host)) return { kind: 'retired' };
+    return { kind: 'admitted', recipients: admission.recipients };
+  }
+
+  private async send(
+    meta: MessageMeta,
+    state: AttemptState,
+    host: SmartHost,
+    transaction: Transaction,
+    body: MessageBody,
+  ): Promise<AttemptState> {
+    const { observer } = this.deps;
+    if (transaction.failoverFrom !== null) {
+      observer.emit({ type: 'failover', queueId: meta.id, from: transaction.failoverFrom, to: host.name });
+    }
+    const startedAt = this.now();
+    const outcomes = await host.send({ from: meta.from, to: [...transaction.to] }, body);
+    const at = this.now();
+    const next = afterTransaction(state, transaction, outcomes, at);
+    const report = { relay: host.relay, durationMs: at - startedAt, at };
+    for (const event of transactionEvents(facts(meta), next, transaction, outcomes, report)) observer.emit(event);
+    return next;
+  }
+
+  /** Writes the attempt's outcome in the order that keeps a crash from losing a DSN or repeating a delivery. */
+  private async conclude(
+    meta: MessageMeta,
+    state: AttemptState,
+    { spool, lastRelay }: { spool: DeliveryConfig['config']['spool']; lastRelay: string | null },
+    inline?: InlineClaim,
+  ): Promise<DispatchResult> {
+    const { store, observer } = this.deps;
+    // The attempt's own configuration for its timing; the live one (a reload may have landed) names the hosts.
+    const { config, smarthosts } = this.deps.current();
+    const verdict = settleAttempt(state, {
+      message: facts(meta),
+      now: this.now(),
+      maxQueueLifetime: spool.max_queue_lifetime,
+      retry: spool.retry,
+      lastRelay,
+      relays: new Map([...smarthosts].map(([name, host]) => [name, host.relay])),
+      remoteMtas: new Map(config.smarthosts.map((host) => [host.name, host.host])),
+    });
+    const counted = { ...meta, attempts: state.attempts };
+    if (verdict.inlineRejection && inline?.claimRejection()) {
+      // The client hears the smart host's verdict itself: nothing to bounce, nothing to keep.
+      await store.remove(meta.id, { durable: true });
+      return { kind: 'done', rejected: verdict.inlineRejection };
     }
 
-    // Recipients no host was sent because a reload retired the hosts in the way: the next attempt, on
-    // the new config, need not wait for a backoff. (A host that was tried sets the backoff of the
-    // recipients it was sent, unless some were never offered.)
-    const neverOffered = recipients.some((r) => r.state.status === 'pending' && !offered.has(r));
-    if (retired.length > 0 && neverOffered) skips.push({ host: retired.join(', '), retryAt: this.now(), detail: `${retired.join(', ')} retired by a config reload` });
-
+    const safe: MessageMeta = { ...counted, recipients: verdict.untilReported };
+    let deliveriesSaved = verdict.delivered === 0;
+    // The DSN is on disk before the original leaves the queue: a crash in between repeats it, never
+    // loses it. And what this attempt delivered is on disk before the DSN: a crash in between repeats
+    // the DSN (its recipients are saved as still pending), never a delivery.
+    if (verdict.failures.length > 0) {
+      if (this.deps.bouncer.addressees(meta).length > 0) {
+        try {
+          await store.update(safe);
+        } catch (err) {
+          if (deliveriesSaved) throw err;
+          await this.saveDeliveries(safe, err);
+        }
+        deliveriesSaved = true;
+      }
+      await this.bounce(meta, verdict.failures);
+    }
+    // Reported once the DSN is on disk: an attempt whose DSN could not be written bounces nothing yet.
+    for (const event of verdict.reported) observer.emit(event);
     try {
-      const result = await this.settle(current.config, meta, recipients, lastHost, skips, inline);
-      this.unsaved.delete(id);
-      return result;
+      await this.end(counted, verdict);
     } catch (err) {
-      await this.keepUnsaved(meta, statusAtStart);
+      // The error still ends the attempt (the scheduler logs it and tries the message again later),
+      // but not before the spool knows what it delivered.
+      if (!deliveriesSaved) await this.saveDeliveries(safe, err);
       throw err;
+    }
+    return verdict.end.kind === 'retry' ? { kind: 'retry', at: verdict.end.at } : { kind: 'done' };
+  }
+
+  private async end(meta: MessageMeta, verdict: Verdict): Promise<void> {
+    const { store, observer } = this.deps;
+    const { end, recipients } = verdict;
+    switch (end.kind) {
+      case 'remove':
+        return store.remove(meta.id);
+      case 'dead':
+        return store.moveToDead({ ...meta, recipients, dead: end.dead });
+      case 'retry':
+        for (const event of end.deferred) observer.emit(event);
+        return store.update({ ...meta, recipients, nextAttemptAt: end.at });
     }
   }
 
   /**
-   * The spool could not take this attempt's outcome (a full disk while writing the DSN or the new
-   * state). Recipients delivered in it must never be sent again, so their state is kept in memory
-   * for the next attempt until it can be written; recipients that failed in it go back to pending,
-   * so they are bounced again next time (their 5xx hosts are remembered). An unknown error is a
-   * temporary one: the scheduler tries the message again later.
+   * The spool could not take an outcome that carries deliveries (a full disk while writing the DSN
+   * or the new state). Recipients delivered in it must never be sent again, so the attempt writes
+   * `safe` (its deliveries, its failures still pending) until the disk takes it; meanwhile the
+   * message is still being attempted, so nothing else acts on its stale state. A relay that stops
+   * meanwhile gives up, as a crash at this point would: those recipients may be sent again.
    */
-  private async keepUnsaved(meta: MessageMeta, statusAtStart: ReadonlyMap<RecipientState, RecipientState['status']>): Promise<void> {
-    for (const recipient of meta.recipients) {
-      if (recipient.status === 'failed' && statusAtStart.get(recipient) !== 'failed') recipient.status = 'pending';
+  private async saveDeliveries(safe: MessageMeta, cause: unknown): Promise<void> {
+    const retry = this.deps.outcomeWriteRetry ?? OUTCOME_WRITE_RETRY;
+    for (let tries = 1; ; tries++) {
+      const delay = retryDelay(tries, retry);
+      this.deps.onOutcomeUnwritable?.(safe.id, cause, delay);
+      try {
+        await sleep(delay, undefined, { signal: this.stopping.signal });
+      } catch {
+        const reason = cause instanceof Error ? cause.message : String(cause);
+        throw new Error(
+          `${safe.id}: stopped before the outcome of its attempt could be written (${reason}); ` +
+            'recipients it delivered may be sent again',
+        );
+      }
+      try {
+        await this.deps.store.update(safe);
+        return;
+      } catch (err) {
+        cause = err;
+      }
     }
-    delete meta.dead;
-    this.unsaved.set(meta.id, meta);
-    try {
-      await this.deps.store.update(meta);
-      this.unsaved.delete(meta.id);
-    } catch {
-      // Still unwritable: the copy in memory carries the delivered recipients to the next attempt.
-    }
+  }
+
+  private async bounce(meta: MessageMeta, failures: FailedRecipient[]): Promise<void> {
+    const dsn = await this.deps.bouncer.bounce(meta, failures);
+    if (!dsn) return;
+    this.deps.observer.emit({
+      type: 'dsn',
+      queueId: dsn.id,
+      original: meta.id,
+      to: dsn.recipients.map((r) => r.address),
+      recipients: failures.map((f) => f.address),
+    });
+    this.deps.onGenerated(dsn);
   }
 
   /** The host is no longer the live one of its name: a reload removed or replaced it. */
@@ -206,151 +275,18 @@ export class Dispatcher {
     const candidates = config.smarthosts.filter((host) => route?.smarthosts.includes(host.name));
     const { order, rotation } = orderSmartHosts(candidates, this.rotations.get(routeName));
     this.rotations.set(routeName, rotation);
-    return order.map((candidate) => smarthosts.get(candidate.name)).filter((host): host is SmartHost => host !== undefined);
-  }
-
-  private recordAttempt(meta: MessageMeta, host: SmartHost, targets: RecipientAttempt[], outcomes: Map<string, Outcome>, durationMs: number): void {
-    let accepted = 0;
-    let unreachable = false;
-    let transient = false;
-    let lastResponse = '';
-    for (const recipient of targets) {
-      const outcome = outcomes.get(recipient.state.address) ?? { kind: 'transient', cause: 'reply', detail: 'no outcome reported for this recipient' };
-      const response = describeOutcome(outcome);
-      lastResponse = response;
-      recipient.state.response = response;
-      recipient.state.smarthost = host.name;
-      if (outcome.kind === 'delivered') {
-        accepted++;
-        recipient.state.status = 'delivered';
-        this.deps.observer.emit({ type: 'delivered', ...this.eventBase(meta, recipient.state), smarthost: host.name, relay: host.relay, response });
-      } else if (outcome.kind === 'transient') {
-        transient = true;
-        // The host was not the problem when the reply came from it, or when our own queue file failed.
-        unreachable ||= outcome.cause !== 'reply' && outcome.cause !== 'spool';
-        recipient.sawTransient = true;
-      } else {
-        recipient.state.rejectedBy = [...(recipient.state.rejectedBy ?? []), host.name];
-        recipient.state.permanentRejections = recipient.state.rejectedBy.length;
-        if (recipient.state.rejectedBy.length >= PERMANENT_AFTER_REJECTIONS) this.fail(recipient);
-      }
-    }
-    let outcome: AttemptOutcome = 'failed';
-    if (accepted === targets.length) outcome = 'delivered';
-    else if (unreachable) outcome = 'unreachable';
-    else if (transient) outcome = 'deferred';
-    this.deps.observer.emit({ type: 'attempt', queueId: meta.id, smarthost: host.name, relay: host.relay, outcome, durationMs, recipients: targets.map((r) => r.state.address), response: lastResponse, accepted });
-  }
-
-  /** Decides what happens to the recipients this attempt did not deliver, then commits it to the spool. */
-  private async settle(config: DeliveryConfig['config'], meta: MessageMeta, recipients: RecipientAttempt[], lastHost: SmartHost | null, skips: Skip[], inline?: InlineClaim): Promise<DispatchResult> {
-    const { store } = this.deps;
-    for (const recipient of recipients) {
-      // Refused by every host that could take it, and none merely deferred it: no later attempt can help.
-      if (recipient.state.status === 'pending' && (recipient.state.rejectedBy ?? []).length > 0 && !recipient.sawTransient) this.fail(recipient);
-    }
-
-    const failedNow = recipients.filter((r) => r.failedNow);
-    if (inline && failedNow.length > 0 && failedNow.length === meta.recipients.length && inline.claimRejection()) {
-      // The client hears the smart host's verdict itself: nothing to bounce, nothing to keep.
-      await store.remove(meta.id, { durable: true });
-      return { kind: 'done', rejected: parseReply(failedNow[0].state.response, 550) };
-    }
-    // Reported once the DSN is on disk: an attempt whose DSN could not be written bounces nothing yet.
-    const outcomes: RelayEvent[] = failedNow.map((recipient) => ({ type: 'bounced', ...this.eventBase(meta, recipient.state), smarthost: recipient.state.smarthost ?? null, relay: this.relayOf(recipient.state.smarthost), response: recipient.state.response ?? '' }));
-    const failures: FailedRecipient[] = failedNow.map((r) => this.failure(r.state, 'rejected'));
-
-    const pending = pendingRecipients(meta);
-    const now = this.now();
-    const expired = pending.length > 0 && now - meta.receivedAt >= config.spool.max_queue_lifetime;
-    if (expired) {
-      for (const recipient of pending) {
-        recipient.status = 'failed';
-        failures.push(this.failure(recipient, 'expired'));
-        outcomes.push({ type: 'expired', ...this.eventBase(meta, recipient), smarthost: recipient.smarthost ?? null, relay: null, response: `4.4.7 message expired after ${Math.round((now - meta.receivedAt) / 1000)}s in the queue; last: ${recipient.response ?? this.skipSummary(skips)}` });
-      }
-    }
-
-    // The DSN is on disk before the original leaves the queue: a crash in between repeats it, never loses it.
-    if (failures.length > 0) {
-      // And what this attempt delivered is on disk before the DSN: a crash in between repeats the
-      // DSN (its recipients are saved as still pending), never a delivery.
-      if (this.deps.bouncer.addressees(meta).length > 0) await store.update(withPending(meta, new Set([...failedNow.map((r) => r.state), ...(expired ? pending : [])])));
-      await this.bounce(meta, failures);
-    }
-    for (const event of outcomes) this.deps.observer.emit(event);
-
-    if (expired) {
-      meta.dead = { reason: 'expired', at: now, response: pending[0].response ?? this.skipSummary(skips) };
-      await store.moveToDead(meta);
-      return { kind: 'done' };
-    }
-
-    if (pending.length === 0) {
-      const failed = meta.recipients.filter((r) => r.status === 'failed');
-      if (failed.length > 0) {
-        meta.dead = { reason: 'rejected', at: now, response: failed[0].response ?? '' };
-        await store.moveToDead(meta);
-      } else {
-        await store.remove(meta.id);
-      }
-      return { kind: 'done' };
-    }
-
-    // Never later than the message's expiry: a breaker cooldown or a quota window longer than what is
-    // left of max_queue_lifetime must not keep it queued past it.
-    const expiresAt = meta.receivedAt + config.spool.max_queue_lifetime;
-    meta.nextAttemptAt = Math.min(expiresAt, nextAttemptAt({ now, tried: lastHost !== null, attempts: meta.attempts, retry: config.spool.retry, skippedUntil: skips.map((s) => s.retryAt) }));
-    for (const recipient of pending) {
-      this.deps.observer.emit({
-        type: 'deferred', ...this.eventBase(meta, recipient), smarthost: recipient.smarthost ?? null, relay: lastHost?.relay ?? null,
-        response: (lastHost ? recipient.response : undefined) ?? this.skipSummary(skips), nextAttemptAt: meta.nextAttemptAt,
-      });
-    }
-    await store.update(meta);
-    return { kind: 'retry', at: meta.nextAttemptAt };
-  }
-
-  private async bounce(meta: MessageMeta, failures: FailedRecipient[]): Promise<void> {
-    const dsn = await this.deps.bouncer.bounce(meta, failures);
-    if (!dsn) return;
-    this.deps.observer.emit({ type: 'dsn', queueId: dsn.id, original: meta.id, to: dsn.recipients.map((r) => r.address), recipients: failures.map((f) => f.address) });
-    this.deps.onGenerated(dsn);
-  }
-
-  private fail(recipient: RecipientAttempt): void {
-    if (recipient.state.status !== 'pending') return;
-    recipient.state.status = 'failed';
-    recipient.failedNow = true;
-  }
-
-  private failure(state: RecipientState, reason: FailedRecipient['reason']): FailedRecipient {
-    const host = this.deps.current().config.smarthosts.find((h) => h.name === state.smarthost);
-    return { address: state.address, response: state.response, remoteMta: host?.host, reason };
-  }
-
-  private relayOf(name: string | undefined): string | null {
-    return (name !== undefined ? this.deps.current().smarthosts.get(name)?.relay : undefined) ?? null;
-  }
-
-  private skipSummary(skips: Skip[]): string {
-    return skips.length > 0 ? `no smart host available: ${skips.map((s) => s.detail).join('; ')}` : 'no smart host available';
-  }
-
-  private eventBase(meta: MessageMeta, recipient: RecipientState) {
-    return { queueId: meta.id, ...(meta.dsnOf !== undefined ? { dsnOf: meta.dsnOf } : {}), client: meta.client, from: meta.from, to: recipient.address, attempt: meta.attempts, delayMs: this.now() - meta.receivedAt };
+    return order
+      .map((candidate) => smarthosts.get(candidate.name))
+      .filter((host): host is SmartHost => host !== undefined);
   }
 }
 
-/** The relay could not read its own queued copy: the spool's problem, whichever host was trying. */
-function isUnreadableCopy(outcome: Outcome | undefined): boolean {
-  return outcome?.kind === 'transient' && outcome.cause === 'spool';
-}
-
-/**
- * `meta` with the recipients that failed in this attempt still pending: what is saved before their
- * DSN is written. Their responses and refusing hosts are kept, so the next attempt fails them again.
- */
-function withPending(meta: MessageMeta, failing: ReadonlySet<RecipientState>): MessageMeta {
-  return { ...meta, recipients: meta.recipients.map((r) => (failing.has(r) ? { ...r, status: 'pending' } : r)) };
+function facts(meta: MessageMeta): MessageFacts {
+  return {
+    id: meta.id,
+    client: meta.client,
+    from: meta.from,
+    receivedAt: meta.receivedAt,
+    ...(meta.dsnOf !== undefined ? { dsnOf: meta.dsnOf } : {}),
+  };
 }

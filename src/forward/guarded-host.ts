@@ -17,6 +17,8 @@ export class GuardedSmartHost implements SmartHost {
   private breaker: BreakerState = CLOSED;
   /** Set when an admission found a quota window full: `available` can answer without counting. */
   private quotaBlockedUntil = -Infinity;
+  /** Set when the host asked to be sent nothing for a while (`Retry-After`): it is skipped until then. */
+  private throttle: { until: number; detail: string } = { until: -Infinity, detail: '' };
   private readonly now: () => number;
 
   constructor(
@@ -32,7 +34,8 @@ export class GuardedSmartHost implements SmartHost {
   }
 
   available(now: number): boolean {
-    return now >= eligibleAt(this.breaker, this.config.breaker) && now >= this.quotaBlockedUntil;
+    const breakerReady = now >= eligibleAt(this.breaker, this.config.breaker);
+    return breakerReady && now >= this.quotaBlockedUntil && now >= this.throttle.until;
   }
 
   up(): boolean {
@@ -40,6 +43,12 @@ export class GuardedSmartHost implements SmartHost {
   }
 
   async admit(recipients: number, now: number): Promise<Admission> {
+    // A provider's own "wait" is a quota it keeps: asking again early only earns a longer wait.
+    if (now < this.throttle.until) {
+      const until = new Date(this.throttle.until).toISOString();
+      const detail = `${this.name} skipped: it asked to wait (${this.throttle.detail}) until ${until}`;
+      return { ok: false, cause: 'quota', retryAt: this.throttle.until, detail };
+    }
     // Look before counting quota, so an open breaker costs no quota…
     const look = breakerAdmit(this.breaker, now, this.config.breaker);
     if (!look.admitted) return this.breakerRefusal(look.retryAt);
@@ -57,8 +66,34 @@ export class GuardedSmartHost implements SmartHost {
 
   async send(envelope: Envelope, body: MessageBody): Promise<Map<string, Outcome>> {
     const outcomes = await this.transport.send(envelope, body);
-    this.setBreaker(record(this.breaker, classify(outcomes), this.now(), this.config.breaker));
+    const now = this.now();
+    this.noteRetryAfter(outcomes, now);
+    const result = classify(outcomes);
+    const next = record(this.breaker, result, now, this.config.breaker);
+    if (result === 'credentials_refused') {
+      const first = [...outcomes.values()][0];
+      const detail = first?.kind === 'transient' ? first.detail : '';
+      const until = next.kind === 'open' ? next.until : null;
+      this.observer.emit({ type: 'credentials_refused', smarthost: this.name, relay: this.relay, detail, until });
+    }
+    this.setBreaker(next);
     return outcomes;
+  }
+
+  /** The longest `Retry-After` of this transaction holds the host back for every message, not just this one. */
+  private noteRetryAfter(outcomes: ReadonlyMap<string, Outcome>, now: number): void {
+    let wait = 0;
+    let detail = '';
+    for (const outcome of outcomes.values()) {
+      if (outcome.kind === 'transient' && outcome.retryAfterMs !== undefined && outcome.retryAfterMs > wait) {
+        wait = outcome.retryAfterMs;
+        detail = outcome.reply?.text ?? outcome.detail;
+      }
+    }
+    if (wait <= 0 || now + wait <= this.throttle.until) return;
+    this.throttle = { until: now + wait, detail };
+    const { until } = this.throttle;
+    this.observer.emit({ type: 'throttled', smarthost: this.name, relay: this.relay, until, detail });
   }
 
   quotaRemaining(now: number): Promise<QuotaSample[]> {

@@ -25,38 +25,66 @@ export function refreshTime(obtainedAt: number, lifetimeMs: number): number {
 /** The lifetime to assume when the endpoint does not say (`expires_in` is only RECOMMENDED). */
 const DEFAULT_LIFETIME_S = 3600;
 
+/** `expires_in` of a token answer (seconds, as a number or a string) in ms; the default when absent or nonsense. */
+export function tokenLifetimeMs(expiresIn: unknown): number {
+  const seconds = typeof expiresIn === 'number' ? expiresIn : Number(expiresIn ?? DEFAULT_LIFETIME_S);
+  return (Number.isFinite(seconds) && seconds > 0 ? seconds : DEFAULT_LIFETIME_S) * 1000;
+}
+
+/**
+ * One access token shared by everything that sends for a smart host: fetched once, handed out
+ * while fresh, fetched again before it lapses or when a server refused it (`renew`). Callers that
+ * ask together while a fetch is under way share that one request.
+ */
+export class TokenCache {
+  private token: AccessToken | null = null;
+  private inflight: Promise<AccessToken> | null = null;
+
+  constructor(
+    private readonly fetchToken: () => Promise<{ value: string; lifetimeMs: number }>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async get(renew = false): Promise<AccessToken> {
+    if (!renew && this.token && this.now() < this.token.refreshAt) return this.token;
+    this.inflight ??= this.obtain().finally(() => {
+      this.inflight = null;
+    });
+    return this.inflight;
+  }
+
+  private async obtain(): Promise<AccessToken> {
+    const obtainedAt = this.now();
+    const { value, lifetimeMs } = await this.fetchToken();
+    this.token = { value, expiresAt: obtainedAt + lifetimeMs, refreshAt: refreshTime(obtainedAt, lifetimeMs) };
+    return this.token;
+  }
+}
+
 export interface TokenSourceOptions {
   timeoutMs: number;
   now?: () => number;
 }
 
 export class ClientCredentialsTokens {
-  private token: AccessToken | null = null;
-  private inflight: Promise<AccessToken> | null = null;
-  private readonly now: () => number;
+  private readonly cache: TokenCache;
 
   constructor(
     private readonly config: OAuth2Config,
     private readonly options: TokenSourceOptions,
   ) {
-    this.now = options.now ?? Date.now;
+    this.cache = new TokenCache(() => this.fetchToken(), options.now);
   }
 
   /** The cached token while it is fresh; `renew` when the SMTP server refused it (revoked early). */
-  async get(renew = false): Promise<AccessToken> {
-    if (!renew && this.token && this.now() < this.token.refreshAt) return this.token;
-    // Connections opening together share one request instead of each asking the endpoint.
-    this.inflight ??= this.fetchToken().finally(() => {
-      this.inflight = null;
-    });
-    return this.inflight;
+  get(renew = false): Promise<AccessToken> {
+    return this.cache.get(renew);
   }
 
-  private async fetchToken(): Promise<AccessToken> {
+  private async fetchToken(): Promise<{ value: string; lifetimeMs: number }> {
     const { token_url, client_id, client_secret, scope } = this.config;
     const body = new URLSearchParams({ grant_type: 'client_credentials', client_id, client_secret });
     if (scope !== undefined) body.set('scope', scope);
-    const obtainedAt = this.now();
     let response: Response;
     try {
       response = await fetch(token_url, {
@@ -79,9 +107,6 @@ export class ClientCredentialsTokens {
       const reason = typeof json.error === 'string' ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description.split('\n')[0]}` : ''}` : 'no access_token in the answer';
       throw new Error(`OAuth2 token endpoint ${token_url} answered ${response.status} (${reason})`);
     }
-    const lifetimeS = typeof json.expires_in === 'number' ? json.expires_in : Number(json.expires_in ?? DEFAULT_LIFETIME_S);
-    const lifetimeMs = (Number.isFinite(lifetimeS) && lifetimeS > 0 ? lifetimeS : DEFAULT_LIFETIME_S) * 1000;
-    this.token = { value: json.access_token, expiresAt: obtainedAt + lifetimeMs, refreshAt: refreshTime(obtainedAt, lifetimeMs) };
-    return this.token;
+    return { value: json.access_token, lifetimeMs: tokenLifetimeMs(json.expires_in) };
   }
 }

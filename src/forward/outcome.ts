@@ -5,12 +5,27 @@ export interface SmtpReply {
   text: string;
 }
 
-/** `spool`: this relay could not read the queued message (never held against the smart host). */
-export type TransientCause = 'connect' | 'tls' | 'timeout' | 'reply' | 'quota' | 'breaker' | 'spool';
+/**
+ * `spool`: this relay could not read the queued message (never held against the smart host).
+ * `credentials`: the smart host (or the token endpoint it trusts) refused this relay's credentials,
+ * an admin's mistake that no retry mends: the host is marked down at once.
+ */
+export type TransientCause = 'connect' | 'tls' | 'timeout' | 'reply' | 'quota' | 'breaker' | 'spool' | 'credentials';
 
 export type Outcome =
   | { kind: 'delivered'; reply: SmtpReply }
-  | { kind: 'transient'; cause: TransientCause; reply?: SmtpReply; detail: string }
+  | {
+      kind: 'transient';
+      cause: TransientCause;
+      reply?: SmtpReply;
+      detail: string;
+      /**
+       * The host asked not to be sent this recipient again for this long (an HTTP `Retry-After`):
+       * the recipient's next attempt comes no earlier, whatever the backoff says. Other hosts may
+       * still take it in the same attempt (failover is not a retry).
+       */
+      retryAfterMs?: number;
+    }
   | { kind: 'permanent'; reply: SmtpReply };
 
 /** `250 2.0.0 Ok` or the connection error, as the log line and the event show it. */

@@ -60,3 +60,14 @@ export function nextAttemptAt(input: { now: number; tried: boolean; attempts: nu
   if (!tried && eligibleAgain !== Infinity) return eligibleAgain;
   return Math.min(backoff, eligibleAgain);
 }
+
+/**
+ * When a message with these pending recipients is due: each recipient at the planned time, or later
+ * when a smart host asked it to wait (Retry-After, `notBefore`); the message when its first
+ * recipient is. One recipient without such a request makes the planned time stand.
+ */
+export function firstDue(planned: number, notBefore: readonly (number | undefined)[]): number {
+  let due = Infinity;
+  for (const at of notBefore) due = Math.min(due, Math.max(planned, at ?? -Infinity));
+  return due === Infinity ? planned : due;
+}

@@ -1,13 +1,12 @@
-import { createReadStream } from 'node:fs';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import MimeNode from 'nodemailer/lib/mime-node';
 import type { NodemailerError } from 'nodemailer/lib/errors';
-import type { SmartHostConfig } from '../config/schema';
+import type { SmtpSmartHostConfig } from '../config/schema';
 import { ClientCredentialsTokens } from './oauth2';
 import { loadCa } from './smarthost-ca';
 import { parseReply, type Outcome, type TransientCause } from './outcome';
-import { streamedGarbage } from '../memory/streamed-garbage';
+import { QueueFileError, storedBytes } from './stored-bytes';
 
 export interface Envelope {
   /** '' is the null sender. */
@@ -83,7 +82,7 @@ export class NodemailerSmartHost implements SmartHostTransport {
   private closing = false;
 
   /** `ca`: the contents of `config.ca`, when the caller has read it already (see loadCa). */
-  constructor(config: SmartHostConfig, heloName: string, ca: Buffer | undefined = loadCa(config)) {
+  constructor(config: SmtpSmartHostConfig, heloName: string, ca: Buffer | undefined = loadCa(config)) {
     this.name = config.name;
     this.relay = `${config.name}[${config.host}]:${config.port}`;
     this.transport = createPool(config, heloName, ca);
@@ -244,7 +243,7 @@ interface SentInfo {
   rejectedErrors?: NodemailerError[];
 }
 
-function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | undefined) {
+function createPool(config: SmtpSmartHostConfig, heloName: string, ca: Buffer | undefined) {
   const transport = nodemailer.createTransport({
     pool: true,
     host: config.host,
@@ -269,48 +268,7 @@ function createPool(config: SmartHostConfig, heloName: string, ca: Buffer | unde
   return transport;
 }
 
-/**
- * The queued message could not be read as its metadata describes it: the spool's problem, never
- * the smart host's, so it defers the message without counting against the host's breaker.
- */
-export class QueueFileError extends Error {}
-
-/**
- * `head`, then the first `size` bytes of the file: the message's own bytes, never the metadata
- * behind them. The read stops there by itself (no stream cut short, which costs an error object).
- * A file that ends before `size` (damaged, or cut by hand) fails the stream before its end, so the
- * smart host never gets the final "." of a message sent short. Each chunk read is garbage once
- * sent; counting them lets a large message's reads be collected as they go (StreamedGarbage).
- */
-export function storedBytes(path: string, size: number | undefined, head: Buffer | null): Readable {
-  const file = size === undefined ? createReadStream(path) : size > 0 ? createReadStream(path, { start: 0, end: size - 1 }) : Readable.from([]);
-  const garbage = streamedGarbage();
-  const out = new PassThrough();
-  if (head) {
-    garbage.streamed(head.length);
-    out.write(head);
-  }
-  // The consumer (nodemailer's connection) listens for errors while it sends; a stream it was handed
-  // but never read must not turn a damaged file into an uncaught exception that ends the thread.
-  out.on('error', () => undefined);
-  let read = 0;
-  // One count per chunk read serves both: the short-file check and the collection of read Buffers.
-  file.on('data', (chunk: Buffer) => {
-    read += chunk.length;
-    garbage.streamed(chunk.length);
-  });
-  file.on('error', (err: Error) => out.destroy(new QueueFileError(`cannot read the queued message: ${err.message}`)));
-  file.on('end', () => {
-    if (size !== undefined && read < size) out.destroy(new QueueFileError(`the queue file holds ${read} of the message's ${size} bytes; not sent short`));
-    else out.end();
-  });
-  // A consumer that gives up (a dropped connection) must not leave the file open.
-  out.on('close', () => file.destroy());
-  file.pipe(out, { end: false });
-  return out;
-}
-
-function transportAuth(config: SmartHostConfig) {
+function transportAuth(config: SmtpSmartHostConfig) {
   const { auth } = config;
   if (!auth) return undefined;
   if (!('type' in auth)) return { user: auth.user, pass: auth.pass };

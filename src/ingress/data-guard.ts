@@ -3,14 +3,21 @@ import { streamedGarbage } from '../memory/streamed-garbage';
 
 const CR = 0x0d;
 const LF = 0x0a;
+const NUL = 0x00;
 
 export type LineEndingMode = 'normalize' | 'strict';
+
+/** Why a message is refused as smuggling-shaped: a bare CR, a bare LF under `strict`, or a NUL byte. */
+export type DataViolation = 'bare_cr' | 'bare_lf' | 'nul';
 
 /**
  * Sits between smtp-server's DATA stream and the spool file. smtp-server ends DATA only on
  * CRLF.CRLF but hands bare CR and bare LF through untouched; deciding about them is ours:
  * - a bare CR is never legitimate and is how smuggling payloads hide: the message is refused;
- * - a bare LF is read as CRLF (`normalize`) or refused (`strict`).
+ * - a bare LF is read as CRLF (`normalize`) or refused (`strict`);
+ * - a NUL byte is refused in either mode: SMTP data (7bit or 8BITMIME; BINARYMIME is not offered)
+ *   never carries one, and a smart host that drops NULs before it looks for the end of data would
+ *   read `\r\n\0.\r\n` as the end of this message and what follows as another one.
  * So the stored (and forwarded) copy is CRLF throughout and nothing in it can end DATA early at the
  * smart host. It also stops writing once the message is over the size limit or already refused,
  * while still draining the client's data, so a refused message never fills the disk.
@@ -18,7 +25,7 @@ export type LineEndingMode = 'normalize' | 'strict';
 export class DataGuard extends Transform {
   bytesIn = 0;
   normalizedLineEndings = 0;
-  violation: 'bare_cr' | 'bare_lf' | null = null;
+  violation: DataViolation | null = null;
   oversize = false;
   private pendingCR = false;
 
@@ -53,6 +60,10 @@ export class DataGuard extends Transform {
 
   /** The chunk to store (with bare LFs made CRLF), or null once the message is refused. */
   private checkLineEndings(chunk: Buffer): Buffer | null {
+    if (chunk.indexOf(NUL) !== -1) {
+      this.violation = 'nul';
+      return null;
+    }
     const crBefore = this.pendingCR;
     if (crBefore && chunk.length > 0 && chunk[0] !== LF) {
       this.violation = 'bare_cr';

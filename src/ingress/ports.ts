@@ -19,6 +19,23 @@ export interface SessionPolicy {
   dataComplete(client: ClientConfig, size: number): Promise<Refusal | undefined>;
 }
 
+/** One AUTH about to be checked. `client` is only the metric label ("(unknown)" or a network client's name). */
+export interface AuthAttempt {
+  remoteAddress: string;
+  username: string;
+  client: string;
+}
+
+/**
+ * What became of one AUTH under the guards: refused without a password check (lockout, budget
+ * spent), or checked: success with the check's value, or failure (a refusal once that failure locks
+ * the address out, else how long to hold the 535 back).
+ */
+export type AuthOutcome<T> =
+  | { kind: 'refused'; refusal: Refusal }
+  | { kind: 'success'; value: T }
+  | { kind: 'failure'; refusal?: Refusal; delayMs: number };
+
 /** Guards per source address, before anyone is identified. */
 export interface ConnectionGuard {
   // `client` is only the metric label: the network client's name or "(unknown)".
@@ -28,8 +45,9 @@ export interface ConnectionGuard {
    */
   connect(remoteAddress: string, client: string, networkClient: boolean): Promise<Refusal | undefined>;
   disconnect(remoteAddress: string): void;
-  /** Refuses AUTH from an address that is locked out (checked before any password is). */
-  authAllowed(remoteAddress: string, client: string): Promise<Refusal | undefined>;
-  /** Counts a failed AUTH: a refusal once the address is locked out, else how long to hold the 535 back. */
-  authFailed(remoteAddress: string, client: string): Promise<{ refusal?: Refusal; delayMs: number }>;
+  /**
+   * Runs `check` (the password check: a value on success, undefined on failure) under the AUTH
+   * budgets of the address and of the username, or refuses without running it.
+   */
+  authenticate<T>(attempt: AuthAttempt, check: () => Promise<T | undefined>): Promise<AuthOutcome<T>>;
 }

@@ -9,12 +9,12 @@ import type { FreeSpaceGuard } from '../spool/free-space';
 import type { IncomingFile } from '../spool/incoming';
 import type { SpoolStore } from '../spool/store';
 import type { ClientDirectory } from './clients';
-import { DataGuard } from './data-guard';
+import { DataGuard, type DataViolation } from './data-guard';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from './filters';
 import type { HeaderBlock } from './header-block';
 import { HeaderSplitter } from './header-splitter';
 import { isPlainAddress } from './plain-address';
-import type { ConnectionGuard, SessionPolicy } from './ports';
+import type { AuthOutcome, ConnectionGuard, SessionPolicy } from './ports';
 import { buildReceivedHeader } from './received-header';
 
 /** What the SMTP adapter answers: go on, or this exact reply. */
@@ -34,6 +34,8 @@ export interface SessionState {
   authClient?: ClientConfig;
   /** The client this transaction is attributed to, fixed at MAIL FROM. */
   client?: ClientConfig;
+  /** A stranger not yet authenticated: counted against the listener's max_unidentified_clients. */
+  unidentified?: boolean;
 }
 
 /**
@@ -74,9 +76,15 @@ const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
  * durable acceptance of DATA. Every refusal is reported with its reason.
  */
 export class IngressSessions {
+  /** Unidentified sessions (strangers not yet authenticated) open now, by listener name. */
+  private readonly unidentified = new Map<string, number>();
+
   constructor(private readonly deps: IngressDeps) {}
 
-  /** An accepted connection holds a guard slot until `close(session, true)`. */
+  /**
+   * An accepted connection holds a guard slot until `close(session, true)`; a stranger's also holds
+   * a place among the listener's unidentified sessions until it authenticates or leaves.
+   */
   async connect(session: SessionState): Promise<Verdict> {
     session.networkClient = this.deps.current().clients.byAddress(session.remoteAddress);
     const listener = session.listener.name;
@@ -91,8 +99,39 @@ export class IngressSessions {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.refuse(session, guarded);
     }
+    if (!session.networkClient && !this.takeUnidentifiedPlace(session)) {
+      this.deps.guard?.disconnect(session.remoteAddress);
+      this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
+      this.deps.observer.emit({ type: 'rate_limited', client: UNKNOWN_CLIENT, limit: 'unidentified_clients' });
+      const max = session.listener.max_unidentified_clients;
+      const text = `4.7.0 Too many unidentified connections on listener ${listener} (at most ${max} at once)`;
+      return this.reject(session, 'rate_limited', 421, `${text}; try again later`);
+    }
     this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'accepted' });
     return { ok: true };
+  }
+
+  /**
+   * Whether EHLO offers AUTH: only where it can succeed (as Postfix's smtpd_tls_auth_only), so a
+   * client that authenticates whenever AUTH is offered does not fail where it could relay by address.
+   */
+  authOffered(session: SessionState): boolean {
+    const { listener } = session;
+    if (listener.auth === 'off') return false;
+    if (session.secure) return true;
+    if (listener.require_tls) return false;
+    return listener.allow_insecure_auth && session.networkClient !== undefined;
+  }
+
+  /** A deadline ran out: the last reply the session gets (421), counted as a rejection with reason `timeout`. */
+  timedOut(session: SessionState, deadline: 'command_line' | 'identify'): Verdict {
+    if (deadline === 'command_line') {
+      const seconds = wholeSeconds(session.listener.command_deadline);
+      const text = `4.4.2 Command line not completed within ${seconds}s; closing connection`;
+      return this.reject(session, 'timeout', 421, text);
+    }
+    const seconds = wholeSeconds(session.listener.identify_timeout);
+    return this.reject(session, 'timeout', 421, `4.7.0 Not authenticated within ${seconds}s; closing connection`);
   }
 
   /**
@@ -107,6 +146,7 @@ export class IngressSessions {
 
   close(session: SessionState, wasAccepted: boolean): void {
     if (!wasAccepted) return;
+    this.leaveUnidentified(session);
     this.deps.guard?.disconnect(session.remoteAddress);
     this.deps.observer.emit({ type: 'connection_closed', listener: session.listener.name });
   }
@@ -114,21 +154,23 @@ export class IngressSessions {
   async auth(session: SessionState, username: string, password: string): Promise<Verdict> {
     const { listener } = session;
     if (listener.require_tls && !session.secure) return { ok: false, code: 530, message: STARTTLS_FIRST };
-    if (!session.secure && !(listener.allow_insecure_auth && session.networkClient)) {
+    if (!this.authOffered(session)) {
       return { ok: false, code: 538, message: '5.7.11 Encryption required for requested authentication mechanism' };
     }
-    // A locked-out address gets no answer about any password, right or wrong.
-    const locked = await this.deps.guard?.authAllowed(session.remoteAddress, this.label(session));
-    if (locked) return this.refuse(session, locked);
-    const client = await this.deps.current().clients.authenticate(username, password);
-    this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result: client ? 'success' : 'failure' });
-    if (!client) {
-      const failed = await this.deps.guard?.authFailed(session.remoteAddress, this.label(session));
-      if (failed?.refusal) return this.refuse(session, failed.refusal);
-      if (failed && failed.delayMs > 0) await sleep(failed.delayMs);
+    const { clients } = this.deps.current();
+    const check = () => clients.authenticate(username, password);
+    const attempt = { remoteAddress: session.remoteAddress, username, client: this.label(session) };
+    const outcome = this.deps.guard ? await this.deps.guard.authenticate(attempt, check) : unguarded(await check());
+    if (outcome.kind === 'refused') return this.refuse(session, outcome.refusal);
+    const result = outcome.kind;
+    this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result });
+    if (outcome.kind === 'failure') {
+      if (outcome.refusal) return this.refuse(session, outcome.refusal);
+      if (outcome.delayMs > 0) await sleep(outcome.delayMs);
       return { ok: false, code: 535, message: '5.7.8 Authentication credentials invalid' };
     }
-    session.authClient = client;
+    session.authClient = outcome.value;
+    this.leaveUnidentified(session);
     return { ok: true };
   }
 
@@ -225,7 +267,7 @@ export class IngressSessions {
           : `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`;
         refusal = { code: 552, message, reason: 'too_big' };
       }
-      else if (guard.violation) refusal = { code: 550, message: `5.6.0 Message contains a ${guard.violation === 'bare_cr' ? 'bare CR' : 'bare LF'} line ending; lines must end with CRLF`, reason: 'smuggling' };
+      else if (guard.violation) refusal = { code: 550, message: violationReply(guard.violation), reason: 'smuggling' };
       else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
       // Counted only for a message that is otherwise acceptable: a refused one costs no byte quota.
       refusal ??= await policy?.dataComplete(client, incoming.bytesWritten);
@@ -270,6 +312,26 @@ export class IngressSessions {
     return session.client !== undefined;
   }
 
+  /** Counts a stranger among the listener's unidentified sessions, or false when they are full. */
+  private takeUnidentifiedPlace(session: SessionState): boolean {
+    const name = session.listener.name;
+    const open = this.unidentified.get(name) ?? 0;
+    if (open >= session.listener.max_unidentified_clients) return false;
+    this.unidentified.set(name, open + 1);
+    session.unidentified = true;
+    return true;
+  }
+
+  /** The session authenticated or left: its place among the unidentified is free again. */
+  private leaveUnidentified(session: SessionState): void {
+    if (!session.unidentified) return;
+    session.unidentified = false;
+    const name = session.listener.name;
+    const open = (this.unidentified.get(name) ?? 1) - 1;
+    if (open > 0) this.unidentified.set(name, open);
+    else this.unidentified.delete(name);
+  }
+
   private refuse(session: SessionState, refusal: Refusal, envelope: { from?: string; to?: string } = {}): Verdict {
     return this.reject(session, refusal.reason, refusal.code, refusal.message, envelope);
   }
@@ -285,6 +347,22 @@ export class IngressSessions {
   private label(session: SessionState): string {
     return session.client?.name ?? session.authClient?.name ?? session.networkClient?.name ?? UNKNOWN_CLIENT;
   }
+}
+
+/** Without address guards (a relay built without them), every AUTH is simply checked. */
+function unguarded<T>(value: T | undefined): AuthOutcome<T> {
+  return value === undefined ? { kind: 'failure', delayMs: 0 } : { kind: 'success', value };
+}
+
+function wholeSeconds(ms: number): number {
+  return Math.max(1, Math.round(ms / 1000));
+}
+
+/** The 550 5.6.0 text for data that could be read differently downstream. */
+function violationReply(violation: DataViolation): string {
+  if (violation === 'nul') return '5.6.0 Message contains a NUL byte, which SMTP data must not carry';
+  const ending = violation === 'bare_cr' ? 'bare CR' : 'bare LF';
+  return `5.6.0 Message contains a ${ending} line ending; lines must end with CRLF`;
 }
 
 /** One message's pass through the filters: header verdicts first, then body inspectors' verdicts at the end. */

@@ -1,15 +1,17 @@
 import { readFileSync } from 'node:fs';
-import type { AddressInfo, Socket } from 'node:net';
-import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { SMTPConnection } from 'smtp-server/lib/smtp-connection';
+import type { AddressInfo } from 'node:net';
+import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../observe/logger';
+import { CommandLineDeadline } from './command-deadline';
 import { inNetworks } from './networks';
 import type { IngressSessions, SessionState, Verdict } from './session';
+import { createSmtpServer, gateProxyHeader, type ClientConnection } from './smtp-server-adapter';
 
 /**
- * The one place that knows smtp-server exists: it adapts its callbacks to the typed, async
- * decisions of `IngressSessions` and turns verdicts back into replies.
+ * Adapts smtp-server's callbacks to the typed, async decisions of `IngressSessions` and turns
+ * verdicts back into replies. What needs smtp-server's private members goes through
+ * smtp-server-adapter.ts.
  */
 
 /** Commands a relay never needs: sendmail debug relics, and relaying identity from the client itself. */
@@ -25,46 +27,31 @@ export interface ListenerDeps {
   logger: Logger;
 }
 
-/**
- * smtp-server holds every greeting back 100 ms to catch clients that talk before it (a spam-bot
- * trait), with no option to change it. For LAN apps that send one message per connection that
- * pause alone caps a listener at 10 messages/s per connection, so the delay is the listener's
- * `greeting_delay` instead (0: greet at once, as Postfix's smtpd does). The replacement keeps the
- * library's own connection-limit check and then greets after the configured delay.
- */
-let greetingDelayInstalled = false;
-export function installConfigurableGreetingDelay(): void {
-  if (greetingDelayInstalled) return;
-  greetingDelayInstalled = true;
-  const libraryInit = SMTPConnection.prototype.init;
-  SMTPConnection.prototype.init = function init(this: SMTPConnection): void {
-    const delay = (this._server.options as { greetingDelay?: number }).greetingDelay;
-    if (delay === undefined) return libraryInit.call(this);
-    this._setListeners(() => {
-      const { maxClients } = this._server.options;
-      if (maxClients && this._server.connections.size > maxClients) {
-        this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
-        return;
-      }
-      if (delay === 0) return this.connectionReady();
-      setTimeout(() => this.connectionReady(), delay).unref();
-    });
-  };
+/** What the listener keeps per session: our state, the connection to act on, and its deadlines. */
+interface SessionEntry {
+  state: SessionState;
+  accepted: boolean;
+  closed: boolean;
+  connection: ClientConnection;
+  commandLine: CommandLineDeadline;
+  identifyTimer?: NodeJS.Timeout;
 }
-
-/** smtp-server's PROXY step for one accepted socket (private API, checked for at construction). */
-type ProxyHandler = (this: SMTPServer, socket: Socket, callback: (err: Error | null, socketOptions?: unknown) => void) => void;
-
-/** How long a refused socket stays open for its 554 line to reach the peer. */
-const REFUSAL_LINGER_MS = 1_000;
 
 export class SmtpListener {
   private readonly server: SMTPServer;
-  private readonly states = new WeakMap<SMTPServerSession, { state: SessionState; accepted: boolean; closed: boolean }>();
+  /** Connections seen, before onConnect gives them a state. */
+  private readonly connections = new WeakMap<SMTPServerSession, ClientConnection>();
+  private readonly entries = new WeakMap<SMTPServerSession, SessionEntry>();
 
   constructor(private readonly deps: ListenerDeps) {
-    installConfigurableGreetingDelay();
-    this.server = new SMTPServer({ ...this.options(), greetingDelay: deps.listener.greeting_delay } as SMTPServerOptions);
+    this.server = createSmtpServer(this.options(), {
+      greetingDelayMs: deps.listener.greeting_delay,
+      offerAuth: (session) => {
+        const entry = this.entries.get(session);
+        return entry !== undefined && deps.sessions.authOffered(this.state(session));
+      },
+      onConnection: (connection) => this.connections.set(connection.session, connection),
+    });
     if (deps.listener.proxy_protocol) this.trustOnlyProxies();
     this.server.on('error', (err) => deps.logger.warn({ err, listener: deps.listener.name }, `listener ${deps.listener.name}: ${err.message}`));
   }
@@ -88,27 +75,19 @@ export class SmtpListener {
   }
 
   /**
-   * PROXY protocol from `trusted_proxies` only. smtp-server's `useProxy` takes exact addresses, not
-   * CIDRs, and a peer missing from its list is simply not asked for a header: its PROXY line would
-   * then be read as an unknown SMTP command (or a "talk too soon"), depending on timing. So the
-   * listener runs with `useProxy: true` (a header is required before anything else) and this gate
-   * in front of the library's PROXY step refuses every other peer with a 554 before a byte of it is
-   * read: a forged header from a direct connection never names anybody.
+   * PROXY protocol from `trusted_proxies` only: the listener requires a header (`useProxy: true`)
+   * and every other peer is refused with a 554 before a byte of it is read, so a forged header from
+   * a direct connection never names anybody.
    */
   private trustOnlyProxies(): void {
-    const server = this.server as unknown as { _handleProxy?: ProxyHandler };
-    const library = server._handleProxy;
-    if (typeof library !== 'function') throw new Error('proxy_protocol: this smtp-server version has no PROXY handler to guard (expected 3.21.x)');
     const { listener, sessions } = this.deps;
-    server._handleProxy = (socket, callback) => {
+    gateProxyHeader(this.server, (socket) => {
       const peer = socket.remoteAddress ?? '';
-      if (inNetworks(peer, listener.trusted_proxies)) return library.call(this.server, socket, callback);
+      if (inNetworks(peer, listener.trusted_proxies)) return { ok: true };
       const verdict = sessions.untrustedProxy(listener, peer);
-      socket.on('error', () => undefined);
-      if (!verdict.ok) socket.end(`${verdict.code} ${verdict.message}\r\n`);
-      setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
-      callback(new Error(`${peer} is not a trusted proxy`));
-    };
+      const reply = verdict.ok ? null : `${verdict.code} ${verdict.message}`;
+      return { ok: false, reply, reason: `${peer} is not a trusted proxy` };
+    });
   }
 
   private options(): SMTPServerOptions {
@@ -116,13 +95,18 @@ export class SmtpListener {
     const disabled = [...ALWAYS_DISABLED];
     if (listener.auth === 'off') disabled.push('AUTH');
     if (listener.tls !== 'starttls') disabled.push('STARTTLS');
-    const tlsFiles = listener.tls !== 'none' && config.tls ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) } : {};
+    const settings = listener.tls !== 'none' ? config.tls : undefined;
+    const tls = settings ? {
+      key: readFileSync(settings.key),
+      cert: readFileSync(settings.cert),
+      ciphers: settings.ciphers,
+      minVersion: settings.min_version,
+    } : {};
     return {
-      ...tlsFiles,
+      ...tls,
       name: config.hostname,
       banner: 'smarthop',
       secure: listener.tls === 'implicit',
-      minVersion: 'TLSv1.2',
       size: config.max_message_size,
       authMethods: ['PLAIN', 'LOGIN'],
       // Identity and its replies are decided in IngressSessions (530 5.7.0 at MAIL, 538 for plaintext AUTH).
@@ -141,7 +125,11 @@ export class SmtpListener {
       onAuth: (auth, session, callback) => {
         const state = this.state(session);
         this.deps.sessions.auth(state, auth.username ?? '', auth.password ?? '').then(
-          (verdict) => (verdict.ok ? callback(null, { user: auth.username }) : callback(toError(verdict))),
+          (verdict) => {
+            if (!verdict.ok) return callback(toError(verdict));
+            this.identified(session);
+            callback(null, { user: auth.username });
+          },
           (err: Error) => callback(internalError(err, this.deps.logger)),
         );
       },
@@ -165,47 +153,83 @@ export class SmtpListener {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           to: session.envelope.rcptTo.map((rcpt) => rcpt.address),
         };
+        // Message lines are not command lines: the deadline sleeps until the reply to DATA.
+        const commandLine = this.entries.get(session)?.commandLine;
+        commandLine?.pause();
         this.deps.sessions.data(this.state(session), envelope, stream).then(
-          (verdict) => (verdict.ok ? callback(null, `2.0.0 Ok: queued as ${verdict.queueId}`) : callback(toError(verdict))),
-          (err: Error) => callback(internalError(err, this.deps.logger)),
+          (verdict) => {
+            commandLine?.resume();
+            if (verdict.ok) callback(null, `2.0.0 Ok: queued as ${verdict.queueId}`);
+            else callback(toError(verdict));
+          },
+          (err: Error) => {
+            commandLine?.resume();
+            callback(internalError(err, this.deps.logger));
+          },
         );
       },
       onClose: (session) => {
-        const entry = this.states.get(session);
+        const entry = this.entries.get(session);
         if (!entry) return;
         entry.closed = true;
+        entry.commandLine.stop();
+        clearTimeout(entry.identifyTimer);
         if (entry.accepted) this.deps.sessions.close(entry.state, true);
       },
     };
   }
 
   private handleConnect(session: SMTPServerSession, callback: (err?: Error | null) => void): void {
-    const state: SessionState = {
-      listener: this.deps.listener,
-      remoteAddress: session.remoteAddress,
-      secure: session.secure,
-      heloName: '',
-      esmtp: true,
+    const connection = this.connections.get(session);
+    if (!connection) {
+      return callback(internalError(new Error(`no connection for SMTP session ${session.id}`), this.deps.logger));
+    }
+    const { listener, sessions } = this.deps;
+    const { remoteAddress, secure } = session;
+    const state: SessionState = { listener, remoteAddress, secure, heloName: '', esmtp: true };
+    const entry: SessionEntry = {
+      state, accepted: false, closed: false, connection,
+      commandLine: new CommandLineDeadline(listener.command_deadline, () => this.drop(entry, 'command_line')),
     };
-    const entry = { state, accepted: false, closed: false };
-    this.states.set(session, entry);
-    this.deps.sessions.connect(state).then(
+    this.entries.set(session, entry);
+    connection.onClientData((chunk) => entry.commandLine.bytes(chunk));
+    sessions.connect(state).then(
       (verdict) => {
         if (verdict.ok && entry.closed) {
           // The client left while the guards were deciding: give its slot back at once.
-          this.deps.sessions.close(state, true);
+          sessions.close(state, true);
           return;
         }
         entry.accepted = verdict.ok;
+        if (verdict.ok && state.networkClient === undefined) {
+          entry.identifyTimer = setTimeout(() => this.drop(entry, 'identify'), listener.identify_timeout);
+          entry.identifyTimer.unref();
+        }
         callback(verdict.ok ? null : toError(verdict));
       },
       (err: Error) => callback(internalError(err, this.deps.logger)),
     );
   }
 
+  /** The session authenticated: no identify deadline any more. */
+  private identified(session: SMTPServerSession): void {
+    const entry = this.entries.get(session);
+    if (entry) clearTimeout(entry.identifyTimer);
+  }
+
+  /** A deadline ran out: the session gets its 421 and the connection closes. */
+  private drop(entry: SessionEntry, deadline: 'command_line' | 'identify'): void {
+    if (entry.closed) return;
+    if (deadline === 'identify' && entry.state.authClient !== undefined) return;
+    entry.commandLine.stop();
+    clearTimeout(entry.identifyTimer);
+    const verdict = this.deps.sessions.timedOut(entry.state, deadline);
+    if (!verdict.ok) entry.connection.closeWith(verdict.code, verdict.message);
+  }
+
   /** Our view of the session, refreshed with what smtp-server learnt since (TLS upgrade, HELO). */
   private state(session: SMTPServerSession): SessionState {
-    const entry = this.states.get(session);
+    const entry = this.entries.get(session);
     if (!entry) throw new Error(`no state for SMTP session ${session.id}`);
     const { state } = entry;
     state.secure = session.secure;

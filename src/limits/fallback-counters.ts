@@ -34,6 +34,14 @@ export class FallbackWindowCounters implements WindowCounters {
     return this.call((counters, own) => counters.peek(key, own, amount, now).then((result) => withShare(result, limits, own)), limits);
   }
 
+  /**
+   * Goes to whichever store answers now. A unit taken from Redis and given back while on the fallback
+   * (or the other way round) is not given back where it was taken: that window is stricter until it ends.
+   */
+  release(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<void> {
+    return this.call((counters, own) => counters.release(key, own, amount, now), limits);
+  }
+
   private async call<T>(run: (counters: WindowCounters, limits: readonly WindowLimit[]) => Promise<T>, limits: readonly WindowLimit[]): Promise<T> {
     if (this.health.usingShared()) {
       try {

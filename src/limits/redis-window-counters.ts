@@ -45,6 +45,18 @@ return {-1, 0}
 `;
 const WINDOWS_SHA = createHash('sha1').update(WINDOWS_SCRIPT).digest('hex');
 
+// KEYS: one counter per limit. ARGV[1]: amount. Takes it back from each window that still counts
+// something, never below 0 (DECRBY keeps the key's TTL, so the window still ends when it would have).
+const RELEASE_SCRIPT = `
+local amount = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used > 0 then redis.call('DECRBY', KEYS[i], math.min(used, amount)) end
+end
+return 0
+`;
+const RELEASE_SHA = createHash('sha1').update(RELEASE_SCRIPT).digest('hex');
+
 export class RedisWindowCounters implements WindowCounters {
   /**
    * `namespace` keeps each caller's keys apart (`smarthop:policy:`, `smarthop:quota:`, …), as the
@@ -63,6 +75,11 @@ export class RedisWindowCounters implements WindowCounters {
     return this.run('peek', key, limits, amount);
   }
 
+  async release(key: string, limits: readonly WindowLimit[], amount: number, _now: number): Promise<void> {
+    if (limits.length === 0) return;
+    await this.script(RELEASE_SCRIPT, RELEASE_SHA, limits.length, [...this.keys(key, limits), amount]);
+  }
+
   async remaining(key: string, limits: readonly WindowLimit[], _now: number): Promise<number[]> {
     if (limits.length === 0) return [];
     const used = await this.redis.mget(...this.keys(key, limits));
@@ -72,15 +89,17 @@ export class RedisWindowCounters implements WindowCounters {
   private async run(mode: 'consume' | 'peek', key: string, limits: readonly WindowLimit[], amount: number): Promise<ConsumeResult> {
     if (limits.length === 0) return { ok: true };
     const args = [...this.keys(key, limits), mode, amount, ...limits.flatMap((limit) => [limit.windowMs, limit.max])];
-    let reply: unknown;
+    return parseReply(await this.script(WINDOWS_SCRIPT, WINDOWS_SHA, limits.length, args));
+  }
+
+  private async script(source: string, sha: string, numKeys: number, args: (string | number)[]): Promise<unknown> {
     try {
-      reply = await this.redis.evalsha(WINDOWS_SHA, limits.length, ...args);
+      return await this.redis.evalsha(sha, numKeys, ...args);
     } catch (err) {
       // A restarted (or flushed) Redis has forgotten the script: send it once in full, which caches it again.
       if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      reply = await this.redis.eval(WINDOWS_SCRIPT, limits.length, ...args);
+      return this.redis.eval(source, numKeys, ...args);
     }
-    return parseReply(reply);
   }
 
   /**

@@ -29,6 +29,12 @@ export interface WindowCounters {
   remaining(key: string, limits: readonly WindowLimit[], now: number): Promise<number[]>;
   /** What `consume` would answer, without counting anything (a lockout is a window already full). */
   peek(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult>;
+  /**
+   * Gives back `amount` counted earlier in each limit's current window (never below 0): a unit taken
+   * ahead of a decision (an AUTH about to be checked) and not spent after all. A window that ended
+   * since has nothing to give back.
+   */
+  release(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<void>;
 }
 
 interface Window {
@@ -67,6 +73,15 @@ export class MemoryWindowCounters implements WindowCounters {
 
   async peek(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult> {
     return this.check(limits.map((limit, i) => this.current(key, i, limit, now)), limits, amount, now) ?? { ok: true };
+  }
+
+  async release(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<void> {
+    for (const [i, limit] of limits.entries()) {
+      const name = windowKey(key, i, limit);
+      const window = this.windows.get(name);
+      if (!window || now >= window.startedAt + limit.windowMs) continue;
+      window.used = Math.max(0, window.used - amount);
+    }
   }
 
   private check(current: Window[], limits: readonly WindowLimit[], amount: number, now: number): ConsumeResult | undefined {

@@ -21,7 +21,9 @@ export type RejectReason =
   // DKIM signing failed at the end of DATA (451: the client retries rather than the mail leaving unsigned).
   | 'signing'
   /** Inline delivery: every smart host refused the message for good, and the client gets that 5xx. */
-  | 'smarthost_rejected';
+  | 'smarthost_rejected'
+  /** A session dropped by a deadline (421): a command line not finished in time, or a stranger not authenticated. */
+  | 'timeout';
 
 export type AttemptOutcome = 'delivered' | 'deferred' | 'failed' | 'unreachable';
 
@@ -32,6 +34,11 @@ export type RelayEvent =
   | { type: 'connection'; listener: string; remote: string; result: 'accepted' | 'refused' }
   | { type: 'connection_closed'; listener: string }
   | { type: 'auth'; listener: string; remote: string; username: string; result: 'success' | 'failure' }
+  /**
+   * A failed AUTH answered `delayMs` late: by the per-address budget (`limits.auth_failures`) or the
+   * per-username one (`limits.auth_failures_per_username`). Refusals are `rate_limited` events.
+   */
+  | { type: 'auth_delayed'; scope: 'address' | 'username'; remote: string; delayMs: number }
   | {
       type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number;
       /** End of DATA's checks to durable in queue/ (last write, fsync, rename, directory fsync): what the 250 waited for on the disk. */
@@ -72,6 +79,16 @@ export type RelayEvent =
   | { type: 'state_backend'; backend: 'redis' | 'local_fallback'; location: string; fleetSize: number; detail: string }
   /** A smart host's circuit breaker changed state (`until`: end of the cooldown when it opened). */
   | { type: 'breaker'; smarthost: string; relay: string; state: 'closed' | 'open' | 'half_open'; failures: number; until: number | null }
+  /**
+   * A smart host asked to be sent nothing until `until` (HTTP 429/503 with `Retry-After`): it is
+   * skipped for every message until then, and the route's next host takes them.
+   */
+  | { type: 'throttled'; smarthost: string; relay: string; until: number; detail: string }
+  /**
+   * A smart host (or the token endpoint it trusts) refused this relay's credentials: an admin's
+   * mistake. The host is marked down at once (its breaker opens until `until`) instead of retried.
+   */
+  | { type: 'credentials_refused'; smarthost: string; relay: string; detail: string; until: number | null }
   /** A delivery status notification about `original` was queued as `queueId`. */
   | { type: 'dsn'; queueId: string; original: string; to: string[]; recipients: string[] }
   | { type: 'delivered'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string; relay: string; response: string; attempt: number; delayMs: number }

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { HostCheck } from './host-check';
 import type { Metrics } from './metrics';
 
 export interface HealthSource {
@@ -15,7 +16,8 @@ export interface ApiHandler {
 /**
  * `/metrics` for Prometheus, `/healthz` (alive), `/readyz` (spool writable, a smart host eligible)
  * and the admin API under `/api/`. The first three stay open so Prometheus and health checks need no
- * credentials; they reveal counts, never message contents.
+ * credentials; they reveal counts, never message contents. Every request, whatever its path, must
+ * carry a Host header that `hostCheck` accepts (DNS rebinding), or it gets 403.
  */
 export class HttpEndpoints {
   private readonly server: Server;
@@ -24,6 +26,7 @@ export class HttpEndpoints {
     private readonly metrics: Metrics,
     private readonly health: HealthSource,
     private readonly api: ApiHandler | null = null,
+    private readonly hostCheck: HostCheck | null = null,
   ) {
     this.server = createServer((req, res) => {
       this.route(req, res).catch((err: Error) => {
@@ -50,6 +53,12 @@ export class HttpEndpoints {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.hostCheck && !this.hostCheck.allows(req.headers.host)) {
+      req.resume();
+      const error = 'Host header not accepted: use the http.address host, localhost, or a name in http.allowed_hosts';
+      res.writeHead(403, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error })}\n`);
+      return;
+    }
     const url = new URL(req.url ?? '/', 'http://relay');
     if (url.pathname === '/api' || url.pathname.startsWith('/api/')) {
       if (this.api) return this.api.handle(req, res, url);

@@ -48,6 +48,14 @@ export class Metrics {
   private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
   private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
   private readonly authAttempts = new Counter({ name: 'smarthop_auth_attempts_total', help: 'SMTP AUTH attempts by result', labelNames: ['result'], registers: [this.registry] });
+  private readonly authDelayed = new Counter({
+    name: 'smarthop_auth_delayed_total',
+    help:
+      'Failed AUTHs answered late, by the budget that slowed them: address (limits.auth_failures) or username ' +
+      '(limits.auth_failures_per_username)',
+    labelNames: ['scope'],
+    registers: [this.registry],
+  });
   private readonly received = new Counter({ name: 'smarthop_messages_received_total', help: 'Messages accepted (250 after fsync) by client', labelNames: ['client'], registers: [this.registry] });
   private readonly receivedBytes = new Counter({ name: 'smarthop_received_bytes_total', help: 'Bytes of accepted messages by client', labelNames: ['client'], registers: [this.registry] });
   // Down to half a millisecond: on a local SSD a commit is ~1–2 ms, and a disk that slows shows up here before it fills the queue.
@@ -60,6 +68,18 @@ export class Metrics {
   private readonly failovers = new Counter({ name: 'smarthop_failovers_total', help: 'Deliveries that moved from one smart host to the next', labelNames: ['from', 'to'], registers: [this.registry] });
   private readonly delivered = new Counter({ name: 'smarthop_messages_delivered_total', help: 'Messages a smart host accepted (one per transaction with at least one accepted recipient)', labelNames: ['smarthost'], registers: [this.registry] });
   private readonly bounced = new Counter({ name: 'smarthop_messages_bounced_total', help: 'Recipients that failed permanently, by reason', labelNames: ['reason'], registers: [this.registry] });
+  private readonly throttled = new Counter({
+    name: 'smarthop_smarthost_throttled_total',
+    help: 'Times a smart host asked to be sent nothing for a while (HTTP 429/503 with Retry-After) and was skipped',
+    labelNames: ['smarthost'],
+    registers: [this.registry],
+  });
+  private readonly credentialsRefused = new Counter({
+    name: 'smarthop_smarthost_credentials_refused_total',
+    help: 'Times a smart host (or its token endpoint) refused the relay\'s credentials and was marked down: fix them',
+    labelNames: ['smarthost'],
+    registers: [this.registry],
+  });
   private readonly configReloads = new Counter({ name: 'smarthop_config_reloads_total', help: 'Configuration reloads (SIGHUP, POST /api/reload) by result', labelNames: ['result'], registers: [this.registry] });
   private readonly stateFallbacks = new Counter({ name: 'smarthop_state_fallbacks_total', help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit', registers: [this.registry] });
   private readonly eventsDropped = new Counter({ name: 'smarthop_events_dropped_total', help: 'Outcome events that could not be written to an output (file or webhook) and were dropped', labelNames: ['output'], registers: [this.registry] });
@@ -188,13 +208,18 @@ export class Metrics {
     for (const listener of names.listeners) this.connectionsActive.inc({ listener }, 0);
     for (const result of ['success', 'failure']) this.configReloads.inc({ result }, 0);
     for (const result of ['success', 'failure']) this.authAttempts.inc({ result }, 0);
+    for (const scope of ['address', 'username']) this.authDelayed.inc({ scope }, 0);
     for (const output of ['file', 'webhook']) this.eventsDropped.inc({ output }, 0);
     this.stateFallbacks.inc(0);
     for (const client of names.clients) {
       this.received.inc({ client }, 0);
       this.receivedBytes.inc({ client }, 0);
     }
-    for (const smarthost of names.smarthosts) this.delivered.inc({ smarthost }, 0);
+    for (const smarthost of names.smarthosts) {
+      this.delivered.inc({ smarthost }, 0);
+      this.throttled.inc({ smarthost }, 0);
+      this.credentialsRefused.inc({ smarthost }, 0);
+    }
     for (const reason of ['rejected', 'expired']) this.bounced.inc({ reason }, 0);
   }
 
@@ -209,6 +234,9 @@ export class Metrics {
         return;
       case 'auth':
         this.authAttempts.inc({ result: event.result });
+        return;
+      case 'auth_delayed':
+        this.authDelayed.inc({ scope: event.scope });
         return;
       case 'received':
         this.received.inc({ client: event.client });
@@ -243,6 +271,12 @@ export class Metrics {
         return;
       case 'expired':
         this.bounced.inc({ reason: 'expired' });
+        return;
+      case 'throttled':
+        this.throttled.inc({ smarthost: event.smarthost });
+        return;
+      case 'credentials_refused':
+        this.credentialsRefused.inc({ smarthost: event.smarthost });
         return;
       case 'delivered':
       case 'deferred':

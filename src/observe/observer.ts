@@ -77,6 +77,19 @@ export class RelayObserver implements Observer {
         this.logger[event.state === 'closed' ? 'info' : 'warn']({ event: event.type, smarthost: event.smarthost, state: event.state }, `smart host ${event.relay}: ${what}`);
         return;
       }
+      case 'throttled': {
+        const until = new Date(event.until).toISOString();
+        this.logger.warn({ event: event.type, smarthost: event.smarthost, until },
+          `smart host ${event.relay}: asked to wait until ${until}, skipped until then (${event.detail})`);
+        return;
+      }
+      case 'credentials_refused': {
+        const until = event.until === null ? '' : `, marked down until ${new Date(event.until).toISOString()}`;
+        const advice = 'fix them and reload (smarthop doctor explains)';
+        this.logger.error({ event: event.type, smarthost: event.smarthost },
+          `smart host ${event.relay}: credentials refused${until}; ${advice}: ${event.detail}`);
+        return;
+      }
       case 'dsn':
         this.logger.info({ event: event.type, queue_id: event.original, dsn_id: event.queueId },
           `${event.original}: sender non-delivery notification: ${event.queueId} (to=<${event.to.join('>,<')}> about <${event.recipients.join('>,<')}>)`);
@@ -85,6 +98,10 @@ export class RelayObserver implements Observer {
         if (event.result === 'failure') {
           this.logger.warn({ event: event.type, remote: event.remote, listener: event.listener, username: event.username }, `authentication failed for username ${JSON.stringify(event.username)} from [${event.remote}]`);
         }
+        return;
+      case 'auth_delayed':
+        this.logger.info({ event: event.type, remote: event.remote, scope: event.scope },
+          `failed authentication from [${event.remote}] answered ${event.delayMs} ms late (${event.scope} budget)`);
         return;
       case 'connection':
         this.logger.debug({ event: event.type, remote: event.remote, listener: event.listener, result: event.result }, `connect from [${event.remote}] on ${event.listener}: ${event.result}`);

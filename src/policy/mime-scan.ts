@@ -4,6 +4,7 @@ import libmime from 'libmime';
 import { Splitter, type MimeNode, type SplitterChunk } from 'mailsplit';
 import { fieldValue, type HeaderBlock } from '../ingress/header-block';
 import { blockedExtension } from './rules';
+import { UuencodeFinder } from './uuencode-finder';
 
 /**
  * Finds blocked attachment types by walking the MIME tree as the message streams to disk; the
@@ -30,6 +31,9 @@ export const DEFAULT_SCAN_LIMITS: ScanLimits = { maxDepth: 8, maxParts: 2000 };
 
 const EMBEDDED_MESSAGE = new Set(['message/rfc822', 'message/global']);
 
+/** Transfer encodings a text part must be decoded from before its lines can be read. */
+const ENCODED = new Set(['base64', 'quoted-printable']);
+
 const LF = 0x0a;
 /** Longest partial line held back for line-aligned writes; longer (illegal, > 998 bytes is RFC 5322's limit) lines go through as they are. */
 const MAX_HELD_LINE = 1024 * 1024;
@@ -44,8 +48,13 @@ interface ScanState {
 
 export class AttachmentScanner {
   private readonly state: ScanState;
-  /** null when the message is single-part: the root header said everything there is to know. */
+  /** The MIME walk, for a multipart or message/* body and for an encoded text body; else null. */
   private readonly walk: Walk | null;
+  /**
+   * A single-part text body that is not encoded is read line by line for uuencoded files as it
+   * streams (the common legacy-app message: no MIME parsing). `skip`: the header block still to come.
+   */
+  private readonly plainText: { finder: UuencodeFinder; skip: number } | null;
 
   /** `rootHeaders` is the message's header block as the client sent it; the inspector is then fed that block and the body. */
   constructor(rootHeaders: HeaderBlock, blocked: ReadonlySet<string>, limits: ScanLimits = DEFAULT_SCAN_LIMITS) {
@@ -53,22 +62,47 @@ export class AttachmentScanner {
     const contentTypes = rootHeaders.all('content-type').map(fieldValue);
     const dispositions = rootHeaders.all('content-disposition').map(fieldValue);
     this.state.finding = inspectNode(this.state, contentTypes, dispositions);
+    // RFC 2045: no or an unreadable Content-Type is text/plain.
     const type = contentTypes.length === 1 ? mediaType(contentTypes[0]) : 'text/plain';
-    // A single-part body has no tree to walk (RFC 2045: no or an unreadable Content-Type is text/plain),
-    // so the common legacy-app message costs no parsing at all.
-    this.walk = this.state.finding === undefined && (type.startsWith('multipart/') || type.startsWith('message/')) ? new Walk(this.state, 0) : null;
+    const encodings = rootHeaders.all('content-transfer-encoding').map((field) => fieldValue(field).toLowerCase());
+    const encoded = encodings.some((encoding) => ENCODED.has(encoding));
+    const structured = type.startsWith('multipart/') || type.startsWith('message/');
+    const text = type.startsWith('text/');
+    this.walk = this.state.finding === undefined && (structured || (text && encoded)) ? new Walk(this.state, 0) : null;
+    this.plainText = this.state.finding === undefined && text && !encoded
+      ? { finder: new UuencodeFinder((name) => uuencoded(this.state, name)), skip: rootHeaders.byteLength() + 2 }
+      : null;
   }
 
   write(chunk: Buffer): void | Promise<void> {
     // Once the verdict is in, the rest of the message is not worth parsing.
-    if (!this.walk || this.state.finding) return;
+    if (this.state.finding) return;
+    if (this.plainText) return this.readPlainText(chunk);
+    if (!this.walk) return;
     if (!this.walk.write(chunk)) return this.walk.drained();
   }
 
   async end(): Promise<ScanFinding | undefined> {
     if (this.walk) await this.walk.end();
+    this.plainText?.finder.end();
     return this.state.finding;
   }
+
+  private readPlainText(chunk: Buffer): void {
+    const text = this.plainText as { finder: UuencodeFinder; skip: number };
+    if (text.skip >= chunk.length) {
+      text.skip -= chunk.length;
+      return;
+    }
+    text.finder.write(text.skip > 0 ? chunk.subarray(text.skip) : chunk);
+    text.skip = 0;
+  }
+}
+
+/** A uuencoded file in a text part: judged by its name like any attachment. */
+function uuencoded(state: ScanState, name: string): void {
+  const extension = blockedExtension([name], state.blocked);
+  if (extension !== undefined) state.finding ??= { kind: 'blocked', extension };
 }
 
 /**
@@ -86,6 +120,8 @@ class Walk {
   private readonly finished: Promise<void>;
   private readonly children: Promise<void>[] = [];
   private embedded: { node: MimeNode; decoder: Transform } | null = null;
+  /** The text part being read for uuencoded files, decoded from its transfer encoding. */
+  private text: { node: MimeNode; decoder: Transform } | null = null;
 
   constructor(
     private readonly state: ScanState,
@@ -139,6 +175,8 @@ class Walk {
       this.onNode(chunk);
     } else if (chunk.type === 'body' && this.embedded && chunk.node === this.embedded.node) {
       this.embedded.decoder.write(chunk.value);
+    } else if (chunk.type === 'body' && this.text && chunk.node === this.text.node) {
+      this.text.decoder.write(chunk.value);
     }
   }
 
@@ -146,6 +184,7 @@ class Walk {
     // The root of this level was already counted and inspected by whoever started the level.
     if (node.root) {
       if (this.depth > 0) this.state.finding ??= inspectNode(this.state, headerValues(node, 'content-type'), headerValues(node, 'content-disposition'));
+      if (!this.state.finding) this.readText(node);
       return;
     }
     this.state.parts++;
@@ -155,6 +194,7 @@ class Walk {
     }
     this.state.finding = inspectNode(this.state, headerValues(node, 'content-type'), headerValues(node, 'content-disposition'));
     if (this.state.finding) return;
+    this.readText(node);
     const type = node.contentType || 'text/plain';
     if (type === 'message/partial') {
       this.state.finding = { kind: 'uninspectable', why: 'a message/partial fragment' };
@@ -178,9 +218,28 @@ class Walk {
     }
   }
 
+  /** A text part (a multipart's, or a single-part message's own body) is read for uuencoded files. */
+  private readText(node: MimeNode): void {
+    if (node.multipart || !(node.contentType || 'text/plain').startsWith('text/')) return;
+    const decoder = node.getDecoder();
+    const finder = new UuencodeFinder((name) => uuencoded(this.state, name));
+    decoder.on('data', (decoded: Buffer) => finder.write(decoded));
+    this.children.push(new Promise<void>((resolve) => {
+      decoder.once('end', () => {
+        finder.end();
+        resolve();
+      });
+      // An undecodable text part hides no file a mail app could show: nothing more to read.
+      decoder.once('error', () => resolve());
+    }));
+    this.text = { node, decoder };
+  }
+
   private closeEmbedded(): void {
     if (this.embedded) this.embedded.decoder.end();
     this.embedded = null;
+    if (this.text) this.text.decoder.end();
+    this.text = null;
   }
 }
 

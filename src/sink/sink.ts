@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { installConfigurableGreetingDelay } from '../ingress/smtp-listener';
+import { createSmtpServer, sessionSockets } from '../ingress/smtp-server-adapter';
 
 /**
  * A small capture smart host: accepts mail on loopback, writes each message to a folder and logs one
@@ -89,9 +89,9 @@ export class SmtpSink {
   constructor(private readonly options: SinkOptions = {}) {
     this.behaviour = options.behaviour ?? { mode: 'accept' };
     if (options.dir) mkdirSync(options.dir, { recursive: true });
-    // A smart host greets at once (Postfix does); smtp-server's fixed 100 ms would cap every new
-    // connection to the sink, and with it the benchmark's harness ceiling, at 10 messages/s.
-    installConfigurableGreetingDelay();
+    // A smart host greets at once (Postfix does); smtp-server's fixed 100 ms would slow every new
+    // connection to the sink, and with it the benchmark's harness ceiling. Only this server's own
+    // connections are changed (see smtp-server-adapter.ts).
     const serverOptions: SMTPServerOptions = {
       name: 'sink.smarthop.test',
       banner: 'smarthop sink',
@@ -175,7 +175,7 @@ export class SmtpSink {
         });
       },
     };
-    this.server = new SMTPServer({ ...serverOptions, greetingDelay: 0 } as SMTPServerOptions);
+    this.server = createSmtpServer(serverOptions, { greetingDelayMs: 0 });
     this.server.on('error', () => undefined);
   }
 
@@ -195,9 +195,7 @@ export class SmtpSink {
 
   close(): Promise<void> {
     // Hanging and half-open test connections must not hold the close for the grace period.
-    for (const connection of (this.server as unknown as { connections: Set<{ _socket?: { destroy(): void } }> }).connections) {
-      connection._socket?.destroy();
-    }
+    for (const { socket } of sessionSockets(this.server)) socket.destroy();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
@@ -217,15 +215,11 @@ export class SmtpSink {
 
   /** A FIN after what was written, the way a server that is done with a client hangs up. */
   private endSession(session: SMTPServerSession): void {
-    for (const connection of (this.server as unknown as { connections: Set<{ session: SMTPServerSession; _socket?: { end(): void } }> }).connections) {
-      if (connection.session === session) connection._socket?.end();
-    }
+    for (const open of sessionSockets(this.server)) if (open.session === session) open.socket.end();
   }
 
   private destroySession(session: SMTPServerSession): void {
-    for (const connection of (this.server as unknown as { connections: Set<{ session: SMTPServerSession; _socket?: { destroy(): void } }> }).connections) {
-      if (connection.session === session) connection._socket?.destroy();
-    }
+    for (const open of sessionSockets(this.server)) if (open.session === session) open.socket.destroy();
   }
 
   private async record(session: SMTPServerSession, data: Buffer): Promise<string> {

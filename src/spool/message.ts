@@ -13,6 +13,8 @@ export interface RecipientState {
   permanentRejections?: number;
   /** The smart hosts that answered 5xx for it: never offered it again (the next host is tried once instead). */
   rejectedBy?: string[];
+  /** A smart host asked (Retry-After) not to be sent it before this time (ms since the epoch). */
+  notBefore?: number;
 }
 
 /**

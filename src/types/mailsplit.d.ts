@@ -1,6 +1,7 @@
 /**
- * The part of mailsplit's API that the policy MIME walk uses (the package ships no types).
- * Headers are kept as binary (latin1) strings, as mailsplit holds them.
+ * The part of mailsplit's API that the policy MIME walk and the Graph transport's large-message
+ * path use (the package ships no types). Headers are kept as binary (latin1) strings, as mailsplit
+ * holds them.
  */
 declare module 'mailsplit' {
   import { Transform, type TransformOptions } from 'node:stream';
@@ -22,6 +23,8 @@ declare module 'mailsplit' {
   export interface MimeNode {
     type: 'node';
     root: boolean;
+    /** The multipart (or message) node this one is a part of; false for the root. */
+    parentNode: MimeNode | false;
     headers: Headers;
     contentType: string | false;
     multipart: string | false;
@@ -30,6 +33,8 @@ declare module 'mailsplit' {
     filename: string | false;
     /** A stream that turns the node's transfer-encoded body into raw bytes. */
     getDecoder(): Transform;
+    /** The node's header block as it came (ending with the blank line), unless it was edited. */
+    getHeaders(): Buffer;
   }
 
   export type SplitterChunk =

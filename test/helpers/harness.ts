@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
 import { parseConfig } from '../../src/config/load';
-import type { RelayConfig } from '../../src/config/schema';
+import type { RelayConfig, SmtpSmartHostConfig } from '../../src/config/schema';
 import { Relay, type RelayOptions } from '../../src/relay';
 import { SmtpSink, type SinkOptions } from '../../src/sink/sink';
 import type { MessageMeta } from '../../src/spool/message';
@@ -82,9 +82,17 @@ export function buildConfig(raw: Record<string, unknown>, baseDir: string, env: 
   return result.config;
 }
 
+/** The SMTP smart host a test config defines at `index` (the transports that speak SMTP take nothing else). */
+export function smtpHost(config: RelayConfig, index = 0): SmtpSmartHostConfig {
+  const host = config.smarthosts[index];
+  if (host?.type !== 'smtp') throw new Error(`smarthosts[${index}] is not an SMTP smart host`);
+  return host;
+}
+
 export interface SmartHostSpec {
   name: string;
-  port: number;
+  /** An SMTP host's port (a `type: graph` host has none). */
+  port?: number;
   priority?: number;
   [key: string]: unknown;
 }
@@ -99,7 +107,11 @@ export function baseConfig(dir: string, smarthosts: SmartHostSpec[], overrides: 
     listeners: [{ name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional' }],
     clients: [{ name: 'lan', networks: ['127.0.0.1/32'] }],
     routes: { default: { smarthosts: smarthosts.map((s) => s.name) } },
-    smarthosts: smarthosts.map((s) => ({ host: '127.0.0.1', tls: 'none', priority: 10, connect_timeout: '2s', socket_timeout: '5s', ...s })),
+    smarthosts: smarthosts.map((s) => ({
+      // A Graph host has no host or port: it is reached at its graph_url.
+      ...(s.type === 'graph' ? {} : { host: '127.0.0.1', tls: 'none' }),
+      priority: 10, connect_timeout: '2s', socket_timeout: '5s', ...s,
+    })),
     http: { address: '127.0.0.1:0' },
     log: { level: 'silent' },
     ...overrides,

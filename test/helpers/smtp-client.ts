@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, TLSSocket, type ConnectionOptions } from 'node:tls';
 
 /**
  * A deliberately raw SMTP client for tests: exact bytes out, exact reply lines back, and a source
@@ -33,15 +33,18 @@ export class RawSmtpClient {
     socket.on('error', end);
   }
 
-  /** STARTTLS and the TLS handshake (any certificate: tests make their own); returns the STARTTLS reply. */
-  async startTls(): Promise<string | null> {
+  /**
+   * STARTTLS and the TLS handshake (any certificate: tests make their own; `options` narrow versions
+   * or suites); returns the STARTTLS reply, and rejects when the handshake fails.
+   */
+  async startTls(options: ConnectionOptions = {}): Promise<string | null> {
     const reply = await this.command('STARTTLS');
     if (!reply?.startsWith('220')) return reply;
     const plain = this.socket;
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
     plain.removeAllListeners('error');
-    const secure = tlsConnect({ socket: plain, rejectUnauthorized: false });
+    const secure = tlsConnect({ socket: plain, rejectUnauthorized: false, ...options });
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', resolve);
       secure.once('error', reject);
@@ -86,6 +89,11 @@ export class RawSmtpClient {
     for (const chunk of chunks) {
       if (!this.socket.write(chunk)) await new Promise<void>((resolve) => this.socket.once('drain', () => resolve()));
     }
+  }
+
+  /** The negotiated cipher suite once TLS is up, else null. */
+  get cipher(): string | null {
+    return this.socket instanceof TLSSocket ? this.socket.getCipher().name : null;
   }
 
   get isClosed(): boolean {
