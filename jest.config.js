@@ -21,6 +21,7 @@ module.exports = {
   globalSetup: '<rootDir>/test/setup/global-setup.ts',
   globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
   reporters: ['default', '<rootDir>/test/setup/skip-summary.js'],
+  testSequencer: '<rootDir>/test/setup/sequencer.js',
   // Every end-to-end test binds real sockets and spools to real disk; a couple of workers keeps the 2-core CI honest.
   maxWorkers: 2,
   testTimeout: 30000,
