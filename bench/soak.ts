@@ -39,6 +39,11 @@ export interface SoakFigures {
 
 const TIMEOUTS: Timeouts = { connectMs: 2_000, replyMs: 15_000 };
 const DRAIN_NO_PROGRESS_MS = 60_000;
+/**
+ * A breaker opened by an outage probes its host again after a second, not the default 30 s: the drain
+ * then waits for the relay's retries, not for a cooldown that proves nothing about durability.
+ */
+const SMART_HOST_TIMING = { connect_timeout: '1s', socket_timeout: '5s', breaker: { cooldown: '1s' } };
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -94,8 +99,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakFigures> {
     clients: [{ name: 'soak', networks: ['127.0.0.0/8'] }],
     routes: { default: { smarthosts: ['primary', 'backup'] } },
     smarthosts: [
-      { name: 'primary', host: '127.0.0.1', port: primaryPort, tls: 'none', priority: 10, connect_timeout: '1s', socket_timeout: '5s' },
-      { name: 'backup', host: '127.0.0.1', port: backupPort, tls: 'none', priority: 20, connect_timeout: '1s', socket_timeout: '5s' },
+      { name: 'primary', host: '127.0.0.1', port: primaryPort, tls: 'none', priority: 10, ...SMART_HOST_TIMING },
+      { name: 'backup', host: '127.0.0.1', port: backupPort, tls: 'none', priority: 20, ...SMART_HOST_TIMING },
     ],
     http: { address: `127.0.0.1:${httpPort}` },
     log: { level: 'error' },
