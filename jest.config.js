@@ -22,7 +22,8 @@ module.exports = {
   globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
   reporters: ['default', '<rootDir>/test/setup/skip-summary.js'],
   testSequencer: '<rootDir>/test/setup/sequencer.js',
-  // Every end-to-end test binds real sockets and spools to real disk; a couple of workers keeps the 2-core CI honest.
-  maxWorkers: 2,
+  // Three workers on two cores: end-to-end files spend much of their time waiting on sockets, child
+  // processes and timers, and a third worker fills that time. More only adds contention.
+  maxWorkers: '150%',
   testTimeout: 30000,
 };
