@@ -107,6 +107,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakFigures> {
   }));
 
   let relay = RelayProcess.launch(configFile);
+  // A soak that fails half way (a relay that never gets healthy) exits through main(): the relay
+  // running then, whichever restart it is, must not outlive it holding its ports and spool.
+  const killRelay = () => {
+    if (relay.running && relay.pid !== undefined) process.kill(relay.pid, 'SIGKILL');
+  };
+  process.once('exit', killRelay);
   await relay.waitHealthy(httpPort, 15_000);
 
   const accepted = new Set<string>();
@@ -175,6 +181,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakFigures> {
     }
   }
   await relay.stop(10_000);
+  process.off('exit', killRelay);
   await Promise.all(sinks.map((s) => s.down()));
   await rm(dir, { recursive: true, force: true });
 
