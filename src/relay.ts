@@ -232,6 +232,7 @@ export class Relay {
     for (const host of this.live.smarthosts.values()) host.close();
     await this.deliveryThread?.stop();
     await this.http?.close();
+    this.metrics.close();
     this.sharedState?.health.stop();
     this.sharedState?.redis.disconnect();
     await this.observer.close();

@@ -1,4 +1,4 @@
-import { HeaderBlock } from '../src/ingress/header-block';
+import { HeaderBlock } from '../src/message/header-block';
 import { fieldsToSign, relaxedField, signedField, signedFields, unsignedSignature, type SignatureTags } from '../src/reenvelope/dkim-header';
 
 /** Header text as the relay holds it: one latin1 char per byte, so UTF-8 arrives as its bytes. */

@@ -1,4 +1,5 @@
-import { buildDsn, diagnosticCode, dsnStatus, finalRecipient, rfc5322Date } from '../src/forward/dsn';
+import { buildDsn, diagnosticCode, dsnStatus, finalRecipient } from '../src/forward/dsn';
+import { rfc5322Date } from '../src/message/date';
 import { ClientCredentialsTokens, refreshTime } from '../src/forward/oauth2';
 import { TokenEndpoint } from './helpers/harness';
 

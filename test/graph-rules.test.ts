@@ -1,5 +1,5 @@
 import { PassThrough } from 'node:stream';
-import { HeaderBlock } from '../src/ingress/header-block';
+import { HeaderBlock } from '../src/message/header-block';
 import { aadstsAdvice, aadstsCode } from '../src/forward/graph/advice';
 import { partsToLift, REQUEST_LIMIT } from '../src/forward/graph/draft';
 import type { HttpAnswer } from '../src/forward/graph/http';

@@ -1,7 +1,7 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HeaderBlock } from '../src/ingress/header-block';
-import { HeaderSplitter } from '../src/ingress/header-splitter';
+import { HeaderBlock } from '../src/message/header-block';
+import { HeaderSplitter } from '../src/message/header-splitter';
 
 async function split(chunks: string[], edit: (h: HeaderBlock) => void = () => undefined, max = 1024): Promise<{ out: string; body: string; splitter: HeaderSplitter }> {
   const out: Buffer[] = [];

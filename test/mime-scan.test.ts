@@ -1,4 +1,4 @@
-import { HeaderBlock } from '../src/ingress/header-block';
+import { HeaderBlock } from '../src/message/header-block';
 import { AttachmentScanner, type ScanFinding } from '../src/policy/mime-scan';
 
 const BLOCKED = new Set(['exe', 'js', 'vbs']);

@@ -1,4 +1,4 @@
-import { isPlainAddress } from '../src/ingress/plain-address';
+import { isPlainAddress } from '../src/message/plain-address';
 
 describe('plain envelope addresses (what the policy judges is what goes out)', () => {
   test.each([

@@ -34,10 +34,10 @@ describe('policy and limits config', () => {
     expect(policy.max_message_size).toBe(5 * 1024 * 1024);
     expect(policy.rate_limits).toEqual([{ window: 60_000, messages: 60 }, { window: 3_600_000, recipients: 2000, bytes: 100 * 1024 * 1024 }]);
     expect(policy.blocked_attachments).toEqual(['exe', 'js']);
-    expect(policy.header_rules[0].match.source).toBe('lottery');
-    expect(policy.header_rules[0].match.test('You won the LOTTERY')).toBe(true);
+    // Plain data: the pattern as written; the policy engine compiles it.
+    expect(policy.header_rules[0].match).toBe('lottery');
     expect(policy.suppressed_recipients).toBe('/etc/smarthop/lists/suppressed.txt');
-    expect(policy.allowed_senders?.patterns).toEqual(['*@corp.example']);
+    expect(policy.allowed_senders).toEqual(['*@corp.example']);
     expect(result.config.limits).toEqual({
       connections_per_stranger: 10,
       auth_failures: { max: 10, window: 600_000, lockout: 900_000, delay: 1000 },
@@ -91,7 +91,29 @@ describe('policy and limits config', () => {
 
     const loaded = parseConfig(minimal({ policies: { legacy: { header_rules: [rules[0], rules[2]] } } }), '/etc', {});
     if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
-    expect(loaded.config.policies.legacy.header_rules.map((rule) => rule.match.source)).toEqual(['^(a+)+$', '^PHPMailer [0-9.]+']);
+    expect(loaded.config.policies.legacy.header_rules.map((rule) => rule.match)).toEqual(['^(a+)+$', '^PHPMailer [0-9.]+']);
+  });
+
+  test('the config is plain data: patterns stay as written, and every bad one (rewrite_from.unless too) has its path', () => {
+    const bad = parseConfig(minimal({
+      policies: { legacy: { allowed_senders: ['(erp|crm)@corp.example'], allowed_recipients: ['{1..3}@x.example'] } },
+      routes: { default: { smarthosts: ['primary'], rewrite_from: { unless: ['*@corp.example', 'a b@corp.example'], to: 'noreply@corp.example' } } },
+    }), '/etc', {});
+    const errors = bad.ok ? [] : bad.errors;
+    expect(errors).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^policies\.legacy\.allowed_senders\[0\]: parentheses are not part of an address pattern/),
+      expect.stringMatching(/^policies\.legacy\.allowed_recipients\[0\]: brace ranges like \{1\.\.3\} are not supported/),
+      expect.stringMatching(/^routes\.default\.rewrite_from\.unless\[1\]: patterns cannot contain spaces/),
+    ]));
+
+    const good = parseConfig(minimal({
+      policies: { legacy: { allowed_senders: ['*@corp.example'], header_rules: [{ header: 'Subject', match: 'lottery', action: 'reject' }] } },
+      routes: { default: { smarthosts: ['primary'], rewrite_from: { unless: ['corp.example'], to: 'noreply@corp.example' } } },
+    }), '/etc', {});
+    if (!good.ok) throw new Error(good.errors.join('\n'));
+    // Nothing in it but JSON values: a reload compares it as it is, and a copy equals it.
+    expect(JSON.parse(JSON.stringify(good.config.policies))).toEqual(good.config.policies);
+    expect(JSON.parse(JSON.stringify(good.config.routes))).toEqual(good.config.routes);
   });
 
   test('cross-checks: a policy may only lower max_message_size; one limit per dimension and window', () => {

@@ -1,9 +1,9 @@
-import { HeaderBlock } from '../src/ingress/header-block';
+import { HeaderBlock } from '../src/message/header-block';
 import { MemoryWindowCounters } from '../src/limits/window-counters';
-import { normalizeAddress } from '../src/policy/address';
+import { normalizeAddress } from '../src/message/address';
 import { addressKey } from '../src/policy/address-guard';
-import { AddressMatcher } from '../src/policy/address-match';
-import { compileHeaderPattern, type HeaderPattern } from '../src/policy/header-pattern';
+import { AddressMatcher } from '../src/message/address-pattern';
+import { compileHeaderPattern, type HeaderPattern } from '../src/message/header-pattern';
 import { formatWindow, planRateLimits, rateLimitText } from '../src/policy/rate-limits';
 import { applyHeaderRules, blockedExtension, headerFromRefusal, recipientRefusal, senderRefusal, type PolicyRules } from '../src/policy/rules';
 import { isSuppressed, parseSuppressionList } from '../src/policy/suppression';

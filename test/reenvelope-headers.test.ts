@@ -1,15 +1,16 @@
 import { parseConfig } from '../src/config/load';
 import { chooseRoute } from '../src/forward/router';
-import { HeaderBlock } from '../src/ingress/header-block';
+import { HeaderBlock } from '../src/message/header-block';
 import { buildReceivedHeader } from '../src/ingress/received-header';
-import { addressMatcher, formatDisplayName, parseMailboxes } from '../src/reenvelope/address';
+import { formatDisplayName, parseMailboxes } from '../src/message/mailbox';
+import { keepsFrom } from '../src/reenvelope/filter';
 import { ensureDate, ensureMessageId, rewriteEnvelopeFrom, rewriteFrom, stripHeaders } from '../src/reenvelope/header-rewrites';
 
 const block = (...lines: string[]) => HeaderBlock.parse(Buffer.from(lines.join('\r\n'), 'utf8'));
 const text = (headers: HeaderBlock) => headers.toBuffer().toString('utf8').trimEnd().split('\r\n');
 
 describe('rewriteFrom: the address changes, the display name stays, replies still reach the person', () => {
-  const rule = { allowed: addressMatcher(['*@corp.example']), to: 'noreply@corp.example' };
+  const rule = { allowed: keepsFrom(['*@corp.example']), to: 'noreply@corp.example' };
 
   test.each<[string, string[], string[]]>([
     ['a bare address outside `unless`',
@@ -80,7 +81,7 @@ describe('rewriteFrom: the address changes, the display name stays, replies stil
   });
   test('an empty unless list rewrites every From', () => {
     const headers = block('From: app@corp.example');
-    rewriteFrom(headers, { allowed: addressMatcher([]), to: 'noreply@corp.example' });
+    rewriteFrom(headers, { allowed: keepsFrom([]), to: 'noreply@corp.example' });
     expect(headers.value('from')).toBe('<noreply@corp.example>');
   });
 });

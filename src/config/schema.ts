@@ -1,8 +1,8 @@
 import { createSecureContext } from 'node:tls';
 import * as ipaddr from 'ipaddr.js';
 import { z } from 'zod';
-import { AddressMatcher } from '../policy/address-match';
-import { compileHeaderPattern } from '../policy/header-pattern';
+import { validateAddressPatterns } from '../message/address-pattern';
+import { headerPatternError } from '../message/header-pattern';
 import { parseDuration, parseHostPort, parseSize } from './units';
 
 /**
@@ -117,20 +117,18 @@ const clientSchema = z
     }
   });
 
-/** Address/domain globs, compiled here once per config (policy/address-match.ts); a bad pattern is an error at its index. */
-const addressPatterns = z.array(z.string()).transform((patterns, ctx) => {
-  const result = AddressMatcher.compile(patterns);
-  if (result.ok) return result.matcher;
-  for (const error of result.errors) ctx.addIssue({ code: 'custom', path: [error.index], message: error.message });
-  return z.NEVER;
+/**
+ * Address/domain globs (message/address-pattern.ts), kept as written: the config is plain data, and
+ * the stages that match compile them. A bad pattern is an error at its index.
+ */
+const addressPatterns = z.array(z.string()).superRefine((patterns, ctx) => {
+  for (const error of validateAddressPatterns(patterns)) ctx.addIssue({ code: 'custom', path: [error.index], message: error.message });
 });
 
-/** Header-rule patterns are compiled once, here, for RE2's linear-time matcher (policy/header-pattern.ts). */
-const regex = z.string().min(1).transform((source, ctx) => {
-  const compiled = compileHeaderPattern(source);
-  if (compiled.ok) return compiled.pattern;
-  ctx.addIssue({ code: 'custom', message: compiled.error });
-  return z.NEVER;
+/** A header rule's pattern, checked here for RE2's linear-time matcher (message/header-pattern.ts) and kept as written. */
+const regex = z.string().min(1).superRefine((source, ctx) => {
+  const error = headerPatternError(source);
+  if (error !== undefined) ctx.addIssue({ code: 'custom', message: error });
 });
 
 const extension = z.string().transform((value, ctx) => {
@@ -240,7 +238,8 @@ const routeSchema = z.strictObject({
   sender_domains: z.array(domain).default([]),
   /** Rewrites MAIL FROM (the null sender stays null); omitted: the client's is kept. */
   envelope_from: mailbox.optional(),
-  rewrite_from: z.strictObject({ unless: z.array(z.string().min(1)).default([]), to: mailbox }).optional(),
+  /** `unless` holds address globs, the same patterns as allowed_senders. */
+  rewrite_from: z.strictObject({ unless: addressPatterns.default([]), to: mailbox }).optional(),
   /** Removed in addition to Received and X-Originating-IP, which never leave the LAN. */
   strip_headers: z.array(headerName).default([]),
   /** Name the client's address (not only its name) in our Received header. */

@@ -1,5 +1,6 @@
 import type { RelayConfig } from '../config/schema';
-import { addressMatcher, domainOf } from '../reenvelope/address';
+import { domainOf, normalizeAddress } from '../message/address';
+import { AddressMatcher } from '../message/address-pattern';
 
 /**
  * What the doctor checks: for every route, each header-From domain its mail can leave with after
@@ -16,10 +17,14 @@ export interface SenderIdentity {
   source: 'rewrite_from.to' | 'rewrite_from.unless' | 'sender_domains' | 'unknown';
 }
 
-/** `*@corp.example` and `info@corp.example` name a domain; `*@*.corp.example` cannot be enumerated. */
-function literalDomain(glob: string): string | null {
-  const domain = glob.slice(glob.lastIndexOf('@') + 1);
-  return glob.includes('@') && /^[A-Za-z0-9.-]+$/.test(domain) && domain.includes('.') ? domain.toLowerCase() : null;
+/**
+ * `*@corp.example`, `info@corp.example` and a bare `corp.example` (a domain pattern, as in
+ * allowed_senders) name a domain; `*@*.corp.example` cannot be enumerated.
+ */
+function literalDomain(pattern: string): string | null {
+  const trimmed = pattern.trim();
+  const domain = trimmed.slice(trimmed.lastIndexOf('@') + 1);
+  return /^[A-Za-z0-9.-]+$/.test(domain) && domain.includes('.') ? domain.toLowerCase() : null;
 }
 
 export function senderIdentities(config: Pick<RelayConfig, 'routes'>): SenderIdentity[] {
@@ -33,7 +38,7 @@ export function senderIdentities(config: Pick<RelayConfig, 'routes'>): SenderIde
       identities.push({ route, fromDomain, envelopeDomain, source });
     };
     const rewrite = settings.rewrite_from;
-    const allowed = addressMatcher(rewrite?.unless ?? []);
+    const allowed = AddressMatcher.of(rewrite?.unless ?? []);
     // Rewritten mail: From is `to`; the envelope is the route's, or whatever the client sent.
     if (rewrite) add(domainOf(rewrite.to), 'rewrite_from.to', envelopeFrom);
     // Mail that keeps its From: clients normally send it with an envelope in the same domain.
@@ -43,7 +48,7 @@ export function senderIdentities(config: Pick<RelayConfig, 'routes'>): SenderIde
     }
     // Routed here by its envelope domain; its From is that domain unless rewrite_from replaces it (the `to` row covers that).
     for (const domain of settings.sender_domains) {
-      if (!rewrite || allowed(`postmaster@${domain}`)) add(domain, 'sender_domains', envelopeFrom ?? domain);
+      if (!rewrite || allowed.matches(normalizeAddress(`postmaster@${domain}`))) add(domain, 'sender_domains', envelopeFrom ?? domain);
     }
     if (seen.size === 0) identities.push({ route, fromDomain: null, envelopeDomain: envelopeFrom, source: 'unknown' });
   }

@@ -1,3 +1,5 @@
+import { rfc5322Date } from '../message/date';
+
 /**
  * Delivery status notifications (RFC 3464) as pure functions: the report is built from values, so
  * its exact bytes are table-tested; reading the original and queueing the result is bounce.ts.
@@ -32,11 +34,6 @@ export interface DsnInput {
   originalHeaders: Buffer;
   /** Unique per DSN (the DSN's own queue id does). */
   uniqueId: string;
-}
-
-/** RFC 5322 date with a numeric zone (`toUTCString` says GMT, which is obsolete syntax). */
-export function rfc5322Date(date: Date): string {
-  return date.toUTCString().replace(/GMT$/, '+0000');
 }
 
 /**

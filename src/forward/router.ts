@@ -1,4 +1,5 @@
 import type { RelayConfig } from '../config/schema';
+import { domainOf } from '../message/address';
 
 /**
  * Which route a message takes, decided once at ingest (the route's rewrites and DKIM key are applied
@@ -12,7 +13,7 @@ import type { RelayConfig } from '../config/schema';
  * The null sender has no domain and goes by 2 and 3.
  */
 export function chooseRoute(config: Pick<RelayConfig, 'routes' | 'policies'>, policy: string | undefined, envelopeFrom: string): string {
-  const domain = envelopeFrom.includes('@') ? envelopeFrom.slice(envelopeFrom.lastIndexOf('@') + 1).toLowerCase() : '';
+  const domain = domainOf(envelopeFrom);
   if (domain !== '') {
     for (const [name, route] of Object.entries(config.routes)) {
       if (route.sender_domains.includes(domain)) return name;

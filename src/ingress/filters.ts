@@ -1,6 +1,6 @@
 import type { ClientConfig } from '../config/schema';
 import type { RejectReason } from '../observe/events';
-import type { HeaderBlock } from './header-block';
+import type { HeaderBlock } from '../message/header-block';
 import type { SessionState } from './session';
 
 /**

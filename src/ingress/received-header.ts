@@ -1,3 +1,5 @@
+import { rfc5322Date } from '../message/date';
+
 /** Our own `Received:` line for the inbound hop (RFC 5321 §4.4), built purely from the session. */
 
 export interface ReceivedInfo {
@@ -14,10 +16,6 @@ export interface ReceivedInfo {
   /** Named only for a single recipient, as Postfix does: a list would disclose Bcc recipients. */
   recipients: string[];
   date: Date;
-}
-
-export function rfc5322Date(date: Date): string {
-  return date.toUTCString().replace(/GMT$/, '+0000');
 }
 
 /** The HELO name is client-supplied: keep it printable and bounded before it enters a header. */

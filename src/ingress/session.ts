@@ -11,9 +11,9 @@ import type { SpoolStore } from '../spool/store';
 import type { ClientDirectory } from './clients';
 import { DataGuard, type DataViolation } from './data-guard';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from './filters';
-import type { HeaderBlock } from './header-block';
-import { HeaderSplitter } from './header-splitter';
-import { isPlainAddress } from './plain-address';
+import type { HeaderBlock } from '../message/header-block';
+import { HeaderSplitter } from '../message/header-splitter';
+import { isPlainAddress } from '../message/plain-address';
 import type { AuthOutcome, ConnectionGuard, SessionPolicy } from './ports';
 import { buildReceivedHeader } from './received-header';
 
@@ -212,7 +212,7 @@ export class IngressSessions {
 
   /**
    * Streams DATA to the spool and answers only once it is durable. The answer is always one of:
-   * 250 queued, 552 too big, 550 malformed line endings, a filter's or the policy's refusal, 452
+   * 250 queued, 552 too big, 550 malformed line endings or a header out of bounds, a filter's or the policy's refusal, 452
    * spool trouble, or (inline delivery) the 5xx every smart host gave.
    */
   async data(session: SessionState, envelope: { from: string; to: string[] }, stream: Readable): Promise<Verdict & { queueId?: string }> {
@@ -269,6 +269,7 @@ export class IngressSessions {
       }
       else if (guard.violation) refusal = { code: 550, message: violationReply(guard.violation), reason: 'smuggling' };
       else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
+      else if (splitter.headerOutOfBounds !== null) refusal = { code: 550, message: `5.6.0 ${splitter.headerOutOfBounds}`, reason: 'header_limit' };
       // Counted only for a message that is otherwise acceptable: a refused one costs no byte quota.
       refusal ??= await policy?.dataComplete(client, incoming.bytesWritten);
       if (refusal) return this.reject(session, refusal.reason, refusal.code, refusal.message, { from: envelope.from });

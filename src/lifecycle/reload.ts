@@ -1,8 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { RelayConfig, SmartHostConfig } from '../config/schema';
 import type { SmartHost } from '../forward/smarthost';
-import { AddressMatcher } from '../policy/address-match';
-import type { HeaderPattern } from '../policy/header-pattern';
 
 /**
  * Pure planning for a reload (SIGHUP, POST /api/reload): which parts of a new, already validated
@@ -61,26 +59,9 @@ function differences(key: string, before: unknown, after: unknown): string[] {
   return [key];
 }
 
-/**
- * Two config values are the same when what they were compiled from is. Address matchers and header
- * patterns hold functions made afresh by each read, which never compare equal: compared as they
- * are, every reload of a config with sender lists or header rules reported `policies` as changed.
- */
+/** The config is plain data (patterns are compiled by the stages that use them), so values compare as they are. */
 function sameConfigValue(before: unknown, after: unknown): boolean {
-  return isDeepStrictEqual(compiledFrom(before), compiledFrom(after));
-}
-
-function compiledFrom(value: unknown): unknown {
-  if (value instanceof AddressMatcher) return { patterns: value.patterns };
-  if (Array.isArray(value)) return value.map(compiledFrom);
-  // Only object literals are walked: class instances (addresses, sets) compare as they are.
-  if (value === null || typeof value !== 'object' || Object.getPrototypeOf(value) !== Object.prototype) return value;
-  if (isHeaderPattern(value)) return { source: value.source };
-  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, compiledFrom(item)]));
-}
-
-function isHeaderPattern(value: object): value is HeaderPattern {
-  return typeof (value as Partial<HeaderPattern>).test === 'function' && typeof (value as Partial<HeaderPattern>).source === 'string';
+  return isDeepStrictEqual(before, after);
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

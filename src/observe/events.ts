@@ -16,8 +16,10 @@ export type RejectReason =
   | 'suppressed'
   | 'smuggling'
   | 'storage'
-  /** An envelope address with a quoted local part or a comment (501 5.1.3 / 5.1.7): see ingress/plain-address.ts. */
+  /** An envelope address with a quoted local part or a comment (501 5.1.3 / 5.1.7): see message/plain-address.ts. */
   | 'address_syntax'
+  /** A header block out of the bounds of message/header-limits.ts (a field too long, too many fields): 550 5.6.0. */
+  | 'header_limit'
   // DKIM signing failed at the end of DATA (451: the client retries rather than the mail leaving unsigned).
   | 'signing'
   /** Inline delivery: every smart host refused the message for good, and the client gets that 5xx. */

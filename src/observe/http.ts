@@ -71,7 +71,7 @@ export class HttpEndpoints {
     }
     switch (url.pathname) {
       case '/metrics': {
-        const body = await this.metrics.registry.metrics();
+        const body = await this.metrics.exposition();
         res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(body);
         return;
       }

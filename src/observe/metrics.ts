@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StateBackend } from '../limits/shared-state-health';
 import type { HeapSpace } from '../forward/delivery-protocol';
+import { EventLoopDelay } from './event-loop-delay';
 import type { RelayEvent } from './events';
 
 /** What the smart-host up gauge needs about one host. */
@@ -83,6 +84,8 @@ export class Metrics {
   private readonly configReloads = new Counter({ name: 'smarthop_config_reloads_total', help: 'Configuration reloads (SIGHUP, POST /api/reload) by result', labelNames: ['result'], registers: [this.registry] });
   private readonly stateFallbacks = new Counter({ name: 'smarthop_state_fallbacks_total', help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit', registers: [this.registry] });
   private readonly eventsDropped = new Counter({ name: 'smarthop_events_dropped_total', help: 'Outcome events that could not be written to an output (file or webhook) and were dropped', labelNames: ['output'], registers: [this.registry] });
+
+  private readonly eventLoopDelay = new EventLoopDelay();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -168,6 +171,16 @@ export class Metrics {
         if (source) this.set(source.minFreeBytes);
       },
     });
+  }
+
+  /** What /metrics answers: the registry's families and the event loop delay histogram (see event-loop-delay.ts). */
+  async exposition(): Promise<string> {
+    return `${await this.registry.metrics()}\n${this.eventLoopDelay.exposition()}`;
+  }
+
+  /** Stops what samples in the background (the event loop delay monitor). */
+  close(): void {
+    this.eventLoopDelay.close();
   }
 
   bindDisk(source: DiskSource): void {

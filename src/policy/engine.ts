@@ -3,10 +3,13 @@ import type { BodyInspector, MessageFilter, Refusal } from '../ingress/filters';
 import type { SessionPolicy } from '../ingress/ports';
 import type { WindowCounters } from '../limits/window-counters';
 import type { Observer } from '../observe/events';
+import { AddressMatcher } from '../message/address-pattern';
+import { compileHeaderPattern, type HeaderPattern } from '../message/header-pattern';
 import type { ScanFinding } from './mime-scan';
 import { planRateLimits, rateLimitText, type RateDimension, type RatePlan } from './rate-limits';
 import {
-  applyHeaderRules, attachmentRefusal, declaredSizeRefusal, headerFromRefusal, recipientRefusal, senderRefusal, tooBig, type PolicyRules,
+  applyHeaderRules, attachmentRefusal, declaredSizeRefusal, headerFromRefusal, recipientRefusal, senderRefusal, tooBig, type HeaderRule,
+  type PolicyRules,
 } from './rules';
 import { SuppressionList, type SuppressionLog } from './suppression';
 
@@ -14,8 +17,9 @@ import { SuppressionList, type SuppressionLog } from './suppression';
  * The policy stage: each client's policy enforced at the earliest SMTP step that can decide.
  * MAIL (sender, declared size, message rate), RCPT (recipients, suppression, max_recipients,
  * recipient rate), DATA headers and body (header From, header rules, attachments, through
- * `filter()`), end of DATA (byte rate). Rules are compiled once per config; counting goes through
- * WindowCounters, keyed by client name, so one client at its limit never touches another's count.
+ * `filter()`), end of DATA (byte rate). The config holds patterns as plain text; they are compiled
+ * here, once per config, when the engine is built. Counting goes through WindowCounters, keyed by
+ * client name, so one client at its limit never touches another's count.
  */
 
 export interface PolicyEngineDeps {
@@ -58,12 +62,12 @@ export class PolicyEngine implements SessionPolicy {
         this.suppressionLists.set(file, suppression);
       }
       const rules: PolicyRules = {
-        allowedSenders: policy.allowed_senders,
-        allowedRecipients: policy.allowed_recipients,
-        deniedRecipients: policy.denied_recipients,
+        allowedSenders: matcherOf(policy.allowed_senders),
+        allowedRecipients: matcherOf(policy.allowed_recipients),
+        deniedRecipients: matcherOf(policy.denied_recipients),
         maxMessageSize: policy.max_message_size,
         maxRecipients: policy.max_recipients,
-        headerRules: policy.header_rules,
+        headerRules: policy.header_rules.map(({ header, match, action }): HeaderRule => ({ header, match: headerPattern(match), action })),
         blockedExtensions: new Set(policy.blocked_attachments),
       };
       this.compiled.set(name, {
@@ -168,6 +172,17 @@ export class PolicyEngine implements SessionPolicy {
     this.deps.observer.emit({ type: 'rate_limited', client: client.name, limit: plan.labels[result.limit] });
     return { code: 451, message: rateLimitText(client.name, plan.descriptions[result.limit], result.retryAfterMs, result.share), reason: 'rate_limited' };
   }
+}
+
+/** The config holds patterns as written (validated by the schema); the policy compiles them once per config. */
+function matcherOf(patterns: readonly string[] | undefined): AddressMatcher | undefined {
+  return patterns === undefined ? undefined : AddressMatcher.of(patterns);
+}
+
+function headerPattern(source: string): HeaderPattern {
+  const compiled = compileHeaderPattern(source);
+  if (!compiled.ok) throw new Error(`invalid header rule pattern ${JSON.stringify(source)}: ${compiled.error}`);
+  return compiled.pattern;
 }
 
 function scanRefusal(finding: ScanFinding | undefined, client: string): Refusal | undefined {

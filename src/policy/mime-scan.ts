@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { Transform } from 'node:stream';
 import libmime from 'libmime';
 import { Splitter, type MimeNode, type SplitterChunk } from 'mailsplit';
-import { fieldValue, type HeaderBlock } from '../ingress/header-block';
+import { fieldValue, type HeaderBlock } from '../message/header-block';
 import { blockedExtension } from './rules';
 import { UuencodeFinder } from './uuencode-finder';
 

@@ -1,32 +1,42 @@
 import { type Stats, unwatchFile, watchFile } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { normalizeAddress, normalizeDomain, type NormalizedAddress } from './address';
+import type { NormalizedAddress } from '../message/address';
+import { AddressMatcher } from '../message/address-pattern';
 
 /**
  * A suppression list: one address (`user@example.com`) or domain (`example.com`, `@example.com`)
- * per line, `#` comments and blank lines ignored. Lookups are exact on the normalised forms, so a
- * list of 100,000 entries costs two Set lookups per recipient.
+ * per line, `#` comments and blank lines ignored. Entries go through the relay's one address matcher
+ * in literal mode (a `*` in a list is part of an address, not a wildcard), so lookups are exact on
+ * the normalised forms: a list of 100,000 entries costs two Set lookups per recipient. A line that
+ * cannot be an address or a domain (spaces inside, an empty label) could never match a recipient
+ * and is counted in `skipped`.
  */
 export interface SuppressionEntries {
-  addresses: ReadonlySet<string>;
-  domains: ReadonlySet<string>;
+  matcher: AddressMatcher;
+  size: number;
+  skipped: number;
 }
 
 export function parseSuppressionList(text: string): SuppressionEntries {
-  const addresses = new Set<string>();
-  const domains = new Set<string>();
+  const lines: string[] = [];
   for (const rawLine of text.split(/\r?\n/)) {
-    const line = rawLine.replace(/#.*$/, '').trim();
-    if (line === '') continue;
-    if (line.startsWith('@')) domains.add(normalizeDomain(line.slice(1)));
-    else if (line.includes('@')) addresses.add(normalizeAddress(line).address);
-    else domains.add(normalizeDomain(line));
+    const hash = rawLine.indexOf('#');
+    const line = (hash === -1 ? rawLine : rawLine.slice(0, hash)).trim();
+    if (line !== '') lines.push(line);
   }
-  return { addresses, domains };
+  let compiled = AddressMatcher.compile(lines, { literal: true });
+  let skipped = 0;
+  if (!compiled.ok) {
+    const bad = new Set(compiled.errors.map((error) => error.index));
+    skipped = bad.size;
+    compiled = AddressMatcher.compile(lines.filter((_, index) => !bad.has(index)), { literal: true });
+  }
+  if (!compiled.ok) throw new Error(`suppression list: ${compiled.errors[0].message}`);
+  return { matcher: compiled.matcher, size: compiled.matcher.size, skipped };
 }
 
 export function isSuppressed(entries: SuppressionEntries, address: NormalizedAddress): boolean {
-  return entries.addresses.has(address.address) || (address.domain !== '' && entries.domains.has(address.domain));
+  return entries.matcher.matches(address);
 }
 
 export interface SuppressionLog {
@@ -41,7 +51,7 @@ export interface SuppressionLog {
  * list (a suppression list must never silently become empty because of a half-finished deploy).
  */
 export class SuppressionList {
-  private entries: SuppressionEntries = { addresses: new Set(), domains: new Set() };
+  private entries: SuppressionEntries = parseSuppressionList('');
   private watching = false;
   private reloading: Promise<void> | null = null;
   private reloadAgain = false;
@@ -55,7 +65,7 @@ export class SuppressionList {
   /** The first load: an unreadable file here is an error the relay refuses to start with. */
   async load(): Promise<void> {
     this.entries = parseSuppressionList(await readFile(this.file, 'utf8'));
-    this.log.info(`suppression list ${this.file}: ${this.size} entries`);
+    this.log.info(`suppression list ${this.file}: ${this.size} entries${this.skippedNote()}`);
   }
 
   start(): void {
@@ -76,12 +86,16 @@ export class SuppressionList {
   }
 
   get size(): number {
-    return this.entries.addresses.size + this.entries.domains.size;
+    return this.entries.size;
   }
 
   /** Resolves once any reload under way has finished (tests, and an orderly stop). */
   async settled(): Promise<void> {
     while (this.reloading) await this.reloading;
+  }
+
+  private skippedNote(): string {
+    return this.entries.skipped === 0 ? '' : ` (${this.entries.skipped} lines skipped: neither an address nor a domain)`;
   }
 
   private readonly onChange = (current: Stats, previous: Stats): void => {
@@ -103,7 +117,7 @@ export class SuppressionList {
         this.reloadAgain = false;
         try {
           this.entries = parseSuppressionList(await readFile(this.file, 'utf8'));
-          this.log.info(`suppression list ${this.file} reloaded: ${this.size} entries`);
+          this.log.info(`suppression list ${this.file} reloaded: ${this.size} entries${this.skippedNote()}`);
         } catch (err) {
           this.log.warn(`suppression list ${this.file} could not be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); keeping the last ${this.size} entries`);
         }

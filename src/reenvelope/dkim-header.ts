@@ -1,4 +1,4 @@
-import type { HeaderField } from '../ingress/header-block';
+import type { HeaderField } from '../message/header-block';
 
 /**
  * The header half of a DKIM signature (RFC 6376 §3.4.2, §3.5, §3.7) with relaxed canonicalisation:
@@ -10,7 +10,7 @@ import type { HeaderField } from '../ingress/header-block';
  * the Cyrillic "Р" (D0 A0) was signed over a different text than every RFC-conforming verifier
  * computes, and its signature failed there (dkimpy; mailauth's own verifier shares the mistake and
  * passed it). The module it lived in also loads Joi, tldts and https (~5 MiB of heap) for a few
- * string functions. The body hash stays mailauth's (its body canonicalisation uses WSP correctly).
+ * string functions. The body hash is dkim-signer.ts's RelaxedBodyHash, streamed in linear time.
  */
 
 /**

@@ -1,7 +1,8 @@
 import type { RouteConfig } from '../config/schema';
-import type { HeaderBlock } from '../ingress/header-block';
 import type { MessageContext, MessageFilter, Refusal } from '../ingress/filters';
-import { addressMatcher } from './address';
+import { normalizeAddress } from '../message/address';
+import { AddressMatcher } from '../message/address-pattern';
+import type { HeaderBlock } from '../message/header-block';
 import { ensureDate, ensureMessageId, rewriteEnvelopeFrom, rewriteFrom, stripHeaders, type FromRewrite } from './header-rewrites';
 
 export interface ReenvelopeDeps {
@@ -31,7 +32,7 @@ export class ReenvelopeFilter implements MessageFilter {
     for (const [name, route] of Object.entries(deps.routes)) {
       this.routes.set(name, {
         strip: route.strip_headers,
-        fromRewrite: route.rewrite_from ? { allowed: addressMatcher(route.rewrite_from.unless), to: route.rewrite_from.to } : null,
+        fromRewrite: route.rewrite_from ? { allowed: keepsFrom(route.rewrite_from.unless), to: route.rewrite_from.to } : null,
         envelopeFrom: route.envelope_from,
       });
     }
@@ -46,4 +47,13 @@ export class ReenvelopeFilter implements MessageFilter {
     context.outgoing.from = rewriteEnvelopeFrom(context.outgoing.from, route?.envelopeFrom);
     return undefined;
   }
+}
+
+/**
+ * `rewrite_from.unless` through the relay's one address matcher. A mailbox without an address
+ * (`From: ERP System`) is never one that may stay: it is replaced whatever the patterns say.
+ */
+export function keepsFrom(unless: readonly string[]): (address: string) => boolean {
+  const matcher = AddressMatcher.of(unless);
+  return (address) => address !== '' && matcher.matches(normalizeAddress(address));
 }

@@ -1,7 +1,6 @@
-import type { HeaderBlock } from '../ingress/header-block';
-import { rfc5322Date } from '../ingress/received-header';
-import { addressesMentioned } from '../policy/address-mentions';
-import { formatMailbox, parseMailboxes, type Mailbox } from './address';
+import { rfc5322Date } from '../message/date';
+import type { HeaderBlock } from '../message/header-block';
+import { formatMailbox, parseMailboxes, readAddressField, type Mailbox } from '../message/mailbox';
 
 /**
  * The header edits of re-enveloping, each a pure function over one message's header block (table
@@ -31,17 +30,18 @@ export interface FromRewrite {
  */
 export function rewriteFrom(headers: HeaderBlock, rule: FromRewrite): boolean {
   const fromValue = headers.value('from');
-  if (fromValue === undefined || parseMailboxes(fromValue).length === 0) {
+  const read = fromValue === undefined ? undefined : readAddressField(fromValue);
+  if (read === undefined || read.mailboxes.length === 0) {
     // RFC 5322 requires a From; a route that names its sender can supply one.
     headers.set('From', formatMailbox({ name: fromValue ?? '', address: rule.to }));
     return true;
   }
 
-  const original = parseMailboxes(fromValue);
+  const original = read.mailboxes;
   // An address the parser did not return but another reader would (a comment after the `@`, a
   // fullwidth `＠`) cannot be replaced in place: the whole From becomes the route's sender.
   const parsed = new Set(original.map((mailbox) => mailbox.address.toLowerCase()));
-  if (addressesMentioned(fromValue).some((address) => !parsed.has(address.toLowerCase()) && !rule.allowed(address))) {
+  if (read.mentioned.some((address) => !parsed.has(address.toLowerCase()) && !rule.allowed(address))) {
     headers.set('From', formatMailbox({ name: '', address: rule.to }));
     rewriteSender(headers, rule, [{ name: '', address: rule.to }], true);
     return true;

@@ -1,10 +1,7 @@
 /**
- * Types for the part of mailauth 4.13 (pinned ~4.13.3) below its public API that the DKIM signer
- * uses: the relaxed body hasher. Its public `dkimSign` re-parses the PEM key for every message
- * (about 1.5–3 ms, more than the signature itself), and its header canonicalisation reads byte 0xA0
- * as whitespace (see dkim-header.ts), so the signer hashes the body with this and does the rest
- * itself. mailauth's `dkimVerify` and dkimpy check the result in the tests, so a change in this
- * internal shows up there.
+ * Types for the part of mailauth 4.13 (pinned ~4.13.3) below its public API that the tests use as
+ * the oracle for dkim-signer.ts's RelaxedBodyHash: mailauth's relaxed body hasher. The relay does not
+ * load it (it rescans the unfinished line with every chunk: quadratic in a line without a break).
  */
 
 declare module 'mailauth/lib/dkim/body' {

@@ -1,6 +1,6 @@
 import { open, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { HeaderBlock } from '../../ingress/header-block';
+import { HeaderBlock } from '../../message/header-block';
 import type { MessageBody } from '../smarthost';
 import { QueueFileError, storedBytes } from '../stored-bytes';
 import { fromAddress, sendOnlyToEnvelope, type RecipientEdit } from './recipients';

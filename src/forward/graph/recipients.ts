@@ -1,7 +1,7 @@
-import { domainToASCII } from 'node:url';
-import { fieldValue, type HeaderBlock, type HeaderField } from '../../ingress/header-block';
-import { addressesMentioned } from '../../policy/address-mentions';
-import { formatMailbox, parseMailboxes, type Mailbox } from '../../reenvelope/address';
+import { normalizeAddress } from '../../message/address';
+import { fieldValue, type HeaderBlock, type HeaderField } from '../../message/header-block';
+import { addressesMentioned } from '../../message/mentions';
+import { formatMailbox, parseMailboxes, type Mailbox } from '../../message/mailbox';
 
 /**
  * Graph has no envelope: Exchange Online mails whoever the MIME's To, Cc and Bcc name. The copy of
@@ -28,12 +28,9 @@ export interface RecipientEdit {
   bcc: string[];
 }
 
-/** One key per mailbox: case-insensitive (as Exchange reads addresses), IDN domains in their ASCII form. */
+/** One key per mailbox: case-insensitive (as Exchange reads addresses), IDN domains in their ASCII form (message/address.ts). */
 export function recipientKey(address: string): string {
-  const at = address.lastIndexOf('@');
-  if (at === -1) return address.toLowerCase();
-  const domain = address.slice(at + 1).toLowerCase();
-  return `${address.slice(0, at).toLowerCase()}@${domainToASCII(domain) || domain}`;
+  return normalizeAddress(address).address;
 }
 
 function fieldName(field: HeaderField): string {

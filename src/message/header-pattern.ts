@@ -1,4 +1,4 @@
-import type { RE2JS } from 're2js';
+import { RE2JS } from 're2js';
 
 /**
  * A header rule's `match`, compiled for RE2's linear-time matcher instead of JavaScript's
@@ -20,16 +20,18 @@ export interface HeaderPattern {
 
 export type CompiledHeaderPattern = { ok: true; pattern: HeaderPattern } | { ok: false; error: string };
 
-/** Loaded at the first header rule: configs without one do not carry the engine. */
-let engine: typeof RE2JS | undefined;
-
 export function compileHeaderPattern(source: string): CompiledHeaderPattern {
-  engine ??= (require('re2js') as typeof import('re2js')).RE2JS;
   let compiled: RE2JS;
   try {
-    compiled = engine.compile(source, engine.CASE_INSENSITIVE);
+    compiled = RE2JS.compile(source, RE2JS.CASE_INSENSITIVE);
   } catch (err) {
     return { ok: false, error: `invalid regular expression: ${(err as Error).message} (header rules use RE2 syntax: no lookaround, no backreferences)` };
   }
   return { ok: true, pattern: { source, test: (value) => compiled.test(value) } };
+}
+
+/** What the config schema reports for a header rule's `match`: why it cannot be compiled, or undefined. */
+export function headerPatternError(source: string): string | undefined {
+  const compiled = compileHeaderPattern(source);
+  return compiled.ok ? undefined : compiled.error;
 }

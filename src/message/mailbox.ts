@@ -1,9 +1,10 @@
 import addressparser, { type Address, type MailboxAddress } from 'nodemailer/lib/addressparser';
-import picomatch from 'picomatch';
+import { addressesMentioned } from './mentions';
 
 /**
  * Mailboxes in originator headers (From, Sender, Reply-To): parsed with nodemailer's addressparser
- * (no hand-written RFC 5322 parser), formatted back so the display name survives as it was meant.
+ * (no hand-written RFC 5322 parser; it tokenises in one pass, comments and quotes included),
+ * formatted back so the display name survives as it was meant.
  */
 
 export interface Mailbox {
@@ -45,14 +46,12 @@ export function formatMailbox(mailbox: Mailbox): string {
   return `${formatDisplayName(mailbox.name)} <${mailbox.address}>`;
 }
 
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return at === -1 ? '' : address.slice(at + 1).toLowerCase();
+/** What one address field (From, Sender) names: as its parser reads it, and as any reader could (mentions.ts). */
+export interface FieldAddresses {
+  mailboxes: Mailbox[];
+  mentioned: string[];
 }
 
-/** `*@corp.example`, `noreply@*`: the same glob form as the policy's allowed_senders, case-insensitive. */
-export function addressMatcher(globs: readonly string[]): (address: string) => boolean {
-  if (globs.length === 0) return () => false;
-  const match = picomatch(globs.map((glob) => glob.toLowerCase()), { dot: true });
-  return (address) => address !== '' && match(address.toLowerCase());
+export function readAddressField(value: string): FieldAddresses {
+  return { mailboxes: parseMailboxes(value), mentioned: addressesMentioned(value) };
 }
