@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
@@ -12,6 +12,7 @@ import { Relay, type RelayOptions } from '../../src/relay';
 import { SmtpSink, type SinkOptions } from '../../src/sink/sink';
 import type { MessageMeta } from '../../src/spool/message';
 import { SpoolStore } from '../../src/spool/store';
+import { madeOncePerRun } from './run-cache';
 
 export function tempDir(prefix = 'smarthop-test-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));
@@ -178,32 +179,10 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-/**
- * Key pairs cost openssl ~0.1-0.5 s of CPU each, and a dozen files ask for the same certificates:
- * within one jest run each is made once, in the run's directory (test/setup/global-setup.ts), and
- * copied into the asking test's `dir`. Outside such a run it is made in `dir` directly.
- */
-function certificateFiles(dir: string, name: string, files: string[], make: (into: string) => void): void {
-  const runDir = process.env.SMARTHOP_TEST_RUN_DIR;
-  if (!runDir || !existsSync(runDir)) return make(dir);
-  const made = path.join(runDir, name);
-  if (!existsSync(made)) {
-    const scratch = mkdtempSync(path.join(runDir, `${name}.`));
-    make(scratch);
-    try {
-      renameSync(scratch, made);
-    } catch {
-      // another worker made it first: theirs is as good
-      rmSync(scratch, { recursive: true, force: true });
-    }
-  }
-  for (const file of files) copyFileSync(path.join(made, file), path.join(dir, file));
-}
-
 /** A self-signed certificate made with openssl for this test run; returns the file paths. */
 export function makeCertificate(dir: string, commonName = 'relay.test'): { cert: string; key: string } {
   const [certFile, keyFile] = [`${commonName}.crt`, `${commonName}.key`];
-  certificateFiles(dir, `self-signed-${commonName}`, [certFile, keyFile], (into) => {
+  madeOncePerRun(dir, `self-signed-${commonName}`, [certFile, keyFile], (into) => {
     execFileSync('openssl', [
       'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(into, keyFile), '-out', path.join(into, certFile),
       '-days', '2', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`,
@@ -218,7 +197,7 @@ export function makeCertificate(dir: string, commonName = 'relay.test'): { cert:
  */
 export function makeCertificateAuthority(dir: string, leafName = 'smarthost.test'): { ca: string; cert: string; key: string } {
   const [caFile, certFile, keyFile] = ['test-ca.crt', `${leafName}.crt`, `${leafName}.key`];
-  certificateFiles(dir, `ca-${leafName}`, [caFile, certFile, keyFile], (into) => {
+  madeOncePerRun(dir, `ca-${leafName}`, [caFile, certFile, keyFile], (into) => {
     const ca = path.join(into, caFile);
     const caKey = path.join(into, 'test-ca.key');
     const key = path.join(into, keyFile);
