@@ -1,9 +1,15 @@
 # syntax=docker/dockerfile:1
-# smarthop container image. Build: docker build -t smarthop .
-# Run:  see docs/operations.md, "In a container" (config at /etc/smarthop/relay.config.yaml, spool volume at /var/spool/smarthop).
+# smarthop container image. Build: docker build -t smarthop .   (podman: podman build --format docker -t smarthop .)
+# Run:  see docs/operations.md, "In a container", and docs/trace-page-sendmail-container.md, "The container"
+# (config at /etc/smarthop/relay.config.yaml, spool volume at /var/spool/smarthop).
+#
+# BASE: any Debian-based image with Node.js 20 (node, npm) on PATH, a `node` user (uid 1000) and CA
+# certificates npm trusts. The official one is the default; where no registry is reachable,
+# deploy/container/build-base.sh assembles one locally (--build-arg BASE=localhost/smarthop-base:…).
+ARG BASE=node:20-bookworm-slim
 
 # Build stage: the same `npm ci` and `npm run build` as the README quick start and CI.
-FROM node:20-bookworm-slim AS build
+FROM ${BASE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -12,7 +18,7 @@ COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
 # Runtime stage: only the built relay and its production dependencies, as the non-root `node` user.
-FROM node:20-bookworm-slim
+FROM ${BASE}
 # MALLOC_ARENA_MAX: see docs/operations.md, "Starting it" (glibc keeps what the delivery thread freed otherwise).
 ENV NODE_ENV=production \
     MALLOC_ARENA_MAX=2 \
@@ -31,6 +37,7 @@ EXPOSE 2525 9465
 # SIGTERM drains (DATA in progress and deliveries under way finish): give it time with `docker stop -t 60`.
 STOPSIGNAL SIGTERM
 # /healthz answers without the admin token. If http.address uses another port, set SMARTHOP_HEALTH_URL.
+# Docker keeps HEALTHCHECK; podman only in the docker format (podman build --format docker).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["node", "-e", "fetch(process.env.SMARTHOP_HEALTH_URL).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # --max-semi-space-size=2: 2 MB semi-spaces for the event loop's young generation, ~25 MB less RSS (src/memory/launch-settings.ts).

@@ -7,9 +7,11 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { waitForArrivals } from './arrival-wait';
 import { SmtpSink, type SinkMessage } from '../src/sink/sink';
 import { runComparison, type CompareOptions } from './compare/compare';
+import { deepQueueRequested, runDeepQueue } from './deep-queue/deep-queue';
 import { readCpuTimes, readThreadSchedule, scheduleShare, type ScheduleShare } from './cpu/cpu-time';
 import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
 import { BenchRedis } from './redis-server';
+import { runTraceBench } from './trace';
 import { freePort, RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
 
@@ -420,6 +422,9 @@ function formatTable(r: Report): string {
 // the run
 
 async function main(): Promise<number> {
+  if (deepQueueRequested(process.argv)) return runDeepQueue(process.argv);
+  // `--trace` is a benchmark of its own: message trace over a big events history (bench/trace.ts).
+  if (process.argv.includes('--trace')) return runTraceBench(process.argv.slice(2));
   const mode = parseOptions(process.argv);
   return mode.kind === 'compare' ? runComparison(mode.options) : runBench(mode.options);
 }

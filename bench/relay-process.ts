@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { RELAY_NODE_FLAGS, relayEnvironment } from '../src/memory/launch-settings';
 
@@ -153,6 +154,8 @@ const TAIL_LINES = 50;
 
 export class RelayProcess {
   readonly output: RelayOutput = { warnLines: 0, errorLines: 0, tail: [] };
+  /** performance.now() when the process was spawned. */
+  readonly spawnedAt = performance.now();
   private forwarded = 0;
   private readonly exited: Promise<number | null>;
   private exitCode: number | null | undefined = undefined;

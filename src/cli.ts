@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { Command, InvalidArgumentError } from 'commander';
 import { registerAdminCommands } from './admin/commands';
+import { registerTraceCommand } from './admin/trace-command';
 import { loadConfigAndRelease } from './config/load-and-release';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
@@ -93,6 +95,8 @@ program
       await relay.start();
     } catch (err) {
       relay.logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
+      // Also in plain words for whoever typed the command (the log may go elsewhere).
+      process.stderr.write(`${opts.config}: cannot start: ${(err as Error).message}\n`);
       process.exit(1);
     }
   });
@@ -154,7 +158,9 @@ program
     const { SmtpSink } = await import('./sink/sink.js');
     const sink = new SmtpSink({ host: opts.listen.host, port: opts.listen.port, dir: opts.dir, log: (line) => process.stdout.write(`${line}\n`) });
     const address = await sink.listen();
-    process.stdout.write(`sink: listening on ${address.address}:${address.port}, writing to ${opts.dir}\n`);
+    // The pid, because `npx smarthop sink` runs this process under npm and a shell: this is the one to stop.
+    const where = `${address.address}:${address.port}`;
+    process.stdout.write(`sink: listening on ${where}, writing to ${opts.dir} (pid ${process.pid})\n`);
     const stop = () => void sink.close().then(() => process.exit(0));
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -171,13 +177,26 @@ program
   .option('--file <eml>', 'send this raw RFC 5322 message instead of composing one')
   .option('-u, --user <name>', 'AUTH username')
   .option('-p, --pass <password>', 'AUTH password (or SMARTHOP_PASS from the environment)')
-  .action(async (opts: { server: { host: string; port: number }; from: string; to: string[]; subject: string; body: string; file?: string; user?: string; pass?: string }) => {
+  .option('--ca <file>', "trust this CA (PEM) for the relay's STARTTLS certificate")
+  .option('--insecure', 'STARTTLS without checking the certificate (a test relay with a self-signed one)')
+  .action(async (opts: SendOptions) => {
     const pass = opts.pass ?? process.env.SMARTHOP_PASS;
+    let ca: Buffer | undefined;
+    try {
+      ca = opts.ca === undefined ? undefined : readFileSync(opts.ca);
+    } catch (err) {
+      process.stderr.write(`--ca ${opts.ca}: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
     const { default: nodemailer } = await import('nodemailer');
+    // STARTTLS whenever the relay offers it, and its certificate is checked: a password (or the
+    // message) must not go to whoever answers in its place. --insecure says so out loud.
     const transport = nodemailer.createTransport({
-      host: opts.server.host, port: opts.server.port, secure: false, ignoreTLS: false, tls: { rejectUnauthorized: false },
+      host: opts.server.host, port: opts.server.port, secure: false, ignoreTLS: false,
+      tls: { rejectUnauthorized: !opts.insecure, ...(ca ? { ca } : {}) },
       auth: opts.user ? { user: opts.user, pass: pass ?? '' } : undefined,
     });
+    if (opts.insecure) process.stderr.write('warning: --insecure: the relay\'s TLS certificate is not checked\n');
     try {
       const envelope = { from: opts.from, to: opts.to };
       const info = opts.file
@@ -185,12 +204,29 @@ program
         : await transport.sendMail({ envelope, from: opts.from, to: opts.to, subject: opts.subject, text: opts.body });
       process.stdout.write(`${info.response}\n`);
     } catch (err) {
-      process.stderr.write(`${(err as Error).message}\n`);
+      const message = (err as Error).message;
+      const certificate = /certificate|self[- ]signed|altnames|unable to verify/i.test(message);
+      const hint = "\nthe relay's STARTTLS certificate did not check out: trust its CA with --ca FILE, or skip the"
+        + ' check with --insecure';
+      process.stderr.write(`${message}${certificate ? hint : ''}\n`);
       process.exitCode = 1;
     } finally {
       transport.close();
     }
   });
+
+interface SendOptions {
+  server: { host: string; port: number };
+  from: string;
+  to: string[];
+  subject: string;
+  body: string;
+  file?: string;
+  user?: string;
+  pass?: string;
+  ca?: string;
+  insecure?: boolean;
+}
 
 async function resolverOrExit(server: string | undefined): Promise<DNSResolver> {
   const { dnsResolver } = await import('./doctor/dns.js');
@@ -202,13 +238,15 @@ async function resolverOrExit(server: string | undefined): Promise<DNSResolver> 
   }
 }
 
-registerAdminCommands(program, {
-  out: (text) => process.stdout.write(text),
-  err: (text) => process.stderr.write(text),
-  setExitCode: (code) => {
+const io = {
+  out: (text: string) => process.stdout.write(text),
+  err: (text: string) => process.stderr.write(text),
+  setExitCode: (code: number) => {
     process.exitCode = code;
   },
-});
+};
+registerAdminCommands(program, io);
+registerTraceCommand(program, io);
 
 function readStdin(): string {
   // One trailing newline (from `echo` or a heredoc) is not part of the password.
@@ -228,7 +266,34 @@ function promptHidden(question: string): Promise<string> {
   });
 }
 
-program.parseAsync(process.argv).catch((err: Error) => {
-  process.stderr.write(`${err.message}\n`);
-  process.exit(1);
-});
+program
+  .command('sendmail')
+  .description("submit a message from stdin to a relay, with sendmail's flags and exit codes (see sendmail --help)")
+  .helpOption(false)
+  .allowUnknownOption();
+
+// sendmail's flags (-t, -oi, -fSENDER, -FNAME …) are not commander's: they are read by its own parser,
+// also when this file runs through a link named sendmail.
+const invokedAs = path.basename(process.argv[1] ?? '');
+if (invokedAs === 'sendmail' || process.argv[2] === 'sendmail') {
+  void import('./tools/sendmail.js').then(({ runSendmail, EX }) =>
+    runSendmail(process.argv.slice(invokedAs === 'sendmail' ? 2 : 3), {
+      stdin: process.stdin,
+      env: process.env,
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
+    }).then(
+      (code) => {
+        process.exitCode = code;
+      },
+      (err: Error) => {
+        process.stderr.write(`sendmail: ${err.message}\n`);
+        process.exitCode = EX.SOFTWARE;
+      },
+    ));
+} else {
+  program.parseAsync(process.argv).catch((err: Error) => {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(1);
+  });
+}

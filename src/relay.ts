@@ -10,6 +10,7 @@ import { Dispatcher } from './forward/dispatcher';
 import { GraphSmartHost } from './forward/graph/transport';
 import { GuardedSmartHost } from './forward/guarded-host';
 import { InlineDelivery } from './forward/inline';
+import { routeGate } from './forward/route-gate';
 import { streamedGarbage } from './memory/streamed-garbage';
 import { SmartHostQuota } from './forward/quota';
 import { DeliveryThread } from './forward/delivery-thread';
@@ -31,15 +32,21 @@ import { HttpEndpoints } from './observe/http';
 import { createLogger, type Logger } from './observe/logger';
 import { Metrics } from './observe/metrics';
 import { RelayObserver } from './observe/observer';
+import { RecentEvents } from './observe/recent-events';
 import { buildEventOutputs } from './observe/outputs';
 import { AddressGuard } from './policy/address-guard';
 import { PolicyEngine } from './policy/engine';
 import { loadRouteKeys } from './reenvelope/dkim-keys';
 import { ReenvelopeFilter } from './reenvelope/filter';
 import { FreeSpaceGuard } from './spool/free-space';
+import { SpoolLock } from './spool/lock';
 import { QueueAdmin } from './spool/queue-admin';
+import { QueueScanner } from './spool/queue-scan';
+import { recoverSpool } from './spool/recovery';
 import { Scheduler } from './spool/scheduler';
 import { SpoolStore } from './spool/store';
+import { replayRecent } from './trace/replay';
+import { TraceService } from './trace/service';
 import { VERSION } from './version';
 
 export interface RelayOptions {
@@ -78,11 +85,21 @@ export class Relay {
   private live: Live;
   private readonly observer: RelayObserver;
   private readonly activity = new ClientActivity();
+  /** The last events, for the status page. */
+  private readonly recentEvents = new RecentEvents();
   private readonly scheduler: Scheduler;
+  /** Brings queued messages that wait on disk back into the scheduler's window. */
+  private readonly backlog: QueueScanner;
   private readonly dispatcher: Dispatcher;
   private readonly queue: QueueAdmin;
+  /** One spool, one relay: held from the start until the relay has stopped. */
+  private lock: SpoolLock | null = null;
+  /** Recovery of the queue after the start, in the background; done once `recovered` is set. */
+  private recovery: { running: Promise<void>; checked: number; stop: boolean; recovered: boolean; failed: string | null } | null = null;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
+  /** Message trace over `events.file` (none without one). */
+  private readonly trace: TraceService | null;
   private readonly configSource: (() => ConfigResult) | null;
   /** EHLO name towards smart hosts; `hostname` needs a restart, so this never changes. */
   private readonly heloName: string;
@@ -98,6 +115,7 @@ export class Relay {
   private stopping = false;
   private reloading: Promise<unknown> = Promise.resolve();
   private lastReload: StatusReport['last_reload'] = null;
+  private replaying: Promise<void> = Promise.resolve();
 
   constructor(config: RelayConfig, options: RelayOptions = {}) {
     this.logger = options.logger ?? createLogger(config.log.level);
@@ -106,7 +124,9 @@ export class Relay {
     // Before the delivery thread exists, so that thread finds `gc` on its global instead of asking V8 itself.
     if (!streamedGarbage().available) this.logger.warn('V8 gave no gc function: a large message may hold up to 64 MiB of spent Buffers until V8 collects');
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
-    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs: buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger }), activity: this.activity });
+    const files = buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger });
+    const outputs = [...files, this.recentEvents];
+    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs, activity: this.activity });
     this.store = new SpoolStore(config.spool.dir);
     this.sharedState = this.connectSharedState(config);
     // Provider quotas and per-client windows each get a bounded store of their own; neither shares
@@ -119,7 +139,7 @@ export class Relay {
     const dispatcher = new Dispatcher({
       store: this.store, current, observer: this.observer,
       bouncer: new Bouncer({ store: this.store, hostname: config.hostname, copyTo: config.bounce_copy_to }),
-      onGenerated: (meta) => this.scheduler.enqueue(meta.id, meta.receivedAt),
+      onGenerated: (meta) => this.scheduler.enqueue(meta, meta.nextAttemptAt),
       onOutcomeUnwritable: (id, err, retryInMs) => {
         const reason = err instanceof Error ? err.message : String(err);
         const seconds = Math.round(retryInMs / 1000);
@@ -129,21 +149,47 @@ export class Relay {
       },
     });
     this.dispatcher = dispatcher;
-    this.scheduler = new Scheduler((id) => dispatcher.attempt(id), config.delivery.concurrency, (id, err) => {
-      this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
-      return this.live.config.spool.retry.initial;
+    this.scheduler = new Scheduler({
+      attempt: (id) => dispatcher.attempt(id),
+      concurrency: config.delivery.concurrency,
+      onAttemptError: (id, err) => {
+        this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
+        return this.live.config.spool.retry.initial;
+      },
+      gate: routeGate(current),
+      window: config.delivery.queue_window,
+      queued: () => this.store.queuedCount,
+      lifetimeMs: () => this.live.config.spool.max_queue_lifetime,
     });
+    this.backlog = new QueueScanner({
+      store: this.store,
+      scheduler: this.scheduler,
+      onUnreadable: (id, err) => this.logger.warn({ queue_id: id }, `${id}: queue scan cannot read its metadata (left for recovery at the next start): ${err.message}`),
+    });
+    this.scheduler.attachBacklog(this.backlog);
     const inline = new InlineDelivery({ attempt: (id, claim) => dispatcher.attempt(id, claim), scheduler: this.scheduler });
-    this.queue = new QueueAdmin({ store: this.store, scheduler: this.scheduler, log: (id, line) => this.logger.info({ event: 'admin', queue_id: id || undefined }, line) });
+    this.queue = new QueueAdmin({
+      store: this.store, scheduler: this.scheduler,
+      recovering: () => !this.recovery?.recovered,
+      probeSmartHosts: () => {
+        const now = Date.now();
+        for (const host of this.live.smarthosts.values()) host.probeNow(now);
+        this.scheduler.routesChanged();
+      },
+      log: (id, line) => this.logger.info({ event: 'admin', queue_id: id || undefined }, line),
+    });
 
     const guard = new AddressGuard({
       limits: config.limits,
-      // Up to three windows per address: connection rate, AUTH failures, lockout.
-      counters: this.counters('address', config.limits.max_tracked_addresses * 3),
-      // Failures per username, and the addresses each username authenticated from.
+      // Up to four windows per address: two connection rates, AUTH failures, lockout.
+      counters: this.counters('address', config.limits.max_tracked_addresses * 4),
+      // Failures per username.
       usernameCounters: this.counters('username', config.limits.max_tracked_addresses),
+      // The addresses each username authenticated from: only successful AUTHs write here.
+      knownCounters: this.counters('known', config.limits.max_tracked_addresses),
       observer: this.observer,
     });
+    this.metrics.bindPasswordChecks(() => guard.passwordChecks);
     const sessions = new IngressSessions({
       current,
       guard,
@@ -152,16 +198,26 @@ export class Relay {
       observer: this.observer,
       onQueued: async (meta, listener) => {
         if (listener.delivery === 'inline') return inline.deliver(meta, listener.inline_timeout);
-        this.scheduler.enqueue(meta.id, meta.receivedAt);
+        this.scheduler.enqueue(meta, meta.nextAttemptAt);
         return { ok: true };
       },
     });
     this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
+    this.metrics.bindPendingConnections(() => this.listeners.map((one) => ({
+      listener: one.name,
+      pending: one.pendingConnections,
+    })));
+    const eventsFile = config.events?.file;
+    const indexTrouble = (err: Error) => this.logger.warn({ err }, `trace index of ${eventsFile}: ${err.message}`);
+    this.trace = eventsFile === undefined ? null : new TraceService(eventsFile, indexTrouble);
+    const trace = this.trace;
     const api = new AdminApi({
       queue: this.queue,
       status: () => this.status(),
       smarthosts: () => this.smartHostStatuses(),
       reload: () => this.reload('api'),
+      recentEvents: () => this.recentEvents.list(),
+      trace: trace && ((query) => trace.query(query)),
       token: () => this.live.config.http?.token,
     });
     const http = config.http;
@@ -190,17 +246,30 @@ export class Relay {
     return this.live.config;
   }
 
-  /** Recovery first (the normal path, not a special one), then the listeners. */
+  /**
+   * The spool's lock first (a second relay on the same spool stops here, before touching anything),
+   * then the listeners; recovery of the queue (the normal path, not a special one) runs in the
+   * background while new mail is taken and delivered, and /readyz says when it is done.
+   */
   async start(): Promise<RelayAddresses> {
     const { config } = this.live;
-    await this.store.open();
+    const startedAt = Date.now();
+    this.lock = await SpoolLock.acquire(config.spool.dir, 'relay');
+    try {
+      return await this.startHoldingLock(startedAt);
+    } catch (err) {
+      await this.lock.release();
+      this.lock = null;
+      throw err;
+    }
+  }
+
+  private async startHoldingLock(startedAt: number): Promise<RelayAddresses> {
+    const { config } = this.live;
+    this.store.open();
     this.deliveryThread?.start();
     await this.live.policy.start();
     await this.startSharedState();
-    const recovered = await this.store.recover((id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`));
-    for (const meta of recovered) this.scheduler.enqueue(meta.id, meta.receivedAt, meta.nextAttemptAt);
-    if (recovered.length > 0) this.logger.info(`recovered ${recovered.length} queued message(s) from ${config.spool.dir}`);
-    if (this.store.heldCount > 0) this.logger.info(`${this.store.heldCount} message(s) on hold in ${config.spool.dir} (release with smarthop queue release)`);
 
     const listeners: Record<string, AddressInfo> = {};
     for (const [i, listener] of this.listeners.entries()) {
@@ -211,7 +280,58 @@ export class Relay {
     const http = this.http && config.http ? await this.http.listen(config.http.address.host, config.http.address.port) : null;
     if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`);
     this.addresses = { listeners, http };
+    this.startRecovery(startedAt);
+    this.trace?.start();
+    this.replayEvents();
     return this.addresses;
+  }
+
+  private startRecovery(startedAt: number): void {
+    const { dir } = this.live.config.spool;
+    const state = { running: Promise.resolve(), checked: 0, stop: false, recovered: false, failed: null as string | null };
+    this.recovery = state;
+    const began = Date.now();
+    state.running = recoverSpool({
+      store: this.store,
+      startedAt,
+      found: (meta, stateFile) => {
+        // Into the window if it fits, else counted as waiting on disk for the backlog's passes.
+        if (this.scheduler.load(meta, meta.nextAttemptAt, { onDisk: false })) this.store.rememberForDelivery(meta, stateFile);
+        else this.scheduler.enqueue(meta, meta.nextAttemptAt);
+      },
+      onProblem: (id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`),
+      onProgress: (checked) => (state.checked = checked),
+      stopped: () => state.stop,
+    }).then(
+      (result) => {
+        if (state.stop) return;
+        state.recovered = true;
+        this.backlog.start();
+        this.logger.info(`recovered ${result.queued} queued message(s) from ${dir} in ${((Date.now() - began) / 1000).toFixed(1)}s`);
+        if (result.held > 0) this.logger.info(`${result.held} message(s) on hold in ${dir} (release with smarthop queue release)`);
+      },
+      (err: Error) => {
+        state.failed = err.message;
+        this.logger.error({ err }, `queue recovery failed: ${err.message} (queued mail stays on disk; restart the relay once the cause is fixed)`);
+      },
+    );
+  }
+
+  /**
+   * Top clients of the last hour and the status page's last events outlive a restart: they are
+   * read back from the events file in the background, while new mail is counted as it comes.
+   */
+  private replayEvents(): void {
+    const file = this.live.config.events?.file;
+    if (file === undefined) return;
+    const before = this.startedAt;
+    this.replaying = replayRecent(file, { since: Date.now() - 3_600_000, before, keep: this.recentEvents.capacity }, {
+      received: (client, recipients, at) => this.activity.record(client, recipients, at, Date.now()),
+      recent: (events) => this.recentEvents.prepend(events.map((event) => ({ ...event }))),
+    }).catch((err: Error) => {
+      const why = `could not read back the last hour (${err.message}); top clients count from now`;
+      this.logger.warn({ err }, `events file ${file}: ${why}`);
+    });
   }
 
   /**
@@ -224,6 +344,11 @@ export class Relay {
     // Listeners first: a session still in DATA may commit and (inline delivery) start an attempt;
     // the scheduler stops after them, so it waits for every attempt that could have started.
     await Promise.all(this.listeners.map((listener) => listener.close()));
+    if (this.recovery) {
+      this.recovery.stop = true;
+      await this.recovery.running;
+    }
+    this.backlog.stop();
     // An attempt waiting for the disk to take its outcome gives up instead of holding the stop.
     this.dispatcher.stop();
     await this.scheduler.stop();
@@ -232,11 +357,15 @@ export class Relay {
     for (const host of this.live.smarthosts.values()) host.close();
     await this.deliveryThread?.stop();
     await this.http?.close();
+    await this.trace?.stop();
+    await this.replaying;
     this.metrics.close();
     this.sharedState?.health.stop();
     this.sharedState?.redis.disconnect();
     await this.observer.close();
     await this.store.close();
+    await this.lock?.release();
+    this.lock = null;
   }
 
   /**
@@ -304,6 +433,8 @@ export class Relay {
     await running.policy.stop();
     this.logger.level = plan.effective.log.level;
     this.metrics.initialise(this.labelNames(next));
+    // New or changed smart hosts may take deliveries that had to wait.
+    this.scheduler.routesChanged();
     this.observer.emit({ type: 'config_reload', trigger, result: 'success', errors: [], changed: plan.changed, restartRequired: plan.restartRequired });
     this.lastReload = { at: new Date().toISOString(), ok: true, errors: [], restart_required: plan.restartRequired };
     return { ok: true, changed: plan.changed, restart_required: plan.restartRequired };
@@ -357,7 +488,7 @@ export class Relay {
   }
 
   /** A bounded store for one kind of counter: memory, or Redis with a local fallback under `state.redis.key_prefix` + `namespace`. */
-  private counters(namespace: 'policy' | 'quota' | 'address' | 'username', maxKeys: number): WindowCounters {
+  private counters(namespace: 'policy' | 'quota' | 'address' | 'username' | 'known', maxKeys: number): WindowCounters {
     const local = new MemoryWindowCounters(maxKeys);
     const shared = this.sharedState;
     if (!shared) return local;
@@ -408,7 +539,12 @@ export class Relay {
     // Ready while some smart host's breaker is closed: a spent quota only delays mail, it does not stop it.
     const smarthostAvailable = [...this.live.smarthosts.values()].some((host) => host.up());
     const accepting = !this.stopping;
-    return { ok: spoolWritable && smarthostAvailable && accepting, checks: { spool_writable: spoolWritable, smarthost_available: smarthostAvailable, accepting } };
+    // Mail is taken and delivered during recovery; ready means the whole queue is known again.
+    const recovery = this.recovery;
+    const queueRecovered: boolean | string = recovery?.recovered ? true : recovery?.failed ? `failed: ${recovery.failed}` : false;
+    const checks: Record<string, boolean | string> = { spool_writable: spoolWritable, smarthost_available: smarthostAvailable, accepting, queue_recovered: queueRecovered };
+    if (queueRecovered === false) checks.queue_recovery = `${recovery?.checked ?? 0} queued message(s) checked so far`;
+    return { ok: spoolWritable && smarthostAvailable && accepting && queueRecovered === true, checks };
   }
 
   private labelNames(live: Live): { listeners: string[]; clients: string[]; smarthosts: string[]; rateLimits: { client: string; limit: string }[] } {

@@ -70,6 +70,7 @@ describe.each(['memory', 'redis'] as const)('AUTH budgets under concurrency, %s 
           ],
           limits: {
             connections_per_stranger: 200,
+            connection_rate_per_stranger: { window: '1m', max: 1000 },
             auth_failures: { max: 5, window: '1m', lockout: '1m', delay: '0s' },
             auth_failures_per_username: { slow_after: 40, max: 120, window: '1h', delay: '200ms' },
           },

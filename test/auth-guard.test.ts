@@ -133,13 +133,61 @@ describe('AddressGuard with a clock of its own', () => {
     expect((await g.authenticate(from('192.0.2.50'), right)).kind).toBe('success');
   });
 
-  test('an IPv6 attacker cannot escape the lockout by moving within its /64', async () => {
-    const { g } = guard({ auth_failures: { max: 2 } });
-    await g.authenticate(from('2001:db8:1:2::1', 'x', '(unknown)'), wrong);
-    const second = await g.authenticate(from('2001:db8:1:2::2', 'x', '(unknown)'), wrong);
-    expect(second.kind === 'failure' && second.refusal?.code).toBe(421);
+  test('an IPv6 host moving within its /64 gets ipv6_hosts_per_prefix hosts\' guesses, then the /64 is locked', async () => {
+    const { g } = guard({ auth_failures: { max: 2, delay: '0s' }, ipv6_hosts_per_prefix: 3 });
+    for (let i = 1; i <= 5; i++) {
+      const outcome = await g.authenticate(from(`2001:db8:1:2::${i}`, `x${i}`, '(unknown)'), wrong);
+      expect(outcome).toEqual({ kind: 'failure', delayMs: 0 });
+    }
+    const sixth = await g.authenticate(from('2001:db8:1:2::6', 'x6', '(unknown)'), wrong);
+    expect(sixth.kind === 'failure' && sixth.refusal?.message).toBe(
+      '4.7.0 Too many failed authentications from [2001:db8:1:2::/64]; try again in 900s',
+    );
     expect((await g.connect('2001:db8:1:2:dead:beef:0:1', '(unknown)', false))?.code).toBe(421);
+    const refused = await g.authenticate(from('2001:db8:1:2::99', 'x', '(unknown)'), right);
+    expect(refused.kind === 'refused' && refused.refusal.message).toMatch(
+      /^4\.7\.0 Too many failed authentications from \[2001:db8:1:2::\/64\]/,
+    );
+    // Another /64, and a network client inside the locked one, are not affected.
     expect(await g.connect('2001:db8:1:3::1', '(unknown)', false)).toBeUndefined();
+    expect(await g.connect('2001:db8:1:2::7', 'lan', true)).toBeUndefined();
+    expect(await g.authenticate({ ...from('2001:db8:1:2::7', 'webshop', 'lan'), networkClient: true }, right)).toEqual({
+      kind: 'success',
+      value: 'webshop',
+    });
+  });
+
+  test('IPv6: each host has the stranger cap, its /64 ipv6_hosts_per_prefix times it; network clients count alone', async () => {
+    const { g } = guard({ connections_per_stranger: 2, ipv6_hosts_per_prefix: 2 });
+    for (const host of ['::1', '::1', '::2', '::2']) {
+      expect(await g.connect(`2001:db8:5:6${host}`, '(unknown)', false)).toBeUndefined();
+    }
+    expect((await g.connect('2001:db8:5:6::1', '(unknown)', false))?.message).toBe(
+      '4.7.0 Too many connections from [2001:db8:5:6::1] (at most 2 at once); try again later',
+    );
+    expect((await g.connect('2001:db8:5:6::3', '(unknown)', false))?.message).toBe(
+      '4.7.0 Too many connections from [2001:db8:5:6::/64] (at most 4 at once); try again later',
+    );
+    for (let i = 0; i < 5; i++) expect(await g.connect('2001:db8:5:6::10', 'lan', true)).toBeUndefined();
+    g.disconnect('2001:db8:5:6::2', false);
+    expect(await g.connect('2001:db8:5:6::3', '(unknown)', false)).toBeUndefined();
+  });
+
+  test('a stranger has a connection rate by default (connection_rate_per_stranger); a network client none', async () => {
+    const { g, advance } = guard({ connection_rate_per_stranger: { window: '1m', max: 3 } });
+    for (let i = 0; i < 3; i++) {
+      expect(await g.connect('192.0.2.60', '(unknown)', false)).toBeUndefined();
+      g.disconnect('192.0.2.60', false);
+    }
+    expect((await g.connect('192.0.2.60', '(unknown)', false))?.message).toBe(
+      '4.7.0 Connection rate limit for [192.0.2.60]: 3 connections per 1m; try again in 60s',
+    );
+    for (let i = 0; i < 10; i++) {
+      expect(await g.connect('10.0.0.9', 'erp', true)).toBeUndefined();
+      g.disconnect('10.0.0.9', true);
+    }
+    advance(60_000);
+    expect(await g.connect('192.0.2.60', '(unknown)', false)).toBeUndefined();
   });
 
   test('a stranger has a connection cap by default; a network client only connections_per_address', async () => {
@@ -161,9 +209,9 @@ describe('AddressGuard with a clock of its own', () => {
     expect((await g.connect('192.0.2.1', 'lan', true))?.message).toBe(
       '4.7.0 Too many connections from [192.0.2.1] (at most 2 at once); try again later',
     );
-    g.disconnect('192.0.2.1');
+    g.disconnect('192.0.2.1', true);
     expect(await g.connect('192.0.2.1', 'lan', true)).toBeUndefined();
-    g.disconnect('192.0.2.1');
+    g.disconnect('192.0.2.1', true);
     expect((await g.connect('192.0.2.1', 'lan', true))?.message).toBe(
       '4.7.0 Connection rate limit for [192.0.2.1]: 3 connections per 1m; try again in 60s',
     );
@@ -172,5 +220,33 @@ describe('AddressGuard with a clock of its own', () => {
       'connections_concurrent',
       'connections_1m',
     ]);
+  });
+});
+
+describe('AUTH budgets: a username\'s known addresses', () => {
+  test('made-up usernames cannot push a known address out of a bounded memory: it stays exempt', async () => {
+    const result = parseConfig(minimal({
+      auth_failures: { max: 1000, delay: '0s' },
+      auth_failures_per_username: { slow_after: 1, max: 2, delay: '0s' },
+    }), '/etc', {});
+    if (!result.ok) throw new Error(result.errors.join('\n'));
+    const g = new AddressGuard({
+      limits: result.config.limits,
+      counters: new MemoryWindowCounters(10_000),
+      // Small on purpose: 50 windows, where a relay keeps max_tracked_addresses.
+      usernameCounters: new MemoryWindowCounters(50),
+      knownCounters: new MemoryWindowCounters(50),
+      observer: { emit: () => undefined },
+    });
+    const attempt = (remoteAddress: string, username: string) => ({ remoteAddress, username, client: '(unknown)' });
+    const right = () => Promise.resolve('webshop');
+    const wrong = () => Promise.resolve(undefined);
+    expect((await g.authenticate(attempt('192.0.2.80', 'webshop'), right)).kind).toBe('success');
+    // 500 made-up usernames, each a window of its own in the username store.
+    for (let i = 0; i < 500; i++) await g.authenticate(attempt(`198.51.100.${i % 200}`, `nobody${i}`), wrong);
+    // webshop's own budget spent from elsewhere: refused there, still accepted from its known address.
+    for (let i = 0; i < 2; i++) await g.authenticate(attempt('203.0.113.1', 'webshop'), wrong);
+    expect((await g.authenticate(attempt('203.0.113.2', 'webshop'), right)).kind).toBe('refused');
+    expect(await g.authenticate(attempt('192.0.2.80', 'webshop'), right)).toEqual({ kind: 'success', value: 'webshop' });
   });
 });

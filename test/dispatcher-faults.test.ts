@@ -261,17 +261,21 @@ describe('Scheduler', () => {
     let running = 0;
     let maxRunning = 0;
     let release: () => void = () => undefined;
-    const scheduler = new Scheduler(async () => {
-      running++;
-      maxRunning = Math.max(maxRunning, running);
-      await new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      running--;
-      return { kind: 'done' };
-    }, 10, () => 1000);
-    scheduler.enqueue('A', Date.now());
-    scheduler.enqueue('A', Date.now());
+    const scheduler = new Scheduler({
+      attempt: async () => {
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        running--;
+        return { kind: 'done' };
+      },
+      concurrency: 10,
+      onAttemptError: () => 1000,
+    });
+    scheduler.enqueue({ id: 'A', receivedAt: Date.now(), route: 'default' });
+    scheduler.enqueue({ id: 'A', receivedAt: Date.now(), route: 'default' });
     expect(scheduler.adopt('A', Date.now(), async () => ({ kind: 'done' }))).toBe(false);
     release();
     await scheduler.stop();

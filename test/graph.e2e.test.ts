@@ -328,6 +328,8 @@ describe('Graph smart host, end to end', () => {
       /Diagnostic-Code: smtp; 550 5\.1\.3 Microsoft Graph 400 ErrorInvalidRecipients: .*'bad@@example\.com' is not/,
     );
     expect(dsn).toMatch(/Remote-MTA: dns; 127\.0\.0\.1/);
+    // The events file is written behind the delivery: wait for the line itself.
+    await waitFor(() => events().some((event) => event.type === 'bounced'), 5000, 'the bounced event');
     const bounced = events().find((event) => event.type === 'bounced');
     expect(bounced).toMatchObject({
       queue_id: id,

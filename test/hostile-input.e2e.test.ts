@@ -287,6 +287,25 @@ describe('hostile input: no message holds the event loop others share', () => {
       expect(reply).toMatch(/^550 5\.7\.1 Message cannot be checked for blocked attachments/);
     });
 
+    /** A multipart/mixed message whose second part is `part` (its header lines, a blank line, its body). */
+    const withPart = (part: string) =>
+      send(['Content-Type: multipart/mixed; boundary="b"'], `--b\r\n\r\nhi\r\n--b\r\n${part}\r\n--b--\r\n`);
+    const uninspectable = /^550 5\.7\.1 Message cannot be checked for blocked attachments/;
+
+    test.each<[string, () => string]>([
+      ['a part\'s Content-Transfer-Encoding of 1 MB of "("',
+        () => `Content-Transfer-Encoding: base64 ${'('.repeat(1 << 20)}\r\n\r\nAAAA`],
+      ['a part header of 900 KB of folded fields', () => `${'X-A: a\r\n b\r\n'.repeat(90_000)}\r\nAAAA`],
+      ['an attached message (base64) whose header holds 1 MB of bare CRs', () => {
+        const crs = Buffer.alloc(1 << 20, 0x0d);
+        const embedded = Buffer.concat([Buffer.from('Subject: a'), crs, Buffer.from('b\r\n\r\nhi\r\n')]);
+        const encoded = embedded.toString('base64').replace(/.{76}/g, '$&\r\n');
+        return `Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n${encoded}`;
+      }],
+    ])('input the MIME library parses in quadratic time is refused as uninspectable: %s', async (_name, part) => {
+      expect(await underAttack(withPart(part()))).toMatch(uninspectable);
+    });
+
     test('10,000 pipelined RCPT: at most 1000 taken, every one answered', async () => {
       const replies = await underAttack(async (client) => {
         const recipients = Array.from({ length: 10_000 }, (_, i) => (i % 10 === 9 ? `x${i}@competitor.example` : `user${i}@example.com`));

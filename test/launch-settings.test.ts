@@ -16,7 +16,7 @@ interface Launch {
   nodeFlags: string[];
 }
 
-/** `A=1 B=2 node --flag dist/src/cli.js start …` */
+/** `A=1 B=2 [exec] node --flag dist/src/cli.js start …` (npm start execs node, so its pid is the relay's parent's signal target) */
 function fromShellCommand(command: string): Launch {
   const words = command.trim().split(/\s+/);
   const environment: Record<string, string> = {};
@@ -25,6 +25,7 @@ function fromShellCommand(command: string): Launch {
     const [name, value] = words[i].split('=', 2);
     environment[name] = value;
   }
+  if (words[i] === 'exec') i++;
   expect(path.basename(words[i])).toBe('node');
   const nodeFlags: string[] = [];
   for (i++; i < words.length && words[i].startsWith('-'); i++) nodeFlags.push(words[i]);

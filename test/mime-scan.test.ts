@@ -162,3 +162,127 @@ describe('AttachmentScanner: uuencoded files in text parts are attachments', () 
     expect(await scan(lines, 65_536)).toEqual({ kind: 'blocked', extension: 'exe' });
   });
 });
+
+describe('AttachmentScanner: what a mail app opens, the walk opens too', () => {
+  const exe = attachment('Content-Type: application/octet-stream; name="invoice.exe"');
+  const inner = `From: x@elsewhere.example\nSubject: fwd\n${multipart('in1', [text, exe])}`;
+  const blockedExe = { kind: 'blocked', extension: 'exe' };
+  const uu = 'Invoice below.\nbegin 644 invoice.exe\nM35J0\n`\nend\n';
+
+  test.each(['message/rfc822', 'message/global'])('a message that is itself %s, plain or base64', async (type) => {
+    for (const size of [1, 13, 4096]) {
+      expect(await scan(`From: a@corp.example\nContent-Type: ${type}\n\n${inner}`, size)).toEqual(blockedExe);
+    }
+    const encoded = Buffer.from(inner.replace(/\n/g, '\r\n')).toString('base64').replace(/.{76}/g, '$&\n');
+    const message = `From: a@corp.example\nContent-Type: ${type}\nContent-Transfer-Encoding: base64\n\n${encoded}`;
+    expect(await scan(message, 64)).toEqual({ kind: 'blocked', extension: 'exe' });
+  });
+
+  test('message/rfc822 inside message/rfc822 as a whole, and past the depth limit', async () => {
+    const rfc822 = 'Content-Type: message/rfc822\n\n';
+    const twice = `From: a@corp.example\n${rfc822}From: b@x.example\n${rfc822}${inner}`;
+    expect(await scan(twice, 64)).toEqual({ kind: 'blocked', extension: 'exe' });
+    expect(await scan(twice, 64, { maxDepth: 1, maxParts: 2000 })).toEqual({
+      kind: 'uninspectable',
+      why: 'messages nested more than 1 deep',
+    });
+  });
+
+  test('a multipart/digest part without Content-Type is an attached message (RFC 2046 5.1.5), a typed one not', async () => {
+    expect(await scan(`From: a@corp.example\n${multipart('d1', [`\n${inner}`], 'multipart/digest')}`)).toEqual({
+      kind: 'blocked',
+      extension: 'exe',
+    });
+    const typed = `Content-Type: text/plain\n\nbegin 644 notes.txt\n`;
+    expect(await scan(`From: a@corp.example\n${multipart('d1', [typed], 'multipart/digest')}`)).toBeUndefined();
+    // Outside a digest an untyped part is text/plain, read for uuencoded files.
+    expect(await scan(`From: a@corp.example\n${multipart('m1', [`\n${uu}`])}`)).toEqual(blockedExe);
+  });
+
+  test.each([
+    ['quoted-printable (legacy mailer)'],
+    ['(by a legacy mailer) quoted-printable'],
+    ['Quoted-Printable; x=y'],
+    ['"quoted-printable"'],
+    ['quoted-printable extra-words'],
+  ])('Content-Transfer-Encoding: %s is decoded by its first token, at the top and in a part', async (encoding) => {
+    const qp = 'Invoice below.\nbegin 644 invoice=2Eexe\nM35J0\n`\nend\n';
+    const top = `From: a@corp.example\nContent-Type: text/plain\nContent-Transfer-Encoding: ${encoding}\n\n${qp}`;
+    expect(await scan(top)).toEqual({ kind: 'blocked', extension: 'exe' });
+    const part = `Content-Type: text/plain\nContent-Transfer-Encoding: ${encoding}\n\n${qp}`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual(blockedExe);
+  });
+
+  const twoEncodings = 'Content-Transfer-Encoding: 7bit\nContent-Transfer-Encoding: base64\n';
+  test.each([
+    ['a multipart without a boundary', 'From: a@corp.example\nContent-Type: multipart/mixed\n\nhello\n', /without a boundary/],
+    ['an empty boundary', 'From: a@corp.example\nContent-Type: multipart/mixed; boundary=""\n\nhello\n', /without a boundary/],
+    ['a part that is a multipart without a boundary',
+      `From: a@corp.example\n${multipart('b1', [text, `Content-Type: multipart/mixed\n\n${uu}`])}`, /without a boundary/],
+    ['two Content-Transfer-Encodings at the top',
+      `From: a@corp.example\n${twoEncodings}\n${Buffer.from(uu).toString('base64')}`, /more than one Content-Transfer-Encoding/],
+    ['two Content-Transfer-Encodings in a part',
+      `From: a@corp.example\n${multipart('b1', [text, `Content-Type: text/plain\n${twoEncodings}\nx`])}`,
+      /more than one Content-Transfer-Encoding/],
+    ['a message/partial message',
+      'From: a@corp.example\nContent-Type: message/partial; id="a"; number=1; total=2\n\nFrom: x@y\n', /message\/partial/],
+  ])('what cannot be inspected is reported: %s', async (_what, message, why) => {
+    expect(await scan(message)).toEqual({ kind: 'uninspectable', why: expect.stringMatching(why) });
+  });
+});
+
+describe('AttachmentScanner: mailsplit never gets input its header parser is quadratic in', () => {
+  // Without the checks, each of these held the event loop for minutes (mailsplit 5.4.6: /\(.*\)/g on a
+  // Content-Transfer-Encoding value, /[\r\n]+$/ on a header block, and its folding of a large block).
+  test('a part\'s Content-Transfer-Encoding of 1 MiB of "("', async () => {
+    const part = `Content-Type: text/plain\nContent-Transfer-Encoding: base64 ${'('.repeat(1 << 20)}\n\nx`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 65_536)).toEqual({
+      kind: 'uninspectable',
+      why: 'a Content-Transfer-Encoding field longer than 256 bytes',
+    });
+  });
+
+  test('the same folded over many lines, and at the top of the message', async () => {
+    const folded = `Content-Transfer-Encoding: base64\n${' ((((((((((((((((((((\n'.repeat(20)}`;
+    const part = `Content-Type: text/plain\n${folded}\nx`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 64)).toEqual({
+      kind: 'uninspectable',
+      why: 'a Content-Transfer-Encoding field longer than 256 bytes',
+    });
+    const top = `From: a@corp.example\nContent-Type: multipart/mixed; boundary=b\n${folded}\n--b\n\nhi\n--b--\n`;
+    expect(await scan(top)).toEqual({
+      kind: 'uninspectable',
+      why: 'a Content-Transfer-Encoding field longer than 256 bytes',
+    });
+  });
+
+  test('an attached message (base64) whose header holds 1 MiB of bare CRs', async () => {
+    const crs = Buffer.alloc(1 << 20, 0x0d);
+    const embedded = Buffer.concat([Buffer.from('From: x@y.example\r\nSubject: a'), crs, Buffer.from('b\r\n\r\nhi\r\n')]);
+    const encoded = embedded.toString('base64').replace(/.{76}/g, '$&\n');
+    const part = `Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n${encoded}`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 65_536)).toEqual({
+      kind: 'uninspectable',
+      why: 'a run of more than 64 line-break bytes with a bare CR',
+    });
+  });
+
+  test('a part header of 1 MiB of folded fields', async () => {
+    const part = `Content-Type: text/plain\n${'X-A: a\n b\n'.repeat(100_000)}\nx`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 65_536)).toEqual({
+      kind: 'uninspectable',
+      why: 'Max header size for a MIME node exceeded',
+    });
+  });
+
+  test('real mail passes: CR-only lines, blank lines, a commented encoding, many folded top-level fields', async () => {
+    const crOnly = Buffer.from('From: x@y.example\rSubject: old mac\r\rbegin 644 notes.txt\r').toString('base64');
+    const part = `Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n${crOnly}`;
+    const blankLines = `${text}${'\n'.repeat(500)}`;
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [blankLines, part])}`)).toBeUndefined();
+    const fields = Array.from({ length: 900 }, (_, i) => `X-F${i}: a\n${' b\n'.repeat(60).slice(0, -1)}`).join('\n');
+    const commented = 'Content-Transfer-Encoding: 7bit (plain ascii)';
+    const top = `From: a@corp.example\n${fields}\n${commented}\n${multipart('b1', [text])}`;
+    expect(await scan(top, 65_536)).toBeUndefined();
+  });
+});

@@ -128,15 +128,22 @@ describe('scheduler controls', () => {
   test('retryNow and flush make deferred messages due; withdraw waits for an attempt under way and drops it', async () => {
     const attempts: string[] = [];
     let release: (() => void) | null = null;
-    const scheduler = new Scheduler(async (id) => {
-      attempts.push(id);
-      if (id === 'slow') await new Promise<void>((resolve) => (release = resolve));
-      return { kind: 'retry', at: Date.now() + 3_600_000 } as AttemptResult;
-    }, 5, () => 1000);
+    const scheduler = new Scheduler({
+      attempt: async (id) => {
+        attempts.push(id);
+        if (id === 'slow') await new Promise<void>((resolve) => (release = resolve));
+        return { kind: 'retry', at: Date.now() + 3_600_000 } as AttemptResult;
+      },
+      concurrency: 5,
+      onAttemptError: () => 1000,
+      // No backlog here: everything stays in memory, however far ahead it is due.
+      horizonMs: Infinity,
+    });
+    const at = (id: string) => ({ id, receivedAt: 0, route: 'default' });
     const later = Date.now() + 3_600_000;
-    scheduler.enqueue('a', 0, later);
-    scheduler.enqueue('b', 0, later);
-    scheduler.enqueue('c', 0, later);
+    scheduler.enqueue(at('a'), later);
+    scheduler.enqueue(at('b'), later);
+    scheduler.enqueue(at('c'), later);
     expect(scheduler.stateOf('a')).toBe('deferred');
     expect(scheduler.retryNow('a')).toBe(true);
     expect(scheduler.retryNow('nope')).toBe(false);
@@ -147,7 +154,7 @@ describe('scheduler controls', () => {
     await new Promise((resolve) => setImmediate(resolve));
     expect(attempts.sort()).toEqual(['a', 'a', 'b', 'c']);
 
-    scheduler.enqueue('slow', 0);
+    scheduler.enqueue(at('slow'));
     expect(scheduler.stateOf('slow')).toBe('active');
     let withdrawn = false;
     const withdrawal = scheduler.withdraw('slow').then(() => (withdrawn = true));
@@ -190,9 +197,9 @@ describe('config additions', () => {
   test('the CLI finds the API, token and spool from the config file, without needing its other secrets', () => {
     const file = path.join(dir, 'relay.yaml');
     writeFileSync(file, 'spool: { dir: ./spool }\nhttp: { address: "0.0.0.0:9465", token: "${TOKEN}" }\nsmarthosts: [{ name: p, auth: { pass: "${UNSET_SECRET}" } }]\n');
-    expect(resolveTarget({ config: file }, { TOKEN: 'from-env-file-token' })).toEqual({ url: 'http://127.0.0.1:9465', token: 'from-env-file-token', spoolDir: path.join(dir, 'spool') });
+    expect(resolveTarget({ config: file }, { TOKEN: 'from-env-file-token' })).toEqual({ url: 'http://127.0.0.1:9465', token: 'from-env-file-token', spoolDir: path.join(dir, 'spool'), eventsFile: null, smtp: null });
     expect(resolveTarget({ config: file, url: 'http://[::1]:1/', token: 'flag' }, { SMARTHOP_API_TOKEN: 'env' })).toMatchObject({ url: 'http://[::1]:1', token: 'flag' });
     expect(resolveTarget({ config: file }, { SMARTHOP_API_TOKEN: 'env' }).token).toBe('env');
-    expect(resolveTarget({ config: path.join(dir, 'missing.yaml') }, {})).toEqual({ url: null, token: undefined, spoolDir: null });
+    expect(resolveTarget({ config: path.join(dir, 'missing.yaml') }, {})).toEqual({ url: null, token: undefined, spoolDir: null, eventsFile: null, smtp: null });
   });
 });

@@ -44,6 +44,9 @@ describe('policy and limits config', () => {
       auth_failures_per_username: { slow_after: 10, max: 50, window: 3_600_000, delay: 2000 },
       max_tracked_addresses: 100_000,
       ipv6_prefix: 64,
+      connection_rate_per_stranger: { window: 60_000, max: 120 },
+      ipv6_hosts_per_prefix: 4,
+      password_checks: { concurrent: 2, queue: 100 },
     });
   });
 

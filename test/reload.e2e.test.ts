@@ -148,7 +148,8 @@ describe('reload', () => {
 
     write({ ...raw, smarthosts: [{ name: 'primary', host: '127.0.0.1', port: newHost.port, tls: 'none' }], clients: [{ name: 'elsewhere', networks: ['10.0.0.0/8'] }] });
     expect((await reload()).body).toMatchObject({ ok: true, changed: ['clients'] });
-    expect(await client.command('MAIL FROM:<app@corp.example>')).toBe('530 5.7.0 Authentication required');
+    // A plaintext listener where AUTH cannot help a stranger: refused as at connect, not asked to AUTH.
+    expect(await client.command('MAIL FROM:<app@corp.example>')).toBe('554 5.7.1 Access denied: [127.0.0.1] is not a permitted client');
     await client.quit();
   });
 

@@ -1,4 +1,4 @@
-import { admit, classify, CLOSED, eligibleAt, isUp, record, type BreakerState } from '../src/forward/breaker';
+import { admit, classify, CLOSED, eligibleAt, isUp, probeNow, record, type BreakerState } from '../src/forward/breaker';
 import { clientReply } from '../src/forward/inline';
 import type { Outcome } from '../src/forward/outcome';
 import { decideQuota, formatWindow, SmartHostQuota } from '../src/forward/quota';
@@ -59,6 +59,20 @@ describe('circuit breaker transitions', () => {
     ['some delivered', [delivered, deferred], 'ok'],
   ])('classify: %s → %s', (_what, outcomes, expected) => {
     expect(classify(new Map(outcomes.map((o, i) => [`r${i}@x`, o])))).toBe(expected);
+  });
+
+  test('an admin flush (probeNow): every delivery is admitted as a probe at once; the first report decides', () => {
+    const open: BreakerState = { kind: 'open', until: 1_000_000, failures: 3 };
+    const probing = probeNow(open, 500);
+    expect(probing).toEqual({ kind: 'half_open', probeAt: 500, failures: 3, everyone: true });
+    expect(eligibleAt(probing, config)).toBe(-Infinity);
+    expect(admit(probing, 501, config)).toEqual({ admitted: true, state: probing });
+    expect(admit(probing, 502, config)).toEqual({ admitted: true, state: probing });
+    expect(record(probing, 'ok', 600, config)).toEqual(CLOSED);
+    expect(record(probing, 'connection_failure', 600, config)).toEqual({ kind: 'open', until: 1600, failures: 4 });
+    // A probe already under way: the others may go too. A closed breaker is left as it is.
+    expect(probeNow({ kind: 'half_open', probeAt: 400, failures: 3 }, 500)).toMatchObject({ kind: 'half_open', everyone: true });
+    expect(probeNow(CLOSED, 500)).toBe(CLOSED);
   });
 });
 

@@ -4,7 +4,7 @@ import type { MessageMeta } from '../src/spool/message';
 import { WRITE_BUFFER_BYTES } from '../src/spool/incoming';
 import { SpoolStore } from '../src/spool/store';
 import { encodeTrailer, FOOTER_BYTES } from '../src/spool/trailer';
-import { spoolPerTest } from './helpers/harness';
+import { recoverAll, spoolPerTest } from './helpers/harness';
 
 /**
  * A message is committed as one file (its bytes, then its metadata): what the relay reads back,
@@ -26,7 +26,7 @@ describe('spool: one file per committed message', () => {
   const files = spool.files;
   const recover = async () => {
     const problems: string[] = [];
-    const recovered = await spool.store.recover((_id, problem) => problems.push(problem));
+    const recovered = await recoverAll(spool.store, (_id, problem) => problems.push(problem));
     return { recovered, problems };
   };
 
@@ -50,7 +50,7 @@ describe('spool: one file per committed message', () => {
     // Read twice: the first read may come from memory, the second comes from the disk.
     expect(await spool.store.read(id)).toEqual(committed);
     expect(await spool.store.read(id)).toEqual(committed);
-    expect(await spool.store.ids('queue')).toEqual([id]);
+    expect(files('queue')).toEqual([`${id}.eml`]);
     expect(await spool.store.locate(id)).toBe('queue');
   });
 
@@ -93,9 +93,9 @@ describe('spool: one file per committed message', () => {
     const id = spool.store.newId();
     const committed = await receive(id);
     const fresh = new SpoolStore(path.join(spool.dir, 'spool'));
-    await fresh.open();
+    fresh.open();
     const problems: string[] = [];
-    expect(await fresh.recover((_id, problem) => problems.push(problem))).toEqual([committed]);
+    expect(await recoverAll(fresh, (_id, problem) => problems.push(problem))).toEqual([committed]);
     expect(problems).toEqual([]);
     expect(await fresh.read(id)).toEqual(committed);
     await fresh.close();
@@ -142,9 +142,9 @@ describe('spool: one file per committed message', () => {
     mkdirSync(path.join(spool.store.queueDir, `${unreadable}.eml`));
 
     const fresh = new SpoolStore(path.join(spool.dir, 'spool'));
-    await fresh.open();
+    fresh.open();
     const problems = new Map<string, string>();
-    expect(await fresh.recover((id, problem) => problems.set(id, problem))).toEqual([]);
+    expect(await recoverAll(fresh, (id, problem) => problems.set(id, problem))).toEqual([]);
     expect(problems.get(bare)).toBe('removed message file without metadata (never acknowledged)');
     // Cut inside the footer: nothing says it was ever committed.
     expect(problems.get(truncated)).toBe('removed message file without metadata (never acknowledged)');
@@ -202,9 +202,9 @@ describe('spool: one file per committed message', () => {
     const left = await spool.store.createIncoming(interrupted);
     await new Promise<void>((resolve) => left.stream.write(body, () => resolve()));
     const fresh = new SpoolStore(path.join(spool.dir, 'spool'));
-    await fresh.open();
+    fresh.open();
     expect(files('tmp')).toEqual([]);
-    expect(await fresh.recover(() => undefined)).toEqual([]);
+    expect(await recoverAll(fresh)).toEqual([]);
     await left.discard();
     await fresh.close();
   });

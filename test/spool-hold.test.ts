@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
-import { spoolPerTest } from './helpers/harness';
+import { recoverAll, spoolPerTest } from './helpers/harness';
 
 /**
  * Hold and release are durable: every point a crash can interrupt them at is recovered to exactly
@@ -25,7 +25,7 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
 
   const files = spool.files;
   const problems: string[] = [];
-  const recover = () => spool.store.recover((_id, problem) => problems.push(problem));
+  const recover = () => recoverAll(spool.store, (_id, problem) => problems.push(problem));
 
   test('moveToHold then release move both files and keep the count', async () => {
     put('queue', '.eml', 'Subject: x\r\n\r\nbody');

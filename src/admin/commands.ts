@@ -1,20 +1,23 @@
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
-import { listSpool } from '../spool/inspect';
+import { DEFAULT_LIST_LIMIT, walkSpool, type QueueEntry } from '../spool/inspect';
+import { SpoolInUse } from '../spool/lock';
 import { SpoolStore } from '../spool/store';
-import { AdminClient, errorText, RelayUnreachable } from './client';
-import { formatDetail, formatListing, formatStatus } from './format';
+import { AdminClient, errorText, RelayUnreachable, streamLines } from './client';
+import { formatDetail, formatListing, formatStatus, StreamedListing } from './format';
+import { actOffline } from './offline';
 import { parseQueueQuery } from './query';
 import { resolveTarget, type TargetOptions } from './target';
 import type { ActionResponse, FlushResponse, MessageDetail, QueueListing, ReloadResult, StatusReport } from './types';
 
 /**
  * `smarthop queue list|show|retry|flush|hold|release|delete`, `smarthop status` and `smarthop reload`:
- * thin clients of the admin API. Exit status: 0 done, 1 refused (unknown id, conflict, bad filter,
- * wrong token), 2 relay unreachable.
+ * thin clients of the admin API. With the relay stopped, `queue list` reads the spool and `queue
+ * hold|release|delete` act on it under the spool's lock (offline.ts). Exit status: 0 done, 1 refused
+ * (unknown id, conflict, bad filter, wrong token, spool in use), 2 relay unreachable.
  */
 
-interface CommonOptions extends TargetOptions {
+export interface CommonOptions extends TargetOptions {
   json?: boolean;
 }
 
@@ -24,10 +27,10 @@ export interface CommandIo {
   setExitCode(code: number): void;
 }
 
-const EXIT_REFUSED = 1;
-const EXIT_UNREACHABLE = 2;
+export const EXIT_REFUSED = 1;
+export const EXIT_UNREACHABLE = 2;
 
-function withTarget(command: Command): Command {
+export function withTarget(command: Command): Command {
   return command
     .option('-c, --config <file>', 'relay config: its http.address, http.token and spool.dir are used', 'relay.config.yaml')
     .option('--url <url>', 'admin API base URL (default: from http.address in the config)')
@@ -35,7 +38,7 @@ function withTarget(command: Command): Command {
     .option('--json', 'print JSON for scripts instead of a table');
 }
 
-function clientFor(options: CommonOptions): AdminClient {
+export function clientFor(options: CommonOptions): AdminClient {
   const target = resolveTarget(options);
   if (!target.url) throw new RelayUnreachable(`no admin API address: set http.address in ${options.config ?? 'the config'} or pass --url`);
   return new AdminClient(target.url, target.token);
@@ -70,21 +73,42 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
         for (const [key, value] of [['state', options.state], ['client', options.client], ['recipient', options.recipient], ['min_age', options.minAge], ['max_age', options.maxAge], ['limit', options.limit]] as const) {
           if (value !== undefined) query.set(key, value);
         }
-        let listing: QueueListing;
+        // Rows are printed as they arrive (a search over a deep queue streams); --json prints one object at the end.
+        const limit = options.limit === undefined ? DEFAULT_LIST_LIMIT : Number(options.limit);
+        const listing: QueueListing = { messages: [], truncated: false };
+        const table = options.json ? null : new StreamedListing((text) => io.out(text));
+        const take = (entry: QueueEntry) => (table ? table.add(entry) : listing.messages.push(entry));
+        let received = 0;
+        const online = async () => {
+          const target = resolveTarget(options);
+          if (!target.url) throw new RelayUnreachable(`no admin API address: set http.address in ${options.config ?? 'the config'} or pass --url`);
+          query.set('format', 'ndjson');
+          for await (const line of streamLines(target.url, target.token, `/api/queue?${query}`)) {
+            const record = line as QueueEntry | { truncated: boolean };
+            if ('id' in record) {
+              received++;
+              take(record);
+            } else {
+              listing.truncated = record.truncated;
+            }
+          }
+        };
+        const offline = async () => {
+          listing.truncated = await listOffline(options, query, limit, take);
+        };
         if (options.offline) {
-          listing = await listOffline(options, query);
+          await offline();
         } else {
           try {
-            const answer = await clientFor(options).request<QueueListing>('GET', `/api/queue?${query}`);
-            if (answer.status !== 200) throw new Error(errorText(answer.body));
-            listing = answer.body;
+            await online();
           } catch (err) {
-            if (!(err instanceof RelayUnreachable)) throw err;
+            if (!(err instanceof RelayUnreachable) || received > 0) throw err;
             io.err(`${err.message}; reading the spool directly\n`);
-            listing = await listOffline(options, query);
+            await offline();
           }
         }
-        print(options, listing, () => formatListing(listing));
+        if (table) table.end(listing.truncated);
+        else print(options, listing, () => formatListing(listing));
       })();
     });
 
@@ -101,22 +125,45 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
     });
 
   for (const [name, description, verb] of [
-    ['retry', 'attempt deferred messages now', 'due now'],
-    ['hold', 'keep messages aside (never attempted until released)', 'held'],
-    ['release', 'put held messages back in the queue, due now', 'released'],
-    ['delete', 'delete messages for good (from queue, hold or dead)', 'deleted'],
+    ['retry', 'attempt deferred messages now (smart hosts are tried at once, breakers or not)', 'due now'],
+    ['hold', 'keep messages aside (never attempted until released); works with the relay stopped', 'held'],
+    ['release', 'put held messages back in the queue, due now; works with the relay stopped', 'released'],
+    ['delete', 'delete messages for good (from queue, hold or dead); works with the relay stopped', 'deleted'],
   ] as const) {
-    withTarget(queue.command(name))
-      .description(description)
-      .argument('<ids...>', 'queue ids')
+    const command = withTarget(queue.command(name)).description(description).argument('<ids...>', 'queue ids');
+    if (name !== 'retry') command.option('--offline', "act on the spool directory (under its lock) without asking the relay's API");
+    command
       .action(function (this: Command, ids: string[]) {
-        const options = this.opts<CommonOptions>();
+        const options = this.opts<CommonOptions & { offline?: boolean }>();
         return run(async () => {
-          const client = clientFor(options);
-          const results: ({ id: string; ok: true } & ActionResponse | { id: string; ok: false; error: string })[] = [];
-          for (const id of ids) {
-            const answer = await client.request<ActionResponse>('POST', `/api/queue/${encodeURIComponent(id)}/${name}`);
-            results.push(answer.status === 200 ? { ...answer.body, id, ok: true } : { id, ok: false, error: errorText(answer.body) });
+          type Result = ({ id: string; ok: true } & ActionResponse) | { id: string; ok: false; error: string };
+          let results: Result[] = [];
+          const offline = async () => {
+            if (name === 'retry') throw new RelayUnreachable('retry needs the running relay (a stopped one attempts due messages when it starts)');
+            const spoolDir = resolveTarget(options).spoolDir;
+            if (!spoolDir) throw new RelayUnreachable(`no spool.dir found in ${options.config ?? 'the config'}`);
+            results = (await actOffline(spoolDir, name, ids)).map(({ id, result }) => (result.ok ? { ...result.value, id, ok: true } : { id, ok: false, error: result.message }));
+          };
+          try {
+            if (options.offline) {
+              await offline();
+            } else {
+              try {
+                const client = clientFor(options);
+                for (const id of ids) {
+                  const answer = await client.request<ActionResponse>('POST', `/api/queue/${encodeURIComponent(id)}/${name}`);
+                  results.push(answer.status === 200 ? { ...answer.body, id, ok: true } : { id, ok: false, error: errorText(answer.body) });
+                }
+              } catch (err) {
+                if (!(err instanceof RelayUnreachable) || results.length > 0 || name === 'retry') throw err;
+                io.err(`${err.message}; acting on the spool directly\n`);
+                await offline();
+              }
+            }
+          } catch (err) {
+            // A running relay (or another queue command) holds the spool: a refusal, not an unreachable relay.
+            if (err instanceof SpoolInUse) throw new Error(`${err.message}; use the running relay's admin API (--url, http.address)`);
+            throw err;
           }
           print(options, results, () => results.map((r) => (r.ok ? `${r.id}: ${verb}` : `${r.id}: ${r.error}`)).join('\n'));
           if (results.some((r) => !r.ok)) io.setExitCode(EXIT_REFUSED);
@@ -164,12 +211,18 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
     });
 }
 
-/** `queue list` without a relay: the same filter over the spool files. */
-async function listOffline(options: CommonOptions, query: URLSearchParams): Promise<QueueListing> {
+/** `queue list` without a relay: the same filter over the spool files, as they are read; true when more matched than `limit`. */
+async function listOffline(options: CommonOptions, query: URLSearchParams, limit: number, take: (entry: QueueEntry) => void): Promise<boolean> {
   const target = resolveTarget(options);
   if (!target.spoolDir) throw new RelayUnreachable(`no spool.dir found in ${options.config ?? 'the config'}`);
   if (!existsSync(target.spoolDir)) throw new RelayUnreachable(`spool directory ${target.spoolDir} does not exist`);
   const parsed = parseQueueQuery(query);
   if (!parsed.ok) throw new Error(parsed.error);
-  return listSpool(new SpoolStore(target.spoolDir), parsed.filter, Date.now());
+  let count = 0;
+  for await (const entry of walkSpool(new SpoolStore(target.spoolDir), parsed.filter, Date.now())) {
+    if (count === limit) return true;
+    count++;
+    take(entry);
+  }
+  return false;
 }

@@ -25,11 +25,11 @@ export function humanSize(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)}M`;
 }
 
-function pad(n: number): string {
-  return String(n).padStart(2, '0');
+export function pad(n: number, width = 2): string {
+  return String(n).padStart(width, '0');
 }
 
-function clip(text: string, max: number): string {
+export function clip(text: string, max: number): string {
   const flat = text.replace(/\s+/g, ' ');
   return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
 }
@@ -38,18 +38,75 @@ function stateLabel(entry: QueueEntry): string {
   return entry.active ? 'active' : entry.state;
 }
 
+const LISTING_HEADERS = ['ID', 'STATE', 'AGE', 'SIZE', 'TRIES', 'CLIENT', 'FROM', 'RECIPIENTS', 'LAST RESPONSE'];
+const LISTING_RIGHT_ALIGNED = [2, 3, 4];
+
+function listingRow(m: QueueEntry): string[] {
+  const pending = m.recipients.filter((r) => r.status === 'pending');
+  const shown = pending.length > 0 ? pending : m.recipients;
+  const recipients = shown.length > 1 ? `${shown[0].address} +${shown.length - 1}` : (shown[0]?.address ?? '');
+  return [m.id, stateLabel(m), humanAge(m.age_seconds), humanSize(m.size), String(m.attempts), m.client, `<${m.from}>`, recipients, clip(m.dead?.response ?? m.last_response ?? '', 60)];
+}
+
+function listingSummary(count: number, truncated: boolean, counts: ReadonlyMap<string, number>): string {
+  return `${count}${truncated ? '+' : ''} message(s): ${[...counts].map(([state, n]) => `${n} ${state}`).join(', ')}${truncated ? ' (more match; use --limit)' : ''}`;
+}
+
 export function formatListing(listing: QueueListing): string {
   if (listing.messages.length === 0) return 'queue is empty (no message matches)';
-  const rows = listing.messages.map((m) => {
-    const pending = m.recipients.filter((r) => r.status === 'pending');
-    const shown = pending.length > 0 ? pending : m.recipients;
-    const recipients = shown.length > 1 ? `${shown[0].address} +${shown.length - 1}` : (shown[0]?.address ?? '');
-    return [m.id, stateLabel(m), humanAge(m.age_seconds), humanSize(m.size), String(m.attempts), m.client, `<${m.from}>`, recipients, clip(m.dead?.response ?? m.last_response ?? '', 60)];
-  });
   const counts = new Map<string, number>();
   for (const m of listing.messages) counts.set(m.state, (counts.get(m.state) ?? 0) + 1);
-  const summary = `${listing.messages.length}${listing.truncated ? '+' : ''} message(s): ${[...counts].map(([state, n]) => `${n} ${state}`).join(', ')}${listing.truncated ? ' (more match; use --limit)' : ''}`;
-  return `${table(['ID', 'STATE', 'AGE', 'SIZE', 'TRIES', 'CLIENT', 'FROM', 'RECIPIENTS', 'LAST RESPONSE'], rows, [2, 3, 4])}\n${summary}`;
+  return `${table(LISTING_HEADERS, listing.messages.map(listingRow), LISTING_RIGHT_ALIGNED)}\n${listingSummary(listing.messages.length, listing.truncated, counts)}`;
+}
+
+/**
+ * The same table as formatListing, printed as the rows arrive: the first rows (up to BATCH, or
+ * what came within FIRST_WAIT_MS) set the column widths, and every later row is printed at once in
+ * them (a longer cell pushes its line out rather than hold the output back).
+ */
+export class StreamedListing {
+  private static readonly BATCH = 100;
+  private static readonly FIRST_WAIT_MS = 1000;
+  private buffered: string[][] = [];
+  private widths: number[] | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private count = 0;
+  private readonly counts = new Map<string, number>();
+
+  constructor(private readonly out: (text: string) => void) {}
+
+  add(entry: QueueEntry): void {
+    this.count++;
+    this.counts.set(entry.state, (this.counts.get(entry.state) ?? 0) + 1);
+    const row = listingRow(entry);
+    if (this.widths) return this.out(`${this.line(row)}\n`);
+    this.buffered.push(row);
+    if (this.buffered.length >= StreamedListing.BATCH) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), StreamedListing.FIRST_WAIT_MS);
+  }
+
+  end(truncated: boolean): void {
+    if (this.count === 0) return this.out('queue is empty (no message matches)\n');
+    this.flush();
+    this.out(`${listingSummary(this.count, truncated, this.counts)}\n`);
+  }
+
+  private flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.widths) return;
+    this.widths = LISTING_HEADERS.map((h, i) => Math.max(h.length, ...this.buffered.map((r) => r[i].length)));
+    this.out(`${[LISTING_HEADERS, ...this.buffered].map((row) => this.line(row)).join('\n')}\n`);
+    this.buffered = [];
+  }
+
+  private line(cells: string[]): string {
+    const widths = this.widths as number[];
+    return cells
+      .map((cell, i) => (LISTING_RIGHT_ALIGNED.includes(i) ? cell.padStart(widths[i]) : i === cells.length - 1 ? cell : cell.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
+  }
 }
 
 export function formatDetail(m: MessageDetail): string {

@@ -10,7 +10,13 @@ export interface AdminTarget {
   token: string | undefined;
   /** `spool.dir` resolved against the config file, for `queue list` on a stopped relay. */
   spoolDir: string | null;
+  /** `events.file` resolved the same way, for `smarthop trace` on a stopped relay. */
+  eventsFile: string | null;
+  /** The first listener, where `smarthop sendmail` submits (a wildcard address is reached on loopback). */
+  smtp: { host: string; port: number; tls: string } | null;
 }
+
+const NO_TARGET: AdminTarget = { url: null, token: undefined, spoolDir: null, eventsFile: null, smtp: null };
 
 export interface TargetOptions {
   config?: string;
@@ -19,16 +25,19 @@ export interface TargetOptions {
 }
 
 /**
- * Reads only `http.address`, `http.token` and `spool.dir` from the config file, leniently: an admin
+ * Reads only `http.address`, `http.token`, `spool.dir`, `events.file` and the first listener
+ * from the config file, leniently: an admin
  * at a shell usually lacks the service's environment (smart-host passwords and the like), and the
  * queue commands need none of it. A `${SMARTHOP_API_TOKEN}` reference is still resolved if it is set.
  */
 export function resolveTarget(options: TargetOptions, env: NodeJS.ProcessEnv = process.env): AdminTarget {
-  const fromFile = options.config ? readTargetFromConfig(options.config, env) : { url: null, token: undefined, spoolDir: null };
+  const fromFile = options.config ? readTargetFromConfig(options.config, env) : NO_TARGET;
   return {
     url: options.url ? options.url.replace(/\/+$/, '') : fromFile.url,
     token: options.token ?? (env.SMARTHOP_API_TOKEN || undefined) ?? fromFile.token,
     spoolDir: fromFile.spoolDir,
+    eventsFile: fromFile.eventsFile,
+    smtp: fromFile.smtp,
   };
 }
 
@@ -40,24 +49,36 @@ function readTargetFromConfig(file: string, env: NodeJS.ProcessEnv): AdminTarget
   try {
     raw = interpolateEnv(parse(readFileSync(file, 'utf8')), env, []);
   } catch {
-    return { url: null, token: undefined, spoolDir: null };
+    return NO_TARGET;
   }
   const config = isRecord(raw) ? raw : {};
   const http = isRecord(config.http) ? config.http : {};
   const spool = isRecord(config.spool) ? config.spool : {};
+  const events = isRecord(config.events) ? config.events : {};
+  const baseDir = path.dirname(path.resolve(file));
+  const listener = Array.isArray(config.listeners) && isRecord(config.listeners[0]) ? config.listeners[0] : {};
+  const smtp = typeof listener.address === 'string' ? parseHostPort(listener.address) : undefined;
+  const smtpTls = typeof listener.tls === 'string' ? listener.tls : 'none';
   const address = typeof http.address === 'string' ? parseHostPort(http.address) : undefined;
   return {
     url: address ? `http://${urlHost(address.host)}:${address.port}` : null,
     token: typeof http.token === 'string' && http.token !== '' ? http.token : undefined,
-    spoolDir: typeof spool.dir === 'string' ? path.resolve(path.dirname(path.resolve(file)), spool.dir) : null,
+    spoolDir: typeof spool.dir === 'string' ? path.resolve(baseDir, spool.dir) : null,
+    eventsFile: typeof events.file === 'string' ? path.resolve(baseDir, events.file) : null,
+    smtp: smtp ? { ...smtp, host: connectHost(smtp.host), tls: smtpTls } : null,
   };
 }
 
 /** A relay listening on every address is reached on loopback. */
-function urlHost(host: string): string {
+function connectHost(host: string): string {
   if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '[::1]';
-  return host.includes(':') ? `[${host}]` : host;
+  if (host === '::') return '::1';
+  return host;
+}
+
+function urlHost(host: string): string {
+  const reached = connectHost(host);
+  return reached.includes(':') ? `[${reached}]` : reached;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

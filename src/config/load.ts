@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { parseDocument } from 'yaml';
+import { parseDocument, type YAMLError } from 'yaml';
 import { interpolateEnv, type InterpolationError } from './interpolate';
 import { isInlinePem } from './pem';
 import { configSchema, type RelayConfig } from './schema';
@@ -38,10 +38,33 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
     return { ok: false, errors: [`${file}: ${(err as Error).message}`] };
   }
   const document = parseDocument(text, { prettyErrors: true });
-  if (document.errors.length > 0) {
-    return { ok: false, errors: document.errors.map((e) => `${file}: ${e.message}`) };
-  }
+  if (document.errors.length > 0) return { ok: false, errors: yamlErrors(file, text, document.errors) };
   return parseConfig(document.toJS(), path.dirname(path.resolve(file)), env);
+}
+
+/** After the first YAML error the parser has lost its place: the rest mostly repeat it. */
+const MORE_YAML_ERRORS = 2;
+
+/**
+ * The first syntax error with its line, column and the line itself, a hint where one is known,
+ * then at most two more errors on a line each and how many were left out.
+ */
+export function yamlErrors(file: string, text: string, errors: readonly YAMLError[]): string[] {
+  const where = (error: YAMLError) =>
+    error.linePos ? `${file}:${error.linePos[0].line}:${error.linePos[0].col}` : file;
+  const what = (error: YAMLError) => (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+  const [first, ...rest] = errors;
+  const line = first.linePos ? (text.split(/\r?\n/)[first.linePos[0].line - 1] ?? '') : '';
+  const caret = first.linePos ? `${' '.repeat(Math.max(0, first.linePos[0].col - 1))}^` : '';
+  let report = `${where(first)}: ${what(first)}${line !== '' ? `\n      ${line}\n      ${caret}` : ''}`;
+  // `dir: ${X}/spool` is fine on its own line, but inside { … } or [ … ] the braces end the value.
+  if (/\$\{/.test(line) && /[{[]/.test(line.replace(/\$\{[^}]*\}/g, ''))) {
+    report += '\n    hint: inside { … } or [ … ], quote a value that holds ${…}: dir: "${X}/spool"';
+  }
+  const shown = rest.slice(0, MORE_YAML_ERRORS).map((error) => `${where(error)}: ${what(error)}`);
+  const hidden = rest.length - shown.length;
+  const more = hidden > 0 ? [`… and ${hidden} more YAML error(s), most of them following from the first`] : [];
+  return [report, ...shown, ...more];
 }
 
 function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {

@@ -74,6 +74,11 @@ const listenerSchema = z.strictObject({
    * time reset socket_timeout but not this (421 4.4.2 and the connection closes).
    */
   command_deadline: positiveDuration.default(30_000),
+  /**
+   * From accept to the SMTP session on an implicit-TLS or proxy_protocol listener: the TLS handshake
+   * and the PROXY header must be done within this, whoever the peer is (else the connection is closed).
+   */
+  handshake_timeout: positiveDuration.default(10_000),
   /** A connection from an address outside every client's networks must authenticate within this (else 421 4.7.0). */
   identify_timeout: positiveDuration.default(30_000),
   /**
@@ -176,6 +181,11 @@ const policySchema = z.strictObject({
   suppressed_recipients: z.string().min(1).optional(),
 });
 
+const connectionRate = z.strictObject({
+  window: duration.refine((ms) => ms > 0, 'a window must be longer than 0'),
+  max: positiveCount,
+});
+
 /** Guards per source address, on every listener (IPv6 addresses are grouped by prefix: one host owns a whole /64). */
 const limitsSchema = z.strictObject({
   /** Open SMTP connections from one address at once; over it: 421 4.7.0 at connect. */
@@ -183,7 +193,9 @@ const limitsSchema = z.strictObject({
   /** The same for an address outside every client's networks (a stranger), which has a cap by default. */
   connections_per_stranger: positiveCount.default(10),
   /** New connections from one address per window; over it: 421 4.7.0 at connect. */
-  connection_rate: z.strictObject({ window: duration.refine((ms) => ms > 0, 'a window must be longer than 0'), max: positiveCount }).optional(),
+  connection_rate: connectionRate.optional(),
+  /** The same for a stranger, which has a rate by default (both apply to it). */
+  connection_rate_per_stranger: connectionRate.default({ window: 60_000, max: 120 }),
   /** `max` failed AUTHs from one address within `window` lock it out (421 4.7.0) for `lockout`; each failure after the first is answered `delay` late. */
   auth_failures: z
     .strictObject({
@@ -210,6 +222,19 @@ const limitsSchema = z.strictObject({
   /** Bound on the addresses whose counters are kept in memory (least recently used dropped first). */
   max_tracked_addresses: positiveCount.default(100_000),
   ipv6_prefix: z.number().int().min(32).max(128).default(64),
+  /**
+   * Each IPv6 address is a host with every budget above of its own; the strangers of one `ipv6_prefix`
+   * together get this many hosts' budgets (connections, connection rate, AUTH failures).
+   */
+  ipv6_hosts_per_prefix: positiveCount.default(4),
+  /**
+   * Password checks (scrypt, on the thread pool the spool's file calls share) at once on this relay,
+   * and how many may wait; past that, AUTH gets 454 4.7.0. Strangers get `concurrent - 1` of the
+   * running places (at least one) and half of the waiting ones.
+   */
+  password_checks: z
+    .strictObject({ concurrent: positiveCount.default(2), queue: positiveCount.default(100) })
+    .default({ concurrent: 2, queue: 100 }),
 });
 
 /** An address as MAIL FROM and header From use it: local@domain, no display name, no brackets. */
@@ -526,8 +551,13 @@ export const configSchema = z
          * while the event loop answers clients and writes the spool. `false` keeps them on the event loop.
          */
         worker_thread: z.boolean().default(true),
+        /**
+         * Queued messages the scheduler keeps in memory (due now or within two minutes); the rest wait
+         * on disk and come back as there is room (Postfix's qmgr_message_active_limit). A restart setting.
+         */
+        queue_window: z.number().int().min(10).max(1_000_000).default(10_000),
       })
-      .default({ concurrency: 20, worker_thread: true }),
+      .default({ concurrency: 20, worker_thread: true, queue_window: 10_000 }),
     /** How long a stopping relay waits for open sessions before answering them 421. */
     shutdown_grace: duration.default(10_000),
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
@@ -540,6 +570,9 @@ export const configSchema = z
       auth_failures_per_username: { slow_after: 10, max: 50, window: 3_600_000, delay: 2000 },
       max_tracked_addresses: 100_000,
       ipv6_prefix: 64,
+      connection_rate_per_stranger: { window: 60_000, max: 120 },
+      ipv6_hosts_per_prefix: 4,
+      password_checks: { concurrent: 2, queue: 100 },
     }),
     routes: z.record(name, routeSchema),
     /** Also send every DSN to this address (a postmaster who wants to see bounces). */

@@ -7,6 +7,7 @@ import type { Outcome } from './outcome';
  *   closed ──(failures consecutive connection-level failures)──▶ open
  *   open ──(cooldown over, next delivery asks)──▶ half_open (that delivery is the one probe)
  *   half_open ──probe ok──▶ closed        half_open ──probe failed──▶ open (another cooldown)
+ *   open or half_open ──admin flush or retry──▶ half_open for everyone (probeNow)
  *
  * Only failures to talk SMTP at all (refused, TLS, timeout, AUTH) count: a host that answers 4xx or
  * 5xx for a recipient is up, and skipping it would only hide the provider's verdict.
@@ -14,8 +15,11 @@ import type { Outcome } from './outcome';
 export type BreakerState =
   | { kind: 'closed'; failures: number }
   | { kind: 'open'; until: number; failures: number }
-  /** One probe is under way since `probeAt`; if it never reports, another may go after a cooldown. */
-  | { kind: 'half_open'; probeAt: number; failures: number };
+  /**
+   * One probe is under way since `probeAt`; if it never reports, another may go after a cooldown.
+   * `everyone`: an admin asked for the queue now, so every delivery is a probe until one reports.
+   */
+  | { kind: 'half_open'; probeAt: number; failures: number; everyone?: true };
 
 export const CLOSED: BreakerState = { kind: 'closed', failures: 0 };
 
@@ -29,13 +33,24 @@ export function eligibleAt(state: BreakerState, config: BreakerConfig): number {
     case 'open':
       return state.until;
     case 'half_open':
-      return state.probeAt + config.cooldown;
+      return state.everyone ? -Infinity : state.probeAt + config.cooldown;
   }
+}
+
+/**
+ * An admin's flush or retry: the host is tried at once instead of after its cooldown, and by every
+ * delivery rather than one probe, so the flushed messages go to it (not past it to a host further
+ * down the list). The first delivery that reports decides, as a probe does: one that gets through
+ * closes the breaker, one that fails to connect opens it for another cooldown.
+ */
+export function probeNow(state: BreakerState, now: number): BreakerState {
+  if (state.kind === 'closed') return state;
+  return { kind: 'half_open', probeAt: now, failures: state.failures, everyone: true };
 }
 
 /** Asks to send one delivery now; an open breaker whose cooldown is over lets exactly this one through as the probe. */
 export function admit(state: BreakerState, now: number, config: BreakerConfig): BreakerAdmission {
-  if (state.kind === 'closed') return { admitted: true, state };
+  if (state.kind === 'closed' || (state.kind === 'half_open' && state.everyone)) return { admitted: true, state };
   const at = eligibleAt(state, config);
   if (now < at) return { admitted: false, retryAt: at };
   return { admitted: true, state: { kind: 'half_open', probeAt: now, failures: state.failures } };

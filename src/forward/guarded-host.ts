@@ -1,6 +1,6 @@
 import type { SmartHostConfig } from '../config/schema';
 import type { Observer } from '../observe/events';
-import { admit as breakerAdmit, classify, CLOSED, eligibleAt, isUp, record, type BreakerState } from './breaker';
+import { admit as breakerAdmit, classify, CLOSED, eligibleAt, isUp, probeNow, record, type BreakerState } from './breaker';
 import type { Outcome } from './outcome';
 import type { QuotaSample, SmartHostQuota } from './quota';
 import type { Admission, Envelope, MessageBody, SmartHost, SmartHostDetails, SmartHostTransport } from './smarthost';
@@ -34,8 +34,25 @@ export class GuardedSmartHost implements SmartHost {
   }
 
   available(now: number): boolean {
-    const breakerReady = now >= eligibleAt(this.breaker, this.config.breaker);
-    return breakerReady && now >= this.quotaBlockedUntil && now >= this.throttle.until;
+    return now >= this.availableAt(now);
+  }
+
+  /**
+   * The earliest time this host may take a delivery: after its breaker's cooldown, any spent quota
+   * window and any wait the host asked for (Retry-After).
+   */
+  availableAt(_now: number): number {
+    return Math.max(eligibleAt(this.breaker, this.config.breaker), this.quotaBlockedUntil, this.throttle.until);
+  }
+
+  /** Its breaker is not closed but its cooldown is over: the next delivery is its probe. */
+  probing(now: number): boolean {
+    return this.breaker.kind !== 'closed' && !(this.breaker.kind === 'half_open' && this.breaker.everyone) && this.available(now);
+  }
+
+  /** An admin's flush or retry: try the host now, with every delivery, instead of after its cooldown (breaker.ts). */
+  probeNow(now: number): void {
+    this.setBreaker(probeNow(this.breaker, now));
   }
 
   up(): boolean {

@@ -62,7 +62,7 @@ export class InlineDelivery {
           }
           throw err;
         }
-      });
+      }, meta.route);
       // Already being attempted (it raced an admin retry): it is queued, and that attempt carries on.
       if (!adopted) answerQueued();
     });

@@ -24,6 +24,10 @@ export interface AuthAttempt {
   remoteAddress: string;
   username: string;
   client: string;
+  /** The address is in some client's networks: counted as itself only, and its check goes first. */
+  networkClient?: boolean;
+  /** Aborts when the session closes: a check still waiting for its place is then dropped. */
+  closed?: AbortSignal;
 }
 
 /**
@@ -33,6 +37,8 @@ export interface AuthAttempt {
  */
 export type AuthOutcome<T> =
   | { kind: 'refused'; refusal: Refusal }
+  /** The session closed before its password was checked: nothing was checked or counted, nobody to answer. */
+  | { kind: 'abandoned' }
   | { kind: 'success'; value: T }
   | { kind: 'failure'; refusal?: Refusal; delayMs: number };
 
@@ -44,7 +50,8 @@ export interface ConnectionGuard {
    * holds a slot until `disconnect`. `networkClient`: the address is in some client's networks.
    */
   connect(remoteAddress: string, client: string, networkClient: boolean): Promise<Refusal | undefined>;
-  disconnect(remoteAddress: string): void;
+  /** Gives back the slot of a connection `connect` accepted, with the `networkClient` it was accepted with. */
+  disconnect(remoteAddress: string, networkClient: boolean): void;
   /**
    * Runs `check` (the password check: a value on success, undefined on failure) under the AUTH
    * budgets of the address and of the username, or refuses without running it.

@@ -36,6 +36,10 @@ export interface SessionState {
   client?: ClientConfig;
   /** A stranger not yet authenticated: counted against the listener's max_unidentified_clients. */
   unidentified?: boolean;
+  /** Whether the address guard took this connection's slot as a network client's (given back the same way). */
+  guardedAsNetworkClient?: boolean;
+  /** Aborts when the connection closes (a password check still waiting for its place is then dropped). */
+  closed?: AbortSignal;
 }
 
 /**
@@ -69,6 +73,9 @@ export interface IngressDeps {
 /** A header block larger than this is refused: headers are held in memory, bodies never are. */
 const MAX_HEADER_BYTES = 256 * 1024;
 
+/** RFC 5322's line limit: a longer Message-ID is not a real one, and it goes into every event line. */
+const MAX_MESSAGE_ID_LENGTH = 998;
+
 const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
 
 /**
@@ -94,13 +101,15 @@ export class IngressSessions {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`);
     }
-    const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session), session.networkClient !== undefined);
+    const networkClient = session.networkClient !== undefined;
+    const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session), networkClient);
     if (guarded) {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       return this.refuse(session, guarded);
     }
+    session.guardedAsNetworkClient = networkClient;
     if (!session.networkClient && !this.takeUnidentifiedPlace(session)) {
-      this.deps.guard?.disconnect(session.remoteAddress);
+      this.deps.guard?.disconnect(session.remoteAddress, networkClient);
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
       this.deps.observer.emit({ type: 'rate_limited', client: UNKNOWN_CLIENT, limit: 'unidentified_clients' });
       const max = session.listener.max_unidentified_clients;
@@ -144,10 +153,33 @@ export class IngressSessions {
     return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${remoteAddress}] is not a trusted proxy of listener ${listener.name}`);
   }
 
+  /** Whether the address is in some client's networks (the current configuration's). */
+  inNetworks(remoteAddress: string): boolean {
+    return this.deps.current().clients.byAddress(remoteAddress) !== undefined;
+  }
+
+  /**
+   * A stranger's connection dropped before its TLS handshake (or PROXY header) because it holds as
+   * many of those as it may (see HandshakeGuard): no reply can reach it, the refusal is counted.
+   */
+  handshakeRefused(listener: ListenerConfig, remoteAddress: string): void {
+    this.deps.observer.emit({ type: 'connection', listener: listener.name, remote: remoteAddress, result: 'refused' });
+    this.deps.observer.emit({ type: 'rate_limited', client: UNKNOWN_CLIENT, limit: 'handshakes' });
+  }
+
+  /** A connection that did not finish its TLS handshake (or PROXY header) within `handshake_timeout`, dropped. */
+  handshakeTimedOut(listener: ListenerConfig, remoteAddress: string): void {
+    const seconds = wholeSeconds(listener.handshake_timeout);
+    this.deps.observer.emit({
+      type: 'rejected', client: UNKNOWN_CLIENT, listener: listener.name, remote: remoteAddress, reason: 'timeout',
+      response: `none (handshake not completed within ${seconds}s; connection closed)`,
+    });
+  }
+
   close(session: SessionState, wasAccepted: boolean): void {
     if (!wasAccepted) return;
     this.leaveUnidentified(session);
-    this.deps.guard?.disconnect(session.remoteAddress);
+    this.deps.guard?.disconnect(session.remoteAddress, session.guardedAsNetworkClient ?? false);
     this.deps.observer.emit({ type: 'connection_closed', listener: session.listener.name });
   }
 
@@ -159,9 +191,14 @@ export class IngressSessions {
     }
     const { clients } = this.deps.current();
     const check = () => clients.authenticate(username, password);
-    const attempt = { remoteAddress: session.remoteAddress, username, client: this.label(session) };
+    const attempt = {
+      remoteAddress: session.remoteAddress, username, client: this.label(session),
+      networkClient: session.networkClient !== undefined, closed: session.closed,
+    };
     const outcome = this.deps.guard ? await this.deps.guard.authenticate(attempt, check) : unguarded(await check());
     if (outcome.kind === 'refused') return this.refuse(session, outcome.refusal);
+    // Nobody is left to answer; nothing was checked.
+    if (outcome.kind === 'abandoned') return { ok: false, code: 421, message: '4.4.2 Connection closed' };
     const result = outcome.kind;
     this.deps.observer.emit({ type: 'auth', listener: listener.name, remote: session.remoteAddress, username, result });
     if (outcome.kind === 'failure') {
@@ -172,6 +209,14 @@ export class IngressSessions {
     session.authClient = outcome.value;
     this.leaveUnidentified(session);
     return { ok: true };
+  }
+
+  /**
+   * The TLS handshake after STARTTLS is done: what the client established before it is forgotten
+   * (RFC 3207 4.2), an AUTH included, as smtp-server forgets its own record of the user.
+   */
+  secured(session: SessionState): void {
+    session.authClient = undefined;
   }
 
   /** `declaredSize` is the SIZE= parameter, when the client gave one. */
@@ -185,7 +230,16 @@ export class IngressSessions {
     if (session.authClient) session.authClient = clients.byName(session.authClient.name, session.authClient.username);
     // A credential wins over a network match; on `auth: required` a network match alone is not enough.
     session.client = session.authClient ?? (listener.auth === 'required' ? undefined : session.networkClient);
-    if (!session.client) return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
+    if (!session.client) {
+      // Where AUTH cannot succeed (off, or in clear for an address in nobody's networks) asking for it is no
+      // answer: a session whose client a reload removed is refused as a stranger is at connect.
+      const canUpgrade = session.secure || listener.tls === 'starttls' || session.networkClient !== undefined;
+      if (listener.auth === 'off' || !canUpgrade) {
+        const denied = `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`;
+        return this.reject(session, 'access_denied', 554, denied, { from });
+      }
+      return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
+    }
     if (from !== '' && !isPlainAddress(from)) {
       return this.reject(session, 'address_syntax', 501, `5.1.7 Sender address <${from}> is not relayed: quoted local parts and comments are not accepted`, { from });
     }
@@ -294,7 +348,11 @@ export class IngressSessions {
     }
 
     if (guard.normalizedLineEndings > 0) this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
-    this.deps.observer.emit({ type: 'received', queueId: id, client: client.name, listener: session.listener.name, remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size, commitMs });
+    this.deps.observer.emit({
+      type: 'received', queueId: id, client: client.name, listener: session.listener.name,
+      remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size, commitMs,
+      ...(filtering.messageId !== undefined ? { messageId: filtering.messageId } : {}),
+    });
     const verdict = await this.deps.onQueued(meta, session.listener);
     if (!verdict.ok) return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
     return { ok: true, queueId: id };
@@ -368,6 +426,8 @@ function violationReply(violation: DataViolation): string {
 
 /** One message's pass through the filters: header verdicts first, then body inspectors' verdicts at the end. */
 class FilterRun {
+  /** The Message-ID once every filter had the header (re-enveloping adds a missing one); one header line at most. */
+  messageId: string | undefined;
   private refusal: Refusal | undefined;
   private inspectors: BodyInspector[] = [];
   private context: MessageContext | null = null;
@@ -383,6 +443,7 @@ class FilterRun {
     for (const filter of this.filters) {
       this.refusal ??= await filter.headers?.(editable, context);
     }
+    this.messageId = editable.value('message-id')?.slice(0, MAX_MESSAGE_ID_LENGTH) || undefined;
     // A message the headers already refused is not worth inspecting further.
     if (this.refusal) return;
     this.inspectors = this.filters.map((filter) => filter.body?.(context, editable)).filter((inspector): inspector is BodyInspector => inspector !== undefined);

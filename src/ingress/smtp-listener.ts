@@ -4,9 +4,10 @@ import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-serv
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../observe/logger';
 import { CommandLineDeadline } from './command-deadline';
+import { HandshakeGuard } from './handshake-guard';
 import { inNetworks } from './networks';
 import type { IngressSessions, SessionState, Verdict } from './session';
-import { createSmtpServer, gateProxyHeader, type ClientConnection } from './smtp-server-adapter';
+import { createSmtpServer, gatePendingSockets, gateProxyHeader, type ClientConnection } from './smtp-server-adapter';
 
 /**
  * Adapts smtp-server's callbacks to the typed, async decisions of `IngressSessions` and turns
@@ -22,7 +23,7 @@ const MAX_RECIPIENTS = 1000;
 
 export interface ListenerDeps {
   listener: ListenerConfig;
-  config: Pick<RelayConfig, 'hostname' | 'max_message_size' | 'tls' | 'shutdown_grace'>;
+  config: Pick<RelayConfig, 'hostname' | 'max_message_size' | 'tls' | 'shutdown_grace' | 'limits'>;
   sessions: IngressSessions;
   logger: Logger;
 }
@@ -35,6 +36,8 @@ interface SessionEntry {
   connection: ClientConnection;
   commandLine: CommandLineDeadline;
   identifyTimer?: NodeJS.Timeout;
+  /** Aborted when the connection closes (state.closed). */
+  closing: AbortController;
 }
 
 export class SmtpListener {
@@ -42,6 +45,8 @@ export class SmtpListener {
   /** Connections seen, before onConnect gives them a state. */
   private readonly connections = new WeakMap<SMTPServerSession, ClientConnection>();
   private readonly entries = new WeakMap<SMTPServerSession, SessionEntry>();
+  /** Connections accepted and not yet in their session (TLS handshake, PROXY header): smarthop_connections_pending. */
+  private pending = 0;
 
   constructor(private readonly deps: ListenerDeps) {
     this.server = createSmtpServer(this.options(), {
@@ -53,7 +58,17 @@ export class SmtpListener {
       onConnection: (connection) => this.connections.set(connection.session, connection),
     });
     if (deps.listener.proxy_protocol) this.trustOnlyProxies();
+    if (deps.listener.tls === 'implicit' || deps.listener.proxy_protocol) this.guardHandshakes();
     this.server.on('error', (err) => deps.logger.warn({ err, listener: deps.listener.name }, `listener ${deps.listener.name}: ${err.message}`));
+  }
+
+  get name(): string {
+    return this.deps.listener.name;
+  }
+
+  /** Connections accepted and still in their TLS handshake or before their PROXY header (0 where there is none). */
+  get pendingConnections(): number {
+    return this.pending;
   }
 
   async listen(): Promise<AddressInfo> {
@@ -90,6 +105,37 @@ export class SmtpListener {
     });
   }
 
+  /**
+   * Connections before their session (TLS handshake, PROXY header): strangers get a bounded number
+   * of them (HandshakeGuard), everybody a deadline (`handshake_timeout`).
+   */
+  private guardHandshakes(): void {
+    const { listener, config, sessions } = this.deps;
+    const handshakes = new HandshakeGuard({
+      limits: config.limits,
+      maxStrangers: listener.max_unidentified_clients,
+      trusted: (peer) =>
+        sessions.inNetworks(peer) || (listener.proxy_protocol && inNetworks(peer, listener.trusted_proxies)),
+    });
+    gatePendingSockets(this.server, {
+      deadlineMs: listener.handshake_timeout,
+      admit: (socket) => {
+        const peer = socket.remoteAddress ?? '';
+        const release = handshakes.admit(peer);
+        if (!release) {
+          sessions.handshakeRefused(listener, peer);
+          return null;
+        }
+        this.pending++;
+        return (outcome) => {
+          this.pending--;
+          release();
+          if (outcome === 'timeout') sessions.handshakeTimedOut(listener, peer);
+        };
+      },
+    });
+  }
+
   private options(): SMTPServerOptions {
     const { listener, config } = this.deps;
     const disabled = [...ALWAYS_DISABLED];
@@ -122,6 +168,11 @@ export class SmtpListener {
       closeTimeout: config.shutdown_grace,
       logger: false,
       onConnect: (session, callback) => this.handleConnect(session, callback),
+      onSecure: (_socket, session, callback) => {
+        const entry = this.entries.get(session);
+        if (entry) this.deps.sessions.secured(entry.state);
+        callback();
+      },
       onAuth: (auth, session, callback) => {
         const state = this.state(session);
         this.deps.sessions.auth(state, auth.username ?? '', auth.password ?? '').then(
@@ -172,6 +223,7 @@ export class SmtpListener {
         const entry = this.entries.get(session);
         if (!entry) return;
         entry.closed = true;
+        entry.closing.abort();
         entry.commandLine.stop();
         clearTimeout(entry.identifyTimer);
         if (entry.accepted) this.deps.sessions.close(entry.state, true);
@@ -186,9 +238,10 @@ export class SmtpListener {
     }
     const { listener, sessions } = this.deps;
     const { remoteAddress, secure } = session;
-    const state: SessionState = { listener, remoteAddress, secure, heloName: '', esmtp: true };
+    const closing = new AbortController();
+    const state: SessionState = { listener, remoteAddress, secure, heloName: '', esmtp: true, closed: closing.signal };
     const entry: SessionEntry = {
-      state, accepted: false, closed: false, connection,
+      state, accepted: false, closed: false, connection, closing,
       commandLine: new CommandLineDeadline(listener.command_deadline, () => this.drop(entry, 'command_line')),
     };
     this.entries.set(session, entry);

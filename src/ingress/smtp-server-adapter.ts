@@ -13,7 +13,7 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
  *
  * Private members used: `SMTPConnection` as a base class (its `init`, `_setListeners`,
  * `connectionReady`, `send`, `upgrade`, `handler_EHLO`, `_socket`, `_server`), `SMTPServer#connect`,
- * `SMTPServer#connections` and `SMTPServer#_handleProxy`.
+ * `SMTPServer#connections`, `SMTPServer#_handleProxy` and `SMTPServer#_pendingSockets`.
  */
 
 export const SUPPORTED_SMTP_SERVER_VERSION = '3.21.6';
@@ -200,4 +200,76 @@ export function gateProxyHeader(server: SMTPServer, gate: (socket: Socket) => Pr
 export function sessionSockets(server: SMTPServer): { session: SMTPServerSession; socket: Socket }[] {
   assertSupportedSmtpServer();
   return [...server.connections].map((connection) => ({ session: connection.session, socket: connection._socket }));
+}
+
+/** What became of a socket that a PendingSocketGate let through. */
+export type PendingOutcome = 'session' | 'closed' | 'timeout';
+
+export interface PendingSocketGate {
+  /** How long a socket may take to reach its session (the PROXY header, the TLS handshake). */
+  deadlineMs: number;
+  /**
+   * A new socket, before smtp-server sees it: null drops it at once (nothing can be written to it
+   * before the handshake); else a function told once what became of it.
+   */
+  admit(socket: Socket): ((outcome: PendingOutcome) => void) | null;
+}
+
+/**
+ * Puts `gate` in front of the sockets smtp-server holds before their session begins (an implicit-TLS
+ * listener's handshake, a `proxy_protocol` listener's PROXY header). smtp-server keeps them in a pool
+ * of its own capped at `maxClients` and bounded in time only by `socketTimeout`, and destroys every
+ * socket past the cap, so one silent peer holding `maxClients` sockets locked everybody out for a
+ * minute at a time. The gate sees each socket first (smtp-server's own 'connection' listener, the
+ * one it registers on its public `server`, runs only for what the gate admits) and gives each a
+ * deadline of its own. Private member: `_pendingSockets`, for the socket on top of a handshake under
+ * way (destroying the plain socket under a TLS handshake in progress tears the TLS wrap down from
+ * below, which crashes Node, as smtp-server's own close() notes). Upstream change that lets it go: a
+ * per-peer admission hook and a handshake timeout option of its own.
+ */
+export function gatePendingSockets(server: SMTPServer, gate: PendingSocketGate): void {
+  const net = server.server;
+  const library = net.listeners('connection');
+  if (library.length !== 1 || !(server._pendingSockets instanceof Map)) {
+    const supported = SUPPORTED_SMTP_SERVER_VERSION;
+    throw new Error(`smtp-server does not accept connections as expected (supported: ${supported})`);
+  }
+  const accept = library[0] as (socket: Socket) => void;
+  net.removeListener('connection', accept);
+  /** Admitted sockets still on their way to a session, by peer address and port (the TLS socket shares them). */
+  const onTheirWay = new Map<string, () => void>();
+  net.on('connection', (socket: Socket) => {
+    const settled = gate.admit(socket);
+    if (!settled) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
+    const peer = `${socket.remoteAddress}|${socket.remotePort}`;
+    let done = false;
+    const settle = (outcome: PendingOutcome) => {
+      if (done) return;
+      done = true;
+      clearTimeout(deadline);
+      socket.off('close', onClose);
+      if (onTheirWay.get(peer) === reached) onTheirWay.delete(peer);
+      settled(outcome);
+    };
+    const onClose = () => settle('closed');
+    const reached = () => settle('session');
+    const deadline = setTimeout(() => {
+      settle('timeout');
+      socket.on('error', () => undefined);
+      (server._pendingSockets.get(socket) ?? socket).destroy();
+    }, gate.deadlineMs);
+    deadline.unref();
+    socket.once('close', onClose);
+    onTheirWay.set(peer, reached);
+    accept.call(net, socket);
+  });
+  const connect = server.connect.bind(server);
+  server.connect = (socket, socketOptions) => {
+    onTheirWay.get(`${socket.remoteAddress}|${socket.remotePort}`)?.();
+    connect(socket, socketOptions);
+  };
 }

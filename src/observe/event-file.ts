@@ -4,6 +4,8 @@ import * as path from 'node:path';
 
 /** Where outcome events go: the JSONL file, a webhook. write() must never block or throw. */
 export interface EventOutput {
+  /** True: also takes the `attempt` and `dsn` events that `smarthop trace` reads (observer.ts). */
+  readonly traceEvents?: boolean;
   write(event: Record<string, unknown>): void;
   /** Finishes what it can within its own bound, then stops. */
   close(): Promise<void>;
@@ -26,6 +28,7 @@ export interface RotatingFileOptions {
  * in batches by one writer at a time, so the order of events is kept and an emitting stage never waits.
  */
 export class RotatingEventFile implements EventOutput {
+  readonly traceEvents = true;
   private pending: string[] = [];
   private size: number | null = null;
   private writing: Promise<void> | null = null;

@@ -43,6 +43,8 @@ export type RelayEvent =
   | { type: 'auth_delayed'; scope: 'address' | 'username'; remote: string; delayMs: number }
   | {
       type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number;
+      /** The Message-ID the message leaves with (the client's, or one re-enveloping added), for `smarthop trace`. */
+      messageId?: string;
       /** End of DATA's checks to durable in queue/ (last write, fsync, rename, directory fsync): what the 250 waited for on the disk. */
       commitMs: number;
     }

@@ -45,6 +45,8 @@ export class Metrics {
   private diskSource: DiskSource | null = null;
   private stateSource: () => StateBackend = () => 'memory';
   private deliveryThreadHeapSource: () => Promise<HeapSpace[]> = async () => [];
+  private passwordCheckSource: () => { running: number; waiting: number } = () => ({ running: 0, waiting: 0 });
+  private pendingConnectionSource: () => { listener: string; pending: number }[] = () => [];
 
   private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
   private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
@@ -156,6 +158,30 @@ export class Metrics {
         for (const space of await threadHeap()) this.set({ space: heapSpaceLabel(space.space) }, space.used);
       },
     });
+    const passwordChecks = () => this.passwordCheckSource();
+    new Gauge({
+      name: 'smarthop_password_checks',
+      help: 'AUTH password checks (scrypt) running and waiting for their place now, relay-wide '
+        + '(limits.password_checks)',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const now = passwordChecks();
+        this.set({ state: 'running' }, now.running);
+        this.set({ state: 'waiting' }, now.waiting);
+      },
+    });
+    const pendingConnections = () => this.pendingConnectionSource();
+    new Gauge({
+      name: 'smarthop_connections_pending',
+      help: 'Connections accepted and not yet in their SMTP session (TLS handshake of an implicit-TLS listener, '
+        + 'PROXY header), by listener',
+      labelNames: ['listener'],
+      registers: [this.registry],
+      collect() {
+        for (const { listener, pending } of pendingConnections()) this.set({ listener }, pending);
+      },
+    });
     const disk = () => this.diskSource;
     new Gauge({
       name: 'smarthop_spool_free_bytes', help: 'Free bytes on the file system of the spool (available to the relay user)', registers: [this.registry],
@@ -194,6 +220,14 @@ export class Metrics {
 
   bindDeliveryThreadHeap(source: () => Promise<HeapSpace[]>): void {
     this.deliveryThreadHeapSource = source;
+  }
+
+  bindPendingConnections(source: () => { listener: string; pending: number }[]): void {
+    this.pendingConnectionSource = source;
+  }
+
+  bindPasswordChecks(source: () => { running: number; waiting: number }): void {
+    this.passwordCheckSource = source;
   }
 
   bindStateBackend(source: () => StateBackend): void {

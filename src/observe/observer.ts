@@ -6,6 +6,12 @@ import type { Metrics } from './metrics';
 
 /** The event types that DESIGN.md makes one JSON event each (file and webhook). */
 const OUTCOME_TYPES = new Set(['received', 'rejected', 'delivered', 'deferred', 'bounced', 'expired']);
+/**
+ * What `smarthop trace` needs on top of the outcomes to tell a message's whole story: every
+ * smart-host transaction (failovers included) and the DSN a message caused. Only outputs that ask
+ * for them get them (the events file); the webhook keeps the outcome types its receivers expect.
+ */
+const TRACE_TYPES = new Set(['attempt', 'dsn']);
 
 export interface ObserverDeps {
   metrics: Metrics;
@@ -39,6 +45,9 @@ export class RelayObserver implements Observer {
     if (OUTCOME_TYPES.has(event.type) && this.deps.outputs.length > 0) {
       const json = toJsonEvent(event);
       for (const output of this.deps.outputs) output.write(json);
+    } else if (TRACE_TYPES.has(event.type) && this.deps.outputs.some((output) => output.traceEvents)) {
+      const json = toJsonEvent(event);
+      for (const output of this.deps.outputs) if (output.traceEvents) output.write(json);
     }
   }
 
@@ -145,9 +154,30 @@ export function toJsonEvent(event: RelayEvent): Record<string, unknown> {
   const ts = new Date().toISOString();
   switch (event.type) {
     case 'received':
-      return { ts, type: event.type, queue_id: event.queueId, client: event.client, from: event.from, to: event.to, smarthost: null, response: null, attempt: 0, size: event.size };
+      return {
+        ts, type: event.type, queue_id: event.queueId, client: event.client, from: event.from, to: event.to,
+        smarthost: null, response: null, attempt: 0, size: event.size,
+        message_id: event.messageId ?? null, remote: event.remote, listener: event.listener,
+      };
     case 'rejected':
-      return { ts, type: event.type, queue_id: null, client: event.client, from: event.from ?? null, to: event.to ?? null, smarthost: null, response: event.response, attempt: 0, reason: event.reason };
+      return {
+        ts, type: event.type, queue_id: null, client: event.client, from: event.from ?? null, to: event.to ?? null,
+        smarthost: null, response: event.response, attempt: 0, reason: event.reason,
+        remote: event.remote, listener: event.listener,
+      };
+    case 'attempt':
+      // One smart-host transaction: `to` are the recipients it carried, `accepted` how many the host took.
+      return {
+        ts, type: event.type, queue_id: event.queueId, client: null, from: null, to: event.recipients,
+        smarthost: event.smarthost, response: event.response, attempt: null,
+        outcome: event.outcome, accepted: event.accepted, relay: event.relay, duration_ms: Math.round(event.durationMs),
+      };
+    case 'dsn':
+      // queue_id is the message the DSN reports on (as in the log line); dsn_id is the DSN's own queue id.
+      return {
+        ts, type: event.type, queue_id: event.original, client: null, from: '', to: event.to,
+        smarthost: null, response: null, attempt: null, dsn_id: event.queueId, recipients: event.recipients,
+      };
     case 'delivered':
     case 'deferred':
     case 'bounced':

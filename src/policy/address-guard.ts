@@ -3,18 +3,20 @@ import type { Refusal } from '../ingress/filters';
 import type { AuthAttempt, AuthOutcome, ConnectionGuard } from '../ingress/ports';
 import type { WindowCounters, WindowLimit } from '../limits/window-counters';
 import type { Observer } from '../observe/events';
-import { addressKey } from './address-key';
+import { addressKeys } from '../limits/address-key';
 import { AuthGuard } from './auth-guard';
 import { formatWindow, limitWording, rateLimitLabel, retryAfterSeconds } from './rate-limits';
 
-export { addressKey } from './address-key';
+export { addressKey, addressKeys } from '../limits/address-key';
 
 /**
  * Guards per source address, before anyone is identified: concurrent connections (with a cap of
- * their own for strangers, addresses outside every client's networks), new connections per window,
- * and the AUTH budgets (AuthGuard). Window state goes through WindowCounters (bounded, a shared store
- * can implement it); open connections are a plain map because each entry is a live socket, so it can
- * never outgrow the listeners' max_clients.
+ * their own for strangers, addresses outside every client's networks), new connections per window
+ * (with a rate of their own for strangers), and the AUTH budgets (AuthGuard). An IPv6 stranger is
+ * counted as itself and, with the other strangers of its prefix, against `ipv6_hosts_per_prefix`
+ * times each budget (see address-key.ts). Window state goes through WindowCounters (bounded, a
+ * shared store can implement it); open connections are a plain map because each entry is a live
+ * socket, so it can never outgrow the listeners' max_clients.
  */
 
 export interface AddressGuardDeps {
@@ -23,54 +25,93 @@ export interface AddressGuardDeps {
   counters: WindowCounters;
   /** Per-username AUTH counters: their own instance too (usernames are the client's choice). */
   usernameCounters: WindowCounters;
+  /** The addresses each username authenticated from (see AuthGuardDeps.knownCounters). */
+  knownCounters?: WindowCounters;
   observer: Observer;
   now?: () => number;
+}
+
+/** One connection rate: its window, its metric label, and the counter key's lead. */
+interface ConnectionRate {
+  limit: WindowLimit;
+  label: string;
+  key: string;
+}
+
+/** What one counted key of a connection is: the address or a prefix, and the name its reply gives it. */
+interface CountedKey {
+  key: string;
+  where: string;
+  /** How many hosts' budgets this key holds (1 for an address). */
+  hosts: number;
 }
 
 export class AddressGuard implements ConnectionGuard {
   private readonly open = new Map<string, number>();
   private readonly now: () => number;
-  private readonly rate: { limits: WindowLimit[]; label: string } | null;
+  private readonly rate: ConnectionRate | null;
+  private readonly strangerRate: ConnectionRate;
   private readonly auth: AuthGuard;
 
   constructor(private readonly deps: AddressGuardDeps) {
     this.now = deps.now ?? Date.now;
-    const { connection_rate: rate } = deps.limits;
-    this.rate = rate ? { limits: [{ windowMs: rate.window, max: rate.max }], label: rateLimitLabel('connections', rate.window) } : null;
+    const { connection_rate: rate, connection_rate_per_stranger: stranger } = deps.limits;
+    this.rate = rate
+      ? {
+        limit: { windowMs: rate.window, max: rate.max },
+        label: rateLimitLabel('connections', rate.window),
+        key: 'conn',
+      }
+      : null;
+    this.strangerRate = {
+      limit: { windowMs: stranger.window, max: stranger.max },
+      label: rateLimitLabel('stranger_connections', stranger.window),
+      key: 'sconn',
+    };
     this.auth = new AuthGuard({
       limits: deps.limits,
       addressCounters: deps.counters,
       usernameCounters: deps.usernameCounters,
+      knownCounters: deps.knownCounters,
       observer: deps.observer,
       now: this.now,
     });
   }
 
+  /** Password checks running and waiting now, relay-wide (the smarthop_password_checks gauge). */
+  get passwordChecks(): { running: number; waiting: number } {
+    return this.auth.checks.counts;
+  }
+
   async connect(remoteAddress: string, client: string, networkClient: boolean): Promise<Refusal | undefined> {
-    const key = this.key(remoteAddress);
     // A locked-out address hears why first, whatever else it is over. A network client is the
     // exception: its own mail needs no AUTH, and one misconfigured app sharing its host must not
     // stop it; its AUTH attempts are still refused until the lockout ends.
     const locked = networkClient ? undefined : await this.auth.locked(remoteAddress, client);
     if (locked) return locked;
+    const counted = this.counted(remoteAddress, networkClient);
     const max = this.connectionCap(networkClient);
-    const open = this.open.get(key) ?? 0;
-    if (max !== undefined && open >= max) {
-      const message = `4.7.0 Too many connections from [${remoteAddress}] (at most ${max} at once); try again later`;
-      return this.refuse(client, 'connections_concurrent', message);
+    if (max !== undefined) {
+      const full = counted.find((entry) => (this.open.get(entry.key) ?? 0) >= max * entry.hosts);
+      if (full) {
+        const most = max * full.hosts;
+        const message = `4.7.0 Too many connections from [${full.where}] (at most ${most} at once); try again later`;
+        return this.refuse(client, 'connections_concurrent', message);
+      }
     }
     // Check and take in one synchronous step, so two connections arriving together cannot both pass.
-    this.open.set(key, open + 1);
-    const refusal = await this.consumeRate(key, remoteAddress, client);
-    if (refusal) this.disconnect(remoteAddress);
+    for (const entry of counted) this.open.set(entry.key, (this.open.get(entry.key) ?? 0) + 1);
+    const refusal = await this.consumeRates(counted, networkClient, client);
+    if (refusal) this.disconnect(remoteAddress, networkClient);
     return refusal;
   }
 
-  disconnect(remoteAddress: string): void {
-    const key = this.key(remoteAddress);
-    const open = (this.open.get(key) ?? 0) - 1;
-    if (open > 0) this.open.set(key, open);
-    else this.open.delete(key);
+  disconnect(remoteAddress: string, networkClient: boolean): void {
+    for (const { key } of this.counted(remoteAddress, networkClient)) {
+      const open = (this.open.get(key) ?? 0) - 1;
+      if (open > 0) this.open.set(key, open);
+      else this.open.delete(key);
+    }
   }
 
   authenticate<T>(attempt: AuthAttempt, check: () => Promise<T | undefined>): Promise<AuthOutcome<T>> {
@@ -84,16 +125,42 @@ export class AddressGuard implements ConnectionGuard {
     return all === undefined ? stranger : Math.min(all, stranger);
   }
 
-  private key(remoteAddress: string): string {
-    return addressKey(remoteAddress, this.deps.limits.ipv6_prefix);
+  /** The address; for a stranger's IPv6 address also its prefix, with ipv6_hosts_per_prefix hosts' budgets. */
+  private counted(remoteAddress: string, networkClient: boolean): CountedKey[] {
+    const { host, prefix } = addressKeys(remoteAddress, this.deps.limits.ipv6_prefix);
+    const keys: CountedKey[] = [{ key: host, where: remoteAddress, hosts: 1 }];
+    if (prefix !== undefined && !networkClient) {
+      keys.push({ key: prefix, where: prefix, hosts: this.deps.limits.ipv6_hosts_per_prefix });
+    }
+    return keys;
   }
 
-  private async consumeRate(key: string, remoteAddress: string, client: string): Promise<Refusal | undefined> {
-    if (!this.rate) return undefined;
-    const result = await this.deps.counters.consume(`conn\u0000${key}`, this.rate.limits, 1, this.now());
-    if (result.ok) return undefined;
-    const { max, windowMs } = this.rate.limits[0];
-    return this.refuse(client, this.rate.label, `4.7.0 Connection rate limit for [${remoteAddress}]: ${limitWording(`${max} connections per ${formatWindow(windowMs)}`, result.share)}; try again in ${retryAfterSeconds(result.retryAfterMs)}s`);
+  /** Every connection rate that applies, for every counted key; all or nothing is counted. */
+  private async consumeRates(
+    counted: CountedKey[],
+    networkClient: boolean,
+    client: string,
+  ): Promise<Refusal | undefined> {
+    const rates = [...(this.rate ? [this.rate] : []), ...(networkClient ? [] : [this.strangerRate])];
+    const taken: { key: string; limits: WindowLimit[] }[] = [];
+    const now = this.now();
+    for (const rate of rates) {
+      for (const entry of counted) {
+        const limits = [{ windowMs: rate.limit.windowMs, max: rate.limit.max * entry.hosts }];
+        const key = `${rate.key}\u0000${entry.key}`;
+        const result = await this.deps.counters.consume(key, limits, 1, now);
+        if (!result.ok) {
+          for (const done of taken) await this.deps.counters.release(done.key, done.limits, 1, now);
+          const { max, windowMs } = limits[0];
+          const wording = limitWording(`${max} connections per ${formatWindow(windowMs)}`, result.share);
+          const wait = retryAfterSeconds(result.retryAfterMs);
+          const message = `4.7.0 Connection rate limit for [${entry.where}]: ${wording}; try again in ${wait}s`;
+          return this.refuse(client, rate.label, message);
+        }
+        taken.push({ key, limits });
+      }
+    }
+    return undefined;
   }
 
   private refuse(client: string, limit: string, message: string): Refusal {

@@ -3,9 +3,10 @@ import { LRUCache } from 'lru-cache';
 import type { LimitsConfig } from '../config/schema';
 import type { Refusal } from '../ingress/filters';
 import type { AuthAttempt, AuthOutcome } from '../ingress/ports';
-import type { WindowCounters, WindowLimit } from '../limits/window-counters';
+import type { ConsumeResult, WindowCounters, WindowLimit } from '../limits/window-counters';
 import type { Observer } from '../observe/events';
-import { addressKey } from './address-key';
+import { addressKeys } from '../limits/address-key';
+import { PasswordCheckGate } from './password-check-gate';
 import { retryAfterSeconds } from './rate-limits';
 
 /**
@@ -24,6 +25,14 @@ import { retryAfterSeconds } from './rate-limits';
  * The per-username budget stops a guesser spread over many addresses. Its refusal is temporary
  * (454) and never applies to an address the username authenticated from before, so an attacker
  * cannot lock the real user out of its usual host, only out of new ones for a while.
+ *
+ * An IPv6 stranger is counted as itself and, together with the other strangers of its prefix
+ * (`limits.ipv6_prefix`), against `limits.ipv6_hosts_per_prefix` times the budget: one host of an
+ * office /64 cannot lock its neighbours out, and one that rotates through the /64 gets a few hosts'
+ * worth of guesses, not one per address. Addresses in some client's networks are counted as
+ * themselves only.
+ *
+ * Every password check waits for its place in the relay-wide PasswordCheckGate (see there).
  */
 
 /** How long an address stays "known" for a username after a successful AUTH from it. */
@@ -33,17 +42,37 @@ export interface AuthGuardDeps {
   limits: LimitsConfig;
   /** Per-address windows: failures and lockouts (shared with the connection guard's store). */
   addressCounters: WindowCounters;
-  /** Per-username windows and the addresses each username authenticated from. */
+  /** Per-username windows. */
   usernameCounters: WindowCounters;
+  /**
+   * The addresses each username authenticated from. A store of their own: only a successful AUTH
+   * writes one, so a flood of made-up usernames (each a window in usernameCounters) cannot push a
+   * real user's known address out of a bounded memory. Defaults to usernameCounters.
+   */
+  knownCounters?: WindowCounters;
   observer: Observer;
   now?: () => number;
+}
+
+/** The keys one attempt is counted under (see address-key.ts). */
+interface AttemptKeys {
+  /** The address itself. */
+  host: string;
+  /** A stranger's IPv6 prefix, counted against ipv6_hosts_per_prefix times the budget. */
+  prefix?: string;
+  /** Where a username's known addresses are kept: the prefix for IPv6, so a host's changing addresses stay known. */
+  known: string;
 }
 
 export class AuthGuard {
   private readonly now: () => number;
   private readonly failures: WindowLimit[];
+  private readonly prefixFailures: WindowLimit[];
   private readonly lockout: WindowLimit[];
   private readonly userFailures: WindowLimit[];
+  private readonly knownCounters: WindowCounters;
+  /** The relay-wide bound on password checks at once (see PasswordCheckGate). */
+  readonly checks: PasswordCheckGate;
   private readonly known: WindowLimit[] = [{ windowMs: KNOWN_ADDRESS_MS, max: 1 }];
   /** The tail of each address's queue of AUTHs waiting for their check; entries live only while some wait. */
   private readonly queues = new Map<string, Promise<void>>();
@@ -60,6 +89,9 @@ export class AuthGuard {
     this.now = deps.now ?? Date.now;
     const { auth_failures: auth, auth_failures_per_username: user } = deps.limits;
     this.failures = [{ windowMs: auth.window, max: auth.max }];
+    this.prefixFailures = [{ windowMs: auth.window, max: auth.max * deps.limits.ipv6_hosts_per_prefix }];
+    this.knownCounters = deps.knownCounters ?? deps.usernameCounters;
+    this.checks = new PasswordCheckGate(deps.limits.password_checks);
     // A lockout is a window of one that the failure which reaches the limit fills.
     this.lockout = [{ windowMs: auth.lockout, max: 1 }];
     this.userFailures = [{ windowMs: user.window, max: user.max }];
@@ -70,48 +102,70 @@ export class AuthGuard {
     });
   }
 
-  /** The lockout refusal for an address that is locked out now, else undefined. */
-  async locked(remoteAddress: string, client: string): Promise<Refusal | undefined> {
-    const key = this.key(remoteAddress);
-    const now = this.now();
-    let retryAfterMs = this.ownLockout(key, now);
-    if (retryAfterMs === undefined) {
-      const lock = await this.deps.addressCounters.peek(`lock\u0000${key}`, this.lockout, 1, now);
-      if (lock.ok) return undefined;
-      retryAfterMs = lock.retryAfterMs;
-    }
-    return this.lockedOut(client, remoteAddress, retryAfterMs);
+  /**
+   * The lockout refusal for an address that is locked out now, else undefined. A stranger's IPv6
+   * address is also locked out while its prefix is.
+   */
+  async locked(remoteAddress: string, client: string, networkClient = false): Promise<Refusal | undefined> {
+    return this.lockedKeys(this.keys(remoteAddress, networkClient), remoteAddress, client);
   }
 
   authenticate<T>(attempt: AuthAttempt, check: () => Promise<T | undefined>): Promise<AuthOutcome<T>> {
-    const key = this.key(attempt.remoteAddress);
-    return this.oneAtATime(key, () => this.guarded(key, attempt, check));
+    const keys = this.keys(attempt.remoteAddress, attempt.networkClient === true);
+    return this.oneAtATime(keys.host, () => this.guarded(keys, attempt, check));
   }
 
   private async guarded<T>(
-    key: string,
+    keys: AttemptKeys,
     attempt: AuthAttempt,
     check: () => Promise<T | undefined>,
   ): Promise<AuthOutcome<T>> {
     const { remoteAddress, client } = attempt;
+    if (attempt.closed?.aborted) return { kind: 'abandoned' };
     // A locked-out address gets no answer about any password, right or wrong.
-    const locked = await this.locked(remoteAddress, client);
+    const locked = await this.lockedKeys(keys, remoteAddress, client);
     if (locked) return { kind: 'refused', refusal: locked };
 
-    const now = this.now();
     const user = usernameKey(attempt.username);
-    const known = await this.knownAddress(user, key, now);
+    const known = await this.knownAddress(user, keys.known, this.now());
     if (!known) {
-      const budget = await this.deps.usernameCounters.peek(`userfail\u0000${user}`, this.userFailures, 1, now);
+      const budget = await this.deps.usernameCounters.peek(`userfail\u0000${user}`, this.userFailures, 1, this.now());
       if (!budget.ok) return { kind: 'refused', refusal: this.usernameRefused(client, budget.retryAfterMs) };
     }
-    const reserved = await this.deps.addressCounters.consume(`authfail\u0000${key}`, this.failures, 1, now);
+    const place = await this.checks.acquire(known || attempt.networkClient === true, attempt.closed);
+    if (place.kind === 'abandoned') return { kind: 'abandoned' };
+    if (place.kind === 'full') return { kind: 'refused', refusal: this.busy(client) };
+    try {
+      return await this.checked(keys, attempt, user, known, check);
+    } finally {
+      place.release();
+    }
+  }
+
+  /** With a place to check in: the reservations, the check, and what it says. */
+  private async checked<T>(
+    keys: AttemptKeys,
+    attempt: AuthAttempt,
+    user: string,
+    known: boolean,
+    check: () => Promise<T | undefined>,
+  ): Promise<AuthOutcome<T>> {
+    const { remoteAddress, client } = attempt;
+    // The wait for a place may have been long: a lockout set meanwhile, or a client gone, ends it here.
+    if (attempt.closed?.aborted) return { kind: 'abandoned' };
+    const locked = await this.lockedKeys(keys, remoteAddress, client);
+    if (locked) return { kind: 'refused', refusal: locked };
+    const now = this.now();
+    const reserved = await this.reserveFailure(keys, now);
     // The window holds `max` failures (or checks under way elsewhere in the fleet): no check until it ends.
-    if (!reserved.ok) return { kind: 'refused', refusal: this.lockedOut(client, remoteAddress, reserved.retryAfterMs) };
+    if (!reserved.ok) {
+      const refusal = this.lockedOut(client, reserved.where ?? remoteAddress, reserved.retryAfterMs);
+      return { kind: 'refused', refusal };
+    }
     if (!known) {
       const userReserved = await this.deps.usernameCounters.consume(`userfail\u0000${user}`, this.userFailures, 1, now);
       if (!userReserved.ok) {
-        await this.deps.addressCounters.release(`authfail\u0000${key}`, this.failures, 1, now);
+        await this.releaseFailure(keys, 1, now);
         return { kind: 'refused', refusal: this.usernameRefused(client, userReserved.retryAfterMs) };
       }
     }
@@ -120,20 +174,20 @@ export class AuthGuard {
     try {
       value = await check();
     } catch (err) {
-      await this.giveBack(key, user, known, now);
+      await this.giveBack(keys, user, known, now);
       throw err;
     }
     if (value !== undefined) {
-      await this.giveBack(key, user, known, now);
-      if (!known) await this.deps.usernameCounters.consume(`known\u0000${user}\u0000${key}`, this.known, 1, now);
+      await this.giveBack(keys, user, known, now);
+      if (!known) await this.knownCounters.consume(`known\u0000${user}\u0000${keys.known}`, this.known, 1, now);
       return { kind: 'success', value };
     }
-    return this.failed(key, attempt, user, known, now);
+    return this.failed(keys, attempt, user, known, now);
   }
 
   /** A checked, wrong password: its reservations stay as failures. */
   private async failed(
-    key: string,
+    keys: AttemptKeys,
     attempt: AuthAttempt,
     user: string,
     known: boolean,
@@ -141,13 +195,22 @@ export class AuthGuard {
   ): Promise<AuthOutcome<never>> {
     const { remoteAddress, client } = attempt;
     const { auth_failures: auth, auth_failures_per_username: perUser } = this.deps.limits;
-    const [addressLeft] = await this.deps.addressCounters.remaining(`authfail\u0000${key}`, this.failures, now);
+    const [addressLeft] = await this.deps.addressCounters.remaining(`authfail\u0000${keys.host}`, this.failures, now);
+    let lockedWhere: string | undefined;
     if (addressLeft === 0) {
-      this.lockedHere.set(key, now + auth.lockout);
-      await this.deps.addressCounters.consume(`lock\u0000${key}`, this.lockout, 1, now);
-      // The lockout takes over from the failures: once it ends, the address starts a fresh window.
-      await this.deps.addressCounters.release(`authfail\u0000${key}`, this.failures, auth.max, now);
-      return { kind: 'failure', refusal: this.lockedOut(client, remoteAddress, auth.lockout), delayMs: 0 };
+      await this.lock(keys.host, this.failures, now);
+      lockedWhere = remoteAddress;
+    }
+    if (keys.prefix !== undefined) {
+      const prefixKey = `authfail\u0000${keys.prefix}`;
+      const [prefixLeft] = await this.deps.addressCounters.remaining(prefixKey, this.prefixFailures, now);
+      if (prefixLeft === 0) {
+        await this.lock(keys.prefix, this.prefixFailures, now);
+        lockedWhere ??= keys.prefix;
+      }
+    }
+    if (lockedWhere !== undefined) {
+      return { kind: 'failure', refusal: this.lockedOut(client, lockedWhere, auth.lockout), delayMs: 0 };
     }
     let delayMs = 0;
     // The first failure from an address is a typo; from the second on, each answer is held back.
@@ -170,14 +233,38 @@ export class AuthGuard {
     return { kind: 'failure', delayMs };
   }
 
-  private async giveBack(key: string, user: string, known: boolean, now: number): Promise<void> {
-    await this.deps.addressCounters.release(`authfail\u0000${key}`, this.failures, 1, now);
+  /** Locks `key` (an address or a prefix) out; the lockout takes over from its failures, so it starts afresh after. */
+  private async lock(key: string, failures: WindowLimit[], now: number): Promise<void> {
+    this.lockedHere.set(key, now + this.deps.limits.auth_failures.lockout);
+    await this.deps.addressCounters.consume(`lock\u0000${key}`, this.lockout, 1, now);
+    await this.deps.addressCounters.release(`authfail\u0000${key}`, failures, failures[0].max, now);
+  }
+
+  /** One failure reserved for the address and a stranger's IPv6 prefix; `where` names the one that is full. */
+  private async reserveFailure(keys: AttemptKeys, now: number): Promise<ConsumeResult & { where?: string }> {
+    const host = await this.deps.addressCounters.consume(`authfail\u0000${keys.host}`, this.failures, 1, now);
+    if (!host.ok || keys.prefix === undefined) return host;
+    const prefix = await this.deps.addressCounters.consume(`authfail\u0000${keys.prefix}`, this.prefixFailures, 1, now);
+    if (prefix.ok) return prefix;
+    await this.deps.addressCounters.release(`authfail\u0000${keys.host}`, this.failures, 1, now);
+    return { ...prefix, where: keys.prefix };
+  }
+
+  private async releaseFailure(keys: AttemptKeys, amount: number, now: number): Promise<void> {
+    await this.deps.addressCounters.release(`authfail\u0000${keys.host}`, this.failures, amount, now);
+    if (keys.prefix !== undefined) {
+      await this.deps.addressCounters.release(`authfail\u0000${keys.prefix}`, this.prefixFailures, amount, now);
+    }
+  }
+
+  private async giveBack(keys: AttemptKeys, user: string, known: boolean, now: number): Promise<void> {
+    await this.releaseFailure(keys, 1, now);
     if (!known) await this.deps.usernameCounters.release(`userfail\u0000${user}`, this.userFailures, 1, now);
   }
 
   /** Whether `username` authenticated from this address within KNOWN_ADDRESS_MS (a full window of one). */
   private async knownAddress(user: string, key: string, now: number): Promise<boolean> {
-    const seen = await this.deps.usernameCounters.peek(`known\u0000${user}\u0000${key}`, this.known, 1, now);
+    const seen = await this.knownCounters.peek(`known\u0000${user}\u0000${key}`, this.known, 1, now);
     return !seen.ok;
   }
 
@@ -199,11 +286,29 @@ export class AuthGuard {
     }
   }
 
-  private key(remoteAddress: string): string {
-    return addressKey(remoteAddress, this.deps.limits.ipv6_prefix);
+  private keys(remoteAddress: string, networkClient: boolean): AttemptKeys {
+    const { host, prefix } = addressKeys(remoteAddress, this.deps.limits.ipv6_prefix);
+    return { host, prefix: networkClient ? undefined : prefix, known: prefix ?? host };
   }
 
-  /** Milliseconds left of a lockout this relay set on the address, or undefined when there is none. */
+  private async lockedKeys(keys: AttemptKeys, remoteAddress: string, client: string): Promise<Refusal | undefined> {
+    const hostLock = await this.lockLeft(keys.host);
+    if (hostLock !== undefined) return this.lockedOut(client, remoteAddress, hostLock);
+    if (keys.prefix === undefined) return undefined;
+    const prefixLock = await this.lockLeft(keys.prefix);
+    return prefixLock === undefined ? undefined : this.lockedOut(client, keys.prefix, prefixLock);
+  }
+
+  /** Milliseconds left of a lockout of `key` (an address or a prefix), or undefined when there is none. */
+  private async lockLeft(key: string): Promise<number | undefined> {
+    const now = this.now();
+    const own = this.ownLockout(key, now);
+    if (own !== undefined) return own;
+    const lock = await this.deps.addressCounters.peek(`lock\u0000${key}`, this.lockout, 1, now);
+    return lock.ok ? undefined : lock.retryAfterMs;
+  }
+
+  /** Milliseconds left of a lockout this relay set on the key, or undefined when there is none. */
   private ownLockout(key: string, now: number): number | undefined {
     const until = this.lockedHere.get(key);
     if (until === undefined) return undefined;
@@ -212,12 +317,13 @@ export class AuthGuard {
     return undefined;
   }
 
-  private lockedOut(client: string, remoteAddress: string, retryAfterMs: number): Refusal {
+  /** `where`: the address, or the IPv6 prefix whose strangers together spent the budget. */
+  private lockedOut(client: string, where: string, retryAfterMs: number): Refusal {
     this.deps.observer.emit({ type: 'rate_limited', client, limit: 'auth_lockout' });
     const seconds = retryAfterSeconds(retryAfterMs);
     return {
       code: 421,
-      message: `4.7.0 Too many failed authentications from [${remoteAddress}]; try again in ${seconds}s`,
+      message: `4.7.0 Too many failed authentications from [${where}]; try again in ${seconds}s`,
       reason: 'rate_limited',
     };
   }
@@ -228,6 +334,16 @@ export class AuthGuard {
     return {
       code: 454,
       message: `4.7.0 Too many failed authentications for this username; try again in ${seconds}s`,
+      reason: 'rate_limited',
+    };
+  }
+
+  /** No place to check the password now (PasswordCheckGate's line is full): temporary, nothing counted. */
+  private busy(client: string): Refusal {
+    this.deps.observer.emit({ type: 'rate_limited', client, limit: 'auth_busy' });
+    return {
+      code: 454,
+      message: '4.7.0 Too many authentications in progress; try again later',
       reason: 'rate_limited',
     };
   }

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -37,7 +37,10 @@ export type SinkBehaviour =
 export interface SinkOptions {
   host?: string;
   port?: number;
-  /** Write each message to `<dir>/<n>-<queue>.eml`. */
+  /**
+   * Write each message to `<dir>/<n>-<queue id>.eml` (`<n>.eml` when no smarthop Received line names
+   * one). Numbers go on from the highest already in the folder, and a file is never overwritten.
+   */
   dir?: string;
   /** Keep messages in memory (tests); the benchmark only counts. */
   keep?: boolean;
@@ -85,10 +88,15 @@ export class SmtpSink {
   /** Messages taken per connection (by session id), for `messagesPerConnection`. */
   private readonly takenOn = new Map<string, number>();
   private address: AddressInfo | null = null;
+  /** The number the next captured file gets. */
+  private nextFileNumber = 1;
 
   constructor(private readonly options: SinkOptions = {}) {
     this.behaviour = options.behaviour ?? { mode: 'accept' };
-    if (options.dir) mkdirSync(options.dir, { recursive: true });
+    if (options.dir) {
+      mkdirSync(options.dir, { recursive: true });
+      this.nextFileNumber = highestCaptureNumber(options.dir) + 1;
+    }
     // A smart host greets at once (Postfix does); smtp-server's fixed 100 ms would slow every new
     // connection to the sink, and with it the benchmark's harness ceiling. Only this server's own
     // connections are changed (see smtp-server-adapter.ts).
@@ -204,6 +212,21 @@ export class SmtpSink {
     return this.messages.flatMap((m) => m.to);
   }
 
+  /** Exclusive create: a number another sink (or an earlier run) took meanwhile is skipped, never overwritten. */
+  private async writeCapture(dir: string, data: Buffer): Promise<string> {
+    const head = data.subarray(0, 64 * 1024).toString('latin1');
+    const queueId = SMARTHOP_RECEIVED_ID.exec(head)?.[1];
+    for (;;) {
+      const name = `${String(this.nextFileNumber++).padStart(6, '0')}${queueId ? `-${queueId}` : ''}.eml`;
+      try {
+        await writeFile(path.join(dir, name), data, { flag: 'wx' });
+        return name;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+    }
+  }
+
   /** One more message taken on this session's connection; `close` ends it behind the 250 just written. */
   private countTaken(session: SMTPServerSession): void {
     const cap = this.options.messagesPerConnection;
@@ -238,10 +261,26 @@ export class SmtpSink {
       authUser: typeof session.user === 'string' ? session.user : null,
     };
     const id = `${n}`;
-    if (this.options.dir) await writeFile(path.join(this.options.dir, `${String(n).padStart(6, '0')}.eml`), data);
+    if (this.options.dir) await this.writeCapture(this.options.dir, data);
     if (this.options.keep) this.messages.push(message);
     this.options.log?.(`sink: #${id} from=<${message.from}> to=<${message.to.join('>,<')}> size=${data.length}${messageId ? ` message-id=${messageId}` : ''}`);
     this.options.onMessage?.(message);
     return id;
   }
+}
+
+/** The queue id in the Received line smarthop adds: `by <host> (smarthop) with ESMTP id <id>`, maybe folded. */
+const SMARTHOP_RECEIVED_ID = new RegExp(
+  String.raw`^Received:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*?\bby \S+ \(smarthop\) with \S+ id ([0-9A-Z]{9,})`,
+  'm',
+);
+
+/** The highest `<n>` of the `<n>.eml` and `<n>-<queue id>.eml` files already in `dir` (0 for none). */
+function highestCaptureNumber(dir: string): number {
+  let highest = 0;
+  for (const name of readdirSync(dir)) {
+    const match = /^(\d+)(?:-[^/]*)?\.eml$/.exec(name);
+    if (match) highest = Math.max(highest, Number(match[1]));
+  }
+  return highest;
 }

@@ -1,5 +1,7 @@
 import { open } from 'node:fs/promises';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { messageBytes, type MessageMeta, type RecipientStatus } from './message';
+import { FolderWalk, SLICE_MS } from './queue-walk';
 import type { ScheduleState } from './scheduler';
 import type { SpoolFolder, SpoolStore } from './store';
 
@@ -119,23 +121,82 @@ export interface QueueListing {
   truncated: boolean;
 }
 
+/** A folder holding at most this many messages is listed oldest first; a larger one in the order it is read. */
+export const SORTED_LISTING_MAX = 10_000;
+
 /**
- * Every committed message that matches, oldest first per folder (queue, hold, dead), up to the
- * limit. Files that vanish while being read were delivered or moved in the meantime and are skipped.
+ * Every committed message that matches, folder by folder (queue, hold, dead), as it is found: a
+ * listing of a deep queue never holds more than a slice of it, and the first rows come at once.
+ * A folder of up to SORTED_LISTING_MAX messages is listed oldest first (ids are time-ordered); a
+ * larger one in the order the folder is read, since sorting it would mean holding it. Files that
+ * vanish while being read were delivered or moved in the meantime and are skipped. Metadata is read
+ * synchronously in slices (see queue-walk.ts): a recipient search reads every message.
  */
+export async function* walkSpool(store: SpoolStore, filter: QueueFilter, now: number, scheduled?: (id: string) => ScheduleState | undefined): AsyncGenerator<QueueEntry> {
+  for (const folder of ['queue', 'hold', 'dead'] as const) {
+    if (filter.states && !FOLDER_STATES[folder].some((state) => filter.states?.includes(state))) continue;
+    let walk: FolderWalk;
+    try {
+      walk = new FolderWalk(store.dirOf(folder));
+    } catch {
+      continue;
+    }
+    try {
+      const head: string[] = [];
+      let name: string | null;
+      while (head.length <= SORTED_LISTING_MAX && (name = walk.next()) !== null) {
+        const id = store.idOfName(folder, name);
+        if (id !== null) head.push(id);
+      }
+      const large = head.length > SORTED_LISTING_MAX;
+      if (!large) head.sort();
+      let next = 0;
+      const nextId = (): string | null => {
+        if (next < head.length) return head[next++];
+        for (let found = large ? walk.next() : null; found !== null; found = walk.next()) {
+          const id = store.idOfName(folder, found);
+          if (id !== null) return id;
+        }
+        return null;
+      };
+      for (;;) {
+        const batch = readSlice(store, folder, nextId, filter, now, scheduled);
+        for (const entry of batch.entries) yield entry;
+        if (batch.done) break;
+        await nextTurn();
+      }
+    } finally {
+      walk.close();
+    }
+  }
+}
+
+/** What one slice of the event loop reads: the matching entries, and whether the folder is done. */
+function readSlice(store: SpoolStore, folder: SpoolFolder, nextId: () => string | null, filter: QueueFilter, now: number, scheduled?: (id: string) => ScheduleState | undefined): { entries: QueueEntry[]; done: boolean } {
+  const entries: QueueEntry[] = [];
+  const sliceEnd = performance.now() + SLICE_MS;
+  while (performance.now() < sliceEnd) {
+    const id = nextId();
+    if (id === null) return { entries, done: true };
+    let meta: MessageMeta;
+    try {
+      meta = store.readInSync(folder, id);
+    } catch {
+      continue;
+    }
+    const entry = entryOf(folder, meta, now, scheduled?.(id));
+    if (matchesFilter(entry, filter)) entries.push(entry);
+  }
+  return { entries, done: false };
+}
+
+/** Up to the limit of what walkSpool finds, and whether more matched. */
 export async function listSpool(store: SpoolStore, filter: QueueFilter, now: number, scheduled?: (id: string) => ScheduleState | undefined): Promise<QueueListing> {
   const limit = filter.limit ?? DEFAULT_LIST_LIMIT;
   const messages: QueueEntry[] = [];
-  for (const folder of ['queue', 'hold', 'dead'] as const) {
-    if (filter.states && !FOLDER_STATES[folder].some((state) => filter.states?.includes(state))) continue;
-    for (const id of await store.ids(folder).catch(() => [])) {
-      const meta = await store.readIn(folder, id).catch(() => null);
-      if (!meta) continue;
-      const entry = entryOf(folder, meta, now, scheduled?.(id));
-      if (!matchesFilter(entry, filter)) continue;
-      if (messages.length === limit) return { messages, truncated: true };
-      messages.push(entry);
-    }
+  for await (const entry of walkSpool(store, filter, now, scheduled)) {
+    if (messages.length === limit) return { messages, truncated: true };
+    messages.push(entry);
   }
   return { messages, truncated: false };
 }

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { renameSync } from 'node:fs';
-import { access, mkdir, open, readdir, readFile, rename, rm, statfs, unlink, writeFile } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { access, open, readdir, readFile, rename, rm, statfs, unlink, utimes, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { DirectorySyncer } from './dir-sync';
 import { IncomingFile, WRITE_BUFFER_BYTES } from './incoming';
 import type { MessageMeta } from './message';
-import { encodeTrailer, readTrailer, type TrailerRead } from './trailer';
+import { forEachName } from './queue-walk';
+import { encodeTrailer, readTrailer, readTrailerSync, type TrailerRead } from './trailer';
 
 /**
  * The durable queue on disk. A message is committed as one file, `<id>.eml`: its bytes (immutable
@@ -21,6 +22,11 @@ import { encodeTrailer, readTrailer, type TrailerRead } from './trailer';
  *   hold/    kept aside by an admin until released (never scheduled)
  *   dead/    permanent failures, with the reason in the .json
  *   corrupt/ files recovery could not make sense of, kept for a human
+ *
+ * A queued message's `.eml` carries a hint in its modification time: the time its next attempt is
+ * due (set whenever its state is written; at commit it is the commit, due at once). The queue scan
+ * (queue-scan.ts) reads it with one stat instead of reading the metadata of messages not yet due.
+ * It is only a hint: the metadata decides.
  */
 /** What the store remembers of a message it just committed, until its first read. */
 interface CommittedCopy {
@@ -42,6 +48,12 @@ export class SpoolStore {
   deadCount = 0;
   /** Messages in `hold/`, kept the same way. */
   heldCount = 0;
+  /**
+   * Messages in `queue/`: every commit adds one, every removal or move takes one away, and recovery
+   * adds the ones it finds (spool/recovery.ts). Exact, so the scheduler can keep most of a deep queue
+   * on disk and still count it.
+   */
+  queuedCount = 0;
   private readonly syncers: Record<SpoolFolder, DirectorySyncer>;
   /**
    * The metadata of messages just committed to `queue/`, as written, for their first read (the
@@ -56,11 +68,12 @@ export class SpoolStore {
     sizeCalculation: (copy) => copy.json.length + (copy.message?.length ?? 0) + 1,
   });
   /**
-   * Queued messages known to have no `.json` (committed or recovered as one file, state never
-   * changed since): removing them skips a failed unlink. Only this store writes a `.json`, and it
-   * drops the id first; an id not in here is removed the careful way.
+   * Queued messages known to have no `.json` (committed or read as one file, state never changed
+   * since): removing them skips a failed unlink. Only this store writes a `.json`, and it drops the
+   * id first; an id not in here is removed the careful way. Bounded: a deep queue's messages wait on
+   * disk, and one forgotten here costs one unlink that finds nothing.
    */
-  private readonly withoutStateFile = new Set<string>();
+  private readonly withoutStateFile = new LRUCache<string, true>({ max: 10_000 });
 
   constructor(readonly root: string) {
     this.tmpDir = path.join(root, 'tmp');
@@ -71,12 +84,27 @@ export class SpoolStore {
     this.syncers = { queue: new DirectorySyncer(this.queueDir), hold: new DirectorySyncer(this.holdDir), dead: new DirectorySyncer(this.deadDir) };
   }
 
-  /** Creates the folders and removes what a crash left half-written in `tmp/`. */
-  async open(): Promise<void> {
-    for (const dir of [this.tmpDir, this.queueDir, this.holdDir, this.deadDir, this.corruptDir]) await mkdir(dir, { recursive: true });
-    await rm(this.tmpDir, { recursive: true, force: true });
-    await mkdir(this.tmpDir, { recursive: true });
-    await this.recount();
+  /**
+   * Creates the folders and sets aside what a crash left half-written in `tmp/`: the folder is
+   * renamed (one call, however many files it holds) and a fresh one made, so new messages can be
+   * received at once; recovery removes the old one in the background (`removeStaleTmp`). Never
+   * acknowledged, nothing in it is needed.
+   */
+  open(): void {
+    for (const dir of [this.root, this.queueDir, this.holdDir, this.deadDir, this.corruptDir]) mkdirSync(dir, { recursive: true });
+    try {
+      renameSync(this.tmpDir, path.join(this.root, `${STALE_TMP_PREFIX}${randomBytes(4).toString('hex')}`));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    mkdirSync(this.tmpDir, { recursive: true });
+  }
+
+  /** Removes the `tmp/` folders set aside at this start and at earlier ones a crash interrupted. */
+  async removeStaleTmp(): Promise<void> {
+    for (const name of await readdir(this.root)) {
+      if (name.startsWith(STALE_TMP_PREFIX)) await rm(path.join(this.root, name), { recursive: true, force: true });
+    }
   }
 
   /** Time-ordered (so `ls` sorts by arrival) and unguessable; safe as a file name. */
@@ -128,7 +156,7 @@ export class SpoolStore {
     // Known before the file is visible in queue/: an admin action in the moment between the rename
     // and the end of the fsync (the message is listed already) drops them, and nothing adds them back.
     this.justCommitted.set(id, copy);
-    this.withoutStateFile.add(id);
+    this.withoutStateFile.set(id, true);
     try {
       // On the event loop, like the seal's last write (incoming.ts): a rename within one local file
       // system takes microseconds of kernel time, and a trip through the thread pool waited ~1.5 ms
@@ -138,12 +166,13 @@ export class SpoolStore {
       this.forget(id);
       throw err;
     }
+    this.queuedCount++;
     try {
       await this.syncDir('queue');
     } catch (err) {
       // The client will be told 452 and send again: the copy in queue/ must not be delivered too.
       this.forget(id);
-      await unlinkIfPresent(this.queuePath(id, '.eml')).catch(() => undefined);
+      if (await unlinkIfPresent(this.queuePath(id, '.eml')).catch(() => false)) this.queuedCount--;
       await this.syncDir('queue').catch(() => undefined);
       throw err;
     }
@@ -175,9 +204,15 @@ export class SpoolStore {
     }
   }
 
-  /** Rewrites a queued message's state atomically: temp file, fsync, rename. */
+  /**
+   * Rewrites a queued message's state atomically: temp file, fsync, rename. Then the message file's
+   * modification time is set to the next attempt (the queue scan's hint; not made durable, as a
+   * hint need not be: after a crash an older one at worst makes the scan read the metadata early).
+   */
   async update(meta: MessageMeta): Promise<void> {
     await this.writeAtomically('queue', meta);
+    const due = new Date(meta.nextAttemptAt);
+    await utimes(this.queuePath(meta.id, '.eml'), due, due).catch(() => undefined);
   }
 
   private async writeAtomically(folder: SpoolFolder, meta: MessageMeta): Promise<void> {
@@ -202,6 +237,47 @@ export class SpoolStore {
     if (copy === undefined) return { meta: await this.readIn('queue', id) };
     this.justCommitted.delete(id);
     return { meta: JSON.parse(copy.json) as MessageMeta, ...(copy.message ? { message: copy.message } : {}) };
+  }
+
+  /** readIn with synchronous reads, for the walks of recovery and the queue scan (see queue-walk.ts). */
+  readInSync(folder: SpoolFolder, id: string): MessageMeta {
+    return this.readSourcedSync(folder, id).meta;
+  }
+
+  /** readInSync, and whether the metadata came from a `.json` (else from the message file's trailer). */
+  readSourcedSync(folder: SpoolFolder, id: string): { meta: MessageMeta; stateFile: boolean } {
+    const stateFile = this.path(folder, id, '.json');
+    // Most queued messages have no `.json`: a stat that says so costs less than a failed open's exception.
+    if (folder !== 'queue' || statSync(stateFile, { throwIfNoEntry: false }) !== undefined) {
+      try {
+        return { meta: JSON.parse(readFileSync(stateFile, 'utf8')) as MessageMeta, stateFile: true };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || folder !== 'queue') throw err;
+      }
+    }
+    const found = this.readCommittedSync(this.queuePath(id, '.eml'));
+    if (found.kind !== 'committed') throw new Error(`${id}: the message file carries no usable metadata (${found.kind === 'damaged' ? found.reason : 'none'})`);
+    return { meta: found.meta, stateFile: false };
+  }
+
+  /**
+   * The metadata of a queued message just read from disk by the queue scan or recovery, kept for its
+   * delivery attempt that follows soon (as after a commit): the attempt then reads nothing but the
+   * message bytes. Same bounded cache, same rule: any change through this store drops it.
+   */
+  rememberForDelivery(meta: MessageMeta, stateFile: boolean): void {
+    this.justCommitted.set(meta.id, { json: JSON.stringify(meta) });
+    if (!stateFile) this.withoutStateFile.set(meta.id, true);
+  }
+
+  /** The trailer of a message file, read synchronously; throws (ENOENT when the file is gone) when it cannot be read. */
+  readCommittedSync(file: string): TrailerRead {
+    const fd = openSync(file, 'r');
+    try {
+      return readTrailerSync(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   /** The `.json` when the message has one, else (in `queue/`) the trailer of its file; ENOENT when neither exists. */
@@ -236,15 +312,25 @@ export class SpoolStore {
     return null;
   }
 
-  /** Ids of the messages in a folder, oldest first (ids are time-ordered); in `queue/` most have only their `.eml`. */
-  async ids(folder: SpoolFolder): Promise<string[]> {
-    const names = await readdir(this.dirOf(folder));
-    const ids = new Set<string>();
-    for (const name of names) {
-      if (name.endsWith('.json')) ids.add(name.slice(0, -5));
-      else if (folder === 'queue' && name.endsWith('.eml')) ids.add(name.slice(0, -4));
-    }
-    return [...ids].filter(isSpoolId).sort();
+  /**
+   * The id a file name in `folder` stands for, or null: in `queue/` every message has an `.eml` (most
+   * have only that), in `hold/` and `dead/` every message has a `.json`. One name per message.
+   */
+  idOfName(folder: SpoolFolder, name: string): string | null {
+    const ext = folder === 'queue' ? '.eml' : '.json';
+    if (!name.endsWith(ext)) return null;
+    const id = name.slice(0, -ext.length);
+    return isSpoolId(id) ? id : null;
+  }
+
+  /** Counts the messages in `hold/` or `dead/` with a walk (the folder may be large); `skip` leaves some out. */
+  async count(folder: 'hold' | 'dead', skip: (id: string) => boolean = () => false): Promise<number> {
+    let count = 0;
+    await forEachName(this.dirOf(folder), (name) => {
+      const id = this.idOfName(folder, name);
+      if (id !== null && !skip(id)) count++;
+    });
+    return count;
   }
 
   dirOf(folder: SpoolFolder): string {
@@ -268,7 +354,7 @@ export class SpoolStore {
   async remove(id: string, options: { durable?: boolean } = {}): Promise<void> {
     this.justCommitted.delete(id);
     const noStateFile = this.withoutStateFile.delete(id);
-    await unlinkIfPresent(this.queuePath(id, '.eml'));
+    if (await unlinkIfPresent(this.queuePath(id, '.eml'))) this.queuedCount--;
     if (noStateFile) {
       if (options.durable) await this.syncDir('queue');
       return;
@@ -286,6 +372,7 @@ export class SpoolStore {
   async moveToDead(meta: MessageMeta): Promise<void> {
     await this.update(meta);
     await rename(this.queuePath(meta.id, '.eml'), path.join(this.deadDir, `${meta.id}.eml`));
+    this.queuedCount--;
     // Durable before the .json follows: a .json gone from queue/ with its .eml still there would
     // bring the message back from its trailer.
     await this.syncDir('dead');
@@ -306,6 +393,7 @@ export class SpoolStore {
     meta.held = { at: now };
     await this.update(meta);
     await rename(this.queuePath(meta.id, '.eml'), this.path('hold', meta.id, '.eml'));
+    this.queuedCount--;
     // As in moveToDead: the .eml's move is durable before the .json leaves queue/.
     await this.syncDir('hold');
     await this.syncDir('queue');
@@ -327,6 +415,7 @@ export class SpoolStore {
     await rename(this.path('hold', meta.id, '.eml'), this.queuePath(meta.id, '.eml'));
     await rename(this.path('hold', meta.id, '.json'), this.queuePath(meta.id, '.json'));
     this.heldCount--;
+    this.queuedCount++;
     await this.syncDir('queue');
     await this.syncDir('hold');
   }
@@ -340,6 +429,7 @@ export class SpoolStore {
     this.withoutStateFile.delete(id);
     if (folder === 'queue') {
       await unlink(this.queuePath(id, '.eml'));
+      this.queuedCount--;
       // Deleted mail must not come back: the .eml's removal is durable before its .json goes.
       await this.syncDir('queue');
       await unlinkIfPresent(this.queuePath(id, '.json'));
@@ -352,130 +442,9 @@ export class SpoolStore {
     await this.syncDir(folder);
   }
 
-  /**
-   * Scans the spool after a start: returns every message to schedule, finishes interrupted moves to
-   * `hold/` and `dead/` and back from `hold/`, removes unacknowledged orphans and sets aside what
-   * cannot be read. Held messages stay where they are and are never returned.
-   */
-  async recover(onProblem: (id: string, problem: string) => void): Promise<MessageMeta[]> {
-    await this.finishReleases(onProblem);
-    const recovered = await this.recoverQueue(onProblem);
-    await this.removeHoldOrphans(onProblem);
-    await this.recount();
-    return recovered;
-  }
-
-  private async recoverQueue(onProblem: (id: string, problem: string) => void): Promise<MessageMeta[]> {
-    const names = new Set(await readdir(this.queueDir));
-    const recovered: MessageMeta[] = [];
-    for (const name of names) {
-      if (name.endsWith('.eml') && !names.has(`${name.slice(0, -4)}.json`)) {
-        const id = name.slice(0, -4);
-        let found: TrailerRead;
-        try {
-          found = await this.readCommitted(path.join(this.queueDir, name));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-          // Unreadable is not unacknowledged: a permission or I/O problem must never delete mail.
-          await this.setAsideCorrupt(id, names);
-          onProblem(id, `unreadable message file moved to corrupt/: ${(err as Error).message}`);
-          continue;
-        }
-        if (found.kind === 'committed' && found.meta.id === id) {
-          recovered.push(found.meta);
-          this.withoutStateFile.add(id);
-        } else if (found.kind === 'none') {
-          await unlink(path.join(this.queueDir, name));
-          onProblem(id, 'removed message file without metadata (never acknowledged)');
-        } else {
-          await this.setAsideCorrupt(id, names);
-          onProblem(id, `message file with damaged metadata moved to corrupt/: ${found.kind === 'damaged' ? found.reason : `it names message ${found.meta.id}`}`);
-        }
-        continue;
-      }
-      if (!name.endsWith('.json')) continue;
-      const id = name.slice(0, -5);
-      let meta: MessageMeta;
-      try {
-        meta = JSON.parse(await readFile(path.join(this.queueDir, name), 'utf8')) as MessageMeta;
-      } catch (err) {
-        await this.setAsideCorrupt(id, names);
-        onProblem(id, `unreadable metadata moved to corrupt/: ${(err as Error).message}`);
-        continue;
-      }
-      if (meta.dead) {
-        if (names.has(`${id}.eml`)) await rename(path.join(this.queueDir, `${id}.eml`), path.join(this.deadDir, `${id}.eml`));
-        await rename(path.join(this.queueDir, name), path.join(this.deadDir, name));
-        this.deadCount++;
-        onProblem(id, 'finished an interrupted move to dead/');
-        continue;
-      }
-      if (meta.held) {
-        if (names.has(`${id}.eml`)) await rename(path.join(this.queueDir, `${id}.eml`), this.path('hold', id, '.eml'));
-        await rename(path.join(this.queueDir, name), this.path('hold', id, '.json'));
-        onProblem(id, 'finished an interrupted move to hold/');
-        continue;
-      }
-      if (!names.has(`${id}.eml`)) {
-        // The message file goes first when a message is removed or deleted: this is what a
-        // removal interrupted between its two steps leaves.
-        await unlink(path.join(this.queueDir, name));
-        onProblem(id, 'removed metadata whose message file was already removed (an interrupted removal)');
-        continue;
-      }
-      recovered.push(meta);
-    }
-    await this.syncDir('queue');
-    await this.syncDir('hold');
-    await this.syncDir('dead');
-    return recovered;
-  }
-
-  /** Metadata in `hold/` without its `held` mark is a release a crash interrupted: finish it. */
-  private async finishReleases(onProblem: (id: string, problem: string) => void): Promise<void> {
-    const names = new Set(await readdir(this.holdDir));
-    for (const name of names) {
-      if (!name.endsWith('.json')) continue;
-      const id = name.slice(0, -5);
-      let meta: MessageMeta;
-      try {
-        meta = JSON.parse(await readFile(path.join(this.holdDir, name), 'utf8')) as MessageMeta;
-      } catch {
-        continue; // left for a human; a held message is never delivered by mistake
-      }
-      if (meta.held) continue;
-      if (names.has(`${id}.eml`)) await rename(this.path('hold', id, '.eml'), this.queuePath(id, '.eml'));
-      await rename(this.path('hold', id, '.json'), this.queuePath(id, '.json'));
-      onProblem(id, 'finished an interrupted release from hold/');
-    }
-    await this.syncDir('queue');
-  }
-
-  /** A message file in `hold/` whose metadata is nowhere is what an interrupted delete left. */
-  private async removeHoldOrphans(onProblem: (id: string, problem: string) => void): Promise<void> {
-    const names = new Set(await readdir(this.holdDir));
-    for (const name of names) {
-      if (!name.endsWith('.eml') || names.has(`${name.slice(0, -4)}.json`)) continue;
-      await unlink(path.join(this.holdDir, name));
-      onProblem(name.slice(0, -4), 'removed a held message file without metadata (an interrupted delete)');
-    }
-  }
-
-  private async recount(): Promise<void> {
-    this.deadCount = (await this.ids('dead')).length;
-    this.heldCount = (await this.ids('hold')).length;
-  }
-
   async freeBytes(): Promise<number> {
     const stats = await statfs(this.root);
     return stats.bavail * stats.bsize;
-  }
-
-  private async setAsideCorrupt(id: string, names: Set<string>): Promise<void> {
-    // The .eml first: left alone in queue/ after a crash, a .eml with a trailer would be delivered.
-    for (const ext of ['.eml', '.json']) {
-      if (names.has(`${id}${ext}`)) await rename(path.join(this.queueDir, `${id}${ext}`), path.join(this.corruptDir, `${id}${ext}`));
-    }
   }
 
   private async writeMetaFile(file: string, meta: MessageMeta): Promise<void> {
@@ -496,11 +465,11 @@ export class SpoolStore {
   }
 
   /** Group-committed (see DirectorySyncer): concurrent renames into one folder share an fsync. */
-  private syncDir(folder: SpoolFolder): Promise<void> {
+  syncDir(folder: SpoolFolder): Promise<void> {
     return this.syncers[folder].sync();
   }
 
-  private path(folder: SpoolFolder, id: string, ext: string): string {
+  path(folder: SpoolFolder, id: string, ext: string): string {
     return path.join(this.dirOf(folder), `${id}${ext}`);
   }
 }
@@ -510,11 +479,21 @@ export function isSpoolId(id: string): boolean {
   return /^[0-9A-Z]{9,}$/.test(id);
 }
 
-/** One unlink, where `rm({ force: true })` would stat the file first. */
-async function unlinkIfPresent(file: string): Promise<void> {
+/** The time an id was made (its first nine characters, base 36 milliseconds). */
+export function idTime(id: string): number {
+  return parseInt(id.slice(0, 9), 36);
+}
+
+/** Where `open` sets the previous run's `tmp/` aside until recovery removes it. */
+const STALE_TMP_PREFIX = 'tmp.stale-';
+
+/** One unlink, where `rm({ force: true })` would stat the file first; false when there was nothing to remove. */
+async function unlinkIfPresent(file: string): Promise<boolean> {
   try {
     await unlink(file);
+    return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return false;
   }
 }

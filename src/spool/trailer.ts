@@ -1,3 +1,4 @@
+import { fstatSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { MessageMeta } from './message';
 
@@ -38,6 +39,34 @@ export async function readTrailer(handle: FileHandle): Promise<TrailerRead> {
   if (size < FOOTER_BYTES) return { kind: 'none' };
   const footer = Buffer.alloc(FOOTER_BYTES);
   await handle.read(footer, 0, FOOTER_BYTES, size - FOOTER_BYTES);
+  const found = parseFooter(footer, size);
+  if (found.kind !== 'located') return found;
+  const json = Buffer.alloc(found.length);
+  await handle.read(json, 0, found.length, found.start);
+  return decodeMeta(json, found.start);
+}
+
+/**
+ * The same as readTrailer on a file descriptor opened for reading, with synchronous reads: recovery
+ * and the queue scan read one small trailer per file, where a trip through libuv's thread pool per
+ * read costs the event loop more than the read itself (see spool/queue-walk.ts).
+ */
+export function readTrailerSync(fd: number): TrailerRead {
+  const { size } = fstatSync(fd);
+  if (size < FOOTER_BYTES) return { kind: 'none' };
+  // allocUnsafe: small buffers come from Node's shared pool, not one allocation each (a walk reads a
+  // million of them); every byte used is read first.
+  const footer = Buffer.allocUnsafe(FOOTER_BYTES);
+  if (readSync(fd, footer, 0, FOOTER_BYTES, size - FOOTER_BYTES) !== FOOTER_BYTES) return { kind: 'damaged', reason: 'short read of the footer' };
+  const found = parseFooter(footer, size);
+  if (found.kind !== 'located') return found;
+  const json = Buffer.allocUnsafe(found.length);
+  if (readSync(fd, json, 0, found.length, found.start) !== found.length) return { kind: 'damaged', reason: 'short read of the metadata' };
+  return decodeMeta(json, found.start);
+}
+
+/** Where the footer says the metadata is, or why there is none to read. */
+function parseFooter(footer: Buffer, size: number): TrailerRead | { kind: 'located'; length: number; start: number } {
   const text = footer.toString('latin1');
   if (!text.endsWith(MAGIC)) return { kind: 'none' };
   const digits = text.slice(1, 1 + LENGTH_DIGITS);
@@ -45,8 +74,10 @@ export async function readTrailer(handle: FileHandle): Promise<TrailerRead> {
   const length = Number(digits);
   const start = size - FOOTER_BYTES - length;
   if (start < 0) return { kind: 'damaged', reason: `footer names ${length} bytes of metadata in a file of ${size}` };
-  const json = Buffer.alloc(length);
-  await handle.read(json, 0, length, start);
+  return { kind: 'located', length, start };
+}
+
+function decodeMeta(json: Buffer, start: number): TrailerRead {
   let meta: MessageMeta;
   try {
     meta = JSON.parse(json.toString('utf8')) as MessageMeta;

@@ -11,6 +11,7 @@ import type { RelayConfig, SmtpSmartHostConfig } from '../../src/config/schema';
 import { Relay, type RelayOptions } from '../../src/relay';
 import { SmtpSink, type SinkOptions } from '../../src/sink/sink';
 import type { MessageMeta } from '../../src/spool/message';
+import { recoverSpool } from '../../src/spool/recovery';
 import { SpoolStore } from '../../src/spool/store';
 import { madeOncePerRun } from './run-cache';
 
@@ -355,6 +356,16 @@ export async function readQueued(spoolDir: string, id: string): Promise<{ meta: 
 }
 
 /**
+ * Runs recovery over a spool as a start after everything now on disk would: returns the queued
+ * messages it found (in the order it found them).
+ */
+export async function recoverAll(store: SpoolStore, onProblem: (id: string, problem: string) => void = () => undefined): Promise<MessageMeta[]> {
+  const found: MessageMeta[] = [];
+  await recoverSpool({ store, startedAt: Date.now() + 1, found: (meta) => found.push(meta), onProblem });
+  return found;
+}
+
+/**
  * A fresh spool per test, opened before it and closed and removed after it: call inside a describe.
  * `files(folder)` lists a spool folder, sorted.
  */
@@ -364,7 +375,7 @@ export function spoolPerTest(): { readonly dir: string; readonly store: SpoolSto
   beforeEach(async () => {
     dir = tempDir();
     store = new SpoolStore(path.join(dir, 'spool'));
-    await store.open();
+    store.open();
   });
   afterEach(async () => {
     await store?.close();
