@@ -4,10 +4,13 @@ const path = require('node:path');
 const DefaultSequencer = require('@jest/test-sequencer').default;
 
 /**
- * Files that run a whole relay process under load for tens of seconds, whatever their size.
- * Without a time from an earlier run they start first, so no worker is left with one at the end.
+ * Files that run whole relay processes, a bench or a browser for tens of seconds, whatever their
+ * size. Without a time from an earlier run they start first, so no worker is left with one at the end.
  */
-const LONG_RUNNING = new Set(['soak.e2e.test.ts', 'dkim-large.e2e.test.ts', 'bench-compare.e2e.test.ts', 'fleet.e2e.test.ts']);
+const LONG_RUNNING = new Set([
+  'soak.e2e.test.ts', 'dkim-large.e2e.test.ts', 'bench-compare.e2e.test.ts', 'fleet.e2e.test.ts',
+  'deep-queue.e2e.test.ts', 'deep-queue-bench.e2e.test.ts', 'status-page.e2e.test.ts',
+]);
 
 /**
  * The order of the run. Jest starts the slowest files first when its cache has their times from an
