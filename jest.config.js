@@ -1,12 +1,29 @@
-/** @type {import('jest').Config} */
-module.exports = {
+/** How every test file is compiled: swc strips the types (tsc checks them in `npm run build`). */
+const common = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
-  testMatch: ['**/*.test.ts'],
   // `await import('./x.js')` (how TypeScript wants a lazy import written) finds the source under test.
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] },
-  // Every end-to-end test binds real sockets and spools to real disk; a couple of workers keeps the 2-core CI honest.
-  maxWorkers: 2,
+};
+
+/**
+ * Two projects: `unit` (npm run test:unit) and `e2e`, the files named *.e2e.test.ts, which start the
+ * relay and its smart hosts on real sockets. `npm test` runs both.
+ * @type {import('jest').Config}
+ */
+module.exports = {
+  projects: [
+    { ...common, displayName: 'unit', testMatch: ['**/*.test.ts'], testPathIgnorePatterns: ['\\.e2e\\.test\\.ts$'] },
+    { ...common, displayName: 'e2e', testMatch: ['**/*.e2e.test.ts'] },
+  ],
+  // Worker threads and child processes run dist/: it is built first when older than the source.
+  globalSetup: '<rootDir>/test/setup/global-setup.ts',
+  globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
+  reporters: ['default', '<rootDir>/test/setup/skip-summary.js'],
+  testSequencer: '<rootDir>/test/setup/sequencer.js',
+  // Three workers on two cores: end-to-end files spend much of their time waiting on sockets, child
+  // processes and timers, and a third worker fills that time. More only adds contention.
+  maxWorkers: '150%',
   testTimeout: 30000,
 };

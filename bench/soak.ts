@@ -39,6 +39,11 @@ export interface SoakFigures {
 
 const TIMEOUTS: Timeouts = { connectMs: 2_000, replyMs: 15_000 };
 const DRAIN_NO_PROGRESS_MS = 60_000;
+/**
+ * A breaker opened by an outage probes its host again after a second, not the default 30 s: the drain
+ * then waits for the relay's retries, not for a cooldown that proves nothing about durability.
+ */
+const SMART_HOST_TIMING = { connect_timeout: '1s', socket_timeout: '5s', breaker: { cooldown: '1s' } };
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -94,14 +99,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakFigures> {
     clients: [{ name: 'soak', networks: ['127.0.0.0/8'] }],
     routes: { default: { smarthosts: ['primary', 'backup'] } },
     smarthosts: [
-      { name: 'primary', host: '127.0.0.1', port: primaryPort, tls: 'none', priority: 10, connect_timeout: '1s', socket_timeout: '5s' },
-      { name: 'backup', host: '127.0.0.1', port: backupPort, tls: 'none', priority: 20, connect_timeout: '1s', socket_timeout: '5s' },
+      { name: 'primary', host: '127.0.0.1', port: primaryPort, tls: 'none', priority: 10, ...SMART_HOST_TIMING },
+      { name: 'backup', host: '127.0.0.1', port: backupPort, tls: 'none', priority: 20, ...SMART_HOST_TIMING },
     ],
     http: { address: `127.0.0.1:${httpPort}` },
     log: { level: 'error' },
   }));
 
   let relay = RelayProcess.launch(configFile);
+  // A soak that fails half way (a relay that never gets healthy) exits through main(): the relay
+  // running then, whichever restart it is, must not outlive it holding its ports and spool.
+  const killRelay = () => {
+    if (relay.running && relay.pid !== undefined) process.kill(relay.pid, 'SIGKILL');
+  };
+  process.once('exit', killRelay);
   await relay.waitHealthy(httpPort, 15_000);
 
   const accepted = new Set<string>();
@@ -170,6 +181,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakFigures> {
     }
   }
   await relay.stop(10_000);
+  process.off('exit', killRelay);
   await Promise.all(sinks.map((s) => s.down()));
   await rm(dir, { recursive: true, force: true });
 

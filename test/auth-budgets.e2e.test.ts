@@ -17,6 +17,7 @@ import {
 } from './helpers/harness';
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
+import { testUnless } from './helpers/skip';
 import { message, openSession, plainAuth } from './helpers/smtp-client';
 
 /**
@@ -32,7 +33,7 @@ const QUEUED = /^250 2\.0\.0 Ok: queued as /;
 describe.each(['memory', 'redis'] as const)('AUTH budgets under concurrency, %s counters', (store) => {
   const REDIS = findBinary('redis-server');
   const skipped = store === 'redis' && !REDIS;
-  const maybe = skipped ? test.skip : test;
+  const maybe = testUnless(skipped ? '`redis-server` is not on PATH (apt-get install redis-server)' : null);
   const password = 'correct horse battery staple';
   let dir = '';
   let sink: SmtpSink | undefined;

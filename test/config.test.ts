@@ -397,7 +397,7 @@ describe('CLI', () => {
     const file = path.join(dir, 'relay.config.yaml');
     copyFileSync(path.join(ROOT, 'relay.config.yaml'), file);
     writeFileSync(file, `${readFileSync(file, 'utf8')}\nbogus_key: 1\n`);
-    const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 10_000 });
+    const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 25_000 });
     expect(run.status).toBe(1);
     expect(run.stderr).toMatch(/bogus_key/);
   });
@@ -408,7 +408,7 @@ describe('CLI', () => {
       'hostname: relay.test', 'spool: { dir: ./spool }', 'listeners: [{ name: smtp, address: "127.0.0.1:0" }]', 'clients: [{ name: lan, networks: [127.0.0.0/8] }]',
       'routes: { default: { smarthosts: [primary] } }', 'smarthosts: [{ name: primary, host: 127.0.0.1, port: 2601, ca: ./missing-ca.pem }]',
     ].join('\n'));
-    const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 10_000 });
+    const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 25_000 });
     expect(run.status).toBe(1);
     expect(run.stderr).toBe(`${file}: cannot start: ENOENT: no such file or directory, open '${path.join(dir, 'missing-ca.pem')}'\n`);
   });

@@ -7,6 +7,7 @@ import { HaproxyBackend, TestHaproxy } from './helpers/haproxy';
 import { freePort, metricsText, metricValue, removeDir, startSink, tempDir, waitFor } from './helpers/harness';
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
+import { testUnless } from './helpers/skip';
 import { message, openSession, RawSmtpClient } from './helpers/smtp-client';
 
 /**
@@ -19,9 +20,6 @@ const REDIS = findBinary('redis-server');
 // Debian installs haproxy in /usr/sbin, which a developer's PATH may lack.
 const HAPROXY = findBinary('haproxy') ?? executable('/usr/sbin/haproxy');
 const missing = [...(REDIS ? [] : ['redis-server']), ...(HAPROXY ? [] : ['haproxy'])];
-if (missing.length > 0 && !process.env.CI) {
-  console.warn(`SKIPPED test/fleet.e2e.test.ts: ${missing.join(' and ')} not on PATH (apt-get install redis-server haproxy). CI must have them.`);
-}
 
 // Child processes, a Redis restart and a drain on a shared 2-core machine: be generous.
 jest.setTimeout(120_000);
@@ -107,7 +105,7 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
     });
     return;
   }
-  const maybe = missing.length === 0 ? test : test.skip;
+  const maybe = testUnless(missing.length === 0 ? null : `${missing.join(' and ')} not on PATH (apt-get install redis-server haproxy); CI must have them`);
 
   let dir: string;
   let redis: TestRedis;

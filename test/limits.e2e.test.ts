@@ -5,6 +5,7 @@ import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, freePort, makeCertificate, metricsText, metricValue, relayPerDescribe, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
+import { testUnless } from './helpers/skip';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 const QUEUED = /^250 2\.0\.0 Ok: queued as /;
@@ -259,7 +260,7 @@ describe('while the shared counters are unreachable, each refusal names the shar
 describe('an AUTH lockout this relay set holds when the shared counters become unreachable', () => {
   // test/state-counters.test.ts makes CI fail without redis-server; here its absence only skips.
   const REDIS = findBinary('redis-server');
-  const maybe = REDIS ? test : test.skip;
+  const maybe = testUnless(REDIS ? null : '`redis-server` is not on PATH (apt-get install redis-server)');
   let dir: string;
   let sink: SmtpSink;
   let redis: TestRedis;

@@ -1,6 +1,6 @@
 import { readdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { metricsText, metricValue, relayPerDescribe, waitFor } from './helpers/harness';
+import { metricsText, metricValue, recordingLogger, relayPerDescribe, waitFor } from './helpers/harness';
 import { message, openSession, type RawSmtpClient } from './helpers/smtp-client';
 
 /** A multipart message; `parts` are complete MIME parts (headers, blank line, body). */
@@ -14,6 +14,7 @@ const nestedTwoDeep = (name: string) => mime('outer', [textPart, `Content-Type: 
 
 describe('policies: what each client may send, enforced at the earliest SMTP step', () => {
   let suppressionFile = '';
+  const log = recordingLogger('warn');
   const t = relayPerDescribe((dir) => {
     suppressionFile = path.join(dir, 'suppressed.txt');
     writeFileSync(suppressionFile, '# hard bounces\ngone@example.com\n@dead.example\n');
@@ -44,7 +45,7 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
         },
       },
     };
-  });
+  }, { logger: log.logger });
 
   beforeEach(() => {
     t.sink.messages.length = 0;
@@ -243,7 +244,8 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
 
       // A file that disappears keeps the last good list: a half-finished deploy must not unsuppress everyone.
       renameSync(suppressionFile, `${suppressionFile}.moved`);
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const missing = `suppression list ${suppressionFile} is missing; keeping the last 1 entries until it is back`;
+      await waitFor(() => log.lines.some((line) => line.msg === missing), 15_000, 'the relay to see the file gone');
       expect(await rcpt('gone@example.com')).toMatch(/^550 5\.1\.1 /);
       renameSync(`${suppressionFile}.moved`, suppressionFile);
       await client.quit();

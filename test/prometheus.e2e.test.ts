@@ -8,6 +8,7 @@ import { hashPassword } from '../src/ingress/password';
 import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, freePort, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { findBinary, TestPrometheus } from './helpers/prometheus';
+import { testUnless } from './helpers/skip';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -39,10 +40,6 @@ interface Panel {
 }
 
 const missing = !PROMETHEUS || !PROMTOOL;
-if (missing && !process.env.CI) {
-  // Visible in the jest output; CI installs the package (see .ci/run), so there this never skips.
-  console.warn('SKIPPED test/prometheus.e2e.test.ts: the `prometheus` and `promtool` binaries are not on PATH (apt-get install prometheus). CI must have them.');
-}
 
 // Real sockets, child processes and timers on a shared 2-core machine: be generous.
 jest.setTimeout(90_000);
@@ -54,7 +51,8 @@ describe('metrics proven against a real Prometheus', () => {
     });
     return;
   }
-  const maybe = missing ? test.skip : test;
+  // CI installs the package (see .ci/run), so there this never skips.
+  const maybe = testUnless(missing ? 'the `prometheus` and `promtool` binaries are not on PATH (apt-get install prometheus); CI must have them' : null);
 
   let dir: string;
   let running: RunningRelay;

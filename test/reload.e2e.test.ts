@@ -161,8 +161,8 @@ describe('reload', () => {
     // The attempt starts on `first`, which never greets; `removed` is next in line when it gives up.
     const eventsFile = path.join(dir, 'events.jsonl');
     const raw = baseConfig(dir, [
-      // Long enough for the reload below to land while the attempt waits, even on a busy machine.
-      { name: 'first', port: hanging.port, priority: 10, connect_timeout: '3s' },
+      // Longer than the test: the attempt waits on `first` until the test hangs up on it after the reload.
+      { name: 'first', port: hanging.port, priority: 10, connect_timeout: '60s' },
       { name: 'removed', port: removed.port, priority: 20 },
     ], { events: { file: eventsFile } });
     const relay = await start(raw);
@@ -171,8 +171,10 @@ describe('reload', () => {
     await client.quit();
 
     // Reloaded while the attempt waits for `first`: `removed` is retired, `kept` takes its place.
+    await waitFor(() => hanging.openConnections > 0, 10_000, 'the attempt to be waiting on first');
     write({ ...raw, routes: { default: { smarthosts: ['first', 'kept'] } }, smarthosts: [(raw.smarthosts as unknown[])[0], { name: 'kept', host: '127.0.0.1', port: kept.port, tls: 'none', priority: 20 }] });
     expect((await reload()).body).toMatchObject({ ok: true, changed: expect.arrayContaining(['smarthosts']) });
+    await hanging.close();
 
     await waitFor(() => kept.messages.length === 1, 20_000, 'delivery by the host the reload added');
     expect(subjectOf(kept.messages[0])).toBe('across a reload');

@@ -7,6 +7,7 @@ import { stringify } from 'yaml';
 import { parseSendmailArgs } from '../src/tools/sendmail-args';
 import { prepareMessage } from '../src/tools/sendmail';
 import { baseConfig, freePort, relayPerTest, waitFor } from './helpers/harness';
+import { testUnless } from './helpers/skip';
 
 /**
  * `smarthop sendmail` as the programs that pipe mail run it: PHP's mail() (Debian's php-cli, with
@@ -51,7 +52,7 @@ describe('smarthop sendmail', () => {
     return { sink, running, server: `127.0.0.1:${running.smtpPort}` };
   };
 
-  (existsSync(PHP) ? test : test.skip)(
+  testUnless(existsSync(PHP) ? null : `no ${PHP} (apt-get install php-cli)`)(
     "PHP's mail(): To, Cc and Bcc reached, Bcc removed; a refused recipient makes mail() return false",
     async () => {
       const { sink, server } = await relayAndSink();

@@ -6,11 +6,9 @@ import { MemoryWindowCounters, type ConsumeResult, type WindowCounters, type Win
 import { freePort, removeDir, tempDir, waitFor } from './helpers/harness';
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
+import { testUnless } from './helpers/skip';
 
 const REDIS = findBinary('redis-server');
-if (!REDIS && !process.env.CI) {
-  console.warn('SKIPPED the Redis cases of test/state-counters.test.ts: `redis-server` is not on PATH (apt-get install redis-server). CI must have it.');
-}
 
 jest.setTimeout(60_000);
 
@@ -26,7 +24,7 @@ describe('RedisWindowCounters against a real redis-server', () => {
     });
     return;
   }
-  const maybe = REDIS ? test : test.skip;
+  const maybe = testUnless(REDIS ? null : '`redis-server` is not on PATH (apt-get install redis-server); CI must have it');
   let dir: string;
   let redis: TestRedis;
   let clients: Redis[] = [];

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { removeDir, tempDir } from './helpers/harness';
+import { recordSkip } from './helpers/skip';
 import { startTrafficRelay, type TrafficRelay } from './helpers/trace-traffic';
 
 /**
@@ -25,9 +26,7 @@ const CHROMIUM_ARGS = [
 ];
 
 const missing = !existsSync(CHROMIUM);
-if (missing && !process.env.CI) {
-  console.warn(`SKIPPED test/status-page.e2e.test.ts: no ${CHROMIUM} (apt-get install chromium). CI must have it.`);
-}
+if (missing && !process.env.CI) recordSkip(`no ${CHROMIUM} (apt-get install chromium); CI must have it`);
 
 jest.setTimeout(90_000);
 

@@ -174,8 +174,8 @@ function failedOutcomes(recipients: readonly string[], detail: string): Map<stri
 
 /**
  * The compiled worker beside this module. Under jest this module runs from its TypeScript source,
- * and a worker thread cannot load TypeScript, so the build of the same file is used (`npm test`
- * builds first).
+ * and a worker thread cannot load TypeScript, so the build of the same file is used (jest's
+ * globalSetup, test/setup/global-setup.ts, rebuilds dist/ first when it is older than the source).
  */
 function workerScript(): string {
   const beside = path.join(__dirname, 'delivery-worker.js');

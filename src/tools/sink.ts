@@ -79,6 +79,8 @@ export class SmtpSink {
   count = 0;
   /** MAIL FROM commands seen, accepted or not: what a smart host learnt of any envelope at all. */
   mailCommands = 0;
+  /** Connections open now: a test waits on this to see a host close one (idle timeout, cap). */
+  openConnections = 0;
   /** XOAUTH2 bearer tokens presented, in order. */
   readonly tokensSeen: string[] = [];
   behaviour: SinkBehaviour;
@@ -115,12 +117,14 @@ export class SmtpSink {
       closeTimeout: 1000,
       ...(options.idleTimeoutMs !== undefined ? { socketTimeout: options.idleTimeoutMs } : {}),
       onConnect: (_session, callback) => {
+        this.openConnections++;
         const b = this.behaviour;
         if (b.mode === 'defer' && b.atConnect) return callback(Object.assign(new Error('4.3.2 Service not available, try later'), { responseCode: b.code ?? 421 }));
         if (b.mode === 'hang') return; // never greet
         callback();
       },
       onClose: (session) => {
+        this.openConnections--;
         this.takenOn.delete(session.id);
       },
       onAuth: (auth, _session, callback) => {

@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { dkimVerify, type DNSResolver } from 'mailauth';
 import { dkimRecord } from '../../src/forward/reenvelope/dkim-keys';
+import { madeOncePerRun } from './run-cache';
 
 export interface TestKey {
   file: string;
@@ -11,12 +12,18 @@ export interface TestKey {
   record: string;
 }
 
-/** A fresh DKIM key for this test run (node:crypto), written as a PKCS#8 PEM file. */
+/**
+ * A DKIM key made for this test run (node:crypto), written as a PKCS#8 PEM file. Keys of different
+ * names differ; within one run a name gives the same key (see madeOncePerRun).
+ */
 export function makeDkimKey(dir: string, kind: 'rsa' | 'ed25519', name: string = kind): TestKey {
-  const pair = kind === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
-  const file = path.join(dir, `${name}.pem`);
-  writeFileSync(file, pair.privateKey.export({ type: 'pkcs8', format: 'pem' }));
-  return { file, record: dkimRecord(pair.publicKey) };
+  const [pem, record] = [`${name}.pem`, `${name}.record`];
+  madeOncePerRun(dir, `dkim-${kind}-${name}`, [pem, record], (into) => {
+    const pair = kind === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
+    writeFileSync(path.join(into, pem), pair.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    writeFileSync(path.join(into, record), dkimRecord(pair.publicKey));
+  });
+  return { file: path.join(dir, pem), record: readFileSync(path.join(dir, record), 'utf8') };
 }
 
 function notFound(name: string): Error {
@@ -42,31 +49,48 @@ export async function verifyDkim(message: Buffer, resolver: DNSResolver): Promis
   return results.map((result) => `${result.signingDomain}/${result.selector ?? ''} ${(result as { algo?: string }).algo ?? ''} ${result.status.result}`);
 }
 
+let dkimpyPython: string | null | undefined;
+
 /**
  * dkimpy (Debian's python3-dkim), a second verifier written apart from mailauth: mailauth's own
  * verifier shares its signer's reading of byte 0xA0 as whitespace, so it cannot catch that mistake.
- * null when /usr/bin/python3 cannot import it.
+ * The Python that has it, or null when /usr/bin/python3 cannot import it.
  */
-export const DKIMPY: string | null = (() => {
-  const probe = spawnSync('/usr/bin/python3', ['-c', 'import dkim, nacl'], { encoding: 'utf8' });
-  return probe.status === 0 ? '/usr/bin/python3' : null;
-})();
+export function dkimpy(): string | null {
+  // Asked once, by the files that verify with it: not every importer of this helper pays for a Python start.
+  dkimpyPython ??= spawnSync('/usr/bin/python3', ['-c', 'import dkim, nacl'], { encoding: 'utf8' }).status === 0 ? '/usr/bin/python3' : null;
+  return dkimpyPython;
+}
 
+/** Reads `{ records, messages: [base64, …] }` on stdin; prints one list of verdicts per message. */
 const DKIMPY_VERIFY = `
-import dkim, json, sys
-records = json.loads(sys.argv[1])
-message = sys.stdin.buffer.read()
+import base64, dkim, json, sys
+job = json.load(sys.stdin)
+records = job['records']
 def dns(name, timeout=5):
     return records.get(name.decode().rstrip('.').lower(), '').encode()
-d = dkim.DKIM(message)
-count = len([l for l in message.split(b'\\r\\n\\r\\n', 1)[0].split(b'\\r\\n') if l.lower().startswith(b'dkim-signature:')])
-print(json.dumps([d.verify(idx=i, dnsfunc=dns) for i in range(count)]))
+def verdicts(message):
+    d = dkim.DKIM(message)
+    count = len([l for l in message.split(b'\\r\\n\\r\\n', 1)[0].split(b'\\r\\n') if l.lower().startswith(b'dkim-signature:')])
+    return [d.verify(idx=i, dnsfunc=dns) for i in range(count)]
+print(json.dumps([verdicts(base64.b64decode(m)) for m in job['messages']]))
 `;
 
-/** dkimpy's verdict on each DKIM-Signature of a message, top to bottom; `records` maps `<selector>._domainkey.<domain>` to its TXT record. */
-export function verifyWithDkimpy(message: Buffer, records: Record<string, string>): boolean[] {
-  if (DKIMPY === null) throw new Error('dkimpy is not installed (apt-get install python3-dkim)');
-  const run = spawnSync(DKIMPY, ['-c', DKIMPY_VERIFY, JSON.stringify(records)], { input: message, encoding: 'utf8' });
+/**
+ * dkimpy's verdicts on each DKIM-Signature of each message, top to bottom, from one Python process
+ * (starting one per message cost more than the verifying); `records` maps
+ * `<selector>._domainkey.<domain>` to its TXT record.
+ */
+export function verifyAllWithDkimpy(messages: Buffer[], records: Record<string, string>): boolean[][] {
+  const python = dkimpy();
+  if (python === null) throw new Error('dkimpy is not installed (apt-get install python3-dkim)');
+  const input = JSON.stringify({ records, messages: messages.map((m) => m.toString('base64')) });
+  const run = spawnSync(python, ['-c', DKIMPY_VERIFY], { input, encoding: 'utf8' });
   if (run.status !== 0) throw new Error(`dkimpy failed: ${run.stderr}`);
-  return JSON.parse(run.stdout) as boolean[];
+  return JSON.parse(run.stdout) as boolean[][];
+}
+
+/** dkimpy's verdict on each DKIM-Signature of a message, top to bottom. */
+export function verifyWithDkimpy(message: Buffer, records: Record<string, string>): boolean[] {
+  return verifyAllWithDkimpy([message], records)[0];
 }

@@ -13,6 +13,7 @@ import { SmtpSink, type SinkOptions } from '../../src/tools/sink';
 import type { MessageMeta } from '../../src/spool/message';
 import { recoverSpool } from '../../src/spool/recovery';
 import { SpoolStore } from '../../src/spool/store';
+import { madeOncePerRun } from './run-cache';
 
 export function tempDir(prefix = 'smarthop-test-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));
@@ -139,12 +140,28 @@ export async function startRelay(config: RelayConfig, options: RelayOptions = {}
   };
 }
 
-/** Polls until `check` is true; real sockets and timers, so tests wait for the real thing. */
+/**
+ * A logger that keeps every line it writes, parsed, for a test to wait on the log line that shows a
+ * decision was taken (pass it to startRelay's options).
+ */
+export function recordingLogger(level: pino.Level = 'info'): { logger: pino.Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+  return { logger, lines };
+}
+
+/**
+ * Polls until `check` is true; real sockets and timers, so tests wait for the real thing. Soon at
+ * first, then less often (10 ms growing to 100 ms): a check is often a /metrics scrape, ~5 ms of CPU
+ * that a long wait would otherwise spend forty times a second.
+ */
 export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let pauseMs = 10;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
+    await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    pauseMs = Math.min(100, pauseMs * 1.5);
   }
 }
 
@@ -165,10 +182,14 @@ export function removeDir(dir: string): void {
 
 /** A self-signed certificate made with openssl for this test run; returns the file paths. */
 export function makeCertificate(dir: string, commonName = 'relay.test'): { cert: string; key: string } {
-  const cert = path.join(dir, `${commonName}.crt`);
-  const key = path.join(dir, `${commonName}.key`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`], { stdio: 'ignore' });
-  return { cert, key };
+  const [certFile, keyFile] = [`${commonName}.crt`, `${commonName}.key`];
+  madeOncePerRun(dir, `self-signed-${commonName}`, [certFile, keyFile], (into) => {
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(into, keyFile), '-out', path.join(into, certFile),
+      '-days', '2', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`,
+    ], { stdio: 'ignore' });
+  });
+  return { cert: path.join(dir, certFile), key: path.join(dir, keyFile) };
 }
 
 /**
@@ -176,18 +197,24 @@ export function makeCertificate(dir: string, commonName = 'relay.test'): { cert:
  * run: smart hosts that speak TLS with a certificate nothing else trusts.
  */
 export function makeCertificateAuthority(dir: string, leafName = 'smarthost.test'): { ca: string; cert: string; key: string } {
-  const ca = path.join(dir, 'test-ca.crt');
-  const caKey = path.join(dir, 'test-ca.key');
-  const key = path.join(dir, `${leafName}.key`);
-  const csr = path.join(dir, `${leafName}.csr`);
-  const cert = path.join(dir, `${leafName}.crt`);
-  const ext = path.join(dir, `${leafName}.ext`);
-  const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
-  run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=smarthop test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
-  writeFileSync(ext, `basicConstraints=CA:FALSE\nsubjectAltName=DNS:${leafName},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`);
-  run(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
-  return { ca, cert, key };
+  const [caFile, certFile, keyFile] = ['test-ca.crt', `${leafName}.crt`, `${leafName}.key`];
+  madeOncePerRun(dir, `ca-${leafName}`, [caFile, certFile, keyFile], (into) => {
+    const ca = path.join(into, caFile);
+    const caKey = path.join(into, 'test-ca.key');
+    const key = path.join(into, keyFile);
+    const csr = path.join(into, `${leafName}.csr`);
+    const cert = path.join(into, certFile);
+    const ext = path.join(into, `${leafName}.ext`);
+    const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+    run([
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=smarthop test CA',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
+    writeFileSync(ext, `basicConstraints=CA:FALSE\nsubjectAltName=DNS:${leafName},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`);
+    run(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
+  });
+  return { ca: path.join(dir, caFile), cert: path.join(dir, certFile), key: path.join(dir, keyFile) };
 }
 
 /**
@@ -245,7 +272,7 @@ export class TokenEndpoint {
  * down after them: call inside a describe. `overrides` gets the describe's temp dir and returns what
  * the relay's config changes from baseConfig (clients, listeners, limits, …).
  */
-export function relayPerDescribe(overrides: (dir: string) => Record<string, unknown> | Promise<Record<string, unknown>>): {
+export function relayPerDescribe(overrides: (dir: string) => Record<string, unknown> | Promise<Record<string, unknown>>, options: RelayOptions = {}): {
   readonly dir: string;
   readonly sink: SmtpSink;
   readonly running: RunningRelay;
@@ -256,7 +283,7 @@ export function relayPerDescribe(overrides: (dir: string) => Record<string, unkn
   beforeAll(async () => {
     dir = tempDir();
     sink = await startSink();
-    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }], await overrides(dir)), dir));
+    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }], await overrides(dir)), dir), options);
   });
   afterAll(async () => {
     await running?.stop();
