@@ -1,3 +1,5 @@
+const { availableParallelism } = require('node:os');
+
 /** How every test file is compiled: swc strips the types (tsc checks them in `npm run build`). */
 const common = {
   testEnvironment: 'node',
@@ -22,8 +24,9 @@ module.exports = {
   globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
   reporters: ['default', '<rootDir>/test/setup/skip-summary.js'],
   testSequencer: '<rootDir>/test/setup/sequencer.js',
-  // Three workers on two cores: end-to-end files spend much of their time waiting on sockets, child
-  // processes and timers, and a third worker fills that time. More only adds contention.
-  maxWorkers: '150%',
+  // One and a half workers per core (three on two cores): end-to-end files spend much of their time
+  // waiting on sockets, child processes and timers, and the extra worker fills that time. More only
+  // adds contention. Computed here because jest reads a percentage above 100% as a plain count.
+  maxWorkers: Math.max(2, Math.round(availableParallelism() * 1.5)),
   testTimeout: 30000,
 };

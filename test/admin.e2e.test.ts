@@ -4,7 +4,7 @@ import { stringify } from 'yaml';
 import type { MessageDetail, QueueListing, StatusReport } from '../src/admin/types';
 import type { SmtpSink } from '../src/tools/sink';
 import { runCli } from './helpers/child-relay';
-import { baseConfig, buildConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { baseConfig, buildConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, waitRecovered, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -152,12 +152,12 @@ describe('admin API and queue commands', () => {
     expect((await api('POST', `/api/queue/${id}/hold`)).status).toBe(409);
     expect((await api<QueueListing>('GET', '/api/queue?state=held')).body.messages.map((m) => m.id)).toEqual([id]);
 
-    // A restart with the smart host up: recovery must not schedule the held message. It has run once
-    // start() returns: the scheduler holds nothing, and a message sent after the restart goes out alone.
+    // A restart with the smart host up: recovery must not schedule the held message. Once it is done
+    // the scheduler holds nothing, and a message sent after the restart goes out alone.
     await (running as RunningRelay).stop();
     running = null;
     const sink = await primaryComesUp();
-    await relay();
+    await waitRecovered((await relay()).httpPort);
     expect((await api<StatusReport>('GET', '/api/status')).body.queue).toMatchObject({ held: 1, ready: 0, active: 0, deferred: 0 });
     await send(['after-restart@example.com']);
     await waitFor(() => sink.messages.length === 1 && files('queue').length === 0, 15_000, 'the delivery of the message sent after the restart');

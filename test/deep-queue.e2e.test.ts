@@ -12,7 +12,7 @@ import { encodeTrailer } from '../src/spool/trailer';
 import type { SmtpSink } from '../src/tools/sink';
 import { RELAY_NODE_FLAGS, relayEnvironment } from '../src/lifecycle/launch-settings';
 import { CLI } from './helpers/child-relay';
-import { baseConfig, buildConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import { baseConfig, buildConfig, freePort, metricsText, metricValue, readyz, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 jest.setTimeout(120_000);
@@ -193,15 +193,6 @@ describe('recovery runs in the background (child relay)', () => {
         recipients: [{ address: `r${i}@example.com`, status: 'pending' }], size: body.length, attempts: 0, nextAttemptAt: base,
       };
       writeFileSync(path.join(queueDir, `${id}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta))]));
-    }
-  }
-
-  async function readyz(port: number): Promise<{ status: number; checks: Record<string, unknown> } | null> {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-      return { status: res.status, checks: ((await res.json()) as { checks: Record<string, unknown> }).checks };
-    } catch {
-      return null;
     }
   }
 

@@ -9,9 +9,10 @@ import { openSession } from './helpers/smtp-client';
 
 /**
  * Signatures checked by a verifier that shares no code with mailauth: dkimpy (Debian's
- * python3-dkim, the library behind many milters). Until 30 Nov 2026 the signer used mailauth's
- * header canonicalisation, which reads byte 0xA0 as whitespace; a raw UTF-8 Subject with "à" or
- * "Р" was signed over the wrong text and failed here while mailauth's verifier passed it.
+ * python3-dkim, the library behind many milters). mailauth's header canonicalisation reads byte
+ * 0xA0 as whitespace, so a signer built on it signs a raw UTF-8 Subject with "à" or "Р" over the
+ * wrong text; mailauth's own verifier passes such a signature, dkimpy does not. The raw-UTF-8 cases
+ * below hold the signer to the bytes.
  */
 
 jest.setTimeout(60_000);

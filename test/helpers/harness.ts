@@ -155,6 +155,21 @@ export function recordingLogger(level: pino.Level = 'info'): { logger: pino.Logg
  * first, then less often (10 ms growing to 100 ms): a check is often a /metrics scrape, ~5 ms of CPU
  * that a long wait would otherwise spend forty times a second.
  */
+/** What /readyz says, or null while nothing answers on the port. */
+export async function readyz(port: number): Promise<{ status: number; checks: Record<string, unknown> } | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+    return { status: res.status, checks: ((await res.json()) as { checks: Record<string, unknown> }).checks };
+  } catch {
+    return null;
+  }
+}
+
+/** Until the queue found on disk at the start is recovered (the relay listens before that). */
+export async function waitRecovered(port: number, timeoutMs = 15_000): Promise<void> {
+  await waitFor(async () => (await readyz(port))?.checks.queue_recovered === true, timeoutMs, 'the queue recovered');
+}
+
 export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let pauseMs = 10;
