@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # smarthop container image. Build: docker build -t smarthop .   (podman: podman build --format docker -t smarthop .)
-# Run:  see docs/operations.md, "In a container", and docs/trace-page-sendmail-container.md, "The container"
+# Run:  see docs/operations.md, "In a container"
 # (config at /etc/smarthop/relay.config.yaml, spool volume at /var/spool/smarthop).
 #
 # BASE: any Debian-based image with Node.js 20 (node, npm) on PATH, a `node` user (uid 1000) and CA
