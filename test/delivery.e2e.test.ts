@@ -1,6 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import type { SmtpSink } from '../src/tools/sink';
 import { relayPerTest, freePort, metricsText, metricValue, waitFor, type RunningRelay } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 

@@ -2,21 +2,7 @@ import { request } from 'node:http';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { parseConfig } from '../src/config/load';
 import { hashPassword } from '../src/ingress/password';
-import type { SmtpSink } from '../src/tools/sink';
-import {
-  baseConfig,
-  buildConfig,
-  makeCertificate,
-  metricsText,
-  metricValue,
-  relayPerDescribe,
-  removeDir,
-  startRelay,
-  startSink,
-  tempDir,
-  waitFor,
-  type RunningRelay,
-} from './helpers/harness';
+import { baseConfig, makeCertificate, metricsText, metricValue, relayPerDescribe, waitFor } from './helpers/harness';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 /**

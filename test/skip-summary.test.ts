@@ -2,6 +2,7 @@ import { appendFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 // The reporter is plain JavaScript, loaded by jest itself from jest.config.js.
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- a CommonJS file has no ES import here
 const SkipSummary = require('./setup/skip-summary.js') as new (config: { rootDir: string; testNamePattern?: string }) => {
   onRunComplete(contexts: unknown, results: { testResults: { testFilePath: string; numPendingTests: number }[] }): void;
 };

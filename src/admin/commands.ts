@@ -162,7 +162,7 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
             }
           } catch (err) {
             // A running relay (or another queue command) holds the spool: a refusal, not an unreachable relay.
-            if (err instanceof SpoolInUse) throw new Error(`${err.message}; use the running relay's admin API (--url, http.address)`);
+            if (err instanceof SpoolInUse) throw new Error(`${err.message}; use the running relay's admin API (--url, http.address)`, { cause: err });
             throw err;
           }
           print(options, results, () => results.map((r) => (r.ok ? `${r.id}: ${verb}` : `${r.id}: ${r.error}`)).join('\n'));

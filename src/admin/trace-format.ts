@@ -80,9 +80,10 @@ export function describeEvent(event: TraceEvent, story: Story): string {
   const prefix = isDsn ? `DSN ${event.queue_id}: ` : '';
   const reply = `(${event.response ?? ''})`;
   switch (event.type) {
-    case 'received':
+    case 'received': {
       const size = event.size !== undefined ? `, ${event.size} bytes` : '';
       return `received   ${recipientsOf(event).length} recipient(s)${size}`;
+    }
     case 'attempt': {
       const accepted = event.accepted !== undefined ? `, ${event.accepted}/${recipientsOf(event).length} accepted` : '';
       const host = event.relay ?? event.smarthost ?? '?';

@@ -94,7 +94,7 @@ export class ClientCredentialsTokens {
         signal: AbortSignal.timeout(this.options.timeoutMs),
       });
     } catch (err) {
-      throw new Error(`OAuth2 token endpoint ${token_url} unreachable: ${(err as Error).message}`);
+      throw new Error(`OAuth2 token endpoint ${token_url} unreachable: ${(err as Error).message}`, { cause: err });
     }
     const text = await response.text();
     let json: Record<string, unknown> = {};

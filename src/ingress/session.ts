@@ -303,7 +303,7 @@ export class IngressSessions {
     // Whatever happens before the commit (a refusal, a dropped client, an unexpected error), the
     // file in tmp/ and its handle go with it.
     let meta: MessageMeta | undefined;
-    let commitMs = 0;
+    let commitMs: number;
     try {
       let refusal: Refusal | undefined;
       try {

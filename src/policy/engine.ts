@@ -80,7 +80,9 @@ export class PolicyEngine implements SessionPolicy {
       try {
         await list.load();
       } catch (err) {
-        throw new Error(`suppressed_recipients: cannot read ${list.file}: ${(err as Error).message}`);
+        throw new Error(`suppressed_recipients: cannot read ${list.file}: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
     }
     for (const list of this.suppressionLists.values()) list.start();

@@ -99,7 +99,7 @@ export async function startTrafficRelay(dir: string): Promise<TrafficRelay> {
   } catch (err) {
     await running.stop();
     await Promise.all([primary.close(), backup.close()]);
-    throw new Error(`${(err as Error).message}; events so far:\n${events()}`);
+    throw new Error(`${(err as Error).message}; events so far:\n${events()}`, { cause: err });
   }
   return {
     running,

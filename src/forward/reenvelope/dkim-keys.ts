@@ -28,7 +28,7 @@ export function loadDkimKey(config: DkimSignatureConfig): DkimKey {
   try {
     privateKey = createPrivateKey(pem);
   } catch (err) {
-    throw new Error(`not a PEM private key (${(err as Error).message})`);
+    throw new Error(`not a PEM private key (${(err as Error).message})`, { cause: err });
   }
   const type = privateKey.asymmetricKeyType;
   if (type !== 'rsa' && type !== 'ed25519') throw new Error(`a ${type ?? 'unknown'} key cannot sign DKIM; use RSA (rsa-sha256) or Ed25519 (ed25519-sha256)`);
@@ -49,7 +49,7 @@ function readKeyFile(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
   }
 }
 
