@@ -31,7 +31,8 @@ export function waitForArrivals(wait: ArrivalWait): Promise<{ complete: boolean;
     const watchdog = setInterval(() => {
       const halt = wait.halted();
       if (halt !== null) finish(false, halt);
-      else if (Date.now() - lastProgress > wait.noProgressMs) finish(false, `no message reached the sink for ${wait.noProgressMs / 1000} s`);
+      else if (Date.now() - lastProgress > wait.noProgressMs)
+        finish(false, `no message reached the sink for ${wait.noProgressMs / 1000} s`);
       else if (Date.now() > wait.deadline) finish(false, wait.deadlineReason);
     }, 250);
   });

@@ -113,20 +113,62 @@ function nonNegativeNumber(value: string): number {
 function optionsProgram(): Command {
   return new Command('bench')
     .description('push messages through a relay into a sink and report throughput, latency, memory and loss')
-    .option('--messages <n>', `messages to send (default: ${DEFAULT_MESSAGES.bench}, with --compare ${DEFAULT_MESSAGES.compare})`, positiveInt)
-    .option('--size <bytes>', 'size of each message, headers included; with --compare the body size smtp-source sends (-l)', positiveInt, 10240)
+    .option(
+      '--messages <n>',
+      `messages to send (default: ${DEFAULT_MESSAGES.bench}, with --compare ${DEFAULT_MESSAGES.compare})`,
+      positiveInt,
+    )
+    .option(
+      '--size <bytes>',
+      'size of each message, headers included; with --compare the body size smtp-source sends (-l)',
+      positiveInt,
+      10240,
+    )
     .option('--connections <c>', 'concurrent SMTP connections', positiveInt, 20)
     .option('--json', 'print one JSON object instead of the table', false)
-    .addOption(new Option('--compare <relay>', 'run smarthop and this relay alternately on the same smtp-source load (needs root)').choices(['postfix']))
+    .addOption(
+      new Option(
+        '--compare <relay>',
+        'run smarthop and this relay alternately on the same smtp-source load (needs root)',
+      ).choices(['postfix']),
+    )
     .option('--rounds <n>', 'with --compare: rounds of smarthop then the other relay', positiveInt, 3)
-    .option('--warmup <n>', `with --compare: messages each relay relays, unmeasured, before its measured load (0: measure it cold)`, nonNegativeInt, DEFAULT_WARMUP)
-    .option('--probe-rate <per-second>', 'with --compare: latency probe messages per second during the load (0: off)', nonNegativeNumber, 20)
-    .option('--cpu-prof [dir]', `run the relay under node --cpu-prof, keep the profile in dir (default: ${DEFAULT_CPU_PROF_DIR}) and list its top ${PROFILE_TOP} functions`)
+    .option(
+      '--warmup <n>',
+      `with --compare: messages each relay relays, unmeasured, before its measured load (0: measure it cold)`,
+      nonNegativeInt,
+      DEFAULT_WARMUP,
+    )
+    .option(
+      '--probe-rate <per-second>',
+      'with --compare: latency probe messages per second during the load (0: off)',
+      nonNegativeNumber,
+      20,
+    )
+    .option(
+      '--cpu-prof [dir]',
+      `run the relay under node --cpu-prof, keep the profile in dir (default: ${DEFAULT_CPU_PROF_DIR}) and list its top ${PROFILE_TOP} functions`,
+    )
     .option('--state <store>', 'memory, or redis (starts a temp redis-server; implies --limits)', stateStore, 'memory')
-    .option('--limits', 'rate limits, connection rate and a smart-host quota that are never reached, so each message is counted', false)
-    .option('--full-policy', 'every policy rule on (senders, recipients, size, attachments, header rules, rate limits)', false)
-    .option('--reenvelope', 'the route\'s rewrites (envelope sender, From, stripped headers) and an RSA-2048 DKIM signature on', false)
-    .option('--no-delivery-thread', 'smart-host connections on the event loop (delivery.worker_thread: false): less memory, less throughput')
+    .option(
+      '--limits',
+      'rate limits, connection rate and a smart-host quota that are never reached, so each message is counted',
+      false,
+    )
+    .option(
+      '--full-policy',
+      'every policy rule on (senders, recipients, size, attachments, header rules, rate limits)',
+      false,
+    )
+    .option(
+      '--reenvelope',
+      "the route's rewrites (envelope sender, From, stripped headers) and an RSA-2048 DKIM signature on",
+      false,
+    )
+    .option(
+      '--no-delivery-thread',
+      'smart-host connections on the event loop (delivery.worker_thread: false): less memory, less throughput',
+    )
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
 
@@ -137,7 +179,10 @@ function optionsProgram(): Command {
  * too, so `node dist/bench/bench.js -- --messages 500` works like `npm run bench -- --messages 500`.
  */
 function splitArgs(program: Command, args: readonly string[]): { known: string[]; ignored: string[] } {
-  const takesValue = new Map<string, boolean>([['-h', false], ['--help', false]]);
+  const takesValue = new Map<string, boolean>([
+    ['-h', false],
+    ['--help', false],
+  ]);
   const optionalValue = new Set<string>();
   for (const option of program.options) {
     for (const flag of [option.long, option.short]) {
@@ -180,14 +225,44 @@ function parseOptions(argv: readonly string[]): Mode {
   const { size, connections, json } = parsed;
   if (parsed.compare !== undefined) {
     // Profiling one of several relay runs would be a profile of nothing in particular.
-    if (parsed.cpuProf !== undefined) program.error('--cpu-prof profiles a plain bench run; leave out --compare', { exitCode: 2 });
+    if (parsed.cpuProf !== undefined)
+      program.error('--cpu-prof profiles a plain bench run; leave out --compare', { exitCode: 2 });
     const messages = parsed.messages ?? DEFAULT_MESSAGES.compare;
-    return { kind: 'compare', options: { messages, size, connections, json, rounds: parsed.rounds, probeRate: parsed.probeRate, warmup: parsed.warmup, fullPolicy: parsed.fullPolicy, reenvelope: parsed.reenvelope, deliveryThread: parsed.deliveryThread } };
+    return {
+      kind: 'compare',
+      options: {
+        messages,
+        size,
+        connections,
+        json,
+        rounds: parsed.rounds,
+        probeRate: parsed.probeRate,
+        warmup: parsed.warmup,
+        fullPolicy: parsed.fullPolicy,
+        reenvelope: parsed.reenvelope,
+        deliveryThread: parsed.deliveryThread,
+      },
+    };
   }
-  const cpuProfDir = parsed.cpuProf === undefined ? null : path.resolve(parsed.cpuProf === true ? DEFAULT_CPU_PROF_DIR : parsed.cpuProf);
+  const cpuProfDir =
+    parsed.cpuProf === undefined ? null : path.resolve(parsed.cpuProf === true ? DEFAULT_CPU_PROF_DIR : parsed.cpuProf);
   // Redis state with nothing to count would measure nothing: the comparison is always with counters on.
   const limits = parsed.limits || parsed.state === 'redis';
-  return { kind: 'bench', options: { messages: parsed.messages ?? DEFAULT_MESSAGES.bench, size, connections, json, cpuProfDir, state: parsed.state, limits, fullPolicy: parsed.fullPolicy, reenvelope: parsed.reenvelope, deliveryThread: parsed.deliveryThread } };
+  return {
+    kind: 'bench',
+    options: {
+      messages: parsed.messages ?? DEFAULT_MESSAGES.bench,
+      size,
+      connections,
+      json,
+      cpuProfDir,
+      state: parsed.state,
+      limits,
+      fullPolicy: parsed.fullPolicy,
+      reenvelope: parsed.reenvelope,
+      deliveryThread: parsed.deliveryThread,
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,7 +290,12 @@ class Arrivals {
    * Resolves once every accepted Message-ID has arrived, or when nothing new arrived for
    * `noProgressMs`, or at the overall deadline: a stuck queue must end the bench, not hang it.
    */
-  waitFor(ids: readonly string[], noProgressMs: number, deadline: number, halted: () => string | null): Promise<{ complete: boolean; reason: string }> {
+  waitFor(
+    ids: readonly string[],
+    noProgressMs: number,
+    deadline: number,
+    halted: () => string | null,
+  ): Promise<{ complete: boolean; reason: string }> {
     const missing = new Set(ids.filter((id) => !this.firstSeen.has(id)));
     return waitForArrivals({
       done: () => {
@@ -225,7 +305,9 @@ class Arrivals {
       onArrival: (callback) => {
         this.onArrival = callback;
       },
-      noProgressMs, deadline, halted,
+      noProgressMs,
+      deadline,
+      halted,
       deadlineReason: `overall limit of ${LIMITS.overallMs / 60_000} min reached`,
     });
   }
@@ -251,16 +333,31 @@ interface LoadResult {
  * C workers share one counter; each takes the next message number, one message per connection.
  * `halted` stops them taking new messages (a dead relay would otherwise earn thousands of ECONNREFUSED).
  */
-async function runLoad(options: BenchOptions, runId: string, smtpPort: number, deadline: number, halted: () => string | null): Promise<LoadResult> {
+async function runLoad(
+  options: BenchOptions,
+  runId: string,
+  smtpPort: number,
+  deadline: number,
+  halted: () => string | null,
+): Promise<LoadResult> {
   const result: LoadResult = {
-    acceptedIds: [], latenciesMs: [], rejected: new Map(), failed: new Map(),
-    startedAt: performance.now(), lastAcceptedAt: performance.now(), attempted: 0, aborted: false,
+    acceptedIds: [],
+    latenciesMs: [],
+    rejected: new Map(),
+    failed: new Map(),
+    startedAt: performance.now(),
+    lastAcceptedAt: performance.now(),
+    attempted: 0,
+    aborted: false,
   };
   const live: ConnectionRegistry = new Set();
-  const guard = setTimeout(() => {
-    result.aborted = true;
-    for (const connection of live) connection.destroy();
-  }, Math.max(0, deadline - Date.now()));
+  const guard = setTimeout(
+    () => {
+      result.aborted = true;
+      for (const connection of live) connection.destroy();
+    },
+    Math.max(0, deadline - Date.now()),
+  );
 
   let next = 0;
   const worker = async () => {
@@ -293,7 +390,9 @@ function record(result: LoadResult, messageId: string, outcome: SendResult): voi
 
 function count(map: Map<string, number>, key: string): void {
   // Queue ids and ports make replies unique; collapse them (reply codes and addresses stay) to group the rest.
-  const normalized = key.replace(/\b(?=[0-9A-Za-z]*\d)(?=[0-9A-Za-z]*[A-Za-z])[0-9A-Za-z]{8,}\b/g, '…').replace(/:\d{2,5}\b/g, ':…');
+  const normalized = key
+    .replace(/\b(?=[0-9A-Za-z]*\d)(?=[0-9A-Za-z]*[A-Za-z])[0-9A-Za-z]{8,}\b/g, '…')
+    .replace(/:\d{2,5}\b/g, ':…');
   map.set(normalized, (map.get(normalized) ?? 0) + 1);
 }
 
@@ -348,11 +447,19 @@ function round1(value: number): number {
 }
 
 function buildReport(
-  options: BenchOptions, load: LoadResult, arrivals: Arrivals,
-  rss: Report['relayPeakRss'], cpuSeconds: number | null, mainThread: Report['relayMainThread'], relay: Report['relay'], notes: string[],
+  options: BenchOptions,
+  load: LoadResult,
+  arrivals: Arrivals,
+  rss: Report['relayPeakRss'],
+  cpuSeconds: number | null,
+  mainThread: Report['relayMainThread'],
+  relay: Report['relay'],
+  notes: string[],
 ): Report {
   const acceptedSet = new Set(load.acceptedIds);
-  const deliveredAt = load.acceptedIds.map((id) => arrivals.firstSeen.get(id)).filter((t): t is number => t !== undefined);
+  const deliveredAt = load.acceptedIds
+    .map((id) => arrivals.firstSeen.get(id))
+    .filter((t): t is number => t !== undefined);
   const lost = load.acceptedIds.length - deliveredAt.length;
   const unexpected = [...arrivals.firstSeen.keys()].filter((id) => !acceptedSet.has(id)).length + arrivals.withoutId;
   const acceptMs = load.acceptedIds.length > 0 ? load.lastAcceptedAt - load.startedAt : 0;
@@ -363,22 +470,38 @@ function buildReport(
     return value === null ? null : round1(value);
   };
   return {
-    messages: options.messages, size: options.size, connections: options.connections, state: options.state, limits: options.limits, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope, deliveryThread: options.deliveryThread,
+    messages: options.messages,
+    size: options.size,
+    connections: options.connections,
+    state: options.state,
+    limits: options.limits,
+    fullPolicy: options.fullPolicy,
+    reenvelope: options.reenvelope,
+    deliveryThread: options.deliveryThread,
     accepted: load.acceptedIds.length,
-    rejected: sum(load.rejected), failed: sum(load.failed), notSent: options.messages - load.attempted,
+    rejected: sum(load.rejected),
+    failed: sum(load.failed),
+    notSent: options.messages - load.attempted,
     acceptRate: round1(rate(load.acceptedIds.length, acceptMs)),
     endToEndRate: round1(rate(deliveredAt.length, endToEndMs)),
     latencyMs: { p50: latency(50), p99: latency(99), max: latency(100) },
     relayPeakRss: rss,
     relayCpu: {
       seconds: cpuSeconds,
-      msPerMessage: cpuSeconds === null || deliveredAt.length === 0 ? null : Math.round((cpuSeconds * 1000 * 100) / deliveredAt.length) / 100,
+      msPerMessage:
+        cpuSeconds === null || deliveredAt.length === 0
+          ? null
+          : Math.round((cpuSeconds * 1000 * 100) / deliveredAt.length) / 100,
     },
     relayMainThread: mainThread,
-    lost, duplicated: arrivals.duplicates, unexpected,
+    lost,
+    duplicated: arrivals.duplicates,
+    unexpected,
     durationsMs: { accept: Math.round(acceptMs), endToEnd: Math.round(endToEndMs) },
-    rejectReasons: Object.fromEntries(load.rejected), failReasons: Object.fromEntries(load.failed),
-    notes, relay,
+    rejectReasons: Object.fromEntries(load.rejected),
+    failReasons: Object.fromEntries(load.failed),
+    notes,
+    relay,
   };
 }
 
@@ -404,14 +527,28 @@ function formatTable(r: Report): string {
   out += row('accept rate', `${r.acceptRate.toFixed(1)} msg/s`);
   out += row('end-to-end rate', `${r.endToEndRate.toFixed(1)} msg/s`);
   out += row('accept latency', `p50 ${ms(r.latencyMs.p50)}   p99 ${ms(r.latencyMs.p99)}   max ${ms(r.latencyMs.max)}`);
-  out += row('relay peak RSS', `${mib(r.relayPeakRss.vmHwmBytes)} (VmHWM; max sampled VmRSS ${mib(r.relayPeakRss.sampledMaxRssBytes)})`);
-  if (r.relayCpu.seconds !== null) out += row('relay CPU', `${r.relayCpu.seconds.toFixed(2)} s user+system, ${r.relayCpu.msPerMessage?.toFixed(2) ?? 'n/a'} ms per message`);
+  out += row(
+    'relay peak RSS',
+    `${mib(r.relayPeakRss.vmHwmBytes)} (VmHWM; max sampled VmRSS ${mib(r.relayPeakRss.sampledMaxRssBytes)})`,
+  );
+  if (r.relayCpu.seconds !== null)
+    out += row(
+      'relay CPU',
+      `${r.relayCpu.seconds.toFixed(2)} s user+system, ${r.relayCpu.msPerMessage?.toFixed(2) ?? 'n/a'} ms per message`,
+    );
   if (r.relayMainThread) {
     const { onCpuPercent, waitingForCpuPercent } = r.relayMainThread;
-    out += row('relay main thread', `on a CPU ${onCpuPercent.toFixed(0)}% of the run, runnable but waiting for one ${waitingForCpuPercent.toFixed(0)}%`);
+    out += row(
+      'relay main thread',
+      `on a CPU ${onCpuPercent.toFixed(0)}% of the run, runnable but waiting for one ${waitingForCpuPercent.toFixed(0)}%`,
+    );
   }
-  out += row('lost', `${r.lost}   duplicated ${r.duplicated}${r.unexpected > 0 ? `   unexpected ${r.unexpected}` : ''}`);
-  if (r.relay.warnLines + r.relay.errorLines > 0) out += row('relay log', `${r.relay.errorLines} error(s), ${r.relay.warnLines} warning(s)`);
+  out += row(
+    'lost',
+    `${r.lost}   duplicated ${r.duplicated}${r.unexpected > 0 ? `   unexpected ${r.unexpected}` : ''}`,
+  );
+  if (r.relay.warnLines + r.relay.errorLines > 0)
+    out += row('relay log', `${r.relay.errorLines} error(s), ${r.relay.warnLines} warning(s)`);
   for (const [reason, n] of Object.entries(r.rejectReasons)) out += row('  rejected', `${n} x ${reason}`);
   for (const [reason, n] of Object.entries(r.failReasons)) out += row('  failed', `${n} x ${reason}`);
   for (const note of r.notes) out += row('note', note);
@@ -454,7 +591,19 @@ async function runBench(options: BenchOptions): Promise<number> {
     const maxMessageSize = Math.max(25 * 1024 * 1024, options.size + 64 * 1024);
     if (options.cpuProfDir !== null) await mkdir(options.cpuProfDir, { recursive: true });
     const nodeArgs = options.cpuProfDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir];
-    relay = await RelayProcess.start(dir, ports, maxMessageSize, { nodeArgs }, { limits: options.limits, redisUrl: redis?.url, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope, deliveryThread: options.deliveryThread });
+    relay = await RelayProcess.start(
+      dir,
+      ports,
+      maxMessageSize,
+      { nodeArgs },
+      {
+        limits: options.limits,
+        redisUrl: redis?.url,
+        fullPolicy: options.fullPolicy,
+        reenvelope: options.reenvelope,
+        deliveryThread: options.deliveryThread,
+      },
+    );
     const relayPid = relay.pid;
     try {
       await relay.waitHealthy(ports.http, LIMITS.healthyMs);
@@ -479,19 +628,34 @@ async function runBench(options: BenchOptions): Promise<number> {
     const cpuAtEnd = relayCpuSeconds(relay);
     const scheduleAtEnd = relay.pid === undefined ? null : readThreadSchedule(relay.pid);
     const mainThread = scheduleShare(scheduleAtStart, scheduleAtEnd, (performance.now() - loadStartedAt) * 1e6);
-    const cpuSeconds = cpuAtStart === null || cpuAtEnd === null ? null : Math.round((cpuAtEnd - cpuAtStart) * 100) / 100;
+    const cpuSeconds =
+      cpuAtStart === null || cpuAtEnd === null ? null : Math.round((cpuAtEnd - cpuAtStart) * 100) / 100;
     const diedEarly = !relay.running;
     const exitCode = await relay.stop(LIMITS.stopGraceMs);
     if (diedEarly) notes.push(`relay exited during the run (code ${String(exitCode)})`);
     else if (exitCode !== 0) notes.push(`relay exited with code ${String(exitCode)} after SIGTERM`);
     if (diedEarly || exitCode !== 0) relay.dumpTail();
 
-    const report = buildReport(options, load, arrivals, rss, cpuSeconds, mainThread, { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines }, notes);
+    const report = buildReport(
+      options,
+      load,
+      arrivals,
+      rss,
+      cpuSeconds,
+      mainThread,
+      { exitCode, warnLines: relay.output.warnLines, errorLines: relay.output.errorLines },
+      notes,
+    );
     // The relay writes its profile as it exits, so it is read only after stop().
     const profiles = options.cpuProfDir === null ? [] : await readRelayProfiles(options.cpuProfDir, relayPid, notes);
     const [profile, ...threadProfiles] = profiles;
-    if (options.json) process.stdout.write(`${JSON.stringify(profile ? { ...report, profile, threadProfiles } : report)}\n`);
-    else process.stdout.write(formatTable(report) + profiles.map((p, i) => formatProfile(p.summary, p.file, i === 0 ? 'event loop' : 'delivery thread')).join(''));
+    if (options.json)
+      process.stdout.write(`${JSON.stringify(profile ? { ...report, profile, threadProfiles } : report)}\n`);
+    else
+      process.stdout.write(
+        formatTable(report) +
+          profiles.map((p, i) => formatProfile(p.summary, p.file, i === 0 ? 'event loop' : 'delivery thread')).join(''),
+      );
     return report.lost === 0 ? 0 : 1;
   } finally {
     if (relay?.running) await relay.stop(LIMITS.stopGraceMs);
@@ -502,21 +666,35 @@ async function runBench(options: BenchOptions): Promise<number> {
 }
 
 function relayCpuSeconds(relay: RelayProcess): number | null {
-  return relay.pid === undefined || !relay.running ? null : readCpuTimes(relay.pid)?.ownSeconds ?? null;
+  return relay.pid === undefined || !relay.running ? null : (readCpuTimes(relay.pid)?.ownSeconds ?? null);
 }
 
 /**
  * The .cpuprofiles `node --cpu-prof` wrote for the relay's pid (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile),
  * one per thread: the event loop (thread 0) first, then the delivery thread.
  */
-async function readRelayProfiles(dir: string, pid: number | undefined, notes: string[]): Promise<{ file: string; summary: ProfileSummary }[]> {
+async function readRelayProfiles(
+  dir: string,
+  pid: number | undefined,
+  notes: string[],
+): Promise<{ file: string; summary: ProfileSummary }[]> {
   const threadOf = (name: string) => Number(name.split('.')[4]);
-  const names = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid)).sort((a, b) => threadOf(a) - threadOf(b));
-  if (names.length === 0) notes.push(`no CPU profile of relay pid ${String(pid)} in ${dir} (node writes it only on a clean exit)`);
+  const names = (await readdir(dir))
+    .filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid))
+    .sort((a, b) => threadOf(a) - threadOf(b));
+  if (names.length === 0)
+    notes.push(`no CPU profile of relay pid ${String(pid)} in ${dir} (node writes it only on a clean exit)`);
   const profiles: { file: string; summary: ProfileSummary }[] = [];
   for (const name of names) {
     const file = path.join(dir, name);
-    profiles.push({ file, summary: summarizeProfile(parseCpuProfile(await readFile(file, 'utf8')), PROFILE_TOP, path.resolve(__dirname, '..', '..')) });
+    profiles.push({
+      file,
+      summary: summarizeProfile(
+        parseCpuProfile(await readFile(file, 'utf8')),
+        PROFILE_TOP,
+        path.resolve(__dirname, '..', '..'),
+      ),
+    });
   }
   return profiles;
 }

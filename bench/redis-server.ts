@@ -21,7 +21,24 @@ export class BenchRedis {
   }
 
   static async start(binary: string, dir: string, port: number, timeoutMs = 15_000): Promise<BenchRedis> {
-    const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'], { stdio: 'ignore' });
+    const child = spawn(
+      binary,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+        '--daemonize',
+        'no',
+      ],
+      { stdio: 'ignore' },
+    );
     const redis = new BenchRedis(child, port);
     const deadline = Date.now() + timeoutMs;
     while (!(await ping(port))) {

@@ -98,7 +98,12 @@ function countedLimitsYaml(): string[] {
  * The temp config: one plain listener, the bench as a network client, everything routed to the
  * sink. Log level warn so the relay spends its time relaying, not logging; no events file for the same reason.
  */
-export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: number, state: BenchState = { limits: false }): string {
+export function benchConfigYaml(
+  dir: string,
+  ports: RelayPorts,
+  maxMessageSize: number,
+  state: BenchState = { limits: false },
+): string {
   return [
     '# written by bench/bench.ts for one benchmark run',
     'hostname: bench.localhost',
@@ -113,7 +118,11 @@ export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: 
     'clients:',
     '  - name: bench',
     '    networks: [127.0.0.0/8]',
-    ...(state.fullPolicy ? ['    policy: counted', ...fullPolicyYaml()] : state.limits ? ['    policy: counted', ...countedLimitsYaml()] : []),
+    ...(state.fullPolicy
+      ? ['    policy: counted', ...fullPolicyYaml()]
+      : state.limits
+        ? ['    policy: counted', ...countedLimitsYaml()]
+        : []),
     'routes:',
     '  default:',
     '    smarthosts: [sink]',
@@ -124,13 +133,17 @@ export function benchConfigYaml(dir: string, ports: RelayPorts, maxMessageSize: 
     `    port: ${ports.sink}`,
     '    tls: none',
     '    max_connections: 10',
-    ...(state.limits || state.fullPolicy ? ['    rate_limits: [{ window: 1h, messages: 100000000, recipients: 100000000 }]'] : []),
+    ...(state.limits || state.fullPolicy
+      ? ['    rate_limits: [{ window: 1h, messages: 100000000, recipients: 100000000 }]']
+      : []),
     'http:',
     `  address: 127.0.0.1:${ports.http}`,
     ...(state.deliveryThread === false ? ['delivery:', '  worker_thread: false'] : []),
     'log:',
     '  level: warn',
-    ...(state.redisUrl ? ['state:', '  store: redis', `  redis: { url: ${JSON.stringify(state.redisUrl)} }`, '  fleet_size: 1'] : []),
+    ...(state.redisUrl
+      ? ['state:', '  store: redis', `  redis: { url: ${JSON.stringify(state.redisUrl)} }`, '  fleet_size: 1']
+      : []),
     '',
   ].join('\n');
 }
@@ -178,7 +191,13 @@ export class RelayProcess {
   }
 
   /** Writes the config under `dir` and starts `node dist/src/cli.js start -c <dir>/relay.yaml`. */
-  static async start(dir: string, ports: RelayPorts, maxMessageSize: number, launch: LaunchOptions = {}, state?: BenchState): Promise<RelayProcess> {
+  static async start(
+    dir: string,
+    ports: RelayPorts,
+    maxMessageSize: number,
+    launch: LaunchOptions = {},
+    state?: BenchState,
+  ): Promise<RelayProcess> {
     const configFile = path.join(dir, 'relay.yaml');
     if (state?.reenvelope) {
       const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -193,7 +212,10 @@ export class RelayProcess {
     const cli = path.resolve(__dirname, '..', 'src', 'cli.js');
     // Started the way deploy/smarthop.service, the Dockerfile and npm start start it; nodeArgs come later and win.
     const args = [...RELAY_NODE_FLAGS, ...(launch.nodeArgs ?? []), cli, 'start', '-c', configFile];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: relayEnvironment(process.env) });
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: relayEnvironment(process.env),
+    });
     return new RelayProcess(child);
   }
 
@@ -251,7 +273,9 @@ export class RelayProcess {
   /** A relay that died or failed to stop is explained with what it printed last. */
   dumpTail(): void {
     if (this.output.tail.length === 0) return;
-    process.stderr.write(`relay: last ${this.output.tail.length} line(s) of output:\n${this.output.tail.map((l) => `  ${l}\n`).join('')}`);
+    process.stderr.write(
+      `relay: last ${this.output.tail.length} line(s) of output:\n${this.output.tail.map((l) => `  ${l}\n`).join('')}`,
+    );
   }
 
   private onLine(stream: 'stdout' | 'stderr', line: string): void {
@@ -265,7 +289,8 @@ export class RelayProcess {
     if (this.forwarded < MAX_FORWARDED_LINES) {
       this.forwarded++;
       process.stderr.write(`relay ${stream === 'stderr' ? 'stderr' : levelName(entry.level)}: ${entry.text}\n`);
-      if (this.forwarded === MAX_FORWARDED_LINES) process.stderr.write('relay: further warnings and errors are counted, not shown\n');
+      if (this.forwarded === MAX_FORWARDED_LINES)
+        process.stderr.write('relay: further warnings and errors are counted, not shown\n');
     }
   }
 
@@ -297,7 +322,10 @@ function parseLogLine(line: string): { level: number; text: string } | null {
     const parsed: unknown = JSON.parse(line);
     if (typeof parsed === 'object' && parsed !== null && 'level' in parsed && typeof parsed.level === 'number') {
       const msg = 'msg' in parsed && typeof parsed.msg === 'string' ? parsed.msg : line;
-      const err = 'err' in parsed && typeof parsed.err === 'object' && parsed.err !== null && 'stack' in parsed.err ? parsed.err.stack : undefined;
+      const err =
+        'err' in parsed && typeof parsed.err === 'object' && parsed.err !== null && 'stack' in parsed.err
+          ? parsed.err.stack
+          : undefined;
       return { level: parsed.level, text: typeof err === 'string' && !msg.includes(err) ? `${msg}\n${err}` : msg };
     }
   } catch {

@@ -26,7 +26,8 @@ export class SmtpConnection {
   private buffer = '';
   private pendingLines: string[] = [];
   private readonly replies: Reply[] = [];
-  private waiter: { resolve: (reply: Reply) => void; reject: (err: Error) => void; timer: NodeJS.Timeout } | null = null;
+  private waiter: { resolve: (reply: Reply) => void; reject: (err: Error) => void; timer: NodeJS.Timeout } | null =
+    null;
   private failure: Error | null = null;
 
   private constructor(private readonly socket: Socket) {
@@ -171,7 +172,13 @@ export type ConnectionRegistry = Set<SmtpConnection>;
  * One message on one connection: connect, greeting, EHLO, MAIL, RCPT, DATA, content, ".", QUIT.
  * The accept latency runs from the final "." reaching the kernel to the 250 arriving.
  */
-export async function sendOne(host: string, port: number, message: BenchMessage, timeouts: Timeouts, live: ConnectionRegistry): Promise<SendResult> {
+export async function sendOne(
+  host: string,
+  port: number,
+  message: BenchMessage,
+  timeouts: Timeouts,
+  live: ConnectionRegistry,
+): Promise<SendResult> {
   let stage = 'connect';
   let connection: SmtpConnection | null = null;
   try {
@@ -192,7 +199,11 @@ export async function sendOne(host: string, port: number, message: BenchMessage,
     const sentAt = await connection.writeFlushed('.\r\n');
     const verdict = await connection.read(timeouts.replyMs);
     if (Math.floor(verdict.code / 100) !== 2) return { kind: 'rejected', stage, reply: formatReply(verdict) };
-    const result: SendResult = { kind: 'accepted', latencyMs: Math.max(0, verdict.receivedAt - sentAt), reply: formatReply(verdict) };
+    const result: SendResult = {
+      kind: 'accepted',
+      latencyMs: Math.max(0, verdict.receivedAt - sentAt),
+      reply: formatReply(verdict),
+    };
 
     // QUIT is a courtesy: the message is already accepted, so its outcome no longer matters.
     stage = 'QUIT';

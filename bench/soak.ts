@@ -51,7 +51,6 @@ function positiveInt(value: string): number {
   return n;
 }
 
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** A smart host that can be taken down and brought back on the same port. */
@@ -81,7 +80,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakFigures> {
   const random = prng(options.seed);
   const runId = randomBytes(4).toString('hex');
   const dir = await mkdtemp(path.join(tmpdir(), 'smarthop-soak-'));
-  const [smtpPort, httpPort, primaryPort, backupPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [smtpPort, httpPort, primaryPort, backupPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
 
   const seenAtSinks = new Map<string, number>();
   const recordDelivery = (messageId: string | null) => {
@@ -91,20 +95,23 @@ export async function runSoak(options: SoakOptions): Promise<SoakFigures> {
   await Promise.all(sinks.map((s) => s.up()));
 
   const configFile = path.join(dir, 'relay.yaml');
-  await writeFile(configFile, stringify({
-    hostname: 'soak.localhost',
-    spool: { dir: path.join(dir, 'spool'), retry: { initial: '200ms', max: '2s', factor: 2 }, min_free_disk: 0 },
-    shutdown_grace: '2s',
-    listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
-    clients: [{ name: 'soak', networks: ['127.0.0.0/8'] }],
-    routes: { default: { smarthosts: ['primary', 'backup'] } },
-    smarthosts: [
-      { name: 'primary', host: '127.0.0.1', port: primaryPort, tls: 'none', priority: 10, ...SMART_HOST_TIMING },
-      { name: 'backup', host: '127.0.0.1', port: backupPort, tls: 'none', priority: 20, ...SMART_HOST_TIMING },
-    ],
-    http: { address: `127.0.0.1:${httpPort}` },
-    log: { level: 'error' },
-  }));
+  await writeFile(
+    configFile,
+    stringify({
+      hostname: 'soak.localhost',
+      spool: { dir: path.join(dir, 'spool'), retry: { initial: '200ms', max: '2s', factor: 2 }, min_free_disk: 0 },
+      shutdown_grace: '2s',
+      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
+      clients: [{ name: 'soak', networks: ['127.0.0.0/8'] }],
+      routes: { default: { smarthosts: ['primary', 'backup'] } },
+      smarthosts: [
+        { name: 'primary', host: '127.0.0.1', port: primaryPort, tls: 'none', priority: 10, ...SMART_HOST_TIMING },
+        { name: 'backup', host: '127.0.0.1', port: backupPort, tls: 'none', priority: 20, ...SMART_HOST_TIMING },
+      ],
+      http: { address: `127.0.0.1:${httpPort}` },
+      log: { level: 'error' },
+    }),
+  );
 
   let relay = RelayProcess.launch(configFile);
   // A soak that fails half way (a relay that never gets healthy) exits through main(): the relay
@@ -136,7 +143,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakFigures> {
 
   // Kills and outages happen at random points of the load (fractions of the accepted count), so a
   // run always gets all of them however fast or slow this machine is today.
-  const at = (count: number) => Array.from({ length: count }, () => Math.floor((0.05 + random() * 0.9) * options.messages)).sort((a, b) => a - b);
+  const at = (count: number) =>
+    Array.from({ length: count }, () => Math.floor((0.05 + random() * 0.9) * options.messages)).sort((a, b) => a - b);
   const killPoints = at(options.kills);
   const outagePoints = at(Math.ceil(options.kills / 2));
   let kills = 0;

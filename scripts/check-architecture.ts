@@ -89,9 +89,7 @@ function sourceFiles(dir: string): string[] {
 
 /** What a file is in the layout: a folder's module, a root file, or neither (itself a violation). */
 type Place =
-  | { kind: 'folder'; folder: string }
-  | { kind: 'root'; role: 'leaf' | 'entry'; name: string }
-  | { kind: 'unknown' };
+  { kind: 'folder'; folder: string } | { kind: 'root'; role: 'leaf' | 'entry'; name: string } | { kind: 'unknown' };
 
 function placeOf(srcDir: string, file: string): Place {
   const parts = path.relative(srcDir, file).split(path.sep);

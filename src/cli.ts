@@ -17,7 +17,9 @@ import { VERSION } from './version';
 // The relay, the sink and nodemailer are loaded by the commands that use them, so the admin
 // commands (run often, from scripts and health checks) start quickly.
 
-const program = new Command('smarthop').description('SMTP relay for LAN applications: trusted clients in, smart hosts out').version(VERSION);
+const program = new Command('smarthop')
+  .description('SMTP relay for LAN applications: trusted clients in, smart hosts out')
+  .version(VERSION);
 
 function loadOrExit(file: string): RelayConfig {
   const result = loadConfigFile(file);
@@ -55,13 +57,16 @@ program
       if (stopping) return;
       stopping = true;
       relay.logger.info(`${signal}: stopping (sessions in DATA and deliveries under way may finish)`);
-      relay.stop().then(() => {
-        relay.logger.info('stopped');
-        process.exit(0);
-      }, (err: Error) => {
-        relay.logger.error({ err }, `stop failed: ${err.message}`);
-        process.exit(1);
-      });
+      relay.stop().then(
+        () => {
+          relay.logger.info('stopped');
+          process.exit(0);
+        },
+        (err: Error) => {
+          relay.logger.error({ err }, `stop failed: ${err.message}`);
+          process.exit(1);
+        },
+      );
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
@@ -134,7 +139,12 @@ program
   .option('-d, --dir <folder>', 'where to write received messages', './var/sink')
   .action(async (opts: { listen: { host: string; port: number }; dir: string }) => {
     const { SmtpSink } = await import('./tools/sink.js');
-    const sink = new SmtpSink({ host: opts.listen.host, port: opts.listen.port, dir: opts.dir, log: (line) => process.stdout.write(`${line}\n`) });
+    const sink = new SmtpSink({
+      host: opts.listen.host,
+      port: opts.listen.port,
+      dir: opts.dir,
+      log: (line) => process.stdout.write(`${line}\n`),
+    });
     const address = await sink.listen();
     // The pid, because `npx smarthop sink` runs this process under npm and a shell: this is the one to stop.
     const where = `${address.address}:${address.port}`;
@@ -170,11 +180,14 @@ program
     // STARTTLS whenever the relay offers it, and its certificate is checked: a password (or the
     // message) must not go to whoever answers in its place. --insecure says so out loud.
     const transport = nodemailer.createTransport({
-      host: opts.server.host, port: opts.server.port, secure: false, ignoreTLS: false,
+      host: opts.server.host,
+      port: opts.server.port,
+      secure: false,
+      ignoreTLS: false,
       tls: { rejectUnauthorized: !opts.insecure, ...(ca ? { ca } : {}) },
       auth: opts.user ? { user: opts.user, pass: pass ?? '' } : undefined,
     });
-    if (opts.insecure) process.stderr.write('warning: --insecure: the relay\'s TLS certificate is not checked\n');
+    if (opts.insecure) process.stderr.write("warning: --insecure: the relay's TLS certificate is not checked\n");
     try {
       const envelope = { from: opts.from, to: opts.to };
       const info = opts.file
@@ -184,8 +197,9 @@ program
     } catch (err) {
       const message = (err as Error).message;
       const certificate = /certificate|self[- ]signed|altnames|unable to verify/i.test(message);
-      const hint = "\nthe relay's STARTTLS certificate did not check out: trust its CA with --ca FILE, or skip the"
-        + ' check with --insecure';
+      const hint =
+        "\nthe relay's STARTTLS certificate did not check out: trust its CA with --ca FILE, or skip the" +
+        ' check with --insecure';
       process.stderr.write(`${message}${certificate ? hint : ''}\n`);
       process.exitCode = 1;
     } finally {
@@ -268,7 +282,8 @@ if (invokedAs === 'sendmail' || process.argv[2] === 'sendmail') {
         process.stderr.write(`sendmail: ${err.message}\n`);
         process.exitCode = EX.SOFTWARE;
       },
-    ));
+    ),
+  );
 } else {
   program.parseAsync(process.argv).catch((err: Error) => {
     process.stderr.write(`${err.message}\n`);

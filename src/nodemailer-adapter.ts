@@ -79,10 +79,10 @@ export type TokenCallback = (err: Error | null, accessToken?: string, expires?: 
 export type PoolAuth =
   | { user: string; pass: string }
   | {
-    type: 'OAuth2';
-    user: string;
-    provisionCallback: (user: string, renew: boolean, callback: TokenCallback) => void;
-  };
+      type: 'OAuth2';
+      user: string;
+      provisionCallback: (user: string, renew: boolean, callback: TokenCallback) => void;
+    };
 
 /**
  * One smart host's pool of SMTP connections: reused across messages, at most `maxConnections`, a

@@ -19,8 +19,10 @@ export interface PinnedLibrary {
 export function pinnedVersionProblem(library: PinnedLibrary, installed?: string): string | undefined {
   installed ??= installedVersion(library.name);
   if (installed === library.supported) return undefined;
-  return `${library.name} ${installed} is installed, but smarthop needs ${library.name} ${library.supported} exactly ` +
-    `(${library.adapter}); install the versions package.json pins (npm ci)`;
+  return (
+    `${library.name} ${installed} is installed, but smarthop needs ${library.name} ${library.supported} exactly ` +
+    `(${library.adapter}); install the versions package.json pins (npm ci)`
+  );
 }
 
 /** Throws pinnedVersionProblem's message: called before the relay starts. */

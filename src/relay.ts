@@ -104,7 +104,13 @@ export class Relay {
   /** One spool, one relay: held from the start until the relay has stopped. */
   private lock: SpoolLock | null = null;
   /** Recovery of the queue after the start, in the background; done once `recovered` is set. */
-  private recovery: { running: Promise<void>; checked: number; stop: boolean; recovered: boolean; failed: string | null } | null = null;
+  private recovery: {
+    running: Promise<void>;
+    checked: number;
+    stop: boolean;
+    recovered: boolean;
+    failed: string | null;
+  } | null = null;
   private readonly listeners: SmtpListener[];
   private readonly http: HttpEndpoints | null;
   /** Message trace over `events.file` (none without one). */
@@ -153,14 +159,17 @@ export class Relay {
     });
 
     const dispatcher = new Dispatcher({
-      store: this.store, current, observer: this.observer,
+      store: this.store,
+      current,
+      observer: this.observer,
       bouncer: new Bouncer({ store: this.store, hostname: config.hostname, copyTo: config.bounce_copy_to }),
       onGenerated: (meta) => this.scheduler.enqueue(meta, meta.nextAttemptAt),
       onOutcomeUnwritable: (id, err, retryInMs) => {
         const reason = err instanceof Error ? err.message : String(err);
         const seconds = Math.round(retryInMs / 1000);
-        const line = `${id}: the spool cannot take the outcome of its delivery attempt (${reason}); it delivered to `
-          + `some recipients, so the attempt writes it again in ${seconds}s and does not end before`;
+        const line =
+          `${id}: the spool cannot take the outcome of its delivery attempt (${reason}); it delivered to ` +
+          `some recipients, so the attempt writes it again in ${seconds}s and does not end before`;
         this.logger.error({ err, queue_id: id }, line);
       },
     });
@@ -169,7 +178,10 @@ export class Relay {
       attempt: (id) => dispatcher.attempt(id),
       concurrency: config.delivery.concurrency,
       onAttemptError: (id, err) => {
-        this.logger.error({ err, queue_id: id }, `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`);
+        this.logger.error(
+          { err, queue_id: id },
+          `${id}: delivery attempt failed unexpectedly, will retry: ${(err as Error).message}`,
+        );
         return this.live.config.spool.retry.initial;
       },
       gate: routeGate(current),
@@ -180,12 +192,20 @@ export class Relay {
     this.backlog = new QueueScanner({
       store: this.store,
       scheduler: this.scheduler,
-      onUnreadable: (id, err) => this.logger.warn({ queue_id: id }, `${id}: queue scan cannot read its metadata (left for recovery at the next start): ${err.message}`),
+      onUnreadable: (id, err) =>
+        this.logger.warn(
+          { queue_id: id },
+          `${id}: queue scan cannot read its metadata (left for recovery at the next start): ${err.message}`,
+        ),
     });
     this.scheduler.attachBacklog(this.backlog);
-    const inline = new InlineDelivery({ attempt: (id, claim) => dispatcher.attempt(id, claim), scheduler: this.scheduler });
+    const inline = new InlineDelivery({
+      attempt: (id, claim) => dispatcher.attempt(id, claim),
+      scheduler: this.scheduler,
+    });
     this.queue = new QueueAdmin({
-      store: this.store, scheduler: this.scheduler,
+      store: this.store,
+      scheduler: this.scheduler,
       recovering: () => !this.recovery?.recovered,
       probeSmartHosts: () => {
         const now = Date.now();
@@ -218,11 +238,15 @@ export class Relay {
         return { ok: true };
       },
     });
-    this.listeners = config.listeners.map((listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }));
-    this.metrics.bindPendingConnections(() => this.listeners.map((one) => ({
-      listener: one.name,
-      pending: one.pendingConnections,
-    })));
+    this.listeners = config.listeners.map(
+      (listener) => new SmtpListener({ listener, config, sessions, logger: this.logger }),
+    );
+    this.metrics.bindPendingConnections(() =>
+      this.listeners.map((one) => ({
+        listener: one.name,
+        pending: one.pendingConnections,
+      })),
+    );
     const eventsFile = config.events?.file;
     const indexTrouble = (err: Error) => this.logger.warn({ err }, `trace index of ${eventsFile}: ${err.message}`);
     this.trace = eventsFile === undefined ? null : new TraceService(eventsFile, indexTrouble);
@@ -254,12 +278,24 @@ export class Relay {
 
     this.metrics.bindQueue(() => {
       const snapshot = this.scheduler.snapshot();
-      return { ready: snapshot.ready, deferred: snapshot.deferred, held: this.store.heldCount, dead: this.store.deadCount, oldestReceivedAt: snapshot.oldestReceivedAt };
+      return {
+        ready: snapshot.ready,
+        deferred: snapshot.deferred,
+        held: this.store.heldCount,
+        dead: this.store.deadCount,
+        oldestReceivedAt: snapshot.oldestReceivedAt,
+      };
     });
-    this.metrics.bindSmartHosts(() => [...this.live.smarthosts.values()].map((host) => ({ name: host.name, up: host.up() })));
+    this.metrics.bindSmartHosts(() =>
+      [...this.live.smarthosts.values()].map((host) => ({ name: host.name, up: host.up() })),
+    );
     this.metrics.bindQuotas(async () => {
       const now = Date.now();
-      const samples = await Promise.all([...this.live.smarthosts.values()].map(async (host) => (await host.quotaRemaining(now)).map((sample) => ({ smarthost: host.name, ...sample }))));
+      const samples = await Promise.all(
+        [...this.live.smarthosts.values()].map(async (host) =>
+          (await host.quotaRemaining(now)).map((sample) => ({ smarthost: host.name, ...sample })),
+        ),
+      );
       return samples.flat();
     });
     this.metrics.bindDisk({ freeBytes: () => this.store.freeBytes(), minFreeBytes: config.spool.min_free_disk });
@@ -303,10 +339,16 @@ export class Relay {
     for (const [i, listener] of this.listeners.entries()) {
       const address = await listener.listen();
       listeners[config.listeners[i].name] = address;
-      this.logger.info(`listener ${config.listeners[i].name} on ${formatAddress(address)} (tls ${config.listeners[i].tls}, auth ${config.listeners[i].auth})`);
+      this.logger.info(
+        `listener ${config.listeners[i].name} on ${formatAddress(address)} (tls ${config.listeners[i].tls}, auth ${config.listeners[i].auth})`,
+      );
     }
-    const http = this.http && config.http ? await this.http.listen(config.http.address.host, config.http.address.port) : null;
-    if (http) this.logger.info(`http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`);
+    const http =
+      this.http && config.http ? await this.http.listen(config.http.address.host, config.http.address.port) : null;
+    if (http)
+      this.logger.info(
+        `http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`,
+      );
     this.addresses = { listeners, http };
     this.startRecovery(startedAt);
     this.trace?.start();
@@ -316,7 +358,13 @@ export class Relay {
 
   private startRecovery(startedAt: number): void {
     const { dir } = this.live.config.spool;
-    const state = { running: Promise.resolve(), checked: 0, stop: false, recovered: false, failed: null as string | null };
+    const state = {
+      running: Promise.resolve(),
+      checked: 0,
+      stop: false,
+      recovered: false,
+      failed: null as string | null,
+    };
     this.recovery = state;
     const began = Date.now();
     state.running = recoverSpool({
@@ -324,7 +372,8 @@ export class Relay {
       startedAt,
       found: (meta, stateFile) => {
         // Into the window if it fits, else counted as waiting on disk for the backlog's passes.
-        if (this.scheduler.load(meta, meta.nextAttemptAt, { onDisk: false })) this.store.rememberForDelivery(meta, stateFile);
+        if (this.scheduler.load(meta, meta.nextAttemptAt, { onDisk: false }))
+          this.store.rememberForDelivery(meta, stateFile);
         else this.scheduler.enqueue(meta, meta.nextAttemptAt);
       },
       onProblem: (id, problem) => this.logger.warn({ queue_id: id }, `${id}: recovery: ${problem}`),
@@ -335,12 +384,18 @@ export class Relay {
         if (state.stop) return;
         state.recovered = true;
         this.backlog.start();
-        this.logger.info(`recovered ${result.queued} queued message(s) from ${dir} in ${((Date.now() - began) / 1000).toFixed(1)}s`);
-        if (result.held > 0) this.logger.info(`${result.held} message(s) on hold in ${dir} (release with smarthop queue release)`);
+        this.logger.info(
+          `recovered ${result.queued} queued message(s) from ${dir} in ${((Date.now() - began) / 1000).toFixed(1)}s`,
+        );
+        if (result.held > 0)
+          this.logger.info(`${result.held} message(s) on hold in ${dir} (release with smarthop queue release)`);
       },
       (err: Error) => {
         state.failed = err.message;
-        this.logger.error({ err }, `queue recovery failed: ${err.message} (queued mail stays on disk; restart the relay once the cause is fixed)`);
+        this.logger.error(
+          { err },
+          `queue recovery failed: ${err.message} (queued mail stays on disk; restart the relay once the cause is fixed)`,
+        );
       },
     );
   }
@@ -353,10 +408,14 @@ export class Relay {
     const file = this.live.config.events?.file;
     if (file === undefined) return;
     const before = this.startedAt;
-    this.replaying = replayRecent(file, { since: Date.now() - 3_600_000, before, keep: this.recentEvents.capacity }, {
-      received: (client, recipients, at) => this.activity.record(client, recipients, at, Date.now()),
-      recent: (events) => this.recentEvents.prepend(events.map((event) => ({ ...event }))),
-    }).catch((err: Error) => {
+    this.replaying = replayRecent(
+      file,
+      { since: Date.now() - 3_600_000, before, keep: this.recentEvents.capacity },
+      {
+        received: (client, recipients, at) => this.activity.record(client, recipients, at, Date.now()),
+        recent: (events) => this.recentEvents.prepend(events.map((event) => ({ ...event }))),
+      },
+    ).catch((err: Error) => {
       const why = `could not read back the last hour (${err.message}); top clients count from now`;
       this.logger.warn({ err }, `events file ${file}: ${why}`);
     });
@@ -420,8 +479,16 @@ export class Relay {
       observer: this.observer,
       log: { info: (message) => this.logger.info(message), warn: (message) => this.logger.warn(message) },
     });
-    const { hosts } = reconcileSmartHosts(running?.config.smarthosts ?? [], running?.smarthosts ?? new Map(), config.smarthosts, (host) => this.createSmartHost(host));
-    const filters: MessageFilter[] = [policy.filter(), new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname })];
+    const { hosts } = reconcileSmartHosts(
+      running?.config.smarthosts ?? [],
+      running?.smarthosts ?? new Map(),
+      config.smarthosts,
+      (host) => this.createSmartHost(host),
+    );
+    const filters: MessageFilter[] = [
+      policy.filter(),
+      new ReenvelopeFilter({ routes: config.routes, hostname: config.hostname }),
+    ];
     if ([...dkim.keys.values()].some((keys) => keys.length > 0)) filters.push(new DkimSigningFilter(dkim.keys));
     return new Live(config, new ClientDirectory(config.clients), hosts, policy, filters);
   }
@@ -436,7 +503,12 @@ export class Relay {
   }
 
   private createSmartHost(config: SmartHostConfig): GuardedSmartHost {
-    return new GuardedSmartHost(config, this.transport(config), new SmartHostQuota(config.name, config.rate_limits, this.quotaCounters), this.observer);
+    return new GuardedSmartHost(
+      config,
+      this.transport(config),
+      new SmartHostQuota(config.name, config.rate_limits, this.quotaCounters),
+      this.observer,
+    );
   }
 
   private transport(config: SmartHostConfig): SmartHostTransport {
@@ -446,7 +518,12 @@ export class Relay {
     return new NodemailerSmartHost(config, this.heloName);
   }
 
-  private labelNames(live: Live): { listeners: string[]; clients: string[]; smarthosts: string[]; rateLimits: { client: string; limit: string }[] } {
+  private labelNames(live: Live): {
+    listeners: string[];
+    clients: string[];
+    smarthosts: string[];
+    rateLimits: { client: string; limit: string }[];
+  } {
     const { config } = live;
     return {
       listeners: config.listeners.map((l) => l.name),

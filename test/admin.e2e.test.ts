@@ -4,7 +4,20 @@ import { stringify } from 'yaml';
 import type { MessageDetail, QueueListing, StatusReport } from '../src/admin/types';
 import type { SmtpSink } from '../src/tools/sink';
 import { runCli } from './helpers/child-relay';
-import { baseConfig, buildConfig, freePort, metricsText, metricValue, removeDir, startRelay, startSink, tempDir, waitFor, waitRecovered, type RunningRelay } from './helpers/harness';
+import {
+  baseConfig,
+  buildConfig,
+  freePort,
+  metricsText,
+  metricValue,
+  removeDir,
+  startRelay,
+  startSink,
+  tempDir,
+  waitFor,
+  waitRecovered,
+  type RunningRelay,
+} from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -36,11 +49,15 @@ describe('admin API and queue commands', () => {
     // Retries an hour apart: only an admin's retry, flush or release makes a deferred message move.
     // The smart host is down on purpose (messages stay queued for the commands to act on); a breaker
     // that never opens keeps its reported state steady while the test reads it.
-    return baseConfig(dir, [{ name: 'primary', port: primaryPort, connect_timeout: '1s', breaker: { failures: 1_000_000, cooldown: '1s' } }], {
-      spool: { dir: path.join(dir, 'spool'), retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
-      http: { address: '127.0.0.1:0', token: TOKEN },
-      ...overrides,
-    });
+    return baseConfig(
+      dir,
+      [{ name: 'primary', port: primaryPort, connect_timeout: '1s', breaker: { failures: 1_000_000, cooldown: '1s' } }],
+      {
+        spool: { dir: path.join(dir, 'spool'), retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
+        http: { address: '127.0.0.1:0', token: TOKEN },
+        ...overrides,
+      },
+    );
   }
 
   async function relay(overrides: Record<string, unknown> = {}): Promise<RunningRelay> {
@@ -54,7 +71,11 @@ describe('admin API and queue commands', () => {
     return sink;
   }
 
-  async function api<T = Record<string, unknown>>(method: string, route: string, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }): Promise<{ status: number; body: T }> {
+  async function api<T = Record<string, unknown>>(
+    method: string,
+    route: string,
+    headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` },
+  ): Promise<{ status: number; body: T }> {
     const res = await fetch(`http://127.0.0.1:${(running as RunningRelay).httpPort}${route}`, { method, headers });
     return { status: res.status, body: (await res.json()) as T };
   }
@@ -68,7 +89,15 @@ describe('admin API and queue commands', () => {
   }
 
   async function deferredCount(n: number): Promise<void> {
-    await waitFor(async () => metricValue(await metricsText((running as RunningRelay).httpPort), 'smarthop_queue_messages{state="deferred"}') === n, 15_000, `${n} deferred`);
+    await waitFor(
+      async () =>
+        metricValue(
+          await metricsText((running as RunningRelay).httpPort),
+          'smarthop_queue_messages{state="deferred"}',
+        ) === n,
+      15_000,
+      `${n} deferred`,
+    );
   }
 
   const files = (folder: string) => readdirSync(path.join(dir, 'spool', folder));
@@ -82,10 +111,17 @@ describe('admin API and queue commands', () => {
     const all = await api<QueueListing>('GET', '/api/queue');
     expect(all.status).toBe(200);
     expect(all.body.messages.map((m) => m.id)).toEqual([a, b]);
-    expect(all.body.messages[0]).toMatchObject({ state: 'deferred', client: 'lan', from: 'app@corp.example', attempts: 1, active: false });
+    expect(all.body.messages[0]).toMatchObject({
+      state: 'deferred',
+      client: 'lan',
+      from: 'app@corp.example',
+      attempts: 1,
+      active: false,
+    });
     expect(all.body.messages[0].last_response).toMatch(/ECONNREFUSED/);
 
-    const ids = async (query: string) => (await api<QueueListing>('GET', `/api/queue?${query}`)).body.messages.map((m) => m.id);
+    const ids = async (query: string) =>
+      (await api<QueueListing>('GET', `/api/queue?${query}`)).body.messages.map((m) => m.id);
     expect(await ids('recipient=@OTHER.example')).toEqual([b]);
     expect(await ids('state=deferred')).toEqual([a, b]);
     expect(await ids('state=ready,held,dead')).toEqual([]);
@@ -108,8 +144,24 @@ describe('admin API and queue commands', () => {
     await deferredCount(1);
     const { status, body } = await api<MessageDetail>('GET', `/api/queue/${id}`);
     expect(status).toBe(200);
-    expect(body).toMatchObject({ id, state: 'deferred', client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default', from: 'app@corp.example', attempts: 1 });
-    expect(body.recipients).toEqual([{ address: 'a@example.com', status: 'pending', smarthost: 'primary', response: expect.stringMatching(/ECONNREFUSED/) }]);
+    expect(body).toMatchObject({
+      id,
+      state: 'deferred',
+      client: 'lan',
+      listener: 'smtp',
+      remote: '127.0.0.1',
+      route: 'default',
+      from: 'app@corp.example',
+      attempts: 1,
+    });
+    expect(body.recipients).toEqual([
+      {
+        address: 'a@example.com',
+        status: 'pending',
+        smarthost: 'primary',
+        response: expect.stringMatching(/ECONNREFUSED/),
+      },
+    ]);
     expect(body.headers.find((h) => h.name === 'Subject')?.value).toBe('show me');
     expect(body.headers[0].name).toBe('Received');
     expect(JSON.stringify(body)).not.toContain(BODY_MARKER);
@@ -123,7 +175,10 @@ describe('admin API and queue commands', () => {
     const first = await send(['a@example.com']);
     await deferredCount(1);
     const sink = await primaryComesUp();
-    expect(await api('POST', `/api/queue/${first}/retry`)).toEqual({ status: 200, body: { id: first, folder: 'queue' } });
+    expect(await api('POST', `/api/queue/${first}/retry`)).toEqual({
+      status: 200,
+      body: { id: first, folder: 'queue' },
+    });
     await waitFor(() => sink.messages.length === 1, 15_000, 'delivery after retry');
     await waitFor(() => files('queue').length === 0, 5000, 'queue to empty');
     expect((await api('POST', `/api/queue/${first}/retry`)).status).toBe(404);
@@ -158,11 +213,25 @@ describe('admin API and queue commands', () => {
     running = null;
     const sink = await primaryComesUp();
     await waitRecovered((await relay()).httpPort);
-    expect((await api<StatusReport>('GET', '/api/status')).body.queue).toMatchObject({ held: 1, ready: 0, active: 0, deferred: 0 });
+    expect((await api<StatusReport>('GET', '/api/status')).body.queue).toMatchObject({
+      held: 1,
+      ready: 0,
+      active: 0,
+      deferred: 0,
+    });
     await send(['after-restart@example.com']);
-    await waitFor(() => sink.messages.length === 1 && files('queue').length === 0, 15_000, 'the delivery of the message sent after the restart');
+    await waitFor(
+      () => sink.messages.length === 1 && files('queue').length === 0,
+      15_000,
+      'the delivery of the message sent after the restart',
+    );
     expect(sink.recipients()).toEqual(['after-restart@example.com']);
-    expect((await api<StatusReport>('GET', '/api/status')).body.queue).toMatchObject({ held: 1, ready: 0, active: 0, deferred: 0 });
+    expect((await api<StatusReport>('GET', '/api/status')).body.queue).toMatchObject({
+      held: 1,
+      ready: 0,
+      active: 0,
+      deferred: 0,
+    });
 
     expect(await api('POST', `/api/queue/${id}/release`)).toEqual({ status: 200, body: { id, folder: 'queue' } });
     await waitFor(() => sink.messages.length === 2, 15_000, 'delivery after release');
@@ -193,7 +262,9 @@ describe('admin API and queue commands', () => {
     const id = await send(['a@example.com', 'b@example.com']);
     await deferredCount(1);
     expect((await api('GET', '/api/smarthosts')).body).toEqual({
-      smarthosts: [{ name: 'primary', relay: `primary[127.0.0.1]:${primaryPort}`, up: true, breaker: 'closed', quota: [] }],
+      smarthosts: [
+        { name: 'primary', relay: `primary[127.0.0.1]:${primaryPort}`, up: true, breaker: 'closed', quota: [] },
+      ],
     });
     const { body } = await api<StatusReport>('GET', '/api/status');
     expect(body.queue).toEqual({ ready: 0, deferred: 1, active: 0, held: 0, dead: 0 });
@@ -205,13 +276,18 @@ describe('admin API and queue commands', () => {
   test('the token is required on /api/ (not on /metrics or /healthz); browser requests and wrong methods are refused', async () => {
     const { httpPort } = await relay();
     expect((await api('GET', '/api/status', {})).status).toBe(401);
-    const wrong = await fetch(`http://127.0.0.1:${httpPort}/api/status`, { headers: { authorization: 'Bearer not-the-token' } });
+    const wrong = await fetch(`http://127.0.0.1:${httpPort}/api/status`, {
+      headers: { authorization: 'Bearer not-the-token' },
+    });
     expect(wrong.status).toBe(401);
     expect(wrong.headers.get('www-authenticate')).toMatch(/^Bearer/);
     expect((await api('GET', '/api/status')).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${httpPort}/metrics`)).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status).toBe(200);
-    expect((await api('POST', '/api/queue/flush', { authorization: `Bearer ${TOKEN}`, origin: 'https://evil.example' })).status).toBe(403);
+    expect(
+      (await api('POST', '/api/queue/flush', { authorization: `Bearer ${TOKEN}`, origin: 'https://evil.example' }))
+        .status,
+    ).toBe(403);
     expect((await api('GET', '/api/queue/flush')).status).toBe(405);
     expect((await api('DELETE', '/api/queue')).status).toBe(405);
     expect((await api('GET', '/api/reload')).status).toBe(405);
@@ -221,7 +297,9 @@ describe('admin API and queue commands', () => {
   test('without a token on loopback the API is open; a non-loopback address without a token is a config error', async () => {
     await relay({ http: { address: '127.0.0.1:0' } });
     expect((await api('GET', '/api/status', {})).status).toBe(200);
-    expect(() => buildConfig(rawConfig({ http: { address: '0.0.0.0:9465' } }), dir)).toThrow(/http\.token: required when http\.address is not loopback/);
+    expect(() => buildConfig(rawConfig({ http: { address: '0.0.0.0:9465' } }), dir)).toThrow(
+      /http\.token: required when http\.address is not loopback/,
+    );
     expect(() => buildConfig(rawConfig({ http: { address: '[::]:9465' } }), dir)).toThrow(/http\.token: required/);
     expect(() => buildConfig(rawConfig({ http: { address: '0.0.0.0:9465', token: TOKEN } }), dir)).not.toThrow();
     expect(() => buildConfig(rawConfig({ http: { address: '[::1]:9465' } }), dir)).not.toThrow();
@@ -245,7 +323,11 @@ describe('admin API and queue commands', () => {
     expect(list.code).toBe(0);
     const lines = list.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^ID\s+STATE\s+AGE\s+SIZE\s+TRIES\s+CLIENT\s+FROM\s+RECIPIENTS\s+LAST RESPONSE$/);
-    expect(lines[1]).toMatch(new RegExp(`^${a}\\s+deferred\\s+\\d+s\\s+\\d+\\s+1\\s+lan\\s+<app@corp.example>\\s+a@example.com\\s+ECONNREFUSED`));
+    expect(lines[1]).toMatch(
+      new RegExp(
+        `^${a}\\s+deferred\\s+\\d+s\\s+\\d+\\s+1\\s+lan\\s+<app@corp.example>\\s+a@example.com\\s+ECONNREFUSED`,
+      ),
+    );
     // Columns are aligned: every row starts its STATE column where the header does.
     expect(lines[2].indexOf('deferred')).toBe(lines[0].indexOf('STATE'));
     expect(lines[3]).toBe('2 message(s): 2 deferred');
@@ -259,9 +341,15 @@ describe('admin API and queue commands', () => {
     expect(show.stdout).not.toContain(BODY_MARKER);
     expect(JSON.parse(showJson.stdout)).toMatchObject({ id: a, state: 'deferred' });
 
-    expect(await runCli(['queue', 'hold', a, b, ...target], env)).toMatchObject({ code: 0, stdout: `${a}: held\n${b}: held\n` });
+    expect(await runCli(['queue', 'hold', a, b, ...target], env)).toMatchObject({
+      code: 0,
+      stdout: `${a}: held\n${b}: held\n`,
+    });
     expect((await runCli(['queue', 'list', '--state', 'held', '--json', ...target], env)).stdout).toContain(a);
-    expect(await runCli(['queue', 'release', b, ...target], env)).toMatchObject({ code: 0, stdout: `${b}: released\n` });
+    expect(await runCli(['queue', 'release', b, ...target], env)).toMatchObject({
+      code: 0,
+      stdout: `${b}: released\n`,
+    });
     await deferredCount(1);
     expect(await runCli(['queue', 'retry', b, ...target], env)).toMatchObject({ code: 0, stdout: `${b}: due now\n` });
     const flush = await runCli(['queue', 'flush', '--json', ...target], env);
@@ -278,7 +366,10 @@ describe('admin API and queue commands', () => {
     expect(status.stdout).toContain('smart hosts: 1 up, 0 down');
     expect(status.stdout).toMatch(/^primary\s+up\s+closed\s+-\s+primary\[127\.0\.0\.1\]/m);
     expect(status.stdout).toMatch(/^lan\s+2\s+2$/m);
-    expect(JSON.parse(statusJson.stdout)).toMatchObject({ hostname: 'relay.test', top_clients: [{ client: 'lan', messages: 2 }] });
+    expect(JSON.parse(statusJson.stdout)).toMatchObject({
+      hostname: 'relay.test',
+      top_clients: [{ client: 'lan', messages: 2 }],
+    });
 
     // This relay was not started from a file: the reload is refused and says why.
     expect(reload.code).toBe(1);
@@ -308,12 +399,22 @@ describe('admin API and queue commands', () => {
     running = null;
 
     const configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(configFile, stringify({ ...rawConfig(), spool: { dir: './spool' }, http: { address: `127.0.0.1:${await freePort()}`, token: '${SMARTHOP_API_TOKEN}' } }));
+    writeFileSync(
+      configFile,
+      stringify({
+        ...rawConfig(),
+        spool: { dir: './spool' },
+        http: { address: `127.0.0.1:${await freePort()}`, token: '${SMARTHOP_API_TOKEN}' },
+      }),
+    );
     const offline = await runCli(['queue', 'list', '-c', configFile, '--json']);
     expect(offline.code).toBe(0);
     expect(offline.stderr).toMatch(/cannot reach the relay's admin API .*reading the spool directly/);
     const listing = JSON.parse(offline.stdout) as QueueListing;
-    expect(listing.messages.map((m) => [m.id, m.state])).toEqual([[a, 'deferred'], [b, 'held']]);
+    expect(listing.messages.map((m) => [m.id, m.state])).toEqual([
+      [a, 'deferred'],
+      [b, 'held'],
+    ]);
     const held = await runCli(['queue', 'list', '-c', configFile, '--state', 'held']);
     expect(held.stdout).toMatch(new RegExp(`^${b}\\s+held`, 'm'));
     expect(existsSync(path.join(dir, 'spool', 'tmp'))).toBe(true); // reading never touches the spool

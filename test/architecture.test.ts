@@ -31,7 +31,10 @@ describe('the layers', () => {
     const doc = readFileSync(path.join(root, 'docs/architecture.md'), 'utf8');
     const rows = new Map<string, string[]>();
     for (const [, folder, imports] of doc.matchAll(/^\| `(\w+)\/` \|[^|]+\|([^|]*)\|$/gm)) {
-      rows.set(folder, [...imports.matchAll(/`(\w+)\/`/g)].map(([, name]) => name));
+      rows.set(
+        folder,
+        [...imports.matchAll(/`(\w+)\/`/g)].map(([, name]) => name),
+      );
     }
     const table = Object.fromEntries(LAYERS.map((layer) => [layer.folder, [...layer.mayImport]]));
     expect(Object.fromEntries(rows)).toEqual(table);
@@ -56,17 +59,20 @@ describe('the check', () => {
 
   test('finds imports against the layers, of every form, and lets the allowed ones pass', () => {
     write('spool/store.ts', "import type { Observer } from '../observe/events';\nexport class SpoolStore {}\n");
-    write('observe/events.ts', "export interface Observer { emit(): void }\n");
-    write('ingress/session.ts', [
-      "import type { Dispatcher } from '../forward/dispatcher';",
-      "export { chooseRoute } from '../forward/router';",
-      "export * from '../policy/engine';",
-      "type Later = typeof import('../lifecycle/reload');",
-      "import { SpoolStore } from '../spool/store';",
-      "import { VERSION } from '../version';",
-      "import { Relay } from '../relay';",
-      '',
-    ].join('\n'));
+    write('observe/events.ts', 'export interface Observer { emit(): void }\n');
+    write(
+      'ingress/session.ts',
+      [
+        "import type { Dispatcher } from '../forward/dispatcher';",
+        "export { chooseRoute } from '../forward/router';",
+        "export * from '../policy/engine';",
+        "type Later = typeof import('../lifecycle/reload');",
+        "import { SpoolStore } from '../spool/store';",
+        "import { VERSION } from '../version';",
+        "import { Relay } from '../relay';",
+        '',
+      ].join('\n'),
+    );
     write('config/schema.ts', "import type { AddressMatcher } from '../policy/address-match';\n");
     write('version.ts', "export const VERSION = '1';\n");
     write('relay.ts', "import { SpoolStore } from './spool/store';\nimport './cli';\n");
@@ -83,15 +89,18 @@ describe('the check', () => {
   });
 
   test('finds lazy loads, run-time tricks, private entry points outside their adapter, stray files', () => {
-    write('policy/engine.ts', [
-      "const scan = require('./mime-scan') as typeof import('./mime-scan');",
-      "const later = import('./rules');",
-      "for (const file of Object.keys(require.cache)) delete require.cache[file];",
-      "import { setFlagsFromString } from 'node:v8';",
-      "import addressparser from 'nodemailer/lib/addressparser';",
-      "const resolved = require.resolve('yaml');",
-      '',
-    ].join('\n'));
+    write(
+      'policy/engine.ts',
+      [
+        "const scan = require('./mime-scan') as typeof import('./mime-scan');",
+        "const later = import('./rules');",
+        'for (const file of Object.keys(require.cache)) delete require.cache[file];',
+        "import { setFlagsFromString } from 'node:v8';",
+        "import addressparser from 'nodemailer/lib/addressparser';",
+        "const resolved = require.resolve('yaml');",
+        '',
+      ].join('\n'),
+    );
     write('nodemailer-adapter.ts', "import MimeNode from 'nodemailer/lib/mime-node';\n");
     write('memory/streamed-garbage.ts', 'export {};\n');
     expect(architectureViolations(dir).map((v) => `${v.file}:${v.line}: ${v.message.split(':')[0]}`)).toEqual([
@@ -101,7 +110,7 @@ describe('the check', () => {
       'policy/engine.ts:3: require.cache',
       'policy/engine.ts:3: require.cache',
       'policy/engine.ts:4: setFlagsFromString from node',
-      'policy/engine.ts:5: nodemailer/lib/addressparser is below the library\'s public API',
+      "policy/engine.ts:5: nodemailer/lib/addressparser is below the library's public API",
     ]);
   });
 });

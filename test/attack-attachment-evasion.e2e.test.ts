@@ -59,10 +59,14 @@ function withHeaders(extra: string[], body: string): string {
 }
 
 const evasions: Record<string, string> = {
-  'the whole message is message/rfc822 with invoice.exe inside':
-    withHeaders(['Content-Type: message/rfc822'], innerWithExe),
-  'the whole message is message/global with invoice.exe inside':
-    withHeaders(['Content-Type: message/global'], innerWithExe),
+  'the whole message is message/rfc822 with invoice.exe inside': withHeaders(
+    ['Content-Type: message/rfc822'],
+    innerWithExe,
+  ),
+  'the whole message is message/global with invoice.exe inside': withHeaders(
+    ['Content-Type: message/global'],
+    innerWithExe,
+  ),
   'multipart/digest part without Content-Type (message/rfc822 by default) holding invoice.exe': withHeaders(
     ['Content-Type: multipart/digest; boundary="d1"'],
     `--d1\r\n\r\n${innerWithExe}--d1--\r\n`,

@@ -48,7 +48,7 @@ describe('attack: AUTH storm from many strangers', () => {
     return client;
   }
 
-  test('a trusted client\'s 250 and a trusted AUTH\'s 235 do not wait for 40 strangers\' wrong AUTHs', async () => {
+  test("a trusted client's 250 and a trusted AUTH's 235 do not wait for 40 strangers' wrong AUTHs", async () => {
     const strangers: RawSmtpClient[] = [];
     for (let i = 0; i < STRANGERS; i++) strangers.push(await tlsSession(`127.0.1.${i + 1}`));
     const trustedAuth = await tlsSession('127.0.0.1');

@@ -110,10 +110,16 @@ describe('attack: implicit TLS handshake slots', () => {
 describe('attack: implicit TLS handshake slots, the handshake deadline', () => {
   const t = relayPerDescribe(async (dir) => ({
     tls: makeCertificate(dir),
-    listeners: [{
-      name: 'smtps', address: '127.0.0.1:0', tls: 'implicit', auth: 'optional',
-      handshake_timeout: '1s', socket_timeout: '5m',
-    }],
+    listeners: [
+      {
+        name: 'smtps',
+        address: '127.0.0.1:0',
+        tls: 'implicit',
+        auth: 'optional',
+        handshake_timeout: '1s',
+        socket_timeout: '5m',
+      },
+    ],
   }));
 
   test('a connection that never starts its handshake is closed at handshake_timeout, not socket_timeout', async () => {

@@ -19,14 +19,18 @@ import { AddressGuard } from '../src/policy/address-guard';
  */
 
 function guard() {
-  const result = parseConfig({
-    hostname: 'relay.test',
-    spool: { dir: './spool' },
-    listeners: [{ name: 'smtp', address: '[::]:2525' }],
-    clients: [{ name: 'erp', networks: ['2001:db8:1::10/128'] }],
-    routes: { default: { smarthosts: ['primary'] } },
-    smarthosts: [{ name: 'primary', host: 'smtp.example', port: 587 }],
-  }, '/etc', {});
+  const result = parseConfig(
+    {
+      hostname: 'relay.test',
+      spool: { dir: './spool' },
+      listeners: [{ name: 'smtp', address: '[::]:2525' }],
+      clients: [{ name: 'erp', networks: ['2001:db8:1::10/128'] }],
+      routes: { default: { smarthosts: ['primary'] } },
+      smarthosts: [{ name: 'primary', host: 'smtp.example', port: 587 }],
+    },
+    '/etc',
+    {},
+  );
   if (!result.ok) throw new Error(result.errors.join('\n'));
   return new AddressGuard({
     limits: result.config.limits,
@@ -39,7 +43,7 @@ function guard() {
 const attacker = '2001:db8:1::66';
 const webshop = '2001:db8:1::20';
 
-describe('attack: one IPv6 host spends its /64 neighbours\' budgets', () => {
+describe("attack: one IPv6 host spends its /64 neighbours' budgets", () => {
   test('ten wrong passwords from one host do not lock another host of the LAN out', async () => {
     const g = guard();
     for (let i = 0; i < 10; i++) {

@@ -133,7 +133,7 @@ describe('AddressGuard with a clock of its own', () => {
     expect((await g.authenticate(from('192.0.2.50'), right)).kind).toBe('success');
   });
 
-  test('an IPv6 host moving within its /64 gets ipv6_hosts_per_prefix hosts\' guesses, then the /64 is locked', async () => {
+  test("an IPv6 host moving within its /64 gets ipv6_hosts_per_prefix hosts' guesses, then the /64 is locked", async () => {
     const { g } = guard({ auth_failures: { max: 2, delay: '0s' }, ipv6_hosts_per_prefix: 3 });
     for (let i = 1; i <= 5; i++) {
       const outcome = await g.authenticate(from(`2001:db8:1:2::${i}`, `x${i}`, '(unknown)'), wrong);
@@ -223,12 +223,16 @@ describe('AddressGuard with a clock of its own', () => {
   });
 });
 
-describe('AUTH budgets: a username\'s known addresses', () => {
+describe("AUTH budgets: a username's known addresses", () => {
   test('made-up usernames cannot push a known address out of a bounded memory: it stays exempt', async () => {
-    const result = parseConfig(minimal({
-      auth_failures: { max: 1000, delay: '0s' },
-      auth_failures_per_username: { slow_after: 1, max: 2, delay: '0s' },
-    }), '/etc', {});
+    const result = parseConfig(
+      minimal({
+        auth_failures: { max: 1000, delay: '0s' },
+        auth_failures_per_username: { slow_after: 1, max: 2, delay: '0s' },
+      }),
+      '/etc',
+      {},
+    );
     if (!result.ok) throw new Error(result.errors.join('\n'));
     const g = new AddressGuard({
       limits: result.config.limits,
@@ -247,6 +251,9 @@ describe('AUTH budgets: a username\'s known addresses', () => {
     // webshop's own budget spent from elsewhere: refused there, still accepted from its known address.
     for (let i = 0; i < 2; i++) await g.authenticate(attempt('203.0.113.1', 'webshop'), wrong);
     expect((await g.authenticate(attempt('203.0.113.2', 'webshop'), right)).kind).toBe('refused');
-    expect(await g.authenticate(attempt('192.0.2.80', 'webshop'), right)).toEqual({ kind: 'success', value: 'webshop' });
+    expect(await g.authenticate(attempt('192.0.2.80', 'webshop'), right)).toEqual({
+      kind: 'success',
+      value: 'webshop',
+    });
   });
 });

@@ -12,7 +12,15 @@ import type { SinkMessage } from '../src/tools/sink';
 /** The benchmark's pure parts: what it counts, what it configures, how it reads a profile. */
 
 function arrival(...to: string[]): SinkMessage {
-  return { from: 'bench@bench.localhost', to, data: Buffer.from(''), messageId: '<same@vm>', secure: false, authUser: null, bodyType: '7bit' };
+  return {
+    from: 'bench@bench.localhost',
+    to,
+    data: Buffer.from(''),
+    messageId: '<same@vm>',
+    secure: false,
+    authUser: null,
+    bodyType: '7bit',
+  };
 }
 
 describe('RecipientTally: the sink counts each phase by unique recipient', () => {
@@ -36,7 +44,9 @@ describe('RecipientTally: the sink counts each phase by unique recipient', () =>
     tally.record(arrival('1rcpt@d.example', '2rcpt@d.example'));
     tally.record(arrival('probe-0@d.example'));
     await expect(waiting).resolves.toEqual({ complete: true, reason: '' });
-    await expect(new RecipientTally('d.example').waitFor(1, [], 300, Date.now() + 5_000, () => null)).resolves.toMatchObject({ complete: false });
+    await expect(
+      new RecipientTally('d.example').waitFor(1, [], 300, Date.now() + 5_000, () => null),
+    ).resolves.toMatchObject({ complete: false });
   });
 });
 
@@ -62,7 +72,10 @@ describe('the private Postfix configuration', () => {
 });
 
 test('smtp-source gets numbered recipients, one message per session (no -d) and a loopback target', () => {
-  const args = smtpSourceArgs({ messages: 5000, sessions: 20, payloadBytes: 10240, from: 'b@x', to: 'rcpt@y', heloName: 'x' }, 2525);
+  const args = smtpSourceArgs(
+    { messages: 5000, sessions: 20, payloadBytes: 10240, from: 'b@x', to: 'rcpt@y', heloName: 'x' },
+    2525,
+  );
   expect(args).toContain('-N');
   expect(args).not.toContain('-d');
   expect(args.slice(0, 6)).toEqual(['-s', '20', '-m', '5000', '-l', '10240']);
@@ -73,27 +86,70 @@ test('median and the aligned table', () => {
   expect(median([3, 1, 2])).toBe(2);
   expect(median([4, 1, 2, 3])).toBe(2.5);
   expect(median([])).toBeNull();
-  expect(alignedTable(['round', 'value'], [['1', '5.0'], ['median', '12.5']])).toBe('round    value\n1          5.0\nmedian    12.5\n');
+  expect(
+    alignedTable(
+      ['round', 'value'],
+      [
+        ['1', '5.0'],
+        ['median', '12.5'],
+      ],
+    ),
+  ).toBe('round    value\n1          5.0\nmedian    12.5\n');
 });
 
-describe('the comparison pools every round\'s probes', () => {
+describe("the comparison pools every round's probes", () => {
   const phase = (target: 'smarthop' | 'postfix', round: number, latenciesMs: number[]): PhaseResult => ({
-    target, round, messages: 100, delivered: 100, missing: 0, duplicated: 0, unexpected: 0, generatorOk: true,
-    endToEndRate: 100, endToEndMs: 1000, acceptRate: 100,
-    probe: { sent: latenciesMs.length, accepted: latenciesMs.length, missing: 0, failures: 0, skipped: 0, latencyMs: latency(latenciesMs), latenciesMs },
-    memory: { pssMaxBytes: 1, processesMax: 1, vmHwmBytes: 1 }, cpu: { seconds: 1, msPerMessage: 1 }, mainThread: null, notes: [],
+    target,
+    round,
+    messages: 100,
+    delivered: 100,
+    missing: 0,
+    duplicated: 0,
+    unexpected: 0,
+    generatorOk: true,
+    endToEndRate: 100,
+    endToEndMs: 1000,
+    acceptRate: 100,
+    probe: {
+      sent: latenciesMs.length,
+      accepted: latenciesMs.length,
+      missing: 0,
+      failures: 0,
+      skipped: 0,
+      latencyMs: latency(latenciesMs),
+      latenciesMs,
+    },
+    memory: { pssMaxBytes: 1, processesMax: 1, vmHwmBytes: 1 },
+    cpu: { seconds: 1, msPerMessage: 1 },
+    mainThread: null,
+    notes: [],
   });
   // 100 probes a round: 99 fast ones and one slow, except in round 3, where 5 of them are slow.
-  const probes = (fast: number, slow: number, slowCount: number) => [...Array<number>(100 - slowCount).fill(fast), ...Array<number>(slowCount).fill(slow)];
+  const probes = (fast: number, slow: number, slowCount: number) => [
+    ...Array<number>(100 - slowCount).fill(fast),
+    ...Array<number>(slowCount).fill(slow),
+  ];
   const rounds = [probes(2, 50, 1), probes(3, 60, 1), probes(4, 70, 5)].map((latencies, i) => {
     const smarthop = phase('smarthop', i + 1, latencies);
-    const postfix = phase('postfix', i + 1, latencies.map((ms) => ms * 2));
+    const postfix = phase(
+      'postfix',
+      i + 1,
+      latencies.map((ms) => ms * 2),
+    );
     return { round: i + 1, smarthop, postfix, ratios: ratios(smarthop, postfix) };
   });
-  const load = { messages: 100, payloadBytes: 10, sessions: 1, generator: 'smtp-source', probeRate: 20, rounds: 3, warmup: 0 };
+  const load = {
+    messages: 100,
+    payloadBytes: 10,
+    sessions: 1,
+    generator: 'smtp-source',
+    probeRate: 20,
+    rounds: 3,
+    warmup: 0,
+  };
   const report = buildComparison(load, { cpus: 2, node: 'v20', postfix: '3.7' }, null, rounds);
 
-  test('the p99 over all rounds\' probes is taken from every sample, not from the rounds\' p99s', () => {
+  test("the p99 over all rounds' probes is taken from every sample, not from the rounds' p99s", () => {
     // Per round the p99 (nearest rank: the 99th of 100) is 2, 3 and 70: their median is 3.
     expect(report.median.smarthop.latencyP99Ms).toBe(3);
     // Together: 300 probes, 7 of them slow; the 297th is one of round 3's slow ones.
@@ -102,21 +158,33 @@ describe('the comparison pools every round\'s probes', () => {
     const text = formatComparison(report);
     // Right under the p99 table, before the next one.
     const p99Table = text.indexOf('accept latency p99, ms');
-    const pooled = text.indexOf("every round's probes together, ms: smarthop p50 3.0  p99 70.0  max 70.0 (300 probes); postfix p50 6.0  p99 140.0");
+    const pooled = text.indexOf(
+      "every round's probes together, ms: smarthop p50 3.0  p99 70.0  max 70.0 (300 probes); postfix p50 6.0  p99 140.0",
+    );
     expect(p99Table).toBeGreaterThan(-1);
     expect(pooled).toBeGreaterThan(p99Table);
     expect(text.slice(p99Table, pooled)).toMatch(/\nmedian {2,}3\.0 {2,}6\.0 {2,}0\.50x\n$/);
   });
 
   test('percentiles are nearest-rank: p99 of 200 samples is the third largest, p50 the 100th', () => {
-    expect(latency(Array.from({ length: 200 }, (_, i) => i + 1))).toEqual({ p50: 100, p99: 198, max: 200, samples: 200 });
+    expect(latency(Array.from({ length: 200 }, (_, i) => i + 1))).toEqual({
+      p50: 100,
+      p99: 198,
+      max: 200,
+      samples: 200,
+    });
     expect(latency([])).toBeNull();
   });
 });
 
 describe('summarizeProfile', () => {
   // root -> main -> write (native, 30 hits); root -> other -> write (10); main: 20 self; idle 40; gc 20
-  const frame = (functionName: string, url: string, lineNumber = 0) => ({ functionName, url, lineNumber, columnNumber: 0 });
+  const frame = (functionName: string, url: string, lineNumber = 0) => ({
+    functionName,
+    url,
+    lineNumber,
+    columnNumber: 0,
+  });
   const profile: CpuProfile = {
     startTime: 0,
     endTime: 120_000,
@@ -148,14 +216,22 @@ describe('summarizeProfile', () => {
     expect(summary.top[1]).toMatchObject({ location: 'dist/src/relay.js:10', area: 'smarthop' });
     expect(summary.areas.map((a) => a.area)).toEqual(['v8/native', 'smarthop']);
     // The native write is charged to its callers (30 hits to smarthop's main, 10 to smtp-server); GC has no caller.
-    expect(summary.attributed.map((a) => [a.area, a.selfMs])).toEqual([['smarthop', 50], ['v8/native', 20], ['smtp-server', 10]]);
+    expect(summary.attributed.map((a) => [a.area, a.selfMs])).toEqual([
+      ['smarthop', 50],
+      ['v8/native', 20],
+      ['smtp-server', 10],
+    ]);
   });
 });
 
 describe('benchConfigYaml: the relay config the bench writes', () => {
   const ports = { smtp: 2525, http: 9465, sink: 2601 };
   const load = (state: Parameters<typeof benchConfigYaml>[3]) => {
-    const result = parseConfig(parseYaml(benchConfigYaml('/tmp/bench-dir', ports, 1_000_000, state)), '/tmp/bench-dir', {});
+    const result = parseConfig(
+      parseYaml(benchConfigYaml('/tmp/bench-dir', ports, 1_000_000, state)),
+      '/tmp/bench-dir',
+      {},
+    );
     if (!result.ok) throw new Error(`bench config refused: ${JSON.stringify(result)}`);
     return result.config;
   };

@@ -24,11 +24,21 @@ function minimal(overrides: Record<string, unknown> = {}): Record<string, unknow
 
 describe('units', () => {
   test.each([
-    ['25MiB', 25 * 1024 * 1024], ['512KiB', 512 * 1024], ['1024', 1024], [2048, 2048], ['10MB', 10_000_000], ['1.5GiB', 1.5 * 1024 ** 3],
+    ['25MiB', 25 * 1024 * 1024],
+    ['512KiB', 512 * 1024],
+    ['1024', 1024],
+    [2048, 2048],
+    ['10MB', 10_000_000],
+    ['1.5GiB', 1.5 * 1024 ** 3],
   ])('size %p = %p bytes', (input, bytes) => expect(parseSize(input)).toBe(bytes));
   test.each(['ten', '10XB', '-1', ''])('size %p is refused', (input) => expect(parseSize(input)).toBeUndefined());
   test.each([
-    ['30s', 30_000], ['5m', 300_000], ['1h', 3_600_000], ['5d', 432_000_000], ['250ms', 250], [45, 45_000],
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['5d', 432_000_000],
+    ['250ms', 250],
+    [45, 45_000],
   ])('duration %p = %p ms', (input, ms) => expect(parseDuration(input)).toBe(ms));
   test.each(['soon', '5w', '-3s'])('duration %p is refused', (input) => expect(parseDuration(input)).toBeUndefined());
   test('host:port and [v6]:port', () => {
@@ -47,19 +57,39 @@ describe('config contract', () => {
     expect(config.spool.dir).toBe('/etc/smarthop/spool');
     expect(config.max_message_size).toBe(25 * 1024 * 1024);
     expect(config.spool.retry).toEqual({ initial: 30_000, max: 3_600_000, factor: 2 });
-    expect(config.listeners[0]).toMatchObject({ tls: 'none', auth: 'optional', line_endings: 'normalize', allow_insecure_auth: false });
+    expect(config.listeners[0]).toMatchObject({
+      tls: 'none',
+      auth: 'optional',
+      line_endings: 'normalize',
+      allow_insecure_auth: false,
+    });
     expect(config.smarthosts[0]).toMatchObject({ tls: 'starttls', tls_verify: true, priority: 10, weight: 1 });
   });
 
   test('${ENV} and ${ENV:-default} are taken from the environment; a whole-value reference keeps its YAML type', () => {
     const raw = minimal({
       hostname: '${RELAY_NAME:-fallback.example}',
-      smarthosts: [{ name: 'primary', host: '${SMART_HOST}', port: '${SMART_PORT:-587}', auth: { user: '${SMART_USER}', pass: 'p-${SMART_PASS}' } }],
+      smarthosts: [
+        {
+          name: 'primary',
+          host: '${SMART_HOST}',
+          port: '${SMART_PORT:-587}',
+          auth: { user: '${SMART_USER}', pass: 'p-${SMART_PASS}' },
+        },
+      ],
     });
-    const result = parseConfig(raw, '/etc', { SMART_HOST: 'smtp.ses.example', SMART_USER: 'AKIA', SMART_PASS: 's#cr:t' });
+    const result = parseConfig(raw, '/etc', {
+      SMART_HOST: 'smtp.ses.example',
+      SMART_USER: 'AKIA',
+      SMART_PASS: 's#cr:t',
+    });
     if (!result.ok) throw new Error(result.errors.join('\n'));
     expect(result.config.hostname).toBe('fallback.example');
-    expect(result.config.smarthosts[0]).toMatchObject({ host: 'smtp.ses.example', port: 587, auth: { user: 'AKIA', pass: 'p-s#cr:t' } });
+    expect(result.config.smarthosts[0]).toMatchObject({
+      host: 'smtp.ses.example',
+      port: 587,
+      auth: { user: 'AKIA', pass: 'p-s#cr:t' },
+    });
   });
 
   test('every error is reported with its path in bracket form', () => {
@@ -91,49 +121,100 @@ describe('config contract', () => {
 
   test('cross-references are checked: policies, routes, smart hosts, TLS material, duplicate names', () => {
     const raw = minimal({
-      listeners: [{ name: 'sub', address: '0.0.0.0:587', tls: 'starttls' }, { name: 'sub', address: '0.0.0.0:588' }],
+      listeners: [
+        { name: 'sub', address: '0.0.0.0:587', tls: 'starttls' },
+        { name: 'sub', address: '0.0.0.0:588' },
+      ],
       clients: [{ name: 'app', username: 'app', password_hash: 'scrypt$16384$8$1$c2FsdA==$a2V5', policy: 'nope' }],
       routes: { other: { smarthosts: ['ghost'] } },
     });
     const result = parseConfig(raw, '/etc', {});
     const errors = result.ok ? [] : result.errors;
-    expect(errors).toEqual(expect.arrayContaining([
-      'listeners[0].tls: tls: starttls needs the top-level tls.cert and tls.key',
-      'listeners[1].name: duplicate name "sub" (also listeners[0])',
-      'clients[0].policy: no policy named "nope" under policies',
-      'routes.other.smarthosts[0]: no smart host named "ghost" under smarthosts',
-    ]));
+    expect(errors).toEqual(
+      expect.arrayContaining([
+        'listeners[0].tls: tls: starttls needs the top-level tls.cert and tls.key',
+        'listeners[1].name: duplicate name "sub" (also listeners[0])',
+        'clients[0].policy: no policy named "nope" under policies',
+        'routes.other.smarthosts[0]: no smart host named "ghost" under smarthosts',
+      ]),
+    );
   });
 
   test('smart-host and listener keys of issue 5: defaults, relative ca, oauth2 and quotas', () => {
-    const result = parseConfig(minimal({
-      listeners: [{ name: 'smtp', address: '127.0.0.1:2525', delivery: 'inline', inline_timeout: '3s' }],
-      bounce_copy_to: 'postmaster@corp.example',
-      smarthosts: [
-        { name: 'primary', host: 'smtp.example', port: 587, ca: './ca.pem', rate_limits: [{ window: '1m', messages: 30 }, { window: '1d', recipients: 10000 }], breaker: { failures: 5 } },
-        { name: 'm365', host: 'smtp.office365.com', port: 587, auth: { type: 'oauth2', user: 'relay@corp.example', token_url: 'https://login.microsoftonline.com/t/oauth2/v2.0/token', client_id: 'id', client_secret: '${SECRET}', scope: 'https://outlook.office365.com/.default' } },
-      ],
-    }), '/etc/smarthop', { SECRET: 'shh' });
+    const result = parseConfig(
+      minimal({
+        listeners: [{ name: 'smtp', address: '127.0.0.1:2525', delivery: 'inline', inline_timeout: '3s' }],
+        bounce_copy_to: 'postmaster@corp.example',
+        smarthosts: [
+          {
+            name: 'primary',
+            host: 'smtp.example',
+            port: 587,
+            ca: './ca.pem',
+            rate_limits: [
+              { window: '1m', messages: 30 },
+              { window: '1d', recipients: 10000 },
+            ],
+            breaker: { failures: 5 },
+          },
+          {
+            name: 'm365',
+            host: 'smtp.office365.com',
+            port: 587,
+            auth: {
+              type: 'oauth2',
+              user: 'relay@corp.example',
+              token_url: 'https://login.microsoftonline.com/t/oauth2/v2.0/token',
+              client_id: 'id',
+              client_secret: '${SECRET}',
+              scope: 'https://outlook.office365.com/.default',
+            },
+          },
+        ],
+      }),
+      '/etc/smarthop',
+      { SECRET: 'shh' },
+    );
     if (!result.ok) throw new Error(result.errors.join('\n'));
     const { config } = result;
     expect(config.listeners[0]).toMatchObject({ delivery: 'inline', inline_timeout: 3000 });
     expect(config.bounce_copy_to).toBe('postmaster@corp.example');
-    expect(config.smarthosts[0]).toMatchObject({ ca: '/etc/smarthop/ca.pem', rate_limits: [{ window: 60_000, messages: 30 }, { window: 86_400_000, recipients: 10_000 }], breaker: { failures: 5, cooldown: 30_000 } });
+    expect(config.smarthosts[0]).toMatchObject({
+      ca: '/etc/smarthop/ca.pem',
+      rate_limits: [
+        { window: 60_000, messages: 30 },
+        { window: 86_400_000, recipients: 10_000 },
+      ],
+      breaker: { failures: 5, cooldown: 30_000 },
+    });
     expect(config.smarthosts[1].ca).toBeUndefined();
-    expect(config.smarthosts[1]).toMatchObject({ rate_limits: [], breaker: { failures: 3, cooldown: 30_000 }, auth: { type: 'oauth2', client_secret: 'shh' } });
+    expect(config.smarthosts[1]).toMatchObject({
+      rate_limits: [],
+      breaker: { failures: 3, cooldown: 30_000 },
+      auth: { type: 'oauth2', client_secret: 'shh' },
+    });
     const defaults = parseConfig(minimal(), '/etc', {});
     expect(defaults.ok && defaults.config.listeners[0]).toMatchObject({ delivery: 'queue', inline_timeout: 5000 });
   });
 
   test('smart-host mistakes are refused with their path', () => {
-    const shape = parseConfig(minimal({
-      listeners: [{ name: 'smtp', address: '127.0.0.1:2525', delivery: 'sometimes' }],
-      bounce_copy_to: 'postmaster',
-      smarthosts: [
-        { name: 'primary', host: 'smtp.example', port: 587, rate_limits: [{ window: '1m' }] },
-        { name: 'm365', host: 'smtp.example', port: 587, auth: { type: 'oauth2', user: 'u', token_url: 'ftp://x', client_id: 'id', client_secret: 's' } },
-      ],
-    }), '/etc', {});
+    const shape = parseConfig(
+      minimal({
+        listeners: [{ name: 'smtp', address: '127.0.0.1:2525', delivery: 'sometimes' }],
+        bounce_copy_to: 'postmaster',
+        smarthosts: [
+          { name: 'primary', host: 'smtp.example', port: 587, rate_limits: [{ window: '1m' }] },
+          {
+            name: 'm365',
+            host: 'smtp.example',
+            port: 587,
+            auth: { type: 'oauth2', user: 'u', token_url: 'ftp://x', client_id: 'id', client_secret: 's' },
+          },
+        ],
+      }),
+      '/etc',
+      {},
+    );
     expect(shape.ok ? [] : shape.errors).toEqual([
       'listeners[0].delivery: Invalid option: expected one of "queue"|"inline"',
       'bounce_copy_to: expected an email address',
@@ -141,13 +222,39 @@ describe('config contract', () => {
       'smarthosts[1].auth.token_url: expected an http(s) URL of the OAuth2 token endpoint',
     ]);
     // Checks across keys run once every value has its shape.
-    const across = parseConfig(minimal({
-      routes: { default: { smarthosts: ['primary', 'm365'] } },
-      smarthosts: [
-        { name: 'primary', host: 'smtp.example', port: 587, tls: 'none', ca: './ca.pem', rate_limits: [{ window: '60s', messages: 1 }, { window: '1m', messages: 2, recipients: 9 }] },
-        { name: 'm365', host: 'smtp.example', port: 25, tls: 'none', auth: { type: 'oauth2', user: 'u', token_url: 'https://login.example/token', client_id: 'id', client_secret: 's' } },
-      ],
-    }), '/etc', {});
+    const across = parseConfig(
+      minimal({
+        routes: { default: { smarthosts: ['primary', 'm365'] } },
+        smarthosts: [
+          {
+            name: 'primary',
+            host: 'smtp.example',
+            port: 587,
+            tls: 'none',
+            ca: './ca.pem',
+            rate_limits: [
+              { window: '60s', messages: 1 },
+              { window: '1m', messages: 2, recipients: 9 },
+            ],
+          },
+          {
+            name: 'm365',
+            host: 'smtp.example',
+            port: 25,
+            tls: 'none',
+            auth: {
+              type: 'oauth2',
+              user: 'u',
+              token_url: 'https://login.example/token',
+              client_id: 'id',
+              client_secret: 's',
+            },
+          },
+        ],
+      }),
+      '/etc',
+      {},
+    );
     expect(across.ok ? [] : across.errors).toEqual([
       'smarthosts[0].ca: only meaningful with tls: starttls or implicit',
       'smarthosts[0].rate_limits[1]: a second messages limit for the same window',
@@ -263,10 +370,7 @@ describe('config contract', () => {
     const across = parseConfig(
       minimal({
         routes: { default: { smarthosts: ['a', 'b'] } },
-        smarthosts: [
-          noCredential,
-          bothCredentials,
-        ],
+        smarthosts: [noCredential, bothCredentials],
       }),
       '/etc',
       {},
@@ -284,28 +388,53 @@ describe('config contract', () => {
     expect(defaults.config.state).toEqual({ store: 'memory' });
     expect(defaults.config.listeners[0]).toMatchObject({ proxy_protocol: false, trusted_proxies: [] });
 
-    const fleet = parseConfig(minimal({
-      listeners: [{ name: 'lb', address: '0.0.0.0:2525', proxy_protocol: true, trusted_proxies: ['10.0.0.5/32', 'fd00::5'] }],
-      state: { store: 'redis', redis: { url: 'redis://:${REDIS_PASS}@10.0.0.7:6379/2' }, fleet_size: 3 },
-    }), '/etc', { REDIS_PASS: 'secret' });
+    const fleet = parseConfig(
+      minimal({
+        listeners: [
+          { name: 'lb', address: '0.0.0.0:2525', proxy_protocol: true, trusted_proxies: ['10.0.0.5/32', 'fd00::5'] },
+        ],
+        state: { store: 'redis', redis: { url: 'redis://:${REDIS_PASS}@10.0.0.7:6379/2' }, fleet_size: 3 },
+      }),
+      '/etc',
+      { REDIS_PASS: 'secret' },
+    );
     if (!fleet.ok) throw new Error(fleet.errors.join('\n'));
-    expect(fleet.config.state).toEqual({ store: 'redis', redis: { url: 'redis://:secret@10.0.0.7:6379/2', key_prefix: 'smarthop:', command_timeout: 500, connect_timeout: 2000 }, fleet_size: 3 });
-    expect(fleet.config.listeners[0].trusted_proxies.map(([address, bits]) => `${address.toString()}/${bits}`)).toEqual(['10.0.0.5/32', 'fd00::5/128']);
+    expect(fleet.config.state).toEqual({
+      store: 'redis',
+      redis: {
+        url: 'redis://:secret@10.0.0.7:6379/2',
+        key_prefix: 'smarthop:',
+        command_timeout: 500,
+        connect_timeout: 2000,
+      },
+      fleet_size: 3,
+    });
+    expect(fleet.config.listeners[0].trusted_proxies.map(([address, bits]) => `${address.toString()}/${bits}`)).toEqual(
+      ['10.0.0.5/32', 'fd00::5/128'],
+    );
 
-    const mistakes = parseConfig(minimal({
-      listeners: [
-        { name: 'lb', address: '0.0.0.0:2525', proxy_protocol: true },
-        { name: 'direct', address: '0.0.0.0:2526', trusted_proxies: ['10.0.0.5'] },
-      ],
-      state: { store: 'redis' },
-    }), '/etc', {});
+    const mistakes = parseConfig(
+      minimal({
+        listeners: [
+          { name: 'lb', address: '0.0.0.0:2525', proxy_protocol: true },
+          { name: 'direct', address: '0.0.0.0:2526', trusted_proxies: ['10.0.0.5'] },
+        ],
+        state: { store: 'redis' },
+      }),
+      '/etc',
+      {},
+    );
     expect(mistakes.ok ? [] : mistakes.errors).toEqual([
       'state.redis: required with store: redis ({ url: redis://host:6379 })',
       'state.fleet_size: required with store: redis: how many relays share the limits (while Redis is unreachable each enforces 1/fleet_size of every limit)',
       'listeners[0].trusted_proxies: required with proxy_protocol: true (the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])',
       'listeners[1].trusted_proxies: only meaningful with proxy_protocol: true',
     ]);
-    const url = parseConfig(minimal({ state: { store: 'redis', redis: { url: 'http://10.0.0.7' }, fleet_size: 0 } }), '/etc', {});
+    const url = parseConfig(
+      minimal({ state: { store: 'redis', redis: { url: 'http://10.0.0.7' }, fleet_size: 0 } }),
+      '/etc',
+      {},
+    );
     expect(url.ok ? [] : url.errors).toEqual([
       'state.redis.url: expected a redis:// or rediss:// URL like redis://10.0.0.5:6379/0',
       'state.fleet_size: Too small: expected number to be >=1',
@@ -326,13 +455,21 @@ describe('config contract', () => {
 describe('ClientDirectory.byAddress: the network client of a source address', () => {
   /** `lookups.count`: how many times a client's networks were searched. */
   function directory(lookups = { count: 0 }) {
-    const result = parseConfig(minimal({
-      clients: [{ name: 'one-host', networks: ['127.0.0.1/32'] }, { name: 'lan', networks: ['10.0.0.0/8', 'fd00::/8'] }],
-    }), ROOT);
+    const result = parseConfig(
+      minimal({
+        clients: [
+          { name: 'one-host', networks: ['127.0.0.1/32'] },
+          { name: 'lan', networks: ['10.0.0.0/8', 'fd00::/8'] },
+        ],
+      }),
+      ROOT,
+    );
     if (!result.ok) throw new Error(result.errors.join('; '));
     const counted = result.config.clients.map((client) => ({
       ...client,
-      networks: new Proxy(client.networks, { get: (target, key, receiver) => (key === 'some' && lookups.count++, Reflect.get(target, key, receiver)) }),
+      networks: new Proxy(client.networks, {
+        get: (target, key, receiver) => (key === 'some' && lookups.count++, Reflect.get(target, key, receiver)),
+      }),
     }));
     return new ClientDirectory(counted);
   }
@@ -360,10 +497,13 @@ describe('ClientDirectory.byAddress: the network client of a source address', ()
   test('past its limit of remembered addresses it starts over and still answers right', () => {
     const clients = directory();
     expect(clients.byAddress('127.0.0.2')).toBeUndefined();
-    for (let n = 0; n < ADDRESS_MEMO_LIMIT + 10; n++) expect(clients.byAddress(`10.0.${n >> 8}.${n & 255}`)?.name).toBe('lan');
+    for (let n = 0; n < ADDRESS_MEMO_LIMIT + 10; n++)
+      expect(clients.byAddress(`10.0.${n >> 8}.${n & 255}`)?.name).toBe('lan');
     expect(clients.byAddress('127.0.0.1')?.name).toBe('one-host');
     expect(clients.byAddress('127.0.0.2')).toBeUndefined();
-    expect((clients as unknown as { addressMemo: Map<string, unknown> }).addressMemo.size).toBeLessThanOrEqual(ADDRESS_MEMO_LIMIT);
+    expect((clients as unknown as { addressMemo: Map<string, unknown> }).addressMemo.size).toBeLessThanOrEqual(
+      ADDRESS_MEMO_LIMIT,
+    );
   });
 });
 
@@ -376,11 +516,19 @@ describe('CLI', () => {
 
   test('check-config on a broken file exits 1 and prints every error with its path', () => {
     const file = path.join(dir, 'broken.yaml');
-    writeFileSync(file, [
-      'hostname: relay.test', 'spool: { dir: ./spool, retry: { initial: soon } }', 'listeners: [{ name: smtp, address: "127.0.0.1:2525" }]',
-      'clients:', '  - { name: lan, networks: [10.0.0.0/8] }', '  - { name: shop, username: shop, password_hash: "secret" }',
-      'routes: { default: { smarthosts: [primary] } }', 'smarthosts: [{ name: primary, host: smtp.example, port: 587 }]',
-    ].join('\n'));
+    writeFileSync(
+      file,
+      [
+        'hostname: relay.test',
+        'spool: { dir: ./spool, retry: { initial: soon } }',
+        'listeners: [{ name: smtp, address: "127.0.0.1:2525" }]',
+        'clients:',
+        '  - { name: lan, networks: [10.0.0.0/8] }',
+        '  - { name: shop, username: shop, password_hash: "secret" }',
+        'routes: { default: { smarthosts: [primary] } }',
+        'smarthosts: [{ name: primary, host: smtp.example, port: 587 }]',
+      ].join('\n'),
+    );
     const run = spawnSync(process.execPath, [CLI, 'check-config', '-c', file], { encoding: 'utf8' });
     expect(run.status).toBe(1);
     expect(run.stderr).toContain('clients[1].password_hash: expected scrypt hash, got plain text');
@@ -388,7 +536,9 @@ describe('CLI', () => {
   });
 
   test('check-config on the bundled file exits 0', () => {
-    const run = spawnSync(process.execPath, [CLI, 'check-config', '-c', path.join(ROOT, 'relay.config.yaml')], { encoding: 'utf8' });
+    const run = spawnSync(process.execPath, [CLI, 'check-config', '-c', path.join(ROOT, 'relay.config.yaml')], {
+      encoding: 'utf8',
+    });
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
   });
@@ -404,13 +554,22 @@ describe('CLI', () => {
 
   test('start refuses a smart host ca file that does not exist, naming it, with exit 1', () => {
     const file = path.join(dir, 'relay.yaml');
-    writeFileSync(file, [
-      'hostname: relay.test', 'spool: { dir: ./spool }', 'listeners: [{ name: smtp, address: "127.0.0.1:0" }]', 'clients: [{ name: lan, networks: [127.0.0.0/8] }]',
-      'routes: { default: { smarthosts: [primary] } }', 'smarthosts: [{ name: primary, host: 127.0.0.1, port: 2601, ca: ./missing-ca.pem }]',
-    ].join('\n'));
+    writeFileSync(
+      file,
+      [
+        'hostname: relay.test',
+        'spool: { dir: ./spool }',
+        'listeners: [{ name: smtp, address: "127.0.0.1:0" }]',
+        'clients: [{ name: lan, networks: [127.0.0.0/8] }]',
+        'routes: { default: { smarthosts: [primary] } }',
+        'smarthosts: [{ name: primary, host: 127.0.0.1, port: 2601, ca: ./missing-ca.pem }]',
+      ].join('\n'),
+    );
     const run = spawnSync(process.execPath, [CLI, 'start', '-c', file], { encoding: 'utf8', timeout: 25_000 });
     expect(run.status).toBe(1);
-    expect(run.stderr).toBe(`${file}: cannot start: ENOENT: no such file or directory, open '${path.join(dir, 'missing-ca.pem')}'\n`);
+    expect(run.stderr).toBe(
+      `${file}: cannot start: ENOENT: no such file or directory, open '${path.join(dir, 'missing-ca.pem')}'\n`,
+    );
   });
 
   test('YAML syntax errors are reported, not thrown', () => {
@@ -426,7 +585,11 @@ describe('CLI', () => {
     expect(hash).toMatch(/^scrypt\$16384\$8\$1\$/);
     expect(await verifyPassword('pa ss', hash)).toBe(true);
     expect(await verifyPassword('pa ss\n', hash)).toBe(false);
-    const config = parseConfig(minimal({ clients: [{ name: 'app', username: 'app', password_hash: hash }] }), '/etc', {});
+    const config = parseConfig(
+      minimal({ clients: [{ name: 'app', username: 'app', password_hash: hash }] }),
+      '/etc',
+      {},
+    );
     expect(config.ok).toBe(true);
   });
 });

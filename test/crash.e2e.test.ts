@@ -20,16 +20,19 @@ describe('durability across kill -9', () => {
     dir = tempDir();
     [smtpPort, httpPort, sinkPort] = [await freePort(), await freePort(), await freePort()];
     configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(configFile, stringify({
-      hostname: 'relay.test',
-      spool: { dir: './spool', retry: { initial: '200ms', max: '500ms', factor: 2 }, min_free_disk: 0 },
-      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
-      clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
-      routes: { default: { smarthosts: ['primary'] } },
-      smarthosts: [{ name: 'primary', host: '127.0.0.1', port: sinkPort, tls: 'none', connect_timeout: '1s' }],
-      http: { address: `127.0.0.1:${httpPort}` },
-      log: { level: 'warn' },
-    }));
+    writeFileSync(
+      configFile,
+      stringify({
+        hostname: 'relay.test',
+        spool: { dir: './spool', retry: { initial: '200ms', max: '500ms', factor: 2 }, min_free_disk: 0 },
+        listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
+        clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
+        routes: { default: { smarthosts: ['primary'] } },
+        smarthosts: [{ name: 'primary', host: '127.0.0.1', port: sinkPort, tls: 'none', connect_timeout: '1s' }],
+        http: { address: `127.0.0.1:${httpPort}` },
+        log: { level: 'warn' },
+      }),
+    );
   });
 
   afterEach(async () => {
@@ -41,7 +44,11 @@ describe('durability across kill -9', () => {
   test('a message killed right after its 250 is delivered after the restart', async () => {
     relay = await ChildRelay.start(configFile, httpPort);
     const { client } = await openSession(smtpPort);
-    const reply = await client.sendMessage('erp@corp.example', ['boss@example.com'], message({ subject: 'survives kill -9', messageId: 'kill9@corp.example' }));
+    const reply = await client.sendMessage(
+      'erp@corp.example',
+      ['boss@example.com'],
+      message({ subject: 'survives kill -9', messageId: 'kill9@corp.example' }),
+    );
     await relay.kill('SIGKILL');
     client.quit().catch(() => undefined);
     expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
@@ -57,7 +64,10 @@ describe('durability across kill -9', () => {
   });
 
   test('killed right after a DSN is written: after the restart only the DSN may repeat, never a delivery', async () => {
-    sink = await startSink({ port: sinkPort, rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null) });
+    sink = await startSink({
+      port: sinkPort,
+      rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null),
+    });
     relay = await ChildRelay.start(configFile, httpPort);
     const queueDir = path.join(dir, 'spool', 'queue');
     let originalId = '';
@@ -71,7 +81,11 @@ describe('durability across kill -9', () => {
       });
     });
     const { client } = await openSession(smtpPort);
-    const reply = (await client.sendMessage('erp@corp.example', ['ok@example.com', 'gone@example.com'], message({ subject: 'one of two refused' }))) as string;
+    const reply = (await client.sendMessage(
+      'erp@corp.example',
+      ['ok@example.com', 'gone@example.com'],
+      message({ subject: 'one of two refused' }),
+    )) as string;
     expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
     originalId = reply.split(' ').pop() as string;
     client.quit().catch(() => undefined);
@@ -103,11 +117,20 @@ describe('durability across kill -9', () => {
     expect(readdirSync(path.join(dir, 'spool', 'queue'))).toHaveLength(0);
     // Recovery is over once the relay answers: it scheduled nothing, and a message sent now goes out alone.
     const metrics = await metricsText(httpPort);
-    expect([metricValue(metrics, 'smarthop_queue_messages{state="ready"}'), metricValue(metrics, 'smarthop_queue_messages{state="deferred"}')]).toEqual([0, 0]);
+    expect([
+      metricValue(metrics, 'smarthop_queue_messages{state="ready"}'),
+      metricValue(metrics, 'smarthop_queue_messages{state="deferred"}'),
+    ]).toEqual([0, 0]);
     const after = (await openSession(smtpPort)).client;
-    expect(await after.sendMessage('erp@corp.example', ['boss@example.com'], message({ subject: 'after the restart' }))).toMatch(/^250 /);
+    expect(
+      await after.sendMessage('erp@corp.example', ['boss@example.com'], message({ subject: 'after the restart' })),
+    ).toMatch(/^250 /);
     await after.quit();
-    await waitFor(() => (sink as SmtpSink).messages.length === 1 && readdirSync(path.join(dir, 'spool', 'queue')).length === 0, 15_000, 'the delivery of the message sent after the restart');
+    await waitFor(
+      () => (sink as SmtpSink).messages.length === 1 && readdirSync(path.join(dir, 'spool', 'queue')).length === 0,
+      15_000,
+      'the delivery of the message sent after the restart',
+    );
     expect(sink.messages[0].data.toString()).toContain('Subject: after the restart');
   });
 

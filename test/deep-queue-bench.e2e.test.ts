@@ -11,12 +11,21 @@ import type { DeepQueueReport } from '../bench/deep-queue/deep-queue';
 const bench = path.resolve(__dirname, '../dist/bench/bench.js');
 
 test('--deep-queue: fills a spool, times start, recovery and the admin commands, and drains it', () => {
-  const run = spawnSync(process.execPath, [bench, '--deep-queue', '300', '--size', '2048', '--json'], { encoding: 'utf8', timeout: 170_000 });
+  const run = spawnSync(process.execPath, [bench, '--deep-queue', '300', '--size', '2048', '--json'], {
+    encoding: 'utf8',
+    timeout: 170_000,
+  });
   if (run.status !== 0) process.stderr.write(`${run.stdout}\n${run.stderr}\n`);
   expect(run.status).toBe(0);
   const report = JSON.parse(run.stdout.trim().split('\n').pop() as string) as DeepQueueReport;
   expect(report).toMatchObject({ messages: 300, size: 2048 });
-  for (const ms of [report.empty.listeningMs, report.empty.recoveredMs, report.deep.listeningMs, report.deep.recoveredMs]) expect(ms).toBeGreaterThan(0);
+  for (const ms of [
+    report.empty.listeningMs,
+    report.empty.recoveredMs,
+    report.deep.listeningMs,
+    report.deep.recoveredMs,
+  ])
+    expect(ms).toBeGreaterThan(0);
   expect(report.deep.recoveredMs).toBeGreaterThanOrEqual(report.deep.listeningMs);
   expect(report.deep.acceptedDuringRecovery?.latencyMs).toBeGreaterThan(0);
   for (const ms of Object.values(report.deep.admin)) expect(ms).toBeGreaterThan(0);

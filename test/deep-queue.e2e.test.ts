@@ -12,7 +12,20 @@ import { encodeTrailer } from '../src/spool/trailer';
 import type { SmtpSink } from '../src/tools/sink';
 import { RELAY_NODE_FLAGS, relayEnvironment } from '../src/lifecycle/launch-settings';
 import { CLI } from './helpers/child-relay';
-import { baseConfig, buildConfig, freePort, metricsText, metricValue, readyz, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import {
+  baseConfig,
+  buildConfig,
+  freePort,
+  metricsText,
+  metricValue,
+  readyz,
+  removeDir,
+  startRelay,
+  startSink,
+  tempDir,
+  waitFor,
+  type RunningRelay,
+} from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 jest.setTimeout(120_000);
@@ -20,7 +33,11 @@ jest.setTimeout(120_000);
 /** Issue 24: a deep queue is kept on disk, recovered in the background, and a dead smart host is not hammered. */
 
 /** Scheduler, queue scan and recovery over a real spool, with an attempt that delivers by removing the message. */
-async function drainWith(spoolDir: string, window: number, attempt: (store: SpoolStore, id: string) => Promise<'done' | number>) {
+async function drainWith(
+  spoolDir: string,
+  window: number,
+  attempt: (store: SpoolStore, id: string) => Promise<'done' | number>,
+) {
   const store = new SpoolStore(spoolDir);
   store.open();
   const attempts: string[] = [];
@@ -43,7 +60,9 @@ async function drainWith(spoolDir: string, window: number, attempt: (store: Spoo
   const scanner = new QueueScanner({ store, scheduler, maxIntervalMs: 60_000 });
   scheduler.attachBacklog(scanner);
   await recoverSpool({
-    store, startedAt: Date.now() + 1, onProblem: () => undefined,
+    store,
+    startedAt: Date.now() + 1,
+    onProblem: () => undefined,
     found: (meta) => {
       if (!scheduler.load(meta, meta.nextAttemptAt, { onDisk: false })) scheduler.enqueue(meta, meta.nextAttemptAt);
     },
@@ -91,7 +110,11 @@ describe('the scheduler keeps a bounded window and the rest on disk', () => {
       return next.nextAttemptAt;
     });
     await waitFor(() => run.attempts.length === 3, 10_000, 'the first attempts');
-    await waitFor(() => run.scheduler.snapshot().deferred === 3 && run.scheduler.room() === run.scheduler.window, 5000, 'all three on disk, none in memory');
+    await waitFor(
+      () => run.scheduler.snapshot().deferred === 3 && run.scheduler.room() === run.scheduler.window,
+      5000,
+      'all three on disk, none in memory',
+    );
     await waitFor(() => run.store.queuedCount === 0, 20_000, 'the second attempts, from disk');
     expect(run.attempts).toHaveLength(6);
     run.scanner.stop();
@@ -115,25 +138,51 @@ describe('smart hosts that are down, and an admin flush', () => {
   });
 
   const eventsFile = () => path.join(dir, 'events.jsonl');
-  const events = () => (existsSync(eventsFile()) ? readFileSync(eventsFile(), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) : []);
+  const events = () =>
+    existsSync(eventsFile())
+      ? readFileSync(eventsFile(), 'utf8')
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+      : [];
 
   async function send(n: number): Promise<void> {
     for (let i = 0; i < n; i++) {
       const { client } = await openSession((running as RunningRelay).smtpPort);
-      expect(await client.sendMessage('erp@corp.example', [`r${i}@example.com`], message({ messageId: `deep-${i}@corp.example` }))).toMatch(/^250 /);
+      expect(
+        await client.sendMessage(
+          'erp@corp.example',
+          [`r${i}@example.com`],
+          message({ messageId: `deep-${i}@corp.example` }),
+        ),
+      ).toMatch(/^250 /);
       await client.quit();
     }
   }
 
   test('while the breaker is open the messages wait on disk: one probe per cooldown, not a deferral of each', async () => {
     const primaryPort = await freePort();
-    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: primaryPort, breaker: { failures: 1, cooldown: '300ms' } }], {
-      spool: { dir: path.join(dir, 'spool'), retry: { initial: '100ms', max: '200ms', factor: 2 }, min_free_disk: 0 },
-      events: { file: eventsFile() },
-    }), dir));
+    running = await startRelay(
+      buildConfig(
+        baseConfig(dir, [{ name: 'primary', port: primaryPort, breaker: { failures: 1, cooldown: '300ms' } }], {
+          spool: {
+            dir: path.join(dir, 'spool'),
+            retry: { initial: '100ms', max: '200ms', factor: 2 },
+            min_free_disk: 0,
+          },
+          events: { file: eventsFile() },
+        }),
+        dir,
+      ),
+    );
     await send(10);
     // The first attempt opens the breaker; after that, one probe delivery per cooldown.
-    const attemptsMade = async () => metricValue(await metricsText((running as RunningRelay).httpPort), 'smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}') ?? 0;
+    const attemptsMade = async () =>
+      metricValue(
+        await metricsText((running as RunningRelay).httpPort),
+        'smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}',
+      ) ?? 0;
     await waitFor(async () => (await attemptsMade()) >= 5, 20_000, 'four probes after the first failure');
     const attempts = await attemptsMade();
     const deferrals = events().filter((e) => e.type === 'deferred').length;
@@ -141,7 +190,10 @@ describe('smart hosts that are down, and an admin flush', () => {
     // the gate, every message comes due at every cooldown and is deferred again, skipped: 40 and more.
     expect(deferrals).toBeLessThanOrEqual(attempts + 1);
     const metrics = await metricsText(running.httpPort);
-    expect(metricValue(metrics, 'smarthop_queue_messages{state="ready"}')! + metricValue(metrics, 'smarthop_queue_messages{state="deferred"}')!).toBe(10);
+    expect(
+      metricValue(metrics, 'smarthop_queue_messages{state="ready"}')! +
+        metricValue(metrics, 'smarthop_queue_messages{state="deferred"}')!,
+    ).toBe(10);
 
     sinks.push(await startSink({ port: primaryPort }));
     await waitFor(() => sinks[0].messages.length === 10, 15_000, 'everything once the primary answers the probe');
@@ -150,22 +202,55 @@ describe('smart hosts that are down, and an admin flush', () => {
   test('queue flush probes at once: the flushed messages go to the returned primary, not after its cooldown to the dead backup', async () => {
     const [primaryPort, backupPort] = [await freePort(), await freePort()];
     const breaker = { failures: 1, cooldown: '1h' };
-    running = await startRelay(buildConfig(baseConfig(dir, [
-      { name: 'primary', port: primaryPort, priority: 10, breaker },
-      { name: 'backup', port: backupPort, priority: 20, breaker },
-    ], {
-      spool: { dir: path.join(dir, 'spool'), retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
-    }), dir));
+    running = await startRelay(
+      buildConfig(
+        baseConfig(
+          dir,
+          [
+            { name: 'primary', port: primaryPort, priority: 10, breaker },
+            { name: 'backup', port: backupPort, priority: 20, breaker },
+          ],
+          {
+            spool: { dir: path.join(dir, 'spool'), retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
+          },
+        ),
+        dir,
+      ),
+    );
     await send(5);
-    await waitFor(async () => metricValue(await metricsText((running as RunningRelay).httpPort), 'smarthop_smarthost_up{smarthost="backup"}') === 0, 10_000, 'both breakers open');
-    await waitFor(async () => metricValue(await metricsText((running as RunningRelay).httpPort), 'smarthop_queue_messages{state="deferred"}') === 5, 10_000, 'all five deferred');
+    await waitFor(
+      async () =>
+        metricValue(
+          await metricsText((running as RunningRelay).httpPort),
+          'smarthop_smarthost_up{smarthost="backup"}',
+        ) === 0,
+      10_000,
+      'both breakers open',
+    );
+    await waitFor(
+      async () =>
+        metricValue(
+          await metricsText((running as RunningRelay).httpPort),
+          'smarthop_queue_messages{state="deferred"}',
+        ) === 5,
+      10_000,
+      'all five deferred',
+    );
     const primary = await startSink({ port: primaryPort });
     sinks.push(primary);
     const flushed = await fetch(`http://127.0.0.1:${running.httpPort}/api/queue/flush`, { method: 'POST' });
     expect(await flushed.json()).toEqual({ flushed: 5 });
     await waitFor(() => primary.messages.length === 5, 10_000, 'all five at the primary, at once');
     expect(new Set(primary.messages.map((m) => m.messageId)).size).toBe(5);
-    await waitFor(async () => metricValue(await metricsText((running as RunningRelay).httpPort), 'smarthop_smarthost_up{smarthost="primary"}') === 1, 5000, 'the primary breaker closed');
+    await waitFor(
+      async () =>
+        metricValue(
+          await metricsText((running as RunningRelay).httpPort),
+          'smarthop_smarthost_up{smarthost="primary"}',
+        ) === 1,
+      5000,
+      'the primary breaker closed',
+    );
   });
 });
 
@@ -189,8 +274,18 @@ describe('recovery runs in the background (child relay)', () => {
       const id = `${(base + Math.floor(i / 1000)).toString(36).toUpperCase().padStart(9, '0')}${i.toString(16).toUpperCase().padStart(10, '0')}`;
       const body = Buffer.from(`Subject: deep ${i}\r\nMessage-ID: <deep-${i}@corp.example>\r\n\r\nbody\r\n`);
       const meta: MessageMeta = {
-        version: 2, id, receivedAt: base, client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default', from: 'erp@corp.example',
-        recipients: [{ address: `r${i}@example.com`, status: 'pending' }], size: body.length, attempts: 0, nextAttemptAt: base,
+        version: 2,
+        id,
+        receivedAt: base,
+        client: 'lan',
+        listener: 'smtp',
+        remote: '127.0.0.1',
+        route: 'default',
+        from: 'erp@corp.example',
+        recipients: [{ address: `r${i}@example.com`, status: 'pending' }],
+        size: body.length,
+        attempts: 0,
+        nextAttemptAt: base,
       };
       writeFileSync(path.join(queueDir, `${id}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta))]));
     }
@@ -201,25 +296,45 @@ describe('recovery runs in the background (child relay)', () => {
     const count = 60_000;
     const [smtpPort, httpPort, downPort] = [await freePort(), await freePort(), await freePort()];
     const configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(configFile, stringify({
-      hostname: 'relay.test',
-      spool: { dir: './spool', retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
-      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
-      clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
-      routes: { default: { smarthosts: ['primary'] } },
-      smarthosts: [{ name: 'primary', host: '127.0.0.1', port: downPort, tls: 'none', connect_timeout: '1s', breaker: { failures: 1, cooldown: '1h' } }],
-      http: { address: `127.0.0.1:${httpPort}` },
-      log: { level: 'warn' },
-    }));
+    writeFileSync(
+      configFile,
+      stringify({
+        hostname: 'relay.test',
+        spool: { dir: './spool', retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
+        listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
+        clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
+        routes: { default: { smarthosts: ['primary'] } },
+        smarthosts: [
+          {
+            name: 'primary',
+            host: '127.0.0.1',
+            port: downPort,
+            tls: 'none',
+            connect_timeout: '1s',
+            breaker: { failures: 1, cooldown: '1h' },
+          },
+        ],
+        http: { address: `127.0.0.1:${httpPort}` },
+        log: { level: 'warn' },
+      }),
+    );
     const queueDir = path.join(dir, 'spool', 'queue');
     writeQueue(queueDir, count);
-    const start = () => spawn(process.execPath, [...RELAY_NODE_FLAGS, CLI, 'start', '-c', configFile], { stdio: 'ignore', env: relayEnvironment(process.env) });
+    const start = () =>
+      spawn(process.execPath, [...RELAY_NODE_FLAGS, CLI, 'start', '-c', configFile], {
+        stdio: 'ignore',
+        env: relayEnvironment(process.env),
+      });
 
     child = start();
     let during: { status: number; checks: Record<string, unknown> } | null = null;
     await waitFor(async () => (during = await readyz(httpPort)) !== null, 15_000, 'the relay to listen');
     const { client } = await openSession(smtpPort);
-    const reply = await client.sendMessage('erp@corp.example', ['new@example.com'], message({ subject: 'during recovery' }));
+    const reply = await client.sendMessage(
+      'erp@corp.example',
+      ['new@example.com'],
+      message({ subject: 'during recovery' }),
+    );
     const afterAccept = await readyz(httpPort);
     child.kill('SIGKILL');
     await new Promise((resolve) => child?.once('exit', resolve));
@@ -231,10 +346,17 @@ describe('recovery runs in the background (child relay)', () => {
     const emls = () => readdirSync(queueDir).filter((name) => name.endsWith('.eml')).length;
     expect(emls()).toBe(count + 1);
     child = start();
-    await waitFor(async () => (await readyz(httpPort))?.checks.queue_recovered === true, 60_000, 'recovery to finish after the restart');
+    await waitFor(
+      async () => (await readyz(httpPort))?.checks.queue_recovered === true,
+      60_000,
+      'recovery to finish after the restart',
+    );
     expect(emls()).toBe(count + 1);
     expect(readdirSync(path.join(dir, 'spool', 'corrupt'))).toEqual([]);
     const metrics = await metricsText(httpPort);
-    expect(metricValue(metrics, 'smarthop_queue_messages{state="ready"}')! + metricValue(metrics, 'smarthop_queue_messages{state="deferred"}')!).toBe(count + 1);
+    expect(
+      metricValue(metrics, 'smarthop_queue_messages{state="ready"}')! +
+        metricValue(metrics, 'smarthop_queue_messages{state="deferred"}')!,
+    ).toBe(count + 1);
   });
 });

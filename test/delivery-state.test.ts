@@ -506,8 +506,14 @@ describe('the verdict at the end of an attempt', () => {
 
   /** What every outcome event about recipient b of these attempts says (at 10 s, after the first transaction to p). */
   const eventAboutB = {
-    queueId: 'Q1', client: 'lan', from: 'app@corp.example', to: 'b', attempt: 1, delayMs: 10_000,
-    smarthost: 'p', relay: 'p[smtp.example]:587',
+    queueId: 'Q1',
+    client: 'lan',
+    from: 'app@corp.example',
+    to: 'b',
+    attempt: 1,
+    delayMs: 10_000,
+    smarthost: 'p',
+    relay: 'p[smtp.example]:587',
   };
 
   test('one delivered, one refused: dead/, a DSN, a bounced event; the refused one pending until the DSN', () => {

@@ -9,7 +9,11 @@ import { message, openSession } from './helpers/smtp-client';
 const MiB = 1024 * 1024;
 
 /** The value of `name{space="…"}` for each space in `spaces` that has a series. */
-function gaugeBySpace(metrics: string, name: string, spaces = ['new', 'old', 'code', 'large_object']): Map<string, number> {
+function gaugeBySpace(
+  metrics: string,
+  name: string,
+  spaces = ['new', 'old', 'code', 'large_object'],
+): Map<string, number> {
   const values = new Map<string, number>();
   for (const space of spaces) {
     const value = metricValue(metrics, `${name}{space="${space}"}`);
@@ -22,7 +26,7 @@ function gaugeBySpace(metrics: string, name: string, spaces = ['new', 'old', 'co
  * The delivery thread's heap in /metrics, read from a relay started the way admins start it (with
  * RELAY_NODE_FLAGS: the process-wide --max-semi-space-size sizes the thread's young generation too).
  */
-describe('the delivery thread\'s heap', () => {
+describe("the delivery thread's heap", () => {
   let dir: string;
   let relay: ChildRelay | null = null;
   let sink: SmtpSink | null = null;
@@ -38,30 +42,45 @@ describe('the delivery thread\'s heap', () => {
     const [smtpPort, httpPort, sinkPort] = [await freePort(), await freePort(), await freePort()];
     sink = await startSink({ port: sinkPort });
     const configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(configFile, stringify(baseConfig(dir, [{ name: 'primary', port: sinkPort }], {
-      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
-      clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
-      delivery: { worker_thread: workerThread },
-      http: { address: `127.0.0.1:${httpPort}` },
-    })));
+    writeFileSync(
+      configFile,
+      stringify(
+        baseConfig(dir, [{ name: 'primary', port: sinkPort }], {
+          listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
+          clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
+          delivery: { worker_thread: workerThread },
+          http: { address: `127.0.0.1:${httpPort}` },
+        }),
+      ),
+    );
     relay = await ChildRelay.start(configFile, httpPort);
     return { smtpPort, httpPort };
   }
 
-  test('is in /metrics by space, and both heaps\' new spaces stay within the launch flag\'s 2 MB semi-spaces under load', async () => {
+  test("is in /metrics by space, and both heaps' new spaces stay within the launch flag's 2 MB semi-spaces under load", async () => {
     const { smtpPort, httpPort } = await startRelay(true);
     // Measured: the thread's new space grows to its maximum within the first ~50 messages of this load.
     const sessions = 5;
     const perSession = 24;
-    await Promise.all(Array.from({ length: sessions }, async (_, s) => {
-      const { client } = await openSession(smtpPort);
-      for (let i = 0; i < perSession; i++) {
-        const reply = await client.sendMessage('erp@corp.example', [`user${s}-${i}@example.com`], message({ subject: `load ${s}-${i}`, body: `${'x'.repeat(76)}\r\n`.repeat(130) }));
-        expect(reply).toMatch(/^250 /);
-      }
-      await client.quit();
-    }));
-    await waitFor(() => (sink as SmtpSink).messages.length === sessions * perSession, 15_000, 'every message at the sink');
+    await Promise.all(
+      Array.from({ length: sessions }, async (_, s) => {
+        const { client } = await openSession(smtpPort);
+        for (let i = 0; i < perSession; i++) {
+          const reply = await client.sendMessage(
+            'erp@corp.example',
+            [`user${s}-${i}@example.com`],
+            message({ subject: `load ${s}-${i}`, body: `${'x'.repeat(76)}\r\n`.repeat(130) }),
+          );
+          expect(reply).toMatch(/^250 /);
+        }
+        await client.quit();
+      }),
+    );
+    await waitFor(
+      () => (sink as SmtpSink).messages.length === sessions * perSession,
+      15_000,
+      'every message at the sink',
+    );
 
     const metrics = await metricsText(httpPort);
     const size = gaugeBySpace(metrics, 'smarthop_delivery_thread_heap_space_size_total_bytes');

@@ -18,7 +18,9 @@ describe('delivery thread', () => {
 
   beforeEach(async () => {
     dir = tempDir();
-    sink = await startSink({ rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null) });
+    sink = await startSink({
+      rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null),
+    });
   });
 
   afterEach(async () => {
@@ -44,7 +46,10 @@ describe('delivery thread', () => {
     thread.start();
     const transport = thread.transport(smartHost());
     const message = 'Subject: hello\r\n\r\nbody\r\n';
-    const outcomes = await transport.send({ from: 'app@corp.example', to: ['ok@example.com', 'gone@example.com'] }, { ...queueFile(message), prependHeaders: 'DKIM-Signature: v=1; test\r\n' });
+    const outcomes = await transport.send(
+      { from: 'app@corp.example', to: ['ok@example.com', 'gone@example.com'] },
+      { ...queueFile(message), prependHeaders: 'DKIM-Signature: v=1; test\r\n' },
+    );
     expect(outcomes.get('ok@example.com')).toMatchObject({ kind: 'delivered' });
     expect(outcomes.get('gone@example.com')).toMatchObject({ kind: 'permanent', reply: { code: 550 } });
     expect(sink.messages).toHaveLength(1);
@@ -55,7 +60,10 @@ describe('delivery thread', () => {
   test('addresses go out as nodemailer writes them (domain lower-cased) and each refusal lands on the address the spool knows', async () => {
     thread = new DeliveryThread('relay.test', logger);
     const transport = thread.transport(smartHost());
-    const outcomes = await transport.send({ from: 'App@Corp.Example', to: ['gone@Example.COM', 'ok@jõgeva.ee'] }, queueFile('Subject: idn\r\n\r\nx\r\n'));
+    const outcomes = await transport.send(
+      { from: 'App@Corp.Example', to: ['gone@Example.COM', 'ok@jõgeva.ee'] },
+      queueFile('Subject: idn\r\n\r\nx\r\n'),
+    );
     expect(outcomes.get('gone@Example.COM')).toMatchObject({ kind: 'permanent', reply: { code: 550 } });
     expect(outcomes.get('ok@jõgeva.ee')).toMatchObject({ kind: 'delivered' });
     expect(sink.messages[0].from).toBe('App@corp.example');
@@ -68,7 +76,10 @@ describe('delivery thread', () => {
     const transport = thread.transport(smartHost());
     const message = Buffer.from('Subject: from memory\r\n\r\nx\r\n', 'latin1');
     const gone = path.join(dir, 'never-written.eml');
-    const outcomes = await transport.send({ from: 'app@corp.example', to: ['ok@example.com'] }, { path: gone, size: message.length, message, prependHeaders: 'X-Signed: 1\r\n' });
+    const outcomes = await transport.send(
+      { from: 'app@corp.example', to: ['ok@example.com'] },
+      { path: gone, size: message.length, message, prependHeaders: 'X-Signed: 1\r\n' },
+    );
     expect(outcomes.get('ok@example.com')).toMatchObject({ kind: 'delivered' });
     expect(sink.messages[0].data.toString('latin1')).toBe(`X-Signed: 1\r\n${message.toString('latin1')}`);
   });
@@ -77,12 +88,16 @@ describe('delivery thread', () => {
     thread = new DeliveryThread('relay.test', logger);
     const transport = thread.transport(smartHost());
     const envelope = { from: 'app@corp.example', to: ['ok@example.com'] };
-    expect((await transport.send(envelope, queueFile('Subject: one\r\n\r\nx\r\n'))).get('ok@example.com')).toMatchObject({ kind: 'delivered' });
+    expect(
+      (await transport.send(envelope, queueFile('Subject: one\r\n\r\nx\r\n'))).get('ok@example.com'),
+    ).toMatchObject({ kind: 'delivered' });
     // The smart host restarts on the same port: the pooled connection is gone.
     const port = sink.port;
     await sink.close();
     sink = await startSink({ port });
-    expect((await transport.send(envelope, queueFile('Subject: two\r\n\r\nx\r\n'))).get('ok@example.com')).toMatchObject({ kind: 'delivered' });
+    expect(
+      (await transport.send(envelope, queueFile('Subject: two\r\n\r\nx\r\n'))).get('ok@example.com'),
+    ).toMatchObject({ kind: 'delivered' });
     expect(sink.messages.map((m) => m.data.toString('latin1'))).toEqual(['Subject: two\r\n\r\nx\r\n']);
   });
 
@@ -101,21 +116,28 @@ describe('delivery thread', () => {
     const dying = path.join(dir, 'dying-worker.js');
     const marker = path.join(dir, 'died-once');
     const real = path.resolve(__dirname, '../dist/src/forward/delivery-worker.js');
-    writeFileSync(dying, [
-      "const fs = require('node:fs');",
-      `if (fs.existsSync(${JSON.stringify(marker)})) { require(${JSON.stringify(real)}); } else {`,
-      "  require('node:worker_threads').parentPort.on('message', (m) => {",
-      `    if (m.type === 'send') { fs.writeFileSync(${JSON.stringify(marker)}, ''); process.exit(3); }`,
-      '  });',
-      '}',
-    ].join('\n'));
+    writeFileSync(
+      dying,
+      [
+        "const fs = require('node:fs');",
+        `if (fs.existsSync(${JSON.stringify(marker)})) { require(${JSON.stringify(real)}); } else {`,
+        "  require('node:worker_threads').parentPort.on('message', (m) => {",
+        `    if (m.type === 'send') { fs.writeFileSync(${JSON.stringify(marker)}, ''); process.exit(3); }`,
+        '  });',
+        '}',
+      ].join('\n'),
+    );
     thread = new DeliveryThread('relay.test', logger, { script: dying });
     thread.start();
     const transport = thread.transport(smartHost());
     const envelope = { from: 'app@corp.example', to: ['ok@example.com'] };
 
     const first = await transport.send(envelope, queueFile('Subject: one\r\n\r\nx\r\n'));
-    expect(first.get('ok@example.com')).toEqual({ kind: 'transient', cause: 'reply', detail: 'delivery thread exited with code 3' });
+    expect(first.get('ok@example.com')).toEqual({
+      kind: 'transient',
+      cause: 'reply',
+      detail: 'delivery thread exited with code 3',
+    });
     expect(sink.messages).toHaveLength(0);
 
     const second = await transport.send(envelope, queueFile('Subject: two\r\n\r\nx\r\n'));
@@ -128,8 +150,15 @@ describe('delivery thread', () => {
     thread.start();
     const transport = thread.transport(smartHost());
     await thread.stop();
-    const outcomes = await transport.send({ from: 'app@corp.example', to: ['ok@example.com'] }, queueFile('Subject: late\r\n\r\nx\r\n'));
-    expect(outcomes.get('ok@example.com')).toEqual({ kind: 'transient', cause: 'reply', detail: 'the relay is stopping' });
+    const outcomes = await transport.send(
+      { from: 'app@corp.example', to: ['ok@example.com'] },
+      queueFile('Subject: late\r\n\r\nx\r\n'),
+    );
+    expect(outcomes.get('ok@example.com')).toEqual({
+      kind: 'transient',
+      cause: 'reply',
+      detail: 'the relay is stopping',
+    });
     expect(sink.messages).toHaveLength(0);
   });
 });

@@ -49,7 +49,9 @@ describe('delivery when the spool cannot take an outcome', () => {
 
   beforeEach(async () => {
     dir = tempDir();
-    sink = await startSink({ rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null) });
+    sink = await startSink({
+      rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null),
+    });
   });
 
   const cleanups: (() => Promise<void>)[] = [];
@@ -69,14 +71,33 @@ describe('delivery when the spool cannot take an outcome', () => {
     const quota = new SmartHostQuota('primary', [], new MemoryWindowCounters());
     const host = new GuardedSmartHost(config.smarthosts[0], transport, quota, observer);
     const dispatcher = new Dispatcher({
-      store, observer, current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
-      bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
+      store,
+      observer,
+      current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
+      bouncer: new Bouncer({ store, hostname: config.hostname }),
+      onGenerated: () => undefined,
     });
     const id = store.newId();
-    await store.commitGenerated({
-      version: 1, id, receivedAt: Date.now(), client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default', from: 'app@corp.example',
-      recipients: [{ address: 'ok@example.com', status: 'pending' }, { address: 'gone@example.com', status: 'pending' }], size: 22, attempts: 0, nextAttemptAt: Date.now(),
-    }, Buffer.from('Subject: t\r\n\r\nbody\r\n'));
+    await store.commitGenerated(
+      {
+        version: 1,
+        id,
+        receivedAt: Date.now(),
+        client: 'lan',
+        listener: 'smtp',
+        remote: '127.0.0.1',
+        route: 'default',
+        from: 'app@corp.example',
+        recipients: [
+          { address: 'ok@example.com', status: 'pending' },
+          { address: 'gone@example.com', status: 'pending' },
+        ],
+        size: 22,
+        attempts: 0,
+        nextAttemptAt: Date.now(),
+      },
+      Buffer.from('Subject: t\r\n\r\nbody\r\n'),
+    );
 
     store.full = true;
     await expect(dispatcher.attempt(id)).rejects.toThrow(/ENOSPC/);
@@ -90,7 +111,9 @@ describe('delivery when the spool cannot take an outcome', () => {
     // The second attempt offered only the refused recipient; ok@ got its one copy in the first.
     expect(sink.recipients()).toEqual(['ok@example.com']);
     expect(delivered()).toEqual(['ok@example.com']);
-    expect(events.filter((e) => e.type === 'bounced').map((e) => (e as { to: string }).to)).toEqual(['gone@example.com']);
+    expect(events.filter((e) => e.type === 'bounced').map((e) => (e as { to: string }).to)).toEqual([
+      'gone@example.com',
+    ]);
     const dead = await store.readIn('dead', id);
     expect(dead.recipients.map((r) => r.status)).toEqual(['delivered', 'failed']);
     host.close();
@@ -109,18 +132,34 @@ describe('delivery when the spool cannot take an outcome', () => {
     const host = new GuardedSmartHost(config.smarthosts[0], transport, quota, observer);
     const unwritable: string[] = [];
     const dispatcher = new Dispatcher({
-      store, observer, current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
-      bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
-      onOutcomeUnwritable: (id) => unwritable.push(id), outcomeWriteRetry: { initial: 20, max: 20, factor: 1 },
+      store,
+      observer,
+      current: () => ({ config, smarthosts: new Map([['primary', host]]) }),
+      bouncer: new Bouncer({ store, hostname: config.hostname }),
+      onGenerated: () => undefined,
+      onOutcomeUnwritable: (id) => unwritable.push(id),
+      outcomeWriteRetry: { initial: 20, max: 20, factor: 1 },
     });
     const queue = async (from: string, to: string[]) => {
       const id = store.newId();
       const body = Buffer.from('Subject: t\r\n\r\nbody\r\n');
-      await store.commitGenerated({
-        version: 2, id, receivedAt: Date.now(), client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default',
-        from, recipients: to.map((address) => ({ address, status: 'pending' })), size: body.length, attempts: 0,
-        nextAttemptAt: Date.now(),
-      }, body);
+      await store.commitGenerated(
+        {
+          version: 2,
+          id,
+          receivedAt: Date.now(),
+          client: 'lan',
+          listener: 'smtp',
+          remote: '127.0.0.1',
+          route: 'default',
+          from,
+          recipients: to.map((address) => ({ address, status: 'pending' })),
+          size: body.length,
+          attempts: 0,
+          nextAttemptAt: Date.now(),
+        },
+        body,
+      );
       return id;
     };
     // Also when a test fails half way: an attempt still writing again must not outlive it.
@@ -202,8 +241,11 @@ describe('delivery when the spool cannot take an outcome', () => {
     await store.open();
     const observer = { emit: () => undefined };
     const dispatcher = new Dispatcher({
-      store, observer, current: () => ({ config, smarthosts: new Map() }),
-      bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
+      store,
+      observer,
+      current: () => ({ config, smarthosts: new Map() }),
+      bouncer: new Bouncer({ store, hostname: config.hostname }),
+      onGenerated: () => undefined,
     });
     expect(await dispatcher.attempt('NOSUCHMESSAGE')).toEqual({ kind: 'done' });
     await store.close();
@@ -212,30 +254,57 @@ describe('delivery when the spool cannot take an outcome', () => {
   test('a damaged queue file defers every pending recipient, also one the first host refused before: the next host has not had its turn', async () => {
     const backup = await startSink();
     try {
-      const config = buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port, priority: 10 }, { name: 'backup', port: backup.port, priority: 20 }]), dir);
+      const config = buildConfig(
+        baseConfig(dir, [
+          { name: 'primary', port: sink.port, priority: 10 },
+          { name: 'backup', port: backup.port, priority: 20 },
+        ]),
+        dir,
+      );
       const store = new SpoolStore(config.spool.dir);
       await store.open();
       const events: RelayEvent[] = [];
       const observer = { emit: (event: RelayEvent) => events.push(event) };
-      const hosts = new Map(config.smarthosts.map((c, i) => {
-        const transport = new NodemailerSmartHost(smtpHost(config, i), config.hostname);
-        const quota = new SmartHostQuota(c.name, [], new MemoryWindowCounters());
-        return [c.name, new GuardedSmartHost(c, transport, quota, observer)];
-      }));
+      const hosts = new Map(
+        config.smarthosts.map((c, i) => {
+          const transport = new NodemailerSmartHost(smtpHost(config, i), config.hostname);
+          const quota = new SmartHostQuota(c.name, [], new MemoryWindowCounters());
+          return [c.name, new GuardedSmartHost(c, transport, quota, observer)];
+        }),
+      );
       const dispatcher = new Dispatcher({
-        store, observer, current: () => ({ config, smarthosts: hosts }),
-        bouncer: new Bouncer({ store, hostname: config.hostname }), onGenerated: () => undefined,
+        store,
+        observer,
+        current: () => ({ config, smarthosts: hosts }),
+        bouncer: new Bouncer({ store, hostname: config.hostname }),
+        onGenerated: () => undefined,
       });
       const id = store.newId();
       const body = Buffer.from('Subject: t\r\n\r\nbody\r\n');
       const meta: MessageMeta = {
-        version: 2, id, receivedAt: Date.now(), client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default', from: 'app@corp.example',
+        version: 2,
+        id,
+        receivedAt: Date.now(),
+        client: 'lan',
+        listener: 'smtp',
+        remote: '127.0.0.1',
+        route: 'default',
+        from: 'app@corp.example',
         recipients: [
           { address: 'one@example.com', status: 'pending' },
           // Refused by the primary in an earlier attempt while the backup was down: the backup's turn is still to come.
-          { address: 'two@example.com', status: 'pending', rejectedBy: ['primary'], permanentRejections: 1, response: '550 5.1.1 No such user', smarthost: 'primary' },
+          {
+            address: 'two@example.com',
+            status: 'pending',
+            rejectedBy: ['primary'],
+            permanentRejections: 1,
+            response: '550 5.1.1 No such user',
+            smarthost: 'primary',
+          },
         ],
-        size: body.length, attempts: 1, nextAttemptAt: Date.now(),
+        size: body.length,
+        attempts: 1,
+        nextAttemptAt: Date.now(),
       };
       await store.commitGenerated(meta, body);
       await store.readForDelivery(id); // the copy kept from the commit: later reads go to the file
@@ -245,7 +314,12 @@ describe('delivery when the spool cannot take an outcome', () => {
       const result = await dispatcher.attempt(id);
       expect(result.kind).toBe('retry');
       expect(events.filter((e) => e.type === 'bounced' || e.type === 'dsn')).toEqual([]);
-      expect(events.filter((e) => e.type === 'deferred').map((e) => (e as { to: string }).to).sort()).toEqual(['one@example.com', 'two@example.com']);
+      expect(
+        events
+          .filter((e) => e.type === 'deferred')
+          .map((e) => (e as { to: string }).to)
+          .sort(),
+      ).toEqual(['one@example.com', 'two@example.com']);
       expect((await store.readIn('queue', id)).recipients.map((r) => r.status)).toEqual(['pending', 'pending']);
       expect([sink.recipients(), backup.recipients()]).toEqual([[], []]);
       for (const host of hosts.values()) host.close();

@@ -13,7 +13,10 @@ describe('dist/ is built from the source under test', () => {
     const root = path.resolve(__dirname, '..');
     for (const module of ['forward/delivery-worker', 'forward/delivery-thread', 'forward/smarthost', 'cli']) {
       const built = statSync(path.join(root, 'dist', 'src', `${module}.js`)).mtimeMs;
-      expect({ module, fresh: built >= statSync(path.join(root, 'src', `${module}.ts`)).mtimeMs }).toEqual({ module, fresh: true });
+      expect({ module, fresh: built >= statSync(path.join(root, 'src', `${module}.ts`)).mtimeMs }).toEqual({
+        module,
+        fresh: true,
+      });
     }
     expect(staleSources()).toEqual([]);
   });

@@ -1,12 +1,19 @@
 import { HeaderBlock } from '../src/message/header-block';
-import { fieldsToSign, relaxedField, signedField, signedFields, unsignedSignature, type SignatureTags } from '../src/forward/reenvelope/dkim-header';
+import {
+  fieldsToSign,
+  relaxedField,
+  signedField,
+  signedFields,
+  unsignedSignature,
+  type SignatureTags,
+} from '../src/forward/reenvelope/dkim-header';
 
 /** Header text as the relay holds it: one latin1 char per byte, so UTF-8 arrives as its bytes. */
 const bytes = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
 const block = (lines: string[]) => HeaderBlock.parse(Buffer.from(lines.join('\r\n'), 'latin1'));
 
 describe('relaxed header canonicalisation (RFC 6376 §3.4.2)', () => {
-  test('the RFC\'s own example (§3.4.5): names lower-cased, WSP around the colon gone, folds unfolded, runs of WSP one space', () => {
+  test("the RFC's own example (§3.4.5): names lower-cased, WSP around the colon gone, folds unfolded, runs of WSP one space", () => {
     expect(relaxedField('A: X')).toBe('a:X\r\n');
     expect(relaxedField('B : Y\t\r\n\tZ  ')).toBe('b:Y Z\r\n');
   });
@@ -24,20 +31,64 @@ describe('relaxed header canonicalisation (RFC 6376 §3.4.2)', () => {
 
 describe('which fields are signed', () => {
   test('every instance of the recommended fields, bottom-up; trace and X- fields are not', () => {
-    const headers = block(['Received: from a by b', 'From: a@corp.example', 'To: b@example.com', 'X-Mailer: app', 'To: c@example.com', 'subject: hi', 'Return-Path: <x@y>']);
-    expect(fieldsToSign(headers.fields).map((field) => field.raw)).toEqual(['subject: hi', 'To: c@example.com', 'To: b@example.com', 'From: a@corp.example']);
+    const headers = block([
+      'Received: from a by b',
+      'From: a@corp.example',
+      'To: b@example.com',
+      'X-Mailer: app',
+      'To: c@example.com',
+      'subject: hi',
+      'Return-Path: <x@y>',
+    ]);
+    expect(fieldsToSign(headers.fields).map((field) => field.raw)).toEqual([
+      'subject: hi',
+      'To: c@example.com',
+      'To: b@example.com',
+      'From: a@corp.example',
+    ]);
   });
 });
 
 describe('the DKIM-Signature field', () => {
   const every = [
-    'From', 'Sender', 'Reply-To', 'Subject', 'Date', 'Message-ID', 'To', 'Cc', 'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding',
-    'Content-ID', 'Content-Description', 'Resent-Date', 'Resent-From', 'Resent-Sender', 'Resent-To', 'Resent-Cc', 'Resent-Message-ID',
-    'In-Reply-To', 'References', 'List-Id', 'List-Help', 'List-Unsubscribe', 'List-Subscribe', 'List-Post', 'List-Owner', 'List-Archive', 'BIMI-Selector',
+    'From',
+    'Sender',
+    'Reply-To',
+    'Subject',
+    'Date',
+    'Message-ID',
+    'To',
+    'Cc',
+    'MIME-Version',
+    'Content-Type',
+    'Content-Transfer-Encoding',
+    'Content-ID',
+    'Content-Description',
+    'Resent-Date',
+    'Resent-From',
+    'Resent-Sender',
+    'Resent-To',
+    'Resent-Cc',
+    'Resent-Message-ID',
+    'In-Reply-To',
+    'References',
+    'List-Id',
+    'List-Help',
+    'List-Unsubscribe',
+    'List-Subscribe',
+    'List-Post',
+    'List-Owner',
+    'List-Archive',
+    'BIMI-Selector',
   ];
   const headers = block(every.map((name) => `${name}: value of ${name}`));
   const tags = (signed = signedFields(headers.fields)): SignatureTags => ({
-    algorithm: 'rsa-sha256', domain: 'corp.example', selector: 's1', signTime: new Date(Date.UTC(2026, 10, 30, 12, 0, 0)), bodyHash: 'x'.repeat(44), signed,
+    algorithm: 'rsa-sha256',
+    domain: 'corp.example',
+    selector: 's1',
+    signTime: new Date(Date.UTC(2026, 10, 30, 12, 0, 0)),
+    bodyHash: 'x'.repeat(44),
+    signed,
   });
 
   test('every tag, h= naming the signed fields as spelled, each line within 78 characters, the signature folded after b=', () => {
@@ -48,20 +99,37 @@ describe('the DKIM-Signature field', () => {
     for (const line of lines) expect(line.length).toBeLessThanOrEqual(78);
     for (const line of lines.slice(1)) expect(line).toMatch(/^ \S/);
     const value = field.slice('DKIM-Signature:'.length).replace(/\r\n/g, '');
-    const parsed = Object.fromEntries(value.split(';').map((tag) => tag.trim().split(/=(.*)/s).slice(0, 2) as [string, string]));
-    expect(parsed).toMatchObject({ v: '1', a: 'rsa-sha256', c: 'relaxed/relaxed', d: 'corp.example', s: 's1', t: '1796040000', bh: 'x'.repeat(44) });
+    const parsed = Object.fromEntries(
+      value.split(';').map((tag) => tag.trim().split(/=(.*)/s).slice(0, 2) as [string, string]),
+    );
+    expect(parsed).toMatchObject({
+      v: '1',
+      a: 'rsa-sha256',
+      c: 'relaxed/relaxed',
+      d: 'corp.example',
+      s: 's1',
+      t: '1796040000',
+      bh: 'x'.repeat(44),
+    });
     // Every field present, bottom-up, then From once more (over-signed).
     expect(parsed.h.split(':').map((name) => name.trim())).toEqual([...[...every].reverse(), 'From']);
     expect(parsed.b.replace(/\s/g, '')).toBe(Buffer.alloc(256, 7).toString('base64'));
   });
 
-  test('the signed text is the signed fields relaxed, then this field relaxed with b= empty and no final CRLF; the key\'s signature over it checks out', () => {
-    const signed = signedFields(block(['From: A <a@corp.example>', `Subject: ${bytes('Reçu à Рим')}`, 'To: b@example.com,\r\n  c@example.com']).fields);
+  test("the signed text is the signed fields relaxed, then this field relaxed with b= empty and no final CRLF; the key's signature over it checks out", () => {
+    const signed = signedFields(
+      block(['From: A <a@corp.example>', `Subject: ${bytes('Reçu à Рим')}`, 'To: b@example.com,\r\n  c@example.com'])
+        .fields,
+    );
     const unsigned = unsignedSignature(tags(signed));
     expect(unsigned.field.endsWith('b=')).toBe(true);
     const relaxedSelf = relaxedField(unsigned.field).slice(0, -2);
-    expect(unsigned.data).toBe(`to:b@example.com, c@example.com\r\nsubject:${bytes('Reçu à Рим')}\r\nfrom:A <a@corp.example>\r\n${relaxedSelf}`);
-    expect(relaxedSelf).toMatch(/^dkim-signature:v=1; a=rsa-sha256; c=relaxed\/relaxed; d=corp\.example; s=s1; t=1796040000; bh=x+; h=To: ?Subject: ?From: ?From; b=$/);
+    expect(unsigned.data).toBe(
+      `to:b@example.com, c@example.com\r\nsubject:${bytes('Reçu à Рим')}\r\nfrom:A <a@corp.example>\r\n${relaxedSelf}`,
+    );
+    expect(relaxedSelf).toMatch(
+      /^dkim-signature:v=1; a=rsa-sha256; c=relaxed\/relaxed; d=corp\.example; s=s1; t=1796040000; bh=x+; h=To: ?Subject: ?From: ?From; b=$/,
+    );
     expect(signedField(unsigned, Buffer.alloc(256)).startsWith(unsigned.field)).toBe(true);
   });
 
@@ -80,7 +148,12 @@ describe('the DKIM-Signature field', () => {
   test('however long h= gets, lines stay within 76 characters and b= keeps room for the signature, on a line of its own when needed', () => {
     const wrapped: number[] = [];
     for (let n = 1; n <= 30; n++) {
-      const field = signedField(unsignedSignature(tags(signedFields(block(Array.from({ length: n }, (_, i) => `To: r${i}@example.com`)).fields))), Buffer.alloc(256, 1));
+      const field = signedField(
+        unsignedSignature(
+          tags(signedFields(block(Array.from({ length: n }, (_, i) => `To: r${i}@example.com`)).fields)),
+        ),
+        Buffer.alloc(256, 1),
+      );
       const lines = field.slice(0, -2).split('\r\n');
       for (const line of lines) expect(line.length).toBeLessThanOrEqual(76);
       const bLine = lines.findIndex((line) => line.includes(' b='));

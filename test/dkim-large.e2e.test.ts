@@ -24,7 +24,8 @@ const RETURN_WITHIN = 10 * MiB;
 
 /** 50 MiB (and a line) of 78-byte lines (76 characters + CRLF), generated chunk by chunk as the socket drains. */
 function* bodyChunks(sent: { hash: ReturnType<typeof createHash>; bytes: number }): Generator<Buffer> {
-  const line = (n: number) => `${n.toString(36).padStart(8, '0')}${'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.slice(0, 68)}\r\n`;
+  const line = (n: number) =>
+    `${n.toString(36).padStart(8, '0')}${'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.slice(0, 68)}\r\n`;
   let written = 0;
   let n = 0;
   while (written < BODY_BYTES) {
@@ -69,30 +70,39 @@ describe('a 50 MiB message is rewritten and DKIM-signed while it streams', () =>
     const httpPort = await freePort();
     const configFile = path.join(dir, 'relay.config.json');
     // JSON is YAML: the child reads it with the same loader as any config file.
-    writeFileSync(configFile, JSON.stringify({
-      hostname: 'relay.test',
-      max_message_size: '60MiB',
-      spool: { dir: './spool', min_free_disk: 0 },
-      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none' }],
-      clients: [{ name: 'lan', networks: ['127.0.0.1/32'] }],
-      routes: {
-        default: {
-          smarthosts: ['sink'],
-          envelope_from: 'bounces@corp.example',
-          rewrite_from: { unless: ['*@corp.example'], to: 'noreply@corp.example' },
-          dkim: { domain: 'corp.example', selector: 's1', private_key: key.file },
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        hostname: 'relay.test',
+        max_message_size: '60MiB',
+        spool: { dir: './spool', min_free_disk: 0 },
+        listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none' }],
+        clients: [{ name: 'lan', networks: ['127.0.0.1/32'] }],
+        routes: {
+          default: {
+            smarthosts: ['sink'],
+            envelope_from: 'bounces@corp.example',
+            rewrite_from: { unless: ['*@corp.example'], to: 'noreply@corp.example' },
+            dkim: { domain: 'corp.example', selector: 's1', private_key: key.file },
+          },
         },
-      },
-      smarthosts: [{ name: 'sink', host: '127.0.0.1', port: sink.port, tls: 'none', socket_timeout: '60s' }],
-      http: { address: `127.0.0.1:${httpPort}` },
-      log: { level: 'warn' },
-    }));
+        smarthosts: [{ name: 'sink', host: '127.0.0.1', port: sink.port, tls: 'none', socket_timeout: '60s' }],
+        http: { address: `127.0.0.1:${httpPort}` },
+        log: { level: 'warn' },
+      }),
+    );
     relay = await ChildRelay.start(configFile, httpPort);
     const pid = relay.process.pid as number;
 
     // Warm up (modules loaded, pools and JIT settled) with a small message, then measure from there.
     const warm = await openSession(smtpPort);
-    expect(await warm.client.sendMessage('scanner@printer.local', ['user@example.com'], message({ from: 'scanner@printer.local' }))).toMatch(/^250 /);
+    expect(
+      await warm.client.sendMessage(
+        'scanner@printer.local',
+        ['user@example.com'],
+        message({ from: 'scanner@printer.local' }),
+      ),
+    ).toMatch(/^250 /);
     await warm.client.quit();
     const current = sink;
     await waitFor(() => current.messages.length === 1, 20_000, 'warm-up delivery');
@@ -122,13 +132,21 @@ describe('a 50 MiB message is rewritten and DKIM-signed while it streams', () =>
     expect(sent.bytes).toBeGreaterThanOrEqual(BODY_BYTES);
     expect(data.length - bodyStart).toBe(sent.bytes);
     expect(createHash('sha256').update(data.subarray(bodyStart)).digest('hex')).toBe(sent.hash.digest('hex'));
-    expect(await verifyDkim(data, zoneResolver({ 's1._domainkey.corp.example': { TXT: [key.record] } }))).toEqual(['corp.example/s1 rsa-sha256 pass']);
+    expect(await verifyDkim(data, zoneResolver({ 's1._domainkey.corp.example': { TXT: [key.record] } }))).toEqual([
+      'corp.example/s1 rsa-sha256 pass',
+    ]);
     expect(growth).toBeLessThan(MAX_RSS_GROWTH);
     // For the record in the test output: how much the relay actually grew.
-    process.stdout.write(`relay RSS: baseline ${(baseline / MiB).toFixed(1)} MiB, peak growth ${(growth / MiB).toFixed(1)} MiB for a ${BODY_BYTES / MiB} MiB message\n`);
+    process.stdout.write(
+      `relay RSS: baseline ${(baseline / MiB).toFixed(1)} MiB, peak growth ${(growth / MiB).toFixed(1)} MiB for a ${BODY_BYTES / MiB} MiB message\n`,
+    );
     // Once the message is gone the relay gives the memory back (V8 collects the spent Buffers on its
     // own schedule, glibc returns the pages): waited for, with room for a loaded machine.
-    await waitFor(() => procStatus(pid, 'VmRSS') - baseline < RETURN_WITHIN, 60_000, `RSS back within ${RETURN_WITHIN / MiB} MiB of the baseline`);
+    await waitFor(
+      () => procStatus(pid, 'VmRSS') - baseline < RETURN_WITHIN,
+      60_000,
+      `RSS back within ${RETURN_WITHIN / MiB} MiB of the baseline`,
+    );
     const settled = procStatus(pid, 'VmRSS') - baseline;
     process.stdout.write(`relay RSS: back to ${(settled / MiB).toFixed(1)} MiB over the baseline after the message\n`);
   }, 300_000);

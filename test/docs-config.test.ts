@@ -13,8 +13,19 @@ const DOC = path.resolve(__dirname, '..', 'docs', 'configuration.md');
 
 /** Schema kinds that hold no keys below them. */
 const LEAF_TYPES = new Set([
-  'string', 'number', 'boolean', 'enum', 'literal', 'transform', 'custom',
-  'bigint', 'date', 'null', 'undefined', 'any', 'unknown',
+  'string',
+  'number',
+  'boolean',
+  'enum',
+  'literal',
+  'transform',
+  'custom',
+  'bigint',
+  'date',
+  'null',
+  'undefined',
+  'any',
+  'unknown',
 ]);
 
 /**
@@ -30,9 +41,14 @@ function configKeyPaths(schema: z.ZodType, prefix = ''): string[] {
     });
   }
   if (
-    schema instanceof z.ZodOptional || schema instanceof z.ZodDefault || schema instanceof z.ZodPrefault ||
-    schema instanceof z.ZodNullable || schema instanceof z.ZodNonOptional || schema instanceof z.ZodReadonly ||
-    schema instanceof z.ZodCatch || schema instanceof z.ZodLazy
+    schema instanceof z.ZodOptional ||
+    schema instanceof z.ZodDefault ||
+    schema instanceof z.ZodPrefault ||
+    schema instanceof z.ZodNullable ||
+    schema instanceof z.ZodNonOptional ||
+    schema instanceof z.ZodReadonly ||
+    schema instanceof z.ZodCatch ||
+    schema instanceof z.ZodLazy
   ) {
     return configKeyPaths(schema.unwrap() as z.ZodType, prefix);
   }
@@ -82,11 +98,20 @@ describe('docs/configuration.md', () => {
   const markdown = readFileSync(DOC, 'utf8');
 
   test('the walk finds the schema keys, nested ones included', () => {
-    expect(schemaPaths).toEqual(expect.arrayContaining([
-      'hostname', 'tls.cert', 'listeners[].proxy_protocol', 'policies.<name>.rate_limits[].bytes',
-      'routes.<name>.dkim[].selector', 'smarthosts[].auth.token_url', 'smarthosts[].breaker.cooldown',
-      'events.webhook.retry.max', 'limits.auth_failures.lockout', 'state.redis.url',
-    ]));
+    expect(schemaPaths).toEqual(
+      expect.arrayContaining([
+        'hostname',
+        'tls.cert',
+        'listeners[].proxy_protocol',
+        'policies.<name>.rate_limits[].bytes',
+        'routes.<name>.dkim[].selector',
+        'smarthosts[].auth.token_url',
+        'smarthosts[].breaker.cooldown',
+        'events.webhook.retry.max',
+        'limits.auth_failures.lockout',
+        'state.redis.url',
+      ]),
+    );
   });
 
   test('every key of the schema has a row, and every row is a key of the schema', () => {
@@ -98,7 +123,10 @@ describe('docs/configuration.md', () => {
   test('a row taken out of a doc is reported missing, a row for a key that is gone is reported unknown', () => {
     const complete = schemaPaths.map((keyPath) => `| \`${keyPath}\` | default | meaning |`).join('\n');
     expect(compareKeys(schemaPaths, documentedKeys(complete))).toEqual({ undocumented: [], unknown: [] });
-    const withoutRow = complete.split('\n').filter((line) => !line.startsWith('| `spool.retry.factor` |')).join('\n');
+    const withoutRow = complete
+      .split('\n')
+      .filter((line) => !line.startsWith('| `spool.retry.factor` |'))
+      .join('\n');
     expect(compareKeys(schemaPaths, documentedKeys(withoutRow)).undocumented).toEqual(['spool.retry.factor']);
     const withStaleRow = `${complete}\n| \`spool.retry.jitter\` | 0 | gone |`;
     expect(compareKeys(schemaPaths, documentedKeys(withStaleRow)).unknown).toEqual(['spool.retry.jitter']);

@@ -32,28 +32,59 @@ function parsed(raw: Record<string, unknown>): RelayConfig {
 
 describe('doctor: which sender identities a route has', () => {
   test.each<[string, Record<string, unknown>, [string | null, string | null, string][]]>([
-    ['rewrite_from with envelope_from: the rewritten domain; literal unless domains keep theirs',
-      { smarthosts: ['provider'], envelope_from: 'bounces@mail.corp.example', rewrite_from: { unless: ['*@corp.example', '*@*.corp.example', 'ceo@Board.Example'], to: 'noreply@corp.example' } },
-      [['corp.example', 'mail.corp.example', 'rewrite_from.to'], ['board.example', 'mail.corp.example', 'rewrite_from.unless']]],
-    ['rewrite_from without envelope_from: rewritten mail keeps the client\'s envelope',
+    [
+      'rewrite_from with envelope_from: the rewritten domain; literal unless domains keep theirs',
+      {
+        smarthosts: ['provider'],
+        envelope_from: 'bounces@mail.corp.example',
+        rewrite_from: {
+          unless: ['*@corp.example', '*@*.corp.example', 'ceo@Board.Example'],
+          to: 'noreply@corp.example',
+        },
+      },
+      [
+        ['corp.example', 'mail.corp.example', 'rewrite_from.to'],
+        ['board.example', 'mail.corp.example', 'rewrite_from.unless'],
+      ],
+    ],
+    [
+      "rewrite_from without envelope_from: rewritten mail keeps the client's envelope",
       { smarthosts: ['provider'], rewrite_from: { unless: ['*@corp.example'], to: 'noreply@corp.example' } },
-      [['corp.example', null, 'rewrite_from.to']]],
-    ['sender_domains: From and envelope in that domain, unless rewrite_from replaces it',
-      { smarthosts: ['provider'], sender_domains: ['shop.example', 'old.example'], rewrite_from: { unless: ['*@shop.example'], to: 'noreply@corp.example' } },
-      [['corp.example', null, 'rewrite_from.to'], ['shop.example', 'shop.example', 'rewrite_from.unless']]],
-    ['sender_domains without rewrite_from',
+      [['corp.example', null, 'rewrite_from.to']],
+    ],
+    [
+      'sender_domains: From and envelope in that domain, unless rewrite_from replaces it',
+      {
+        smarthosts: ['provider'],
+        sender_domains: ['shop.example', 'old.example'],
+        rewrite_from: { unless: ['*@shop.example'], to: 'noreply@corp.example' },
+      },
+      [
+        ['corp.example', null, 'rewrite_from.to'],
+        ['shop.example', 'shop.example', 'rewrite_from.unless'],
+      ],
+    ],
+    [
+      'sender_domains without rewrite_from',
       { smarthosts: ['provider'], sender_domains: ['shop.example'], envelope_from: 'bounces@corp.example' },
-      [['shop.example', 'corp.example', 'sender_domains']]],
-    ['a route that names no domain',
-      { smarthosts: ['provider'] },
-      [[null, null, 'unknown']]],
+      [['shop.example', 'corp.example', 'sender_domains']],
+    ],
+    ['a route that names no domain', { smarthosts: ['provider'] }, [[null, null, 'unknown']]],
   ])('%s', (_case, route, expected) => {
     const identities = senderIdentities({ routes: parsed(config({ default: route })).routes });
     expect(identities.map((i) => [i.fromDomain, i.envelopeDomain, i.source])).toEqual(expected);
   });
 
   test('the table is aligned on every column but the last', () => {
-    expect(alignedTable(['A', 'BB', 'C'], [['long', 'x', 'last cell'], ['s', 'yyy', 'z']]).split('\n')).toEqual(['A     BB   C', 'long  x    last cell', 's     yyy  z']);
+    expect(
+      alignedTable(
+        ['A', 'BB', 'C'],
+        [
+          ['long', 'x', 'last cell'],
+          ['s', 'yyy', 'z'],
+        ],
+      ).split('\n'),
+    ).toEqual(['A     BB   C', 'long  x    last cell', 's     yyy  z']);
   });
 });
 
@@ -91,9 +122,16 @@ describe('doctor: DKIM, SPF and DMARC against DNS', () => {
     smarthosts: ['provider'],
     envelope_from: 'bounces@corp.example',
     rewrite_from: { unless: ['*@corp.example'], to: 'noreply@corp.example' },
-    dkim: [{ domain: 'corp.example', selector: 's1', private_key: corpRsa.file }, { domain: 'corp.example', selector: 'e1', private_key: corpEd.file }],
+    dkim: [
+      { domain: 'corp.example', selector: 's1', private_key: corpRsa.file },
+      { domain: 'corp.example', selector: 'e1', private_key: corpEd.file },
+    ],
   });
-  const shopRoute = () => ({ smarthosts: ['provider'], sender_domains: ['shop.example'], dkim: { domain: 'shop.example', selector: 'k1', private_key: shopKey.file } });
+  const shopRoute = () => ({
+    smarthosts: ['provider'],
+    sender_domains: ['shop.example'],
+    dkim: { domain: 'shop.example', selector: 'k1', private_key: shopKey.file },
+  });
 
   async function doctor(routes: Record<string, unknown>, smarthostHost?: string) {
     const relayConfig = parsed(config(routes, smarthostHost));
@@ -104,9 +142,16 @@ describe('doctor: DKIM, SPF and DMARC against DNS', () => {
 
   test('a passing domain: both keys published and matching, SPF passes, DMARC aligned by both', async () => {
     const rows = await doctor({ default: corpRoute() });
-    expect(rows.map((r) => [r.identity.fromDomain, r.dkim.map((d) => d.status), r.spf.status, r.dmarc?.result, r.dmarc?.alignedBy, r.verdict])).toEqual([
-      ['corp.example', ['pass', 'pass'], 'pass', 'pass', ['dkim', 'spf'], 'pass'],
-    ]);
+    expect(
+      rows.map((r) => [
+        r.identity.fromDomain,
+        r.dkim.map((d) => d.status),
+        r.spf.status,
+        r.dmarc?.result,
+        r.dmarc?.alignedBy,
+        r.verdict,
+      ]),
+    ).toEqual([['corp.example', ['pass', 'pass'], 'pass', 'pass', ['dkim', 'spf'], 'pass']]);
     expect(exitCode(rows)).toBe(0);
   });
 
@@ -122,12 +167,20 @@ describe('doctor: DKIM, SPF and DMARC against DNS', () => {
     expect(report).toContain(`publish: k1._domainkey.shop.example TXT "${shopKey.record}"`);
     expect(report).toContain('SPF shop.example "v=spf1 ip4:198.51.100.0/24 -all": fail for the route\'s smart hosts');
     expect(report).toContain('provider [192.0.2.25]: fail');
-    expect(report).toContain('DMARC _dmarc.shop.example "v=DMARC1; p=quarantine": From shop.example aligns with neither a verifying DKIM d= (none verifies) nor an SPF-passing envelope domain (shop.example)');
+    expect(report).toContain(
+      'DMARC _dmarc.shop.example "v=DMARC1; p=quarantine": From shop.example aligns with neither a verifying DKIM d= (none verifies) nor an SPF-passing envelope domain (shop.example)',
+    );
     expect(report).toContain('1 of 2 sender identities would fail DMARC');
   });
 
   test('no DMARC record fails; a missing selector record says what to publish', async () => {
-    const rows = await doctor({ default: { smarthosts: ['provider'], sender_domains: ['nodmarc.example'], dkim: { domain: 'nodmarc.example', selector: 'x1', private_key: corpRsa.file } } });
+    const rows = await doctor({
+      default: {
+        smarthosts: ['provider'],
+        sender_domains: ['nodmarc.example'],
+        dkim: { domain: 'nodmarc.example', selector: 'x1', private_key: corpRsa.file },
+      },
+    });
     expect(rows[0].verdict).toBe('fail');
     expect(rows[0].dkim[0].status).toBe('missing');
     expect(rows[0].problems.join('\n')).toContain(`publish: x1._domainkey.nodmarc.example TXT "${corpRsa.record}"`);
@@ -137,11 +190,18 @@ describe('doctor: DKIM, SPF and DMARC against DNS', () => {
   test('a smart host on a LAN address: SPF cannot be told; DKIM alone passes, SPF alone is a warning', async () => {
     const signed = await doctor({ default: corpRoute() }, '127.0.0.1');
     expect([signed[0].spf.status, signed[0].verdict]).toEqual(['cannot tell', 'pass']);
-    expect(signed[0].spf.findings).toEqual(['provider [127.0.0.1]: a loopback address, the public sending address is not known here: cannot tell']);
+    expect(signed[0].spf.findings).toEqual([
+      'provider [127.0.0.1]: a loopback address, the public sending address is not known here: cannot tell',
+    ]);
 
-    const unsigned = await doctor({ default: { smarthosts: ['provider'], sender_domains: ['corp.example'] } }, '10.20.0.25');
+    const unsigned = await doctor(
+      { default: { smarthosts: ['provider'], sender_domains: ['corp.example'] } },
+      '10.20.0.25',
+    );
     expect([unsigned[0].spf.status, unsigned[0].verdict]).toEqual(['cannot tell', 'warn']);
-    expect(unsigned[0].problems.join('\n')).toContain('aligns only through SPF of corp.example, which cannot be told from here');
+    expect(unsigned[0].problems.join('\n')).toContain(
+      'aligns only through SPF of corp.example, which cannot be told from here',
+    );
 
     const unresolvable = await doctor({ default: corpRoute() }, 'smtp.nowhere.test');
     expect(unresolvable[0].spf.findings).toEqual(['provider: cannot resolve smtp.nowhere.test: cannot tell']);
@@ -162,10 +222,14 @@ describe('doctor: DKIM, SPF and DMARC against DNS', () => {
     afterAll(() => dns.close());
 
     /** Asynchronously: the DNS server answers from this process, so it must not be blocked by a sync spawn. */
-    async function run(routes: Record<string, unknown>): Promise<{ status: number | null; stdout: string; stderr: string }> {
+    async function run(
+      routes: Record<string, unknown>,
+    ): Promise<{ status: number | null; stdout: string; stderr: string }> {
       const file = path.join(dir, `doctor-${Object.keys(routes).join('-')}.json`);
       writeFileSync(file, JSON.stringify(config(routes)));
-      const child = spawn(process.execPath, [CLI, 'doctor', '-c', file, '--dns', `127.0.0.1:${dns.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [CLI, 'doctor', '-c', file, '--dns', `127.0.0.1:${dns.port}`], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -180,14 +244,18 @@ describe('doctor: DKIM, SPF and DMARC against DNS', () => {
       expect(result.status).toBe(0);
       const lines = result.stdout.split('\n');
       expect(lines[0]).toMatch(/^ROUTE\s+FROM\s+ENVELOPE\s+DKIM\s+SPF\s+DMARC\s+VERDICT$/);
-      expect(lines[1]).toMatch(/^default\s+corp\.example\s+corp\.example\s+corp\.example\/s1 pass, corp\.example\/e1 pass\s+pass\s+pass p=reject \(dkim\+spf\)\s+PASS$/);
+      expect(lines[1]).toMatch(
+        /^default\s+corp\.example\s+corp\.example\s+corp\.example\/s1 pass, corp\.example\/e1 pass\s+pass\s+pass p=reject \(dkim\+spf\)\s+PASS$/,
+      );
       expect(result.stdout).toContain('no sender identity would fail DMARC (1 checked)');
     });
 
     test('a failing domain: exit 1, a FAIL row and the record that fails', async () => {
       const result = await run({ default: corpRoute(), shop: shopRoute() });
       expect(result.status).toBe(1);
-      expect(result.stdout).toMatch(/^shop\s+shop\.example\s+shop\.example\s+shop\.example\/k1 mismatch\s+fail\s+fail p=quarantine\s+FAIL$/m);
+      expect(result.stdout).toMatch(
+        /^shop\s+shop\.example\s+shop\.example\s+shop\.example\/k1 mismatch\s+fail\s+fail p=quarantine\s+FAIL$/m,
+      );
       // The long RSA record came in 255-byte pieces over DNS and is shown whole.
       expect(result.stdout).toContain(`found:   "${stranger.record}"`);
       expect(result.stdout).toContain('1 of 2 sender identities would fail DMARC');

@@ -36,9 +36,20 @@ describe('DSN (RFC 3464)', () => {
 
   test('a non-ASCII sender is addressed in UTF-8 (RFC 6532), and a non-ASCII recipient keeps its address in the report', () => {
     const dsn = buildDsn({
-      hostname: 'relay.test', originalId: 'ORIG2', uniqueId: 'DSN2', arrivalDate: new Date(0), date: new Date(0),
+      hostname: 'relay.test',
+      originalId: 'ORIG2',
+      uniqueId: 'DSN2',
+      arrivalDate: new Date(0),
+      date: new Date(0),
       to: 'jürgen@corp.example',
-      failures: [{ address: 'bödeker@example.com', response: '550 5.1.1 No such user', remoteMta: undefined, reason: 'rejected' }],
+      failures: [
+        {
+          address: 'bödeker@example.com',
+          response: '550 5.1.1 No such user',
+          remoteMta: undefined,
+          reason: 'rejected',
+        },
+      ],
       originalHeaders: Buffer.from('Subject: x\r\n'),
     });
     expect(dsn.includes(Buffer.from('To: <jürgen@corp.example>\r\n', 'utf8'))).toBe(true);
@@ -47,69 +58,88 @@ describe('DSN (RFC 3464)', () => {
 
   test('the exact report: multipart/report with the human text, the delivery-status and the original headers', () => {
     const dsn = buildDsn({
-      hostname: 'relay.test', originalId: 'ORIG1', uniqueId: 'DSN1',
-      arrivalDate: new Date(Date.UTC(2026, 10, 23, 10, 0, 0)), date: new Date(Date.UTC(2026, 10, 23, 10, 5, 0)),
+      hostname: 'relay.test',
+      originalId: 'ORIG1',
+      uniqueId: 'DSN1',
+      arrivalDate: new Date(Date.UTC(2026, 10, 23, 10, 0, 0)),
+      date: new Date(Date.UTC(2026, 10, 23, 10, 5, 0)),
       to: 'app@corp.example',
-      failures: [{ address: 'gone@example.com', response: '550 5.1.1 No such user here', remoteMta: 'smtp.provider.example', reason: 'rejected' }],
+      failures: [
+        {
+          address: 'gone@example.com',
+          response: '550 5.1.1 No such user here',
+          remoteMta: 'smtp.provider.example',
+          reason: 'rejected',
+        },
+      ],
       originalHeaders: Buffer.from('Received: from erp01\r\nSubject: Invoice 42\r\nFrom: app@corp.example\r\n'),
     }).toString('latin1');
-    expect(dsn).toBe([
-      'From: Mail Delivery System <MAILER-DAEMON@relay.test>',
-      'To: <app@corp.example>',
-      'Subject: Undelivered Mail Returned to Sender',
-      'Date: Mon, 23 Nov 2026 10:05:00 +0000',
-      'Message-ID: <DSN1.dsn@relay.test>',
-      'Auto-Submitted: auto-replied',
-      'MIME-Version: 1.0',
-      'Content-Type: multipart/report; report-type=delivery-status; boundary="DSN1/relay.test"',
-      '',
-      'This is a MIME-encapsulated message.',
-      '',
-      '--DSN1/relay.test',
-      'Content-Type: text/plain; charset=us-ascii',
-      'Content-Description: Notification',
-      '',
-      'This is the mail system at host relay.test.',
-      '',
-      'Your message could not be delivered to one or more recipients.',
-      'It is attached below (headers only). The mail system said:',
-      '',
-      '<gone@example.com>: 550 5.1.1 No such user here',
-      '',
-      '--DSN1/relay.test',
-      'Content-Type: message/delivery-status',
-      'Content-Description: Delivery report',
-      '',
-      'Reporting-MTA: dns; relay.test',
-      'X-Smarthop-Queue-ID: ORIG1',
-      'Arrival-Date: Mon, 23 Nov 2026 10:00:00 +0000',
-      '',
-      'Final-Recipient: rfc822; gone@example.com',
-      'Action: failed',
-      'Status: 5.1.1',
-      'Remote-MTA: dns; smtp.provider.example',
-      'Diagnostic-Code: smtp; 550 5.1.1 No such user here',
-      '',
-      '--DSN1/relay.test',
-      'Content-Type: text/rfc822-headers',
-      'Content-Description: Undelivered Message Headers',
-      '',
-      'Received: from erp01',
-      'Subject: Invoice 42',
-      'From: app@corp.example',
-      '',
-      '--DSN1/relay.test--',
-      '',
-    ].join('\r\n'));
+    expect(dsn).toBe(
+      [
+        'From: Mail Delivery System <MAILER-DAEMON@relay.test>',
+        'To: <app@corp.example>',
+        'Subject: Undelivered Mail Returned to Sender',
+        'Date: Mon, 23 Nov 2026 10:05:00 +0000',
+        'Message-ID: <DSN1.dsn@relay.test>',
+        'Auto-Submitted: auto-replied',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="DSN1/relay.test"',
+        '',
+        'This is a MIME-encapsulated message.',
+        '',
+        '--DSN1/relay.test',
+        'Content-Type: text/plain; charset=us-ascii',
+        'Content-Description: Notification',
+        '',
+        'This is the mail system at host relay.test.',
+        '',
+        'Your message could not be delivered to one or more recipients.',
+        'It is attached below (headers only). The mail system said:',
+        '',
+        '<gone@example.com>: 550 5.1.1 No such user here',
+        '',
+        '--DSN1/relay.test',
+        'Content-Type: message/delivery-status',
+        'Content-Description: Delivery report',
+        '',
+        'Reporting-MTA: dns; relay.test',
+        'X-Smarthop-Queue-ID: ORIG1',
+        'Arrival-Date: Mon, 23 Nov 2026 10:00:00 +0000',
+        '',
+        'Final-Recipient: rfc822; gone@example.com',
+        'Action: failed',
+        'Status: 5.1.1',
+        'Remote-MTA: dns; smtp.provider.example',
+        'Diagnostic-Code: smtp; 550 5.1.1 No such user here',
+        '',
+        '--DSN1/relay.test',
+        'Content-Type: text/rfc822-headers',
+        'Content-Description: Undelivered Message Headers',
+        '',
+        'Received: from erp01',
+        'Subject: Invoice 42',
+        'From: app@corp.example',
+        '',
+        '--DSN1/relay.test--',
+        '',
+      ].join('\r\n'),
+    );
   });
 
   test('8-bit original headers are declared as such; dates are RFC 5322 with a numeric zone', () => {
     const dsn = buildDsn({
-      hostname: 'relay.test', originalId: 'O', uniqueId: 'D', arrivalDate: new Date(0), date: new Date(0), to: 'a@b',
+      hostname: 'relay.test',
+      originalId: 'O',
+      uniqueId: 'D',
+      arrivalDate: new Date(0),
+      date: new Date(0),
+      to: 'a@b',
       failures: [{ address: 'x@y', response: undefined, remoteMta: undefined, reason: 'expired' }],
       originalHeaders: Buffer.from('Subject: Gr\u00fc\u00dfe\r\n', 'latin1'),
     }).toString('latin1');
-    expect(dsn).toContain('Content-Type: text/rfc822-headers\r\nContent-Description: Undelivered Message Headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\n');
+    expect(dsn).toContain(
+      'Content-Type: text/rfc822-headers\r\nContent-Description: Undelivered Message Headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\n',
+    );
     expect(dsn).toContain('Subject: Undelivered Mail Returned to Sender (delivery time expired)\r\n');
     expect(dsn).toContain('Status: 4.4.7\r\nDiagnostic-Code: X-smarthop; no smart host accepted the message\r\n');
     expect(dsn).not.toContain('Remote-MTA');
@@ -128,11 +158,22 @@ describe('OAuth2 client credentials', () => {
 
   let endpoint: TokenEndpoint;
   const config = (overrides: Record<string, string> = {}) => ({
-    type: 'oauth2' as const, user: 'relay@corp.example', token_url: endpoint.url, client_id: 'app-id', client_secret: 's3cret', scope: 'https://outlook.office365.com/.default', ...overrides,
+    type: 'oauth2' as const,
+    user: 'relay@corp.example',
+    token_url: endpoint.url,
+    client_id: 'app-id',
+    client_secret: 's3cret',
+    scope: 'https://outlook.office365.com/.default',
+    ...overrides,
   });
 
   beforeEach(async () => {
-    endpoint = new TokenEndpoint({ clientId: 'app-id', clientSecret: 's3cret', scope: 'https://outlook.office365.com/.default', lifetimeS: 600 });
+    endpoint = new TokenEndpoint({
+      clientId: 'app-id',
+      clientSecret: 's3cret',
+      scope: 'https://outlook.office365.com/.default',
+      lifetimeS: 600,
+    });
     await endpoint.listen();
   });
   afterEach(() => endpoint.close());
@@ -148,7 +189,12 @@ describe('OAuth2 client credentials', () => {
     now = 1_300_000;
     expect((await tokens.get()).value).toBe('token-2');
     expect(endpoint.requests).toHaveLength(2);
-    expect(Object.fromEntries(endpoint.requests[0])).toEqual({ grant_type: 'client_credentials', client_id: 'app-id', client_secret: 's3cret', scope: 'https://outlook.office365.com/.default' });
+    expect(Object.fromEntries(endpoint.requests[0])).toEqual({
+      grant_type: 'client_credentials',
+      client_id: 'app-id',
+      client_secret: 's3cret',
+      scope: 'https://outlook.office365.com/.default',
+    });
   });
 
   test('renew forces a new token even while the cached one is fresh (the server refused it)', async () => {
@@ -159,8 +205,13 @@ describe('OAuth2 client credentials', () => {
 
   test('an endpoint refusal is an error naming the OAuth2 error, never the secret', async () => {
     const tokens = new ClientCredentialsTokens(config({ client_secret: 'wrong-secret' }), { timeoutMs: 5000 });
-    const err = await tokens.get().then(() => null, (e: Error) => e);
-    expect(err?.message).toBe(`OAuth2 token endpoint ${endpoint.url} answered 401 (invalid_client: AADSTS7000215: Invalid client secret provided.)`);
+    const err = await tokens.get().then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err?.message).toBe(
+      `OAuth2 token endpoint ${endpoint.url} answered 401 (invalid_client: AADSTS7000215: Invalid client secret provided.)`,
+    );
     expect(err?.message).not.toContain('wrong-secret');
   });
 });

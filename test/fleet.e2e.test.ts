@@ -52,7 +52,11 @@ function nodeConfig(dir: string, node: Node, sinkPort: number, redisUrl: string)
   return {
     hostname: `${node.name}.test`,
     shutdown_grace: '5s',
-    spool: { dir: path.join(dir, node.name, 'spool'), retry: { initial: '200ms', max: '1s', factor: 2 }, min_free_disk: 0 },
+    spool: {
+      dir: path.join(dir, node.name, 'spool'),
+      retry: { initial: '200ms', max: '1s', factor: 2 },
+      min_free_disk: 0,
+    },
     listeners: [
       { name: 'lb', address: `127.0.0.1:${node.lbPort}`, proxy_protocol: true, trusted_proxies: ['127.0.0.1/32'] },
       { name: 'direct', address: `127.0.0.1:${node.directPort}` },
@@ -71,7 +75,15 @@ function nodeConfig(dir: string, node: Node, sinkPort: number, redisUrl: string)
     routes: { default: { smarthosts: ['sink'] }, quota: { smarthosts: ['quota_sink'] } },
     smarthosts: [
       { name: 'sink', host: '127.0.0.1', port: sinkPort, tls: 'none', connect_timeout: '2s', socket_timeout: '10s' },
-      { name: 'quota_sink', host: '127.0.0.1', port: sinkPort, tls: 'none', connect_timeout: '2s', socket_timeout: '10s', rate_limits: [{ window: '1h', messages: 4 }] },
+      {
+        name: 'quota_sink',
+        host: '127.0.0.1',
+        port: sinkPort,
+        tls: 'none',
+        connect_timeout: '2s',
+        socket_timeout: '10s',
+        rate_limits: [{ window: '1h', messages: 4 }],
+      },
     ],
     http: { address: `127.0.0.1:${node.httpPort}` },
     log: { level: 'info' },
@@ -80,7 +92,12 @@ function nodeConfig(dir: string, node: Node, sinkPort: number, redisUrl: string)
 }
 
 /** One message on its own connection from `localAddress`; the reply to the end of DATA (or the first refusal). */
-async function sendOne(port: number, localAddress: string, subject: string, messageId?: string): Promise<string | null> {
+async function sendOne(
+  port: number,
+  localAddress: string,
+  subject: string,
+  messageId?: string,
+): Promise<string | null> {
   const { client, greeting } = await openSession(port, { localAddress });
   try {
     if (!greeting?.startsWith('220')) return greeting;
@@ -101,11 +118,17 @@ async function metric(node: Node, sample: string): Promise<number> {
 describe('a fleet of two relays sharing Redis behind HAProxy', () => {
   if (missing.length > 0 && process.env.CI) {
     test('redis-server and haproxy are installed in CI', () => {
-      throw new Error(`CI is set but ${missing.join(' and ')} not on PATH: .ci/run must install the Debian packages redis-server and haproxy`);
+      throw new Error(
+        `CI is set but ${missing.join(' and ')} not on PATH: .ci/run must install the Debian packages redis-server and haproxy`,
+      );
     });
     return;
   }
-  const maybe = testUnless(missing.length === 0 ? null : `${missing.join(' and ')} not on PATH (apt-get install redis-server haproxy); CI must have them`);
+  const maybe = testUnless(
+    missing.length === 0
+      ? null
+      : `${missing.join(' and ')} not on PATH (apt-get install redis-server haproxy); CI must have them`,
+  );
 
   let dir: string;
   let redis: TestRedis;
@@ -122,14 +145,27 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
     await redis.start();
     sink = await startSink();
     for (const name of ['node-a', 'node-b']) {
-      const node: Node = { name, configFile: path.join(dir, `${name}.yaml`), lbPort: await freePort(), directPort: await freePort(), httpPort: await freePort(), relay: null };
+      const node: Node = {
+        name,
+        configFile: path.join(dir, `${name}.yaml`),
+        lbPort: await freePort(),
+        directPort: await freePort(),
+        httpPort: await freePort(),
+        relay: null,
+      };
       writeFileSync(node.configFile, stringify(nodeConfig(dir, node, sink.port, redis.url)));
       nodes.push(node);
     }
-    await Promise.all(nodes.map(async (node) => {
-      node.relay = await ChildRelay.start(node.configFile, node.httpPort);
+    await Promise.all(
+      nodes.map(async (node) => {
+        node.relay = await ChildRelay.start(node.configFile, node.httpPort);
+      }),
+    );
+    const backends: HaproxyBackend[] = nodes.map((node) => ({
+      name: node.name,
+      smtpPort: node.lbPort,
+      httpPort: node.httpPort,
     }));
-    const backends: HaproxyBackend[] = nodes.map((node) => ({ name: node.name, smtpPort: node.lbPort, httpPort: node.httpPort }));
     haproxy = await TestHaproxy.start(HAPROXY, dir, await freePort(), backends);
   });
 
@@ -143,7 +179,11 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
 
   maybe('both nodes report Redis as their state backend', async () => {
     for (const node of nodes) {
-      await waitFor(async () => (await metric(node, 'smarthop_state_backend{backend="redis"}')) === 1, 20_000, `${node.name} on redis`);
+      await waitFor(
+        async () => (await metric(node, 'smarthop_state_backend{backend="redis"}')) === 1,
+        20_000,
+        `${node.name} on redis`,
+      );
       expect(await metric(node, 'smarthop_state_fallbacks_total')).toBe(0);
     }
   });
@@ -154,7 +194,10 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
     expect(replies.filter((c) => c === '250')).toHaveLength(5);
     expect(replies.slice(5)).toEqual(Array(7).fill('451'));
     // Each node refused on the fleet's count, and says so in its own metrics.
-    for (const node of nodes) expect(await metric(node, 'smarthop_rate_limited_total{client="limited",limit="messages_1m"}')).toBeGreaterThan(0);
+    for (const node of nodes)
+      expect(await metric(node, 'smarthop_rate_limited_total{client="limited",limit="messages_1m"}')).toBeGreaterThan(
+        0,
+      );
   });
 
   maybe("a smart host's quota (4 messages an hour) is shared: 4 delivered by the fleet, the rest wait", async () => {
@@ -163,14 +206,22 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
       let queued = 0;
       for (const node of nodes) {
         const text = await metricsText(node.httpPort);
-        queued += (metricValue(text, 'smarthop_queue_messages{state="ready"}') ?? 0) + (metricValue(text, 'smarthop_queue_messages{state="deferred"}') ?? 0);
+        queued +=
+          (metricValue(text, 'smarthop_queue_messages{state="ready"}') ?? 0) +
+          (metricValue(text, 'smarthop_queue_messages{state="deferred"}') ?? 0);
       }
       return queued;
     };
     // Unshared, each node would deliver 4 (8 in all) and keep none queued.
-    await waitFor(async () => subjects('quota-').length === 4 && (await waiting()) === 4, 30_000, '4 quota messages delivered and 4 waiting');
+    await waitFor(
+      async () => subjects('quota-').length === 4 && (await waiting()) === 4,
+      30_000,
+      '4 quota messages delivered and 4 waiting',
+    );
     for (const node of nodes) {
-      expect(await metric(node, 'smarthop_smarthost_quota_remaining{smarthost="quota_sink",window="1h",unit="messages"}')).toBe(0);
+      expect(
+        await metric(node, 'smarthop_smarthost_quota_remaining{smarthost="quota_sink",window="1h",unit="messages"}'),
+      ).toBe(0);
     }
     expect(subjects('quota-')).toHaveLength(4);
   });
@@ -198,43 +249,57 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
     const direct = await RawSmtpClient.connect(nodes[1].lbPort, { localAddress: PROXIED });
     expect(await direct.reply()).toBe(`554 5.7.1 Access denied: [${PROXIED}] is not a trusted proxy of listener lb`);
     direct.destroy();
-    expect(await metric(nodes[0], 'smarthop_messages_rejected_total{client="(unknown)",reason="access_denied"}')).toBeGreaterThan(0);
+    expect(
+      await metric(nodes[0], 'smarthop_messages_rejected_total{client="(unknown)",reason="access_denied"}'),
+    ).toBeGreaterThan(0);
   });
 
-  maybe('Redis stopped mid-traffic: mail flows under local limits (4/2 = 2 per node), the metric says so, and fleet limits return with Redis', async () => {
-    const [a, b] = nodes;
-    await redis.stop();
-    const during = [];
-    for (let i = 0; i < 3; i++) during.push(await sendOne(a.directPort, OUTAGE, `outage-${i}`));
-    expect(during.map(code)).toEqual(['250', '250', '451']);
-    // The reply names the limit that refused it: this node's share, not the fleet's 4.
-    expect(during[2]).toMatch(/^451 4\.7\.1 Rate limit for client outage: 2 of the fleet's 4 messages per 1m on this relay while shared limits are unreachable; try again in \d+s$/);
-    expect(await metric(a, 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
-    expect(await metric(a, 'smarthop_state_fallbacks_total')).toBe(1);
-    expect(a.relay?.output.join('')).toContain('unreachable');
-    await waitFor(() => subjects('outage-').length === 2, 20_000, 'mail accepted during the outage to be delivered');
+  maybe(
+    'Redis stopped mid-traffic: mail flows under local limits (4/2 = 2 per node), the metric says so, and fleet limits return with Redis',
+    async () => {
+      const [a, b] = nodes;
+      await redis.stop();
+      const during = [];
+      for (let i = 0; i < 3; i++) during.push(await sendOne(a.directPort, OUTAGE, `outage-${i}`));
+      expect(during.map(code)).toEqual(['250', '250', '451']);
+      // The reply names the limit that refused it: this node's share, not the fleet's 4.
+      expect(during[2]).toMatch(
+        /^451 4\.7\.1 Rate limit for client outage: 2 of the fleet's 4 messages per 1m on this relay while shared limits are unreachable; try again in \d+s$/,
+      );
+      expect(await metric(a, 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
+      expect(await metric(a, 'smarthop_state_fallbacks_total')).toBe(1);
+      expect(a.relay?.output.join('')).toContain('unreachable');
+      await waitFor(() => subjects('outage-').length === 2, 20_000, 'mail accepted during the outage to be delivered');
 
-    await redis.start();
-    for (const node of nodes) {
-      await waitFor(async () => (await metric(node, 'smarthop_state_backend{backend="redis"}')) === 1, 30_000, `${node.name} back on redis`);
-    }
-    expect(a.relay?.output.join('')).toContain('fleet-wide again');
-    // Node A's local window is full (local counting would refuse at once), node B's is empty (local
-    // counting would give it 2): 3 on A and then 1 on B is the fleet's limit of 4 in a fresh Redis.
-    const after = [];
-    for (let i = 0; i < 3; i++) after.push(code(await sendOne(a.directPort, OUTAGE, `after-${i}`)));
-    let lastReply: string | null = null;
-    for (let i = 3; i < 5; i++) {
-      lastReply = await sendOne(b.directPort, OUTAGE, `after-${i}`);
-      after.push(code(lastReply));
-    }
-    expect(after).toEqual(['250', '250', '250', '250', '451']);
-    expect(lastReply).toMatch(/^451 4\.7\.1 Rate limit for client outage: 4 messages per 1m; try again in \d+s$/);
-  });
+      await redis.start();
+      for (const node of nodes) {
+        await waitFor(
+          async () => (await metric(node, 'smarthop_state_backend{backend="redis"}')) === 1,
+          30_000,
+          `${node.name} back on redis`,
+        );
+      }
+      expect(a.relay?.output.join('')).toContain('fleet-wide again');
+      // Node A's local window is full (local counting would refuse at once), node B's is empty (local
+      // counting would give it 2): 3 on A and then 1 on B is the fleet's limit of 4 in a fresh Redis.
+      const after = [];
+      for (let i = 0; i < 3; i++) after.push(code(await sendOne(a.directPort, OUTAGE, `after-${i}`)));
+      let lastReply: string | null = null;
+      for (let i = 3; i < 5; i++) {
+        lastReply = await sendOne(b.directPort, OUTAGE, `after-${i}`);
+        after.push(code(lastReply));
+      }
+      expect(after).toEqual(['250', '250', '250', '250', '451']);
+      expect(lastReply).toMatch(/^451 4\.7\.1 Rate limit for client outage: 4 messages per 1m; try again in \d+s$/);
+    },
+  );
 
   maybe('draining one node with SIGTERM under load through HAProxy loses no message', async () => {
     const total = 30;
-    const ids = Array.from({ length: total }, (_, i) => `drain-${i}-${Math.random().toString(36).slice(2)}@corp.example`);
+    const ids = Array.from(
+      { length: total },
+      (_, i) => `drain-${i}-${Math.random().toString(36).slice(2)}@corp.example`,
+    );
     const accepted = new Set<string>();
     let next = 0;
     let drained: Promise<number | null> | null = null;

@@ -34,7 +34,9 @@ const DATE = 'Date: Mon, 23 Nov 2026 10:00:00 +0000';
 
 function mail(headers: string[], body = 'Hello from a legacy app.'): string {
   const hasFrom = headers.some((line) => /^from:/i.test(line));
-  return [...(hasFrom ? [] : ['From: <app@corp.example>']), ...headers, 'To: user@example.com', DATE, '', body].join('\r\n');
+  return [...(hasFrom ? [] : ['From: <app@corp.example>']), ...headers, 'To: user@example.com', DATE, '', body].join(
+    '\r\n',
+  );
 }
 
 /** An ordinary session beside the attack: one transaction after another, every reply timed. */
@@ -101,35 +103,38 @@ describe('hostile input: no message holds the event loop others share', () => {
     sink = await startSink({ port: sinkPort, keep: false });
     const key = makeDkimKey(dir, 'ed25519');
     const configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(configFile, stringify({
-      hostname: 'relay.test',
-      spool: { dir: './spool', min_free_disk: 0 },
-      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
-      clients: [{ name: 'app', networks: ['127.0.0.1/32'], policy: 'strict' }],
-      policies: {
-        strict: {
-          route: 'out',
-          allowed_senders: ['*@corp.example', '<>'],
-          allowed_recipients: ['*@example.com', '*.example.net'],
-          denied_recipients: ['*@competitor.example', 'ceo@example.com'],
-          header_rules: [
-            { header: 'Subject', match: 'lottery', action: 'reject' },
-            { header: 'X-Mailer', match: 'PHPMailer', action: 'strip' },
-          ],
-          blocked_attachments: ['exe'],
+    writeFileSync(
+      configFile,
+      stringify({
+        hostname: 'relay.test',
+        spool: { dir: './spool', min_free_disk: 0 },
+        listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
+        clients: [{ name: 'app', networks: ['127.0.0.1/32'], policy: 'strict' }],
+        policies: {
+          strict: {
+            route: 'out',
+            allowed_senders: ['*@corp.example', '<>'],
+            allowed_recipients: ['*@example.com', '*.example.net'],
+            denied_recipients: ['*@competitor.example', 'ceo@example.com'],
+            header_rules: [
+              { header: 'Subject', match: 'lottery', action: 'reject' },
+              { header: 'X-Mailer', match: 'PHPMailer', action: 'strip' },
+            ],
+            blocked_attachments: ['exe'],
+          },
         },
-      },
-      routes: {
-        out: {
-          smarthosts: ['sink'],
-          rewrite_from: { unless: ['*@corp.example'], to: 'noreply@corp.example' },
-          dkim: { domain: 'corp.example', selector: 's1', private_key: key.file },
+        routes: {
+          out: {
+            smarthosts: ['sink'],
+            rewrite_from: { unless: ['*@corp.example'], to: 'noreply@corp.example' },
+            dkim: { domain: 'corp.example', selector: 's1', private_key: key.file },
+          },
         },
-      },
-      smarthosts: [{ name: 'sink', host: '127.0.0.1', port: sinkPort, tls: 'none' }],
-      http: { address: `127.0.0.1:${httpPort}` },
-      log: { level: 'warn' },
-    }));
+        smarthosts: [{ name: 'sink', host: '127.0.0.1', port: sinkPort, tls: 'none' }],
+        http: { address: `127.0.0.1:${httpPort}` },
+        log: { level: 'warn' },
+      }),
+    );
     relay = await ChildRelay.start(configFile, httpPort);
     ownPriority = getPriority();
     measuredFirst(relay.process.pid);
@@ -165,12 +170,15 @@ describe('hostile input: no message holds the event loop others share', () => {
     const text = await metricsText(httpPort);
     const samples = metricValue(text, 'smarthop_event_loop_delay_seconds_count');
     const within = metricValue(text, `smarthop_event_loop_delay_seconds_bucket{le="${HELD_BOUND_MS / 1000}"}`);
-    if (samples === undefined || within === undefined) throw new Error('smarthop_event_loop_delay_seconds is missing from /metrics');
+    if (samples === undefined || within === undefined)
+      throw new Error('smarthop_event_loop_delay_seconds is missing from /metrics');
     return { stalls: samples - within, samples };
   }
 
   async function rejected(reason: string): Promise<number> {
-    return metricValue(await metricsText(httpPort), `smarthop_messages_rejected_total{client="app",reason="${reason}"}`) ?? 0;
+    return (
+      metricValue(await metricsText(httpPort), `smarthop_messages_rejected_total{client="app",reason="${reason}"}`) ?? 0
+    );
   }
 
   /**
@@ -208,7 +216,8 @@ describe('hostile input: no message holds the event loop others share', () => {
     return outcome;
   }
 
-  const send = (headers: string[], body?: string) => (client: RawSmtpClient) => client.sendMessage('app@corp.example', ['user@example.com'], mail(headers, body));
+  const send = (headers: string[], body?: string) => (client: RawSmtpClient) =>
+    client.sendMessage('app@corp.example', ['user@example.com'], mail(headers, body));
 
   test('issue 20: From <app@corp.example> and 250,000 × "a" is refused at once with 550 5.6.0, counted, and holds nobody', async () => {
     const before = await rejected('header_limit');
@@ -220,14 +229,42 @@ describe('hostile input: no message holds the event loop others share', () => {
 
   describe('header fields too large to be real', () => {
     test.each<[string, string[], string]>([
-      ['1 MB From', [`From: <app@corp.example> ${'a'.repeat(1 << 20)}`], '552 5.3.4 Message header exceeds 262144 bytes'],
+      [
+        '1 MB From',
+        [`From: <app@corp.example> ${'a'.repeat(1 << 20)}`],
+        '552 5.3.4 Message header exceeds 262144 bytes',
+      ],
       ['1 MB Sender', [`Sender: ${'b'.repeat(1 << 20)}@corp.example`], '552 5.3.4 Message header exceeds 262144 bytes'],
-      ['1 MB Subject', [`Subject: ${'lottery '.repeat((1 << 20) / 8)}`], '552 5.3.4 Message header exceeds 262144 bytes'],
-      ['a 200 KB Sender', [`Sender: <app@corp.example> ${'x'.repeat(200_000)}`], '550 5.6.0 Header field Sender is longer than 8192 bytes'],
-      ['a 100 KB Subject', [`Subject: ${'s'.repeat(100_000)}`], '550 5.6.0 Header field subject is longer than 65536 bytes'],
-      ['120,000 nested comments in From', [`From: ${'('.repeat(120_000)}${')'.repeat(120_000)} <app@corp.example>`], '550 5.6.0 Header field From is longer than 8192 bytes'],
-      ['40,000 header fields', Array.from({ length: 40_000 }, () => 'X: y'), '550 5.6.0 Message header has more than 1000 fields'],
-      ['100,000 header fields', Array.from({ length: 100_000 }, () => 'X-A: b'), '552 5.3.4 Message header exceeds 262144 bytes'],
+      [
+        '1 MB Subject',
+        [`Subject: ${'lottery '.repeat((1 << 20) / 8)}`],
+        '552 5.3.4 Message header exceeds 262144 bytes',
+      ],
+      [
+        'a 200 KB Sender',
+        [`Sender: <app@corp.example> ${'x'.repeat(200_000)}`],
+        '550 5.6.0 Header field Sender is longer than 8192 bytes',
+      ],
+      [
+        'a 100 KB Subject',
+        [`Subject: ${'s'.repeat(100_000)}`],
+        '550 5.6.0 Header field subject is longer than 65536 bytes',
+      ],
+      [
+        '120,000 nested comments in From',
+        [`From: ${'('.repeat(120_000)}${')'.repeat(120_000)} <app@corp.example>`],
+        '550 5.6.0 Header field From is longer than 8192 bytes',
+      ],
+      [
+        '40,000 header fields',
+        Array.from({ length: 40_000 }, () => 'X: y'),
+        '550 5.6.0 Message header has more than 1000 fields',
+      ],
+      [
+        '100,000 header fields',
+        Array.from({ length: 100_000 }, () => 'X-A: b'),
+        '552 5.3.4 Message header exceeds 262144 bytes',
+      ],
     ])('%s', async (_name, headers, expected) => {
       expect(await underAttack(send(headers))).toBe(expected);
     });
@@ -238,23 +275,54 @@ describe('hostile input: no message holds the event loop others share', () => {
     const b64 = (text: string) => `=?utf-8?b?${Buffer.from(text).toString('base64')}?=`;
 
     test.each<[string, string[], string]>([
-      ['8,000 address characters without "@" after the From mailbox', [`From: <app@corp.example> ${'a'.repeat(8000)}`], '250'],
+      [
+        '8,000 address characters without "@" after the From mailbox',
+        [`From: <app@corp.example> ${'a'.repeat(8000)}`],
+        '250',
+      ],
       ['the same run inside the display name', [`From: "${'a.'.repeat(3900)}" <app@corp.example>`], '250'],
-      ['4,000 nested comments hiding a foreign From', [`From: ${nested(4000, 'ceo@bank.example')} <app@corp.example>`],
-        '550 5.7.1 Header From <ceo@bank.example> not allowed for client app'],
-      ['a foreign address after "@" in a comment, behind 3,000 nested comments', [`From: ${nested(3000, 'x')} ceo@(x)bank.example <app@corp.example>`],
-        '550 5.7.1 Header From <ceo@'],
-      ['every Sender is read: the second hides a fullwidth ＠', ['Sender: <app@corp.example>', `Sender: ${'a '.repeat(3000)}ceo＠bank.example`],
-        '550 5.7.1 Header Sender <ceo'],
+      [
+        '4,000 nested comments hiding a foreign From',
+        [`From: ${nested(4000, 'ceo@bank.example')} <app@corp.example>`],
+        '550 5.7.1 Header From <ceo@bank.example> not allowed for client app',
+      ],
+      [
+        'a foreign address after "@" in a comment, behind 3,000 nested comments',
+        [`From: ${nested(3000, 'x')} ceo@(x)bank.example <app@corp.example>`],
+        '550 5.7.1 Header From <ceo@',
+      ],
+      [
+        'every Sender is read: the second hides a fullwidth ＠',
+        ['Sender: <app@corp.example>', `Sender: ${'a '.repeat(3000)}ceo＠bank.example`],
+        '550 5.7.1 Header Sender <ceo',
+      ],
       ['500 encoded words in From', [`From: ${'=?utf-8?q?a?= '.repeat(500)}<app@corp.example>`], '250'],
-      ['an encoded word naming a foreign address among 400 others', [`From: ${'=?utf-8?q?a?= '.repeat(400)}x ${b64('ceo@bank.example')} <app@corp.example>`],
-        '550 5.7.1 Header From <ceo@bank.example> not allowed for client app'],
-      ['3,000 encoded words in a Subject under a header rule', [`Subject: ${'=?utf-8?q?hi?= '.repeat(3000)}${b64('lottery')}`],
-        '550 5.7.1 Message refused by a header rule on Subject for client app'],
-      ['60 KB of whitespace between encoded words', [`Subject: =?utf-8?q?a?=${' '.repeat(30_000)}\r\n ${' '.repeat(30_000)}=?utf-8?q?b?=`], '250'],
-      ['a From of 400 mailboxes in a group', [`From: team: ${Array.from({ length: 400 }, (_, i) => `a${i}@corp.example`).join(',')};`], '250'],
+      [
+        'an encoded word naming a foreign address among 400 others',
+        [`From: ${'=?utf-8?q?a?= '.repeat(400)}x ${b64('ceo@bank.example')} <app@corp.example>`],
+        '550 5.7.1 Header From <ceo@bank.example> not allowed for client app',
+      ],
+      [
+        '3,000 encoded words in a Subject under a header rule',
+        [`Subject: ${'=?utf-8?q?hi?= '.repeat(3000)}${b64('lottery')}`],
+        '550 5.7.1 Message refused by a header rule on Subject for client app',
+      ],
+      [
+        '60 KB of whitespace between encoded words',
+        [`Subject: =?utf-8?q?a?=${' '.repeat(30_000)}\r\n ${' '.repeat(30_000)}=?utf-8?q?b?=`],
+        '250',
+      ],
+      [
+        'a From of 400 mailboxes in a group',
+        [`From: team: ${Array.from({ length: 400 }, (_, i) => `a${i}@corp.example`).join(',')};`],
+        '250',
+      ],
       ['60 KB of address characters without "@" in a Subject', [`Subject: ${'a'.repeat(60_000)}`], '250'],
-      ['900 header fields that a strip rule removes', Array.from({ length: 900 }, () => 'X-Mailer: PHPMailer 6'), '250'],
+      [
+        '900 header fields that a strip rule removes',
+        Array.from({ length: 900 }, () => 'X-Mailer: PHPMailer 6'),
+        '250',
+      ],
     ])('%s', async (_name, headers, expected) => {
       const reply = await underAttack(send(headers));
       expect(reply?.slice(0, expected.length)).toBe(expected);
@@ -262,13 +330,22 @@ describe('hostile input: no message holds the event loop others share', () => {
 
     test('a 60 KB attachment name of dots and spaces, and an .exe behind one', async () => {
       const part = (name: string) => [
-        'Content-Type: multipart/mixed; boundary="b"', '', '--b', 'Content-Type: application/octet-stream',
-        `Content-Disposition: attachment; filename="${name}"`, '', 'AAAA', '--b--', '',
+        'Content-Type: multipart/mixed; boundary="b"',
+        '',
+        '--b',
+        'Content-Type: application/octet-stream',
+        `Content-Disposition: attachment; filename="${name}"`,
+        '',
+        'AAAA',
+        '--b--',
+        '',
       ];
       const [headerLine, , ...body] = part(`invoice${'. '.repeat(30_000)}x.txt`);
       expect(await underAttack(send([headerLine], body.join('\r\n')))).toMatch(/^250 /);
       const [exeHeader, , ...exeBody] = part(`invoice${'. '.repeat(30_000)}x.exe. . .`);
-      expect(await underAttack(send([exeHeader], exeBody.join('\r\n')))).toBe('550 5.7.1 Attachment type .exe not allowed for client app');
+      expect(await underAttack(send([exeHeader], exeBody.join('\r\n')))).toBe(
+        '550 5.7.1 Attachment type .exe not allowed for client app',
+      );
     });
 
     test.each<[string, () => string]>([
@@ -293,22 +370,29 @@ describe('hostile input: no message holds the event loop others share', () => {
     const uninspectable = /^550 5\.7\.1 Message cannot be checked for blocked attachments/;
 
     test.each<[string, () => string]>([
-      ['a part\'s Content-Transfer-Encoding of 1 MB of "("',
-        () => `Content-Transfer-Encoding: base64 ${'('.repeat(1 << 20)}\r\n\r\nAAAA`],
+      [
+        'a part\'s Content-Transfer-Encoding of 1 MB of "("',
+        () => `Content-Transfer-Encoding: base64 ${'('.repeat(1 << 20)}\r\n\r\nAAAA`,
+      ],
       ['a part header of 900 KB of folded fields', () => `${'X-A: a\r\n b\r\n'.repeat(90_000)}\r\nAAAA`],
-      ['an attached message (base64) whose header holds 1 MB of bare CRs', () => {
-        const crs = Buffer.alloc(1 << 20, 0x0d);
-        const embedded = Buffer.concat([Buffer.from('Subject: a'), crs, Buffer.from('b\r\n\r\nhi\r\n')]);
-        const encoded = embedded.toString('base64').replace(/.{76}/g, '$&\r\n');
-        return `Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n${encoded}`;
-      }],
+      [
+        'an attached message (base64) whose header holds 1 MB of bare CRs',
+        () => {
+          const crs = Buffer.alloc(1 << 20, 0x0d);
+          const embedded = Buffer.concat([Buffer.from('Subject: a'), crs, Buffer.from('b\r\n\r\nhi\r\n')]);
+          const encoded = embedded.toString('base64').replace(/.{76}/g, '$&\r\n');
+          return `Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n${encoded}`;
+        },
+      ],
     ])('input the MIME library parses in quadratic time is refused as uninspectable: %s', async (_name, part) => {
       expect(await underAttack(withPart(part()))).toMatch(uninspectable);
     });
 
     test('10,000 pipelined RCPT: at most 1000 taken, every one answered', async () => {
       const replies = await underAttack(async (client) => {
-        const recipients = Array.from({ length: 10_000 }, (_, i) => (i % 10 === 9 ? `x${i}@competitor.example` : `user${i}@example.com`));
+        const recipients = Array.from({ length: 10_000 }, (_, i) =>
+          i % 10 === 9 ? `x${i}@competitor.example` : `user${i}@example.com`,
+        );
         client.write(`MAIL FROM:<app@corp.example>\r\n${recipients.map((to) => `RCPT TO:<${to}>\r\n`).join('')}`);
         const answers: string[] = [];
         for (let i = 0; i <= recipients.length; i++) answers.push((await client.reply()) ?? 'closed');
@@ -325,8 +409,12 @@ describe('hostile input: no message holds the event loop others share', () => {
 
     test('envelope addresses are bounded by smtp-server (253 characters); one at the bound is judged like any other', async () => {
       const longest = `${'a'.repeat(253 - '@corp.example'.length)}@corp.example`;
-      expect(await underAttack((client) => client.sendMessage(longest, ['user@example.com'], mail([])))).toMatch(/^250 /);
-      expect(await underAttack((client) => client.command(`MAIL FROM:<${'a'.repeat(16_000)}@corp.example>`))).toBe('501 Error: Bad sender address syntax');
+      expect(await underAttack((client) => client.sendMessage(longest, ['user@example.com'], mail([])))).toMatch(
+        /^250 /,
+      );
+      expect(await underAttack((client) => client.command(`MAIL FROM:<${'a'.repeat(16_000)}@corp.example>`))).toBe(
+        '501 Error: Bad sender address syntax',
+      );
     });
   });
 });

@@ -2,7 +2,17 @@ import { connect as tlsConnect } from 'node:tls';
 import { prng } from '../bench/prng';
 import { hashPassword } from '../src/ingress/password';
 import type { SmtpSink } from '../src/tools/sink';
-import { baseConfig, buildConfig, makeCertificate, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import {
+  baseConfig,
+  buildConfig,
+  makeCertificate,
+  removeDir,
+  startRelay,
+  startSink,
+  tempDir,
+  waitFor,
+  type RunningRelay,
+} from './helpers/harness';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 /**
@@ -51,7 +61,9 @@ describe('hostile input', () => {
   async function stillServes(): Promise<void> {
     const before = sink.count;
     const { client } = await openSession(running.portOf('off'));
-    expect(await client.sendMessage('erp@corp.example', ['ok@example.com'], message({ subject: 'still serving' }))).toMatch(/^250 /);
+    expect(
+      await client.sendMessage('erp@corp.example', ['ok@example.com'], message({ subject: 'still serving' })),
+    ).toMatch(/^250 /);
     await client.quit();
     await waitFor(() => sink.count > before, 10_000, 'the control message');
   }
@@ -81,10 +93,18 @@ describe('hostile input', () => {
       await client.quit();
     });
 
-    const hostileAddresses = ['victim@example.com', '@a.example:victim@example.com', 'victim%example.com@relay.test', '"victim@example.com"@relay.test', 'victim@[203.0.113.5]'];
+    const hostileAddresses = [
+      'victim@example.com',
+      '@a.example:victim@example.com',
+      'victim%example.com@relay.test',
+      '"victim@example.com"@relay.test',
+      'victim@[203.0.113.5]',
+    ];
     test.each(hostileAddresses)('untrusted, no AUTH, RCPT %s → refused at MAIL, nothing relayed', async (rcpt) => {
       const client = await strangerOverTls();
-      expect(await client.sendMessage('attacker@evil.example', [rcpt], message())).toBe('530 5.7.0 Authentication required');
+      expect(await client.sendMessage('attacker@evil.example', [rcpt], message())).toBe(
+        '530 5.7.0 Authentication required',
+      );
       await client.quit();
       expect(relayedFrom('attacker@evil.example')).toHaveLength(0);
     });
@@ -94,11 +114,15 @@ describe('hostile input', () => {
       await tls.client.startTls();
       await tls.client.command('EHLO attacker.example');
       expect(await tls.client.command(plainAuth('shop', 'guess'))).toBe('535 5.7.8 Authentication credentials invalid');
-      expect(await tls.client.sendMessage('attacker@evil.example', ['victim@example.com'], message())).toBe('530 5.7.0 Authentication required');
+      expect(await tls.client.sendMessage('attacker@evil.example', ['victim@example.com'], message())).toBe(
+        '530 5.7.0 Authentication required',
+      );
       await tls.client.quit();
 
       const plain = await openSession(running.portOf('required'), untrusted);
-      expect(await plain.client.command(plainAuth('shop', password))).toBe('530 5.7.0 Must issue a STARTTLS command first');
+      expect(await plain.client.command(plainAuth('shop', password))).toBe(
+        '530 5.7.0 Must issue a STARTTLS command first',
+      );
       await plain.client.quit();
 
       const off = await openSession(running.portOf('off'));
@@ -115,7 +139,9 @@ describe('hostile input', () => {
     ])('an untrusted client cannot claim a trusted address with %s', async (command) => {
       const client = await strangerOverTls();
       expect(await client.command(command)).toMatch(/^5\d\d /);
-      expect(await client.sendMessage('attacker@evil.example', ['victim@example.com'], message())).toBe('530 5.7.0 Authentication required');
+      expect(await client.sendMessage('attacker@evil.example', ['victim@example.com'], message())).toBe(
+        '530 5.7.0 Authentication required',
+      );
       await client.quit();
       expect(relayedFrom('attacker@evil.example')).toHaveLength(0);
     });
@@ -128,9 +154,12 @@ describe('hostile input', () => {
 
     test('a whole pipelined transaction from an untrusted address gets refusals for every step', async () => {
       const client = await strangerOverTls();
-      client.write(`EHLO x\r\nMAIL FROM:<attacker@evil.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n${message()}\r\n.\r\nQUIT\r\n`);
+      client.write(
+        `EHLO x\r\nMAIL FROM:<attacker@evil.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n${message()}\r\n.\r\nQUIT\r\n`,
+      );
       const replies: string[] = [];
-      for (let reply = await client.reply(); reply !== null; reply = await client.reply()) replies.push(reply.split('\n').pop() as string);
+      for (let reply = await client.reply(); reply !== null; reply = await client.reply())
+        replies.push(reply.split('\n').pop() as string);
       expect(replies).toEqual(expect.arrayContaining(['530 5.7.0 Authentication required']));
       expect(replies.some((r) => r.startsWith('250 2.0.0 Ok: queued'))).toBe(false);
       expect(relayedFrom('attacker@evil.example')).toHaveLength(0);
@@ -251,7 +280,9 @@ describe('hostile input', () => {
     });
 
     test('a connection flood past max_clients gets 421 and the relay recovers', async () => {
-      const clients = await Promise.all(Array.from({ length: 6 }, () => RawSmtpClient.connect(running.portOf('small'))));
+      const clients = await Promise.all(
+        Array.from({ length: 6 }, () => RawSmtpClient.connect(running.portOf('small'))),
+      );
       const greetings = await Promise.all(clients.map((c) => c.reply()));
       expect(greetings.filter((g) => g?.startsWith('421')).length).toBeGreaterThanOrEqual(3);
       expect(greetings.filter((g) => g?.startsWith('220')).length).toBeLessThanOrEqual(3);
@@ -264,7 +295,14 @@ describe('hostile input', () => {
     test('TLS below 1.2 is refused; TLS 1.2 and 1.3 work on the implicit-TLS listener', async () => {
       const handshake = (minVersion: 'TLSv1' | 'TLSv1.2' | 'TLSv1.3', maxVersion: 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3') =>
         new Promise<string>((resolve) => {
-          const socket = tlsConnect({ host: '127.0.0.1', port: running.portOf('implicit'), rejectUnauthorized: false, minVersion, maxVersion, ciphers: 'DEFAULT:@SECLEVEL=0' });
+          const socket = tlsConnect({
+            host: '127.0.0.1',
+            port: running.portOf('implicit'),
+            rejectUnauthorized: false,
+            minVersion,
+            maxVersion,
+            ciphers: 'DEFAULT:@SECLEVEL=0',
+          });
           socket.once('secureConnect', () => {
             resolve(socket.getProtocol() ?? 'unknown');
             socket.destroy();
@@ -280,8 +318,41 @@ describe('hostile input', () => {
   describe('fuzz', () => {
     const SEED = Number(process.env.FUZZ_SEED ?? 20261123);
     const SESSIONS = Number(process.env.FUZZ_SESSIONS ?? 60);
-    const verbs = ['EHLO fuzz', 'HELO fuzz', 'MAIL FROM:<fuzz-untrusted@evil.example>', 'RCPT TO:<victim@example.com>', 'DATA', 'RSET', 'NOOP', 'VRFY root', 'EXPN all', 'STARTTLS', 'AUTH PLAIN', 'AUTH LOGIN', 'BDAT 10 LAST', 'XCLIENT ADDR=127.0.0.1', 'QUIT', '.', ''];
-    const junk = ['\r', '\n', '\0', '\r\n.\r\n', '\n.\n', 'MAIL FROM:<fuzz-untrusted@evil.example>\r\n', ' SIZE=999999999', ':<>', '\x1b[A', 'é', '%', '@', '<', '>'];
+    const verbs = [
+      'EHLO fuzz',
+      'HELO fuzz',
+      'MAIL FROM:<fuzz-untrusted@evil.example>',
+      'RCPT TO:<victim@example.com>',
+      'DATA',
+      'RSET',
+      'NOOP',
+      'VRFY root',
+      'EXPN all',
+      'STARTTLS',
+      'AUTH PLAIN',
+      'AUTH LOGIN',
+      'BDAT 10 LAST',
+      'XCLIENT ADDR=127.0.0.1',
+      'QUIT',
+      '.',
+      '',
+    ];
+    const junk = [
+      '\r',
+      '\n',
+      '\0',
+      '\r\n.\r\n',
+      '\n.\n',
+      'MAIL FROM:<fuzz-untrusted@evil.example>\r\n',
+      ' SIZE=999999999',
+      ':<>',
+      '\x1b[A',
+      'é',
+      '%',
+      '@',
+      '<',
+      '>',
+    ];
 
     test(`${SESSIONS} seeded random and mutated sessions from an untrusted address: the relay survives and relays none of them (seed ${SEED})`, async () => {
       const random = prng(SEED);

@@ -1,6 +1,14 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { relayPerTest, freePort, metricsText, metricValue, waitFor, type RunningRelay, type SmartHostSpec } from './helpers/harness';
+import {
+  relayPerTest,
+  freePort,
+  metricsText,
+  metricValue,
+  waitFor,
+  type RunningRelay,
+  type SmartHostSpec,
+} from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
 /**
@@ -11,9 +19,22 @@ describe('inline delivery verdict', () => {
   const t = relayPerTest();
   const { sink } = t;
 
-  function relayWith(hosts: SmartHostSpec[], inlineTimeout = '5s', overrides: Record<string, unknown> = {}): Promise<RunningRelay> {
+  function relayWith(
+    hosts: SmartHostSpec[],
+    inlineTimeout = '5s',
+    overrides: Record<string, unknown> = {},
+  ): Promise<RunningRelay> {
     return t.relayWith(hosts, {
-      listeners: [{ name: 'app', address: '127.0.0.1:0', tls: 'none', auth: 'optional', delivery: 'inline', inline_timeout: inlineTimeout }],
+      listeners: [
+        {
+          name: 'app',
+          address: '127.0.0.1:0',
+          tls: 'none',
+          auth: 'optional',
+          delivery: 'inline',
+          inline_timeout: inlineTimeout,
+        },
+      ],
       events: { file: path.join(t.dir, 'events.jsonl') },
       ...overrides,
     });
@@ -40,9 +61,14 @@ describe('inline delivery verdict', () => {
   });
 
   test('5xx from every eligible host: the app gets that 5xx, the message is removed, no DSN', async () => {
-    const primary = await sink({ rcptReply: () => ({ code: 550, message: '5.1.1 <user@example.com>: Recipient address rejected: User unknown' }) });
+    const primary = await sink({
+      rcptReply: () => ({ code: 550, message: '5.1.1 <user@example.com>: Recipient address rejected: User unknown' }),
+    });
     const backup = await sink({ behaviour: { mode: 'reject', code: 554 } });
-    await relayWith([{ name: 'primary', port: primary.port, priority: 10 }, { name: 'backup', port: backup.port, priority: 20 }]);
+    await relayWith([
+      { name: 'primary', port: primary.port, priority: 10 },
+      { name: 'backup', port: backup.port, priority: 20 },
+    ]);
     const reply = await send();
     // The last refusal is the verdict (here the backup's, after the primary's 550).
     expect(reply).toBe('554 5.7.1 Message refused by policy');
@@ -55,13 +81,18 @@ describe('inline delivery verdict', () => {
     expect(await metric('smarthop_messages_bounced_total{reason="rejected"}')).toBe(0);
     await (t.running as RunningRelay).stop();
     t.running = null;
-    const types = readFileSync(path.join(t.dir, 'events.jsonl'), 'utf8').trim().split('\n').map((line) => (JSON.parse(line) as { type: string }).type);
+    const types = readFileSync(path.join(t.dir, 'events.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => (JSON.parse(line) as { type: string }).type);
     // The outcomes (the smart-host `attempt` lines are there for `smarthop trace`).
     expect(types.filter((type) => type !== 'attempt')).toEqual(['received', 'rejected']);
   });
 
   test('5xx for one recipient, 2xx for the other: 250 (the app cannot be told half), a DSN for the refused one', async () => {
-    const provider = await sink({ rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null) });
+    const provider = await sink({
+      rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null),
+    });
     await relayWith([{ name: 'provider', port: provider.port }]);
     expect(await send(['ok@example.com', 'gone@example.com'])).toMatch(/^250 2\.0\.0 Ok: queued as /);
     await waitFor(() => provider.messages.some((m) => m.from === ''), 10_000, 'the DSN');
@@ -97,10 +128,20 @@ describe('inline delivery verdict', () => {
   test('timeout: 250 once inline_timeout passes; the attempt under way finishes (failover) and the message is delivered exactly once', async () => {
     const primary = await sink({ behaviour: { mode: 'hang' } });
     const backup = await sink();
-    await relayWith([
-      { name: 'primary', port: primary.port, priority: 10, connect_timeout: '1500ms', socket_timeout: '1500ms' },
-      { name: 'backup', port: backup.port, priority: 20 },
-    ], '300ms', { spool: { dir: path.join(t.dir, 'spool'), retry: { initial: '100ms', max: '100ms', factor: 1 }, min_free_disk: 0 } });
+    await relayWith(
+      [
+        { name: 'primary', port: primary.port, priority: 10, connect_timeout: '1500ms', socket_timeout: '1500ms' },
+        { name: 'backup', port: backup.port, priority: 20 },
+      ],
+      '300ms',
+      {
+        spool: {
+          dir: path.join(t.dir, 'spool'),
+          retry: { initial: '100ms', max: '100ms', factor: 1 },
+          min_free_disk: 0,
+        },
+      },
+    );
     const reply = await send();
     expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
     expect(backup.messages).toHaveLength(0);

@@ -2,7 +2,21 @@ import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { hashPassword } from '../src/ingress/password';
 import type { SmtpSink } from '../src/tools/sink';
-import { baseConfig, buildConfig, freePort, makeCertificate, metricsText, metricValue, relayPerDescribe, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import {
+  baseConfig,
+  buildConfig,
+  freePort,
+  makeCertificate,
+  metricsText,
+  metricValue,
+  relayPerDescribe,
+  removeDir,
+  startRelay,
+  startSink,
+  tempDir,
+  waitFor,
+  type RunningRelay,
+} from './helpers/harness';
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
 import { testUnless } from './helpers/skip';
@@ -34,15 +48,23 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
       expect(await erp.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
       expect(await erp.command('RSET')).toMatch(/^250 /);
     }
-    expect(await erp.command('MAIL FROM:<erp@corp.example>')).toMatch(/^451 4\.7\.1 Rate limit for client erp: 2 messages per 3s; try again in [1-3]s$/);
+    expect(await erp.command('MAIL FROM:<erp@corp.example>')).toMatch(
+      /^451 4\.7\.1 Rate limit for client erp: 2 messages per 3s; try again in [1-3]s$/,
+    );
 
     // Same policy, its own count: accepted at once while erp waits.
     const other = (await openSession(t.running.smtpPort, { localAddress: '127.0.0.3' })).client;
-    expect(await other.sendMessage('other@corp.example', ['user@example.com'], message({ subject: 'from other' }))).toMatch(QUEUED);
+    expect(
+      await other.sendMessage('other@corp.example', ['user@example.com'], message({ subject: 'from other' })),
+    ).toMatch(QUEUED);
     await other.quit();
 
     // The window ends and erp may send again (a refused MAIL counts nothing, so polling does not extend it).
-    await waitFor(async () => (await erp.command('MAIL FROM:<erp@corp.example>'))?.startsWith('250') ?? false, 15_000, 'the 3s window to reset');
+    await waitFor(
+      async () => (await erp.command('MAIL FROM:<erp@corp.example>'))?.startsWith('250') ?? false,
+      15_000,
+      'the 3s window to reset',
+    );
     expect(await erp.command('RCPT TO:<user@example.com>')).toMatch(/^250 /);
     expect(await erp.command('DATA')).toMatch(/^354 /);
     erp.write(`${message({ subject: 'after the window' })}\r\n.\r\n`);
@@ -52,14 +74,19 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
 
     expect(await metric('smarthop_rate_limited_total{client="erp",limit="messages_3s"}')).toBeGreaterThanOrEqual(1);
     expect(await metric('smarthop_rate_limited_total{client="other",limit="messages_3s"}')).toBe(0);
-    expect(await metric('smarthop_messages_rejected_total{client="erp",reason="rate_limited"}')).toBeGreaterThanOrEqual(1);
+    expect(await metric('smarthop_messages_rejected_total{client="erp",reason="rate_limited"}')).toBeGreaterThanOrEqual(
+      1,
+    );
   });
 
   test('recipients are counted at RCPT: the one over the limit is refused, the accepted ones are delivered', async () => {
     const { client } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.5' });
     expect(await client.command('MAIL FROM:<bulk@corp.example>')).toMatch(/^250 /);
-    for (const to of ['a@example.com', 'b@example.com', 'c@example.com']) expect(await client.command(`RCPT TO:<${to}>`)).toMatch(/^250 /);
-    expect(await client.command('RCPT TO:<d@example.com>')).toMatch(/^451 4\.7\.1 Rate limit for client bulk: 3 recipients per 1h; try again in 3\d{3}s$/);
+    for (const to of ['a@example.com', 'b@example.com', 'c@example.com'])
+      expect(await client.command(`RCPT TO:<${to}>`)).toMatch(/^250 /);
+    expect(await client.command('RCPT TO:<d@example.com>')).toMatch(
+      /^451 4\.7\.1 Rate limit for client bulk: 3 recipients per 1h; try again in 3\d{3}s$/,
+    );
     expect(await client.command('DATA')).toMatch(/^354 /);
     client.write(`${message()}\r\n.\r\n`);
     expect(await client.reply()).toMatch(QUEUED);
@@ -77,15 +104,18 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
     const before = await metric('smarthop_messages_received_total{client="big"}');
     expect(await client.sendMessage('big@corp.example', ['user@example.com'], tenKiB)).toMatch(QUEUED);
     expect(await client.sendMessage('big@corp.example', ['user@example.com'], tenKiB)).toMatch(QUEUED);
-    expect(await client.sendMessage('big@corp.example', ['user@example.com'], tenKiB)).toMatch(/^451 4\.7\.1 Rate limit for client big: 24576 bytes per 1h; try again in 3\d{3}s$/);
-    expect(await client.sendMessage('big@corp.example', ['user@example.com'], message({ body: 'x'.repeat(30_000) })))
-      .toMatch(/^552 5\.3\.4 Message of \d+ bytes is over the rate limit for client big: 24576 bytes per 1h$/);
+    expect(await client.sendMessage('big@corp.example', ['user@example.com'], tenKiB)).toMatch(
+      /^451 4\.7\.1 Rate limit for client big: 24576 bytes per 1h; try again in 3\d{3}s$/,
+    );
+    expect(
+      await client.sendMessage('big@corp.example', ['user@example.com'], message({ body: 'x'.repeat(30_000) })),
+    ).toMatch(/^552 5\.3\.4 Message of \d+ bytes is over the rate limit for client big: 24576 bytes per 1h$/);
     await client.quit();
     expect(await metric('smarthop_messages_received_total{client="big"}')).toBe((before ?? 0) + 2);
     expect(tmpFiles()).toEqual([]);
   });
 
-  test('no open relay: an address outside every client cannot use anyone\'s quota', async () => {
+  test("no open relay: an address outside every client cannot use anyone's quota", async () => {
     const { client, greeting } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.2' });
     expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
     await waitFor(() => client.isClosed, 5000, 'the refused connection to close');
@@ -134,15 +164,21 @@ describe('guards per source address: connections and AUTH brute force', () => {
 
     await a.client.quit();
     let d: Awaited<ReturnType<typeof greet>> | undefined;
-    await waitFor(async () => {
-      d = await greet('127.0.0.5');
-      if (d.greeting?.startsWith('220')) return true;
-      await d.client.quit();
-      return false;
-    }, 10_000, 'the slot to be given back');
+    await waitFor(
+      async () => {
+        d = await greet('127.0.0.5');
+        if (d.greeting?.startsWith('220')) return true;
+        await d.client.quit();
+        return false;
+      },
+      10_000,
+      'the slot to be given back',
+    );
     await d?.client.quit();
     await b.client.quit();
-    expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="connections_concurrent"}')).toBeGreaterThanOrEqual(1);
+    expect(
+      await metric('smarthop_rate_limited_total{client="(unknown)",limit="connections_concurrent"}'),
+    ).toBeGreaterThanOrEqual(1);
   });
 
   test('connections per window from one address: over the rate gets 421 4.7.0 with the wait; the window resets', async () => {
@@ -153,13 +189,21 @@ describe('guards per source address: connections and AUTH brute force', () => {
       await waitFor(() => client.isClosed, 5000, 'close');
     }
     const over = await greet('127.0.0.6');
-    expect(over.greeting).toMatch(/^421 4\.7\.0 Connection rate limit for \[127\.0\.0\.6\]: 4 connections per 3s; try again in [1-3]s$/);
-    await waitFor(async () => {
-      const next = await greet('127.0.0.6');
-      await next.client.quit();
-      return next.greeting?.startsWith('220') ?? false;
-    }, 15_000, 'the 3s window to reset');
-    expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="connections_3s"}')).toBeGreaterThanOrEqual(1);
+    expect(over.greeting).toMatch(
+      /^421 4\.7\.0 Connection rate limit for \[127\.0\.0\.6\]: 4 connections per 3s; try again in [1-3]s$/,
+    );
+    await waitFor(
+      async () => {
+        const next = await greet('127.0.0.6');
+        await next.client.quit();
+        return next.greeting?.startsWith('220') ?? false;
+      },
+      15_000,
+      'the 3s window to reset',
+    );
+    expect(
+      await metric('smarthop_rate_limited_total{client="(unknown)",limit="connections_3s"}'),
+    ).toBeGreaterThanOrEqual(1);
   });
 
   test('AUTH brute force: failures from one address lock it out (421 4.7.0) for the cool-down; other addresses and successes are not slowed; the lockout ends', async () => {
@@ -174,14 +218,20 @@ describe('guards per source address: connections and AUTH brute force', () => {
     const guessing = await attacker();
     expect(await guessing.command(plainAuth('webshop', 'guess1'))).toBe('535 5.7.8 Authentication credentials invalid');
     expect(await guessing.command(plainAuth('webshop', 'guess2'))).toBe('535 5.7.8 Authentication credentials invalid');
-    expect(await guessing.command(plainAuth('webshop', 'guess3'))).toBe('421 4.7.0 Too many failed authentications from [127.0.0.2]; try again in 2s');
+    expect(await guessing.command(plainAuth('webshop', 'guess3'))).toBe(
+      '421 4.7.0 Too many failed authentications from [127.0.0.2]; try again in 2s',
+    );
     await waitFor(() => guessing.isClosed, 5000, 'the locked-out connection to close');
 
     // An open session from the locked address gets no verdict on any password, even the right one.
-    expect(await waiting.command(plainAuth('webshop', password))).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in [12]s$/);
+    expect(await waiting.command(plainAuth('webshop', password))).toMatch(
+      /^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in [12]s$/,
+    );
     // A new connection is refused at once.
     const refused = await greet('127.0.0.2', 'submission');
-    expect(refused.greeting).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in [12]s$/);
+    expect(refused.greeting).toMatch(
+      /^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in [12]s$/,
+    );
 
     // The right credentials from another address are not slowed or refused meanwhile.
     const { client: legit } = await openSession(t.running.smtpPort);
@@ -190,30 +240,47 @@ describe('guards per source address: connections and AUTH brute force', () => {
     await legit.quit();
 
     // The cool-down ends: the same address may authenticate and relay again.
-    await waitFor(async () => {
-      const probe = await greet('127.0.0.2', 'submission');
-      await probe.client.quit();
-      return probe.greeting?.startsWith('220') ?? false;
-    }, 15_000, 'the 2s lockout to end');
+    await waitFor(
+      async () => {
+        const probe = await greet('127.0.0.2', 'submission');
+        await probe.client.quit();
+        return probe.greeting?.startsWith('220') ?? false;
+      },
+      15_000,
+      'the 2s lockout to end',
+    );
     const back = await attacker();
     expect(await back.command(plainAuth('webshop', password))).toBe('235 Authentication successful');
-    expect(await back.sendMessage('shop@corp.example', ['user@example.com'], message({ subject: 'after lockout' }))).toMatch(QUEUED);
+    expect(
+      await back.sendMessage('shop@corp.example', ['user@example.com'], message({ subject: 'after lockout' })),
+    ).toMatch(QUEUED);
     await back.quit();
     await waitFor(() => t.sink.messages.length === 2, 10_000, 'deliveries');
 
-    expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="auth_lockout"}')).toBeGreaterThanOrEqual(2);
+    expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="auth_lockout"}')).toBeGreaterThanOrEqual(
+      2,
+    );
     expect(await metric('smarthop_auth_attempts_total{result="failure"}')).toBeGreaterThanOrEqual(3);
   });
 
-  test('a locked-out address inside a client\'s networks still sends its own mail; only its AUTH is refused', async () => {
+  test("a locked-out address inside a client's networks still sends its own mail; only its AUTH is refused", async () => {
     const { client } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.8' });
-    for (let i = 0; i < 2; i++) expect(await client.command(plainAuth('webshop', `wrong${i}`))).toBe('535 5.7.8 Authentication credentials invalid');
-    expect(await client.command(plainAuth('webshop', 'wrong2'))).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.8\]/);
+    for (let i = 0; i < 2; i++)
+      expect(await client.command(plainAuth('webshop', `wrong${i}`))).toBe(
+        '535 5.7.8 Authentication credentials invalid',
+      );
+    expect(await client.command(plainAuth('webshop', 'wrong2'))).toMatch(
+      /^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.8\]/,
+    );
     const again = await openSession(t.running.smtpPort, { localAddress: '127.0.0.8' });
     expect(again.greeting).toMatch(/^220 /);
-    expect(await again.client.command(plainAuth('webshop', password))).toMatch(/^421 4\.7\.0 Too many failed authentications/);
+    expect(await again.client.command(plainAuth('webshop', password))).toMatch(
+      /^421 4\.7\.0 Too many failed authentications/,
+    );
     const fresh = await openSession(t.running.smtpPort, { localAddress: '127.0.0.8' });
-    expect(await fresh.client.sendMessage('printer@corp.example', ['user@example.com'], message({ subject: 'scan' }))).toMatch(QUEUED);
+    expect(
+      await fresh.client.sendMessage('printer@corp.example', ['user@example.com'], message({ subject: 'scan' })),
+    ).toMatch(QUEUED);
     await fresh.client.quit();
     expect(await metric('smarthop_messages_received_total{client="printers"}')).toBe(1);
   });
@@ -227,7 +294,11 @@ describe('while the shared counters are unreachable, each refusal names the shar
       clients: [{ name: 'lan', networks: ['127.0.0.1/32'], policy: 'counted' }],
       policies: { counted: { rate_limits: [{ window: '1m', messages: 4 }] } },
       limits: { connection_rate: { window: '1m', max: 4 } },
-      state: { store: 'redis', redis: { url: `redis://127.0.0.1:${redisPort}`, connect_timeout: '200ms', command_timeout: '200ms' }, fleet_size: 2 },
+      state: {
+        store: 'redis',
+        redis: { url: `redis://127.0.0.1:${redisPort}`, connect_timeout: '200ms', command_timeout: '200ms' },
+        fleet_size: 2,
+      },
     };
   });
 
@@ -253,7 +324,9 @@ describe('while the shared counters are unreachable, each refusal names the shar
     const stranger = await openSession(t.running.portOf('smtp'), { localAddress: '127.0.0.2' });
     expect(stranger.greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
     await waitFor(() => stranger.client.isClosed, 5000, 'the refused connection to close');
-    expect(await metricValue(await metricsText(t.running.httpPort), 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
+    expect(
+      await metricValue(await metricsText(t.running.httpPort), 'smarthop_state_backend{backend="local_fallback"}'),
+    ).toBe(1);
   });
 });
 
@@ -273,16 +346,24 @@ describe('an AUTH lockout this relay set holds when the shared counters become u
     sink = await startSink();
     redis = new TestRedis(REDIS, dir, await freePort());
     await redis.start();
-    running = await startRelay(buildConfig(
-      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-        tls: makeCertificate(dir),
-        listeners: [{ name: 'submission', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' }],
-        clients: [{ name: 'webshop', username: 'webshop', password_hash: await hashPassword(password) }],
-        limits: { auth_failures: { max: 2, window: '1m', lockout: '1m', delay: '0s' } },
-        state: { store: 'redis', redis: { url: redis.url, connect_timeout: '200ms', command_timeout: '200ms' }, fleet_size: 2 },
-      }),
-      dir,
-    ));
+    running = await startRelay(
+      buildConfig(
+        baseConfig(dir, [{ name: 'primary', port: sink.port }], {
+          tls: makeCertificate(dir),
+          listeners: [
+            { name: 'submission', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
+          ],
+          clients: [{ name: 'webshop', username: 'webshop', password_hash: await hashPassword(password) }],
+          limits: { auth_failures: { max: 2, window: '1m', lockout: '1m', delay: '0s' } },
+          state: {
+            store: 'redis',
+            redis: { url: redis.url, connect_timeout: '200ms', command_timeout: '200ms' },
+            fleet_size: 2,
+          },
+        }),
+        dir,
+      ),
+    );
   });
 
   afterAll(async () => {
@@ -299,18 +380,24 @@ describe('an AUTH lockout this relay set holds when the shared counters become u
   const metric = async (sample: string) => metricValue(await metricsText((running as RunningRelay).httpPort), sample);
 
   maybe('locked out while Redis answers, still locked out once it stops; another address may still try', async () => {
-    const { client, greeting } = await openSession((running as RunningRelay).portOf('submission'), { localAddress: '127.0.0.2' });
+    const { client, greeting } = await openSession((running as RunningRelay).portOf('submission'), {
+      localAddress: '127.0.0.2',
+    });
     expect(greeting).toMatch(/^220 /);
     expect(await client.startTls()).toMatch(/^220 /);
     expect(await client.command('EHLO attacker.test')).toMatch(/^250/);
     expect(await client.command(plainAuth('webshop', 'guess1'))).toBe('535 5.7.8 Authentication credentials invalid');
-    expect(await client.command(plainAuth('webshop', 'guess2'))).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in \d+s$/);
+    expect(await client.command(plainAuth('webshop', 'guess2'))).toMatch(
+      /^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in \d+s$/,
+    );
     expect(await metric('smarthop_state_backend{backend="redis"}')).toBe(1);
 
     // Redis goes away: the relay counts locally from now on, and its local counters never saw the lockout.
     await redis.stop();
     const refused = await greet('127.0.0.2');
-    expect(refused.greeting).toMatch(/^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in \d+s$/);
+    expect(refused.greeting).toMatch(
+      /^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in \d+s$/,
+    );
     await waitFor(() => refused.client.isClosed, 5000, 'the refused connection to close');
     expect(await metric('smarthop_state_backend{backend="local_fallback"}')).toBe(1);
 

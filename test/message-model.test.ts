@@ -26,7 +26,7 @@ const oracle = {
   },
   loosened(text: string): string {
     let value = text.normalize('NFKC');
-    for (let previous = ''; previous !== value; ) {
+    for (let previous = ''; previous !== value;) {
       previous = value;
       value = value.replace(/\([^()]*\)/gu, ' ');
     }
@@ -43,7 +43,31 @@ function randomText(random: () => number, alphabet: string[], maxLength: number)
 }
 
 describe('mentions: the lenient address scan gives the old answers in one pass', () => {
-  const alphabet = ['a', 'b', '.', '@', ' ', '\t', '(', ')', '<', '>', '"', "'", ',', ';', ':', '[', ']', '\\', '＠', '\u00a0', '\u3000', 'é', '\ud83d\ude00'];
+  const alphabet = [
+    'a',
+    'b',
+    '.',
+    '@',
+    ' ',
+    '\t',
+    '(',
+    ')',
+    '<',
+    '>',
+    '"',
+    "'",
+    ',',
+    ';',
+    ':',
+    '[',
+    ']',
+    '\\',
+    '＠',
+    '\u00a0',
+    '\u3000',
+    'é',
+    '\ud83d\ude00',
+  ];
 
   test('addressLike finds exactly what the global regular expression finds (5000 random values)', () => {
     const random = prng(21);
@@ -86,20 +110,74 @@ describe('mentions: the lenient address scan gives the old answers in one pass',
   });
 });
 
-describe('address globs on RE2 give picomatch\'s answers for the documented syntax', () => {
+describe("address globs on RE2 give picomatch's answers for the documented syntax", () => {
   // `*` alone is no glob but "everything, the null sender included" (table tests in policy-rules).
   const globs = [
-    '*@corp.example', '*@*.corp.example', 'noreply@*', '{erp,crm}@corp.example', '{a,{b,c}}@x.example', 'ap?@corp.example',
-    '[a-c]*@corp.example', '[^a]*@x.example', 'a\\*b@x.example', 'billing+*@corp.example', 'a|b@x.example', '{a}@x.example',
-    'a[@x.example', '*a*a*a*@x.example', '*.example', 'x*y@*', '.*@x.example', '[[:alpha:]]*@x.example', 'a^b$@x.example',
+    '*@corp.example',
+    '*@*.corp.example',
+    'noreply@*',
+    '{erp,crm}@corp.example',
+    '{a,{b,c}}@x.example',
+    'ap?@corp.example',
+    '[a-c]*@corp.example',
+    '[^a]*@x.example',
+    'a\\*b@x.example',
+    'billing+*@corp.example',
+    'a|b@x.example',
+    '{a}@x.example',
+    'a[@x.example',
+    '*a*a*a*@x.example',
+    '*.example',
+    'x*y@*',
+    '.*@x.example',
+    '[[:alpha:]]*@x.example',
+    'a^b$@x.example',
   ];
-  const alphabet = ['a', 'b', 'c', 'x', 'y', '.', '@', '*', '{', '}', '|', '+', '^', '$', '[', 'e', 'crm', 'erp', '.example', '@x.example', '@corp.example', '@s.corp.example'];
+  const alphabet = [
+    'a',
+    'b',
+    'c',
+    'x',
+    'y',
+    '.',
+    '@',
+    '*',
+    '{',
+    '}',
+    '|',
+    '+',
+    '^',
+    '$',
+    '[',
+    'e',
+    'crm',
+    'erp',
+    '.example',
+    '@x.example',
+    '@corp.example',
+    '@s.corp.example',
+  ];
 
   // Subjects each glob above matches, so that both verdicts are compared for every one of them.
   const known = [
-    'app@corp.example', 'app@s.corp.example', 'noreply@any.example', 'crm@corp.example', 'c@x.example', 'app@corp.example',
-    'b@x.example', 'a*b@x.example', 'billing+erp@corp.example', 'a|b@x.example', '{a}@x.example', 'a[@x.example', 'aaa@x.example',
-    'q@x.example', 'xay@q.example', '.a@x.example', 'z@x.example', 'a^b$@x.example',
+    'app@corp.example',
+    'app@s.corp.example',
+    'noreply@any.example',
+    'crm@corp.example',
+    'c@x.example',
+    'app@corp.example',
+    'b@x.example',
+    'a*b@x.example',
+    'billing+erp@corp.example',
+    'a|b@x.example',
+    '{a}@x.example',
+    'a[@x.example',
+    'aaa@x.example',
+    'q@x.example',
+    'xay@q.example',
+    '.a@x.example',
+    'z@x.example',
+    'a^b$@x.example',
   ];
 
   test.each(globs)('%p: same verdict as picomatch on known and 2000 random subjects', (glob) => {
@@ -155,7 +233,9 @@ describe('one matcher everywhere: rewrite_from.unless and suppression lists', ()
   });
 
   test('a suppression list is literal: a * in it is part of an address, and lines that are no address are skipped', () => {
-    const list = parseSuppressionList('a*b@x.example\n*\nnot an address\n@Customers.Example\nGone@X.example\ngone@x.example\n');
+    const list = parseSuppressionList(
+      'a*b@x.example\n*\nnot an address\n@Customers.Example\nGone@X.example\ngone@x.example\n',
+    );
     expect(list.skipped).toBe(1);
     expect(list.size).toBe(4);
     expect(isSuppressed(list, normalizeAddress('a*b@x.example'))).toBe(true);
@@ -171,14 +251,38 @@ describe('header limits', () => {
 
   test.each<[string, HeaderBlock, string | undefined]>([
     ['an ordinary header', block('From: <app@corp.example>', 'Subject: hello'), undefined],
-    ['a From at the bound', block(`From: <app@corp.example> ${'a'.repeat(HEADER_LIMITS.maxAddressFieldBytes - 25)}`), undefined],
-    ['a From over it', block(`From: <app@corp.example> ${'a'.repeat(HEADER_LIMITS.maxAddressFieldBytes)}`), 'Header field From is longer than 8192 bytes'],
-    ['a folded Sender over it', block('Sender: <app@corp.example>', ...Array.from({ length: 100 }, () => ` ${'b'.repeat(100)}`)), 'Header field Sender is longer than 8192 bytes'],
+    [
+      'a From at the bound',
+      block(`From: <app@corp.example> ${'a'.repeat(HEADER_LIMITS.maxAddressFieldBytes - 25)}`),
+      undefined,
+    ],
+    [
+      'a From over it',
+      block(`From: <app@corp.example> ${'a'.repeat(HEADER_LIMITS.maxAddressFieldBytes)}`),
+      'Header field From is longer than 8192 bytes',
+    ],
+    [
+      'a folded Sender over it',
+      block('Sender: <app@corp.example>', ...Array.from({ length: 100 }, () => ` ${'b'.repeat(100)}`)),
+      'Header field Sender is longer than 8192 bytes',
+    ],
     ['a Subject of 60 KiB', block(`Subject: ${'s'.repeat(60 * 1024)}`), undefined],
-    ['a Subject over 64 KiB', block(`Subject: ${'s'.repeat(64 * 1024)}`), 'Header field subject is longer than 65536 bytes'],
-    ['a field name that is no name', block(`\u00ff\u0001X: ${'s'.repeat(64 * 1024)}`), 'Header field x is longer than 65536 bytes'],
+    [
+      'a Subject over 64 KiB',
+      block(`Subject: ${'s'.repeat(64 * 1024)}`),
+      'Header field subject is longer than 65536 bytes',
+    ],
+    [
+      'a field name that is no name',
+      block(`\u00ff\u0001X: ${'s'.repeat(64 * 1024)}`),
+      'Header field x is longer than 65536 bytes',
+    ],
     ['1000 fields', block(...Array.from({ length: 1000 }, (_, i) => `X-${i}: y`)), undefined],
-    ['1001 fields', block(...Array.from({ length: 1001 }, (_, i) => `X-${i}: y`)), 'Message header has more than 1000 fields'],
+    [
+      '1001 fields',
+      block(...Array.from({ length: 1001 }, (_, i) => `X-${i}: y`)),
+      'Message header has more than 1000 fields',
+    ],
   ])('%s', (_name, headers, problem) => {
     expect(headerLimitProblem(headers)).toBe(problem);
   });
@@ -188,17 +292,29 @@ describe('HeaderSplitter: the end of the header is found whatever the chunking',
   async function split(chunks: Buffer[]): Promise<{ out: string; splitter: HeaderSplitter }> {
     const splitter = new HeaderSplitter(256 * 1024, async () => undefined);
     const out: Buffer[] = [];
-    await pipeline(Readable.from(chunks), splitter, new Writable({ write: (chunk: Buffer, _e, done) => { out.push(chunk); done(); } }));
+    await pipeline(
+      Readable.from(chunks),
+      splitter,
+      new Writable({
+        write: (chunk: Buffer, _e, done) => {
+          out.push(chunk);
+          done();
+        },
+      }),
+    );
     return { out: Buffer.concat(out).toString('latin1'), splitter };
   }
 
   test('random cuts, the CRLFCRLF split every way across chunks (300 messages)', async () => {
     const random = prng(5322);
     for (let i = 0; i < 300; i++) {
-      const header = Array.from({ length: 1 + Math.floor(random() * 5) }, (_, k) => `X-${k}: ${'v'.repeat(Math.floor(random() * 20))}`).join('\r\n');
+      const header = Array.from(
+        { length: 1 + Math.floor(random() * 5) },
+        (_, k) => `X-${k}: ${'v'.repeat(Math.floor(random() * 20))}`,
+      ).join('\r\n');
       const message = Buffer.from(`${header}\r\n\r\nbody\r\n\r\nmore\r\n`, 'latin1');
       const chunks: Buffer[] = [];
-      for (let at = 0; at < message.length; ) {
+      for (let at = 0; at < message.length;) {
         const size = 1 + Math.floor(random() * 6);
         chunks.push(message.subarray(at, at + size));
         at += size;

@@ -4,7 +4,11 @@ import { AttachmentScanner, type ScanFinding } from '../src/policy/mime-scan';
 const BLOCKED = new Set(['exe', 'js', 'vbs']);
 
 /** Feeds a message to the scanner the way FilterRun does: header block + blank line, then the body in small chunks. */
-async function scan(message: string, chunkSize = 7, limits?: { maxDepth: number; maxParts: number }): Promise<ScanFinding | undefined> {
+async function scan(
+  message: string,
+  chunkSize = 7,
+  limits?: { maxDepth: number; maxParts: number },
+): Promise<ScanFinding | undefined> {
   const raw = Buffer.from(message.replace(/\r?\n/g, '\r\n'), 'utf8');
   const end = raw.indexOf('\r\n\r\n');
   const header = HeaderBlock.parse(raw.subarray(0, end));
@@ -16,11 +20,18 @@ async function scan(message: string, chunkSize = 7, limits?: { maxDepth: number;
 }
 
 function multipart(boundary: string, parts: string[], type = 'multipart/mixed'): string {
-  return [`Content-Type: ${type}; boundary="${boundary}"`, '', ...parts.flatMap((part) => [`--${boundary}`, part]), `--${boundary}--`, ''].join('\n');
+  return [
+    `Content-Type: ${type}; boundary="${boundary}"`,
+    '',
+    ...parts.flatMap((part) => [`--${boundary}`, part]),
+    `--${boundary}--`,
+    '',
+  ].join('\n');
 }
 
 const text = 'Content-Type: text/plain\n\nhello';
-const attachment = (headerLines: string) => `${headerLines}\nContent-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA`;
+const attachment = (headerLines: string) =>
+  `${headerLines}\nContent-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA`;
 
 describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () => {
   test('a plain text message has nothing to find (and gets no MIME parsing)', async () => {
@@ -28,33 +39,61 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   });
 
   test('an allowed attachment passes', async () => {
-    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, attachment('Content-Type: application/pdf; name="report.pdf"')])}`)).toBeUndefined();
+    expect(
+      await scan(
+        `From: a@corp.example\n${multipart('b1', [text, attachment('Content-Type: application/pdf; name="report.pdf"')])}`,
+      ),
+    ).toBeUndefined();
   });
 
   test.each([
-    ['Content-Disposition filename', 'Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="setup.exe"'],
+    [
+      'Content-Disposition filename',
+      'Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="setup.exe"',
+    ],
     ['Content-Type name', 'Content-Type: application/octet-stream; name="setup.EXE"'],
-    ['name and filename disagree', 'Content-Type: application/octet-stream; name="run.js"\nContent-Disposition: attachment; filename="notes.txt"'],
-    ['RFC 2231 continuation', 'Content-Type: application/octet-stream\nContent-Disposition: attachment;\n filename*0*=utf-8\'\'%E2%82%AC%20rates;\n filename*1=".exe"'],
-    ['RFC 2231 percent-encoded dot', 'Content-Type: application/octet-stream; name*=utf-8\'\'evil%2Eexe'],
-    ['RFC 2047 encoded name', 'Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="=?utf-8?B?ZXZpbC5leGU=?="'],
-    ['trailing dot', 'Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="invoice.pdf.exe."'],
+    [
+      'name and filename disagree',
+      'Content-Type: application/octet-stream; name="run.js"\nContent-Disposition: attachment; filename="notes.txt"',
+    ],
+    [
+      'RFC 2231 continuation',
+      'Content-Type: application/octet-stream\nContent-Disposition: attachment;\n filename*0*=utf-8\'\'%E2%82%AC%20rates;\n filename*1=".exe"',
+    ],
+    ['RFC 2231 percent-encoded dot', "Content-Type: application/octet-stream; name*=utf-8''evil%2Eexe"],
+    [
+      'RFC 2047 encoded name',
+      'Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="=?utf-8?B?ZXZpbC5leGU=?="',
+    ],
+    [
+      'trailing dot',
+      'Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="invoice.pdf.exe."',
+    ],
     ['inline disposition', 'Content-Type: application/octet-stream\nContent-Disposition: inline; filename="macro.vbs"'],
   ])('found through %s', async (_what, headerLines) => {
-    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, attachment(headerLines)])}`)).toEqual({ kind: 'blocked', extension: expect.any(String) });
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, attachment(headerLines)])}`)).toEqual({
+      kind: 'blocked',
+      extension: expect.any(String),
+    });
   });
 
   test('nested two levels deep: multipart inside multipart inside the message', async () => {
     const inner = multipart('b3', [text, attachment('Content-Type: application/octet-stream; name="payload.exe"')]);
     const middle = multipart('b2', [text, inner], 'multipart/alternative');
-    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, middle])}`)).toEqual({ kind: 'blocked', extension: 'exe' });
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, middle])}`)).toEqual({
+      kind: 'blocked',
+      extension: 'exe',
+    });
   });
 
   test('inside an attached message/rfc822, whatever its disposition', async () => {
     const embedded = `From: x@elsewhere.example\nSubject: fwd\n${multipart('e1', [text, attachment('Content-Type: application/javascript; name="a.js"')])}`;
     for (const disposition of ['inline', 'attachment', '']) {
       const part = `Content-Type: message/rfc822${disposition ? `\nContent-Disposition: ${disposition}` : ''}\n\n${embedded}`;
-      expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual({ kind: 'blocked', extension: 'js' });
+      expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual({
+        kind: 'blocked',
+        extension: 'js',
+      });
     }
   });
 
@@ -63,42 +102,73 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
     const level2 = `From: y@elsewhere.example\n${multipart('e1', [text, `Content-Type: message/rfc822\n\n${deepest}`])}`;
     const encoded = Buffer.from(level2.replace(/\n/g, '\r\n')).toString('base64').replace(/.{76}/g, '$&\n');
     const part = `Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\nContent-Disposition: attachment; filename="fwd.eml"\n\n${encoded}`;
-    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 64)).toEqual({ kind: 'blocked', extension: 'exe' });
+    expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 64)).toEqual({
+      kind: 'blocked',
+      extension: 'exe',
+    });
   });
 
   test('a single-part message that is itself the attachment', async () => {
-    expect(await scan('From: a@corp.example\nContent-Type: application/octet-stream; name="tool.exe"\nContent-Transfer-Encoding: base64\n\nTVqQ\n')).toEqual({ kind: 'blocked', extension: 'exe' });
+    expect(
+      await scan(
+        'From: a@corp.example\nContent-Type: application/octet-stream; name="tool.exe"\nContent-Transfer-Encoding: base64\n\nTVqQ\n',
+      ),
+    ).toEqual({ kind: 'blocked', extension: 'exe' });
   });
 
   test.each([
-    ['two Content-Types in one part', `From: a@corp.example\n${multipart('b1', [text, 'Content-Type: text/plain\nContent-Type: application/octet-stream; name="x.exe"\n\nx'])}`, /more than one Content-Type/],
-    ['two Content-Types at the top', 'From: a@corp.example\nContent-Type: text/plain\nContent-Type: multipart/mixed; boundary=x\n\n--x\n\nhi\n--x--\n', /more than one Content-Type/],
-    ['a message/partial fragment', `From: a@corp.example\n${multipart('b1', [text, 'Content-Type: message/partial; id="abc"; number=1; total=2\n\nFrom: x@y'])}`, /message\/partial/],
+    [
+      'two Content-Types in one part',
+      `From: a@corp.example\n${multipart('b1', [text, 'Content-Type: text/plain\nContent-Type: application/octet-stream; name="x.exe"\n\nx'])}`,
+      /more than one Content-Type/,
+    ],
+    [
+      'two Content-Types at the top',
+      'From: a@corp.example\nContent-Type: text/plain\nContent-Type: multipart/mixed; boundary=x\n\n--x\n\nhi\n--x--\n',
+      /more than one Content-Type/,
+    ],
+    [
+      'a message/partial fragment',
+      `From: a@corp.example\n${multipart('b1', [text, 'Content-Type: message/partial; id="abc"; number=1; total=2\n\nFrom: x@y'])}`,
+      /message\/partial/,
+    ],
   ])('what cannot be inspected is reported: %s', async (_what, message, why) => {
     expect(await scan(message)).toEqual({ kind: 'uninspectable', why: expect.stringMatching(why) });
   });
 
   test('nesting past the depth limit is reported', async () => {
     let message = `From: z@elsewhere.example\n${multipart('z', [text])}`;
-    for (let i = 0; i < 4; i++) message = `From: y${i}@elsewhere.example\n${multipart(`n${i}`, [text, `Content-Type: message/rfc822\n\n${message}`])}`;
+    for (let i = 0; i < 4; i++)
+      message = `From: y${i}@elsewhere.example\n${multipart(`n${i}`, [text, `Content-Type: message/rfc822\n\n${message}`])}`;
     expect(await scan(message, 64, { maxDepth: 8, maxParts: 2000 })).toBeUndefined();
-    expect(await scan(message, 64, { maxDepth: 2, maxParts: 2000 })).toEqual({ kind: 'uninspectable', why: 'messages nested more than 2 deep' });
+    expect(await scan(message, 64, { maxDepth: 2, maxParts: 2000 })).toEqual({
+      kind: 'uninspectable',
+      why: 'messages nested more than 2 deep',
+    });
   });
 
   test('too many parts is reported', async () => {
-    const message = `From: a@corp.example\n${multipart('b1', Array.from({ length: 30 }, () => text))}`;
-    expect(await scan(message, 64, { maxDepth: 8, maxParts: 10 })).toEqual({ kind: 'uninspectable', why: 'more than 10 MIME parts' });
+    const message = `From: a@corp.example\n${multipart(
+      'b1',
+      Array.from({ length: 30 }, () => text),
+    )}`;
+    expect(await scan(message, 64, { maxDepth: 8, maxParts: 10 })).toEqual({
+      kind: 'uninspectable',
+      why: 'more than 10 MIME parts',
+    });
   });
 
-  test('an embedded message\'s headers survive every chunking (mailsplit loses bytes of lines split across writes)', async () => {
+  test("an embedded message's headers survive every chunking (mailsplit loses bytes of lines split across writes)", async () => {
     const embedded = `From: x@elsewhere.example\nSubject: fwd\n${multipart('e1', [text, attachment('Content-Type: application/octet-stream; name="a.exe"')])}`;
     const message = `From: a@corp.example\n${multipart('b1', [text, `Content-Type: message/rfc822\n\n${embedded}`])}`;
-    for (let size = 1; size <= 80; size++) expect(await scan(message, size)).toEqual({ kind: 'blocked', extension: 'exe' });
+    for (let size = 1; size <= 80; size++)
+      expect(await scan(message, size)).toEqual({ kind: 'blocked', extension: 'exe' });
   });
 
   test('a boundary split across chunks is still found, whatever the chunking', async () => {
     const message = `From: a@corp.example\n${multipart('chunky-boundary', [text, attachment('Content-Type: application/octet-stream; name="x.exe"')])}`;
-    for (const size of [1, 3, 5, 1024]) expect(await scan(message, size)).toEqual({ kind: 'blocked', extension: 'exe' });
+    for (const size of [1, 3, 5, 1024])
+      expect(await scan(message, size)).toEqual({ kind: 'blocked', extension: 'exe' });
   });
 });
 
@@ -215,17 +285,36 @@ describe('AttachmentScanner: what a mail app opens, the walk opens too', () => {
 
   const twoEncodings = 'Content-Transfer-Encoding: 7bit\nContent-Transfer-Encoding: base64\n';
   test.each([
-    ['a multipart without a boundary', 'From: a@corp.example\nContent-Type: multipart/mixed\n\nhello\n', /without a boundary/],
-    ['an empty boundary', 'From: a@corp.example\nContent-Type: multipart/mixed; boundary=""\n\nhello\n', /without a boundary/],
-    ['a part that is a multipart without a boundary',
-      `From: a@corp.example\n${multipart('b1', [text, `Content-Type: multipart/mixed\n\n${uu}`])}`, /without a boundary/],
-    ['two Content-Transfer-Encodings at the top',
-      `From: a@corp.example\n${twoEncodings}\n${Buffer.from(uu).toString('base64')}`, /more than one Content-Transfer-Encoding/],
-    ['two Content-Transfer-Encodings in a part',
+    [
+      'a multipart without a boundary',
+      'From: a@corp.example\nContent-Type: multipart/mixed\n\nhello\n',
+      /without a boundary/,
+    ],
+    [
+      'an empty boundary',
+      'From: a@corp.example\nContent-Type: multipart/mixed; boundary=""\n\nhello\n',
+      /without a boundary/,
+    ],
+    [
+      'a part that is a multipart without a boundary',
+      `From: a@corp.example\n${multipart('b1', [text, `Content-Type: multipart/mixed\n\n${uu}`])}`,
+      /without a boundary/,
+    ],
+    [
+      'two Content-Transfer-Encodings at the top',
+      `From: a@corp.example\n${twoEncodings}\n${Buffer.from(uu).toString('base64')}`,
+      /more than one Content-Transfer-Encoding/,
+    ],
+    [
+      'two Content-Transfer-Encodings in a part',
       `From: a@corp.example\n${multipart('b1', [text, `Content-Type: text/plain\n${twoEncodings}\nx`])}`,
-      /more than one Content-Transfer-Encoding/],
-    ['a message/partial message',
-      'From: a@corp.example\nContent-Type: message/partial; id="a"; number=1; total=2\n\nFrom: x@y\n', /message\/partial/],
+      /more than one Content-Transfer-Encoding/,
+    ],
+    [
+      'a message/partial message',
+      'From: a@corp.example\nContent-Type: message/partial; id="a"; number=1; total=2\n\nFrom: x@y\n',
+      /message\/partial/,
+    ],
   ])('what cannot be inspected is reported: %s', async (_what, message, why) => {
     expect(await scan(message)).toEqual({ kind: 'uninspectable', why: expect.stringMatching(why) });
   });
@@ -258,7 +347,11 @@ describe('AttachmentScanner: mailsplit never gets input its header parser is qua
 
   test('an attached message (base64) whose header holds 1 MiB of bare CRs', async () => {
     const crs = Buffer.alloc(1 << 20, 0x0d);
-    const embedded = Buffer.concat([Buffer.from('From: x@y.example\r\nSubject: a'), crs, Buffer.from('b\r\n\r\nhi\r\n')]);
+    const embedded = Buffer.concat([
+      Buffer.from('From: x@y.example\r\nSubject: a'),
+      crs,
+      Buffer.from('b\r\n\r\nhi\r\n'),
+    ]);
     const encoded = embedded.toString('base64').replace(/.{76}/g, '$&\n');
     const part = `Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n${encoded}`;
     expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 65_536)).toEqual({

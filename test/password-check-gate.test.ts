@@ -33,7 +33,7 @@ describe('PasswordCheckGate', () => {
     expect(g.counts).toEqual({ running: 0, waiting: 0 });
   });
 
-  test('strangers keep one place free for trusted checks, which also go ahead of the strangers\' line', async () => {
+  test("strangers keep one place free for trusted checks, which also go ahead of the strangers' line", async () => {
     const { ask, granted, finish } = gate(2, 100);
     expect((await ask('s1', false)).kind).toBe('go');
     void ask('s2', false);

@@ -15,24 +15,34 @@ function minimal(overrides: Record<string, unknown> = {}): Record<string, unknow
 
 describe('policy and limits config', () => {
   test('a full policy parses: globs and regexes compiled once, units converted, paths resolved against the config file', () => {
-    const result = parseConfig(minimal({
-      policies: {
-        legacy: {
-          allowed_senders: ['*@corp.example'],
-          denied_recipients: ['*@competitor.example'],
-          max_message_size: '5MiB',
-          max_recipients: 50,
-          rate_limits: [{ window: '1m', messages: 60 }, { window: '1h', recipients: 2000, bytes: '100MiB' }],
-          blocked_attachments: ['EXE', '.js'],
-          header_rules: [{ header: 'Subject', match: 'lottery', action: 'reject' }],
-          suppressed_recipients: 'lists/suppressed.txt',
+    const result = parseConfig(
+      minimal({
+        policies: {
+          legacy: {
+            allowed_senders: ['*@corp.example'],
+            denied_recipients: ['*@competitor.example'],
+            max_message_size: '5MiB',
+            max_recipients: 50,
+            rate_limits: [
+              { window: '1m', messages: 60 },
+              { window: '1h', recipients: 2000, bytes: '100MiB' },
+            ],
+            blocked_attachments: ['EXE', '.js'],
+            header_rules: [{ header: 'Subject', match: 'lottery', action: 'reject' }],
+            suppressed_recipients: 'lists/suppressed.txt',
+          },
         },
-      },
-    }), '/etc/smarthop', {});
+      }),
+      '/etc/smarthop',
+      {},
+    );
     if (!result.ok) throw new Error(result.errors.join('\n'));
     const policy = result.config.policies.legacy;
     expect(policy.max_message_size).toBe(5 * 1024 * 1024);
-    expect(policy.rate_limits).toEqual([{ window: 60_000, messages: 60 }, { window: 3_600_000, recipients: 2000, bytes: 100 * 1024 * 1024 }]);
+    expect(policy.rate_limits).toEqual([
+      { window: 60_000, messages: 60 },
+      { window: 3_600_000, recipients: 2000, bytes: 100 * 1024 * 1024 },
+    ]);
     expect(policy.blocked_attachments).toEqual(['exe', 'js']);
     // Plain data: the pattern as written; the policy engine compiles it.
     expect(policy.header_rules[0].match).toBe('lottery');
@@ -51,19 +61,26 @@ describe('policy and limits config', () => {
   });
 
   test('every policy error is reported with its path', () => {
-    const result = parseConfig(minimal({
-      policies: {
-        legacy: {
-          allowed_senders: ['*@corp.example', 'bü*.example'],
-          denied_recipients: ['!x@y'],
-          max_recipients: 5000,
-          rate_limits: [{ window: '1m' }, { window: 'soon', messages: 1 }],
-          blocked_attachments: ['a b'],
-          header_rules: [{ header: 'Subject', match: '(unclosed', action: 'reject' }, { header: 'Bad Name', match: 'x', action: 'drop' }],
+    const result = parseConfig(
+      minimal({
+        policies: {
+          legacy: {
+            allowed_senders: ['*@corp.example', 'bü*.example'],
+            denied_recipients: ['!x@y'],
+            max_recipients: 5000,
+            rate_limits: [{ window: '1m' }, { window: 'soon', messages: 1 }],
+            blocked_attachments: ['a b'],
+            header_rules: [
+              { header: 'Subject', match: '(unclosed', action: 'reject' },
+              { header: 'Bad Name', match: 'x', action: 'drop' },
+            ],
+          },
         },
-      },
-      limits: { connection_rate: { window: '1m', max: 0 }, surprise: 1 },
-    }), '/etc', {});
+        limits: { connection_rate: { window: '1m', max: 0 }, surprise: 1 },
+      }),
+      '/etc',
+      {},
+    );
     const errors = result.ok ? [] : result.errors;
     const expected = [
       /^policies\.legacy\.allowed_senders\[1\]: a glob inside the non-ASCII label "bü\*"/,
@@ -90,29 +107,60 @@ describe('policy and limits config', () => {
     const result = parseConfig(minimal({ policies: { legacy: { header_rules: rules } } }), '/etc', {});
     const errors = result.ok ? [] : result.errors;
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatch(/^policies\.legacy\.header_rules\[1\]\.match: invalid regular expression: .*\(header rules use RE2 syntax: no lookaround, no backreferences\)$/);
+    expect(errors[0]).toMatch(
+      /^policies\.legacy\.header_rules\[1\]\.match: invalid regular expression: .*\(header rules use RE2 syntax: no lookaround, no backreferences\)$/,
+    );
 
     const loaded = parseConfig(minimal({ policies: { legacy: { header_rules: [rules[0], rules[2]] } } }), '/etc', {});
     if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
-    expect(loaded.config.policies.legacy.header_rules.map((rule) => rule.match)).toEqual(['^(a+)+$', '^PHPMailer [0-9.]+']);
+    expect(loaded.config.policies.legacy.header_rules.map((rule) => rule.match)).toEqual([
+      '^(a+)+$',
+      '^PHPMailer [0-9.]+',
+    ]);
   });
 
   test('the config is plain data: patterns stay as written, and every bad one (rewrite_from.unless too) has its path', () => {
-    const bad = parseConfig(minimal({
-      policies: { legacy: { allowed_senders: ['(erp|crm)@corp.example'], allowed_recipients: ['{1..3}@x.example'] } },
-      routes: { default: { smarthosts: ['primary'], rewrite_from: { unless: ['*@corp.example', 'a b@corp.example'], to: 'noreply@corp.example' } } },
-    }), '/etc', {});
+    const bad = parseConfig(
+      minimal({
+        policies: { legacy: { allowed_senders: ['(erp|crm)@corp.example'], allowed_recipients: ['{1..3}@x.example'] } },
+        routes: {
+          default: {
+            smarthosts: ['primary'],
+            rewrite_from: { unless: ['*@corp.example', 'a b@corp.example'], to: 'noreply@corp.example' },
+          },
+        },
+      }),
+      '/etc',
+      {},
+    );
     const errors = bad.ok ? [] : bad.errors;
-    expect(errors).toEqual(expect.arrayContaining([
-      expect.stringMatching(/^policies\.legacy\.allowed_senders\[0\]: parentheses are not part of an address pattern/),
-      expect.stringMatching(/^policies\.legacy\.allowed_recipients\[0\]: brace ranges like \{1\.\.3\} are not supported/),
-      expect.stringMatching(/^routes\.default\.rewrite_from\.unless\[1\]: patterns cannot contain spaces/),
-    ]));
+    expect(errors).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(
+          /^policies\.legacy\.allowed_senders\[0\]: parentheses are not part of an address pattern/,
+        ),
+        expect.stringMatching(
+          /^policies\.legacy\.allowed_recipients\[0\]: brace ranges like \{1\.\.3\} are not supported/,
+        ),
+        expect.stringMatching(/^routes\.default\.rewrite_from\.unless\[1\]: patterns cannot contain spaces/),
+      ]),
+    );
 
-    const good = parseConfig(minimal({
-      policies: { legacy: { allowed_senders: ['*@corp.example'], header_rules: [{ header: 'Subject', match: 'lottery', action: 'reject' }] } },
-      routes: { default: { smarthosts: ['primary'], rewrite_from: { unless: ['corp.example'], to: 'noreply@corp.example' } } },
-    }), '/etc', {});
+    const good = parseConfig(
+      minimal({
+        policies: {
+          legacy: {
+            allowed_senders: ['*@corp.example'],
+            header_rules: [{ header: 'Subject', match: 'lottery', action: 'reject' }],
+          },
+        },
+        routes: {
+          default: { smarthosts: ['primary'], rewrite_from: { unless: ['corp.example'], to: 'noreply@corp.example' } },
+        },
+      }),
+      '/etc',
+      {},
+    );
     if (!good.ok) throw new Error(good.errors.join('\n'));
     // Nothing in it but JSON values: a reload compares it as it is, and a copy equals it.
     expect(JSON.parse(JSON.stringify(good.config.policies))).toEqual(good.config.policies);
@@ -120,9 +168,21 @@ describe('policy and limits config', () => {
   });
 
   test('cross-checks: a policy may only lower max_message_size; one limit per dimension and window', () => {
-    const result = parseConfig(minimal({
-      policies: { legacy: { max_message_size: '20MiB', rate_limits: [{ window: '1m', messages: 10 }, { window: '60s', messages: 20 }] } },
-    }), '/etc', {});
+    const result = parseConfig(
+      minimal({
+        policies: {
+          legacy: {
+            max_message_size: '20MiB',
+            rate_limits: [
+              { window: '1m', messages: 10 },
+              { window: '60s', messages: 20 },
+            ],
+          },
+        },
+      }),
+      '/etc',
+      {},
+    );
     expect(result.ok ? [] : result.errors).toEqual([
       "policies.legacy.max_message_size: a policy may only lower max_message_size (the relay's is 10485760 bytes)",
       'policies.legacy.rate_limits[1]: a second messages limit for the same window',

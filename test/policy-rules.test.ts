@@ -5,7 +5,14 @@ import { addressKey } from '../src/policy/address-guard';
 import { AddressMatcher } from '../src/message/address-pattern';
 import { compileHeaderPattern, type HeaderPattern } from '../src/message/header-pattern';
 import { formatWindow, planRateLimits, rateLimitText } from '../src/policy/rate-limits';
-import { applyHeaderRules, blockedExtension, headerFromRefusal, recipientRefusal, senderRefusal, type PolicyRules } from '../src/policy/rules';
+import {
+  applyHeaderRules,
+  blockedExtension,
+  headerFromRefusal,
+  recipientRefusal,
+  senderRefusal,
+  type PolicyRules,
+} from '../src/policy/rules';
 import { isSuppressed, parseSuppressionList } from '../src/policy/suppression';
 
 function headers(...lines: string[]): HeaderBlock {
@@ -139,7 +146,9 @@ describe('header From: every address in it, display names and encodings included
 
   test('a policy without allowed_senders, or with "*", does not look at From', () => {
     expect(headerFromRefusal(rules(), 'erp', headers('Subject: x'))).toBeUndefined();
-    expect(headerFromRefusal(rules({ allowedSenders: AddressMatcher.of(['*']) }), 'erp', headers('Subject: x'))).toBeUndefined();
+    expect(
+      headerFromRefusal(rules({ allowedSenders: AddressMatcher.of(['*']) }), 'erp', headers('Subject: x')),
+    ).toBeUndefined();
   });
 });
 
@@ -163,7 +172,9 @@ describe('header rules', () => {
     'Subject: You won\r\n the lottery',
   ])('reject matches %p (case-insensitive, RFC 2047 decoded, unfolded)', (line) => {
     expect(applyHeaderRules(policy, 'erp', headers('From: a@corp.example', line))).toEqual({
-      code: 550, message: '5.7.1 Message refused by a header rule on Subject for client erp', reason: 'content_rule',
+      code: 550,
+      message: '5.7.1 Message refused by a header rule on Subject for client erp',
+      reason: 'content_rule',
     });
   });
 });
@@ -219,16 +230,35 @@ describe('blocked attachment names', () => {
 
 describe('rate limit plans', () => {
   test('one WindowLimit per dimension named, with bounded labels and reply words', () => {
-    const plan = planRateLimits([{ window: 60_000, messages: 60 }, { window: 3_600_000, recipients: 2000, messages: 500 }, { window: 86_400_000, bytes: 1024 }]);
-    expect(plan.messages).toEqual({ limits: [{ windowMs: 60_000, max: 60 }, { windowMs: 3_600_000, max: 500 }], labels: ['messages_1m', 'messages_1h'], descriptions: ['60 messages per 1m', '500 messages per 1h'] });
+    const plan = planRateLimits([
+      { window: 60_000, messages: 60 },
+      { window: 3_600_000, recipients: 2000, messages: 500 },
+      { window: 86_400_000, bytes: 1024 },
+    ]);
+    expect(plan.messages).toEqual({
+      limits: [
+        { windowMs: 60_000, max: 60 },
+        { windowMs: 3_600_000, max: 500 },
+      ],
+      labels: ['messages_1m', 'messages_1h'],
+      descriptions: ['60 messages per 1m', '500 messages per 1h'],
+    });
     expect(plan.recipients.labels).toEqual(['recipients_1h']);
     expect(plan.bytes.descriptions).toEqual(['1024 bytes per 1d']);
   });
-  test.each([[60_000, '1m'], [90_000, '90s'], [1500, '1500ms'], [7_200_000, '2h'], [2000, '2s']])('formatWindow(%p) = %p', (ms, text) => {
+  test.each([
+    [60_000, '1m'],
+    [90_000, '90s'],
+    [1500, '1500ms'],
+    [7_200_000, '2h'],
+    [2000, '2s'],
+  ])('formatWindow(%p) = %p', (ms, text) => {
     expect(formatWindow(ms)).toBe(text);
   });
   test('the reply says how long to wait, in whole seconds, never 0', () => {
-    expect(rateLimitText('erp', '60 messages per 1m', 36_200)).toBe('4.7.1 Rate limit for client erp: 60 messages per 1m; try again in 37s');
+    expect(rateLimitText('erp', '60 messages per 1m', 36_200)).toBe(
+      '4.7.1 Rate limit for client erp: 60 messages per 1m; try again in 37s',
+    );
     expect(rateLimitText('erp', '60 messages per 1m', 1)).toMatch(/try again in 1s$/);
     expect(rateLimitText('erp', '60 messages per 1m', 36_200, 30)).toBe(
       "4.7.1 Rate limit for client erp: 30 of the fleet's 60 messages per 1m on this relay while shared limits are unreachable; try again in 37s",
@@ -237,7 +267,9 @@ describe('rate limit plans', () => {
 });
 
 describe('suppression list file format', () => {
-  const entries = parseSuppressionList('# bounced\ngone@Example.com\n\n  @dead.example  # whole domain\nbücher.example\r\n');
+  const entries = parseSuppressionList(
+    '# bounced\ngone@Example.com\n\n  @dead.example  # whole domain\nbücher.example\r\n',
+  );
   test.each([
     ['gone@example.com', true],
     ['GONE@EXAMPLE.COM', true],

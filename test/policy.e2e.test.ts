@@ -4,58 +4,83 @@ import { metricsText, metricValue, recordingLogger, relayPerDescribe, waitFor } 
 import { message, openSession, type RawSmtpClient } from './helpers/smtp-client';
 
 /** A multipart message; `parts` are complete MIME parts (headers, blank line, body). */
-function mime(boundary: string, parts: string[], headers = 'From: app@corp.example\r\nTo: user@example.com\r\nSubject: with attachment'): string {
+function mime(
+  boundary: string,
+  parts: string[],
+  headers = 'From: app@corp.example\r\nTo: user@example.com\r\nSubject: with attachment',
+): string {
   return `${headers}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="${boundary}"\r\n\r\n${parts.map((p) => `--${boundary}\r\n${p}\r\n`).join('')}--${boundary}--`;
 }
 const textPart = 'Content-Type: text/plain; charset=utf-8\r\n\r\nPlease find the file attached.';
-const filePart = (name: string) => `Content-Type: application/octet-stream; name="${name}"\r\nContent-Disposition: attachment; filename="${name}"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA`;
+const filePart = (name: string) =>
+  `Content-Type: application/octet-stream; name="${name}"\r\nContent-Disposition: attachment; filename="${name}"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA`;
 /** An attachment two multipart levels below the top: mixed → alternative → mixed → the file. */
-const nestedTwoDeep = (name: string) => mime('outer', [textPart, `Content-Type: multipart/alternative; boundary="middle"\r\n\r\n--middle\r\n${textPart}\r\n--middle\r\nContent-Type: multipart/mixed; boundary="inner"\r\n\r\n--inner\r\n${textPart}\r\n--inner\r\n${filePart(name)}\r\n--inner--\r\n--middle--`]);
+const nestedTwoDeep = (name: string) =>
+  mime('outer', [
+    textPart,
+    `Content-Type: multipart/alternative; boundary="middle"\r\n\r\n--middle\r\n${textPart}\r\n--middle\r\nContent-Type: multipart/mixed; boundary="inner"\r\n\r\n--inner\r\n${textPart}\r\n--inner\r\n${filePart(name)}\r\n--inner--\r\n--middle--`,
+  ]);
 
 describe('policies: what each client may send, enforced at the earliest SMTP step', () => {
   let suppressionFile = '';
   const log = recordingLogger('warn');
-  const t = relayPerDescribe((dir) => {
-    suppressionFile = path.join(dir, 'suppressed.txt');
-    writeFileSync(suppressionFile, '# hard bounces\ngone@example.com\n@dead.example\n');
-    return {
-      listeners: [
-        { name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
-        { name: 'lan', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
-      ],
-      clients: [
-        { name: 'erp', networks: ['127.0.0.1/32'], policy: 'legacy' },
-        { name: 'free', networks: ['127.0.0.4/32'] },
-      ],
-      policies: {
-        legacy: {
-          allowed_senders: ['*@corp.example', 'bücher.example'],
-          allowed_recipients: ['*@example.com', 'partner.example', 'xn--mnchen-3ya.example', '*.dead.example', 'dead.example'],
-          denied_recipients: ['ceo@partner.example'],
-          max_message_size: '64KiB',
-          max_recipients: 3,
-          blocked_attachments: ['exe', '.JS'],
-          header_rules: [
-            { header: 'X-Mailer', match: 'PHPMailer', action: 'strip' },
-            { header: 'Subject', match: 'lottery|you have won', action: 'reject' },
-            // Catastrophic for a backtracking engine on `aaa…a!`; RE2 reads it in one pass.
-            { header: 'X-Trap', match: '^(a+)+$', action: 'reject' },
-          ],
-          suppressed_recipients: 'suppressed.txt',
+  const t = relayPerDescribe(
+    (dir) => {
+      suppressionFile = path.join(dir, 'suppressed.txt');
+      writeFileSync(suppressionFile, '# hard bounces\ngone@example.com\n@dead.example\n');
+      return {
+        listeners: [
+          { name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
+          { name: 'lan', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
+        ],
+        clients: [
+          { name: 'erp', networks: ['127.0.0.1/32'], policy: 'legacy' },
+          { name: 'free', networks: ['127.0.0.4/32'] },
+        ],
+        policies: {
+          legacy: {
+            allowed_senders: ['*@corp.example', 'bücher.example'],
+            allowed_recipients: [
+              '*@example.com',
+              'partner.example',
+              'xn--mnchen-3ya.example',
+              '*.dead.example',
+              'dead.example',
+            ],
+            denied_recipients: ['ceo@partner.example'],
+            max_message_size: '64KiB',
+            max_recipients: 3,
+            blocked_attachments: ['exe', '.JS'],
+            header_rules: [
+              { header: 'X-Mailer', match: 'PHPMailer', action: 'strip' },
+              { header: 'Subject', match: 'lottery|you have won', action: 'reject' },
+              // Catastrophic for a backtracking engine on `aaa…a!`; RE2 reads it in one pass.
+              { header: 'X-Trap', match: '^(a+)+$', action: 'reject' },
+            ],
+            suppressed_recipients: 'suppressed.txt',
+          },
         },
-      },
-    };
-  }, { logger: log.logger });
+      };
+    },
+    { logger: log.logger },
+  );
 
   beforeEach(() => {
     t.sink.messages.length = 0;
   });
 
-  const received = async (client = 'erp') => metricValue(await metricsText(t.running.httpPort), `smarthop_messages_received_total{client="${client}"}`) ?? 0;
-  const rejected = async (reason: string, client = 'erp') => metricValue(await metricsText(t.running.httpPort), `smarthop_messages_rejected_total{client="${client}",reason="${reason}"}`) ?? 0;
+  const received = async (client = 'erp') =>
+    metricValue(await metricsText(t.running.httpPort), `smarthop_messages_received_total{client="${client}"}`) ?? 0;
+  const rejected = async (reason: string, client = 'erp') =>
+    metricValue(
+      await metricsText(t.running.httpPort),
+      `smarthop_messages_rejected_total{client="${client}",reason="${reason}"}`,
+    ) ?? 0;
 
   async function session(options: { localAddress?: string; listener?: string } = {}): Promise<RawSmtpClient> {
-    const { client, greeting } = await openSession(t.running.portOf(options.listener ?? 'smtp'), { localAddress: options.localAddress });
+    const { client, greeting } = await openSession(t.running.portOf(options.listener ?? 'smtp'), {
+      localAddress: options.localAddress,
+    });
     expect(greeting).toMatch(/^220 /);
     return client;
   }
@@ -79,13 +104,20 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
   describe('allowed_senders: envelope MAIL FROM and every address in the header From', () => {
     test('an allowed sender with a matching From reaches the smart host', async () => {
       const client = await session();
-      await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], message({ from: '"ERP" <erp@corp.example>' })), ['user@example.com']);
+      await expectDelivered(
+        client.sendMessage('erp@corp.example', ['user@example.com'], message({ from: '"ERP" <erp@corp.example>' })),
+        ['user@example.com'],
+      );
       await client.quit();
     });
 
     test('a foreign envelope sender is refused at MAIL FROM with 550 5.7.1', async () => {
       const client = await session();
-      await expectRefused(() => client.command('MAIL FROM:<ceo@bank.example>'), '550 5.7.1 Sender <ceo@bank.example> not allowed for client erp', 'sender_not_allowed');
+      await expectRefused(
+        () => client.command('MAIL FROM:<ceo@bank.example>'),
+        '550 5.7.1 Sender <ceo@bank.example> not allowed for client erp',
+        'sender_not_allowed',
+      );
       expect(await client.command('RCPT TO:<user@example.com>')).toMatch(/^503 /);
       await client.quit();
     });
@@ -96,11 +128,23 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       ['a second, foreign mailbox', 'erp@corp.example, ceo@bank.example', 'ceo@bank.example'],
       ['a look-alike domain', 'erp@corp.example.bank.example', 'erp@corp.example.bank.example'],
       // What mailauth's DMARC and Python's email read as ceo@bank.example, while nodemailer's addressparser returns erp@corp.example.
-      ['a comment after the @ and an allowed address behind it', 'ceo@(x)bank.example erp@corp.example', 'ceo@bank.example'],
+      [
+        'a comment after the @ and an allowed address behind it',
+        'ceo@(x)bank.example erp@corp.example',
+        'ceo@bank.example',
+      ],
       ['the same folded', 'ceo@()bank.example\r\n erp@corp.example', 'ceo@bank.example'],
       ['the same behind a display name', '"CEO Bank" ceo@(x)bank.example erp@corp.example', 'ceo@bank.example'],
-      ['an address with spaces around its @ as display name', '"ceo @ bank.example" <erp@corp.example>', 'ceo@bank.example'],
-      ['a fullwidth @ in an encoded display name', '=?utf-8?b?Y2Vv77ygYmFuay5leGFtcGxl?= <erp@corp.example>', 'ceo@bank.example'],
+      [
+        'an address with spaces around its @ as display name',
+        '"ceo @ bank.example" <erp@corp.example>',
+        'ceo@bank.example',
+      ],
+      [
+        'a fullwidth @ in an encoded display name',
+        '=?utf-8?b?Y2Vv77ygYmFuay5leGFtcGxl?= <erp@corp.example>',
+        'ceo@bank.example',
+      ],
     ])('header From spoofing with an allowed envelope (%s) is refused at end of DATA', async (_what, from, shown) => {
       const client = await session();
       await expectRefused(
@@ -114,15 +158,23 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
 
     test('a Sender ("on behalf of") outside allowed_senders is refused too, also as a second Sender', async () => {
       const client = await session();
-      const body = message({ from: 'erp@corp.example' }).replace('\r\nTo:', '\r\nSender: erp@corp.example\r\nSender: ceo@bank.example\r\nTo:');
+      const body = message({ from: 'erp@corp.example' }).replace(
+        '\r\nTo:',
+        '\r\nSender: erp@corp.example\r\nSender: ceo@bank.example\r\nTo:',
+      );
       await expectRefused(
         () => client.sendMessage('erp@corp.example', ['user@example.com'], body),
         '550 5.7.1 Header Sender <ceo@bank.example> not allowed for client erp',
         'sender_not_allowed',
       );
       // An allowed Sender still goes.
-      const allowed = message({ from: 'erp@corp.example' }).replace('\r\nTo:', '\r\nSender: Billing <billing@corp.example>\r\nTo:');
-      await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], allowed), ['user@example.com']);
+      const allowed = message({ from: 'erp@corp.example' }).replace(
+        '\r\nTo:',
+        '\r\nSender: Billing <billing@corp.example>\r\nTo:',
+      );
+      await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], allowed), [
+        'user@example.com',
+      ]);
       await client.quit();
     });
 
@@ -143,8 +195,16 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     test('denied wins over allowed, an unlisted domain is refused; the allowed recipients of the same message still go', async () => {
       const client = await session();
       expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
-      await expectRefused(() => client.command('RCPT TO:<ceo@partner.example>'), '550 5.7.1 Recipient <ceo@partner.example> not allowed for client erp', 'recipient_not_allowed');
-      await expectRefused(() => client.command('RCPT TO:<someone@elsewhere.example>'), '550 5.7.1 Recipient <someone@elsewhere.example> not allowed for client erp', 'recipient_not_allowed');
+      await expectRefused(
+        () => client.command('RCPT TO:<ceo@partner.example>'),
+        '550 5.7.1 Recipient <ceo@partner.example> not allowed for client erp',
+        'recipient_not_allowed',
+      );
+      await expectRefused(
+        () => client.command('RCPT TO:<someone@elsewhere.example>'),
+        '550 5.7.1 Recipient <someone@elsewhere.example> not allowed for client erp',
+        'recipient_not_allowed',
+      );
       expect(await client.command('RCPT TO:<sales@Partner.Example>')).toMatch(/^250 /);
       expect(await client.command('DATA')).toMatch(/^354 /);
       client.write(`${message()}\r\n.\r\n`);
@@ -214,8 +274,16 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     test('a suppressed address or domain gets 550 5.1.1; the others of the same message still go', async () => {
       const client = await session();
       expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
-      await expectRefused(() => client.command('RCPT TO:<Gone@Example.com>'), '550 5.1.1 Recipient <Gone@Example.com> is on the suppression list', 'suppressed');
-      await expectRefused(() => client.command('RCPT TO:<anyone@dead.example>'), '550 5.1.1 Recipient <anyone@dead.example> is on the suppression list', 'suppressed');
+      await expectRefused(
+        () => client.command('RCPT TO:<Gone@Example.com>'),
+        '550 5.1.1 Recipient <Gone@Example.com> is on the suppression list',
+        'suppressed',
+      );
+      await expectRefused(
+        () => client.command('RCPT TO:<anyone@dead.example>'),
+        '550 5.1.1 Recipient <anyone@dead.example> is on the suppression list',
+        'suppressed',
+      );
       expect(await client.command('RCPT TO:<anyone@sub.dead.example>')).toMatch(/^250 /);
       expect(await client.command('RCPT TO:<still@example.com>')).toMatch(/^250 /);
       expect(await client.command('DATA')).toMatch(/^354 /);
@@ -236,11 +304,19 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       const next = path.join(t.dir, 'suppressed.txt.new');
       writeFileSync(next, 'gone@example.com\nlater@example.com\n');
       renameSync(next, suppressionFile);
-      await waitFor(async () => (await rcpt('later@example.com'))?.startsWith('550 5.1.1') ?? false, 15_000, 'the renamed file to be reloaded');
+      await waitFor(
+        async () => (await rcpt('later@example.com'))?.startsWith('550 5.1.1') ?? false,
+        15_000,
+        'the renamed file to be reloaded',
+      );
       expect(await rcpt('gone@example.com')).toMatch(/^550 5\.1\.1 /);
 
       writeFileSync(suppressionFile, 'gone@example.com\n# later@example.com unsubscribed by mistake\n');
-      await waitFor(async () => (await rcpt('later@example.com'))?.startsWith('250') ?? false, 15_000, 'the rewritten file to be reloaded');
+      await waitFor(
+        async () => (await rcpt('later@example.com'))?.startsWith('250') ?? false,
+        15_000,
+        'the rewritten file to be reloaded',
+      );
 
       // A file that disappears keeps the last good list: a half-finished deploy must not unsuppress everyone.
       renameSync(suppressionFile, `${suppressionFile}.moved`);
@@ -256,8 +332,13 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     test('one recipient too many gets 452 4.5.3; the first three are delivered', async () => {
       const client = await session();
       expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
-      for (const to of ['a@example.com', 'b@example.com', 'c@example.com']) expect(await client.command(`RCPT TO:<${to}>`)).toMatch(/^250 /);
-      await expectRefused(() => client.command('RCPT TO:<d@example.com>'), '452 4.5.3 Too many recipients for client erp (at most 3 per message)', 'too_many_recipients');
+      for (const to of ['a@example.com', 'b@example.com', 'c@example.com'])
+        expect(await client.command(`RCPT TO:<${to}>`)).toMatch(/^250 /);
+      await expectRefused(
+        () => client.command('RCPT TO:<d@example.com>'),
+        '452 4.5.3 Too many recipients for client erp (at most 3 per message)',
+        'too_many_recipients',
+      );
       expect(await client.command('DATA')).toMatch(/^354 /);
       client.write(`${message()}\r\n.\r\n`);
       await expectDelivered(client.reply(), ['a@example.com', 'b@example.com', 'c@example.com']);
@@ -267,7 +348,11 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     test('a declared SIZE over the policy maximum is refused at MAIL FROM; the listener still advertises its own maximum', async () => {
       const { client, ehlo } = await openSession(t.running.smtpPort);
       expect(ehlo).toMatch(/^250[- ]SIZE 1048576$/m);
-      await expectRefused(() => client.command('MAIL FROM:<erp@corp.example> SIZE=100000'), '552 5.3.4 Message size exceeds maximum message size of 65536 bytes for client erp', 'too_big');
+      await expectRefused(
+        () => client.command('MAIL FROM:<erp@corp.example> SIZE=100000'),
+        '552 5.3.4 Message size exceeds maximum message size of 65536 bytes for client erp',
+        'too_big',
+      );
       expect(await client.command('MAIL FROM:<erp@corp.example> SIZE=1000')).toMatch(/^250 /);
       await client.quit();
     });
@@ -275,7 +360,11 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     test('an undeclared message over the policy maximum is refused at end of DATA; a client without a policy may send it', async () => {
       const big = message({ body: `${'x'.repeat(998)}\r\n`.repeat(100) });
       const client = await session();
-      await expectRefused(() => client.sendMessage('erp@corp.example', ['user@example.com'], big), '552 5.3.4 Message size exceeds maximum message size of 65536 bytes for client erp', 'too_big');
+      await expectRefused(
+        () => client.sendMessage('erp@corp.example', ['user@example.com'], big),
+        '552 5.3.4 Message size exceeds maximum message size of 65536 bytes for client erp',
+        'too_big',
+      );
       await client.quit();
 
       const free = await session({ localAddress: '127.0.0.4' });
@@ -307,7 +396,9 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     test('an allowed attachment at the same depth is delivered byte for byte', async () => {
       const client = await session();
       const body = nestedTwoDeep('invoice.pdf');
-      const data = await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], body), ['user@example.com']);
+      const data = await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], body), [
+        'user@example.com',
+      ]);
       // Re-enveloping may add Message-ID and Date to the header; the MIME body arrives byte for byte.
       const bodyPart = (text: string) => text.slice(text.indexOf('\r\n\r\n'));
       expect(bodyPart(data)).toBe(bodyPart(`${body}\r\n`));
@@ -317,13 +408,20 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     test('header_rules: strip removes the matching header and delivers; reject refuses with 550 5.7.1', async () => {
       const client = await session();
       const stripped = `X-Mailer: PHPMailer 5.2.1\r\nX-Mailer-Note: PHPMailer stays (other header)\r\n${message({ subject: 'monthly report' })}`;
-      const data = await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], stripped), ['user@example.com']);
+      const data = await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], stripped), [
+        'user@example.com',
+      ]);
       expect(data).not.toMatch(/^X-Mailer:/m);
       expect(data).toContain('X-Mailer-Note: PHPMailer stays');
       expect(data).toContain('Subject: monthly report');
 
       await expectRefused(
-        () => client.sendMessage('erp@corp.example', ['user@example.com'], message({ subject: '=?utf-8?B?WW91IGhhdmUgV09OIQ==?=' })),
+        () =>
+          client.sendMessage(
+            'erp@corp.example',
+            ['user@example.com'],
+            message({ subject: '=?utf-8?B?WW91IGhhdmUgV09OIQ==?=' }),
+          ),
         '550 5.7.1 Message refused by a header rule on Subject for client erp',
         'content_rule',
       );
@@ -340,7 +438,12 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
 
     const next = await session();
     await expectRefused(
-      () => next.sendMessage('erp@corp.example', ['user@example.com'], `X-Trap: aaaa\r\n${message({ subject: 'matches' })}`),
+      () =>
+        next.sendMessage(
+          'erp@corp.example',
+          ['user@example.com'],
+          `X-Trap: aaaa\r\n${message({ subject: 'matches' })}`,
+        ),
       '550 5.7.1 Message refused by a header rule on X-Trap for client erp',
       'content_rule',
     );
@@ -349,9 +452,19 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
 
   test('a client without a policy keeps only the global limits', async () => {
     const client = await session({ localAddress: '127.0.0.4' });
-    const body = mime('b', [textPart, filePart('tool.exe')], 'From: ceo@bank.example\r\nSubject: you have won the lottery');
-    await expectDelivered(client.sendMessage('ceo@bank.example', ['ceo@partner.example', 'gone@example.com', 'x@elsewhere.example', 'y@elsewhere.example'], body),
-      ['ceo@partner.example', 'gone@example.com', 'x@elsewhere.example', 'y@elsewhere.example']);
+    const body = mime(
+      'b',
+      [textPart, filePart('tool.exe')],
+      'From: ceo@bank.example\r\nSubject: you have won the lottery',
+    );
+    await expectDelivered(
+      client.sendMessage(
+        'ceo@bank.example',
+        ['ceo@partner.example', 'gone@example.com', 'x@elsewhere.example', 'y@elsewhere.example'],
+        body,
+      ),
+      ['ceo@partner.example', 'gone@example.com', 'x@elsewhere.example', 'y@elsewhere.example'],
+    );
     await client.quit();
   });
 
@@ -371,8 +484,17 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
 
   test('every refusal is counted with its reason', async () => {
     const metrics = await metricsText(t.running.httpPort);
-    for (const reason of ['sender_not_allowed', 'recipient_not_allowed', 'suppressed', 'too_many_recipients', 'too_big', 'content_rule']) {
-      expect(metricValue(metrics, `smarthop_messages_rejected_total{client="erp",reason="${reason}"}`)).toBeGreaterThanOrEqual(1);
+    for (const reason of [
+      'sender_not_allowed',
+      'recipient_not_allowed',
+      'suppressed',
+      'too_many_recipients',
+      'too_big',
+      'content_rule',
+    ]) {
+      expect(
+        metricValue(metrics, `smarthop_messages_rejected_total{client="erp",reason="${reason}"}`),
+      ).toBeGreaterThanOrEqual(1);
     }
   });
 });

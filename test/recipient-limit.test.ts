@@ -1,7 +1,12 @@
 import type { Outcome } from '../src/forward/outcome';
 import { isRecipientLimit, recipientLimitTail } from '../src/forward/recipient-limit';
 
-const reply = (text: string): Outcome => ({ kind: 'transient', cause: 'reply', reply: { code: Number(text.slice(0, 3)), text }, detail: text });
+const reply = (text: string): Outcome => ({
+  kind: 'transient',
+  cause: 'reply',
+  reply: { code: Number(text.slice(0, 3)), text },
+  detail: text,
+});
 const delivered: Outcome = { kind: 'delivered', reply: { code: 250, text: '250 2.1.5 Ok' } };
 
 describe("a smart host's 452 to RCPT", () => {

@@ -32,58 +32,94 @@ describe('route re-enveloping keys in the config contract', () => {
   test('defaults: nothing rewritten, no signature; a single dkim entry becomes a list and its key path resolves against the config file', () => {
     const plain = parseConfig(withRoute({}), '/etc/smarthop', {});
     if (!plain.ok) throw new Error(plain.errors.join('\n'));
-    expect(plain.config.routes.default).toEqual({ smarthosts: ['primary'], sender_domains: [], strip_headers: [], received_include_address: false, dkim: [] });
+    expect(plain.config.routes.default).toEqual({
+      smarthosts: ['primary'],
+      sender_domains: [],
+      strip_headers: [],
+      received_include_address: false,
+      dkim: [],
+    });
 
-    const signed = parseConfig(withRoute({ dkim: { domain: 'Corp.Example', selector: 's1', private_key: './keys/s1.pem' } }), '/etc/smarthop', {});
+    const signed = parseConfig(
+      withRoute({ dkim: { domain: 'Corp.Example', selector: 's1', private_key: './keys/s1.pem' } }),
+      '/etc/smarthop',
+      {},
+    );
     if (!signed.ok) throw new Error(signed.errors.join('\n'));
-    expect(signed.config.routes.default.dkim).toEqual([{ domain: 'corp.example', selector: 's1', private_key: '/etc/smarthop/keys/s1.pem' }]);
+    expect(signed.config.routes.default.dkim).toEqual([
+      { domain: 'corp.example', selector: 's1', private_key: '/etc/smarthop/keys/s1.pem' },
+    ]);
   });
 
   test('an inline PEM (say from ${DKIM_KEY}) is taken as the key, not as a path', () => {
     const pem = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    const result = parseConfig(withRoute({ dkim: { domain: 'corp.example', selector: 'e1', private_key: '${DKIM_KEY}' } }), '/etc/smarthop', { DKIM_KEY: pem });
+    const result = parseConfig(
+      withRoute({ dkim: { domain: 'corp.example', selector: 'e1', private_key: '${DKIM_KEY}' } }),
+      '/etc/smarthop',
+      { DKIM_KEY: pem },
+    );
     if (!result.ok) throw new Error(result.errors.join('\n'));
     const { keys, errors } = loadRouteKeys(result.config.routes);
     expect(errors).toEqual([]);
-    expect(keys.get('default')?.[0]).toMatchObject({ domain: 'corp.example', selector: 'e1', algorithm: 'ed25519-sha256' });
+    expect(keys.get('default')?.[0]).toMatchObject({
+      domain: 'corp.example',
+      selector: 'e1',
+      algorithm: 'ed25519-sha256',
+    });
   });
 
   test('bad values are reported with their paths', () => {
-    const result = parseConfig(withRoute({
-      envelope_from: 'Bounces <bounces@corp.example>',
-      rewrite_from: { unless: ['*@corp.example'] },
-      sender_domains: ['not a domain'],
-      strip_headers: ['X Bad'],
-      dkim: [{ domain: 'corp.example', selector: 's1', private_key: 'k.pem', algorithm: 'rsa-sha1' }],
-    }), '/etc', {});
+    const result = parseConfig(
+      withRoute({
+        envelope_from: 'Bounces <bounces@corp.example>',
+        rewrite_from: { unless: ['*@corp.example'] },
+        sender_domains: ['not a domain'],
+        strip_headers: ['X Bad'],
+        dkim: [{ domain: 'corp.example', selector: 's1', private_key: 'k.pem', algorithm: 'rsa-sha1' }],
+      }),
+      '/etc',
+      {},
+    );
     expect(result.ok).toBe(false);
     if (result.ok) return;
-    expect(result.errors).toEqual(expect.arrayContaining([
-      'routes.default.envelope_from: expected an address like bounces@corp.example',
-      'routes.default.rewrite_from.to: Invalid input: expected string, received undefined',
-      'routes.default.sender_domains[0]: expected a domain like corp.example',
-      'routes.default.strip_headers[0]: expected a header field name like X-Mailer',
-    ]));
+    expect(result.errors).toEqual(
+      expect.arrayContaining([
+        'routes.default.envelope_from: expected an address like bounces@corp.example',
+        'routes.default.rewrite_from.to: Invalid input: expected string, received undefined',
+        'routes.default.sender_domains[0]: expected a domain like corp.example',
+        'routes.default.strip_headers[0]: expected a header field name like X-Mailer',
+      ]),
+    );
     expect(result.errors.some((e) => e.startsWith('routes.default.dkim'))).toBe(true);
   });
 
   test('check-config reads the DKIM keys: a missing or too short key is an error with its path, a good one passes', () => {
     const good = makeDkimKey(dir, 'rsa', 'good');
     const short = path.join(dir, 'short.pem');
-    writeFileSync(short, generateKeyPairSync('rsa', { modulusLength: 512 }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    writeFileSync(
+      short,
+      generateKeyPairSync('rsa', { modulusLength: 512 }).privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    );
     const write = (name: string, keyFile: string) => {
       const file = path.join(dir, name);
-      writeFileSync(file, [
-        'hostname: relay.test', 'spool: { dir: ./spool }', 'listeners: [{ name: smtp, address: "127.0.0.1:2525" }]',
-        'clients: [{ name: lan, networks: [10.0.0.0/8] }]',
-        `routes: { default: { smarthosts: [primary], dkim: [{ domain: corp.example, selector: s1, private_key: ${JSON.stringify(keyFile)} }] } }`,
-        'smarthosts: [{ name: primary, host: smtp.example, port: 587 }]',
-      ].join('\n'));
+      writeFileSync(
+        file,
+        [
+          'hostname: relay.test',
+          'spool: { dir: ./spool }',
+          'listeners: [{ name: smtp, address: "127.0.0.1:2525" }]',
+          'clients: [{ name: lan, networks: [10.0.0.0/8] }]',
+          `routes: { default: { smarthosts: [primary], dkim: [{ domain: corp.example, selector: s1, private_key: ${JSON.stringify(keyFile)} }] } }`,
+          'smarthosts: [{ name: primary, host: smtp.example, port: 587 }]',
+        ].join('\n'),
+      );
       return spawnSync(process.execPath, [CLI, 'check-config', '-c', file], { encoding: 'utf8' });
     };
     const missing = write('missing.yaml', './keys/nope.pem');
     expect(missing.status).toBe(1);
-    expect(missing.stderr).toContain(`routes.default.dkim[0].private_key: cannot read ${path.join(dir, 'keys', 'nope.pem')} (ENOENT)`);
+    expect(missing.stderr).toContain(
+      `routes.default.dkim[0].private_key: cannot read ${path.join(dir, 'keys', 'nope.pem')} (ENOENT)`,
+    );
     const tooShort = write('short.yaml', short);
     expect(tooShort.status).toBe(1);
     expect(tooShort.stderr).toContain('routes.default.dkim[0].private_key: a 512-bit RSA key is too short');
@@ -99,17 +135,33 @@ describe('signatures(): keys parsed once, header canonicalised by dkim-header.ts
     try {
       const rsa = makeDkimKey(dir, 'rsa');
       const ed = makeDkimKey(dir, 'ed25519');
-      const keys = [loadDkimKey({ domain: 'corp.example', selector: 's1', private_key: rsa.file }), loadDkimKey({ domain: 'corp.example', selector: 'e1', private_key: ed.file })];
-      const head = Buffer.from('Received: from app (client lan)\r\n\tby relay.test; Mon, 23 Nov 2026 10:00:00 +0000\r\nFrom: a@corp.example\r\nSubject: hi\r\n');
+      const keys = [
+        loadDkimKey({ domain: 'corp.example', selector: 's1', private_key: rsa.file }),
+        loadDkimKey({ domain: 'corp.example', selector: 'e1', private_key: ed.file }),
+      ];
+      const head = Buffer.from(
+        'Received: from app (client lan)\r\n\tby relay.test; Mon, 23 Nov 2026 10:00:00 +0000\r\nFrom: a@corp.example\r\nSubject: hi\r\n',
+      );
       const body = Buffer.from('Hello  \r\nworld\r\n\r\n\r\n');
       const hasher = dkimBody('relaxed', 'sha256', false);
       hasher.update(body);
-      const lines = await signatures(keys, HeaderBlock.parse(head.subarray(0, -2)).fields, hasher.digest('base64'), new Date(Date.UTC(2026, 10, 23, 10, 0, 0)));
+      const lines = await signatures(
+        keys,
+        HeaderBlock.parse(head.subarray(0, -2)).fields,
+        hasher.digest('base64'),
+        new Date(Date.UTC(2026, 10, 23, 10, 0, 0)),
+      );
       expect(lines.match(/^DKIM-Signature: /gm)).toHaveLength(2);
       expect(lines).toContain('t=1795428000;');
       expect(lines).toMatch(/h=Subject:\s*From:\s*From;/);
-      const resolver = zoneResolver({ 's1._domainkey.corp.example': { TXT: [rsa.record] }, 'e1._domainkey.corp.example': { TXT: [ed.record] } });
-      expect(await verifyDkim(Buffer.concat([Buffer.from(lines), head, Buffer.from('\r\n'), body]), resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+      const resolver = zoneResolver({
+        's1._domainkey.corp.example': { TXT: [rsa.record] },
+        'e1._domainkey.corp.example': { TXT: [ed.record] },
+      });
+      expect(await verifyDkim(Buffer.concat([Buffer.from(lines), head, Buffer.from('\r\n'), body]), resolver)).toEqual([
+        'corp.example/s1 rsa-sha256 pass',
+        'corp.example/e1 ed25519-sha256 pass',
+      ]);
     } finally {
       removeDir(dir);
     }
@@ -123,7 +175,7 @@ describe('RelaxedBodyHash: the relaxed body hash, streamed', () => {
     return hasher.digest('base64');
   };
 
-  test('the hash is mailauth\'s for the whole body, however the body is cut into chunks', () => {
+  test("the hash is mailauth's for the whole body, however the body is cut into chunks", () => {
     const long = 'x'.repeat(70 * 1024);
     const bodies = [
       'Hello  \r\nworld\t \r\n\r\n\r\n',
@@ -156,7 +208,7 @@ describe('RelaxedBodyHash: the relaxed body hash, streamed', () => {
   });
 
   // Each ends with a line end, as SMTP DATA does: on a last line without one, mailauth and dkimpy disagree about trailing spaces.
-  test('random bodies of words, spaces, tabs and line ends, cut at random: mailauth\'s hash every time (2000 bodies)', () => {
+  test("random bodies of words, spaces, tabs and line ends, cut at random: mailauth's hash every time (2000 bodies)", () => {
     const pieces = ['a', 'bc', ' ', '  ', '\t', ' \t ', '\r\n', '\r\n\r\n', '\n', '.', '\u00a0'];
     let seed = 20;
     const random = (n: number) => {

@@ -3,7 +3,18 @@ import type { DNSResolver } from 'mailauth';
 import { Relay } from '../src/relay';
 import type { SinkMessage, SmtpSink } from '../src/tools/sink';
 import { makeDkimKey, verifyDkim, zoneResolver, type TestKey } from './helpers/dkim';
-import { baseConfig, buildConfig, freePort, readQueued, removeDir, startRelay, startSink, tempDir, waitFor, type RunningRelay } from './helpers/harness';
+import {
+  baseConfig,
+  buildConfig,
+  freePort,
+  readQueued,
+  removeDir,
+  startRelay,
+  startSink,
+  tempDir,
+  waitFor,
+  type RunningRelay,
+} from './helpers/harness';
 import { openSession } from './helpers/smtp-client';
 
 /** What a legacy app on the LAN sends: its own Received trail, an internal address, no Message-ID, no Date. */
@@ -87,8 +98,20 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     ],
   });
 
-  async function relayWith(port: number, route: Record<string, unknown>, overrides: Record<string, unknown> = {}): Promise<RunningRelay> {
-    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port }], { routes: { default: { smarthosts: ['primary'], ...route } }, ...overrides }), dir));
+  async function relayWith(
+    port: number,
+    route: Record<string, unknown>,
+    overrides: Record<string, unknown> = {},
+  ): Promise<RunningRelay> {
+    running = await startRelay(
+      buildConfig(
+        baseConfig(dir, [{ name: 'primary', port }], {
+          routes: { default: { smarthosts: ['primary'], ...route } },
+          ...overrides,
+        }),
+        dir,
+      ),
+    );
     return running;
   }
 
@@ -116,7 +139,11 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     // Only our own Received line is left, and it names the client, not its address.
     const received = fields(header, 'Received');
     expect(received).toHaveLength(1);
-    expect(received[0]).toMatch(new RegExp(`^Received: from app\\.test \\(client lan\\)\\r\\n\\tby relay\\.test \\(smarthop\\) with ESMTP id ${id}`));
+    expect(received[0]).toMatch(
+      new RegExp(
+        `^Received: from app\\.test \\(client lan\\)\\r\\n\\tby relay\\.test \\(smarthop\\) with ESMTP id ${id}`,
+      ),
+    );
     expect(header).not.toMatch(/10\.20\.1\.5|127\.0\.0\.1|erp\.lan|mail\.lan/);
     expect(fields(header, 'Message-ID')).toEqual([`Message-ID: <${id}@relay.test>`]);
     expect(fields(header, 'Date')[0]).toMatch(/^Date: \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000$/);
@@ -125,7 +152,10 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     // The client dot-stuffed the line on the wire; the content (and what the smart host reads) has one dot.
     expect(bodyOf(message)).toBe('Page 1 of 1.\r\n. a line that starts with a dot\r\n\r\n');
 
-    expect(await verifyDkim(message.data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+    expect(await verifyDkim(message.data, resolver)).toEqual([
+      'corp.example/s1 rsa-sha256 pass',
+      'corp.example/e1 ed25519-sha256 pass',
+    ]);
   });
 
   test('the rewrite is stored once at ingest: the spool file holds the rewritten header, the metadata the signatures and both senders', async () => {
@@ -150,7 +180,10 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     const primary = await sink(port);
     await waitFor(() => primary.messages.length === 1, 15_000, 'delivery after the smart host returns');
     expect(primary.messages[0].data.toString('latin1')).toBe(`${meta.prependHeaders}${stored}`);
-    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual([
+      'corp.example/s1 rsa-sha256 pass',
+      'corp.example/e1 ed25519-sha256 pass',
+    ]);
   });
 
   test('the null sender stays null, whatever envelope_from says', async () => {
@@ -160,16 +193,28 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     await waitFor(() => primary.messages.length === 1, 10_000, 'delivery');
     expect(primary.messages[0].from).toBe('');
     expect(fields(headerOf(primary.messages[0]), 'From')).toEqual(['From: <noreply@corp.example>']);
-    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual([
+      'corp.example/s1 rsa-sha256 pass',
+      'corp.example/e1 ed25519-sha256 pass',
+    ]);
   });
 
   test('a message that already has Reply-To keeps it (and only it); an allowed From, Message-ID and Date are left as they are', async () => {
     const primary = await sink();
     await relayWith(primary.port, corpRoute());
-    await send('erp@printer.local', legacyMessage(['Reply-To: Sales <sales@corp.example>', 'Message-ID: <42@erp.lan>', 'Date: Mon, 23 Nov 2026 10:00:00 +0100']));
+    await send(
+      'erp@printer.local',
+      legacyMessage([
+        'Reply-To: Sales <sales@corp.example>',
+        'Message-ID: <42@erp.lan>',
+        'Date: Mon, 23 Nov 2026 10:00:00 +0100',
+      ]),
+    );
     await send('app@corp.example', legacyMessage([], 'ERP <app@corp.example>'));
     await waitFor(() => primary.messages.length === 2, 10_000, 'delivery');
-    const [withReplyTo, allowed] = [...primary.messages].sort((a, b) => (headerOf(a).includes('sales@') ? -1 : headerOf(b).includes('sales@') ? 1 : 0));
+    const [withReplyTo, allowed] = [...primary.messages].sort((a, b) =>
+      headerOf(a).includes('sales@') ? -1 : headerOf(b).includes('sales@') ? 1 : 0,
+    );
     const header = headerOf(withReplyTo);
     expect(fields(header, 'Reply-To')).toEqual(['Reply-To: Sales <sales@corp.example>']);
     expect(fields(header, 'From')).toEqual(['From: Scanner 3F <noreply@corp.example>']);
@@ -177,19 +222,32 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     expect(fields(header, 'Date')).toEqual(['Date: Mon, 23 Nov 2026 10:00:00 +0100']);
     expect(fields(headerOf(allowed), 'From')).toEqual(['From: ERP <app@corp.example>']);
     expect(fields(headerOf(allowed), 'Reply-To')).toEqual([]);
-    for (const message of primary.messages) expect(await verifyDkim(message.data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+    for (const message of primary.messages)
+      expect(await verifyDkim(message.data, resolver)).toEqual([
+        'corp.example/s1 rsa-sha256 pass',
+        'corp.example/e1 ed25519-sha256 pass',
+      ]);
   });
 
   test('an RFC 2047 encoded display name and a Sender survive the rewrite, and the signature still verifies', async () => {
     const primary = await sink();
     await relayWith(primary.port, corpRoute());
-    await send('scanner@printer.local', legacyMessage(['Sender: Scan Service <scan@printer.local>'], '=?UTF-8?B?w5xiZXJzZXR6dW5n?= <scanner@printer.local>'));
+    await send(
+      'scanner@printer.local',
+      legacyMessage(
+        ['Sender: Scan Service <scan@printer.local>'],
+        '=?UTF-8?B?w5xiZXJzZXR6dW5n?= <scanner@printer.local>',
+      ),
+    );
     await waitFor(() => primary.messages.length === 1, 10_000, 'delivery');
     const header = headerOf(primary.messages[0]);
     expect(fields(header, 'From')).toEqual(['From: =?UTF-8?B?w5xiZXJzZXR6dW5n?= <noreply@corp.example>']);
     expect(fields(header, 'Sender')).toEqual([]);
     expect(fields(header, 'Reply-To')).toEqual(['Reply-To: =?UTF-8?B?w5xiZXJzZXR6dW5n?= <scanner@printer.local>']);
-    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual([
+      'corp.example/s1 rsa-sha256 pass',
+      'corp.example/e1 ed25519-sha256 pass',
+    ]);
   });
 
   test('a raw UTF-8 display name and subject (RFC 6532) are kept byte for byte and signed as sent', async () => {
@@ -200,10 +258,13 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     const header = primary.messages[0].data.toString('utf8');
     expect(header).toContain('\r\nFrom: "Müller, Hans" <noreply@corp.example>\r\n');
     expect(header).toContain('\r\nReply-To: "Müller, Hans" <hans@erp.lan>\r\n');
-    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+    expect(await verifyDkim(primary.messages[0].data, resolver)).toEqual([
+      'corp.example/s1 rsa-sha256 pass',
+      'corp.example/e1 ed25519-sha256 pass',
+    ]);
   });
 
-  test('a route without rewrites keeps the client\'s envelope and From, still strips the topology and adds what is missing', async () => {
+  test("a route without rewrites keeps the client's envelope and From, still strips the topology and adds what is missing", async () => {
     const primary = await sink();
     await relayWith(primary.port, {});
     await send('scanner@printer.local', legacyMessage());
@@ -218,25 +279,43 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     expect(fields(header, 'Message-ID')).toHaveLength(1);
   });
 
-  test('received_include_address names the client\'s address in our Received line', async () => {
+  test("received_include_address names the client's address in our Received line", async () => {
     const primary = await sink();
     await relayWith(primary.port, { received_include_address: true });
     await send('app@corp.example', legacyMessage());
     await waitFor(() => primary.messages.length === 1, 10_000, 'delivery');
-    expect(fields(headerOf(primary.messages[0]), 'Received')[0]).toMatch(/^Received: from app\.test \(client lan \[127\.0\.0\.1\]\)/);
+    expect(fields(headerOf(primary.messages[0]), 'Received')[0]).toMatch(
+      /^Received: from app\.test \(client lan \[127\.0\.0\.1\]\)/,
+    );
   });
 
   test('routing by envelope-sender domain: its own smart host and its own DKIM key; other senders keep the policy route', async () => {
     const corp = await sink();
     const shop = await sink();
-    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'corp-host', port: corp.port }, { name: 'shop-host', port: shop.port }], {
-      clients: [{ name: 'lan', networks: ['127.0.0.1/32'], policy: 'legacy' }],
-      policies: { legacy: { route: 'default' } },
-      routes: {
-        default: { smarthosts: ['corp-host'], ...corpRoute() },
-        shop: { smarthosts: ['shop-host'], sender_domains: ['shop.example'], dkim: { domain: 'shop.example', selector: 'k1', private_key: shopKey.file } },
-      },
-    }), dir));
+    running = await startRelay(
+      buildConfig(
+        baseConfig(
+          dir,
+          [
+            { name: 'corp-host', port: corp.port },
+            { name: 'shop-host', port: shop.port },
+          ],
+          {
+            clients: [{ name: 'lan', networks: ['127.0.0.1/32'], policy: 'legacy' }],
+            policies: { legacy: { route: 'default' } },
+            routes: {
+              default: { smarthosts: ['corp-host'], ...corpRoute() },
+              shop: {
+                smarthosts: ['shop-host'],
+                sender_domains: ['shop.example'],
+                dkim: { domain: 'shop.example', selector: 'k1', private_key: shopKey.file },
+              },
+            },
+          },
+        ),
+        dir,
+      ),
+    );
     await send('orders@Shop.Example', legacyMessage([], 'Shop <orders@shop.example>'));
     await send('scanner@printer.local', legacyMessage());
     await waitFor(() => corp.messages.length === 1 && shop.messages.length === 1, 10_000, 'both deliveries');
@@ -244,12 +323,26 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     expect(fields(headerOf(shop.messages[0]), 'From')).toEqual(['From: Shop <orders@shop.example>']);
     expect(await verifyDkim(shop.messages[0].data, resolver)).toEqual(['shop.example/k1 rsa-sha256 pass']);
     expect(corp.messages[0].from).toBe('bounces@corp.example');
-    expect(await verifyDkim(corp.messages[0].data, resolver)).toEqual(['corp.example/s1 rsa-sha256 pass', 'corp.example/e1 ed25519-sha256 pass']);
+    expect(await verifyDkim(corp.messages[0].data, resolver)).toEqual([
+      'corp.example/s1 rsa-sha256 pass',
+      'corp.example/e1 ed25519-sha256 pass',
+    ]);
   });
 
   test('a missing or mismatched key stops the relay from starting, naming the config path', () => {
-    const config = (dkim: Record<string, unknown>) => buildConfig(baseConfig(dir, [{ name: 'primary', port: 25 }], { routes: { default: { smarthosts: ['primary'], dkim } } }), dir);
-    expect(() => new Relay(config({ domain: 'corp.example', selector: 's1', private_key: './nope.pem' }))).toThrow(`DKIM keys: routes.default.dkim[0].private_key: cannot read ${path.join(dir, 'nope.pem')} (ENOENT)`);
-    expect(() => new Relay(config({ domain: 'corp.example', selector: 's1', private_key: rsa.file, algorithm: 'ed25519-sha256' }))).toThrow('algorithm ed25519-sha256 needs a ed25519 key, the file holds a rsa key');
+    const config = (dkim: Record<string, unknown>) =>
+      buildConfig(
+        baseConfig(dir, [{ name: 'primary', port: 25 }], { routes: { default: { smarthosts: ['primary'], dkim } } }),
+        dir,
+      );
+    expect(() => new Relay(config({ domain: 'corp.example', selector: 's1', private_key: './nope.pem' }))).toThrow(
+      `DKIM keys: routes.default.dkim[0].private_key: cannot read ${path.join(dir, 'nope.pem')} (ENOENT)`,
+    );
+    expect(
+      () =>
+        new Relay(
+          config({ domain: 'corp.example', selector: 's1', private_key: rsa.file, algorithm: 'ed25519-sha256' }),
+        ),
+    ).toThrow('algorithm ed25519-sha256 needs a ed25519 key, the file holds a rsa key');
   });
 });

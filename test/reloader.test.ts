@@ -109,8 +109,14 @@ describe('Reloader', () => {
     const { reloader, log } = setUp();
     await Promise.all([reloader.reload('api'), reloader.reload('SIGHUP')]);
     expect(log).toEqual([
-      'build 1', 'start next1', 'install next1', 'retire first for next1',
-      'build 2', 'start next2', 'install next2', 'retire next1 for next2',
+      'build 1',
+      'start next1',
+      'install next1',
+      'retire first for next1',
+      'build 2',
+      'start next2',
+      'install next2',
+      'retire next1 for next2',
     ]);
   });
 

@@ -73,18 +73,21 @@ describe('SIGTERM during traffic', () => {
     const smarthostPort = await smarthost.listen();
     const [smtpPort, httpPort] = [await freePort(), await freePort()];
     const configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(configFile, stringify({
-      hostname: 'relay.test',
-      shutdown_grace: '10s',
-      spool: { dir: './spool', retry: { initial: '200ms', max: '1s', factor: 2 }, min_free_disk: 0 },
-      delivery: { concurrency: 3 },
-      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
-      clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
-      routes: { default: { smarthosts: ['primary'] } },
-      smarthosts: [{ name: 'primary', host: '127.0.0.1', port: smarthostPort, tls: 'none', max_connections: 3 }],
-      http: { address: `127.0.0.1:${httpPort}` },
-      log: { level: 'warn' },
-    }));
+    writeFileSync(
+      configFile,
+      stringify({
+        hostname: 'relay.test',
+        shutdown_grace: '10s',
+        spool: { dir: './spool', retry: { initial: '200ms', max: '1s', factor: 2 }, min_free_disk: 0 },
+        delivery: { concurrency: 3 },
+        listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
+        clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
+        routes: { default: { smarthosts: ['primary'] } },
+        smarthosts: [{ name: 'primary', host: '127.0.0.1', port: smarthostPort, tls: 'none', max_connections: 3 }],
+        http: { address: `127.0.0.1:${httpPort}` },
+        log: { level: 'warn' },
+      }),
+    );
     relay = await ChildRelay.start(configFile, httpPort);
 
     const accepted: string[] = [];
@@ -94,7 +97,9 @@ describe('SIGTERM during traffic', () => {
       const { client } = await openSession(smtpPort);
       for (let i = 0; !stop; i++) {
         const id = `s${n}-m${i}@corp.example`;
-        const reply = await client.sendMessage('app@corp.example', ['user@example.com'], message({ messageId: id })).catch(() => null);
+        const reply = await client
+          .sendMessage('app@corp.example', ['user@example.com'], message({ messageId: id }))
+          .catch(() => null);
         if (reply?.startsWith('250 ')) accepted.push(id);
         else {
           // Once stopping, the relay may only say 421 or close; anything else would be a lie.
@@ -105,7 +110,11 @@ describe('SIGTERM during traffic', () => {
       client.write('QUIT\r\n');
     };
     const senders = [0, 1, 2].map(sender);
-    await waitFor(() => accepted.length >= 10 && (smarthost as SlowSmartHost).inFlight > 0, 20_000, 'traffic with deliveries under way');
+    await waitFor(
+      () => accepted.length >= 10 && (smarthost as SlowSmartHost).inFlight > 0,
+      20_000,
+      'traffic with deliveries under way',
+    );
 
     // One client is in the middle of DATA when the signal arrives.
     const { client: slow } = await openSession(smtpPort);
@@ -119,7 +128,15 @@ describe('SIGTERM during traffic', () => {
     const inFlightAtSignal = (smarthost as SlowSmartHost).inFlight;
     const exited = relay.kill('SIGTERM');
     stop = true;
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.status, () => 0)) !== 200, 10_000, '/readyz to stop saying ready');
+    await waitFor(
+      async () =>
+        (await fetch(`http://127.0.0.1:${httpPort}/readyz`).then(
+          (r) => r.status,
+          () => 0,
+        )) !== 200,
+      10_000,
+      '/readyz to stop saying ready',
+    );
     await expect(RawSmtpClient.connect(smtpPort)).rejects.toThrow(/ECONNREFUSED/);
     slow.write(`${slowBody.slice(40)}\r\n.\r\n`);
     const slowReply = await slow.reply();
@@ -139,7 +156,11 @@ describe('SIGTERM during traffic', () => {
     expect(deliveredBeforeRestart.length + spooled).toBeGreaterThanOrEqual(accepted.length);
 
     relay = await ChildRelay.start(configFile, httpPort);
-    await waitFor(() => readdirSync(path.join(dir, 'spool', 'queue')).length === 0, 30_000, 'the restarted relay to deliver the rest');
+    await waitFor(
+      () => readdirSync(path.join(dir, 'spool', 'queue')).length === 0,
+      30_000,
+      'the restarted relay to deliver the rest',
+    );
     const delivered = (smarthost as SlowSmartHost).received;
     for (const id of accepted) expect(delivered.filter((d) => d === id)).toEqual([id]);
     expect(new Set(delivered).size).toBe(delivered.length);

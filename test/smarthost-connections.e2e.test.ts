@@ -13,13 +13,23 @@ import { message, openSession } from './helpers/smtp-client';
 describe('smart hosts that end connections', () => {
   const t = relayPerTest();
   const eventsFile = () => path.join(t.dir, 'events.jsonl');
-  const events = () => (existsSync(eventsFile()) ? readFileSync(eventsFile(), 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>) : []);
+  const events = () =>
+    existsSync(eventsFile())
+      ? readFileSync(eventsFile(), 'utf8')
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => JSON.parse(line) as Record<string, unknown>)
+      : [];
   const metric = async (sample: string) => metricValue(await metricsText((t.running as RunningRelay).httpPort), sample);
   const queueFiles = () => readdirSync(path.join(t.dir, 'spool', 'queue'));
 
   async function relayTo(options: SinkOptions, relayOverrides: Record<string, unknown> = {}): Promise<SmtpSink> {
     const primary = await t.sink({ keep: true, ...options });
-    await t.relayWith([{ name: 'primary', port: primary.port, max_connections: 2 }], { events: { file: eventsFile() }, ...relayOverrides });
+    await t.relayWith([{ name: 'primary', port: primary.port, max_connections: 2 }], {
+      events: { file: eventsFile() },
+      ...relayOverrides,
+    });
     return primary;
   }
 
@@ -30,7 +40,9 @@ describe('smart hosts that end connections', () => {
       Array.from({ length: sessions }, async (_, s) => {
         const { client } = await openSession((t.running as RunningRelay).smtpPort);
         for (let i = s; i < count; i += sessions) {
-          expect(await client.sendMessage('app@corp.example', [recipients[i]], message({ subject: `${prefix} ${i}`, body }))).toMatch(/^250 2\.0\.0 Ok: queued as /);
+          expect(
+            await client.sendMessage('app@corp.example', [recipients[i]], message({ subject: `${prefix} ${i}`, body })),
+          ).toMatch(/^250 2\.0\.0 Ok: queued as /);
         }
         await client.quit();
       }),
@@ -43,11 +55,17 @@ describe('smart hosts that end connections', () => {
     await waitFor(() => primary.messages.length >= recipients.length, 20_000, `${recipients.length} deliveries`);
     // A duplicate would come from a message requeued after its first copy, whose file then stays queued:
     // once the queue is empty and every outcome is logged, nothing is left to be sent again.
-    await waitFor(() => queueFiles().length === 0 && events().filter((e) => e.type === 'delivered').length >= recipients.length, 10_000, 'the queue to empty');
+    await waitFor(
+      () => queueFiles().length === 0 && events().filter((e) => e.type === 'delivered').length >= recipients.length,
+      10_000,
+      'the queue to empty',
+    );
     expect([...primary.recipients()].sort()).toEqual([...recipients].sort());
     expect(events().filter((e) => e.type === 'deferred')).toEqual([]);
     expect(events().filter((e) => e.type === 'delivered')).toHaveLength(recipients.length);
-    expect(await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="delivered"}')).toBe(recipients.length);
+    expect(await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="delivered"}')).toBe(
+      recipients.length,
+    );
     expect(await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="deferred"}')).toBeUndefined();
     expect(await metric('smarthop_smarthost_up{smarthost="primary"}')).toBe(1);
   }
@@ -81,13 +99,19 @@ describe('smart hosts that end connections', () => {
   test.each([
     ['the delivery thread', true],
     ['the event loop', false],
-  ])('a host that answers 421 to the MAIL after its cap (sent from %s): the message goes again over another connection, none deferred', async (_where, workerThread) => {
-    const primary = await relayTo({ messagesPerConnection: { limit: 2, then: 'refuse' } }, { delivery: { worker_thread: workerThread } });
-    const recipients = await sendMany(16, 4, 'cap-two');
-    await expectEachDeliveredOnce(primary, recipients);
-    // The cap was reached, so pooled connections were reused up to it and the 421 was really met.
-    expect(primary.mailCommands).toBeGreaterThan(recipients.length);
-  });
+  ])(
+    'a host that answers 421 to the MAIL after its cap (sent from %s): the message goes again over another connection, none deferred',
+    async (_where, workerThread) => {
+      const primary = await relayTo(
+        { messagesPerConnection: { limit: 2, then: 'refuse' } },
+        { delivery: { worker_thread: workerThread } },
+      );
+      const recipients = await sendMany(16, 4, 'cap-two');
+      await expectEachDeliveredOnce(primary, recipients);
+      // The cap was reached, so pooled connections were reused up to it and the 421 was really met.
+      expect(primary.mailCommands).toBeGreaterThan(recipients.length);
+    },
+  );
 
   test('a host that times idle connections out (421): the next message opens a new one and is not deferred', async () => {
     const primary = await relayTo({ idleTimeoutMs: 300 });
@@ -103,22 +127,42 @@ describe('smart hosts that end connections', () => {
   test.each([
     ['hangs up behind every 250', 'close'],
     ['answers 421 to the MAIL after one message', 'refuse'],
-  ] as const)('messages read back from queue files, to a host that %s: each goes once and no queue file stays open', async (_how, then) => {
-    const primary = await relayTo({ behaviour: { mode: 'defer' }, messagesPerConnection: { limit: 1, then } });
-    // Larger than what a read stream and its consumer buffer between them (~80 KiB), so a stream
-    // nobody reads keeps its file open until it is destroyed.
-    const recipients = await sendMany(12, 4, 'from-disk', `${'x'.repeat(76)}\r\n`.repeat(3000));
-    // Deferred once each, so the next attempt streams the message from its file, not from memory.
-    await waitFor(() => new Set(events().filter((e) => e.type === 'deferred').map((e) => e.to)).size === recipients.length, 10_000, 'every message deferred once');
-    primary.behaviour = { mode: 'accept' };
-    await waitFor(() => primary.messages.length >= recipients.length, 20_000, 'every message delivered from its file');
-    await waitFor(() => queueFiles().length === 0 && events().filter((e) => e.type === 'delivered').length >= recipients.length, 10_000, 'the queue to empty');
-    expect([...primary.recipients()].sort()).toEqual([...recipients].sort());
-    // Before the switch the host deferred with its 451 (a retry may still have met it); any other
-    // deferral means a message was given up on a dropped connection after the host accepted again.
-    expect(events().filter((e) => e.type === 'deferred' && e.response !== '451 4.7.0 Try again later')).toEqual([]);
-    expect(queueFiles()).toEqual([]);
-    await waitFor(() => openSpoolFiles().length === 0, 5_000, 'no queue file left open').catch(() => undefined);
-    expect(openSpoolFiles()).toEqual([]);
-  });
+  ] as const)(
+    'messages read back from queue files, to a host that %s: each goes once and no queue file stays open',
+    async (_how, then) => {
+      const primary = await relayTo({ behaviour: { mode: 'defer' }, messagesPerConnection: { limit: 1, then } });
+      // Larger than what a read stream and its consumer buffer between them (~80 KiB), so a stream
+      // nobody reads keeps its file open until it is destroyed.
+      const recipients = await sendMany(12, 4, 'from-disk', `${'x'.repeat(76)}\r\n`.repeat(3000));
+      // Deferred once each, so the next attempt streams the message from its file, not from memory.
+      await waitFor(
+        () =>
+          new Set(
+            events()
+              .filter((e) => e.type === 'deferred')
+              .map((e) => e.to),
+          ).size === recipients.length,
+        10_000,
+        'every message deferred once',
+      );
+      primary.behaviour = { mode: 'accept' };
+      await waitFor(
+        () => primary.messages.length >= recipients.length,
+        20_000,
+        'every message delivered from its file',
+      );
+      await waitFor(
+        () => queueFiles().length === 0 && events().filter((e) => e.type === 'delivered').length >= recipients.length,
+        10_000,
+        'the queue to empty',
+      );
+      expect([...primary.recipients()].sort()).toEqual([...recipients].sort());
+      // Before the switch the host deferred with its 451 (a retry may still have met it); any other
+      // deferral means a message was given up on a dropped connection after the host accepted again.
+      expect(events().filter((e) => e.type === 'deferred' && e.response !== '451 4.7.0 Try again later')).toEqual([]);
+      expect(queueFiles()).toEqual([]);
+      await waitFor(() => openSpoolFiles().length === 0, 5_000, 'no queue file left open').catch(() => undefined);
+      expect(openSpoolFiles()).toEqual([]);
+    },
+  );
 });

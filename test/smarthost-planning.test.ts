@@ -11,23 +11,79 @@ describe('circuit breaker transitions', () => {
   const fail = (state: BreakerState, now: number) => record(state, 'connection_failure', now, config);
 
   test.each<[string, BreakerState, 'ok' | 'connection_failure', number, BreakerState]>([
-    ['closed + failure below the threshold counts it', { kind: 'closed', failures: 1 }, 'connection_failure', 50, { kind: 'closed', failures: 2 }],
-    ['closed + the threshold-th failure opens for a cooldown', { kind: 'closed', failures: 2 }, 'connection_failure', 50, { kind: 'open', until: 1050, failures: 3 }],
-    ['closed + success resets the count (failures must be consecutive)', { kind: 'closed', failures: 2 }, 'ok', 50, CLOSED],
-    ['half open + probe failed opens again for a new cooldown', { kind: 'half_open', probeAt: 2000, failures: 3 }, 'connection_failure', 2100, { kind: 'open', until: 3100, failures: 4 }],
+    [
+      'closed + failure below the threshold counts it',
+      { kind: 'closed', failures: 1 },
+      'connection_failure',
+      50,
+      { kind: 'closed', failures: 2 },
+    ],
+    [
+      'closed + the threshold-th failure opens for a cooldown',
+      { kind: 'closed', failures: 2 },
+      'connection_failure',
+      50,
+      { kind: 'open', until: 1050, failures: 3 },
+    ],
+    [
+      'closed + success resets the count (failures must be consecutive)',
+      { kind: 'closed', failures: 2 },
+      'ok',
+      50,
+      CLOSED,
+    ],
+    [
+      'half open + probe failed opens again for a new cooldown',
+      { kind: 'half_open', probeAt: 2000, failures: 3 },
+      'connection_failure',
+      2100,
+      { kind: 'open', until: 3100, failures: 4 },
+    ],
     ['half open + probe ok closes', { kind: 'half_open', probeAt: 2000, failures: 3 }, 'ok', 2100, CLOSED],
-    ['open + late failure of an older delivery keeps the cooldown', { kind: 'open', until: 1050, failures: 3 }, 'connection_failure', 60, { kind: 'open', until: 1050, failures: 4 }],
-    ['open + late success of an older delivery closes (the host works)', { kind: 'open', until: 1050, failures: 3 }, 'ok', 60, CLOSED],
+    [
+      'open + late failure of an older delivery keeps the cooldown',
+      { kind: 'open', until: 1050, failures: 3 },
+      'connection_failure',
+      60,
+      { kind: 'open', until: 1050, failures: 4 },
+    ],
+    [
+      'open + late success of an older delivery closes (the host works)',
+      { kind: 'open', until: 1050, failures: 3 },
+      'ok',
+      60,
+      CLOSED,
+    ],
   ])('%s', (_what, state, result, now, expected) => {
     expect(record(state, result, now, config)).toEqual(expected);
   });
 
   test.each<[string, BreakerState, number, ReturnType<typeof admit>]>([
     ['closed admits', CLOSED, 0, { admitted: true, state: CLOSED }],
-    ['open during the cooldown refuses until its end', { kind: 'open', until: 1050, failures: 3 }, 1049, { admitted: false, retryAt: 1050 }],
-    ['open after the cooldown admits exactly one probe', { kind: 'open', until: 1050, failures: 3 }, 1050, { admitted: true, state: { kind: 'half_open', probeAt: 1050, failures: 3 } }],
-    ['half open with a probe under way refuses the rest', { kind: 'half_open', probeAt: 1050, failures: 3 }, 1500, { admitted: false, retryAt: 2050 }],
-    ['half open whose probe never reported lets another probe go after a cooldown', { kind: 'half_open', probeAt: 1050, failures: 3 }, 2050, { admitted: true, state: { kind: 'half_open', probeAt: 2050, failures: 3 } }],
+    [
+      'open during the cooldown refuses until its end',
+      { kind: 'open', until: 1050, failures: 3 },
+      1049,
+      { admitted: false, retryAt: 1050 },
+    ],
+    [
+      'open after the cooldown admits exactly one probe',
+      { kind: 'open', until: 1050, failures: 3 },
+      1050,
+      { admitted: true, state: { kind: 'half_open', probeAt: 1050, failures: 3 } },
+    ],
+    [
+      'half open with a probe under way refuses the rest',
+      { kind: 'half_open', probeAt: 1050, failures: 3 },
+      1500,
+      { admitted: false, retryAt: 2050 },
+    ],
+    [
+      'half open whose probe never reported lets another probe go after a cooldown',
+      { kind: 'half_open', probeAt: 1050, failures: 3 },
+      2050,
+      { admitted: true, state: { kind: 'half_open', probeAt: 2050, failures: 3 } },
+    ],
   ])('%s', (_what, state, now, expected) => {
     expect(admit(state, now, config)).toEqual(expected);
   });
@@ -49,7 +105,12 @@ describe('circuit breaker transitions', () => {
   const delivered: Outcome = { kind: 'delivered', reply: { code: 250, text: '250 ok' } };
   const refused: Outcome = { kind: 'transient', cause: 'connect', detail: 'ECONNREFUSED' };
   const tls: Outcome = { kind: 'transient', cause: 'tls', detail: 'ETLS' };
-  const deferred: Outcome = { kind: 'transient', cause: 'reply', reply: { code: 451, text: '451 4.7.0 later' }, detail: '451' };
+  const deferred: Outcome = {
+    kind: 'transient',
+    cause: 'reply',
+    reply: { code: 451, text: '451 4.7.0 later' },
+    detail: '451',
+  };
   const rejected: Outcome = { kind: 'permanent', reply: { code: 550, text: '550 5.1.1 no' } };
   test.each<[string, Outcome[], 'ok' | 'connection_failure']>([
     ['all refused at connect', [refused, refused], 'connection_failure'],
@@ -71,7 +132,10 @@ describe('circuit breaker transitions', () => {
     expect(record(probing, 'ok', 600, config)).toEqual(CLOSED);
     expect(record(probing, 'connection_failure', 600, config)).toEqual({ kind: 'open', until: 1600, failures: 4 });
     // A probe already under way: the others may go too. A closed breaker is left as it is.
-    expect(probeNow({ kind: 'half_open', probeAt: 400, failures: 3 }, 500)).toMatchObject({ kind: 'half_open', everyone: true });
+    expect(probeNow({ kind: 'half_open', probeAt: 400, failures: 3 }, 500)).toMatchObject({
+      kind: 'half_open',
+      everyone: true,
+    });
     expect(probeNow(CLOSED, 500)).toBe(CLOSED);
   });
 });
@@ -87,30 +151,62 @@ describe('quota decisions', () => {
     expect(decideQuota(messages, recipients, wanted)).toEqual(expected);
   });
 
-  test.each([[60_000, '1m'], [86_400_000, '1d'], [90_000, '90s'], [2000, '2s'], [1500, '1500ms'], [3_600_000, '1h']])('window %p ms is labelled %p', (ms, label) => {
+  test.each([
+    [60_000, '1m'],
+    [86_400_000, '1d'],
+    [90_000, '90s'],
+    [2000, '2s'],
+    [1500, '1500ms'],
+    [3_600_000, '1h'],
+  ])('window %p ms is labelled %p', (ms, label) => {
     expect(formatWindow(ms)).toBe(label);
   });
 
   test('SmartHostQuota counts messages and recipients in their windows and says when the full one frees', async () => {
-    const quota = new SmartHostQuota('m365', [{ window: 60_000, messages: 2 }, { window: 86_400_000, recipients: 5 }], new MemoryWindowCounters());
+    const quota = new SmartHostQuota(
+      'm365',
+      [
+        { window: 60_000, messages: 2 },
+        { window: 86_400_000, recipients: 5 },
+      ],
+      new MemoryWindowCounters(),
+    );
     expect(await quota.admit(3, 0)).toEqual({ ok: true, recipients: 3 });
     expect(await quota.admit(3, 1000)).toEqual({ ok: true, recipients: 2 });
-    expect(await quota.remaining(1000)).toEqual([{ window: '1m', unit: 'messages', remaining: 0 }, { window: '1d', unit: 'recipients', remaining: 0 }]);
+    expect(await quota.remaining(1000)).toEqual([
+      { window: '1m', unit: 'messages', remaining: 0 },
+      { window: '1d', unit: 'recipients', remaining: 0 },
+    ]);
     const full = await quota.admit(1, 2000);
     expect(full).toMatchObject({ ok: false, retryAt: 60_000 });
     expect(full.ok ? '' : full.detail).toMatch(/^m365 quota exhausted \(2 messages per 1m\) until /);
     // The minute frees; the day's recipients do not, and the refused message costs no message quota.
     expect(await quota.admit(1, 60_000)).toMatchObject({ ok: false, retryAt: 86_400_000 });
-    expect(await quota.remaining(60_000)).toEqual([{ window: '1m', unit: 'messages', remaining: 2 }, { window: '1d', unit: 'recipients', remaining: 0 }]);
+    expect(await quota.remaining(60_000)).toEqual([
+      { window: '1m', unit: 'messages', remaining: 2 },
+      { window: '1d', unit: 'recipients', remaining: 0 },
+    ]);
   });
 });
 
 describe('inline verdict reply line', () => {
   test.each([
-    [{ code: 550, text: '550 5.1.1 <x@example.com>: Recipient address rejected' }, { code: 550, message: '5.1.1 <x@example.com>: Recipient address rejected' }],
-    [{ code: 554, text: '554 Transaction failed' }, { code: 554, message: '5.0.0 Transaction failed' }],
-    [{ code: 550, text: '550-5.7.1 Message refused\n550 5.7.1 see https://provider.example/policy' }, { code: 550, message: '5.7.1 Message refused see https://provider.example/policy' }],
-    [{ code: 550, text: '550 5.7.1 bad\r\nbytes\u00e9' }, { code: 550, message: '5.7.1 bad bytes?' }],
+    [
+      { code: 550, text: '550 5.1.1 <x@example.com>: Recipient address rejected' },
+      { code: 550, message: '5.1.1 <x@example.com>: Recipient address rejected' },
+    ],
+    [
+      { code: 554, text: '554 Transaction failed' },
+      { code: 554, message: '5.0.0 Transaction failed' },
+    ],
+    [
+      { code: 550, text: '550-5.7.1 Message refused\n550 5.7.1 see https://provider.example/policy' },
+      { code: 550, message: '5.7.1 Message refused see https://provider.example/policy' },
+    ],
+    [
+      { code: 550, text: '550 5.7.1 bad\r\nbytes\u00e9' },
+      { code: 550, message: '5.7.1 bad bytes?' },
+    ],
   ])('%p → %p', (reply, expected) => {
     expect(clientReply(reply)).toEqual(expected);
   });

@@ -14,7 +14,12 @@ import { message, openSession } from './helpers/smtp-client';
 describe('smart hosts: recipients per transaction', () => {
   const t = relayPerTest();
   const eventsFile = () => path.join(t.dir, 'events.jsonl');
-  const events = () => (existsSync(eventsFile()) ? readFileSync(eventsFile(), 'utf8') : '').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+  const events = () =>
+    (existsSync(eventsFile()) ? readFileSync(eventsFile(), 'utf8') : '')
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
   const metric = async (sample: string) => metricValue(await metricsText((t.running as RunningRelay).httpPort), sample);
   const addresses = (n: number) => Array.from({ length: n }, (_, i) => `user${i}@example.com`);
 
@@ -28,7 +33,8 @@ describe('smart hosts: recipients per transaction', () => {
 
   const sorted = (list: string[]) => [...list].sort();
   /** The events file is written after the smart host answered: wait for the outcome lines themselves. */
-  const allDelivered = (n: number) => waitFor(() => events().filter((e) => e.type === 'delivered').length >= n, 10_000, `${n} delivered events`);
+  const allDelivered = (n: number) =>
+    waitFor(() => events().filter((e) => e.type === 'delivered').length >= n, 10_000, `${n} delivered events`);
   const transactionSizes = (sink: SmtpSink) => sink.messages.map((m) => m.to.length);
 
   test('120 recipients to a host that takes at most 50 (the default max_recipients): transactions of 50, 50 and 20 in one attempt, each recipient once', async () => {
@@ -77,10 +83,13 @@ describe('smart hosts: recipients per transaction', () => {
   test('a host that defers the first transaction is not offered the rest: the backup takes the whole envelope, split the same way', async () => {
     const primary = await t.sink({ behaviour: { mode: 'defer' } });
     const backup = await t.sink({ maxRecipients: 50 });
-    await t.relayWith([
-      { name: 'primary', port: primary.port, priority: 10 },
-      { name: 'backup', port: backup.port, priority: 20 },
-    ], { events: { file: eventsFile() } });
+    await t.relayWith(
+      [
+        { name: 'primary', port: primary.port, priority: 10 },
+        { name: 'backup', port: backup.port, priority: 20 },
+      ],
+      { events: { file: eventsFile() } },
+    );
     const recipients = addresses(70);
     await send(recipients);
     await waitFor(() => backup.recipients().length >= 70, 15_000, 'every recipient at the backup');
@@ -94,37 +103,63 @@ describe('smart hosts: recipients per transaction', () => {
   });
 
   /** Retries an hour away: what arrives within a test came from the first attempt. */
-  const firstAttemptOnly = () => ({ events: { file: eventsFile() }, spool: { dir: path.join(t.dir, 'spool'), retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 } });
-  const settled = (n: number) => waitFor(() => events().filter((e) => ['delivered', 'deferred', 'bounced'].includes(String(e.type))).length >= n, 10_000, `${n} outcomes`);
+  const firstAttemptOnly = () => ({
+    events: { file: eventsFile() },
+    spool: { dir: path.join(t.dir, 'spool'), retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
+  });
+  const settled = (n: number) =>
+    waitFor(
+      () => events().filter((e) => ['delivered', 'deferred', 'bounced'].includes(String(e.type))).length >= n,
+      10_000,
+      `${n} outcomes`,
+    );
 
   test('a 452 about one recipient (4.2.2, mailbox full) among others taken is not resent: deferred once, the envelope still goes in two transactions', async () => {
-    const primary = await t.sink({ rcptReply: (address) => (address === 'user10@example.com' ? { code: 452, message: '4.2.2 Mailbox full' } : null) });
+    const primary = await t.sink({
+      rcptReply: (address) => (address === 'user10@example.com' ? { code: 452, message: '4.2.2 Mailbox full' } : null),
+    });
     await t.relayWith([{ name: 'primary', port: primary.port }], firstAttemptOnly());
     await send(addresses(60));
     await settled(60);
 
     expect(primary.mailCommands).toBe(2);
     expect(transactionSizes(primary)).toEqual([49, 10]);
-    expect(events().filter((e) => e.type === 'deferred').map((e) => [e.to, e.response])).toEqual([['user10@example.com', '452 4.2.2 Mailbox full']]);
+    expect(
+      events()
+        .filter((e) => e.type === 'deferred')
+        .map((e) => [e.to, e.response]),
+    ).toEqual([['user10@example.com', '452 4.2.2 Mailbox full']]);
   });
 
   test('a recipient resent after the limit and then refused for good bounces in the same attempt, not after a backoff', async () => {
-    const primary = await t.sink({ maxRecipients: 2, rcptReply: (address) => (address === 'gone@example.com' ? { code: 550, message: '5.1.1 No such user' } : null) });
+    const primary = await t.sink({
+      maxRecipients: 2,
+      rcptReply: (address) => (address === 'gone@example.com' ? { code: 550, message: '5.1.1 No such user' } : null),
+    });
     await t.relayWith([{ name: 'primary', port: primary.port, max_recipients: 100 }], firstAttemptOnly());
     await send(['a@example.com', 'b@example.com', 'gone@example.com']);
     await settled(3);
 
-    expect(events().filter((e) => e.type === 'bounced').map((e) => [e.to, e.attempt])).toEqual([['gone@example.com', 1]]);
+    expect(
+      events()
+        .filter((e) => e.type === 'bounced')
+        .map((e) => [e.to, e.attempt]),
+    ).toEqual([['gone@example.com', 1]]);
     // Two transactions for the message (the second refused at its only RCPT), then its DSN from <>.
     await waitFor(() => primary.messages.some((m) => m.from === ''), 10_000, 'the DSN');
-    expect(primary.messages.filter((m) => m.from !== '').map((m) => m.to)).toEqual([['a@example.com', 'b@example.com']]);
+    expect(primary.messages.filter((m) => m.from !== '').map((m) => m.to)).toEqual([
+      ['a@example.com', 'b@example.com'],
+    ]);
     expect(primary.mailCommands).toBe(3);
     expect(events().filter((e) => e.type === 'deferred')).toEqual([]);
   });
 
   test('with a recipient quota: the split uses what the window has left, the rest waits for the window (a skip, not a refused transaction)', async () => {
     const primary = await t.sink({ maxRecipients: 50 });
-    await t.relayWith([{ name: 'primary', port: primary.port, rate_limits: [{ window: '1h', recipients: 60 }] }], firstAttemptOnly());
+    await t.relayWith(
+      [{ name: 'primary', port: primary.port, rate_limits: [{ window: '1h', recipients: 60 }] }],
+      firstAttemptOnly(),
+    );
     await send(addresses(120));
     await settled(120);
 
@@ -132,8 +167,12 @@ describe('smart hosts: recipients per transaction', () => {
     expect(primary.mailCommands).toBe(2);
     const deferred = events().filter((e) => e.type === 'deferred');
     expect(deferred).toHaveLength(60);
-    expect(String(deferred[0].response)).toMatch(/^no smart host available: primary quota exhausted \(60 recipients per 1h\)/);
-    expect(await metric('smarthop_smarthost_quota_remaining{smarthost="primary",window="1h",unit="recipients"}')).toBe(0);
+    expect(String(deferred[0].response)).toMatch(
+      /^no smart host available: primary quota exhausted \(60 recipients per 1h\)/,
+    );
+    expect(await metric('smarthop_smarthost_quota_remaining{smarthost="primary",window="1h",unit="recipients"}')).toBe(
+      0,
+    );
   });
 
   test('max_recipients outside 1–1000 is a config error with its path', async () => {

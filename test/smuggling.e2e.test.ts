@@ -45,7 +45,9 @@ describe('SMTP smuggling: one DATA is never two messages downstream, for trusted
     policies: { own_domain: { allowed_senders: ['*@corp.example'] } },
   }));
 
-  const cases = (['normalize', 'strict'] as const).flatMap((mode) => VARIANTS.map(([name, ending]) => [mode, name, ending] as const));
+  const cases = (['normalize', 'strict'] as const).flatMap((mode) =>
+    VARIANTS.map(([name, ending]) => [mode, name, ending] as const),
+  );
 
   test.each(cases)('%s: %s followed by a smuggled MAIL/RCPT/DATA', async (mode, name, ending) => {
     const before = t.sink.messages.length;
@@ -53,8 +55,14 @@ describe('SMTP smuggling: one DATA is never two messages downstream, for trusted
     expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
     expect(await client.command('RCPT TO:<user@example.com>')).toMatch(/^250 /);
     expect(await client.command('DATA')).toMatch(/^354 /);
-    const smuggled = 'MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nFrom: ceo@bank.example\r\nSubject: smuggled\r\n\r\nwire the money\r\n';
-    client.write(Buffer.from(`From: erp@corp.example\r\nTo: user@example.com\r\nSubject: smuggling ${mode} ${name}\r\n\r\nlegitimate body${ending}${smuggled}\r\n.\r\n`, 'latin1'));
+    const smuggled =
+      'MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nFrom: ceo@bank.example\r\nSubject: smuggled\r\n\r\nwire the money\r\n';
+    client.write(
+      Buffer.from(
+        `From: erp@corp.example\r\nTo: user@example.com\r\nSubject: smuggling ${mode} ${name}\r\n\r\nlegitimate body${ending}${smuggled}\r\n.\r\n`,
+        'latin1',
+      ),
+    );
     const reply = await client.reply();
     const expected = EXPECTED[mode][name];
     if (expected === 'queued') expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as /);

@@ -8,9 +8,18 @@ import * as path from 'node:path';
  */
 test('soak: every message that got a 250 is delivered despite kill -9 and smart-host outages', () => {
   const soak = path.resolve(__dirname, '../dist/bench/soak.js');
-  const run = spawnSync(process.execPath, [soak, '--messages', '150', '--kills', '3', '--connections', '6', '--seed', '7', '--json'], { encoding: 'utf8', timeout: 170_000 });
+  const run = spawnSync(
+    process.execPath,
+    [soak, '--messages', '150', '--kills', '3', '--connections', '6', '--seed', '7', '--json'],
+    { encoding: 'utf8', timeout: 170_000 },
+  );
   if (run.status !== 0) process.stderr.write(`${run.stdout}\n${run.stderr}\n`);
-  const figures = JSON.parse(run.stdout.trim().split('\n').pop() as string) as { accepted: number; lost: number; kills: number; delivered: number };
+  const figures = JSON.parse(run.stdout.trim().split('\n').pop() as string) as {
+    accepted: number;
+    lost: number;
+    kills: number;
+    delivered: number;
+  };
   expect(figures.kills).toBe(3);
   expect(figures.accepted).toBe(150);
   expect(figures.lost).toBe(0);

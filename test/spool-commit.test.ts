@@ -17,8 +17,18 @@ describe('spool: one file per committed message', () => {
 
   function meta(id: string, extra: Partial<MessageMeta> = {}): MessageMeta {
     return {
-      version: 2, id, receivedAt: 1_700_000_000_000, client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default',
-      from: 'app@corp.example', recipients: [{ address: 'user@example.com', status: 'pending' }], size: body.length, attempts: 0, nextAttemptAt: 1_700_000_000_000,
+      version: 2,
+      id,
+      receivedAt: 1_700_000_000_000,
+      client: 'lan',
+      listener: 'smtp',
+      remote: '127.0.0.1',
+      route: 'default',
+      from: 'app@corp.example',
+      recipients: [{ address: 'user@example.com', status: 'pending' }],
+      size: body.length,
+      attempts: 0,
+      nextAttemptAt: 1_700_000_000_000,
       ...extra,
     };
   }
@@ -33,7 +43,9 @@ describe('spool: one file per committed message', () => {
   /** Receives `body` through the same path DATA takes: stream into tmp/, then commit. */
   async function receive(id: string, extra: Partial<MessageMeta> = {}): Promise<MessageMeta> {
     const incoming = await spool.store.createIncoming(id);
-    await new Promise<void>((resolve, reject) => incoming.stream.end(body, (err?: Error | null) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      incoming.stream.end(body, (err?: Error | null) => (err ? reject(err) : resolve())),
+    );
     const committed = meta(id, { size: incoming.bytesWritten, ...extra });
     await spool.store.commit(committed, incoming);
     return committed;
@@ -46,7 +58,9 @@ describe('spool: one file per committed message', () => {
     expect(files('tmp')).toEqual([]);
     const file = readFileSync(path.join(spool.store.queueDir, `${id}.eml`));
     expect(file.subarray(0, committed.size)).toEqual(body);
-    expect(file.subarray(committed.size).toString('latin1')).toBe(encodeTrailer(JSON.stringify(committed)).toString('latin1'));
+    expect(file.subarray(committed.size).toString('latin1')).toBe(
+      encodeTrailer(JSON.stringify(committed)).toString('latin1'),
+    );
     // Read twice: the first read may come from memory, the second comes from the disk.
     expect(await spool.store.read(id)).toEqual(committed);
     expect(await spool.store.read(id)).toEqual(committed);
@@ -54,12 +68,14 @@ describe('spool: one file per committed message', () => {
     expect(await spool.store.locate(id)).toBe('queue');
   });
 
-  test('the first read for delivery gets a small message\'s bytes from the commit; later reads and large messages go to the file', async () => {
+  test("the first read for delivery gets a small message's bytes from the commit; later reads and large messages go to the file", async () => {
     const id = spool.store.newId();
     const committed = await receive(id);
     const first = await spool.store.readForDelivery(id);
     expect(first.meta).toEqual(committed);
-    expect(first.message).toEqual(readFileSync(path.join(spool.store.queueDir, `${id}.eml`)).subarray(0, committed.size));
+    expect(first.message).toEqual(
+      readFileSync(path.join(spool.store.queueDir, `${id}.eml`)).subarray(0, committed.size),
+    );
     expect((await spool.store.readForDelivery(id)).message).toBeUndefined();
 
     const large = spool.store.newId();
@@ -77,16 +93,20 @@ describe('spool: one file per committed message', () => {
     for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 31 + (i >> 8)) & 0xff;
     const incoming = await spool.store.createIncoming(id);
     // Odd chunk sizes, so batches end mid-chunk and the last write starts wherever the batches stopped.
-    for (let offset = 0, size = 1; offset < pattern.length; offset += size, size = (size * 7 + 3) % 9_001 + 1) {
+    for (let offset = 0, size = 1; offset < pattern.length; offset += size, size = ((size * 7 + 3) % 9_001) + 1) {
       const chunk = pattern.subarray(offset, Math.min(offset + size, pattern.length));
       if (!incoming.stream.write(chunk)) await new Promise((resolve) => incoming.stream.once('drain', resolve));
     }
-    await new Promise<void>((resolve, reject) => incoming.stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      incoming.stream.end((err?: Error | null) => (err ? reject(err) : resolve())),
+    );
     const committed = meta(id, { size: incoming.bytesWritten });
     await spool.store.commit(committed, incoming);
     const file = readFileSync(path.join(spool.store.queueDir, `${id}.eml`));
     expect(file.subarray(0, pattern.length).equals(pattern)).toBe(true);
-    expect(file.subarray(pattern.length).toString('latin1')).toBe(encodeTrailer(JSON.stringify(committed)).toString('latin1'));
+    expect(file.subarray(pattern.length).toString('latin1')).toBe(
+      encodeTrailer(JSON.stringify(committed)).toString('latin1'),
+    );
   });
 
   test('after a restart the committed file alone is recovered, with its metadata', async () => {
@@ -104,7 +124,11 @@ describe('spool: one file per committed message', () => {
   test('a state change writes a .json that wins over the trailer; removal takes both files', async () => {
     const id = spool.store.newId();
     const committed = await receive(id);
-    await spool.store.update({ ...committed, attempts: 1, recipients: [{ address: 'user@example.com', status: 'pending', response: '451 4.3.0 later' }] });
+    await spool.store.update({
+      ...committed,
+      attempts: 1,
+      recipients: [{ address: 'user@example.com', status: 'pending', response: '451 4.3.0 later' }],
+    });
     expect(files('queue')).toEqual([`${id}.eml`, `${id}.json`]);
     expect((await spool.store.read(id)).attempts).toBe(1);
     const { recovered } = await recover();
@@ -119,7 +143,9 @@ describe('spool: one file per committed message', () => {
     await spool.store.commitGenerated(dsn, body);
     expect(files('queue')).toEqual([`${id}.eml`]);
     expect(await spool.store.read(id)).toEqual(dsn);
-    expect(await spool.store.readHeaders(id, dsn.size)).toEqual(Buffer.from('Received: from app.test\r\nSubject: x\r\n', 'latin1'));
+    expect(await spool.store.readHeaders(id, dsn.size)).toEqual(
+      Buffer.from('Received: from app.test\r\nSubject: x\r\n', 'latin1'),
+    );
   });
 
   test('the header block of a message without a blank line stops at its own bytes, not in its metadata', async () => {
@@ -137,7 +163,10 @@ describe('spool: one file per committed message', () => {
     truncateSync(path.join(spool.store.queueDir, `${truncated}.eml`), body.length + 5);
     const lying = spool.store.newId();
     // A footer whose metadata says the message has another size is not trusted.
-    writeFileSync(path.join(spool.store.queueDir, `${lying}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta(lying, { size: body.length + 1 })))]));
+    writeFileSync(
+      path.join(spool.store.queueDir, `${lying}.eml`),
+      Buffer.concat([body, encodeTrailer(JSON.stringify(meta(lying, { size: body.length + 1 })))]),
+    );
     const unreadable = spool.store.newId();
     mkdirSync(path.join(spool.store.queueDir, `${unreadable}.eml`));
 
@@ -148,7 +177,9 @@ describe('spool: one file per committed message', () => {
     expect(problems.get(bare)).toBe('removed message file without metadata (never acknowledged)');
     // Cut inside the footer: nothing says it was ever committed.
     expect(problems.get(truncated)).toBe('removed message file without metadata (never acknowledged)');
-    expect(problems.get(lying)).toBe(`message file with damaged metadata moved to corrupt/: metadata says ${body.length + 1} message bytes, the file holds ${body.length}`);
+    expect(problems.get(lying)).toBe(
+      `message file with damaged metadata moved to corrupt/: metadata says ${body.length + 1} message bytes, the file holds ${body.length}`,
+    );
     expect(problems.get(unreadable)).toMatch(/^unreadable message file moved to corrupt\/: EISDIR/);
     expect(files('queue')).toEqual([]);
     expect(files('corrupt')).toEqual([`${lying}.eml`, `${unreadable}.eml`].sort());
@@ -226,18 +257,24 @@ describe('spool: one file per committed message', () => {
     // This spool's files only: jest runs other suites in the same process, and a delivery thread
     // of theirs may still hold a message file of its own.
     const openMessageFiles = () =>
-      readdirSync('/proc/self/fd').flatMap((fd) => {
-        try {
-          return [readlinkSync(`/proc/self/fd/${fd}`)];
-        } catch {
-          return []; // the descriptor readdir itself used, closed by now
-        }
-      }).filter((target) => target.startsWith(spool.dir) && (target.endsWith('.eml') || target.endsWith('.eml (deleted)')));
+      readdirSync('/proc/self/fd')
+        .flatMap((fd) => {
+          try {
+            return [readlinkSync(`/proc/self/fd/${fd}`)];
+          } catch {
+            return []; // the descriptor readdir itself used, closed by now
+          }
+        })
+        .filter(
+          (target) => target.startsWith(spool.dir) && (target.endsWith('.eml') || target.endsWith('.eml (deleted)')),
+        );
     const ids = await Promise.all([1, 2, 3].map(async () => (await receive(spool.store.newId())).id));
     const large = spool.store.newId();
     const incoming = await spool.store.createIncoming(large);
     for (let chunk = 0; chunk < 4; chunk++) incoming.stream.write(Buffer.alloc(40 * 1024, 0x41));
-    await new Promise<void>((resolve, reject) => incoming.stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      incoming.stream.end((err?: Error | null) => (err ? reject(err) : resolve())),
+    );
     await spool.store.commit(meta(large, { size: incoming.bytesWritten }), incoming);
     expect(files('queue').sort()).toEqual([...ids, large].map((id) => `${id}.eml`).sort());
     expect(openMessageFiles()).toEqual([]);

@@ -13,8 +13,18 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
 
   function meta(extra: Partial<MessageMeta> = {}): MessageMeta {
     return {
-      version: 1, id, receivedAt: Date.now() - 1000, client: 'lan', listener: 'smtp', remote: '127.0.0.1', route: 'default',
-      from: 'app@corp.example', recipients: [{ address: 'user@example.com', status: 'pending' }], size: 10, attempts: 1, nextAttemptAt: Date.now() + 60_000,
+      version: 1,
+      id,
+      receivedAt: Date.now() - 1000,
+      client: 'lan',
+      listener: 'smtp',
+      remote: '127.0.0.1',
+      route: 'default',
+      from: 'app@corp.example',
+      recipients: [{ address: 'user@example.com', status: 'pending' }],
+      size: 10,
+      attempts: 1,
+      nextAttemptAt: Date.now() + 60_000,
       ...extra,
     };
   }

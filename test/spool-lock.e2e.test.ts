@@ -34,7 +34,14 @@ describe('the spool lock', () => {
     const spool = path.join(dir, 'spool');
     const socket = path.join(spool, LOCK_FILE);
     // Another process takes the lock and is killed: the kernel closes its socket, the file stays.
-    const holder = spawn(process.execPath, ['-e', `require('node:fs').mkdirSync(${JSON.stringify(spool)}, { recursive: true }); require('node:net').createServer().listen(${JSON.stringify(socket)}, () => console.log('listening'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `require('node:fs').mkdirSync(${JSON.stringify(spool)}, { recursive: true }); require('node:net').createServer().listen(${JSON.stringify(socket)}, () => console.log('listening'))`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise<void>((resolve) => holder.stdout?.once('data', () => resolve()));
     expect((await SpoolLock.acquire(spool, 'relay').catch((err: unknown) => err)) instanceof SpoolInUse).toBe(true);
     holder.kill('SIGKILL');
@@ -81,7 +88,7 @@ describe('one spool, one relay (child processes)', () => {
     sink = null;
   });
 
-  test('a second start on the same spool.dir exits 1 with a clear error and leaves the first one\'s tmp/ alone', async () => {
+  test("a second start on the same spool.dir exits 1 with a clear error and leaves the first one's tmp/ alone", async () => {
     relay = await ChildRelay.start(configFile, httpPort);
     const { client } = await openSession(smtpPort);
     expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250/);
@@ -95,7 +102,11 @@ describe('one spool, one relay (child processes)', () => {
     writeFileSync(second, config(await freePort(), await freePort()));
     const run = spawnSync(process.execPath, [CLI, 'start', '-c', second], { encoding: 'utf8', timeout: 20_000 });
     expect(run.status).toBe(1);
-    expect(run.stderr).toMatch(new RegExp(`cannot start: spool .*spool is in use by a running relay \\(pid ${relay.process.pid}, since .*one spool has one relay`));
+    expect(run.stderr).toMatch(
+      new RegExp(
+        `cannot start: spool .*spool is in use by a running relay \\(pid ${relay.process.pid}, since .*one spool has one relay`,
+      ),
+    );
     expect(readdirSync(tmp)).toHaveLength(1);
 
     client.write('\r\n.\r\n');
@@ -106,7 +117,13 @@ describe('one spool, one relay (child processes)', () => {
   test('after kill -9 the lock is stale: the next start takes it and delivers what was queued', async () => {
     relay = await ChildRelay.start(configFile, httpPort);
     const { client } = await openSession(smtpPort);
-    expect(await client.sendMessage('erp@corp.example', ['boss@example.com'], message({ messageId: 'stale-lock@corp.example' }))).toMatch(/^250 /);
+    expect(
+      await client.sendMessage(
+        'erp@corp.example',
+        ['boss@example.com'],
+        message({ messageId: 'stale-lock@corp.example' }),
+      ),
+    ).toMatch(/^250 /);
     await client.quit();
     await relay.kill('SIGKILL');
     expect(existsSync(path.join(dir, 'spool', LOCK_FILE))).toBe(true);
@@ -117,7 +134,7 @@ describe('one spool, one relay (child processes)', () => {
     expect(sink.messages[0].messageId).toBe('<stale-lock@corp.example>');
   });
 
-  test('queue hold, release and delete work on a stopped relay\'s spool, and refuse while a relay holds it', async () => {
+  test("queue hold, release and delete work on a stopped relay's spool, and refuse while a relay holds it", async () => {
     relay = await ChildRelay.start(configFile, httpPort);
     const ids: string[] = [];
     for (const to of ['a@example.com', 'b@example.com']) {
@@ -136,22 +153,40 @@ describe('one spool, one relay (child processes)', () => {
     expect(hold).toMatchObject({ code: 0, stdout: `${a}: held\n` });
     expect(hold.stderr).toMatch(/cannot reach the relay's admin API .*; acting on the spool directly/);
     expect(files('hold')).toEqual([`${a}.eml`, `${a}.json`]);
-    expect(await runCli(['queue', 'release', a, '--offline', '-c', configFile])).toMatchObject({ code: 0, stdout: `${a}: released\n` });
+    expect(await runCli(['queue', 'release', a, '--offline', '-c', configFile])).toMatchObject({
+      code: 0,
+      stdout: `${a}: released\n`,
+    });
     expect(files('hold')).toEqual([]);
-    expect(await runCli(['queue', 'delete', b, '--offline', '-c', configFile])).toMatchObject({ code: 0, stdout: `${b}: deleted\n` });
-    expect(await runCli(['queue', 'delete', b, '--offline', '-c', configFile])).toMatchObject({ code: 1, stdout: `${b}: no message ${b} in the spool\n` });
+    expect(await runCli(['queue', 'delete', b, '--offline', '-c', configFile])).toMatchObject({
+      code: 0,
+      stdout: `${b}: deleted\n`,
+    });
+    expect(await runCli(['queue', 'delete', b, '--offline', '-c', configFile])).toMatchObject({
+      code: 1,
+      stdout: `${b}: no message ${b} in the spool\n`,
+    });
     expect(await runCli(['queue', 'hold', a, '--offline', '-c', configFile])).toMatchObject({ code: 0 });
     expect(existsSync(path.join(dir, 'spool', LOCK_FILE))).toBe(false);
 
     // The relay starts on the spool as the commands left it: the held message stays held.
     sink = await startSink({ port: sinkPort });
     relay = await ChildRelay.start(configFile, httpPort);
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status === 200, 15_000, 'recovery done');
+    await waitFor(
+      async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status === 200,
+      15_000,
+      'recovery done',
+    );
     const refused = await runCli(['queue', 'release', a, '--offline', '-c', configFile]);
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(new RegExp(`is in use by a running relay \\(pid ${relay.process.pid},.*use the running relay's admin API`));
+    expect(refused.stderr).toMatch(
+      new RegExp(`is in use by a running relay \\(pid ${relay.process.pid},.*use the running relay's admin API`),
+    );
     expect(files('hold')).toEqual([`${a}.eml`, `${a}.json`]);
-    expect(await runCli(['queue', 'release', a, '-c', configFile])).toMatchObject({ code: 0, stdout: `${a}: released\n` });
+    expect(await runCli(['queue', 'release', a, '-c', configFile])).toMatchObject({
+      code: 0,
+      stdout: `${a}: released\n`,
+    });
     await waitFor(() => (sink as SmtpSink).messages.length === 1, 15_000, 'the released message');
     expect(sink.messages[0].to).toEqual(['a@example.com']);
   });

@@ -11,9 +11,15 @@ import { openSession, plainAuth } from './helpers/smtp-client';
 describe('STARTTLS forgets an AUTH given before it', () => {
   const t = relayPerDescribe(async (dir) => ({
     tls: makeCertificate(dir),
-    listeners: [{
-      name: 'submission', address: '127.0.0.1:0', tls: 'starttls', auth: 'required', allow_insecure_auth: true,
-    }],
+    listeners: [
+      {
+        name: 'submission',
+        address: '127.0.0.1:0',
+        tls: 'starttls',
+        auth: 'required',
+        allow_insecure_auth: true,
+      },
+    ],
     clients: [
       { name: 'lan', networks: ['127.0.0.1/32'] },
       { name: 'shop', username: 'shop', password_hash: await hashPassword('secret') },

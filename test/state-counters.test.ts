@@ -2,7 +2,12 @@ import { Redis } from 'ioredis';
 import { FallbackWindowCounters, localShare } from '../src/limits/fallback-counters';
 import { RedisWindowCounters } from '../src/limits/redis-window-counters';
 import { SharedStateHealth } from '../src/limits/shared-state-health';
-import { MemoryWindowCounters, type ConsumeResult, type WindowCounters, type WindowLimit } from '../src/limits/window-counters';
+import {
+  MemoryWindowCounters,
+  type ConsumeResult,
+  type WindowCounters,
+  type WindowLimit,
+} from '../src/limits/window-counters';
 import { freePort, removeDir, tempDir, waitFor } from './helpers/harness';
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
@@ -20,11 +25,15 @@ function shape(result: ConsumeResult): string {
 describe('RedisWindowCounters against a real redis-server', () => {
   if (!REDIS && process.env.CI) {
     test('redis-server is installed in CI', () => {
-      throw new Error('CI is set but `redis-server` is not on PATH: .ci/run must install the Debian package `redis-server`');
+      throw new Error(
+        'CI is set but `redis-server` is not on PATH: .ci/run must install the Debian package `redis-server`',
+      );
     });
     return;
   }
-  const maybe = testUnless(REDIS ? null : '`redis-server` is not on PATH (apt-get install redis-server); CI must have it');
+  const maybe = testUnless(
+    REDIS ? null : '`redis-server` is not on PATH (apt-get install redis-server); CI must have it',
+  );
   let dir: string;
   let redis: TestRedis;
   let clients: Redis[] = [];
@@ -52,10 +61,21 @@ describe('RedisWindowCounters against a real redis-server', () => {
   maybe('answers every step of a scripted sequence as MemoryWindowCounters does', async () => {
     const memory = new MemoryWindowCounters();
     const shared = new RedisWindowCounters(client(), `t1:${Date.now()}:`);
-    const limits: WindowLimit[] = [{ windowMs: 60_000, max: 3 }, { windowMs: 3_600_000, max: 10 }];
+    const limits: WindowLimit[] = [
+      { windowMs: 60_000, max: 3 },
+      { windowMs: 3_600_000, max: 10 },
+    ];
     const steps: [op: 'consume' | 'peek' | 'remaining', key: string, amount: number][] = [
-      ['consume', 'a', 1], ['consume', 'a', 2], ['peek', 'a', 1], ['consume', 'a', 1], ['remaining', 'a', 0],
-      ['consume', 'b', 4], ['peek', 'b', 3], ['consume', 'b', 3], ['remaining', 'b', 0], ['consume', 'b', 1],
+      ['consume', 'a', 1],
+      ['consume', 'a', 2],
+      ['peek', 'a', 1],
+      ['consume', 'a', 1],
+      ['remaining', 'a', 0],
+      ['consume', 'b', 4],
+      ['peek', 'b', 3],
+      ['consume', 'b', 3],
+      ['remaining', 'b', 0],
+      ['consume', 'b', 1],
     ];
     for (const [op, key, amount] of steps) {
       const now = Date.now();
@@ -75,10 +95,13 @@ describe('RedisWindowCounters against a real redis-server', () => {
     expect(await shared.remaining('a', limits, Date.now())).toEqual([0, 7]);
   });
 
-  maybe('release gives back what consume took, never below 0, and keeps the window\'s end', async () => {
+  maybe("release gives back what consume took, never below 0, and keeps the window's end", async () => {
     const memory = new MemoryWindowCounters();
     const shared = new RedisWindowCounters(client(), `t5:${Date.now()}:`);
-    const limits: WindowLimit[] = [{ windowMs: 60_000, max: 3 }, { windowMs: 3_600_000, max: 10 }];
+    const limits: WindowLimit[] = [
+      { windowMs: 60_000, max: 3 },
+      { windowMs: 3_600_000, max: 10 },
+    ];
     for (const store of [memory, shared]) {
       const now = Date.now();
       expect(shape(await store.consume('r', limits, 3, now))).toBe('ok');
@@ -115,7 +138,9 @@ describe('RedisWindowCounters against a real redis-server', () => {
     const namespace = `t3:${Date.now()}:`;
     const nodes = [new RedisWindowCounters(client(), namespace), new RedisWindowCounters(client(), namespace)];
     const limits: WindowLimit[] = [{ windowMs: 60_000, max: 25 }];
-    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => nodes[i % 2].consume('client', limits, 1, Date.now())));
+    const results = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => nodes[i % 2].consume('client', limits, 1, Date.now())),
+    );
     expect(results.filter((r) => r.ok)).toHaveLength(25);
     expect(await nodes[0].remaining('client', limits, Date.now())).toEqual([0]);
   });
@@ -151,8 +176,19 @@ describe('FallbackWindowCounters', () => {
   }
 
   test("a node's share of a fleet limit is rounded up and never 0", () => {
-    expect(localShare([{ windowMs: 1000, max: 10 }, { windowMs: 1000, max: 1 }, { windowMs: 5, max: 7 }], 3)).toEqual([
-      { windowMs: 1000, max: 4 }, { windowMs: 1000, max: 1 }, { windowMs: 5, max: 3 },
+    expect(
+      localShare(
+        [
+          { windowMs: 1000, max: 10 },
+          { windowMs: 1000, max: 1 },
+          { windowMs: 5, max: 7 },
+        ],
+        3,
+      ),
+    ).toEqual([
+      { windowMs: 1000, max: 4 },
+      { windowMs: 1000, max: 1 },
+      { windowMs: 5, max: 3 },
     ]);
   });
 
@@ -184,18 +220,40 @@ describe('FallbackWindowCounters', () => {
 
   test('a refusal under the local share names the share of the limit that refused, and only then', async () => {
     const shared = new Switchable();
-    const health = new SharedStateHealth({ probe: () => Promise.reject(new Error('down')), probeIntervalMs: 60_000, onChange: () => undefined });
+    const health = new SharedStateHealth({
+      probe: () => Promise.reject(new Error('down')),
+      probeIntervalMs: 60_000,
+      onChange: () => undefined,
+    });
     const counters = new FallbackWindowCounters(shared, new MemoryWindowCounters(), health, 3);
     // Three limits; with 3 relays the shares are 34, 1 (never 0, so equal to its max) and 2.
-    const limits: WindowLimit[] = [{ windowMs: 60_000, max: 100 }, { windowMs: 1_000, max: 1 }, { windowMs: 3_600_000, max: 6 }];
+    const limits: WindowLimit[] = [
+      { windowMs: 60_000, max: 100 },
+      { windowMs: 1_000, max: 1 },
+      { windowMs: 3_600_000, max: 6 },
+    ];
     shared.up = false;
     expect(await counters.consume('k', limits, 1, 0)).toEqual({ ok: true });
     // The 1-per-second limit refuses: its share is its own max, so nothing to name.
-    expect(await counters.consume('k', limits, 1, 0)).toEqual({ ok: false, limit: 1, retryAfterMs: expect.any(Number) });
+    expect(await counters.consume('k', limits, 1, 0)).toEqual({
+      ok: false,
+      limit: 1,
+      retryAfterMs: expect.any(Number),
+    });
     expect(await counters.consume('k', limits, 1, 1_000)).toEqual({ ok: true });
     // The hourly 6 refuses at this relay's 2.
-    expect(await counters.consume('k', limits, 1, 2_000)).toEqual({ ok: false, limit: 2, retryAfterMs: expect.any(Number), share: 2 });
-    expect(await counters.peek('k', limits, 1, 2_000)).toEqual({ ok: false, limit: 2, retryAfterMs: expect.any(Number), share: 2 });
+    expect(await counters.consume('k', limits, 1, 2_000)).toEqual({
+      ok: false,
+      limit: 2,
+      retryAfterMs: expect.any(Number),
+      share: 2,
+    });
+    expect(await counters.peek('k', limits, 1, 2_000)).toEqual({
+      ok: false,
+      limit: 2,
+      retryAfterMs: expect.any(Number),
+      share: 2,
+    });
     health.stop();
   });
 });

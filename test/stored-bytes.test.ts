@@ -37,7 +37,9 @@ describe('storedBytes: the message as the queue file holds it', () => {
   }
 
   test('sends the prepended headers, then exactly `size` bytes: the trailer behind them stays home', async () => {
-    const result = await read(storedBytes(file('Subject: x\r\n\r\nbody\r\n{"meta":1}footer'), 20, Buffer.from('X-Head: 1\r\n', 'latin1')));
+    const result = await read(
+      storedBytes(file('Subject: x\r\n\r\nbody\r\n{"meta":1}footer'), 20, Buffer.from('X-Head: 1\r\n', 'latin1')),
+    );
     expect(result).toEqual({ data: 'X-Head: 1\r\nSubject: x\r\n\r\nbody\r\n', error: null, ended: true });
   });
 
@@ -49,7 +51,7 @@ describe('storedBytes: the message as the queue file holds it', () => {
     expect(result.ended).toBe(false);
   });
 
-  test('a missing file is a QueueFileError too (the spool\'s problem, not the smart host\'s)', async () => {
+  test("a missing file is a QueueFileError too (the spool's problem, not the smart host's)", async () => {
     const result = await read(storedBytes(path.join(dir, 'gone.eml'), 100, null));
     expect(result.error).toBeInstanceOf(QueueFileError);
     expect(result.error?.message).toMatch(/^cannot read the queued message: ENOENT/);

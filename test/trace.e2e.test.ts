@@ -175,7 +175,10 @@ describe('message trace over a real relay', () => {
     const config = loadConfigFile(relay.configFile, {});
     if (!config.ok) throw new Error(config.errors.join('\n'));
     const restarted = await startRelay(
-      { ...config.config, http: { ...(config.config.http ?? { allowed_hosts: [] }), address: { host: '127.0.0.1', port: 0 } } },
+      {
+        ...config.config,
+        http: { ...(config.config.http ?? { allowed_hosts: [] }), address: { host: '127.0.0.1', port: 0 } },
+      },
       { logger: pino({ level: 'silent' }) },
     );
     relay.running = restarted;

@@ -214,8 +214,15 @@ describe('the index survives what a crash or an admin does to it', () => {
     writeFileSync(
       file,
       `${JSON.stringify({
-        ts: new Date().toISOString(), type: 'received', queue_id: 'NEWFILE0001', client: 'lan', from: 'a@b.example',
-        to: ['c@d.example'], smarthost: null, response: null, attempt: 0,
+        ts: new Date().toISOString(),
+        type: 'received',
+        queue_id: 'NEWFILE0001',
+        client: 'lan',
+        from: 'a@b.example',
+        to: ['c@d.example'],
+        smarthost: null,
+        response: null,
+        attempt: 0,
       })}\n`,
     );
     expect((await traceMessages(new TraceIndex(file, { persist: true }), q)).stories).toHaveLength(0);
@@ -353,18 +360,50 @@ describe('the events the trace reads', () => {
       activity: new ClientActivity(),
     });
     observer.emit({
-      type: 'received', queueId: 'Q1', client: 'lan', listener: 'smtp', remote: '10.0.0.5', from: 'a@corp.example',
-      to: ['b@example.com'], size: 10, commitMs: 1, messageId: '<m1@corp.example>',
+      type: 'received',
+      queueId: 'Q1',
+      client: 'lan',
+      listener: 'smtp',
+      remote: '10.0.0.5',
+      from: 'a@corp.example',
+      to: ['b@example.com'],
+      size: 10,
+      commitMs: 1,
+      messageId: '<m1@corp.example>',
     });
     observer.emit({
-      type: 'attempt', queueId: 'Q1', smarthost: 'primary', relay: 'primary[203.0.113.5]:587', outcome: 'failed',
-      durationMs: 12.4, recipients: ['b@example.com'], accepted: 0, response: '550 5.1.1 No such user',
+      type: 'attempt',
+      queueId: 'Q1',
+      smarthost: 'primary',
+      relay: 'primary[203.0.113.5]:587',
+      outcome: 'failed',
+      durationMs: 12.4,
+      recipients: ['b@example.com'],
+      accepted: 0,
+      response: '550 5.1.1 No such user',
     });
-    observer.emit({ type: 'dsn', queueId: 'D1', original: 'Q1', to: ['a@corp.example'], recipients: ['b@example.com'] });
+    observer.emit({
+      type: 'dsn',
+      queueId: 'D1',
+      original: 'Q1',
+      to: ['a@corp.example'],
+      recipients: ['b@example.com'],
+    });
     expect(file.map((e) => e.type)).toEqual(['received', 'attempt', 'dsn']);
     expect(webhook.map((e) => e.type)).toEqual(['received']);
     expect(file[0]).toMatchObject({ message_id: '<m1@corp.example>', remote: '10.0.0.5', listener: 'smtp' });
-    expect(file[1]).toMatchObject({ queue_id: 'Q1', to: ['b@example.com'], outcome: 'failed', accepted: 0, duration_ms: 12 });
-    expect(file[2]).toMatchObject({ queue_id: 'Q1', dsn_id: 'D1', to: ['a@corp.example'], recipients: ['b@example.com'] });
+    expect(file[1]).toMatchObject({
+      queue_id: 'Q1',
+      to: ['b@example.com'],
+      outcome: 'failed',
+      accepted: 0,
+      duration_ms: 12,
+    });
+    expect(file[2]).toMatchObject({
+      queue_id: 'Q1',
+      dsn_id: 'D1',
+      to: ['a@corp.example'],
+      recipients: ['b@example.com'],
+    });
   });
 });

@@ -44,7 +44,10 @@ describe('orderSmartHosts', () => {
   });
 
   test('a lone host per priority keeps no rotation state and is never reordered', () => {
-    const planned = orderSmartHosts([{ name: 'backup', priority: 20, weight: 1 }, { name: 'primary', priority: 10, weight: 7 }]);
+    const planned = orderSmartHosts([
+      { name: 'backup', priority: 20, weight: 1 },
+      { name: 'primary', priority: 10, weight: 7 },
+    ]);
     expect(planned.order.map((h) => h.name)).toEqual(['primary', 'backup']);
     expect(planned.rotation.size).toBe(0);
   });
@@ -54,10 +57,22 @@ describe('nextAttemptAt', () => {
   const retry = { initial: 30_000, max: 3_600_000, factor: 2 };
   test.each([
     ['a host was tried, nothing skipped: backoff', { tried: true, attempts: 2, skippedUntil: [] }, 1000 + 60_000],
-    ['tried, and a skipped host frees sooner than the backoff: then', { tried: true, attempts: 2, skippedUntil: [11_000, 21_000] }, 11_000],
+    [
+      'tried, and a skipped host frees sooner than the backoff: then',
+      { tried: true, attempts: 2, skippedUntil: [11_000, 21_000] },
+      11_000,
+    ],
     ['tried, skipped host frees later: backoff', { tried: true, attempts: 1, skippedUntil: [500_000] }, 31_000],
-    ['nothing tried (all quota/breaker): exactly when the first host frees', { tried: false, attempts: 0, skippedUntil: [900_000, 400_000] }, 400_000],
-    ['nothing tried and nothing skipped: backoff as for a first attempt', { tried: false, attempts: 0, skippedUntil: [] }, 31_000],
+    [
+      'nothing tried (all quota/breaker): exactly when the first host frees',
+      { tried: false, attempts: 0, skippedUntil: [900_000, 400_000] },
+      400_000,
+    ],
+    [
+      'nothing tried and nothing skipped: backoff as for a first attempt',
+      { tried: false, attempts: 0, skippedUntil: [] },
+      31_000,
+    ],
   ])('%s', (_what, input, expected) => {
     expect(nextAttemptAt({ now: 1000, retry, ...input })).toBe(expected);
   });
@@ -65,7 +80,14 @@ describe('nextAttemptAt', () => {
 
 describe('retryDelay', () => {
   const retry = { initial: 30_000, max: 3_600_000, factor: 2 };
-  test.each([[1, 30_000], [2, 60_000], [3, 120_000], [7, 1_920_000], [8, 3_600_000], [50, 3_600_000]])('after attempt %p wait %p ms', (attempts, ms) => {
+  test.each([
+    [1, 30_000],
+    [2, 60_000],
+    [3, 120_000],
+    [7, 1_920_000],
+    [8, 3_600_000],
+    [50, 3_600_000],
+  ])('after attempt %p wait %p ms', (attempts, ms) => {
     expect(retryDelay(attempts, retry)).toBe(ms);
   });
 });
@@ -73,7 +95,16 @@ describe('retryDelay', () => {
 async function guard(chunks: string[], mode: LineEndingMode, max = 1_000_000): Promise<{ out: string; g: DataGuard }> {
   const g = new DataGuard(max, mode);
   const parts: Buffer[] = [];
-  await pipeline(Readable.from(chunks.map((c) => Buffer.from(c, 'latin1'))), g, new Writable({ write: (c: Buffer, _e, cb) => { parts.push(c); cb(); } }));
+  await pipeline(
+    Readable.from(chunks.map((c) => Buffer.from(c, 'latin1'))),
+    g,
+    new Writable({
+      write: (c: Buffer, _e, cb) => {
+        parts.push(c);
+        cb();
+      },
+    }),
+  );
   return { out: Buffer.concat(parts).toString('latin1'), g };
 }
 
@@ -84,7 +115,8 @@ describe('DataGuard', () => {
     expect(g.violation).toBeNull();
   });
   test.each([['x\ry'], ['x\r', 'y'], ['end\r']])('bare CR %p is a violation in both modes', async (...chunks) => {
-    for (const mode of ['strict', 'normalize'] as const) expect((await guard(chunks, mode)).g.violation).toBe('bare_cr');
+    for (const mode of ['strict', 'normalize'] as const)
+      expect((await guard(chunks, mode)).g.violation).toBe('bare_cr');
   });
   test('bare LF is normalised to CRLF and counted, or refused in strict mode', async () => {
     const normal = await guard(['a\nb\r\nc\n', '\nd'], 'normalize');
@@ -105,14 +137,32 @@ describe('DataGuard', () => {
 });
 
 describe('Received header', () => {
-  const base = { heloName: 'erp01', clientName: 'erp', hostname: 'relay.corp.example', queueId: 'ABC', secure: false, authenticated: false, esmtp: true, date: new Date(Date.UTC(2026, 10, 23, 10, 0, 0)) };
+  const base = {
+    heloName: 'erp01',
+    clientName: 'erp',
+    hostname: 'relay.corp.example',
+    queueId: 'ABC',
+    secure: false,
+    authenticated: false,
+    esmtp: true,
+    date: new Date(Date.UTC(2026, 10, 23, 10, 0, 0)),
+  };
   test('names the client and, for one recipient, the recipient; never the internal address', () => {
     expect(buildReceivedHeader({ ...base, recipients: ['a@example.com'] })).toBe(
       'Received: from erp01 (client erp)\r\n\tby relay.corp.example (smarthop) with ESMTP id ABC\r\n\tfor <a@example.com>; Mon, 23 Nov 2026 10:00:00 +0000\r\n',
     );
   });
   test('TLS and AUTH show in the protocol; several recipients are not listed; a hostile HELO is sanitised', () => {
-    const header = buildReceivedHeader({ ...base, heloName: 'x\r\nBcc: y', secure: true, authenticated: true, tls: { version: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' }, recipients: ['a@x', 'b@y'] });
-    expect(header).toBe('Received: from xBcc:y (client erp)\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\tby relay.corp.example (smarthop) with ESMTPSA id ABC; Mon, 23 Nov 2026 10:00:00 +0000\r\n');
+    const header = buildReceivedHeader({
+      ...base,
+      heloName: 'x\r\nBcc: y',
+      secure: true,
+      authenticated: true,
+      tls: { version: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' },
+      recipients: ['a@x', 'b@y'],
+    });
+    expect(header).toBe(
+      'Received: from xBcc:y (client erp)\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\tby relay.corp.example (smarthop) with ESMTPSA id ABC; Mon, 23 Nov 2026 10:00:00 +0000\r\n',
+    );
   });
 });

@@ -1,7 +1,10 @@
 import { MemoryWindowCounters } from '../src/limits/window-counters';
 
 describe('MemoryWindowCounters', () => {
-  const limits = [{ windowMs: 1000, max: 3 }, { windowMs: 10_000, max: 5 }];
+  const limits = [
+    { windowMs: 1000, max: 3 },
+    { windowMs: 10_000, max: 5 },
+  ];
 
   test('counts within every window and refuses, without counting, what would exceed one', async () => {
     const counters = new MemoryWindowCounters();

@@ -57,8 +57,17 @@ export async function runComparison(options: CompareOptions): Promise<number> {
   const runId = randomBytes(3).toString('hex');
   const deadline = Date.now() + LIMITS.overallMs;
   const setup = (round: number): PhaseSetup => ({
-    round, smtpSource, runId, probeRate: options.probeRate,
-    load: { messages: options.messages, sessions: options.connections, payloadBytes: options.size, from: 'bench@bench.localhost', heloName: 'bench.localhost' },
+    round,
+    smtpSource,
+    runId,
+    probeRate: options.probeRate,
+    load: {
+      messages: options.messages,
+      sessions: options.connections,
+      payloadBytes: options.size,
+      from: 'bench@bench.localhost',
+      heloName: 'bench.localhost',
+    },
     limits: { ...LIMITS, deadline },
   });
 
@@ -80,7 +89,16 @@ export async function runComparison(options: CompareOptions): Promise<number> {
     const rounds: RoundResult[] = [];
     for (let round = 1; round <= options.rounds && Date.now() < deadline; round++) {
       const phases: PhaseResult[] = [];
-      for (const start of [() => startSmarthop(sinkPort, options.size, { limits: false, fullPolicy: options.fullPolicy, reenvelope: options.reenvelope, deliveryThread: options.deliveryThread }), () => startPostfix(sinkPort, postfix)]) {
+      for (const start of [
+        () =>
+          startSmarthop(sinkPort, options.size, {
+            limits: false,
+            fullPolicy: options.fullPolicy,
+            reenvelope: options.reenvelope,
+            deliveryThread: options.deliveryThread,
+          }),
+        () => startPostfix(sinkPort, postfix),
+      ]) {
         await sleep(LIMITS.pauseMs);
         const target: Target = await start();
         try {
@@ -91,7 +109,9 @@ export async function runComparison(options: CompareOptions): Promise<number> {
           }
           const phase = await runPhase(setup(round), target, useTally);
           phase.notes.push(...(await target.stop()));
-          progress(`bench:   ${phase.endToEndRate ?? 'n/a'} msg/s end to end, ${phase.delivered}/${phase.messages} at the sink`);
+          progress(
+            `bench:   ${phase.endToEndRate ?? 'n/a'} msg/s end to end, ${phase.delivered}/${phase.messages} at the sink`,
+          );
           phases.push(phase);
         } catch (err) {
           await target.stop();
@@ -105,14 +125,22 @@ export async function runComparison(options: CompareOptions): Promise<number> {
 
     const report: ComparisonReport = buildComparison(
       {
-        messages: options.messages, payloadBytes: options.size, sessions: options.connections, generator: 'smtp-source', probeRate: options.probeRate, rounds: options.rounds, warmup: options.warmup,
+        messages: options.messages,
+        payloadBytes: options.size,
+        sessions: options.connections,
+        generator: 'smtp-source',
+        probeRate: options.probeRate,
+        rounds: options.rounds,
+        warmup: options.warmup,
         smarthopPolicy: [
-          ...(options.fullPolicy ? ['every policy rule'] : []), ...(options.reenvelope ? ['rewrites + RSA-2048 DKIM'] : []),
+          ...(options.fullPolicy ? ['every policy rule'] : []),
+          ...(options.reenvelope ? ['rewrites + RSA-2048 DKIM'] : []),
           ...(options.deliveryThread ? [] : ['delivery on the event loop (delivery.worker_thread: false)']),
         ],
       },
       { cpus: availableParallelism(), node: process.version, postfix: postfixVersion(postfix) },
-      ceiling, rounds,
+      ceiling,
+      rounds,
     );
     process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : formatComparison(report));
     return report.ok ? 0 : 1;
@@ -122,7 +150,10 @@ export async function runComparison(options: CompareOptions): Promise<number> {
 }
 
 function postfixVersion(postfixBinary: string): string | null {
-  const run = spawnSync(path.join(path.dirname(postfixBinary), 'postconf'), ['-d', '-h', 'mail_version'], { encoding: 'utf8', timeout: 10_000 });
+  const run = spawnSync(path.join(path.dirname(postfixBinary), 'postconf'), ['-d', '-h', 'mail_version'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
   return run.status === 0 ? run.stdout.trim() : null;
 }
 

@@ -39,7 +39,16 @@ export interface Figures {
 export interface ComparisonReport {
   /** `smarthopPolicy`: what smarthop ran with beyond the plain relay (every policy rule, rewrites + DKIM). */
   /** `warmup`: messages each relay relayed, unmeasured, between its start and its measured phase. */
-  load: { messages: number; payloadBytes: number; sessions: number; generator: string; probeRate: number; rounds: number; warmup: number; smarthopPolicy?: string[] };
+  load: {
+    messages: number;
+    payloadBytes: number;
+    sessions: number;
+    generator: string;
+    probeRate: number;
+    rounds: number;
+    warmup: number;
+    smarthopPolicy?: string[];
+  };
   machine: { cpus: number; node: string; postfix: string | null };
   /** smtp-source straight into the sink: what the harness can do with no relay in between. */
   ceiling: PhaseResult | null;
@@ -89,7 +98,10 @@ export function phaseOk(phase: PhaseResult): boolean {
 }
 
 export function buildComparison(
-  load: ComparisonReport['load'], machine: ComparisonReport['machine'], ceiling: PhaseResult | null, rounds: RoundResult[],
+  load: ComparisonReport['load'],
+  machine: ComparisonReport['machine'],
+  ceiling: PhaseResult | null,
+  rounds: RoundResult[],
 ): ComparisonReport {
   const column = <T>(pick: (r: RoundResult) => T | null): T[] => rounds.map(pick).filter((v): v is T => v !== null);
   const medianFigures = (side: 'smarthop' | 'postfix'): Figures => ({
@@ -101,7 +113,10 @@ export function buildComparison(
   });
   const phases = [...(ceiling ? [ceiling] : []), ...rounds.flatMap((r) => [r.smarthop, r.postfix])];
   return {
-    load, machine, ceiling, rounds,
+    load,
+    machine,
+    ceiling,
+    rounds,
     median: {
       smarthop: medianFigures('smarthop'),
       postfix: medianFigures('postfix'),
@@ -144,7 +159,11 @@ function ratio(a: number | null, b: number | null): number | null {
 export function alignedTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const all = [header, ...rows];
   const widths = header.map((_, c) => Math.max(...all.map((row) => (row[c] ?? '').length)));
-  const line = (row: readonly string[]) => row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('   ').trimEnd();
+  const line = (row: readonly string[]) =>
+    row
+      .map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])))
+      .join('   ')
+      .trimEnd();
   return `${[line(header), ...rows.map(line)].join('\n')}\n`;
 }
 
@@ -161,20 +180,35 @@ interface Metric {
 }
 
 const METRICS: Metric[] = [
-  { title: 'end-to-end msg/s (start of load until the sink has every message; higher is better)', value: (f) => num(f.endToEndRate), ratio: (r) => times(r.endToEnd) },
-  { title: 'accept msg/s (start of load until smtp-source has every 250)', value: (f) => num(f.acceptRate), ratio: (r) => times(r.accept) },
   {
-    title: 'accept latency p99, ms (probe: final "." to 250 while the load runs; lower is better)', value: (f) => num(f.latencyP99Ms), ratio: (r) => times(r.latencyP99),
+    title: 'end-to-end msg/s (start of load until the sink has every message; higher is better)',
+    value: (f) => num(f.endToEndRate),
+    ratio: (r) => times(r.endToEnd),
+  },
+  {
+    title: 'accept msg/s (start of load until smtp-source has every 250)',
+    value: (f) => num(f.acceptRate),
+    ratio: (r) => times(r.accept),
+  },
+  {
+    title: 'accept latency p99, ms (probe: final "." to 250 while the load runs; lower is better)',
+    value: (f) => num(f.latencyP99Ms),
+    ratio: (r) => times(r.latencyP99),
     footer: (report) => formatPooledLatency(report),
   },
   {
-    title: 'relay CPU ms per message (user + system of all its processes during the load; lower is better, steadier than msg/s on a busy machine)',
-    value: (f) => num(f.cpuMsPerMessage, 2), ratio: (r) => times(r.cpuPerMessage),
+    title:
+      'relay CPU ms per message (user + system of all its processes during the load; lower is better, steadier than msg/s on a busy machine)',
+    value: (f) => num(f.cpuMsPerMessage, 2),
+    ratio: (r) => times(r.cpuPerMessage),
   },
 ];
 
 function formatPooledLatency(report: ComparisonReport): string {
-  const side = (name: string, l: Latency | null) => (l === null ? `${name} n/a` : `${name} p50 ${num(l.p50)}  p99 ${num(l.p99)}  max ${num(l.max)} (${l.samples} probes)`);
+  const side = (name: string, l: Latency | null) =>
+    l === null
+      ? `${name} n/a`
+      : `${name} p50 ${num(l.p50)}  p99 ${num(l.p99)}  max ${num(l.max)} (${l.samples} probes)`;
   const { smarthop, postfix } = report.pooledLatencyMs;
   return `every round's probes together, ms: ${side('smarthop', smarthop)}; ${side('postfix', postfix)}\n`;
 }
@@ -184,31 +218,69 @@ function formatPooledLatency(report: ComparisonReport): string {
  * binary's shared pages in full); smarthop's own PSS is shown beside it for the like-for-like view.
  */
 function formatMemory(report: ComparisonReport): string {
-  const row = (label: string, rssBytes: number | null, smarthopPss: number | null, postfixPss: number | null, processes: string, ratio: number | null) =>
-    [label, mib(rssBytes), mib(smarthopPss), mib(postfixPss), processes, times(ratio)];
+  const row = (
+    label: string,
+    rssBytes: number | null,
+    smarthopPss: number | null,
+    postfixPss: number | null,
+    processes: string,
+    ratio: number | null,
+  ) => [label, mib(rssBytes), mib(smarthopPss), mib(postfixPss), processes, times(ratio)];
   const rows = report.rounds.map((r) =>
-    row(String(r.round), r.smarthop.memory.vmHwmBytes, r.smarthop.memory.pssMaxBytes, r.postfix.memory.pssMaxBytes, String(r.postfix.memory.processesMax), r.ratios.memory));
-  const medianPss = (side: 'smarthop' | 'postfix') => median(report.rounds.map((r) => r[side].memory.pssMaxBytes).filter((v): v is number => v !== null));
-  rows.push(row('median', report.median.smarthop.memoryBytes, medianPss('smarthop'), medianPss('postfix'), '', report.median.ratios.memory));
-  return 'memory, MiB (smarthop peak RSS = VmHWM; PSS = peak of PSS summed over the relay\'s processes; ratio = smarthop RSS / Postfix PSS)\n' +
-    alignedTable(['round', 'smarthop RSS', 'smarthop PSS', 'postfix PSS', 'postfix procs', 'ratio'], rows);
+    row(
+      String(r.round),
+      r.smarthop.memory.vmHwmBytes,
+      r.smarthop.memory.pssMaxBytes,
+      r.postfix.memory.pssMaxBytes,
+      String(r.postfix.memory.processesMax),
+      r.ratios.memory,
+    ),
+  );
+  const medianPss = (side: 'smarthop' | 'postfix') =>
+    median(report.rounds.map((r) => r[side].memory.pssMaxBytes).filter((v): v is number => v !== null));
+  rows.push(
+    row(
+      'median',
+      report.median.smarthop.memoryBytes,
+      medianPss('smarthop'),
+      medianPss('postfix'),
+      '',
+      report.median.ratios.memory,
+    ),
+  );
+  return (
+    "memory, MiB (smarthop peak RSS = VmHWM; PSS = peak of PSS summed over the relay's processes; ratio = smarthop RSS / Postfix PSS)\n" +
+    alignedTable(['round', 'smarthop RSS', 'smarthop PSS', 'postfix PSS', 'postfix procs', 'ratio'], rows)
+  );
 }
 
 export function formatComparison(report: ComparisonReport): string {
   const { load } = report;
   let out = `smarthop vs Postfix ${report.machine.postfix ?? ''}: ${load.messages} messages x ${load.payloadBytes} B body over ${load.sessions} sessions, one message per session, `;
   out += `generator ${load.generator}${load.probeRate > 0 ? ` + a ${load.probeRate}/s latency probe` : ''}; ${load.rounds} round(s), smarthop then Postfix; ${report.machine.cpus} CPUs\n`;
-  out += load.warmup > 0
-    ? `each relay started fresh per phase, then relayed ${load.warmup} messages of the same load (warm-up, not measured) before the measured ${load.messages}\n`
-    : 'each relay started fresh per phase and measured from its first message (cold, no warm-up)\n';
-  if (load.smarthopPolicy?.length) out += `smarthop with ${load.smarthopPolicy.join(' and ')} (Postfix relays plainly)\n`;
+  out +=
+    load.warmup > 0
+      ? `each relay started fresh per phase, then relayed ${load.warmup} messages of the same load (warm-up, not measured) before the measured ${load.messages}\n`
+      : 'each relay started fresh per phase and measured from its first message (cold, no warm-up)\n';
+  if (load.smarthopPolicy?.length)
+    out += `smarthop with ${load.smarthopPolicy.join(' and ')} (Postfix relays plainly)\n`;
   if (report.ceiling) {
     const c = report.ceiling;
     out += `harness ceiling (smtp-source straight into the sink): ${num(c.endToEndRate)} msg/s${phaseOk(c) ? '' : ` (incomplete: ${c.notes.join('; ')})`}\n`;
   }
   for (const metric of METRICS) {
-    const rows = report.rounds.map((r) => [String(r.round), metric.value(figures(r.smarthop)), metric.value(figures(r.postfix)), metric.ratio(r.ratios)]);
-    rows.push(['median', metric.value(report.median.smarthop), metric.value(report.median.postfix), metric.ratio(report.median.ratios)]);
+    const rows = report.rounds.map((r) => [
+      String(r.round),
+      metric.value(figures(r.smarthop)),
+      metric.value(figures(r.postfix)),
+      metric.ratio(r.ratios),
+    ]);
+    rows.push([
+      'median',
+      metric.value(report.median.smarthop),
+      metric.value(report.median.postfix),
+      metric.ratio(report.median.ratios),
+    ]);
     out += `\n${metric.title}\n${alignedTable(['round', 'smarthop', 'postfix', 'ratio'], rows)}`;
     if (metric.footer) out += metric.footer(report);
   }
@@ -219,12 +291,16 @@ export function formatComparison(report: ComparisonReport): string {
     out += `runnable but waiting for a CPU ${threads.map((t) => `${t.waitingForCpuPercent.toFixed(0)}%`).join(', ')}\n`;
   }
   out += `lost (250 given, never at the sink): smarthop ${report.lost.smarthop}, postfix ${report.lost.postfix}\n`;
-  for (const phase of [...(report.ceiling ? [report.ceiling] : []), ...report.rounds.flatMap((r) => [r.smarthop, r.postfix])]) {
+  for (const phase of [
+    ...(report.ceiling ? [report.ceiling] : []),
+    ...report.rounds.flatMap((r) => [r.smarthop, r.postfix]),
+  ]) {
     const where = phase.target === 'sink' ? 'ceiling' : `round ${phase.round} ${phase.target}`;
     if (phase.missing > 0 || phase.duplicated > 0 || phase.unexpected > 0 || phase.probe.missing > 0) {
       out += `${where}: missing ${phase.missing}, duplicated ${phase.duplicated}, unexpected ${phase.unexpected}, probe missing ${phase.probe.missing}\n`;
     }
-    if (phase.probe.failures > 0 || phase.probe.skipped > 0) out += `${where}: latency probe ${phase.probe.failures} failed, ${phase.probe.skipped} ticks skipped (probes still in flight)\n`;
+    if (phase.probe.failures > 0 || phase.probe.skipped > 0)
+      out += `${where}: latency probe ${phase.probe.failures} failed, ${phase.probe.skipped} ticks skipped (probes still in flight)\n`;
     for (const note of phase.notes) out += `${where}: ${note}\n`;
   }
   return out;

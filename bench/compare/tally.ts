@@ -29,7 +29,8 @@ export class RecipientTally {
       const local = address.slice(0, at);
       const domain = address.slice(at + 1).toLowerCase();
       if (at < 0 || domain !== this.domain) this.unexpected++;
-      else if (LOAD_LOCAL_PART.test(local)) this.note(this.load.has(address), () => this.load.set(address, performance.now()));
+      else if (LOAD_LOCAL_PART.test(local))
+        this.note(this.load.has(address), () => this.load.set(address, performance.now()));
       else if (PROBE_LOCAL_PART.test(local)) this.note(this.probes.has(address), () => this.probes.add(address));
       else this.unexpected++;
     }
@@ -47,13 +48,21 @@ export class RecipientTally {
    * Resolves once `loadCount` load messages and every probe in `probes` arrived, or when nothing new
    * arrived for `noProgressMs`, or at `deadline`: a stuck queue ends the phase, it never hangs it.
    */
-  waitFor(loadCount: number, probes: readonly string[], noProgressMs: number, deadline: number, halted: () => string | null): Promise<{ complete: boolean; reason: string }> {
+  waitFor(
+    loadCount: number,
+    probes: readonly string[],
+    noProgressMs: number,
+    deadline: number,
+    halted: () => string | null,
+  ): Promise<{ complete: boolean; reason: string }> {
     return waitForArrivals({
       done: () => this.load.size >= loadCount && probes.every((p) => this.probes.has(p)),
       onArrival: (callback) => {
         this.onArrival = callback;
       },
-      noProgressMs, deadline, halted,
+      noProgressMs,
+      deadline,
+      halted,
       deadlineReason: 'the overall time limit was reached',
     });
   }

@@ -49,7 +49,11 @@ export function sinkTarget(sinkPort: number): Target {
 }
 
 /** smarthop from the same temp config as the plain bench (bench/relay-process.ts). */
-export async function startSmarthop(sinkPort: number, messageSize: number, state: BenchState = { limits: false }): Promise<Target> {
+export async function startSmarthop(
+  sinkPort: number,
+  messageSize: number,
+  state: BenchState = { limits: false },
+): Promise<Target> {
   const dir = await mkdtemp(path.join(tmpdir(), 'smarthop-compare-'));
   const ports = { smtp: await freePort(), http: await freePort(), sink: sinkPort };
   const relay = await RelayProcess.start(dir, ports, Math.max(25 * 1024 * 1024, messageSize + 64 * 1024), {}, state);
@@ -75,7 +79,7 @@ export async function startSmarthop(sinkPort: number, messageSize: number, state
     pids: () => (relay.pid !== undefined && relay.running ? [relay.pid] : []),
     halted: () => (relay.running ? null : 'smarthop exited'),
     peakRssBytes: () => relay.peakRss().vmHwmBytes,
-    cpuSeconds: () => (relay.pid === undefined ? null : readCpuTimes(relay.pid)?.ownSeconds ?? null),
+    cpuSeconds: () => (relay.pid === undefined ? null : (readCpuTimes(relay.pid)?.ownSeconds ?? null)),
     mainThread: () => (relay.pid === undefined ? null : readThreadSchedule(relay.pid)),
     stop: async () => {
       const diedEarly = !relay.running;
@@ -84,7 +88,8 @@ export async function startSmarthop(sinkPort: number, messageSize: number, state
       if (diedEarly) notes.push(`smarthop exited during the run (code ${String(code)})`);
       else if (code !== 0) notes.push(`smarthop exited with code ${String(code)} after SIGTERM`);
       if (notes.length > 0 || relay.output.errorLines > 0) relay.dumpTail();
-      if (relay.output.errorLines + relay.output.warnLines > 0) notes.push(`smarthop logged ${relay.output.errorLines} error(s), ${relay.output.warnLines} warning(s)`);
+      if (relay.output.errorLines + relay.output.warnLines > 0)
+        notes.push(`smarthop logged ${relay.output.errorLines} error(s), ${relay.output.warnLines} warning(s)`);
       await remove();
       return notes;
     },
@@ -126,7 +131,9 @@ export async function startPostfix(sinkPort: number, postfixBinary: string): Pro
       if (!instance.running) notes.push('the Postfix master exited during the run');
       const log = await instance.maillogSummary();
       if (log.problems > 0) {
-        notes.push(`postfix maillog: ${log.deferred} deferred, ${log.bounced} bounced, ${log.problems} problem line(s)`);
+        notes.push(
+          `postfix maillog: ${log.deferred} deferred, ${log.bounced} bounced, ${log.problems} problem line(s)`,
+        );
         for (const line of log.examples) notes.push(`  ${line}`);
       }
       await instance.stop(STOP_GRACE_MS);

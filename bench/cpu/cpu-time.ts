@@ -68,7 +68,10 @@ export interface ThreadSchedule {
  */
 export function readThreadSchedule(pid: number, tid = pid): ThreadSchedule | null {
   try {
-    const [onCpuNs, waitingNs] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').trim().split(/\s+/).map(Number);
+    const [onCpuNs, waitingNs] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     return Number.isFinite(onCpuNs) && Number.isFinite(waitingNs) ? { onCpuNs, waitingNs } : null;
   } catch {
     return null; // no schedstats in this kernel, or the process is gone
@@ -81,8 +84,15 @@ export interface ScheduleShare {
 }
 
 /** The share of a wall-clock window (in ns) a thread ran, and waited runnable, between two readings. */
-export function scheduleShare(before: ThreadSchedule | null, after: ThreadSchedule | null, windowNs: number): ScheduleShare | null {
+export function scheduleShare(
+  before: ThreadSchedule | null,
+  after: ThreadSchedule | null,
+  windowNs: number,
+): ScheduleShare | null {
   if (before === null || after === null || windowNs <= 0) return null;
   const percent = (ns: number) => Math.round((1000 * ns) / windowNs) / 10;
-  return { onCpuPercent: percent(after.onCpuNs - before.onCpuNs), waitingForCpuPercent: percent(after.waitingNs - before.waitingNs) };
+  return {
+    onCpuPercent: percent(after.onCpuNs - before.onCpuNs),
+    waitingForCpuPercent: percent(after.waitingNs - before.waitingNs),
+  };
 }

@@ -74,17 +74,40 @@ function parse(argv: readonly string[]): Options {
   const program = new Command('bench --deep-queue')
     .requiredOption('--deep-queue <n>', 'messages in the spool', positiveInt)
     .option('--size <bytes>', 'size of each message', positiveInt, 10240)
-    .option('--drain <n>', 'messages over which the drain rate is measured (default: all, at most 100,000)', positiveInt)
+    .option(
+      '--drain <n>',
+      'messages over which the drain rate is measured (default: all, at most 100,000)',
+      positiveInt,
+    )
     .option('--dir <folder>', 'where the spools go (default: the temp folder); needs about N x (size + 1 KiB)')
     .option('--keep-spool <dir>', 'move the filled spool here at the end (for --reuse-spool) instead of removing it')
-    .option('--reuse-spool <dir>', 'use this spool (kept by an earlier run with --keep-spool) instead of filling one; it is kept')
+    .option(
+      '--reuse-spool <dir>',
+      'use this spool (kept by an earlier run with --keep-spool) instead of filling one; it is kept',
+    )
     .option('--json', 'one JSON object instead of the table', false)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
-  program.parse(argv.filter((arg) => arg !== '--'), { from: 'user' });
-  const opts = program.opts<{ deepQueue: number; size: number; drain?: number; json: boolean; dir?: string; reuseSpool?: string; keepSpool?: string }>();
+  program.parse(
+    argv.filter((arg) => arg !== '--'),
+    { from: 'user' },
+  );
+  const opts = program.opts<{
+    deepQueue: number;
+    size: number;
+    drain?: number;
+    json: boolean;
+    dir?: string;
+    reuseSpool?: string;
+    keepSpool?: string;
+  }>();
   return {
-    messages: opts.deepQueue, size: opts.size, drain: Math.min(opts.drain ?? Math.min(opts.deepQueue, 100_000), opts.deepQueue), json: opts.json,
-    dir: opts.dir ?? null, reuse: opts.reuseSpool ? path.resolve(opts.reuseSpool) : null, keep: opts.keepSpool ? path.resolve(opts.keepSpool) : null,
+    messages: opts.deepQueue,
+    size: opts.size,
+    drain: Math.min(opts.drain ?? Math.min(opts.deepQueue, 100_000), opts.deepQueue),
+    json: opts.json,
+    dir: opts.dir ?? null,
+    reuse: opts.reuseSpool ? path.resolve(opts.reuseSpool) : null,
+    keep: opts.keepSpool ? path.resolve(opts.keepSpool) : null,
   };
 }
 
@@ -112,8 +135,12 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
       notes.push(`spool reused from an earlier fill (${options.reuse}); the fill figures are not this run's`);
     } else {
       await fillSpool(path.join(deepDir, 'spool'), {
-        count: options.messages, size: options.size, runId,
-        onProgress: (done) => done % 100_000 === 0 && progress(`  ${done} written (${Math.round(done / ((performance.now() - fillStart) / 1000))} msg/s)`),
+        count: options.messages,
+        size: options.size,
+        runId,
+        onProgress: (done) =>
+          done % 100_000 === 0 &&
+          progress(`  ${done} written (${Math.round(done / ((performance.now() - fillStart) / 1000))} msg/s)`),
       });
     }
     const fillSeconds = (performance.now() - fillStart) / 1000;
@@ -145,7 +172,16 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
     progress('admin commands…');
     const statusMs = await timeCli(['status', '-c', configFile]);
     const listLimit50Ms = await timeCli(['queue', 'list', '--limit', '50', '-c', configFile]);
-    const listRecipientMs = await timeCli(['queue', 'list', '--recipient', '@sink.example', '--limit', '50', '-c', configFile]);
+    const listRecipientMs = await timeCli([
+      'queue',
+      'list',
+      '--recipient',
+      '@sink.example',
+      '--limit',
+      '50',
+      '-c',
+      configFile,
+    ]);
     const nodeStartMs = await timeCli(['--version']);
     const api = await timeApi(ports.http, '@sink.example');
     const peakRssBytes = relay.peakRss().vmHwmBytes;
@@ -155,12 +191,15 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
     let firstAt: number | null = null;
     let lastAt = 0;
     let onArrival: (() => void) | null = null;
-    const counting = new SmtpSink({ port: sinkPort, onMessage: () => {
-      delivered++;
-      lastAt = performance.now();
-      firstAt ??= lastAt;
-      onArrival?.();
-    } });
+    const counting = new SmtpSink({
+      port: sinkPort,
+      onMessage: () => {
+        delivered++;
+        lastAt = performance.now();
+        firstAt ??= lastAt;
+        onArrival?.();
+      },
+    });
     await counting.listen();
     const flushAt = performance.now();
     await timeCli(['queue', 'flush', '-c', configFile]);
@@ -178,7 +217,8 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
     const drainSeconds = ((lastAt || performance.now()) - flushAt) / 1000;
     const peakRssAfterDrainBytes = relay.peakRss().vmHwmBytes;
     const deepWarnings = relay.output.warnLines;
-    if (delivered < options.drain) notes.push(`drain stopped after ${LIMITS.drainNoProgressMs / 1000} s without a delivery`);
+    if (delivered < options.drain)
+      notes.push(`drain stopped after ${LIMITS.drainNoProgressMs / 1000} s without a delivery`);
     await relay.stop(60_000);
     relay = null;
     await counting.close();
@@ -205,7 +245,10 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
         },
         peakRssAfterDrainBytes,
       },
-      rssOverEmptyBytes: peakRssAfterDrainBytes !== null && empty.peakRssBytes !== null ? peakRssAfterDrainBytes - empty.peakRssBytes : null,
+      rssOverEmptyBytes:
+        peakRssAfterDrainBytes !== null && empty.peakRssBytes !== null
+          ? peakRssAfterDrainBytes - empty.peakRssBytes
+          : null,
       notes,
     };
     process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : formatReport(report));
@@ -221,7 +264,11 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
 }
 
 /** Spawn to listening (a TCP connect succeeds) and to /readyz reporting the queue recovered; `during` runs once listening. */
-async function timeStart<T>(relay: RelayProcess, ports: RelayPorts, during?: () => Promise<T>): Promise<{ listeningMs: number; recoveredMs: number; during: T | null }> {
+async function timeStart<T>(
+  relay: RelayProcess,
+  ports: RelayPorts,
+  during?: () => Promise<T>,
+): Promise<{ listeningMs: number; recoveredMs: number; during: T | null }> {
   const t0 = relay.spawnedAt;
   const deadline = Date.now() + LIMITS.startMs;
   while (!(await canConnect(ports.smtp))) {
@@ -232,7 +279,8 @@ async function timeStart<T>(relay: RelayProcess, ports: RelayPorts, during?: () 
   const duringResult = during ? await during() : null;
   const recoveryDeadline = Date.now() + LIMITS.recoveryMs;
   while (!(await recovered(ports.http))) {
-    if (!relay.running || Date.now() > recoveryDeadline) throw new Error('the relay did not finish recovering its queue');
+    if (!relay.running || Date.now() > recoveryDeadline)
+      throw new Error('the relay did not finish recovering its queue');
     await sleep(20);
   }
   return { listeningMs, recoveredMs: Math.round(performance.now() - t0), during: duringResult };
@@ -279,7 +327,14 @@ async function timeApi(httpPort: number, recipient: string): Promise<DeepQueueRe
   let firstRowMs: number | null = null;
   const res = await fetch(`${base}/api/queue?format=ndjson&limit=50&recipient=${encodeURIComponent(recipient)}`);
   for await (const chunk of res.body ?? []) {
-    if (firstRowMs === null && (chunk as Uint8Array).length > 0 && Buffer.from(chunk as Uint8Array).toString().includes('"id"')) firstRowMs = Math.round(performance.now() - start);
+    if (
+      firstRowMs === null &&
+      (chunk as Uint8Array).length > 0 &&
+      Buffer.from(chunk as Uint8Array)
+        .toString()
+        .includes('"id"')
+    )
+      firstRowMs = Math.round(performance.now() - start);
   }
   return { statusMs, listLimit50Ms, listRecipientMs: Math.round(performance.now() - start), firstRowMs };
 }
@@ -311,17 +366,40 @@ function mib(bytes: number | null): string {
 function formatReport(r: DeepQueueReport): string {
   const row = (label: string, value: string) => `${label.padEnd(34)}${value}\n`;
   let out = `smarthop bench --deep-queue: ${r.messages} messages x ${r.size} B queued, smart host down at start\n`;
-  out += row('fill (spool writer)', r.fill ? `${r.fill.seconds} s, ${r.fill.rate} msg/s` : 'reused from an earlier run');
+  out += row(
+    'fill (spool writer)',
+    r.fill ? `${r.fill.seconds} s, ${r.fill.rate} msg/s` : 'reused from an earlier run',
+  );
   out += row('start to listening', `${r.deep.listeningMs} ms (empty spool: ${r.empty.listeningMs} ms)`);
   out += row('start to queue recovered', `${r.deep.recoveredMs} ms (empty spool: ${r.empty.recoveredMs} ms)`);
   const during = r.deep.acceptedDuringRecovery;
-  out += row('a message sent on listening', during ? `250 after ${during.latencyMs} ms${during.recoveryRunning ? ', recovery still running' : ''}` : 'not accepted');
-  out += row('smarthop status', `${r.deep.admin.statusMs} ms at the shell; the API answers in ${r.deep.api.statusMs} ms`);
-  out += row('queue list --limit 50', `${r.deep.admin.listLimit50Ms} ms at the shell; the API answers in ${r.deep.api.listLimit50Ms} ms`);
-  out += row('queue list --recipient … (50)', `${r.deep.admin.listRecipientMs} ms at the shell; API: 50 rows in ${r.deep.api.listRecipientMs} ms, the first after ${r.deep.api.firstRowMs ?? 'n/a'} ms`);
+  out += row(
+    'a message sent on listening',
+    during
+      ? `250 after ${during.latencyMs} ms${during.recoveryRunning ? ', recovery still running' : ''}`
+      : 'not accepted',
+  );
+  out += row(
+    'smarthop status',
+    `${r.deep.admin.statusMs} ms at the shell; the API answers in ${r.deep.api.statusMs} ms`,
+  );
+  out += row(
+    'queue list --limit 50',
+    `${r.deep.admin.listLimit50Ms} ms at the shell; the API answers in ${r.deep.api.listLimit50Ms} ms`,
+  );
+  out += row(
+    'queue list --recipient … (50)',
+    `${r.deep.admin.listRecipientMs} ms at the shell; API: 50 rows in ${r.deep.api.listRecipientMs} ms, the first after ${r.deep.api.firstRowMs ?? 'n/a'} ms`,
+  );
   out += row('node start (smarthop --version)', `${r.deep.admin.nodeStartMs} ms (part of every shell figure)`);
-  out += row('drain after queue flush', `${r.deep.drain.delivered} of ${r.deep.drain.measured} in ${r.deep.drain.seconds} s: ${r.deep.drain.rate} msg/s (first after ${r.deep.drain.firstDeliveryMs ?? 'n/a'} ms)`);
-  out += row('peak RSS', `${mib(r.deep.peakRssBytes)} before the drain, ${mib(r.deep.peakRssAfterDrainBytes)} after (empty spool: ${mib(r.empty.peakRssBytes)}; +${mib(r.rssOverEmptyBytes)})`);
+  out += row(
+    'drain after queue flush',
+    `${r.deep.drain.delivered} of ${r.deep.drain.measured} in ${r.deep.drain.seconds} s: ${r.deep.drain.rate} msg/s (first after ${r.deep.drain.firstDeliveryMs ?? 'n/a'} ms)`,
+  );
+  out += row(
+    'peak RSS',
+    `${mib(r.deep.peakRssBytes)} before the drain, ${mib(r.deep.peakRssAfterDrainBytes)} after (empty spool: ${mib(r.empty.peakRssBytes)}; +${mib(r.rssOverEmptyBytes)})`,
+  );
   for (const note of r.notes) out += row('note', note);
   return out;
 }

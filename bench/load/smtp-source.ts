@@ -36,19 +36,30 @@ const OUTPUT_KEEP_BYTES = 4096;
 
 export function smtpSourceArgs(load: SmtpSourceLoad, port: number): string[] {
   return [
-    '-s', String(load.sessions),
-    '-m', String(load.messages),
-    '-l', String(load.payloadBytes),
+    '-s',
+    String(load.sessions),
+    '-m',
+    String(load.messages),
+    '-l',
+    String(load.payloadBytes),
     '-N',
-    '-M', load.heloName,
-    '-f', load.from,
-    '-t', load.to,
+    '-M',
+    load.heloName,
+    '-f',
+    load.from,
+    '-t',
+    load.to,
     `127.0.0.1:${port}`, // loopback only, whatever the caller passes
   ];
 }
 
 /** Runs smtp-source to completion, killing it (by its pid) after `timeoutMs`. */
-export function runSmtpSource(binary: string, load: SmtpSourceLoad, port: number, timeoutMs: number): Promise<SmtpSourceResult> {
+export function runSmtpSource(
+  binary: string,
+  load: SmtpSourceLoad,
+  port: number,
+  timeoutMs: number,
+): Promise<SmtpSourceResult> {
   return new Promise((resolve) => {
     const startedAt = performance.now();
     const child = spawn(binary, smtpSourceArgs(load, port), { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -67,7 +78,14 @@ export function runSmtpSource(binary: string, load: SmtpSourceLoad, port: number
     const finish = (exitCode: number | null, signal: string | null) => {
       clearTimeout(timer);
       forget();
-      resolve({ exitCode, signal, durationMs: performance.now() - startedAt, startedAt, timedOut, output: output.trim() });
+      resolve({
+        exitCode,
+        signal,
+        durationMs: performance.now() - startedAt,
+        startedAt,
+        timedOut,
+        output: output.trim(),
+      });
     };
     child.once('error', (err) => {
       keep(Buffer.from(err.message));

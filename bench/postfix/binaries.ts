@@ -20,7 +20,6 @@ export function installScript(): string {
   return path.resolve(__dirname, '..', '..', '..', 'bench', 'postfix', 'install.sh');
 }
 
-
 /** A Postfix program: on PATH or in the sbin directories Debian installs them to. */
 export function findPostfixBinary(name: string): string | null {
   return findBinary(name, SEARCH_DIRS);
@@ -30,17 +29,24 @@ export function findPostfixBinary(name: string): string | null {
 export function ensurePostfix(): PostfixBinaries {
   if (process.getuid?.() !== 0) {
     // master(8) must start as root and hand its daemons to the postfix user; there is no unprivileged mode.
-    throw new Error('--compare postfix needs root: a private Postfix master starts as root and runs its daemons as user postfix');
+    throw new Error(
+      '--compare postfix needs root: a private Postfix master starts as root and runs its daemons as user postfix',
+    );
   }
   let postfix = findPostfixBinary('postfix');
   let smtpSource = findPostfixBinary('smtp-source');
   if (postfix === null || smtpSource === null) {
     process.stderr.write('bench: postfix or smtp-source missing, running bench/postfix/install.sh\n');
-    const run = spawnSync('bash', [installScript()], { stdio: ['ignore', 'inherit', 'inherit'], timeout: INSTALL_TIMEOUT_MS });
-    if (run.status !== 0) throw new Error(`bench/postfix/install.sh failed (${run.error?.message ?? `exit ${String(run.status)}`})`);
+    const run = spawnSync('bash', [installScript()], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      timeout: INSTALL_TIMEOUT_MS,
+    });
+    if (run.status !== 0)
+      throw new Error(`bench/postfix/install.sh failed (${run.error?.message ?? `exit ${String(run.status)}`})`);
     postfix = findPostfixBinary('postfix');
     smtpSource = findPostfixBinary('smtp-source');
   }
-  if (postfix === null || smtpSource === null) throw new Error('postfix installed, yet postfix or smtp-source is still not found in PATH or /usr/sbin');
+  if (postfix === null || smtpSource === null)
+    throw new Error('postfix installed, yet postfix or smtp-source is still not found in PATH or /usr/sbin');
   return { postfix, smtpSource };
 }

@@ -103,6 +103,12 @@ export function masterCf(ports: PostfixPorts): string {
     ['postlog', 'unix-dgram', 'n', '-', 'n', '-', '1', 'postlogd'],
   ];
   const widths = services[0].map((_, column) => Math.max(...services.map((row) => row[column].length)));
-  const lines = services.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]))).join(' '));
-  return ['# written by bench/postfix: loopback smtpd plus the daemons a relay needs, none chrooted', ...lines, ''].join('\n');
+  const lines = services.map((row) =>
+    row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]))).join(' '),
+  );
+  return [
+    '# written by bench/postfix: loopback smtpd plus the daemons a relay needs, none chrooted',
+    ...lines,
+    '',
+  ].join('\n');
 }

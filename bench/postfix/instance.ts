@@ -52,11 +52,16 @@ export class PostfixInstance {
   async start(timeoutMs: number): Promise<void> {
     const result = await this.postfix('start', Math.min(timeoutMs, COMMAND_TIMEOUT_MS));
     if (result.code !== 0) {
-      throw new Error(`postfix start exited with ${String(result.code)}${result.output ? `: ${result.output}` : ''}${this.maillogTail()}`);
+      throw new Error(
+        `postfix start exited with ${String(result.code)}${result.output ? `: ${result.output}` : ''}${this.maillogTail()}`,
+      );
     }
     const deadline = Date.now() + timeoutMs;
     while (!(await portOpen(this.ports.smtp))) {
-      if (Date.now() > deadline) throw new Error(`postfix smtpd not listening on 127.0.0.1:${this.ports.smtp} after ${timeoutMs} ms${this.maillogTail()}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `postfix smtpd not listening on 127.0.0.1:${this.ports.smtp} after ${timeoutMs} ms${this.maillogTail()}`,
+        );
       await sleep(POLL_MS);
     }
     this.pids();
@@ -145,19 +150,27 @@ export class PostfixInstance {
 
   private postfix(command: 'start' | 'stop', timeoutMs: number): Promise<{ code: number | null; output: string }> {
     return new Promise((resolve) => {
-      execFile(this.binary, ['-c', this.layout.configDir, command], { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
-        const output = `${stdout}${stderr}`.trim();
-        if (err === null) return resolve({ code: 0, output });
-        resolve({ code: typeof err.code === 'number' ? err.code : null, output: output || err.message });
-      });
+      execFile(
+        this.binary,
+        ['-c', this.layout.configDir, command],
+        { timeout: timeoutMs, encoding: 'utf8' },
+        (err, stdout, stderr) => {
+          const output = `${stdout}${stderr}`.trim();
+          if (err === null) return resolve({ code: 0, output });
+          resolve({ code: typeof err.code === 'number' ? err.code : null, output: output || err.message });
+        },
+      );
     });
   }
 }
 
 function postfixUser(): { uid: number; gid: number } {
-  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postfix:'));
+  const line = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('postfix:'));
   const fields = line?.split(':');
-  if (!fields || fields.length < 4) throw new Error('no postfix user in /etc/passwd: is the postfix package installed?');
+  if (!fields || fields.length < 4)
+    throw new Error('no postfix user in /etc/passwd: is the postfix package installed?');
   return { uid: Number(fields[2]), gid: Number(fields[3]) };
 }
 
@@ -172,7 +185,11 @@ function isPostfixProcess(pid: number): boolean {
 
 function childrenOf(pid: number): number[] {
   try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim().split(/\s+/).filter((s) => s !== '').map(Number);
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1')
+      .trim()
+      .split(/\s+/)
+      .filter((s) => s !== '')
+      .map(Number);
   } catch {
     return [];
   }

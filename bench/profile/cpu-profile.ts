@@ -16,7 +16,14 @@ const callFrameSchema = z.object({
 });
 
 const profileSchema = z.object({
-  nodes: z.array(z.object({ id: z.number(), callFrame: callFrameSchema, hitCount: z.number().optional(), children: z.array(z.number()).optional() })),
+  nodes: z.array(
+    z.object({
+      id: z.number(),
+      callFrame: callFrameSchema,
+      hitCount: z.number().optional(),
+      children: z.array(z.number()).optional(),
+    }),
+  ),
   startTime: z.number(),
   endTime: z.number(),
   samples: z.array(z.number()).optional(),
@@ -81,7 +88,10 @@ export function summarizeProfile(profile: CpuProfile, limit: number, root: strin
     return { name: frame.functionName || '(anonymous)', location, key: `${frame.functionName}\u0000${location}` };
   };
 
-  const byFunction = new Map<string, { name: string; location: string; area: string; hits: number; callers: Map<string, number> }>();
+  const byFunction = new Map<
+    string,
+    { name: string; location: string; area: string; hits: number; callers: Map<string, number> }
+  >();
   const attributed = new Map<string, number>();
   let idleHits = 0;
   for (const node of profile.nodes) {
@@ -92,11 +102,21 @@ export function summarizeProfile(profile: CpuProfile, limit: number, root: strin
       continue;
     }
     const { name, location, key } = label(node.callFrame);
-    const entry = byFunction.get(key) ?? { name, location, area: areaOf(node.callFrame.url, root), hits: 0, callers: new Map<string, number>() };
+    const entry = byFunction.get(key) ?? {
+      name,
+      location,
+      area: areaOf(node.callFrame.url, root),
+      hits: 0,
+      callers: new Map<string, number>(),
+    };
     entry.hits += hits;
     const parent = firstCodeAncestor(node, parentOf);
     const own = node.callFrame.url !== '' && !node.callFrame.url.startsWith('node:');
-    const charged = own ? areaOf(node.callFrame.url, root) : parent ? areaOf(parent.callFrame.url, root) : areaOf(node.callFrame.url, root);
+    const charged = own
+      ? areaOf(node.callFrame.url, root)
+      : parent
+        ? areaOf(parent.callFrame.url, root)
+        : areaOf(node.callFrame.url, root);
     attributed.set(charged, (attributed.get(charged) ?? 0) + hits);
     if (parent) {
       const caller = label(parent.callFrame);
@@ -119,7 +139,11 @@ export function summarizeProfile(profile: CpuProfile, limit: number, root: strin
     busyMs: ms(busyHits),
     idleMs: ms(idleHits),
     top: ranked.slice(0, limit).map((e) => ({
-      name: e.name, location: e.location, area: e.area, selfMs: ms(e.hits), percentOfBusy: pct(e.hits),
+      name: e.name,
+      location: e.location,
+      area: e.area,
+      selfMs: ms(e.hits),
+      percentOfBusy: pct(e.hits),
       topCaller: [...e.callers.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? null,
     })),
     areas: byArea(areas),
@@ -127,7 +151,9 @@ export function summarizeProfile(profile: CpuProfile, limit: number, root: strin
   };
 
   function byArea(hitsPerArea: Map<string, number>): AreaTime[] {
-    return [...hitsPerArea.entries()].sort((a, b) => b[1] - a[1]).map(([area, hits]) => ({ area, selfMs: ms(hits), percentOfBusy: pct(hits) }));
+    return [...hitsPerArea.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .map(([area, hits]) => ({ area, selfMs: ms(hits), percentOfBusy: pct(hits) }));
   }
 }
 
@@ -169,14 +195,27 @@ function round2(value: number): number {
 /** `thread`: which of the relay's threads the profile is of (node writes one per thread). */
 export function formatProfile(summary: ProfileSummary, file: string, thread?: string): string {
   // Native code has no location of its own; its JavaScript caller is what explains it.
-  const rows = summary.top.map((e, i) => [String(i + 1), e.selfMs.toFixed(1), e.percentOfBusy.toFixed(1), e.name, e.location || `(${e.area})${e.topCaller ? ` <- ${e.topCaller}` : ''}`]);
-  const widths = [0, 1, 2].map((c) => Math.max(...[['#', 'self ms', '% busy'][c], ...rows.map((r) => r[c])].map((s) => s.length)));
+  const rows = summary.top.map((e, i) => [
+    String(i + 1),
+    e.selfMs.toFixed(1),
+    e.percentOfBusy.toFixed(1),
+    e.name,
+    e.location || `(${e.area})${e.topCaller ? ` <- ${e.topCaller}` : ''}`,
+  ]);
+  const widths = [0, 1, 2].map((c) =>
+    Math.max(...[['#', 'self ms', '% busy'][c], ...rows.map((r) => r[c])].map((s) => s.length)),
+  );
   const nameWidth = Math.max(8, ...rows.map((r) => r[3].length));
-  const line = (r: string[]) => `${r[0].padStart(widths[0])}  ${r[1].padStart(widths[1])}  ${r[2].padStart(widths[2])}  ${r[3].padEnd(nameWidth)}  ${r[4]}`.trimEnd();
+  const line = (r: string[]) =>
+    `${r[0].padStart(widths[0])}  ${r[1].padStart(widths[1])}  ${r[2].padStart(widths[2])}  ${r[3].padEnd(nameWidth)}  ${r[4]}`.trimEnd();
   let out = `\nrelay CPU profile${thread ? ` (${thread})` : ''}: ${file}\n`;
   out += `${(summary.durationMs / 1000).toFixed(1)} s profiled, busy ${(summary.busyMs / 1000).toFixed(1)} s, idle ${(summary.idleMs / 1000).toFixed(1)} s, one sample every ${summary.sampleIntervalUs.toFixed(0)} µs\n`;
   out += `top ${rows.length} functions by self time:\n${line(['#', 'self ms', '% busy', 'function', 'location'])}\n${rows.map(line).join('\n')}\n`;
-  const list = (areas: AreaTime[]) => areas.slice(0, 10).map((a) => `${a.area} ${a.percentOfBusy.toFixed(1)}%`).join(', ');
+  const list = (areas: AreaTime[]) =>
+    areas
+      .slice(0, 10)
+      .map((a) => `${a.area} ${a.percentOfBusy.toFixed(1)}%`)
+      .join(', ');
   out += `self time by area: ${list(summary.areas)}\n`;
   out += `charged to the calling code: ${list(summary.attributed)}\n`;
   return out;

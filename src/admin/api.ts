@@ -49,7 +49,8 @@ export class AdminApi implements ApiHandler {
 
   async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     req.resume(); // no endpoint reads a body; drain whatever was sent
-    if (req.headers.origin !== undefined) return send(res, 403, { error: 'browser requests are not accepted by the admin API' });
+    if (req.headers.origin !== undefined)
+      return send(res, 403, { error: 'browser requests are not accepted by the admin API' });
     const page = url.pathname === '/';
     if (!adminAuthorised(req, this.deps.token())) {
       if (page) {
@@ -67,11 +68,16 @@ export class AdminApi implements ApiHandler {
     }
     if (page) return this.statusPage(req, res, url);
     const method = req.method ?? 'GET';
-    const parts = url.pathname.split('/').filter((p) => p !== '').slice(1);
+    const parts = url.pathname
+      .split('/')
+      .filter((p) => p !== '')
+      .slice(1);
     const [resource, id, action] = parts;
 
-    if (parts.length === 1 && resource === 'status') return this.only(res, method, 'GET', async () => send(res, 200, await this.deps.status()));
-    if (parts.length === 1 && resource === 'smarthosts') return this.only(res, method, 'GET', async () => send(res, 200, { smarthosts: await this.deps.smarthosts() }));
+    if (parts.length === 1 && resource === 'status')
+      return this.only(res, method, 'GET', async () => send(res, 200, await this.deps.status()));
+    if (parts.length === 1 && resource === 'smarthosts')
+      return this.only(res, method, 'GET', async () => send(res, 200, { smarthosts: await this.deps.smarthosts() }));
     if (parts.length === 1 && resource === 'reload') {
       return this.only(res, method, 'POST', async () => {
         const result = await this.deps.reload();
@@ -97,7 +103,8 @@ export class AdminApi implements ApiHandler {
         send(res, 200, await this.deps.queue.list(parsed.filter));
       });
     }
-    if (parts.length === 2 && id === 'flush') return this.only(res, method, 'POST', () => send(res, 200, { flushed: this.deps.queue.flush() }));
+    if (parts.length === 2 && id === 'flush')
+      return this.only(res, method, 'POST', () => send(res, 200, { flushed: this.deps.queue.flush() }));
     if (!isSpoolId(id) || parts.length > 3) return send(res, 404, { error: `no message ${id} in the spool` });
 
     if (parts.length === 2) {
@@ -185,7 +192,12 @@ export class AdminApi implements ApiHandler {
     }
   }
 
-  private async only(res: ServerResponse, method: string, allowed: 'GET' | 'POST', run: () => void | Promise<void>): Promise<void> {
+  private async only(
+    res: ServerResponse,
+    method: string,
+    allowed: 'GET' | 'POST',
+    run: () => void | Promise<void>,
+  ): Promise<void> {
     if (method !== allowed) {
       res.setHeader('allow', allowed);
       return send(res, 405, { error: `use ${allowed}` });
@@ -200,5 +212,7 @@ function answer(res: ServerResponse, result: AdminResult<unknown>): void {
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(`${JSON.stringify(body)}\n`);
+  res
+    .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+    .end(`${JSON.stringify(body)}\n`);
 }

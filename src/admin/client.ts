@@ -49,12 +49,20 @@ async function readBody(response: Response): Promise<unknown> {
  * A GET whose answer is one JSON value per line, handed over line by line as it arrives. Only the
  * wait for the answer to start is bounded: a search over a deep queue may stream for a while.
  */
-export async function* streamLines(baseUrl: string, token: string | undefined, path: string, timeoutMs = 30_000): AsyncGenerator<unknown> {
+export async function* streamLines(
+  baseUrl: string,
+  token: string | undefined,
+  path: string,
+  timeoutMs = 30_000,
+): AsyncGenerator<unknown> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   let response: Response;
   try {
-    response = await fetch(`${baseUrl}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: controller.signal });
+    response = await fetch(`${baseUrl}${path}`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      signal: controller.signal,
+    });
   } catch (err) {
     throw unreachable(baseUrl, err);
   } finally {

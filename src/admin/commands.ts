@@ -32,7 +32,11 @@ export const EXIT_UNREACHABLE = 2;
 
 export function withTarget(command: Command): Command {
   return command
-    .option('-c, --config <file>', 'relay config: its http.address, http.token and spool.dir are used', 'relay.config.yaml')
+    .option(
+      '-c, --config <file>',
+      'relay config: its http.address, http.token and spool.dir are used',
+      'relay.config.yaml',
+    )
     .option('--url <url>', 'admin API base URL (default: from http.address in the config)')
     .option('--token <token>', 'bearer token (default: $SMARTHOP_API_TOKEN, else http.token in the config)')
     .option('--json', 'print JSON for scripts instead of a table');
@@ -40,7 +44,10 @@ export function withTarget(command: Command): Command {
 
 export function clientFor(options: CommonOptions): AdminClient {
   const target = resolveTarget(options);
-  if (!target.url) throw new RelayUnreachable(`no admin API address: set http.address in ${options.config ?? 'the config'} or pass --url`);
+  if (!target.url)
+    throw new RelayUnreachable(
+      `no admin API address: set http.address in ${options.config ?? 'the config'} or pass --url`,
+    );
   return new AdminClient(target.url, target.token);
 }
 
@@ -53,9 +60,12 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
       io.setExitCode(err instanceof RelayUnreachable ? EXIT_UNREACHABLE : EXIT_REFUSED);
     }
   };
-  const print = (options: CommonOptions, body: unknown, human: () => string) => io.out(`${options.json ? JSON.stringify(body, null, 2) : human()}\n`);
+  const print = (options: CommonOptions, body: unknown, human: () => string) =>
+    io.out(`${options.json ? JSON.stringify(body, null, 2) : human()}\n`);
 
-  const queue = program.command('queue').description("inspect and control a relay's queue (mailq, postqueue, postsuper)");
+  const queue = program
+    .command('queue')
+    .description("inspect and control a relay's queue (mailq, postqueue, postsuper)");
 
   withTarget(queue.command('list'))
     .description('list queued, held and dead messages; reads the spool directly when the relay is not running')
@@ -67,10 +77,27 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
     .option('--limit <n>', 'at most this many messages', '1000')
     .option('--offline', 'read the spool directory even if the relay is running')
     .action(function (this: Command) {
-      const options = this.opts<CommonOptions & { state?: string; client?: string; recipient?: string; minAge?: string; maxAge?: string; limit: string; offline?: boolean }>();
+      const options = this.opts<
+        CommonOptions & {
+          state?: string;
+          client?: string;
+          recipient?: string;
+          minAge?: string;
+          maxAge?: string;
+          limit: string;
+          offline?: boolean;
+        }
+      >();
       return run(async () => {
         const query = new URLSearchParams();
-        for (const [key, value] of [['state', options.state], ['client', options.client], ['recipient', options.recipient], ['min_age', options.minAge], ['max_age', options.maxAge], ['limit', options.limit]] as const) {
+        for (const [key, value] of [
+          ['state', options.state],
+          ['client', options.client],
+          ['recipient', options.recipient],
+          ['min_age', options.minAge],
+          ['max_age', options.maxAge],
+          ['limit', options.limit],
+        ] as const) {
           if (value !== undefined) query.set(key, value);
         }
         // Rows are printed as they arrive (a search over a deep queue streams); --json prints one object at the end.
@@ -81,7 +108,10 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
         let received = 0;
         const online = async () => {
           const target = resolveTarget(options);
-          if (!target.url) throw new RelayUnreachable(`no admin API address: set http.address in ${options.config ?? 'the config'} or pass --url`);
+          if (!target.url)
+            throw new RelayUnreachable(
+              `no admin API address: set http.address in ${options.config ?? 'the config'} or pass --url`,
+            );
           query.set('format', 'ndjson');
           for await (const line of streamLines(target.url, target.token, `/api/queue?${query}`)) {
             const record = line as QueueEntry | { truncated: boolean };
@@ -131,44 +161,59 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
     ['delete', 'delete messages for good (from queue, hold or dead); works with the relay stopped', 'deleted'],
   ] as const) {
     const command = withTarget(queue.command(name)).description(description).argument('<ids...>', 'queue ids');
-    if (name !== 'retry') command.option('--offline', "act on the spool directory (under its lock) without asking the relay's API");
-    command
-      .action(function (this: Command, ids: string[]) {
-        const options = this.opts<CommonOptions & { offline?: boolean }>();
-        return run(async () => {
-          type Result = ({ id: string; ok: true } & ActionResponse) | { id: string; ok: false; error: string };
-          let results: Result[] = [];
-          const offline = async () => {
-            if (name === 'retry') throw new RelayUnreachable('retry needs the running relay (a stopped one attempts due messages when it starts)');
-            const spoolDir = resolveTarget(options).spoolDir;
-            if (!spoolDir) throw new RelayUnreachable(`no spool.dir found in ${options.config ?? 'the config'}`);
-            results = (await actOffline(spoolDir, name, ids)).map(({ id, result }) => (result.ok ? { ...result.value, id, ok: true } : { id, ok: false, error: result.message }));
-          };
-          try {
-            if (options.offline) {
-              await offline();
-            } else {
-              try {
-                const client = clientFor(options);
-                for (const id of ids) {
-                  const answer = await client.request<ActionResponse>('POST', `/api/queue/${encodeURIComponent(id)}/${name}`);
-                  results.push(answer.status === 200 ? { ...answer.body, id, ok: true } : { id, ok: false, error: errorText(answer.body) });
-                }
-              } catch (err) {
-                if (!(err instanceof RelayUnreachable) || results.length > 0 || name === 'retry') throw err;
-                io.err(`${err.message}; acting on the spool directly\n`);
-                await offline();
+    if (name !== 'retry')
+      command.option('--offline', "act on the spool directory (under its lock) without asking the relay's API");
+    command.action(function (this: Command, ids: string[]) {
+      const options = this.opts<CommonOptions & { offline?: boolean }>();
+      return run(async () => {
+        type Result = ({ id: string; ok: true } & ActionResponse) | { id: string; ok: false; error: string };
+        let results: Result[] = [];
+        const offline = async () => {
+          if (name === 'retry')
+            throw new RelayUnreachable(
+              'retry needs the running relay (a stopped one attempts due messages when it starts)',
+            );
+          const spoolDir = resolveTarget(options).spoolDir;
+          if (!spoolDir) throw new RelayUnreachable(`no spool.dir found in ${options.config ?? 'the config'}`);
+          results = (await actOffline(spoolDir, name, ids)).map(({ id, result }) =>
+            result.ok ? { ...result.value, id, ok: true } : { id, ok: false, error: result.message },
+          );
+        };
+        try {
+          if (options.offline) {
+            await offline();
+          } else {
+            try {
+              const client = clientFor(options);
+              for (const id of ids) {
+                const answer = await client.request<ActionResponse>(
+                  'POST',
+                  `/api/queue/${encodeURIComponent(id)}/${name}`,
+                );
+                results.push(
+                  answer.status === 200
+                    ? { ...answer.body, id, ok: true }
+                    : { id, ok: false, error: errorText(answer.body) },
+                );
               }
+            } catch (err) {
+              if (!(err instanceof RelayUnreachable) || results.length > 0 || name === 'retry') throw err;
+              io.err(`${err.message}; acting on the spool directly\n`);
+              await offline();
             }
-          } catch (err) {
-            // A running relay (or another queue command) holds the spool: a refusal, not an unreachable relay.
-            if (err instanceof SpoolInUse) throw new Error(`${err.message}; use the running relay's admin API (--url, http.address)`, { cause: err });
-            throw err;
           }
-          print(options, results, () => results.map((r) => (r.ok ? `${r.id}: ${verb}` : `${r.id}: ${r.error}`)).join('\n'));
-          if (results.some((r) => !r.ok)) io.setExitCode(EXIT_REFUSED);
-        })();
-      });
+        } catch (err) {
+          // A running relay (or another queue command) holds the spool: a refusal, not an unreachable relay.
+          if (err instanceof SpoolInUse)
+            throw new Error(`${err.message}; use the running relay's admin API (--url, http.address)`, { cause: err });
+          throw err;
+        }
+        print(options, results, () =>
+          results.map((r) => (r.ok ? `${r.id}: ${verb}` : `${r.id}: ${r.error}`)).join('\n'),
+        );
+        if (results.some((r) => !r.ok)) io.setExitCode(EXIT_REFUSED);
+      })();
+    });
   }
 
   withTarget(queue.command('flush'))
@@ -212,7 +257,12 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
 }
 
 /** `queue list` without a relay: the same filter over the spool files, as they are read; true when more matched than `limit`. */
-async function listOffline(options: CommonOptions, query: URLSearchParams, limit: number, take: (entry: QueueEntry) => void): Promise<boolean> {
+async function listOffline(
+  options: CommonOptions,
+  query: URLSearchParams,
+  limit: number,
+  take: (entry: QueueEntry) => void,
+): Promise<boolean> {
   const target = resolveTarget(options);
   if (!target.spoolDir) throw new RelayUnreachable(`no spool.dir found in ${options.config ?? 'the config'}`);
   if (!existsSync(target.spoolDir)) throw new RelayUnreachable(`spool directory ${target.spoolDir} does not exist`);

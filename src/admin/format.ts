@@ -6,7 +6,9 @@ export function table(headers: string[], rows: string[][], rightAligned: number[
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) =>
     cells
-      .map((cell, i) => (rightAligned.includes(i) ? cell.padStart(widths[i]) : i === cells.length - 1 ? cell : cell.padEnd(widths[i])))
+      .map((cell, i) =>
+        rightAligned.includes(i) ? cell.padStart(widths[i]) : i === cells.length - 1 ? cell : cell.padEnd(widths[i]),
+      )
       .join('  ')
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
@@ -45,7 +47,17 @@ function listingRow(m: QueueEntry): string[] {
   const pending = m.recipients.filter((r) => r.status === 'pending');
   const shown = pending.length > 0 ? pending : m.recipients;
   const recipients = shown.length > 1 ? `${shown[0].address} +${shown.length - 1}` : (shown[0]?.address ?? '');
-  return [m.id, stateLabel(m), humanAge(m.age_seconds), humanSize(m.size), String(m.attempts), m.client, `<${m.from}>`, recipients, clip(m.dead?.response ?? m.last_response ?? '', 60)];
+  return [
+    m.id,
+    stateLabel(m),
+    humanAge(m.age_seconds),
+    humanSize(m.size),
+    String(m.attempts),
+    m.client,
+    `<${m.from}>`,
+    recipients,
+    clip(m.dead?.response ?? m.last_response ?? '', 60),
+  ];
 }
 
 function listingSummary(count: number, truncated: boolean, counts: ReadonlyMap<string, number>): string {
@@ -103,7 +115,13 @@ export class StreamedListing {
   private line(cells: string[]): string {
     const widths = this.widths as number[];
     return cells
-      .map((cell, i) => (LISTING_RIGHT_ALIGNED.includes(i) ? cell.padStart(widths[i]) : i === cells.length - 1 ? cell : cell.padEnd(widths[i])))
+      .map((cell, i) =>
+        LISTING_RIGHT_ALIGNED.includes(i)
+          ? cell.padStart(widths[i])
+          : i === cells.length - 1
+            ? cell
+            : cell.padEnd(widths[i]),
+      )
       .join('  ')
       .trimEnd();
   }
@@ -112,7 +130,10 @@ export class StreamedListing {
 export function formatDetail(m: MessageDetail): string {
   const fields: [string, string][] = [
     ['id', m.id],
-    ['state', stateLabel(m) + (m.state === 'deferred' && m.next_attempt_at ? ` (next attempt ${m.next_attempt_at})` : '')],
+    [
+      'state',
+      stateLabel(m) + (m.state === 'deferred' && m.next_attempt_at ? ` (next attempt ${m.next_attempt_at})` : ''),
+    ],
     ['client', `${m.client} (listener ${m.listener}, from [${m.remote}])`],
     ['route', m.route],
     ['from', `<${m.from}>`],
@@ -122,16 +143,33 @@ export function formatDetail(m: MessageDetail): string {
   ];
   if (m.held_at) fields.push(['held', m.held_at]);
   if (m.dead) fields.push(['dead', `${m.dead.reason} at ${m.dead.at}: ${m.dead.response}`]);
-  const head = table(['', ''], fields.map(([k, v]) => [`${k}:`, v])).split('\n').slice(1).join('\n');
-  const recipients = table(['RECIPIENT', 'STATUS', 'SMART HOST', 'LAST RESPONSE'], m.recipients.map((r) => [r.address, r.status, r.smarthost ?? '-', clip(r.response ?? '-', 100)]));
-  const headers = m.headers.map((h) => `${h.name}: ${clip(h.value, 200)}`).join('\n') + (m.headers_truncated ? '\n(header block truncated)' : '');
+  const head = table(
+    ['', ''],
+    fields.map(([k, v]) => [`${k}:`, v]),
+  )
+    .split('\n')
+    .slice(1)
+    .join('\n');
+  const recipients = table(
+    ['RECIPIENT', 'STATUS', 'SMART HOST', 'LAST RESPONSE'],
+    m.recipients.map((r) => [r.address, r.status, r.smarthost ?? '-', clip(r.response ?? '-', 100)]),
+  );
+  const headers =
+    m.headers.map((h) => `${h.name}: ${clip(h.value, 200)}`).join('\n') +
+    (m.headers_truncated ? '\n(header block truncated)' : '');
   return `${head}\n\n${recipients}\n\n${headers}`;
 }
 
 export function formatSmartHosts(hosts: SmartHostStatus[]): string {
   return table(
     ['SMART HOST', 'STATE', 'BREAKER', 'QUOTA LEFT', 'RELAY'],
-    hosts.map((h) => [h.name, h.up ? 'up' : 'down', h.breaker ?? '-', h.quota.length > 0 ? h.quota.map((q) => `${q.remaining} ${q.unit}/${q.window}`).join(' ') : '-', h.relay]),
+    hosts.map((h) => [
+      h.name,
+      h.up ? 'up' : 'down',
+      h.breaker ?? '-',
+      h.quota.length > 0 ? h.quota.map((q) => `${q.remaining} ${q.unit}/${q.window}`).join(' ') : '-',
+      h.relay,
+    ]),
   );
 }
 
@@ -143,11 +181,21 @@ export function formatStatus(s: StatusReport): string {
     `oldest:  ${s.oldest ? `${s.oldest.id}, ${humanAge(s.oldest.age_seconds)} old (received ${s.oldest.received_at})` : 'none (nothing waiting)'}`,
   ];
   if (s.last_reload) {
-    lines.push(`reload:  ${s.last_reload.ok ? 'ok' : 'FAILED'} at ${s.last_reload.at}${s.last_reload.restart_required.length > 0 ? `; restart required for ${s.last_reload.restart_required.join(', ')}` : ''}${s.last_reload.ok ? '' : `: ${s.last_reload.errors.join('; ')}`}`);
+    lines.push(
+      `reload:  ${s.last_reload.ok ? 'ok' : 'FAILED'} at ${s.last_reload.at}${s.last_reload.restart_required.length > 0 ? `; restart required for ${s.last_reload.restart_required.join(', ')}` : ''}${s.last_reload.ok ? '' : `: ${s.last_reload.errors.join('; ')}`}`,
+    );
   }
   const up = s.smarthosts.filter((h) => h.up).length;
   lines.push('', `smart hosts: ${up} up, ${s.smarthosts.length - up} down`, formatSmartHosts(s.smarthosts));
   lines.push('', 'top clients (last hour):');
-  lines.push(s.top_clients.length === 0 ? 'none' : table(['CLIENT', 'MESSAGES', 'RECIPIENTS'], s.top_clients.map((c) => [c.client, String(c.messages), String(c.recipients)]), [1, 2]));
+  lines.push(
+    s.top_clients.length === 0
+      ? 'none'
+      : table(
+          ['CLIENT', 'MESSAGES', 'RECIPIENTS'],
+          s.top_clients.map((c) => [c.client, String(c.messages), String(c.recipients)]),
+          [1, 2],
+        ),
+  );
   return lines.join('\n');
 }

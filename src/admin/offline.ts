@@ -13,7 +13,11 @@ export type OfflineAction = 'hold' | 'release' | 'delete';
  * and a relay started meanwhile waits for nothing but refuses to start until this is done. The files
  * move exactly as the running relay moves them, so its next start's recovery sees ordinary states.
  */
-export async function actOffline(spoolDir: string, action: OfflineAction, ids: readonly string[]): Promise<{ id: string; result: AdminResult<ActionDone> }[]> {
+export async function actOffline(
+  spoolDir: string,
+  action: OfflineAction,
+  ids: readonly string[],
+): Promise<{ id: string; result: AdminResult<ActionDone> }[]> {
   if (!existsSync(spoolDir)) throw new RelayUnreachable(`spool directory ${spoolDir} does not exist`);
   const lock = await SpoolLock.acquire(spoolDir, 'cli');
   const store = new SpoolStore(spoolDir);

@@ -67,11 +67,18 @@ export class RelayState {
    * again (mail is taken and delivered during recovery, but a queued message may not be scheduled yet).
    */
   async readiness(): Promise<Readiness> {
-    const spoolWritable = await access(this.sources.spool.queueDir, constants.W_OK).then(() => true, () => false);
+    const spoolWritable = await access(this.sources.spool.queueDir, constants.W_OK).then(
+      () => true,
+      () => false,
+    );
     const smarthostAvailable = [...this.sources.smarthosts()].some((host) => host.up());
     const accepting = this.sources.accepting();
     const recovery = this.sources.recovery();
-    const queueRecovered: boolean | string = recovery?.recovered ? true : recovery?.failed ? `failed: ${recovery.failed}` : false;
+    const queueRecovered: boolean | string = recovery?.recovered
+      ? true
+      : recovery?.failed
+        ? `failed: ${recovery.failed}`
+        : false;
     const checks: Record<string, boolean | string> = {
       spool_writable: spoolWritable,
       smarthost_available: smarthostAvailable,

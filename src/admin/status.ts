@@ -24,10 +24,20 @@ export function buildStatus(parts: StatusParts): StatusReport {
     version: parts.version,
     started_at: new Date(parts.startedAt).toISOString(),
     uptime_seconds: Math.round((now - parts.startedAt) / 1000),
-    queue: { ready: schedule.ready, deferred: schedule.deferred, active: schedule.active, held: parts.held, dead: parts.dead },
+    queue: {
+      ready: schedule.ready,
+      deferred: schedule.deferred,
+      active: schedule.active,
+      held: parts.held,
+      dead: parts.dead,
+    },
     oldest:
       schedule.oldestId !== null && schedule.oldestReceivedAt !== null
-        ? { id: schedule.oldestId, received_at: new Date(schedule.oldestReceivedAt).toISOString(), age_seconds: Math.max(0, Math.round((now - schedule.oldestReceivedAt) / 1000)) }
+        ? {
+            id: schedule.oldestId,
+            received_at: new Date(schedule.oldestReceivedAt).toISOString(),
+            age_seconds: Math.max(0, Math.round((now - schedule.oldestReceivedAt) / 1000)),
+          }
         : null,
     smarthosts: parts.smarthosts,
     top_clients: parts.topClients,

@@ -27,13 +27,21 @@ export function interpolateEnv(
   return value;
 }
 
-function interpolateString(value: string, env: NodeJS.ProcessEnv, errors: InterpolationError[], path: (string | number)[]): unknown {
+function interpolateString(
+  value: string,
+  env: NodeJS.ProcessEnv,
+  errors: InterpolationError[],
+  path: (string | number)[],
+): unknown {
   if (!value.includes('${')) return value;
   const result = value.replace(REFERENCE, (_match, name: string, fallback: string | undefined) => {
     const fromEnv = env[name];
     if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
     if (fallback !== undefined) return fallback;
-    errors.push({ path, message: `environment variable ${name} is not set (write \${${name}:-default} for a default)` });
+    errors.push({
+      path,
+      message: `environment variable ${name} is not set (write \${${name}:-default} for a default)`,
+    });
     return '';
   });
   // A scalar that is only a reference takes the type YAML would have given the value (`port: ${PORT:-2525}`).

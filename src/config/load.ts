@@ -73,12 +73,23 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
     ...config,
     spool: { ...config.spool, dir: resolve(config.spool.dir) },
     tls: config.tls && { ...config.tls, cert: resolve(config.tls.cert), key: resolve(config.tls.key) },
-    events: config.events && { ...config.events, file: config.events.file === undefined ? undefined : resolve(config.events.file) },
-    routes: Object.fromEntries(Object.entries(config.routes).map(([name, route]) => [name, {
-      ...route,
-      // A PEM given inline (say from ${DKIM_KEY}) is a key, not a path.
-      dkim: route.dkim.map((signature) => ({ ...signature, private_key: isInlinePem(signature.private_key) ? signature.private_key : resolve(signature.private_key) })),
-    }])),
+    events: config.events && {
+      ...config.events,
+      file: config.events.file === undefined ? undefined : resolve(config.events.file),
+    },
+    routes: Object.fromEntries(
+      Object.entries(config.routes).map(([name, route]) => [
+        name,
+        {
+          ...route,
+          // A PEM given inline (say from ${DKIM_KEY}) is a key, not a path.
+          dkim: route.dkim.map((signature) => ({
+            ...signature,
+            private_key: isInlinePem(signature.private_key) ? signature.private_key : resolve(signature.private_key),
+          })),
+        },
+      ]),
+    ),
     smarthosts: config.smarthosts.map((host) => {
       const withCa = host.ca === undefined ? host : { ...host, ca: resolve(host.ca) };
       if (withCa.type !== 'graph' || withCa.certificate === undefined) return withCa;
@@ -87,9 +98,13 @@ function resolvePaths(config: RelayConfig, baseDir: string): RelayConfig {
       const file = (value: string) => (isInlinePem(value) ? value : resolve(value));
       return { ...withCa, certificate: { cert: file(cert), key: file(key) } };
     }),
-    policies: Object.fromEntries(Object.entries(config.policies).map(([name, policy]) => [
-      name,
-      policy.suppressed_recipients === undefined ? policy : { ...policy, suppressed_recipients: resolve(policy.suppressed_recipients) },
-    ])),
+    policies: Object.fromEntries(
+      Object.entries(config.policies).map(([name, policy]) => [
+        name,
+        policy.suppressed_recipients === undefined
+          ? policy
+          : { ...policy, suppressed_recipients: resolve(policy.suppressed_recipients) },
+      ]),
+    ),
   };
 }

@@ -13,7 +13,10 @@ import { parseDuration, parseHostPort, parseSize } from './units';
 const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const bytes = parseSize(value);
   if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected a size like 25MiB, 512KiB or plain bytes, got ${JSON.stringify(value)}` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a size like 25MiB, 512KiB or plain bytes, got ${JSON.stringify(value)}`,
+    });
     return z.NEVER;
   }
   return bytes;
@@ -22,7 +25,10 @@ const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
 const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const ms = parseDuration(value);
   if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected a duration like 30s, 5m, 1h or 5d, got ${JSON.stringify(value)}` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a duration like 30s, 5m, 1h or 5d, got ${JSON.stringify(value)}`,
+    });
     return z.NEVER;
   }
   return ms;
@@ -44,63 +50,72 @@ const network = z.string().transform((value, ctx) => {
     const address = ipaddr.parse(value);
     return [address, address.kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number];
   } catch {
-    ctx.addIssue({ code: 'custom', message: `expected a CIDR like 10.20.0.0/16 or fd00::/64, got ${JSON.stringify(value)}` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a CIDR like 10.20.0.0/16 or fd00::/64, got ${JSON.stringify(value)}`,
+    });
     return z.NEVER;
   }
 });
 
-const name = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a name of letters, digits, "_", "-" or "." (it becomes a metric label)');
+const name = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a name of letters, digits, "_", "-" or "." (it becomes a metric label)');
 
 const tlsMode = z.enum(['none', 'starttls', 'implicit']);
 
-const scryptHash = z.string().refine((value) => /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(value), {
-  message: 'expected scrypt hash, got plain text (make one with `smarthop hash-password`)',
-});
+const scryptHash = z
+  .string()
+  .refine((value) => /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(value), {
+    message: 'expected scrypt hash, got plain text (make one with `smarthop hash-password`)',
+  });
 
 const positiveDuration = duration.refine((ms) => ms > 0, 'must be longer than 0');
 
-const listenerSchema = z.strictObject({
-  name,
-  address: hostPort,
-  tls: tlsMode.default('none'),
-  require_tls: z.boolean().default(false),
-  auth: z.enum(['off', 'optional', 'required']).default('optional'),
-  allow_insecure_auth: z.boolean().default(false),
-  line_endings: z.enum(['normalize', 'strict']).default('normalize'),
-  max_clients: z.number().int().positive().default(500),
-  socket_timeout: duration.default(60_000),
-  /**
-   * The longest one command line may take from its first byte to its end: bytes trickled in one at a
-   * time reset socket_timeout but not this (421 4.4.2 and the connection closes).
-   */
-  command_deadline: positiveDuration.default(30_000),
-  /**
-   * From accept to the SMTP session on an implicit-TLS or proxy_protocol listener: the TLS handshake
-   * and the PROXY header must be done within this, whoever the peer is (else the connection is closed).
-   */
-  handshake_timeout: positiveDuration.default(10_000),
-  /** A connection from an address outside every client's networks must authenticate within this (else 421 4.7.0). */
-  identify_timeout: positiveDuration.default(30_000),
-  /**
-   * Connections from addresses outside every client's networks that have not authenticated yet, at
-   * once (421 4.7.0 past it): what is left of max_clients stays for trusted networks. Default: half of max_clients.
-   */
-  max_unidentified_clients: z.number().int().positive().optional(),
-  /** Pause before the greeting; a client that talks during it gets 421 (early-talker detection). */
-  greeting_delay: duration.default(0),
-  /** `inline`: once the message is on disk, try the smart hosts before answering DATA (the app sees a real 5xx). */
-  delivery: z.enum(['queue', 'inline']).default('queue'),
-  inline_timeout: duration.default(5_000),
-  /**
-   * Behind a load balancer: connections must come from `trusted_proxies` and start with a PROXY
-   * protocol v1 header, whose source address is then the client's address for everything.
-   */
-  proxy_protocol: z.boolean().default(false),
-  trusted_proxies: z.array(network).default([]),
-}).transform((listener) => ({
-  ...listener,
-  max_unidentified_clients: listener.max_unidentified_clients ?? Math.max(1, Math.floor(listener.max_clients / 2)),
-}));
+const listenerSchema = z
+  .strictObject({
+    name,
+    address: hostPort,
+    tls: tlsMode.default('none'),
+    require_tls: z.boolean().default(false),
+    auth: z.enum(['off', 'optional', 'required']).default('optional'),
+    allow_insecure_auth: z.boolean().default(false),
+    line_endings: z.enum(['normalize', 'strict']).default('normalize'),
+    max_clients: z.number().int().positive().default(500),
+    socket_timeout: duration.default(60_000),
+    /**
+     * The longest one command line may take from its first byte to its end: bytes trickled in one at a
+     * time reset socket_timeout but not this (421 4.4.2 and the connection closes).
+     */
+    command_deadline: positiveDuration.default(30_000),
+    /**
+     * From accept to the SMTP session on an implicit-TLS or proxy_protocol listener: the TLS handshake
+     * and the PROXY header must be done within this, whoever the peer is (else the connection is closed).
+     */
+    handshake_timeout: positiveDuration.default(10_000),
+    /** A connection from an address outside every client's networks must authenticate within this (else 421 4.7.0). */
+    identify_timeout: positiveDuration.default(30_000),
+    /**
+     * Connections from addresses outside every client's networks that have not authenticated yet, at
+     * once (421 4.7.0 past it): what is left of max_clients stays for trusted networks. Default: half of max_clients.
+     */
+    max_unidentified_clients: z.number().int().positive().optional(),
+    /** Pause before the greeting; a client that talks during it gets 421 (early-talker detection). */
+    greeting_delay: duration.default(0),
+    /** `inline`: once the message is on disk, try the smart hosts before answering DATA (the app sees a real 5xx). */
+    delivery: z.enum(['queue', 'inline']).default('queue'),
+    inline_timeout: duration.default(5_000),
+    /**
+     * Behind a load balancer: connections must come from `trusted_proxies` and start with a PROXY
+     * protocol v1 header, whose source address is then the client's address for everything.
+     */
+    proxy_protocol: z.boolean().default(false),
+    trusted_proxies: z.array(network).default([]),
+  })
+  .transform((listener) => ({
+    ...listener,
+    max_unidentified_clients: listener.max_unidentified_clients ?? Math.max(1, Math.floor(listener.max_clients / 2)),
+  }));
 
 const clientSchema = z
   .strictObject({
@@ -115,7 +130,11 @@ const clientSchema = z
       ctx.addIssue({ code: 'custom', message: 'a client needs networks, a username, or both' });
     }
     if (client.username !== undefined && client.password_hash === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['password_hash'], message: 'required with username (make one with `smarthop hash-password`)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['password_hash'],
+        message: 'required with username (make one with `smarthop hash-password`)',
+      });
     }
     if (client.username === undefined && client.password_hash !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['username'], message: 'required with password_hash' });
@@ -127,19 +146,26 @@ const clientSchema = z
  * the stages that match compile them. A bad pattern is an error at its index.
  */
 const addressPatterns = z.array(z.string()).superRefine((patterns, ctx) => {
-  for (const error of validateAddressPatterns(patterns)) ctx.addIssue({ code: 'custom', path: [error.index], message: error.message });
+  for (const error of validateAddressPatterns(patterns))
+    ctx.addIssue({ code: 'custom', path: [error.index], message: error.message });
 });
 
 /** A header rule's pattern, checked here for RE2's linear-time matcher (message/header-pattern.ts) and kept as written. */
-const regex = z.string().min(1).superRefine((source, ctx) => {
-  const error = headerPatternError(source);
-  if (error !== undefined) ctx.addIssue({ code: 'custom', message: error });
-});
+const regex = z
+  .string()
+  .min(1)
+  .superRefine((source, ctx) => {
+    const error = headerPatternError(source);
+    if (error !== undefined) ctx.addIssue({ code: 'custom', message: error });
+  });
 
 const extension = z.string().transform((value, ctx) => {
   const ext = value.trim().replace(/^\./, '').toLowerCase();
   if (!/^[^\s./\\]+$/.test(ext)) {
-    ctx.addIssue({ code: 'custom', message: `expected a file-name extension like exe or .js, got ${JSON.stringify(value)}` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a file-name extension like exe or .js, got ${JSON.stringify(value)}`,
+    });
     return z.NEVER;
   }
   return ext;
@@ -238,11 +264,19 @@ const limitsSchema = z.strictObject({
 });
 
 /** An address as MAIL FROM and header From use it: local@domain, no display name, no brackets. */
-const mailbox = z.string().regex(/^[^\s@<>()",;:\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected an address like bounces@corp.example');
+const mailbox = z
+  .string()
+  .regex(
+    /^[^\s@<>()",;:\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$/,
+    'expected an address like bounces@corp.example',
+  );
 
 const domain = z
   .string()
-  .regex(/^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected a domain like corp.example')
+  .regex(
+    /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$/,
+    'expected a domain like corp.example',
+  )
   .transform((value) => value.toLowerCase());
 
 /** A header field name (RFC 5322 ftext). */
@@ -303,7 +337,9 @@ const quotaSchema = z
     messages: z.number().int().min(1).optional(),
     recipients: z.number().int().min(1).optional(),
   })
-  .refine((limit) => limit.messages !== undefined || limit.recipients !== undefined, { message: 'a rate limit needs messages, recipients, or both' })
+  .refine((limit) => limit.messages !== undefined || limit.recipients !== undefined, {
+    message: 'a rate limit needs messages, recipients, or both',
+  })
   .refine((limit) => limit.window > 0, { path: ['window'], message: 'a rate limit window must be longer than 0' });
 
 const breakerSchema = z.strictObject({
@@ -350,20 +386,29 @@ const smtpSmarthostSchema = z.strictObject({
  * a string without TLS 1.3 suites turns TLS 1.3 off.
  */
 export const DEFAULT_TLS_CIPHERS = [
-  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
-  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
-  'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
 ].join(':');
 
 /** An OpenSSL cipher list that names at least one suite this Node.js knows. */
-const cipherList = z.string().min(1).refine((ciphers) => {
-  try {
-    createSecureContext({ ciphers });
-    return true;
-  } catch {
-    return false;
-  }
-}, 'expected an OpenSSL cipher list naming at least one supported suite, like ECDHE-RSA-AES128-GCM-SHA256');
+const cipherList = z
+  .string()
+  .min(1)
+  .refine((ciphers) => {
+    try {
+      createSecureContext({ ciphers });
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'expected an OpenSSL cipher list naming at least one supported suite, like ECDHE-RSA-AES128-GCM-SHA256');
 
 /** The certificate of our listeners and how they negotiate TLS. */
 const tlsSchema = z.strictObject({
@@ -475,7 +520,11 @@ const httpSchema = z.strictObject({
 });
 
 const webhookSchema = z.strictObject({
-  url: z.string().refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), { message: 'expected an http:// or https:// URL' }),
+  url: z
+    .string()
+    .refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), {
+      message: 'expected an http:// or https:// URL',
+    }),
   /** HMAC-SHA256 key for `X-Smarthop-Signature`; from the environment, never in the file. */
   secret: z.string().min(16, 'expected at least 16 characters (make one with `openssl rand -hex 32`)'),
   timeout: duration.default(5_000),
@@ -495,7 +544,9 @@ const eventsSchema = z
     keep: z.number().int().min(0).max(1000).default(5),
     webhook: webhookSchema.optional(),
   })
-  .refine((events) => events.file !== undefined || events.webhook !== undefined, { message: 'events needs a file, a webhook, or both' });
+  .refine((events) => events.file !== undefined || events.webhook !== undefined, {
+    message: 'events needs a file, a webhook, or both',
+  });
 
 /** `redis://[user:pass@]host:port[/db]` or `rediss://` (TLS); secrets come from `${ENV}`. */
 const redisUrl = z.string().refine((value) => URL.canParse(value) && /^rediss?:$/.test(new URL(value).protocol), {
@@ -521,9 +572,19 @@ const stateSchema = z
   })
   .superRefine((state, ctx) => {
     if (state.store !== 'redis') return;
-    if (state.redis === undefined) ctx.addIssue({ code: 'custom', path: ['redis'], message: 'required with store: redis ({ url: redis://host:6379 })' });
+    if (state.redis === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['redis'],
+        message: 'required with store: redis ({ url: redis://host:6379 })',
+      });
     if (state.fleet_size === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['fleet_size'], message: 'required with store: redis: how many relays share the limits (while Redis is unreachable each enforces 1/fleet_size of every limit)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fleet_size'],
+        message:
+          'required with store: redis: how many relays share the limits (while Redis is unreachable each enforces 1/fleet_size of every limit)',
+      });
     }
   });
 
@@ -580,7 +641,9 @@ export const configSchema = z
     smarthosts: z.array(smarthostSchema).min(1, 'at least one smart host is needed'),
     http: httpSchema.optional(),
     events: eventsSchema.optional(),
-    log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
+    log: z
+      .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .default({ level: 'info' }),
     state: stateSchema.default({ store: 'memory' }),
   })
   .superRefine((config, ctx) => {
@@ -590,12 +653,18 @@ export const configSchema = z
     uniqueNames(config.smarthosts, 'smarthosts', issue);
 
     config.listeners.forEach((listener, i) => {
-      if (listener.tls !== 'none' && !config.tls) issue(['listeners', i, 'tls'], `tls: ${listener.tls} needs the top-level tls.cert and tls.key`);
-      if (listener.require_tls && listener.tls !== 'starttls') issue(['listeners', i, 'require_tls'], 'only meaningful with tls: starttls (implicit TLS is always encrypted)');
+      if (listener.tls !== 'none' && !config.tls)
+        issue(['listeners', i, 'tls'], `tls: ${listener.tls} needs the top-level tls.cert and tls.key`);
+      if (listener.require_tls && listener.tls !== 'starttls')
+        issue(['listeners', i, 'require_tls'], 'only meaningful with tls: starttls (implicit TLS is always encrypted)');
       if (listener.proxy_protocol && listener.trusted_proxies.length === 0) {
-        issue(['listeners', i, 'trusted_proxies'], 'required with proxy_protocol: true (the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])');
+        issue(
+          ['listeners', i, 'trusted_proxies'],
+          'required with proxy_protocol: true (the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])',
+        );
       }
-      if (!listener.proxy_protocol && listener.trusted_proxies.length > 0) issue(['listeners', i, 'trusted_proxies'], 'only meaningful with proxy_protocol: true');
+      if (!listener.proxy_protocol && listener.trusted_proxies.length > 0)
+        issue(['listeners', i, 'trusted_proxies'], 'only meaningful with proxy_protocol: true');
       if (listener.max_unidentified_clients > listener.max_clients) {
         const more = `must not be more than max_clients (${listener.max_clients})`;
         issue(['listeners', i, 'max_unidentified_clients'], more);
@@ -634,56 +703,84 @@ export const configSchema = z
     config.clients.forEach((client, i) => {
       if (client.username !== undefined) {
         const earlier = usernames.get(client.username);
-        if (earlier !== undefined) issue(['clients', i, 'username'], `duplicate username ${JSON.stringify(client.username)} (also clients[${earlier}])`);
+        if (earlier !== undefined)
+          issue(
+            ['clients', i, 'username'],
+            `duplicate username ${JSON.stringify(client.username)} (also clients[${earlier}])`,
+          );
         usernames.set(client.username, i);
       }
       if (client.policy !== undefined && !(client.policy in config.policies)) {
         issue(['clients', i, 'policy'], `no policy named ${JSON.stringify(client.policy)} under policies`);
       }
       if (client.policy === undefined && !('default' in config.routes)) {
-        issue(['clients', i, 'policy'], 'a client without a policy is relayed through the route "default", which is not defined');
+        issue(
+          ['clients', i, 'policy'],
+          'a client without a policy is relayed through the route "default", which is not defined',
+        );
       }
     });
 
     for (const [policyName, policy] of Object.entries(config.policies)) {
-      if (!(policy.route in config.routes)) issue(['policies', policyName, 'route'], `no route named ${JSON.stringify(policy.route)} under routes`);
+      if (!(policy.route in config.routes))
+        issue(['policies', policyName, 'route'], `no route named ${JSON.stringify(policy.route)} under routes`);
       if (policy.max_message_size !== undefined && policy.max_message_size > config.max_message_size) {
-        issue(['policies', policyName, 'max_message_size'], `a policy may only lower max_message_size (the relay's is ${config.max_message_size} bytes)`);
+        issue(
+          ['policies', policyName, 'max_message_size'],
+          `a policy may only lower max_message_size (the relay's is ${config.max_message_size} bytes)`,
+        );
       }
       const seen = new Set<string>();
       policy.rate_limits.forEach((limit, i) => {
         for (const dimension of ['messages', 'recipients', 'bytes'] as const) {
           if (limit[dimension] === undefined) continue;
           const key = `${dimension}/${limit.window}`;
-          if (seen.has(key)) issue(['policies', policyName, 'rate_limits', i], `a second ${dimension} limit for the same window`);
+          if (seen.has(key))
+            issue(['policies', policyName, 'rate_limits', i], `a second ${dimension} limit for the same window`);
           seen.add(key);
         }
       });
     }
     if (config.http && !isLoopbackHost(config.http.address.host) && config.http.token === undefined) {
-      issue(['http', 'token'], `required when http.address is not loopback (${config.http.address.host}): the admin API can delete mail`);
+      issue(
+        ['http', 'token'],
+        `required when http.address is not loopback (${config.http.address.host}): the admin API can delete mail`,
+      );
     }
 
     const hostNames = new Set(config.smarthosts.map((host) => host.name));
     const senderDomains = new Map<string, string>();
     for (const [routeName, route] of Object.entries(config.routes)) {
       route.smarthosts.forEach((hostName, i) => {
-        if (!hostNames.has(hostName)) issue(['routes', routeName, 'smarthosts', i], `no smart host named ${JSON.stringify(hostName)} under smarthosts`);
+        if (!hostNames.has(hostName))
+          issue(
+            ['routes', routeName, 'smarthosts', i],
+            `no smart host named ${JSON.stringify(hostName)} under smarthosts`,
+          );
       });
       // One envelope domain, one route: anything else would make the choice depend on key order.
       route.sender_domains.forEach((senderDomain, i) => {
         const earlier = senderDomains.get(senderDomain);
-        if (earlier !== undefined) issue(['routes', routeName, 'sender_domains', i], `${senderDomain} is already routed by routes.${earlier}.sender_domains`);
+        if (earlier !== undefined)
+          issue(
+            ['routes', routeName, 'sender_domains', i],
+            `${senderDomain} is already routed by routes.${earlier}.sender_domains`,
+          );
         senderDomains.set(senderDomain, routeName);
       });
     }
   });
 
-function uniqueNames(items: { name: string }[], key: string, issue: (path: (string | number)[], message: string) => void): void {
+function uniqueNames(
+  items: { name: string }[],
+  key: string,
+  issue: (path: (string | number)[], message: string) => void,
+): void {
   const seen = new Map<string, number>();
   items.forEach((item, i) => {
     const earlier = seen.get(item.name);
-    if (earlier !== undefined) issue([key, i, 'name'], `duplicate name ${JSON.stringify(item.name)} (also ${key}[${earlier}])`);
+    if (earlier !== undefined)
+      issue([key, i, 'name'], `duplicate name ${JSON.stringify(item.name)} (also ${key}[${earlier}])`);
     seen.set(item.name, i);
   });
 }

@@ -2,12 +2,23 @@
 
 const SIZE_FACTORS: Record<string, number> = {
   b: 1,
-  k: 1000, kb: 1000, m: 1000 ** 2, mb: 1000 ** 2, g: 1000 ** 3, gb: 1000 ** 3,
-  kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3,
+  k: 1000,
+  kb: 1000,
+  m: 1000 ** 2,
+  mb: 1000 ** 2,
+  g: 1000 ** 3,
+  gb: 1000 ** 3,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
 };
 
 const DURATION_FACTORS_MS: Record<string, number> = {
-  ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000,
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
 };
 
 /** Bytes for `10MiB`, `512KiB`, `1.5GB`, `1024`; undefined when it is not a size. */

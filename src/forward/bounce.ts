@@ -43,12 +43,28 @@ export class Bouncer {
     const id = store.newId();
     const now = this.now();
     const body = buildDsn({
-      hostname, originalId: meta.id, arrivalDate: new Date(meta.receivedAt), date: new Date(now), to: to[0], failures,
-      originalHeaders: await store.readHeaders(meta.id, messageBytes(meta)), uniqueId: id,
+      hostname,
+      originalId: meta.id,
+      arrivalDate: new Date(meta.receivedAt),
+      date: new Date(now),
+      to: to[0],
+      failures,
+      originalHeaders: await store.readHeaders(meta.id, messageBytes(meta)),
+      uniqueId: id,
     });
     const dsn: MessageMeta = {
-      version: 2, id, receivedAt: now, client: meta.client, listener: meta.listener, remote: meta.remote, route: meta.route,
-      from: '', recipients: to.map((address) => ({ address, status: 'pending' })), size: body.length, attempts: 0, nextAttemptAt: now,
+      version: 2,
+      id,
+      receivedAt: now,
+      client: meta.client,
+      listener: meta.listener,
+      remote: meta.remote,
+      route: meta.route,
+      from: '',
+      recipients: to.map((address) => ({ address, status: 'pending' })),
+      size: body.length,
+      attempts: 0,
+      nextAttemptAt: now,
       dsnOf: meta.id,
     };
     await store.commitGenerated(dsn, body);

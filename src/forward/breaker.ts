@@ -65,7 +65,9 @@ export function record(state: BreakerState, result: DeliveryResult, now: number,
   switch (state.kind) {
     case 'closed':
       if (result === 'credentials_refused') return { kind: 'open', until: now + config.cooldown, failures };
-      return failures >= config.failures ? { kind: 'open', until: now + config.cooldown, failures } : { kind: 'closed', failures };
+      return failures >= config.failures
+        ? { kind: 'open', until: now + config.cooldown, failures }
+        : { kind: 'closed', failures };
     case 'half_open':
       return { kind: 'open', until: now + config.cooldown, failures };
     case 'open':

@@ -22,7 +22,10 @@ const HEAP_QUERY_TIMEOUT_MS = 1_000;
 export class DeliveryThread {
   private worker: Worker | null = null;
   private readonly openHosts = new Map<number, { config: SmtpSmartHostConfig; ca: Buffer | undefined }>();
-  private readonly pending = new Map<number, { recipients: string[]; resolve: (outcomes: Map<string, Outcome>) => void }>();
+  private readonly pending = new Map<
+    number,
+    { recipients: string[]; resolve: (outcomes: Map<string, Outcome>) => void }
+  >();
   private readonly heapQueries = new Map<number, (spaces: HeapSpace[]) => void>();
   private nextHost = 1;
   private nextRequest = 1;
@@ -112,7 +115,8 @@ export class DeliveryThread {
 
   private post(message: ToDeliveryThread): void {
     if (this.stopped) {
-      if (message.type === 'send') this.settle(message.request, failedOutcomes(message.envelope.to, 'the relay is stopping'));
+      if (message.type === 'send')
+        this.settle(message.request, failedOutcomes(message.envelope.to, 'the relay is stopping'));
       return;
     }
     // Nothing to close in a thread that is not running; and a new thread is told every open host anyway.
@@ -122,7 +126,11 @@ export class DeliveryThread {
       worker = this.ensureWorker();
     } catch (err) {
       this.logger.error({ err }, `delivery thread could not start: ${(err as Error).message}`);
-      if (message.type === 'send') this.settle(message.request, failedOutcomes(message.envelope.to, `delivery thread could not start: ${(err as Error).message}`));
+      if (message.type === 'send')
+        this.settle(
+          message.request,
+          failedOutcomes(message.envelope.to, `delivery thread could not start: ${(err as Error).message}`),
+        );
       return;
     }
     worker.postMessage(message);
@@ -141,7 +149,12 @@ export class DeliveryThread {
         this.settle(message.request, failedOutcomes(entry?.recipients ?? [], `delivery thread: ${message.message}`));
       }
     });
-    worker.on('error', (err) => this.logger.error({ err }, `delivery thread failed: ${err.message}; sends under way are deferred, the next send starts a new thread`));
+    worker.on('error', (err) =>
+      this.logger.error(
+        { err },
+        `delivery thread failed: ${err.message}; sends under way are deferred, the next send starts a new thread`,
+      ),
+    );
     worker.on('exit', (code) => {
       if (this.worker !== worker) return;
       this.worker = null;
@@ -149,7 +162,8 @@ export class DeliveryThread {
       this.answerHeapQueries();
     });
     // A new thread (the first, or one replacing a dead one) needs every smart host still in use.
-    for (const [host, { config, ca }] of this.openHosts) worker.postMessage({ type: 'open', host, config, heloName: this.heloName, ca } satisfies ToDeliveryThread);
+    for (const [host, { config, ca }] of this.openHosts)
+      worker.postMessage({ type: 'open', host, config, heloName: this.heloName, ca } satisfies ToDeliveryThread);
     if (this.pending.size === 0) worker.unref();
     return worker;
   }
@@ -169,7 +183,9 @@ export class DeliveryThread {
 
 /** Not the smart host's fault, so not a connection failure: the breaker ignores it, the message is deferred. */
 function failedOutcomes(recipients: readonly string[], detail: string): Map<string, Outcome> {
-  return new Map(recipients.map((address): [string, Outcome] => [address, { kind: 'transient', cause: 'reply', detail }]));
+  return new Map(
+    recipients.map((address): [string, Outcome] => [address, { kind: 'transient', cause: 'reply', detail }]),
+  );
 }
 
 /**

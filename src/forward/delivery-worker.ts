@@ -25,7 +25,9 @@ port.on('message', (message: ToDeliveryThread) => {
     case 'open':
       try {
         // The file was read by the event loop (a CA is a few KB); it arrives as a Uint8Array.
-        const ca = message.ca ? Buffer.from(message.ca.buffer, message.ca.byteOffset, message.ca.byteLength) : undefined;
+        const ca = message.ca
+          ? Buffer.from(message.ca.buffer, message.ca.byteOffset, message.ca.byteLength)
+          : undefined;
         hosts.set(message.host, new NodemailerSmartHost(message.config, message.heloName, ca));
       } catch (err) {
         broken.set(message.host, `cannot set up ${message.config.name}: ${(err as Error).message}`);
@@ -37,12 +39,24 @@ port.on('message', (message: ToDeliveryThread) => {
       broken.delete(message.host);
       return;
     case 'heap':
-      reply({ type: 'heap', request: message.request, spaces: getHeapSpaceStatistics().map((space) => ({ space: space.space_name, size: space.space_size, used: space.space_used_size })) });
+      reply({
+        type: 'heap',
+        request: message.request,
+        spaces: getHeapSpaceStatistics().map((space) => ({
+          space: space.space_name,
+          size: space.space_size,
+          used: space.space_used_size,
+        })),
+      });
       return;
     case 'send': {
       const host = hosts.get(message.host);
       if (!host) {
-        reply({ type: 'failed', request: message.request, message: broken.get(message.host) ?? `smart host #${message.host} is not open in the delivery thread` });
+        reply({
+          type: 'failed',
+          request: message.request,
+          message: broken.get(message.host) ?? `smart host #${message.host} is not open in the delivery thread`,
+        });
         return;
       }
       host.send(message.envelope, message.body).then(

@@ -76,7 +76,11 @@ function utf8Bytes(text: string): string {
 
 /** One header line's worth of US-ASCII (DSN fields are ASCII; provider replies may be anything). */
 function printable(text: string, max = 900): string {
-  const clean = text.replace(/\r?\n/g, ' ').replace(/[^\x20-\x7e]/g, '?').replace(/\s+/g, ' ').trim();
+  const clean = text
+    .replace(/\r?\n/g, ' ')
+    .replace(/[^\x20-\x7e]/g, '?')
+    .replace(/\s+/g, ' ')
+    .trim();
   return clean.length > max ? `${clean.slice(0, max)}...` : clean;
 }
 
@@ -102,20 +106,24 @@ export function buildDsn(input: DsnInput): Buffer {
       : 'Your message could not be delivered to one or more recipients.',
     'It is attached below (headers only). The mail system said:',
     '',
-    ...failures.map((f) => `<${printable(f.address, 300)}>: ${printable(f.response ?? 'no smart host accepted the message')}`),
+    ...failures.map(
+      (f) => `<${printable(f.address, 300)}>: ${printable(f.response ?? 'no smart host accepted the message')}`,
+    ),
   ];
   const perMessage = [
     `Reporting-MTA: dns; ${hostname}`,
     `X-Smarthop-Queue-ID: ${input.originalId}`,
     `Arrival-Date: ${rfc5322Date(input.arrivalDate)}`,
   ];
-  const perRecipient = failures.map((f) => [
-    `Final-Recipient: ${printable(finalRecipient(f.address), 900)}`,
-    'Action: failed',
-    `Status: ${dsnStatus(f)}`,
-    ...(f.remoteMta !== undefined ? [`Remote-MTA: dns; ${printable(f.remoteMta, 255)}`] : []),
-    `Diagnostic-Code: ${diagnosticCode(f.response)}`,
-  ].join('\r\n'));
+  const perRecipient = failures.map((f) =>
+    [
+      `Final-Recipient: ${printable(finalRecipient(f.address), 900)}`,
+      'Action: failed',
+      `Status: ${dsnStatus(f)}`,
+      ...(f.remoteMta !== undefined ? [`Remote-MTA: dns; ${printable(f.remoteMta, 255)}`] : []),
+      `Diagnostic-Code: ${diagnosticCode(f.response)}`,
+    ].join('\r\n'),
+  );
   const eightBit = input.originalHeaders.some((byte) => byte > 0x7e);
 
   const text = [
@@ -142,5 +150,9 @@ export function buildDsn(input: DsnInput): Buffer {
     '',
     '',
   ].join('\r\n');
-  return Buffer.concat([Buffer.from(text, 'latin1'), input.originalHeaders, Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1')]);
+  return Buffer.concat([
+    Buffer.from(text, 'latin1'),
+    input.originalHeaders,
+    Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1'),
+  ]);
 }

@@ -1,6 +1,15 @@
 import type { SmartHostConfig } from '../config/schema';
 import type { Observer } from '../observe/events';
-import { admit as breakerAdmit, classify, CLOSED, eligibleAt, isUp, probeNow, record, type BreakerState } from './breaker';
+import {
+  admit as breakerAdmit,
+  classify,
+  CLOSED,
+  eligibleAt,
+  isUp,
+  probeNow,
+  record,
+  type BreakerState,
+} from './breaker';
 import type { Outcome } from './outcome';
 import type { QuotaSample, SmartHostQuota } from './quota';
 import type { Admission, Envelope, MessageBody, SmartHost, SmartHostDetails, SmartHostTransport } from './smarthost';
@@ -47,7 +56,11 @@ export class GuardedSmartHost implements SmartHost {
 
   /** Its breaker is not closed but its cooldown is over: the next delivery is its probe. */
   probing(now: number): boolean {
-    return this.breaker.kind !== 'closed' && !(this.breaker.kind === 'half_open' && this.breaker.everyone) && this.available(now);
+    return (
+      this.breaker.kind !== 'closed' &&
+      !(this.breaker.kind === 'half_open' && this.breaker.everyone) &&
+      this.available(now)
+    );
   }
 
   /** An admin's flush or retry: try the host now, with every delivery, instead of after its cooldown (breaker.ts). */
@@ -126,8 +139,16 @@ export class GuardedSmartHost implements SmartHost {
   }
 
   private breakerRefusal(retryAt: number): Admission {
-    const what = this.breaker.kind === 'half_open' ? 'a probe delivery is under way' : `circuit open after ${this.breaker.failures} connection failure(s)`;
-    return { ok: false, cause: 'breaker', retryAt, detail: `${this.name} skipped: ${what}, until ${new Date(retryAt).toISOString()}` };
+    const what =
+      this.breaker.kind === 'half_open'
+        ? 'a probe delivery is under way'
+        : `circuit open after ${this.breaker.failures} connection failure(s)`;
+    return {
+      ok: false,
+      cause: 'breaker',
+      retryAt,
+      detail: `${this.name} skipped: ${what}, until ${new Date(retryAt).toISOString()}`,
+    };
   }
 
   private setBreaker(next: BreakerState): void {
@@ -135,7 +156,11 @@ export class GuardedSmartHost implements SmartHost {
     this.breaker = next;
     if (previous.kind === next.kind) return;
     this.observer.emit({
-      type: 'breaker', smarthost: this.name, relay: this.relay, state: next.kind, failures: next.kind === 'closed' ? previous.failures : next.failures,
+      type: 'breaker',
+      smarthost: this.name,
+      relay: this.relay,
+      state: next.kind,
+      failures: next.kind === 'closed' ? previous.failures : next.failures,
       until: next.kind === 'open' ? next.until : null,
     });
   }

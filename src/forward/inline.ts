@@ -40,29 +40,34 @@ export class InlineDelivery {
           return true;
         },
       };
-      const adopted = this.deps.scheduler.adopt(meta.id, meta.receivedAt, async (): Promise<AttemptResult> => {
-        try {
-          const result = await this.deps.attempt(meta.id, claim);
-          if (result.kind === 'done' && result.rejected && state === 'claimed') {
-            state = 'answered';
-            resolve({ ok: false, ...clientReply(result.rejected) });
-          } else {
-            answerQueued();
+      const adopted = this.deps.scheduler.adopt(
+        meta.id,
+        meta.receivedAt,
+        async (): Promise<AttemptResult> => {
+          try {
+            const result = await this.deps.attempt(meta.id, claim);
+            if (result.kind === 'done' && result.rejected && state === 'claimed') {
+              state = 'answered';
+              resolve({ ok: false, ...clientReply(result.rejected) });
+            } else {
+              answerQueued();
+            }
+            return result;
+          } catch (err) {
+            if (state === 'claimed') {
+              // The refusal was claimed and removing the message failed part-way: it may be gone, so a
+              // 250 could be a lie; a temporary refusal makes the client keep it and try again.
+              state = 'answered';
+              resolve({ ok: false, code: 451, message: '4.3.0 Delivery could not be completed, try again later' });
+            } else {
+              // Otherwise the message is still on disk (a refusal removes it last): 250 is the truth.
+              answerQueued();
+            }
+            throw err;
           }
-          return result;
-        } catch (err) {
-          if (state === 'claimed') {
-            // The refusal was claimed and removing the message failed part-way: it may be gone, so a
-            // 250 could be a lie; a temporary refusal makes the client keep it and try again.
-            state = 'answered';
-            resolve({ ok: false, code: 451, message: '4.3.0 Delivery could not be completed, try again later' });
-          } else {
-            // Otherwise the message is still on disk (a refusal removes it last): 250 is the truth.
-            answerQueued();
-          }
-          throw err;
-        }
-      }, meta.route);
+        },
+        meta.route,
+      );
       // Already being attempted (it raced an admin retry): it is queued, and that attempt carries on.
       if (!adopted) answerQueued();
     });
@@ -75,9 +80,18 @@ export class InlineDelivery {
  */
 export function clientReply(reply: SmtpReply): { code: number; message: string } {
   const code = reply.code >= 500 && reply.code <= 599 ? reply.code : 554;
-  const lines = reply.text.split(/\r?\n/).map((line) => line.replace(/^\d{3}[ -]?/, '').trim()).filter((line) => line !== '');
+  const lines = reply.text
+    .split(/\r?\n/)
+    .map((line) => line.replace(/^\d{3}[ -]?/, '').trim())
+    .filter((line) => line !== '');
   // A multi-line reply repeats its enhanced code on every line; once is enough.
-  const text = lines.map((line, i) => (i === 0 ? line : line.replace(/^\d\.\d{1,3}\.\d{1,3}\s*/, ''))).join(' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 400);
-  const message = /^5\.\d{1,3}\.\d{1,3}\b/.test(text) ? text : `5.0.0 ${text === '' ? 'Rejected by the smart host' : text}`;
+  const text = lines
+    .map((line, i) => (i === 0 ? line : line.replace(/^\d\.\d{1,3}\.\d{1,3}\s*/, '')))
+    .join(' ')
+    .replace(/[^\x20-\x7e]/g, '?')
+    .slice(0, 400);
+  const message = /^5\.\d{1,3}\.\d{1,3}\b/.test(text)
+    ? text
+    : `5.0.0 ${text === '' ? 'Rejected by the smart host' : text}`;
   return { code, message };
 }

@@ -104,7 +104,10 @@ export class ClientCredentialsTokens {
       // Reported below with the status; the body of an error page is not worth quoting.
     }
     if (!response.ok || typeof json.access_token !== 'string' || json.access_token === '') {
-      const reason = typeof json.error === 'string' ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description.split('\n')[0]}` : ''}` : 'no access_token in the answer';
+      const reason =
+        typeof json.error === 'string'
+          ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description.split('\n')[0]}` : ''}`
+          : 'no access_token in the answer';
       throw new Error(`OAuth2 token endpoint ${token_url} answered ${response.status} (${reason})`);
     }
     return { value: json.access_token, lifetimeMs: tokenLifetimeMs(json.expires_in) };

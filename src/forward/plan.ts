@@ -18,7 +18,10 @@ export type Rotation = ReadonlyMap<string, number>;
  * Deterministic, so an operator (and a test) can predict the split exactly; the caller keeps the
  * returned rotation for the next message.
  */
-export function orderSmartHosts<T extends Candidate>(candidates: readonly T[], rotation: Rotation = new Map()): { order: T[]; rotation: Map<string, number> } {
+export function orderSmartHosts<T extends Candidate>(
+  candidates: readonly T[],
+  rotation: Rotation = new Map(),
+): { order: T[]; rotation: Map<string, number> } {
   const next = new Map(rotation);
   const byPriority = new Map<number, T[]>();
   for (const candidate of candidates) {
@@ -53,7 +56,13 @@ export function retryDelay(attempts: number, retry: RetryConfig): number {
  * was actually tried, but no later than the moment a host that was skipped (breaker open, quota
  * exhausted) becomes eligible again; a message that reached no host at all waits exactly for that.
  */
-export function nextAttemptAt(input: { now: number; tried: boolean; attempts: number; retry: RetryConfig; skippedUntil: readonly number[] }): number {
+export function nextAttemptAt(input: {
+  now: number;
+  tried: boolean;
+  attempts: number;
+  retry: RetryConfig;
+  skippedUntil: readonly number[];
+}): number {
   const { now, tried, attempts, retry, skippedUntil } = input;
   const backoff = now + retryDelay(Math.max(1, attempts), retry);
   const eligibleAgain = skippedUntil.length > 0 ? Math.max(now, Math.min(...skippedUntil)) : Infinity;

@@ -14,16 +14,18 @@ interface UnitLimits {
   windows: string[];
 }
 
-export type QuotaDecision =
-  | { kind: 'admit'; recipients: number }
-  | { kind: 'exhausted'; unit: QuotaUnit };
+export type QuotaDecision = { kind: 'admit'; recipients: number } | { kind: 'exhausted'; unit: QuotaUnit };
 
 /**
  * Pure: given what is left in every window, may a message with `wanted` recipients go now, and to
  * how many of them? A recipient quota smaller than the message lets part of it go now (the rest
  * stays pending for another host or a later window), so a big message can never wedge the queue.
  */
-export function decideQuota(remainingMessages: readonly number[], remainingRecipients: readonly number[], wanted: number): QuotaDecision {
+export function decideQuota(
+  remainingMessages: readonly number[],
+  remainingRecipients: readonly number[],
+  wanted: number,
+): QuotaDecision {
   if (remainingMessages.some((left) => left < 1)) return { kind: 'exhausted', unit: 'messages' };
   const recipients = Math.min(wanted, ...remainingRecipients);
   if (recipients < 1) return { kind: 'exhausted', unit: 'recipients' };
@@ -32,7 +34,12 @@ export function decideQuota(remainingMessages: readonly number[], remainingRecip
 
 /** `60000` → `1m`: the canonical spelling of a window, whatever unit the admin wrote it in. */
 export function formatWindow(ms: number): string {
-  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+  for (const [unit, size] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
     if (ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${ms}ms`;
@@ -47,7 +54,10 @@ export interface QuotaSample {
 }
 
 export class SmartHostQuota {
-  private readonly units: Record<QuotaUnit, UnitLimits> = { messages: { limits: [], windows: [] }, recipients: { limits: [], windows: [] } };
+  private readonly units: Record<QuotaUnit, UnitLimits> = {
+    messages: { limits: [], windows: [] },
+    recipients: { limits: [], windows: [] },
+  };
 
   constructor(
     private readonly hostName: string,
@@ -72,7 +82,10 @@ export class SmartHostQuota {
   async admit(wanted: number, now: number): Promise<QuotaAdmission> {
     const { messages, recipients } = this.units;
     if (messages.limits.length === 0 && recipients.limits.length === 0) return { ok: true, recipients: wanted };
-    const [leftMessages, leftRecipients] = await Promise.all([this.left('messages', now), this.left('recipients', now)]);
+    const [leftMessages, leftRecipients] = await Promise.all([
+      this.left('messages', now),
+      this.left('recipients', now),
+    ]);
     const decision = decideQuota(leftMessages, leftRecipients, wanted);
     if (decision.kind === 'exhausted') return this.exhausted(decision.unit, now);
     // Another delivery may have taken the last of a window since we looked; consume refuses atomically.
@@ -110,10 +123,15 @@ export class SmartHostQuota {
 
   private refused(unit: QuotaUnit, result: ConsumeResult, now: number): QuotaAdmission {
     // ok here means the window freed between the two looks (and one unit was counted): try again at once.
-    if (result.ok) return { ok: false, retryAt: now + 1, detail: `quota of ${this.hostName} changed while checking it` };
+    if (result.ok)
+      return { ok: false, retryAt: now + 1, detail: `quota of ${this.hostName} changed while checking it` };
     const { limits, windows } = this.units[unit];
     const retryAt = now + result.retryAfterMs;
-    return { ok: false, retryAt, detail: `${this.hostName} quota exhausted (${limits[result.limit].max} ${unit} per ${windows[result.limit]}) until ${new Date(retryAt).toISOString()}` };
+    return {
+      ok: false,
+      retryAt,
+      detail: `${this.hostName} quota exhausted (${limits[result.limit].max} ${unit} per ${windows[result.limit]}) until ${new Date(retryAt).toISOString()}`,
+    };
   }
 
   private key(unit: QuotaUnit): string {

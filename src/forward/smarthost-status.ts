@@ -18,5 +18,11 @@ export interface SmartHostStatus {
 
 export async function smartHostStatus(host: SmartHost, now: number): Promise<SmartHostStatus> {
   const details = (await host.details?.(now)) ?? {};
-  return { name: host.name, relay: host.relay, up: host.available(now), breaker: details.breaker ?? null, quota: details.quota ?? [] };
+  return {
+    name: host.name,
+    relay: host.relay,
+    up: host.available(now),
+    breaker: details.breaker ?? null,
+    quota: details.quota ?? [],
+  };
 }

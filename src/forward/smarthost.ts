@@ -1,7 +1,14 @@
 import { Readable } from 'node:stream';
 import type { SmtpSmartHostConfig } from '../config/schema';
 import {
-  SmtpConnectionPool, wireRecipient, wireSender, type PoolAuth, type PoolSettings, type SmtpFailure, type SmtpSent, type TokenCallback,
+  SmtpConnectionPool,
+  wireRecipient,
+  wireSender,
+  type PoolAuth,
+  type PoolSettings,
+  type SmtpFailure,
+  type SmtpSent,
+  type TokenCallback,
   type WireEnvelope,
 } from '../nodemailer-adapter';
 import { ClientCredentialsTokens } from './oauth2';
@@ -50,8 +57,7 @@ export interface SmartHostDetails {
 
 /** Why a smart host cannot take a delivery right now, and when it might. */
 export type Admission =
-  | { ok: true; recipients: number }
-  | { ok: false; cause: 'breaker' | 'quota'; retryAt: number; detail: string };
+  { ok: true; recipients: number } | { ok: false; cause: 'breaker' | 'quota'; retryAt: number; detail: string };
 
 /** A smart host as the dispatcher sees it: a transport behind its breaker and quota. */
 export interface SmartHost extends SmartHostTransport {
@@ -103,20 +109,26 @@ export class NodemailerSmartHost implements SmartHostTransport {
     const wire = onTheWire(envelope);
     // The smart host's refusals name recipients as they went out; outcomes are kept under the address the spool knows.
     const refuse = (rejected: SmtpFailure) => {
-      for (const address of wire.original.get(rejected.recipient ?? '') ?? []) outcomes.set(address, replyOutcome(rejected));
+      for (const address of wire.original.get(rejected.recipient ?? '') ?? [])
+        outcomes.set(address, replyOutcome(rejected));
     };
     try {
       const info = await this.submit(wire.envelope, body);
       const reply = parseReply(info.response, 250);
       for (const err of info.rejectedErrors ?? []) refuse(err);
-      for (const address of envelope.to) if (!outcomes.has(address)) outcomes.set(address, { kind: 'delivered', reply });
+      for (const address of envelope.to)
+        if (!outcomes.has(address)) outcomes.set(address, { kind: 'delivered', reply });
     } catch (caught) {
       const err = caught as SmtpFailure;
       for (const rejected of err.rejectedErrors ?? []) refuse(rejected);
       // Only a reply to the transaction itself speaks about the recipients; a failed AUTH (535) or
       // STARTTLS is the smart host's problem and must never bounce mail.
       const aboutTransaction = (err.code === 'EENVELOPE' || err.code === 'EMESSAGE') && err.responseCode !== undefined;
-      const whole = aboutTransaction ? replyOutcome(err) : isOverHostSizeLimit(err) ? overSizeLimit(err, body) : connectionOutcome(err);
+      const whole = aboutTransaction
+        ? replyOutcome(err)
+        : isOverHostSizeLimit(err)
+          ? overSizeLimit(err, body)
+          : connectionOutcome(err);
       for (const address of envelope.to) if (!outcomes.has(address)) outcomes.set(address, whole);
     }
     return outcomes;
@@ -129,7 +141,9 @@ export class NodemailerSmartHost implements SmartHostTransport {
     // its bytes are sent, and one whose EHLO named a smaller limit is not sent it at all.
     const size = messageSize(body);
     // A copy crossing from the event loop arrives as a plain Uint8Array; the connection wants Buffers.
-    const bytes = body.message ? Buffer.from(body.message.buffer, body.message.byteOffset, body.message.byteLength) : null;
+    const bytes = body.message
+      ? Buffer.from(body.message.buffer, body.message.byteOffset, body.message.byteLength)
+      : null;
     const streams: Readable[] = [];
     // BODY=8BITMIME whenever the host offers it (RFC 6152): a legacy app's raw 8-bit text goes out
     // as it came in, and a client must not send 8-bit data without declaring it. Declaring it for a
@@ -139,7 +153,9 @@ export class NodemailerSmartHost implements SmartHostTransport {
     // the stream it was given, so every stream made here is destroyed once the send is over: none
     // keeps its file open, and none is left to fail with nobody listening.
     const stream = () => {
-      const made = bytes ? Readable.from(head ? [head, bytes] : [bytes], { objectMode: false }) : storedBytes(body.path, body.size, head);
+      const made = bytes
+        ? Readable.from(head ? [head, bytes] : [bytes], { objectMode: false })
+        : storedBytes(body.path, body.size, head);
       streams.push(made);
       return made;
     };
@@ -223,7 +239,10 @@ function transportAuth(config: SmtpSmartHostConfig): PoolAuth | undefined {
     // nodemailer asks for a token per pooled connection (and with renew=true when the server refused
     // one); the shared cache answers, and the expiry we hand back makes it ask again before it lapses.
     provisionCallback: (_user: string, renew: boolean, callback: TokenCallback) => {
-      tokens.get(renew).then((token) => callback(null, token.value, token.refreshAt), (err: Error) => callback(err));
+      tokens.get(renew).then(
+        (token) => callback(null, token.value, token.refreshAt),
+        (err: Error) => callback(err),
+      );
     },
   };
 }

@@ -9,7 +9,9 @@ const DEFAULTS = { N: 16384, r: 8, p: 1, keyLength: 32 };
 
 function derive(password: string, salt: Buffer, keyLength: number, options: ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    scrypt(password, salt, keyLength, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) => (err ? reject(err) : resolve(key)));
+    scrypt(password, salt, keyLength, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) =>
+      err ? reject(err) : resolve(key),
+    );
   });
 }
 

@@ -30,7 +30,8 @@ export function buildReceivedHeader(info: ReceivedInfo): string {
   const lines = [`Received: from ${sanitizeHelo(info.heloName)} (client ${info.clientName}${address})`];
   if (info.tls) lines.push(`\t(using ${info.tls.version} with cipher ${info.tls.cipher})`);
   lines.push(`\tby ${info.hostname} (smarthop) with ${protocol} id ${info.queueId}`);
-  const forClause = info.recipients.length === 1 ? `\tfor <${info.recipients[0].replace(/[\x00-\x1f\x7f<>]/g, '')}>` : '';
+  const forClause =
+    info.recipients.length === 1 ? `\tfor <${info.recipients[0].replace(/[\x00-\x1f\x7f<>]/g, '')}>` : '';
   if (forClause) lines.push(`${forClause}; ${rfc5322Date(info.date)}`);
   else lines[lines.length - 1] += `; ${rfc5322Date(info.date)}`;
   return `${lines.join('\r\n')}\r\n`;

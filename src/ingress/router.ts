@@ -12,7 +12,11 @@ import { domainOf } from '../message/address';
  * 3. `default`.
  * The null sender has no domain and goes by 2 and 3.
  */
-export function chooseRoute(config: Pick<RelayConfig, 'routes' | 'policies'>, policy: string | undefined, envelopeFrom: string): string {
+export function chooseRoute(
+  config: Pick<RelayConfig, 'routes' | 'policies'>,
+  policy: string | undefined,
+  envelopeFrom: string,
+): string {
   const domain = domainOf(envelopeFrom);
   if (domain !== '') {
     for (const [name, route] of Object.entries(config.routes)) {

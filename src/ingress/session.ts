@@ -99,7 +99,12 @@ export class IngressSessions {
     // listener (AUTH without TLS is only for addresses in some client's networks), it is refused now.
     if (!session.networkClient && (session.listener.auth === 'off' || session.listener.tls === 'none')) {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
-      return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`);
+      return this.reject(
+        session,
+        'access_denied',
+        554,
+        `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`,
+      );
     }
     const networkClient = session.networkClient !== undefined;
     const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session), networkClient);
@@ -150,7 +155,12 @@ export class IngressSessions {
   untrustedProxy(listener: ListenerConfig, remoteAddress: string): Verdict {
     const session: SessionState = { listener, remoteAddress, secure: false, heloName: '', esmtp: false };
     this.deps.observer.emit({ type: 'connection', listener: listener.name, remote: remoteAddress, result: 'refused' });
-    return this.reject(session, 'access_denied', 554, `5.7.1 Access denied: [${remoteAddress}] is not a trusted proxy of listener ${listener.name}`);
+    return this.reject(
+      session,
+      'access_denied',
+      554,
+      `5.7.1 Access denied: [${remoteAddress}] is not a trusted proxy of listener ${listener.name}`,
+    );
   }
 
   /** Whether the address is in some client's networks (the current configuration's). */
@@ -171,7 +181,11 @@ export class IngressSessions {
   handshakeTimedOut(listener: ListenerConfig, remoteAddress: string): void {
     const seconds = wholeSeconds(listener.handshake_timeout);
     this.deps.observer.emit({
-      type: 'rejected', client: UNKNOWN_CLIENT, listener: listener.name, remote: remoteAddress, reason: 'timeout',
+      type: 'rejected',
+      client: UNKNOWN_CLIENT,
+      listener: listener.name,
+      remote: remoteAddress,
+      reason: 'timeout',
       response: `none (handshake not completed within ${seconds}s; connection closed)`,
     });
   }
@@ -192,8 +206,11 @@ export class IngressSessions {
     const { clients } = this.deps.current();
     const check = () => clients.authenticate(username, password);
     const attempt = {
-      remoteAddress: session.remoteAddress, username, client: this.label(session),
-      networkClient: session.networkClient !== undefined, closed: session.closed,
+      remoteAddress: session.remoteAddress,
+      username,
+      client: this.label(session),
+      networkClient: session.networkClient !== undefined,
+      closed: session.closed,
     };
     const outcome = this.deps.guard ? await this.deps.guard.authenticate(attempt, check) : unguarded(await check());
     if (outcome.kind === 'refused') return this.refuse(session, outcome.refusal);
@@ -241,7 +258,13 @@ export class IngressSessions {
       return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
     }
     if (from !== '' && !isPlainAddress(from)) {
-      return this.reject(session, 'address_syntax', 501, `5.1.7 Sender address <${from}> is not relayed: quoted local parts and comments are not accepted`, { from });
+      return this.reject(
+        session,
+        'address_syntax',
+        501,
+        `5.1.7 Sender address <${from}> is not relayed: quoted local parts and comments are not accepted`,
+        { from },
+      );
     }
     if (!(await this.deps.freeSpace.hasRoom())) {
       return this.reject(session, 'storage', 452, '4.3.1 Insufficient system storage, try again later', { from });
@@ -255,9 +278,16 @@ export class IngressSessions {
   async rcptTo(session: SessionState, to: string, acceptedSoFar = 0): Promise<Verdict> {
     if (!session.client) return { ok: false, code: 503, message: '5.5.1 Error: need MAIL command' };
     const { policy } = this.deps.current();
-    if (!this.refreshClient(session)) return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', { to });
+    if (!this.refreshClient(session))
+      return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', { to });
     if (!isPlainAddress(to)) {
-      return this.reject(session, 'address_syntax', 501, `5.1.3 Recipient address <${to}> is not relayed: quoted local parts and comments are not accepted`, { to });
+      return this.reject(
+        session,
+        'address_syntax',
+        501,
+        `5.1.3 Recipient address <${to}> is not relayed: quoted local parts and comments are not accepted`,
+        { to },
+      );
     }
     const refusal = await policy?.rcptTo(session.client, to, acceptedSoFar);
     if (refusal) return this.refuse(session, refusal, { to });
@@ -269,30 +299,59 @@ export class IngressSessions {
    * 250 queued, 552 too big, 550 malformed line endings or a header out of bounds, a filter's or the policy's refusal, 452
    * spool trouble, or (inline delivery) the 5xx every smart host gave.
    */
-  async data(session: SessionState, envelope: { from: string; to: string[] }, stream: Readable): Promise<Verdict & { queueId?: string }> {
+  async data(
+    session: SessionState,
+    envelope: { from: string; to: string[] },
+    stream: Readable,
+  ): Promise<Verdict & { queueId?: string }> {
     const { store } = this.deps;
     // One configuration for the whole message, even if a reload lands while it streams.
     const { config, policy, filters } = this.deps.current();
     if (!this.refreshClient(session)) {
       stream.resume();
-      return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', { from: envelope.from });
+      return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', {
+        from: envelope.from,
+      });
     }
     const client = session.client as ClientConfig;
     const id = store.newId();
     // A policy may only lower the relay's maximum (the config schema makes sure of that).
     const policyMax = policy?.maxMessageSize(client);
-    const maxSize = policyMax !== undefined && policyMax < config.max_message_size ? policyMax : config.max_message_size;
+    const maxSize =
+      policyMax !== undefined && policyMax < config.max_message_size ? policyMax : config.max_message_size;
     const guard = new DataGuard(maxSize, session.listener.line_endings);
-    const outgoing: Outgoing = { route: chooseRoute(config, client.policy, envelope.from), from: envelope.from, prependHeaders: '' };
+    const outgoing: Outgoing = {
+      route: chooseRoute(config, client.policy, envelope.from),
+      from: envelope.from,
+      prependHeaders: '',
+    };
     const trace = buildReceivedHeader({
-      heloName: session.heloName, clientName: client.name, hostname: config.hostname, queueId: id, secure: session.secure,
-      authenticated: session.authClient !== undefined, esmtp: session.esmtp, tls: session.tls, recipients: envelope.to, date: new Date(),
+      heloName: session.heloName,
+      clientName: client.name,
+      hostname: config.hostname,
+      queueId: id,
+      secure: session.secure,
+      authenticated: session.authClient !== undefined,
+      esmtp: session.esmtp,
+      tls: session.tls,
+      recipients: envelope.to,
+      date: new Date(),
       remoteAddress: config.routes[outgoing.route]?.received_include_address ? session.remoteAddress : undefined,
     });
     const filtering = new FilterRun(filters ?? [], { queueId: id, client, session, envelope, trace, outgoing });
-    const splitter = new HeaderSplitter(MAX_HEADER_BYTES, (headers) => filtering.headers(headers, splitter.original as HeaderBlock), (chunk) => filtering.body(chunk));
+    const splitter = new HeaderSplitter(
+      MAX_HEADER_BYTES,
+      (headers) => filtering.headers(headers, splitter.original as HeaderBlock),
+      (chunk) => filtering.body(chunk),
+    );
     const storageTrouble = (err: unknown) =>
-      this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'write failed'})`, { from: envelope.from });
+      this.reject(
+        session,
+        'storage',
+        452,
+        `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'write failed'})`,
+        { from: envelope.from },
+      );
     let incoming: IncomingFile;
     try {
       incoming = await store.createIncoming(id);
@@ -316,22 +375,34 @@ export class IngressSessions {
       }
 
       if (guard.oversize) {
-        const message = maxSize < config.max_message_size
-          ? `5.3.4 Message size exceeds maximum message size of ${maxSize} bytes for client ${client.name}`
-          : `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`;
+        const message =
+          maxSize < config.max_message_size
+            ? `5.3.4 Message size exceeds maximum message size of ${maxSize} bytes for client ${client.name}`
+            : `5.3.4 Message size exceeds fixed maximum message size of ${config.max_message_size} bytes`;
         refusal = { code: 552, message, reason: 'too_big' };
-      }
-      else if (guard.violation) refusal = { code: 550, message: violationReply(guard.violation), reason: 'smuggling' };
-      else if (splitter.headerTooLarge) refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
-      else if (splitter.headerOutOfBounds !== null) refusal = { code: 550, message: `5.6.0 ${splitter.headerOutOfBounds}`, reason: 'header_limit' };
+      } else if (guard.violation)
+        refusal = { code: 550, message: violationReply(guard.violation), reason: 'smuggling' };
+      else if (splitter.headerTooLarge)
+        refusal = { code: 552, message: `5.3.4 Message header exceeds ${MAX_HEADER_BYTES} bytes`, reason: 'too_big' };
+      else if (splitter.headerOutOfBounds !== null)
+        refusal = { code: 550, message: `5.6.0 ${splitter.headerOutOfBounds}`, reason: 'header_limit' };
       // Counted only for a message that is otherwise acceptable: a refused one costs no byte quota.
       refusal ??= await policy?.dataComplete(client, incoming.bytesWritten);
       if (refusal) return this.reject(session, refusal.reason, refusal.code, refusal.message, { from: envelope.from });
 
       const received: MessageMeta = {
-        version: 2, id, receivedAt: Date.now(), client: client.name, listener: session.listener.name, remote: session.remoteAddress,
-        route: outgoing.route, from: outgoing.from, recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
-        size: incoming.bytesWritten, attempts: 0, nextAttemptAt: Date.now(),
+        version: 2,
+        id,
+        receivedAt: Date.now(),
+        client: client.name,
+        listener: session.listener.name,
+        remote: session.remoteAddress,
+        route: outgoing.route,
+        from: outgoing.from,
+        recipients: envelope.to.map((address) => ({ address, status: 'pending' })),
+        size: incoming.bytesWritten,
+        attempts: 0,
+        nextAttemptAt: Date.now(),
         ...(outgoing.from !== envelope.from ? { clientFrom: envelope.from } : {}),
         ...(outgoing.prependHeaders !== '' ? { prependHeaders: outgoing.prependHeaders } : {}),
       };
@@ -340,21 +411,36 @@ export class IngressSessions {
         await store.commit(received, incoming);
         commitMs = performance.now() - commitStart;
       } catch (err) {
-        return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'commit failed'})`, { from: envelope.from });
+        return this.reject(
+          session,
+          'storage',
+          452,
+          `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'commit failed'})`,
+          { from: envelope.from },
+        );
       }
       meta = received;
     } finally {
       if (!meta) await incoming.discard().catch(() => undefined);
     }
 
-    if (guard.normalizedLineEndings > 0) this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
+    if (guard.normalizedLineEndings > 0)
+      this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
     this.deps.observer.emit({
-      type: 'received', queueId: id, client: client.name, listener: session.listener.name,
-      remote: session.remoteAddress, from: envelope.from, to: envelope.to, size: meta.size, commitMs,
+      type: 'received',
+      queueId: id,
+      client: client.name,
+      listener: session.listener.name,
+      remote: session.remoteAddress,
+      from: envelope.from,
+      to: envelope.to,
+      size: meta.size,
+      commitMs,
       ...(filtering.messageId !== undefined ? { messageId: filtering.messageId } : {}),
     });
     const verdict = await this.deps.onQueued(meta, session.listener);
-    if (!verdict.ok) return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
+    if (!verdict.ok)
+      return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
     return { ok: true, queueId: id };
   }
 
@@ -366,7 +452,10 @@ export class IngressSessions {
     const before = session.client;
     if (!before) return false;
     const { clients } = this.deps.current();
-    const current = before.username !== undefined ? clients.byName(before.name, before.username) : clients.byAddress(session.remoteAddress);
+    const current =
+      before.username !== undefined
+        ? clients.byName(before.name, before.username)
+        : clients.byAddress(session.remoteAddress);
     session.client = current?.name === before.name ? current : undefined;
     return session.client !== undefined;
   }
@@ -395,9 +484,21 @@ export class IngressSessions {
     return this.reject(session, refusal.reason, refusal.code, refusal.message, envelope);
   }
 
-  private reject(session: SessionState, reason: RejectReason, code: number, message: string, envelope: { from?: string; to?: string } = {}): Verdict {
+  private reject(
+    session: SessionState,
+    reason: RejectReason,
+    code: number,
+    message: string,
+    envelope: { from?: string; to?: string } = {},
+  ): Verdict {
     this.deps.observer.emit({
-      type: 'rejected', client: this.label(session), listener: session.listener.name, remote: session.remoteAddress, reason, response: `${code} ${message}`, ...envelope,
+      type: 'rejected',
+      client: this.label(session),
+      listener: session.listener.name,
+      remote: session.remoteAddress,
+      reason,
+      response: `${code} ${message}`,
+      ...envelope,
     });
     return { ok: false, code, message };
   }
@@ -446,7 +547,9 @@ class FilterRun {
     this.messageId = editable.value('message-id')?.slice(0, MAX_MESSAGE_ID_LENGTH) || undefined;
     // A message the headers already refused is not worth inspecting further.
     if (this.refusal) return;
-    this.inspectors = this.filters.map((filter) => filter.body?.(context, editable)).filter((inspector): inspector is BodyInspector => inspector !== undefined);
+    this.inspectors = this.filters
+      .map((filter) => filter.body?.(context, editable))
+      .filter((inspector): inspector is BodyInspector => inspector !== undefined);
     if (this.inspectors.length > 0) await this.body(Buffer.concat([original.toBuffer(), Buffer.from('\r\n')]));
   }
 

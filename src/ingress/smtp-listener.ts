@@ -59,7 +59,9 @@ export class SmtpListener {
     });
     if (deps.listener.proxy_protocol) this.trustOnlyProxies();
     if (deps.listener.tls === 'implicit' || deps.listener.proxy_protocol) this.guardHandshakes();
-    this.server.on('error', (err) => deps.logger.warn({ err, listener: deps.listener.name }, `listener ${deps.listener.name}: ${err.message}`));
+    this.server.on('error', (err) =>
+      deps.logger.warn({ err, listener: deps.listener.name }, `listener ${deps.listener.name}: ${err.message}`),
+    );
   }
 
   get name(): string {
@@ -142,12 +144,14 @@ export class SmtpListener {
     if (listener.auth === 'off') disabled.push('AUTH');
     if (listener.tls !== 'starttls') disabled.push('STARTTLS');
     const settings = listener.tls !== 'none' ? config.tls : undefined;
-    const tls = settings ? {
-      key: readFileSync(settings.key),
-      cert: readFileSync(settings.cert),
-      ciphers: settings.ciphers,
-      minVersion: settings.min_version,
-    } : {};
+    const tls = settings
+      ? {
+          key: readFileSync(settings.key),
+          cert: readFileSync(settings.cert),
+          ciphers: settings.ciphers,
+          minVersion: settings.min_version,
+        }
+      : {};
     return {
       ...tls,
       name: config.hostname,
@@ -241,7 +245,11 @@ export class SmtpListener {
     const closing = new AbortController();
     const state: SessionState = { listener, remoteAddress, secure, heloName: '', esmtp: true, closed: closing.signal };
     const entry: SessionEntry = {
-      state, accepted: false, closed: false, connection, closing,
+      state,
+      accepted: false,
+      closed: false,
+      connection,
+      closing,
       commandLine: new CommandLineDeadline(listener.command_deadline, () => this.drop(entry, 'command_line')),
     };
     this.entries.set(session, entry);
@@ -286,7 +294,9 @@ export class SmtpListener {
     if (!entry) throw new Error(`no state for SMTP session ${session.id}`);
     const { state } = entry;
     state.secure = session.secure;
-    state.tls = session.tlsOptions ? { version: session.tlsOptions.version, cipher: session.tlsOptions.name } : undefined;
+    state.tls = session.tlsOptions
+      ? { version: session.tlsOptions.version, cipher: session.tlsOptions.name }
+      : undefined;
     state.heloName = session.hostNameAppearsAs || session.clientHostname || '';
     state.esmtp = session.openingCommand !== 'HELO';
     return state;

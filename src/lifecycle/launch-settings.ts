@@ -42,7 +42,10 @@ export const RELAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2', O
  *   it RSS is back at its baseline within seconds. It costs a map and an unmap per read, about 2 us
  *   on this machine (some tens of us per message at most).
  */
-export const RELAY_ENVIRONMENT: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '65536' };
+export const RELAY_ENVIRONMENT: Readonly<Record<string, string>> = {
+  MALLOC_ARENA_MAX: '2',
+  MALLOC_MMAP_THRESHOLD_: '65536',
+};
 
 /** The environment for a relay child process: these defaults, unless the caller's environment sets them. */
 export function relayEnvironment(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {

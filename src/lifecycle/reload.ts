@@ -14,8 +14,7 @@ export const RELOADABLE_SECTIONS = ['clients', 'policies', 'routes', 'smarthosts
 type ReloadableSection = (typeof RELOADABLE_SECTIONS)[number];
 
 export type ReloadResult =
-  | { ok: true; changed: string[]; restart_required: string[] }
-  | { ok: false; errors: string[] };
+  { ok: true; changed: string[]; restart_required: string[] } | { ok: false; errors: string[] };
 
 export interface ReloadPlan {
   /** What to run: the reloadable sections of the new config, everything else as it runs now. */
@@ -50,7 +49,9 @@ function differences(key: string, before: unknown, after: unknown): string[] {
     const byName = (list: { name: string }[]) => new Map(list.map((l) => [l.name, l]));
     const a = byName(before as { name: string }[]);
     const b = byName(after as { name: string }[]);
-    return [...new Set([...a.keys(), ...b.keys()])].filter((name) => !sameConfigValue(a.get(name), b.get(name))).map((name) => `listeners.${name}`);
+    return [...new Set([...a.keys(), ...b.keys()])]
+      .filter((name) => !sameConfigValue(a.get(name), b.get(name)))
+      .map((name) => `listeners.${name}`);
   }
   if (isPlainObject(before) && isPlainObject(after)) {
     const subKeys = new Set([...Object.keys(before), ...Object.keys(after)]);
@@ -89,7 +90,10 @@ export function reconcileSmartHosts<H extends SmartHost>(
   const kept = new Map<string, H>();
   for (const config of next) {
     const existing = hosts.get(config.name);
-    kept.set(config.name, existing && isDeepStrictEqual(runningByName.get(config.name), config) ? existing : create(config));
+    kept.set(
+      config.name,
+      existing && isDeepStrictEqual(runningByName.get(config.name), config) ? existing : create(config),
+    );
   }
   const retired = [...hosts.entries()].filter(([name, host]) => kept.get(name) !== host).map(([, host]) => host);
   return { hosts: kept, retired };

@@ -40,10 +40,14 @@ interface SharedState {
 export class CounterStores {
   private readonly shared: SharedState | null;
 
-  constructor(state: StateConfig, private readonly deps: CounterStoresDeps) {
-    this.shared = state.store === 'redis' && state.redis && state.fleet_size !== undefined
-      ? connect(state.redis, state.fleet_size, deps)
-      : null;
+  constructor(
+    state: StateConfig,
+    private readonly deps: CounterStoresDeps,
+  ) {
+    this.shared =
+      state.store === 'redis' && state.redis && state.fleet_size !== undefined
+        ? connect(state.redis, state.fleet_size, deps)
+        : null;
   }
 
   /**

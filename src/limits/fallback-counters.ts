@@ -23,7 +23,10 @@ export class FallbackWindowCounters implements WindowCounters {
   ) {}
 
   consume(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult> {
-    return this.call((counters, own) => counters.consume(key, own, amount, now).then((result) => withShare(result, limits, own)), limits);
+    return this.call(
+      (counters, own) => counters.consume(key, own, amount, now).then((result) => withShare(result, limits, own)),
+      limits,
+    );
   }
 
   remaining(key: string, limits: readonly WindowLimit[], now: number): Promise<number[]> {
@@ -31,7 +34,10 @@ export class FallbackWindowCounters implements WindowCounters {
   }
 
   peek(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult> {
-    return this.call((counters, own) => counters.peek(key, own, amount, now).then((result) => withShare(result, limits, own)), limits);
+    return this.call(
+      (counters, own) => counters.peek(key, own, amount, now).then((result) => withShare(result, limits, own)),
+      limits,
+    );
   }
 
   /**
@@ -42,7 +48,10 @@ export class FallbackWindowCounters implements WindowCounters {
     return this.call((counters, own) => counters.release(key, own, amount, now), limits);
   }
 
-  private async call<T>(run: (counters: WindowCounters, limits: readonly WindowLimit[]) => Promise<T>, limits: readonly WindowLimit[]): Promise<T> {
+  private async call<T>(
+    run: (counters: WindowCounters, limits: readonly WindowLimit[]) => Promise<T>,
+    limits: readonly WindowLimit[],
+  ): Promise<T> {
     if (this.health.usingShared()) {
       try {
         return await run(this.shared, limits);
@@ -55,7 +64,11 @@ export class FallbackWindowCounters implements WindowCounters {
 }
 
 /** A refusal under a local share says which max refused it, so the reply does not quote the fleet's. */
-function withShare(result: ConsumeResult, configured: readonly WindowLimit[], applied: readonly WindowLimit[]): ConsumeResult {
+function withShare(
+  result: ConsumeResult,
+  configured: readonly WindowLimit[],
+  applied: readonly WindowLimit[],
+): ConsumeResult {
   if (result.ok || applied[result.limit].max === configured[result.limit].max) return result;
   return { ...result, share: applied[result.limit].max };
 }

@@ -86,7 +86,12 @@ export class RedisWindowCounters implements WindowCounters {
     return limits.map((limit, i) => Math.max(0, limit.max - Number(used[i] ?? 0)));
   }
 
-  private async run(mode: 'consume' | 'peek', key: string, limits: readonly WindowLimit[], amount: number): Promise<ConsumeResult> {
+  private async run(
+    mode: 'consume' | 'peek',
+    key: string,
+    limits: readonly WindowLimit[],
+    amount: number,
+  ): Promise<ConsumeResult> {
     if (limits.length === 0) return { ok: true };
     const args = [...this.keys(key, limits), mode, amount, ...limits.flatMap((limit) => [limit.windowMs, limit.max])];
     return parseReply(await this.script(WINDOWS_SCRIPT, WINDOWS_SHA, limits.length, args));

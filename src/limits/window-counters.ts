@@ -72,7 +72,14 @@ export class MemoryWindowCounters implements WindowCounters {
   }
 
   async peek(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<ConsumeResult> {
-    return this.check(limits.map((limit, i) => this.current(key, i, limit, now)), limits, amount, now) ?? { ok: true };
+    return (
+      this.check(
+        limits.map((limit, i) => this.current(key, i, limit, now)),
+        limits,
+        amount,
+        now,
+      ) ?? { ok: true }
+    );
   }
 
   async release(key: string, limits: readonly WindowLimit[], amount: number, now: number): Promise<void> {
@@ -84,7 +91,12 @@ export class MemoryWindowCounters implements WindowCounters {
     }
   }
 
-  private check(current: Window[], limits: readonly WindowLimit[], amount: number, now: number): ConsumeResult | undefined {
+  private check(
+    current: Window[],
+    limits: readonly WindowLimit[],
+    amount: number,
+    now: number,
+  ): ConsumeResult | undefined {
     for (const [i, limit] of limits.entries()) {
       const window = current[i];
       if (window.used + amount > limit.max) {

@@ -58,8 +58,12 @@ export class AddressMatcher {
       const parsed = parsePattern(pattern, options.literal === true);
       if ('error' in parsed) return errors.push({ index, message: parsed.error });
       switch (parsed.kind) {
-        case 'any': any = true; break;
-        case 'null': nullSender = true; break;
+        case 'any':
+          any = true;
+          break;
+        case 'null':
+          nullSender = true;
+          break;
         case 'address':
           if (parsed.glob !== undefined) addressGlobs.push(parsed.glob);
           else exactAddresses.add(parsed.value);
@@ -71,7 +75,16 @@ export class AddressMatcher {
       }
     });
     if (errors.length > 0) return { ok: false, errors };
-    const matcher = new AddressMatcher(patterns, any, nullSender, exactAddresses, exactDomains, globUnion(addressGlobs), globUnion(domainGlobs), addressGlobs.length + domainGlobs.length);
+    const matcher = new AddressMatcher(
+      patterns,
+      any,
+      nullSender,
+      exactAddresses,
+      exactDomains,
+      globUnion(addressGlobs),
+      globUnion(domainGlobs),
+      addressGlobs.length + domainGlobs.length,
+    );
     return { ok: true, matcher };
   }
 
@@ -85,7 +98,13 @@ export class AddressMatcher {
 
   /** Distinct entries: exact addresses and domains count once however often they are listed. */
   get size(): number {
-    return this.exactAddresses.size + this.exactDomains.size + this.globCount + (this.any ? 1 : 0) + (this.nullSender ? 1 : 0);
+    return (
+      this.exactAddresses.size +
+      this.exactDomains.size +
+      this.globCount +
+      (this.any ? 1 : 0) +
+      (this.nullSender ? 1 : 0)
+    );
   }
 
   /** True for a list holding `*`: nothing is restricted. */
@@ -121,10 +140,12 @@ function parsePattern(raw: string, literal: boolean): ParsedPattern {
   if (!literal && pattern === '*') return { kind: 'any' };
   if (!literal && pattern === '<>') return { kind: 'null' };
   if (pattern === '') return { error: 'an empty pattern matches nothing; use "<>" for the null sender' };
-  if (!literal && pattern.startsWith('!')) return { error: 'negated patterns are not supported (use denied_recipients)' };
+  if (!literal && pattern.startsWith('!'))
+    return { error: 'negated patterns are not supported (use denied_recipients)' };
   if (/[\u0000-\u001f\s]/.test(pattern)) return { error: 'patterns cannot contain spaces or control characters' };
   // No envelope or header address the relay judges can hold one (picomatch read them as extglobs).
-  if (!literal && /[()]/.test(pattern)) return { error: 'parentheses are not part of an address pattern (write alternatives as {a,b})' };
+  if (!literal && /[()]/.test(pattern))
+    return { error: 'parentheses are not part of an address pattern (write alternatives as {a,b})' };
   const at = pattern.lastIndexOf('@');
   const domain = domainPattern(at === -1 ? pattern : pattern.slice(at + 1), literal);
   if ('error' in domain) return domain;
@@ -158,7 +179,10 @@ function domainPattern(raw: string, literal: boolean): { value: string; glob: bo
       out.push(normalizeDomain(label));
       continue;
     }
-    if (/[^\x00-\x7f]/.test(label)) return { error: `a glob inside the non-ASCII label ${JSON.stringify(label)} cannot be matched consistently; write the label in full or in punycode` };
+    if (/[^\x00-\x7f]/.test(label))
+      return {
+        error: `a glob inside the non-ASCII label ${JSON.stringify(label)} cannot be matched consistently; write the label in full or in punycode`,
+      };
     out.push(label.toLowerCase());
   }
   return { value: out.join('.'), glob: true };

@@ -20,7 +20,22 @@ import { RE2JS } from 're2js';
 
 export type GlobTranslation = { ok: true; source: string } | { ok: false; error: string };
 
-const POSIX_CLASSES = new Set(['alnum', 'alpha', 'ascii', 'blank', 'cntrl', 'digit', 'graph', 'lower', 'print', 'punct', 'space', 'upper', 'word', 'xdigit']);
+const POSIX_CLASSES = new Set([
+  'alnum',
+  'alpha',
+  'ascii',
+  'blank',
+  'cntrl',
+  'digit',
+  'graph',
+  'lower',
+  'print',
+  'punct',
+  'space',
+  'upper',
+  'word',
+  'xdigit',
+]);
 const BRACE_RANGE = /^(?:-?\d+|[a-z])\.\.(?:-?\d+|[a-z])(?:\.\.-?\d+)?$/i;
 
 /** RE2 reads a backslash before any ASCII punctuation as that character, and nothing else needs escaping. */
@@ -30,7 +45,8 @@ function literal(char: string): string {
 
 /** The RE2 source for a whole glob (to be matched against the whole subject), or why it cannot be one. */
 export function globToRe2(glob: string): GlobTranslation {
-  if (/[()]/.test(glob)) return { ok: false, error: 'parentheses are not part of an address glob (write alternatives as {a,b})' };
+  if (/[()]/.test(glob))
+    return { ok: false, error: 'parentheses are not part of an address glob (write alternatives as {a,b})' };
   const braces = matchingBraces(glob);
   let error: string | undefined;
   const translate = (from: number, to: number): string => {
@@ -56,7 +72,8 @@ export function globToRe2(glob: string): GlobTranslation {
       } else if (char === '{' && braces.has(i) && (braces.get(i) as number) < to) {
         const close = braces.get(i) as number;
         const inner = glob.slice(i + 1, close);
-        if (BRACE_RANGE.test(inner)) error = `brace ranges like {${inner}} are not supported; list the alternatives ({a,b,c})`;
+        if (BRACE_RANGE.test(inner))
+          error = `brace ranges like {${inner}} are not supported; list the alternatives ({a,b,c})`;
         const commas = topLevelCommas(glob, i + 1, close, braces);
         if (commas.length === 0) {
           out += literal(char);

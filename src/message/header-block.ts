@@ -56,7 +56,8 @@ export class HeaderBlock {
 
   /** Adds a field; `value` must already be a valid (folded, encoded) header value without CR/LF injection. */
   add(name: string, value: string, where: 'top' | 'bottom' = 'bottom'): void {
-    if (/[\r\n]/.test(value.replace(/\r\n[ \t]/g, ''))) throw new Error(`refusing to add header ${name} with a line break in its value`);
+    if (/[\r\n]/.test(value.replace(/\r\n[ \t]/g, '')))
+      throw new Error(`refusing to add header ${name} with a line break in its value`);
     const field = { key: name.toLowerCase(), raw: `${name}: ${Buffer.from(value, 'utf8').toString('latin1')}` };
     if (where === 'top') this.fields.unshift(field);
     else this.fields.push(field);
@@ -90,5 +91,7 @@ export class HeaderBlock {
 export function fieldValue(field: HeaderField): string {
   const colon = field.raw.indexOf(':');
   const raw = colon === -1 ? field.raw : field.raw.slice(colon + 1);
-  return Buffer.from(raw.replace(/\r\n(?=[ \t])/g, ''), 'latin1').toString('utf8').trim();
+  return Buffer.from(raw.replace(/\r\n(?=[ \t])/g, ''), 'latin1')
+    .toString('utf8')
+    .trim();
 }

@@ -15,7 +15,10 @@ export const HEADER_LIMITS = {
   maxAddressFieldBytes: 8 * 1024,
 } as const;
 
-const ADDRESS_FIELDS: ReadonlyMap<string, string> = new Map([['from', 'From'], ['sender', 'Sender']]);
+const ADDRESS_FIELDS: ReadonlyMap<string, string> = new Map([
+  ['from', 'From'],
+  ['sender', 'Sender'],
+]);
 const CRLF = Buffer.from('\r\n');
 const SP = 0x20;
 const HT = 0x09;
@@ -44,7 +47,8 @@ export function headerLimitProblem(headers: HeaderBlock): string | undefined {
     const addressField = ADDRESS_FIELDS.get(field.key);
     const max = addressField === undefined ? HEADER_LIMITS.maxFieldBytes : HEADER_LIMITS.maxAddressFieldBytes;
     // Fields are latin1 strings, one character per byte.
-    if (field.raw.length > max) return `Header field ${addressField ?? printableName(field.key)} is longer than ${max} bytes`;
+    if (field.raw.length > max)
+      return `Header field ${addressField ?? printableName(field.key)} is longer than ${max} bytes`;
   }
   return undefined;
 }

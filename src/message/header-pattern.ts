@@ -25,7 +25,10 @@ export function compileHeaderPattern(source: string): CompiledHeaderPattern {
   try {
     compiled = RE2JS.compile(source, RE2JS.CASE_INSENSITIVE);
   } catch (err) {
-    return { ok: false, error: `invalid regular expression: ${(err as Error).message} (header rules use RE2 syntax: no lookaround, no backreferences)` };
+    return {
+      ok: false,
+      error: `invalid regular expression: ${(err as Error).message} (header rules use RE2 syntax: no lookaround, no backreferences)`,
+    };
   }
   return { ok: true, pattern: { source, test: (value) => compiled.test(value) } };
 }

@@ -70,7 +70,10 @@ export class HeaderSplitter extends Transform {
     const buffered = Buffer.concat(this.pending, this.pendingBytes);
     this.pending = [];
     this.inBody = true;
-    this.emitHeaders(buffered.subarray(0, headerEnd), buffered.subarray(bodyStart), true).then(() => callback(), callback);
+    this.emitHeaders(buffered.subarray(0, headerEnd), buffered.subarray(bodyStart), true).then(
+      () => callback(),
+      callback,
+    );
   }
 
   override _flush(callback: TransformCallback): void {

@@ -38,7 +38,10 @@ const ENCODED_WORD = /^=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=$/;
 export function formatDisplayName(name: string): string {
   const words = name.trim().split(/\s+/);
   if (words.every((word) => ENCODED_WORD.test(word) || ATOM_PHRASE.test(word))) return words.join(' ');
-  return `"${name.trim().replace(/[\r\n]+/g, ' ').replace(/(["\\])/g, '\\$1')}"`;
+  return `"${name
+    .trim()
+    .replace(/[\r\n]+/g, ' ')
+    .replace(/(["\\])/g, '\\$1')}"`;
 }
 
 export function formatMailbox(mailbox: Mailbox): string {

@@ -30,7 +30,18 @@ export function addressesMentioned(value: string): string[] {
 /** Separators a parser reads between addresses: whitespace and `<>()[]\,;:"@` end a local part. */
 function endsLocal(code: number): boolean {
   switch (code) {
-    case 0x3c: case 0x3e: case 0x28: case 0x29: case 0x5b: case 0x5d: case 0x5c: case 0x2c: case 0x3b: case 0x3a: case 0x22: case 0x40:
+    case 0x3c:
+    case 0x3e:
+    case 0x28:
+    case 0x29:
+    case 0x5b:
+    case 0x5d:
+    case 0x5c:
+    case 0x2c:
+    case 0x3b:
+    case 0x3a:
+    case 0x22:
+    case 0x40:
       return true;
     default:
       return isSpace(code);
@@ -46,8 +57,16 @@ function endsDomain(code: number): boolean {
 function isSpace(code: number): boolean {
   if (code === 0x20 || (code >= 0x09 && code <= 0x0d) || code === 0xa0) return true;
   if (code < 0x1680) return false;
-  return code === 0x1680 || (code >= 0x2000 && code <= 0x200a) || code === 0x2028 || code === 0x2029 || code === 0x202f || code === 0x205f
-    || code === 0x3000 || code === 0xfeff;
+  return (
+    code === 0x1680 ||
+    (code >= 0x2000 && code <= 0x200a) ||
+    code === 0x2028 ||
+    code === 0x2029 ||
+    code === 0x202f ||
+    code === 0x205f ||
+    code === 0x3000 ||
+    code === 0xfeff
+  );
 }
 
 /**

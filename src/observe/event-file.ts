@@ -69,7 +69,10 @@ export class RotatingEventFile implements EventOutput {
   }
 
   private async append(lines: string[]): Promise<void> {
-    this.size ??= await stat(this.options.file).then((s) => s.size, () => 0);
+    this.size ??= await stat(this.options.file).then(
+      (s) => s.size,
+      () => 0,
+    );
     let chunk = '';
     let chunkBytes = 0;
     for (const line of lines) {

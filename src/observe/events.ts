@@ -42,13 +42,29 @@ export type RelayEvent =
    */
   | { type: 'auth_delayed'; scope: 'address' | 'username'; remote: string; delayMs: number }
   | {
-      type: 'received'; queueId: string; client: string; listener: string; remote: string; from: string; to: string[]; size: number;
+      type: 'received';
+      queueId: string;
+      client: string;
+      listener: string;
+      remote: string;
+      from: string;
+      to: string[];
+      size: number;
       /** The Message-ID the message leaves with (the client's, or one re-enveloping added), for `smarthop trace`. */
       messageId?: string;
       /** End of DATA's checks to durable in queue/ (last write, fsync, rename, directory fsync): what the 250 waited for on the disk. */
       commitMs: number;
     }
-  | { type: 'rejected'; client: string; listener: string; remote: string; reason: RejectReason; response: string; from?: string; to?: string }
+  | {
+      type: 'rejected';
+      client: string;
+      listener: string;
+      remote: string;
+      reason: RejectReason;
+      response: string;
+      from?: string;
+      to?: string;
+    }
   | { type: 'line_endings_normalized'; client: string }
   /** A rate limit or address guard said no; `limit` is a config-derived label such as `messages_1m`. */
   | { type: 'rate_limited'; client: string; limit: string }
@@ -82,7 +98,14 @@ export type RelayEvent =
    */
   | { type: 'state_backend'; backend: 'redis' | 'local_fallback'; location: string; fleetSize: number; detail: string }
   /** A smart host's circuit breaker changed state (`until`: end of the cooldown when it opened). */
-  | { type: 'breaker'; smarthost: string; relay: string; state: 'closed' | 'open' | 'half_open'; failures: number; until: number | null }
+  | {
+      type: 'breaker';
+      smarthost: string;
+      relay: string;
+      state: 'closed' | 'open' | 'half_open';
+      failures: number;
+      until: number | null;
+    }
   /**
    * A smart host asked to be sent nothing until `until` (HTTP 429/503 with `Retry-After`): it is
    * skipped for every message until then, and the route's next host takes them.
@@ -95,10 +118,59 @@ export type RelayEvent =
   | { type: 'credentials_refused'; smarthost: string; relay: string; detail: string; until: number | null }
   /** A delivery status notification about `original` was queued as `queueId`. */
   | { type: 'dsn'; queueId: string; original: string; to: string[]; recipients: string[] }
-  | { type: 'delivered'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string; relay: string; response: string; attempt: number; delayMs: number }
-  | { type: 'deferred'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number; nextAttemptAt: number }
-  | { type: 'bounced'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number }
-  | { type: 'expired'; queueId: string; dsnOf?: string; client: string; from: string; to: string; smarthost: string | null; relay: string | null; response: string; attempt: number; delayMs: number };
+  | {
+      type: 'delivered';
+      queueId: string;
+      dsnOf?: string;
+      client: string;
+      from: string;
+      to: string;
+      smarthost: string;
+      relay: string;
+      response: string;
+      attempt: number;
+      delayMs: number;
+    }
+  | {
+      type: 'deferred';
+      queueId: string;
+      dsnOf?: string;
+      client: string;
+      from: string;
+      to: string;
+      smarthost: string | null;
+      relay: string | null;
+      response: string;
+      attempt: number;
+      delayMs: number;
+      nextAttemptAt: number;
+    }
+  | {
+      type: 'bounced';
+      queueId: string;
+      dsnOf?: string;
+      client: string;
+      from: string;
+      to: string;
+      smarthost: string | null;
+      relay: string | null;
+      response: string;
+      attempt: number;
+      delayMs: number;
+    }
+  | {
+      type: 'expired';
+      queueId: string;
+      dsnOf?: string;
+      client: string;
+      from: string;
+      to: string;
+      smarthost: string | null;
+      relay: string | null;
+      response: string;
+      attempt: number;
+      delayMs: number;
+    };
 
 export interface Observer {
   emit(event: RelayEvent): void;

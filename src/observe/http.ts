@@ -140,7 +140,9 @@ export class HttpEndpoints {
         return;
       case '/readyz': {
         const { ok, checks } = await this.health.ready();
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ status: ok ? 'ready' : 'not ready', checks })}\n`);
+        res
+          .writeHead(ok ? 200 : 503, { 'content-type': 'application/json' })
+          .end(`${JSON.stringify({ status: ok ? 'ready' : 'not ready', checks })}\n`);
         return;
       }
       default:

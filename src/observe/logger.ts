@@ -12,7 +12,10 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       level,
       base: { service: 'smarthop' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: ['password', 'pass', 'token', 'secret', 'auth.pass', '*.password', '*.pass', '*.token', '*.secret'], censor: '[redacted]' },
+      redact: {
+        paths: ['password', 'pass', 'token', 'secret', 'auth.pass', '*.password', '*.pass', '*.token', '*.secret'],
+        censor: '[redacted]',
+      },
     },
     destination,
   );

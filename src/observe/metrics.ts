@@ -45,7 +45,13 @@ export interface HeapSpace {
  */
 export class Metrics {
   readonly registry = new Registry();
-  private queueSource: () => QueueSnapshot = () => ({ ready: 0, deferred: 0, held: 0, dead: 0, oldestReceivedAt: null });
+  private queueSource: () => QueueSnapshot = () => ({
+    ready: 0,
+    deferred: 0,
+    held: 0,
+    dead: 0,
+    oldestReceivedAt: null,
+  });
   private smarthostSource: () => readonly SmartHostGaugeSource[] = () => [];
   private quotaSource: () => Promise<QuotaRemaining[]> = async () => [];
   private diskSource: DiskSource | null = null;
@@ -54,9 +60,24 @@ export class Metrics {
   private passwordCheckSource: () => { running: number; waiting: number } = () => ({ running: 0, waiting: 0 });
   private pendingConnectionSource: () => { listener: string; pending: number }[] = () => [];
 
-  private readonly connections = new Counter({ name: 'smarthop_connections_total', help: 'SMTP connections by listener and whether they were accepted', labelNames: ['listener', 'result'], registers: [this.registry] });
-  private readonly connectionsActive = new Gauge({ name: 'smarthop_connections_active', help: 'Open SMTP connections by listener', labelNames: ['listener'], registers: [this.registry] });
-  private readonly authAttempts = new Counter({ name: 'smarthop_auth_attempts_total', help: 'SMTP AUTH attempts by result', labelNames: ['result'], registers: [this.registry] });
+  private readonly connections = new Counter({
+    name: 'smarthop_connections_total',
+    help: 'SMTP connections by listener and whether they were accepted',
+    labelNames: ['listener', 'result'],
+    registers: [this.registry],
+  });
+  private readonly connectionsActive = new Gauge({
+    name: 'smarthop_connections_active',
+    help: 'Open SMTP connections by listener',
+    labelNames: ['listener'],
+    registers: [this.registry],
+  });
+  private readonly authAttempts = new Counter({
+    name: 'smarthop_auth_attempts_total',
+    help: 'SMTP AUTH attempts by result',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
   private readonly authDelayed = new Counter({
     name: 'smarthop_auth_delayed_total',
     help:
@@ -65,18 +86,74 @@ export class Metrics {
     labelNames: ['scope'],
     registers: [this.registry],
   });
-  private readonly received = new Counter({ name: 'smarthop_messages_received_total', help: 'Messages accepted (250 after fsync) by client', labelNames: ['client'], registers: [this.registry] });
-  private readonly receivedBytes = new Counter({ name: 'smarthop_received_bytes_total', help: 'Bytes of accepted messages by client', labelNames: ['client'], registers: [this.registry] });
+  private readonly received = new Counter({
+    name: 'smarthop_messages_received_total',
+    help: 'Messages accepted (250 after fsync) by client',
+    labelNames: ['client'],
+    registers: [this.registry],
+  });
+  private readonly receivedBytes = new Counter({
+    name: 'smarthop_received_bytes_total',
+    help: 'Bytes of accepted messages by client',
+    labelNames: ['client'],
+    registers: [this.registry],
+  });
   // Down to half a millisecond: on a local SSD a commit is ~1–2 ms, and a disk that slows shows up here before it fills the queue.
-  private readonly commitDuration = new Histogram({ name: 'smarthop_spool_commit_duration_seconds', help: 'Time from the end of DATA\'s checks until an accepted message is durable in queue/ (last write, fsync, rename, directory fsync; the file\'s close runs beside them): what the 250 waits for on the disk. A commit that fails is a 452, counted in smarthop_messages_rejected_total{reason="storage"}', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [this.registry] });
-  private readonly rejected = new Counter({ name: 'smarthop_messages_rejected_total', help: 'Rejected SMTP transactions by client and reason', labelNames: ['client', 'reason'], registers: [this.registry] });
-  private readonly rateLimited = new Counter({ name: 'smarthop_rate_limited_total', help: 'Refusals by a rate limit or address guard, by client and limit', labelNames: ['client', 'limit'], registers: [this.registry] });
-  private readonly normalized = new Counter({ name: 'smarthop_line_endings_normalized_total', help: 'Messages whose bare LF line endings were read as CRLF, by client', labelNames: ['client'], registers: [this.registry] });
-  private readonly attempts = new Counter({ name: 'smarthop_delivery_attempts_total', help: 'Delivery attempts to smart hosts by outcome', labelNames: ['smarthost', 'outcome'], registers: [this.registry] });
-  private readonly attemptDuration = new Histogram({ name: 'smarthop_delivery_duration_seconds', help: 'Duration of one delivery attempt to a smart host', labelNames: ['smarthost'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry] });
-  private readonly failovers = new Counter({ name: 'smarthop_failovers_total', help: 'Deliveries that moved from one smart host to the next', labelNames: ['from', 'to'], registers: [this.registry] });
-  private readonly delivered = new Counter({ name: 'smarthop_messages_delivered_total', help: 'Messages a smart host accepted (one per transaction with at least one accepted recipient)', labelNames: ['smarthost'], registers: [this.registry] });
-  private readonly bounced = new Counter({ name: 'smarthop_messages_bounced_total', help: 'Recipients that failed permanently, by reason', labelNames: ['reason'], registers: [this.registry] });
+  private readonly commitDuration = new Histogram({
+    name: 'smarthop_spool_commit_duration_seconds',
+    help: 'Time from the end of DATA\'s checks until an accepted message is durable in queue/ (last write, fsync, rename, directory fsync; the file\'s close runs beside them): what the 250 waits for on the disk. A commit that fails is a 452, counted in smarthop_messages_rejected_total{reason="storage"}',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  private readonly rejected = new Counter({
+    name: 'smarthop_messages_rejected_total',
+    help: 'Rejected SMTP transactions by client and reason',
+    labelNames: ['client', 'reason'],
+    registers: [this.registry],
+  });
+  private readonly rateLimited = new Counter({
+    name: 'smarthop_rate_limited_total',
+    help: 'Refusals by a rate limit or address guard, by client and limit',
+    labelNames: ['client', 'limit'],
+    registers: [this.registry],
+  });
+  private readonly normalized = new Counter({
+    name: 'smarthop_line_endings_normalized_total',
+    help: 'Messages whose bare LF line endings were read as CRLF, by client',
+    labelNames: ['client'],
+    registers: [this.registry],
+  });
+  private readonly attempts = new Counter({
+    name: 'smarthop_delivery_attempts_total',
+    help: 'Delivery attempts to smart hosts by outcome',
+    labelNames: ['smarthost', 'outcome'],
+    registers: [this.registry],
+  });
+  private readonly attemptDuration = new Histogram({
+    name: 'smarthop_delivery_duration_seconds',
+    help: 'Duration of one delivery attempt to a smart host',
+    labelNames: ['smarthost'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  private readonly failovers = new Counter({
+    name: 'smarthop_failovers_total',
+    help: 'Deliveries that moved from one smart host to the next',
+    labelNames: ['from', 'to'],
+    registers: [this.registry],
+  });
+  private readonly delivered = new Counter({
+    name: 'smarthop_messages_delivered_total',
+    help: 'Messages a smart host accepted (one per transaction with at least one accepted recipient)',
+    labelNames: ['smarthost'],
+    registers: [this.registry],
+  });
+  private readonly bounced = new Counter({
+    name: 'smarthop_messages_bounced_total',
+    help: 'Recipients that failed permanently, by reason',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   private readonly throttled = new Counter({
     name: 'smarthop_smarthost_throttled_total',
     help: 'Times a smart host asked to be sent nothing for a while (HTTP 429/503 with Retry-After) and was skipped',
@@ -85,13 +162,27 @@ export class Metrics {
   });
   private readonly credentialsRefused = new Counter({
     name: 'smarthop_smarthost_credentials_refused_total',
-    help: 'Times a smart host (or its token endpoint) refused the relay\'s credentials and was marked down: fix them',
+    help: "Times a smart host (or its token endpoint) refused the relay's credentials and was marked down: fix them",
     labelNames: ['smarthost'],
     registers: [this.registry],
   });
-  private readonly configReloads = new Counter({ name: 'smarthop_config_reloads_total', help: 'Configuration reloads (SIGHUP, POST /api/reload) by result', labelNames: ['result'], registers: [this.registry] });
-  private readonly stateFallbacks = new Counter({ name: 'smarthop_state_fallbacks_total', help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit', registers: [this.registry] });
-  private readonly eventsDropped = new Counter({ name: 'smarthop_events_dropped_total', help: 'Outcome events that could not be written to an output (file or webhook) and were dropped', labelNames: ['output'], registers: [this.registry] });
+  private readonly configReloads = new Counter({
+    name: 'smarthop_config_reloads_total',
+    help: 'Configuration reloads (SIGHUP, POST /api/reload) by result',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  private readonly stateFallbacks = new Counter({
+    name: 'smarthop_state_fallbacks_total',
+    help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit',
+    registers: [this.registry],
+  });
+  private readonly eventsDropped = new Counter({
+    name: 'smarthop_events_dropped_total',
+    help: 'Outcome events that could not be written to an output (file or webhook) and were dropped',
+    labelNames: ['output'],
+    registers: [this.registry],
+  });
 
   private readonly eventLoopDelay = new EventLoopDelay();
 
@@ -99,14 +190,19 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry });
     const source = () => this.queueSource();
     new Gauge({
-      name: 'smarthop_queue_messages', help: 'Messages in the spool by state', labelNames: ['state'], registers: [this.registry],
+      name: 'smarthop_queue_messages',
+      help: 'Messages in the spool by state',
+      labelNames: ['state'],
+      registers: [this.registry],
       collect() {
         const snapshot = source();
         for (const state of ['ready', 'deferred', 'held', 'dead'] as const) this.set({ state }, snapshot[state]);
       },
     });
     new Gauge({
-      name: 'smarthop_queue_oldest_age_seconds', help: 'Age of the oldest message waiting for delivery (0 when the queue is empty)', registers: [this.registry],
+      name: 'smarthop_queue_oldest_age_seconds',
+      help: 'Age of the oldest message waiting for delivery (0 when the queue is empty)',
+      registers: [this.registry],
       collect() {
         const oldest = source().oldestReceivedAt;
         this.set(oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
@@ -115,7 +211,10 @@ export class Metrics {
     const hosts = () => this.smarthostSource();
     // reset() first: a smart host removed by a reload must not linger with its last value.
     new Gauge({
-      name: 'smarthop_smarthost_up', help: '1 while the smart host circuit breaker is closed, 0 while it is open (skipped) or waiting for its probe', labelNames: ['smarthost'], registers: [this.registry],
+      name: 'smarthop_smarthost_up',
+      help: '1 while the smart host circuit breaker is closed, 0 while it is open (skipped) or waiting for its probe',
+      labelNames: ['smarthost'],
+      registers: [this.registry],
       collect() {
         this.reset();
         for (const host of hosts()) this.set({ smarthost: host.name }, host.up ? 1 : 0);
@@ -128,7 +227,8 @@ export class Metrics {
       labelNames: ['smarthost', 'window', 'unit'],
       registers: [this.registry],
       async collect() {
-        for (const sample of await quotas()) this.set({ smarthost: sample.smarthost, window: sample.window, unit: sample.unit }, sample.remaining);
+        for (const sample of await quotas())
+          this.set({ smarthost: sample.smarthost, window: sample.window, unit: sample.unit }, sample.remaining);
       },
     });
     const state = () => this.stateSource();
@@ -139,7 +239,8 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         const current = state();
-        for (const backend of ['memory', 'redis', 'local_fallback'] as const) this.set({ backend }, backend === current ? 1 : 0);
+        for (const backend of ['memory', 'redis', 'local_fallback'] as const)
+          this.set({ backend }, backend === current ? 1 : 0);
       },
     });
     // The names and labels of prom-client's nodejs_heap_space_size_*_bytes{space}, which cover only the
@@ -147,18 +248,25 @@ export class Metrics {
     // One query to the thread per scrape: both gauges collect at once and share its answer, so
     // size and used are of the same moment.
     let heapQuery: Promise<HeapSpace[]> | null = null;
-    const threadHeap = () => (heapQuery ??= this.deliveryThreadHeapSource().finally(() => {
-      heapQuery = null;
-    }));
+    const threadHeap = () =>
+      (heapQuery ??= this.deliveryThreadHeapSource().finally(() => {
+        heapQuery = null;
+      }));
     new Gauge({
-      name: 'smarthop_delivery_thread_heap_space_size_total_bytes', help: 'Committed size of each V8 heap space of the delivery thread (delivery.worker_thread)', labelNames: ['space'], registers: [this.registry],
+      name: 'smarthop_delivery_thread_heap_space_size_total_bytes',
+      help: 'Committed size of each V8 heap space of the delivery thread (delivery.worker_thread)',
+      labelNames: ['space'],
+      registers: [this.registry],
       async collect() {
         this.reset();
         for (const space of await threadHeap()) this.set({ space: heapSpaceLabel(space.space) }, space.size);
       },
     });
     new Gauge({
-      name: 'smarthop_delivery_thread_heap_space_size_used_bytes', help: 'Bytes in use in each V8 heap space of the delivery thread (delivery.worker_thread)', labelNames: ['space'], registers: [this.registry],
+      name: 'smarthop_delivery_thread_heap_space_size_used_bytes',
+      help: 'Bytes in use in each V8 heap space of the delivery thread (delivery.worker_thread)',
+      labelNames: ['space'],
+      registers: [this.registry],
       async collect() {
         this.reset();
         for (const space of await threadHeap()) this.set({ space: heapSpaceLabel(space.space) }, space.used);
@@ -167,8 +275,9 @@ export class Metrics {
     const passwordChecks = () => this.passwordCheckSource();
     new Gauge({
       name: 'smarthop_password_checks',
-      help: 'AUTH password checks (scrypt) running and waiting for their place now, relay-wide '
-        + '(limits.password_checks)',
+      help:
+        'AUTH password checks (scrypt) running and waiting for their place now, relay-wide ' +
+        '(limits.password_checks)',
       labelNames: ['state'],
       registers: [this.registry],
       collect() {
@@ -180,8 +289,9 @@ export class Metrics {
     const pendingConnections = () => this.pendingConnectionSource();
     new Gauge({
       name: 'smarthop_connections_pending',
-      help: 'Connections accepted and not yet in their SMTP session (TLS handshake of an implicit-TLS listener, '
-        + 'PROXY header), by listener',
+      help:
+        'Connections accepted and not yet in their SMTP session (TLS handshake of an implicit-TLS listener, ' +
+        'PROXY header), by listener',
       labelNames: ['listener'],
       registers: [this.registry],
       collect() {
@@ -190,14 +300,18 @@ export class Metrics {
     });
     const disk = () => this.diskSource;
     new Gauge({
-      name: 'smarthop_spool_free_bytes', help: 'Free bytes on the file system of the spool (available to the relay user)', registers: [this.registry],
+      name: 'smarthop_spool_free_bytes',
+      help: 'Free bytes on the file system of the spool (available to the relay user)',
+      registers: [this.registry],
       async collect() {
         const source = disk();
         if (source) this.set(await source.freeBytes().catch(() => Number.NaN));
       },
     });
     new Gauge({
-      name: 'smarthop_spool_min_free_bytes', help: 'spool.min_free_disk: below this much free space the relay answers 452 4.3.1', registers: [this.registry],
+      name: 'smarthop_spool_min_free_bytes',
+      help: 'spool.min_free_disk: below this much free space the relay answers 452 4.3.1',
+      registers: [this.registry],
       collect() {
         const source = disk();
         if (source) this.set(source.minFreeBytes);
@@ -256,7 +370,12 @@ export class Metrics {
    * Makes every configured name visible at 0 before its first event, so rate() and alerts work from
    * the start. Called again after a reload for names it added; existing values are kept.
    */
-  initialise(names: { listeners: string[]; clients: string[]; smarthosts: string[]; rateLimits?: { client: string; limit: string }[] }): void {
+  initialise(names: {
+    listeners: string[];
+    clients: string[];
+    smarthosts: string[];
+    rateLimits?: { client: string; limit: string }[];
+  }): void {
     for (const labels of names.rateLimits ?? []) this.rateLimited.inc(labels, 0);
     for (const listener of names.listeners) this.connectionsActive.inc({ listener }, 0);
     for (const result of ['success', 'failure']) this.configReloads.inc({ result }, 0);

@@ -60,7 +60,8 @@ export class WebhookOutput implements EventOutput {
     while (this.queue.length > 0 && !this.stop.signal.aborted) {
       const body = this.queue.shift() as string;
       const delivered = await this.deliver(body);
-      if (!delivered && !this.stop.signal.aborted) this.deps.onDrop(1, `gave up after ${this.config.max_attempts} attempts`);
+      if (!delivered && !this.stop.signal.aborted)
+        this.deps.onDrop(1, `gave up after ${this.config.max_attempts} attempts`);
       if (!delivered && this.stop.signal.aborted) this.queue.unshift(body);
     }
   }
@@ -83,7 +84,11 @@ export class WebhookOutput implements EventOutput {
     try {
       const response = await fetch(this.config.url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'user-agent': 'smarthop', [SIGNATURE_HEADER]: signBody(this.config.secret, body) },
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'smarthop',
+          [SIGNATURE_HEADER]: signBody(this.config.secret, body),
+        },
         body,
         signal: AbortSignal.any([AbortSignal.timeout(this.config.timeout), this.stop.signal]),
       });

@@ -58,10 +58,10 @@ export class AddressGuard implements ConnectionGuard {
     const { connection_rate: rate, connection_rate_per_stranger: stranger } = deps.limits;
     this.rate = rate
       ? {
-        limit: { windowMs: rate.window, max: rate.max },
-        label: rateLimitLabel('connections', rate.window),
-        key: 'conn',
-      }
+          limit: { windowMs: rate.window, max: rate.max },
+          label: rateLimitLabel('connections', rate.window),
+          key: 'conn',
+        }
       : null;
     this.strangerRate = {
       limit: { windowMs: stranger.window, max: stranger.max },

@@ -8,7 +8,14 @@ import { compileHeaderPattern, type HeaderPattern } from '../message/header-patt
 import { AttachmentScanner, type ScanFinding } from './mime-scan';
 import { planRateLimits, rateLimitText, type RateDimension, type RatePlan } from './rate-limits';
 import {
-  applyHeaderRules, attachmentRefusal, declaredSizeRefusal, headerFromRefusal, recipientRefusal, senderRefusal, tooBig, type HeaderRule,
+  applyHeaderRules,
+  attachmentRefusal,
+  declaredSizeRefusal,
+  headerFromRefusal,
+  recipientRefusal,
+  senderRefusal,
+  tooBig,
+  type HeaderRule,
   type PolicyRules,
 } from './rules';
 import { SuppressionList, type SuppressionLog } from './suppression';
@@ -62,14 +69,19 @@ export class PolicyEngine implements SessionPolicy {
         deniedRecipients: matcherOf(policy.denied_recipients),
         maxMessageSize: policy.max_message_size,
         maxRecipients: policy.max_recipients,
-        headerRules: policy.header_rules.map(({ header, match, action }): HeaderRule => ({ header, match: headerPattern(match), action })),
+        headerRules: policy.header_rules.map(({ header, match, action }): HeaderRule => ({
+          header,
+          match: headerPattern(match),
+          action,
+        })),
         blockedExtensions: new Set(policy.blocked_attachments),
       };
       this.compiled.set(name, {
         rules,
         rates: planRateLimits(policy.rate_limits),
         suppression,
-        inspectsContent: rules.allowedSenders !== undefined || rules.headerRules.length > 0 || rules.blockedExtensions.size > 0,
+        inspectsContent:
+          rules.allowedSenders !== undefined || rules.headerRules.length > 0 || rules.blockedExtensions.size > 0,
       });
     }
   }
@@ -100,7 +112,9 @@ export class PolicyEngine implements SessionPolicy {
     return clients.flatMap((client) => {
       const policy = this.policyOf(client);
       if (!policy) return [];
-      return Object.values(policy.rates).flatMap((plan) => plan.labels.map((limit) => ({ client: client.name, limit })));
+      return Object.values(policy.rates).flatMap((plan) =>
+        plan.labels.map((limit) => ({ client: client.name, limit })),
+      );
     });
   }
 
@@ -111,16 +125,20 @@ export class PolicyEngine implements SessionPolicy {
   async mailFrom(client: ClientConfig, from: string, declaredSize: number | undefined): Promise<Refusal | undefined> {
     const policy = this.policyOf(client);
     if (!policy) return undefined;
-    return senderRefusal(policy.rules, client.name, from)
-      ?? declaredSizeRefusal(policy.rules, client.name, declaredSize)
-      ?? (await this.consume(client, policy, 'messages', 1));
+    return (
+      senderRefusal(policy.rules, client.name, from) ??
+      declaredSizeRefusal(policy.rules, client.name, declaredSize) ??
+      (await this.consume(client, policy, 'messages', 1))
+    );
   }
 
   async rcptTo(client: ClientConfig, to: string, acceptedSoFar: number): Promise<Refusal | undefined> {
     const policy = this.policyOf(client);
     if (!policy) return undefined;
-    return recipientRefusal(policy.rules, client.name, to, acceptedSoFar, policy.suppression)
-      ?? (await this.consume(client, policy, 'recipients', 1));
+    return (
+      recipientRefusal(policy.rules, client.name, to, acceptedSoFar, policy.suppression) ??
+      (await this.consume(client, policy, 'recipients', 1))
+    );
   }
 
   async dataComplete(client: ClientConfig, size: number): Promise<Refusal | undefined> {
@@ -136,7 +154,10 @@ export class PolicyEngine implements SessionPolicy {
         const policy = this.policyOf(context.client);
         if (!policy?.inspectsContent) return undefined;
         // The From the client wrote is what is judged, whatever a later filter makes of it.
-        return headerFromRefusal(policy.rules, context.client.name, context.original) ?? applyHeaderRules(policy.rules, context.client.name, headers);
+        return (
+          headerFromRefusal(policy.rules, context.client.name, context.original) ??
+          applyHeaderRules(policy.rules, context.client.name, headers)
+        );
       },
       body: (context): BodyInspector | undefined => {
         const policy = this.policyOf(context.client);
@@ -154,18 +175,35 @@ export class PolicyEngine implements SessionPolicy {
     return client.policy === undefined ? undefined : this.compiled.get(client.policy);
   }
 
-  private async consume(client: ClientConfig, policy: CompiledPolicy, dimension: RateDimension, amount: number): Promise<Refusal | undefined> {
+  private async consume(
+    client: ClientConfig,
+    policy: CompiledPolicy,
+    dimension: RateDimension,
+    amount: number,
+  ): Promise<Refusal | undefined> {
     const plan = policy.rates[dimension];
     if (plan.limits.length === 0) return undefined;
     const tooLarge = plan.limits.findIndex((limit) => amount > limit.max);
     if (tooLarge !== -1) {
       // No window will ever have room for it: waiting would not help, so this is not a 451.
-      return { ...tooBig(plan.limits[tooLarge].max, client.name), message: `5.3.4 Message of ${amount} bytes is over the rate limit for client ${client.name}: ${plan.descriptions[tooLarge]}` };
+      return {
+        ...tooBig(plan.limits[tooLarge].max, client.name),
+        message: `5.3.4 Message of ${amount} bytes is over the rate limit for client ${client.name}: ${plan.descriptions[tooLarge]}`,
+      };
     }
-    const result = await this.deps.counters.consume(`${client.name}\u0000${dimension}`, plan.limits, amount, this.now());
+    const result = await this.deps.counters.consume(
+      `${client.name}\u0000${dimension}`,
+      plan.limits,
+      amount,
+      this.now(),
+    );
     if (result.ok) return undefined;
     this.deps.observer.emit({ type: 'rate_limited', client: client.name, limit: plan.labels[result.limit] });
-    return { code: 451, message: rateLimitText(client.name, plan.descriptions[result.limit], result.retryAfterMs, result.share), reason: 'rate_limited' };
+    return {
+      code: 451,
+      message: rateLimitText(client.name, plan.descriptions[result.limit], result.retryAfterMs, result.share),
+      reason: 'rate_limited',
+    };
   }
 }
 
@@ -183,5 +221,9 @@ function headerPattern(source: string): HeaderPattern {
 function scanRefusal(finding: ScanFinding | undefined, client: string): Refusal | undefined {
   if (!finding) return undefined;
   if (finding.kind === 'blocked') return attachmentRefusal(finding.extension, client);
-  return { code: 550, message: `5.7.1 Message cannot be checked for blocked attachments (${finding.why})`, reason: 'content_rule' };
+  return {
+    code: 550,
+    message: `5.7.1 Message cannot be checked for blocked attachments (${finding.why})`,
+    reason: 'content_rule',
+  };
 }

@@ -22,9 +22,7 @@ import { UuencodeFinder } from './uuencode-finder';
  * it could not look into.
  */
 
-export type ScanFinding =
-  | { kind: 'blocked'; extension: string }
-  | { kind: 'uninspectable'; why: string };
+export type ScanFinding = { kind: 'blocked'; extension: string } | { kind: 'uninspectable'; why: string };
 
 export interface ScanLimits {
   /** message/rfc822 nesting: the top level is 0. */
@@ -90,9 +88,10 @@ export class AttachmentScanner {
     this.headerBytesLeft = rootHeaders.byteLength() + 2;
     this.walk = this.state.finding === undefined && (structured || (text && encoded)) ? new Walk(this.state, 0) : null;
     this.walk?.write(walkHeader(rootHeaders));
-    this.plainText = this.state.finding === undefined && text && !encoded
-      ? new UuencodeFinder((name) => uuencoded(this.state, name))
-      : null;
+    this.plainText =
+      this.state.finding === undefined && text && !encoded
+        ? new UuencodeFinder((name) => uuencoded(this.state, name))
+        : null;
   }
 
   write(chunk: Buffer): void | Promise<void> {
@@ -181,7 +180,8 @@ class Walk {
       return true;
     }
     const cut = lastLf === -1 ? chunk.length : lastLf + 1;
-    const lines = this.held.length === 0 ? chunk.subarray(0, cut) : Buffer.concat([...this.held, chunk.subarray(0, cut)]);
+    const lines =
+      this.held.length === 0 ? chunk.subarray(0, cut) : Buffer.concat([...this.held, chunk.subarray(0, cut)]);
     this.held = cut < chunk.length ? [chunk.subarray(cut)] : [];
     this.heldBytes = chunk.length - cut;
     return this.feed(lines);
@@ -259,13 +259,15 @@ class Walk {
     const decoder = decoderFor(node);
     const child = new Walk(this.state, this.depth + 1);
     decoder.on('data', (decoded: Buffer) => child.write(decoded));
-    this.children.push(new Promise<void>((resolve) => {
-      decoder.once('end', () => child.end().then(resolve, resolve));
-      decoder.once('error', () => {
-        this.state.finding ??= { kind: 'uninspectable', why: 'an embedded message that cannot be decoded' };
-        child.end().then(resolve, resolve);
-      });
-    }));
+    this.children.push(
+      new Promise<void>((resolve) => {
+        decoder.once('end', () => child.end().then(resolve, resolve));
+        decoder.once('error', () => {
+          this.state.finding ??= { kind: 'uninspectable', why: 'an embedded message that cannot be decoded' };
+          child.end().then(resolve, resolve);
+        });
+      }),
+    );
     this.embedded = { node, decoder };
   }
 
@@ -274,14 +276,16 @@ class Walk {
     const decoder = decoderFor(node);
     const finder = new UuencodeFinder((name) => uuencoded(this.state, name));
     decoder.on('data', (decoded: Buffer) => finder.write(decoded));
-    this.children.push(new Promise<void>((resolve) => {
-      decoder.once('end', () => {
-        finder.end();
-        resolve();
-      });
-      // An undecodable text part hides no file a mail app could show: nothing more to read.
-      decoder.once('error', () => resolve());
-    }));
+    this.children.push(
+      new Promise<void>((resolve) => {
+        decoder.once('end', () => {
+          finder.end();
+          resolve();
+        });
+        // An undecodable text part hides no file a mail app could show: nothing more to read.
+        decoder.once('error', () => resolve());
+      }),
+    );
     this.text = { node, decoder };
   }
 

@@ -102,9 +102,12 @@ export class PasswordCheckGate {
   /** Hands free places to the waiting checks, trusted ones first. */
   private next(): void {
     for (;;) {
-      const line = this.trustedLine.length > 0 && this.mayRun(true)
-        ? this.trustedLine
-        : this.strangerLine.length > 0 && this.mayRun(false) ? this.strangerLine : null;
+      const line =
+        this.trustedLine.length > 0 && this.mayRun(true)
+          ? this.trustedLine
+          : this.strangerLine.length > 0 && this.mayRun(false)
+            ? this.strangerLine
+            : null;
       const waiter = line?.shift();
       if (!waiter) return;
       waiter.detach();

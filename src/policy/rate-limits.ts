@@ -48,7 +48,12 @@ export function rateLimitLabel(dimension: string, windowMs: number): string {
 
 /** The largest unit that writes the window exactly: 60000 → `1m`, 90000 → `90s`, 1500 → `1500ms`. */
 export function formatWindow(ms: number): string {
-  for (const [unit, factor] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+  for (const [unit, factor] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
     if (ms >= factor && ms % factor === 0) return `${ms / factor}${unit}`;
   }
   return `${ms}ms`;
@@ -70,5 +75,7 @@ export function rateLimitText(client: string, description: string, retryAfterMs:
  * `30 of the fleet's 60 messages per 1m on this relay while shared limits are unreachable`.
  */
 export function limitWording(description: string, share?: number): string {
-  return share === undefined ? description : `${share} of the fleet's ${description} on this relay while shared limits are unreachable`;
+  return share === undefined
+    ? description
+    : `${share} of the fleet's ${description} on this relay while shared limits are unreachable`;
 }

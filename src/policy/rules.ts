@@ -36,31 +36,60 @@ export interface Suppression {
 
 export function senderRefusal(rules: PolicyRules, client: string, from: string): Refusal | undefined {
   if (!rules.allowedSenders || rules.allowedSenders.matches(normalizeAddress(from))) return undefined;
-  return { code: 550, message: `5.7.1 Sender <${from}> not allowed for client ${client}`, reason: 'sender_not_allowed' };
+  return {
+    code: 550,
+    message: `5.7.1 Sender <${from}> not allowed for client ${client}`,
+    reason: 'sender_not_allowed',
+  };
 }
 
 /** A `SIZE=` declared at MAIL that is over the policy's maximum: refused before a byte of DATA. */
-export function declaredSizeRefusal(rules: PolicyRules, client: string, declared: number | undefined): Refusal | undefined {
-  if (declared === undefined || rules.maxMessageSize === undefined || declared <= rules.maxMessageSize) return undefined;
+export function declaredSizeRefusal(
+  rules: PolicyRules,
+  client: string,
+  declared: number | undefined,
+): Refusal | undefined {
+  if (declared === undefined || rules.maxMessageSize === undefined || declared <= rules.maxMessageSize)
+    return undefined;
   return tooBig(rules.maxMessageSize, client);
 }
 
 export function tooBig(max: number, client: string): Refusal {
-  return { code: 552, message: `5.3.4 Message size exceeds maximum message size of ${max} bytes for client ${client}`, reason: 'too_big' };
+  return {
+    code: 552,
+    message: `5.3.4 Message size exceeds maximum message size of ${max} bytes for client ${client}`,
+    reason: 'too_big',
+  };
 }
 
 /**
  * One RCPT: not allowed (denied wins over allowed) → 550 5.7.1; suppressed → 550 5.1.1; one too
  * many → 452 4.5.3 (the client may send the rest in another transaction).
  */
-export function recipientRefusal(rules: PolicyRules, client: string, to: string, acceptedSoFar: number, suppression?: Suppression): Refusal | undefined {
+export function recipientRefusal(
+  rules: PolicyRules,
+  client: string,
+  to: string,
+  acceptedSoFar: number,
+  suppression?: Suppression,
+): Refusal | undefined {
   const address = normalizeAddress(to);
   const denied = rules.deniedRecipients?.matches(address) ?? false;
   const allowed = rules.allowedRecipients?.matches(address) ?? true;
-  if (denied || !allowed) return { code: 550, message: `5.7.1 Recipient <${to}> not allowed for client ${client}`, reason: 'recipient_not_allowed' };
-  if (suppression?.has(address)) return { code: 550, message: `5.1.1 Recipient <${to}> is on the suppression list`, reason: 'suppressed' };
+  if (denied || !allowed)
+    return {
+      code: 550,
+      message: `5.7.1 Recipient <${to}> not allowed for client ${client}`,
+      reason: 'recipient_not_allowed',
+    };
+  if (suppression?.has(address))
+    return { code: 550, message: `5.1.1 Recipient <${to}> is on the suppression list`, reason: 'suppressed' };
   if (rules.maxRecipients !== undefined && acceptedSoFar >= rules.maxRecipients) {
-    return { code: 452, message: `4.5.3 Too many recipients for client ${client} (at most ${rules.maxRecipients} per message)`, reason: 'too_many_recipients' };
+    return {
+      code: 452,
+      message: `4.5.3 Too many recipients for client ${client} (at most ${rules.maxRecipients} per message)`,
+      reason: 'too_many_recipients',
+    };
   }
   return undefined;
 }
@@ -91,8 +120,13 @@ export function headerFromRefusal(rules: PolicyRules, client: string, headers: H
   // `*` restricts nothing, so it has no reason to insist on a From either.
   const allowed = rules.allowedSenders;
   if (!allowed || allowed.matchesEverything) return undefined;
-  const refuse = (what: string): Refusal => ({ code: 550, message: `5.7.1 ${what} not allowed for client ${client}`, reason: 'sender_not_allowed' });
-  const disallowed = ({ mailboxes, mentioned }: HeaderAddresses) => [...mailboxes, ...mentioned].find((address) => !allowed.matches(normalizeAddress(address)));
+  const refuse = (what: string): Refusal => ({
+    code: 550,
+    message: `5.7.1 ${what} not allowed for client ${client}`,
+    reason: 'sender_not_allowed',
+  });
+  const disallowed = ({ mailboxes, mentioned }: HeaderAddresses) =>
+    [...mailboxes, ...mentioned].find((address) => !allowed.matches(normalizeAddress(address)));
   const from = headerAddresses(headers, 'from');
   // Without a From there is nothing to hold to the policy, and whatever the smart host or the
   // recipient's software would fill in is out of our hands: refuse rather than guess.
@@ -114,10 +148,16 @@ export function headerFromRefusal(rules: PolicyRules, client: string, headers: H
 export function applyHeaderRules(rules: PolicyRules, client: string, headers: HeaderBlock): Refusal | undefined {
   for (const rule of rules.headerRules) {
     const key = rule.header.toLowerCase();
-    const matching = new Set(headers.fields.filter((field) => field.key === key && valueMatches(rule.match, fieldValue(field))));
+    const matching = new Set(
+      headers.fields.filter((field) => field.key === key && valueMatches(rule.match, fieldValue(field))),
+    );
     if (matching.size === 0) continue;
     if (rule.action === 'reject') {
-      return { code: 550, message: `5.7.1 Message refused by a header rule on ${rule.header} for client ${client}`, reason: 'content_rule' };
+      return {
+        code: 550,
+        message: `5.7.1 Message refused by a header rule on ${rule.header} for client ${client}`,
+        reason: 'content_rule',
+      };
     }
     headers.fields = headers.fields.filter((field) => !matching.has(field));
   }
@@ -163,6 +203,9 @@ function withoutTrailingDotsAndSpaces(name: string): string {
 }
 
 export function attachmentRefusal(ext: string, client: string): Refusal {
-  return { code: 550, message: `5.7.1 Attachment type .${ext} not allowed for client ${client}`, reason: 'content_rule' };
+  return {
+    code: 550,
+    message: `5.7.1 Attachment type .${ext} not allowed for client ${client}`,
+    reason: 'content_rule',
+  };
 }
-

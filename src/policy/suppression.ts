@@ -29,7 +29,10 @@ export function parseSuppressionList(text: string): SuppressionEntries {
   if (!compiled.ok) {
     const bad = new Set(compiled.errors.map((error) => error.index));
     skipped = bad.size;
-    compiled = AddressMatcher.compile(lines.filter((_, index) => !bad.has(index)), { literal: true });
+    compiled = AddressMatcher.compile(
+      lines.filter((_, index) => !bad.has(index)),
+      { literal: true },
+    );
   }
   if (!compiled.ok) throw new Error(`suppression list: ${compiled.errors[0].message}`);
   return { matcher: compiled.matcher, size: compiled.matcher.size, skipped };
@@ -95,7 +98,9 @@ export class SuppressionList {
   }
 
   private skippedNote(): string {
-    return this.entries.skipped === 0 ? '' : ` (${this.entries.skipped} lines skipped: neither an address nor a domain)`;
+    return this.entries.skipped === 0
+      ? ''
+      : ` (${this.entries.skipped} lines skipped: neither an address nor a domain)`;
   }
 
   private readonly onChange = (current: Stats, previous: Stats): void => {
@@ -119,7 +124,9 @@ export class SuppressionList {
           this.entries = parseSuppressionList(await readFile(this.file, 'utf8'));
           this.log.info(`suppression list ${this.file} reloaded: ${this.size} entries${this.skippedNote()}`);
         } catch (err) {
-          this.log.warn(`suppression list ${this.file} could not be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); keeping the last ${this.size} entries`);
+          this.log.warn(
+            `suppression list ${this.file} could not be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); keeping the last ${this.size} entries`,
+          );
         }
       } while (this.reloadAgain);
       this.reloading = null;

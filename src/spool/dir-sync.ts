@@ -39,12 +39,14 @@ export class DirectorySyncer {
   private fsyncNow(): Promise<void> {
     this.inFlight++;
     // Made a promise however fsyncOnce fails, so the count always comes down again.
-    return Promise.resolve().then(() => this.fsyncOnce()).finally(() => {
-      this.inFlight--;
-      const queued = this.queued;
-      this.queued = null;
-      queued?.start();
-    });
+    return Promise.resolve()
+      .then(() => this.fsyncOnce())
+      .finally(() => {
+        this.inFlight--;
+        const queued = this.queued;
+        this.queued = null;
+        queued?.start();
+      });
   }
 
   /** Closes the kept directory handle (a later sync opens it again). */

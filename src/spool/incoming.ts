@@ -138,13 +138,15 @@ class BatchingWriter extends Writable {
 
   private async writeAll(buffers: Buffer[]): Promise<void> {
     let pending = buffers;
-    while (pending.length > 0) pending = this.advance(pending, (await this.handle.writev(pending, this.position)).bytesWritten);
+    while (pending.length > 0)
+      pending = this.advance(pending, (await this.handle.writev(pending, this.position)).bytesWritten);
   }
 
   /** Moves the file position past `written` bytes; what is left is what a short write (rare on a regular file) did not take. */
   private advance(pending: Buffer[], written: number): Buffer[] {
     // A write that takes nothing would loop for ever (on the event loop, for the last write).
-    if (written === 0 && pending.some((buffer) => buffer.length > 0)) throw new Error('the spool file took no bytes of a write');
+    if (written === 0 && pending.some((buffer) => buffer.length > 0))
+      throw new Error('the spool file took no bytes of a write');
     this.position += written;
     return skipBytes(pending, written);
   }

@@ -68,7 +68,11 @@ export interface QueueFilter {
 }
 
 export const DEFAULT_LIST_LIMIT = 1000;
-const FOLDER_STATES: Record<SpoolFolder, readonly QueueState[]> = { queue: ['ready', 'deferred'], hold: ['held'], dead: ['dead'] };
+const FOLDER_STATES: Record<SpoolFolder, readonly QueueState[]> = {
+  queue: ['ready', 'deferred'],
+  hold: ['held'],
+  dead: ['dead'],
+};
 
 /** The state a person should see; without the scheduler, a message with a retry time to come is deferred. */
 export function stateOf(folder: SpoolFolder, meta: MessageMeta, now: number, scheduled?: ScheduleState): QueueState {
@@ -90,7 +94,12 @@ export function entryOf(folder: SpoolFolder, meta: MessageMeta, now: number, sch
     listener: meta.listener,
     route: meta.route,
     from: meta.from,
-    recipients: meta.recipients.map((r) => ({ address: r.address, status: r.status, response: r.response ?? null, smarthost: r.smarthost ?? null })),
+    recipients: meta.recipients.map((r) => ({
+      address: r.address,
+      status: r.status,
+      response: r.response ?? null,
+      smarthost: r.smarthost ?? null,
+    })),
     size: meta.size,
     received_at: new Date(meta.receivedAt).toISOString(),
     age_seconds: Math.max(0, Math.round((now - meta.receivedAt) / 1000)),
@@ -98,7 +107,9 @@ export function entryOf(folder: SpoolFolder, meta: MessageMeta, now: number, sch
     next_attempt_at: state === 'ready' || state === 'deferred' ? new Date(meta.nextAttemptAt).toISOString() : null,
     last_response: lastResponse,
     held_at: meta.held ? new Date(meta.held.at).toISOString() : null,
-    dead: meta.dead ? { reason: meta.dead.reason, at: new Date(meta.dead.at).toISOString(), response: meta.dead.response } : null,
+    dead: meta.dead
+      ? { reason: meta.dead.reason, at: new Date(meta.dead.at).toISOString(), response: meta.dead.response }
+      : null,
   };
 }
 
@@ -132,7 +143,12 @@ export const SORTED_LISTING_MAX = 10_000;
  * vanish while being read were delivered or moved in the meantime and are skipped. Metadata is read
  * synchronously in slices (see queue-walk.ts): a recipient search reads every message.
  */
-export async function* walkSpool(store: SpoolStore, filter: QueueFilter, now: number, scheduled?: (id: string) => ScheduleState | undefined): AsyncGenerator<QueueEntry> {
+export async function* walkSpool(
+  store: SpoolStore,
+  filter: QueueFilter,
+  now: number,
+  scheduled?: (id: string) => ScheduleState | undefined,
+): AsyncGenerator<QueueEntry> {
   for (const folder of ['queue', 'hold', 'dead'] as const) {
     if (filter.states && !FOLDER_STATES[folder].some((state) => filter.states?.includes(state))) continue;
     let walk: FolderWalk;
@@ -172,7 +188,14 @@ export async function* walkSpool(store: SpoolStore, filter: QueueFilter, now: nu
 }
 
 /** What one slice of the event loop reads: the matching entries, and whether the folder is done. */
-function readSlice(store: SpoolStore, folder: SpoolFolder, nextId: () => string | null, filter: QueueFilter, now: number, scheduled?: (id: string) => ScheduleState | undefined): { entries: QueueEntry[]; done: boolean } {
+function readSlice(
+  store: SpoolStore,
+  folder: SpoolFolder,
+  nextId: () => string | null,
+  filter: QueueFilter,
+  now: number,
+  scheduled?: (id: string) => ScheduleState | undefined,
+): { entries: QueueEntry[]; done: boolean } {
   const entries: QueueEntry[] = [];
   const sliceEnd = performance.now() + SLICE_MS;
   while (performance.now() < sliceEnd) {
@@ -191,7 +214,12 @@ function readSlice(store: SpoolStore, folder: SpoolFolder, nextId: () => string 
 }
 
 /** Up to the limit of what walkSpool finds, and whether more matched. */
-export async function listSpool(store: SpoolStore, filter: QueueFilter, now: number, scheduled?: (id: string) => ScheduleState | undefined): Promise<QueueListing> {
+export async function listSpool(
+  store: SpoolStore,
+  filter: QueueFilter,
+  now: number,
+  scheduled?: (id: string) => ScheduleState | undefined,
+): Promise<QueueListing> {
   const limit = filter.limit ?? DEFAULT_LIST_LIMIT;
   const messages: QueueEntry[] = [];
   for await (const entry of walkSpool(store, filter, now, scheduled)) {
@@ -202,12 +230,20 @@ export async function listSpool(store: SpoolStore, filter: QueueFilter, now: num
 }
 
 /** One message as `postcat -h` would show it: its state plus the header block of the stored file. */
-export async function showMessage(store: SpoolStore, id: string, now: number, scheduled?: ScheduleState): Promise<MessageDetail | null> {
+export async function showMessage(
+  store: SpoolStore,
+  id: string,
+  now: number,
+  scheduled?: ScheduleState,
+): Promise<MessageDetail | null> {
   const folder = await store.locate(id);
   if (!folder) return null;
   const meta = await store.readIn(folder, id).catch(() => null);
   if (!meta) return null;
-  const { headers, truncated } = await readHeaders(store.messagePath(folder, id), messageBytes(meta)).catch(() => ({ headers: [], truncated: false }));
+  const { headers, truncated } = await readHeaders(store.messagePath(folder, id), messageBytes(meta)).catch(() => ({
+    headers: [],
+    truncated: false,
+  }));
   return { ...entryOf(folder, meta, now, scheduled), remote: meta.remote, headers, headers_truncated: truncated };
 }
 
@@ -215,7 +251,13 @@ export async function showMessage(store: SpoolStore, id: string, now: number, sc
  * The header fields of a stored message, reading at most `maxBytes` (a header block can be made
  * huge; the body is never read, so it is never shown). Folded lines are unfolded.
  */
-export async function readHeaders(file: string, messageLength: number | undefined, maxBytes = 64 * 1024, maxFields = 200, maxValue = 2000): Promise<{ headers: HeaderField[]; truncated: boolean }> {
+export async function readHeaders(
+  file: string,
+  messageLength: number | undefined,
+  maxBytes = 64 * 1024,
+  maxFields = 200,
+  maxValue = 2000,
+): Promise<{ headers: HeaderField[]; truncated: boolean }> {
   const handle = await open(file, 'r');
   let text: string;
   try {
@@ -243,7 +285,13 @@ export async function readHeaders(file: string, messageLength: number | undefine
       truncated = true;
       break;
     }
-    headers.push({ name: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim().slice(0, maxValue) });
+    headers.push({
+      name: line.slice(0, colon).trim(),
+      value: line
+        .slice(colon + 1)
+        .trim()
+        .slice(0, maxValue),
+    });
   }
   return { headers, truncated };
 }

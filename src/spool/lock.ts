@@ -94,7 +94,9 @@ function socketPath(spoolDir: string): string {
   if (Buffer.byteLength(absolute) <= MAX_SOCKET_PATH) return absolute;
   const relative = path.relative(process.cwd(), absolute);
   if (Buffer.byteLength(relative) <= MAX_SOCKET_PATH) return relative;
-  throw new Error(`spool.dir ${spoolDir} is too long a path for its lock socket (${absolute} is over ${MAX_SOCKET_PATH} bytes): use a shorter spool.dir`);
+  throw new Error(
+    `spool.dir ${spoolDir} is too long a path for its lock socket (${absolute} is over ${MAX_SOCKET_PATH} bytes): use a shorter spool.dir`,
+  );
 }
 
 function listen(server: Server, file: string): Promise<'ok' | string> {
@@ -104,7 +106,11 @@ function listen(server: Server, file: string): Promise<'ok' | string> {
   });
 }
 
-type Probe = { kind: 'held'; holder: LockHolder | null } | { kind: 'stale' } | { kind: 'gone' } | { kind: 'unknown'; reason: string };
+type Probe =
+  | { kind: 'held'; holder: LockHolder | null }
+  | { kind: 'stale' }
+  | { kind: 'gone' }
+  | { kind: 'unknown'; reason: string };
 
 /** Connects to the lock socket: a holder answers with its description, a stale socket refuses. */
 function probeHolder(file: string): Promise<Probe> {
@@ -139,7 +145,8 @@ function probeHolder(file: string): Promise<Probe> {
 function parseHolder(text: string): LockHolder | null {
   try {
     const parsed = JSON.parse(text.split('\n')[0]) as Partial<LockHolder>;
-    if (typeof parsed.pid === 'number' && typeof parsed.role === 'string' && typeof parsed.started_at === 'string') return parsed as LockHolder;
+    if (typeof parsed.pid === 'number' && typeof parsed.role === 'string' && typeof parsed.started_at === 'string')
+      return parsed as LockHolder;
   } catch {
     // not a holder's answer
   }

@@ -1,4 +1,12 @@
-import { listSpool, showMessage, walkSpool, type MessageDetail, type QueueEntry, type QueueFilter, type QueueListing } from './inspect';
+import {
+  listSpool,
+  showMessage,
+  walkSpool,
+  type MessageDetail,
+  type QueueEntry,
+  type QueueFilter,
+  type QueueListing,
+} from './inspect';
 import type { Scheduler } from './scheduler';
 import type { SpoolFolder, SpoolStore } from './store';
 
@@ -61,7 +69,12 @@ export class QueueAdmin {
       const folder = await this.deps.store.locate(id);
       if (folder !== 'queue') return notIn(id, folder, 'retried');
       const { scheduler } = this.deps;
-      if (!scheduler) return { ok: false, error: 'conflict', message: `${id} cannot be retried: the relay is not running (it attempts due messages when it starts)` };
+      if (!scheduler)
+        return {
+          ok: false,
+          error: 'conflict',
+          message: `${id} cannot be retried: the relay is not running (it attempts due messages when it starts)`,
+        };
       this.deps.probeSmartHosts?.();
       if (scheduler.stateOf(id) === undefined) {
         // Waiting on disk (outside the scheduler's window): brought into it, due now.
@@ -92,7 +105,12 @@ export class QueueAdmin {
       if (folder !== 'queue') return notIn(id, folder, 'held');
       await scheduler?.withdraw(id);
       // The attempt we waited for may have finished the message.
-      if ((await store.locate(id)) !== 'queue') return { ok: false, error: 'not_found', message: `${id} was delivered or dead-lettered before it could be held` };
+      if ((await store.locate(id)) !== 'queue')
+        return {
+          ok: false,
+          error: 'not_found',
+          message: `${id} was delivered or dead-lettered before it could be held`,
+        };
       await store.moveToHold(await store.read(id), this.now());
       this.deps.log(id, `${id}: placed on hold by admin`);
       return { ok: true, value: { id, folder: 'hold' } };
@@ -138,7 +156,10 @@ export class QueueAdmin {
   private async exclusive<T>(id: string, task: () => Promise<T>): Promise<T> {
     const previous = this.locks.get(id) ?? Promise.resolve();
     const run = previous.then(task, task);
-    const settled = run.then(() => undefined, () => undefined);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
     this.locks.set(id, settled);
     try {
       return await run;
@@ -153,7 +174,11 @@ function notFound(id: string): AdminResult<never> {
 }
 
 function stillRecovering(id: string, action: string): AdminResult<never> {
-  return { ok: false, error: 'conflict', message: `${id} cannot be ${action} yet: the relay is still recovering its queue after the start (see /readyz); try again shortly` };
+  return {
+    ok: false,
+    error: 'conflict',
+    message: `${id} cannot be ${action} yet: the relay is still recovering its queue after the start (see /readyz); try again shortly`,
+  };
 }
 
 function notIn(id: string, folder: SpoolFolder | null, action: string): AdminResult<never> {

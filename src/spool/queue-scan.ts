@@ -116,7 +116,10 @@ export class QueueScanner implements Backlog {
     try {
       do {
         this.wokenWhileRunning = false;
-        await runSliced(() => this.step(), () => this.stopped);
+        await runSliced(
+          () => this.step(),
+          () => this.stopped,
+        );
       } while (this.wokenWhileRunning && !this.stopped);
     } finally {
       this.running = false;
@@ -188,7 +191,8 @@ export class QueueScanner implements Backlog {
     if (due > limit) return this.leave(pass, { at: meta.receivedAt, id }, due, now);
     // Waiting for a smart host (counted as deferred); its route reopening wakes the scan again. One
     // that has outlived the queue lifetime is loaded all the same, to be expired.
-    if (!scheduler.accepts(meta.route) && !scheduler.outlived(message, now)) return this.leave(pass, { at: meta.receivedAt, id }, Infinity, now);
+    if (!scheduler.accepts(meta.route) && !scheduler.outlived(message, now))
+      return this.leave(pass, { at: meta.receivedAt, id }, Infinity, now);
     if (!scheduler.load(message, due)) {
       pass.interrupted = true;
       this.leave(pass, { at: meta.receivedAt, id }, due, now);
@@ -207,7 +211,15 @@ export class QueueScanner implements Backlog {
 
   private startPass(now: number, expiryOnly = false): void {
     this.walk = new FolderWalk(this.deps.store.queueDir);
-    this.pass = { flushing: this.flushRequested, loaded: 0, dueLeft: 0, earliestLeft: Infinity, oldestLeft: null, interrupted: false, expiryOnly };
+    this.pass = {
+      flushing: this.flushRequested,
+      loaded: 0,
+      dueLeft: 0,
+      earliestLeft: Infinity,
+      oldestLeft: null,
+      interrupted: false,
+      expiryOnly,
+    };
     this.flushRequested = false;
     this.nextPassAt = now + this.maxIntervalMs;
   }
@@ -229,7 +241,9 @@ export class QueueScanner implements Backlog {
     if (!pass.expiryOnly) scheduler.diskCounted(pass.dueLeft, pass.oldestLeft);
     // A pass that was cut short goes again at once; a whole one comes back when the earliest message
     // it left comes within half the horizon (not sooner than a tenth of it, however many are due).
-    const soonest = pass.interrupted ? now : Math.max(now + scheduler.horizonMs / 10, pass.earliestLeft - scheduler.horizonMs / 2);
+    const soonest = pass.interrupted
+      ? now
+      : Math.max(now + scheduler.horizonMs / 10, pass.earliestLeft - scheduler.horizonMs / 2);
     this.nextPassAt = Math.min(this.nextPassAt, soonest, now + this.maxIntervalMs);
     this.arm(this.nextPassAt);
   }
@@ -238,11 +252,14 @@ export class QueueScanner implements Backlog {
     if (this.stopped || !this.enabled || at >= this.timerAt) return;
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.timerAt = Infinity;
-      this.wake();
-    }, Math.max(0, Math.min(2 ** 31 - 1, at - this.now())));
+    this.timer = setTimeout(
+      () => {
+        this.timer = null;
+        this.timerAt = Infinity;
+        this.wake();
+      },
+      Math.max(0, Math.min(2 ** 31 - 1, at - this.now())),
+    );
     this.timer.unref();
   }
 }

@@ -53,7 +53,11 @@ export async function runSliced(step: () => boolean, stopped: () => boolean = ()
 }
 
 /** Every name in `folder`, walked in slices. */
-export async function forEachName(folder: string, visit: (name: string) => void, stopped?: () => boolean): Promise<void> {
+export async function forEachName(
+  folder: string,
+  visit: (name: string) => void,
+  stopped?: () => boolean,
+): Promise<void> {
   const walk = new FolderWalk(folder);
   try {
     await runSliced(() => {

@@ -58,32 +58,41 @@ export async function recoverSpool(deps: RecoveryDeps): Promise<RecoveryResult> 
 
 /** Metadata in `hold/` without its `held` mark is a release a crash interrupted: finish it. */
 async function finishReleases({ store, onProblem, stopped }: RecoveryDeps): Promise<void> {
-  await forEachName(store.holdDir, (name) => {
-    if (!name.endsWith('.json')) return;
-    const id = name.slice(0, -5);
-    let meta: MessageMeta;
-    try {
-      meta = store.readInSync('hold', id);
-    } catch {
-      return; // left for a human; a held message is never delivered by mistake
-    }
-    if (meta.held) return;
-    if (existsSync(store.path('hold', id, '.eml'))) renameSync(store.path('hold', id, '.eml'), store.path('queue', id, '.eml'));
-    renameSync(store.path('hold', id, '.json'), store.path('queue', id, '.json'));
-    onProblem(id, 'finished an interrupted release from hold/');
-  }, stopped);
+  await forEachName(
+    store.holdDir,
+    (name) => {
+      if (!name.endsWith('.json')) return;
+      const id = name.slice(0, -5);
+      let meta: MessageMeta;
+      try {
+        meta = store.readInSync('hold', id);
+      } catch {
+        return; // left for a human; a held message is never delivered by mistake
+      }
+      if (meta.held) return;
+      if (existsSync(store.path('hold', id, '.eml')))
+        renameSync(store.path('hold', id, '.eml'), store.path('queue', id, '.eml'));
+      renameSync(store.path('hold', id, '.json'), store.path('queue', id, '.json'));
+      onProblem(id, 'finished an interrupted release from hold/');
+    },
+    stopped,
+  );
   await store.syncDir('queue');
 }
 
 /** A message file in `hold/` whose metadata is nowhere is what an interrupted delete left. */
 async function removeHoldOrphans({ store, onProblem, stopped }: RecoveryDeps): Promise<void> {
-  await forEachName(store.holdDir, (name) => {
-    if (!name.endsWith('.eml')) return;
-    const id = name.slice(0, -4);
-    if (existsSync(store.path('hold', id, '.json'))) return;
-    unlinkSync(path.join(store.holdDir, name));
-    onProblem(id, 'removed a held message file without metadata (an interrupted delete)');
-  }, stopped);
+  await forEachName(
+    store.holdDir,
+    (name) => {
+      if (!name.endsWith('.eml')) return;
+      const id = name.slice(0, -4);
+      if (existsSync(store.path('hold', id, '.json'))) return;
+      unlinkSync(path.join(store.holdDir, name));
+      onProblem(id, 'removed a held message file without metadata (an interrupted delete)');
+    },
+    stopped,
+  );
 }
 
 /** Walks `queue/`: every message is seen once, through its `.json` if it has one, else its `.eml`. */
@@ -96,19 +105,23 @@ async function recoverQueue(deps: RecoveryDeps): Promise<number> {
     store.queuedCount++;
     deps.found(meta, stateFile);
   };
-  await forEachName(store.queueDir, (name) => {
-    if (name.endsWith('.json')) {
-      const id = name.slice(0, -5);
-      if (!ownStateFile(store.path('queue', id, '.json'), startedAt)) recoverStateFile(deps, id, found);
-    } else if (name.endsWith('.eml')) {
-      const id = name.slice(0, -4);
-      if (idTime(id) >= startedAt || existsSync(store.path('queue', id, '.json'))) return;
-      recoverMessageFile(deps, id, found);
-    } else {
-      return;
-    }
-    if (++checked % 10_000 === 0) deps.onProgress?.(checked);
-  }, deps.stopped);
+  await forEachName(
+    store.queueDir,
+    (name) => {
+      if (name.endsWith('.json')) {
+        const id = name.slice(0, -5);
+        if (!ownStateFile(store.path('queue', id, '.json'), startedAt)) recoverStateFile(deps, id, found);
+      } else if (name.endsWith('.eml')) {
+        const id = name.slice(0, -4);
+        if (idTime(id) >= startedAt || existsSync(store.path('queue', id, '.json'))) return;
+        recoverMessageFile(deps, id, found);
+      } else {
+        return;
+      }
+      if (++checked % 10_000 === 0) deps.onProgress?.(checked);
+    },
+    deps.stopped,
+  );
   deps.onProgress?.(checked);
   return queued;
 }
@@ -122,7 +135,11 @@ function ownStateFile(file: string, startedAt: number): boolean {
   }
 }
 
-function recoverStateFile({ store, onProblem }: RecoveryDeps, id: string, found: (meta: MessageMeta, stateFile: boolean) => void): void {
+function recoverStateFile(
+  { store, onProblem }: RecoveryDeps,
+  id: string,
+  found: (meta: MessageMeta, stateFile: boolean) => void,
+): void {
   let meta: MessageMeta;
   try {
     meta = store.readInSync('queue', id);
@@ -157,7 +174,11 @@ function recoverStateFile({ store, onProblem }: RecoveryDeps, id: string, found:
   found(meta, true);
 }
 
-function recoverMessageFile({ store, onProblem }: RecoveryDeps, id: string, found: (meta: MessageMeta, stateFile: boolean) => void): void {
+function recoverMessageFile(
+  { store, onProblem }: RecoveryDeps,
+  id: string,
+  found: (meta: MessageMeta, stateFile: boolean) => void,
+): void {
   const file = store.path('queue', id, '.eml');
   let read: TrailerRead;
   try {
@@ -176,7 +197,10 @@ function recoverMessageFile({ store, onProblem }: RecoveryDeps, id: string, foun
     onProblem(id, 'removed message file without metadata (never acknowledged)');
   } else {
     setAsideCorrupt(store, id);
-    onProblem(id, `message file with damaged metadata moved to corrupt/: ${read.kind === 'damaged' ? read.reason : `it names message ${read.meta.id}`}`);
+    onProblem(
+      id,
+      `message file with damaged metadata moved to corrupt/: ${read.kind === 'damaged' ? read.reason : `it names message ${read.meta.id}`}`,
+    );
   }
 }
 

@@ -219,7 +219,13 @@ export class Scheduler {
     const total = this.total();
     const ready = Math.min(total, this.ready.size + this.active.size + Math.min(this.diskDue, this.onDisk()));
     const found = oldest as { at: number; id: string } | null;
-    return { ready, deferred: Math.max(0, total - ready), active: this.active.size, oldestReceivedAt: found?.at ?? null, oldestId: found?.id ?? null };
+    return {
+      ready,
+      deferred: Math.max(0, total - ready),
+      active: this.active.size,
+      oldestReceivedAt: found?.at ?? null,
+      oldestId: found?.id ?? null,
+    };
   }
 
   /** The state of a message in memory; undefined for one on disk (its metadata tells) or unknown. */
@@ -315,7 +321,8 @@ export class Scheduler {
 
   private spill(entry: Entry, now: number): void {
     if (entry.due <= now) this.diskDue++;
-    if (this.diskOldest === null || entry.receivedAt < this.diskOldest.at) this.diskOldest = { at: entry.receivedAt, id: entry.id };
+    if (this.diskOldest === null || entry.receivedAt < this.diskOldest.at)
+      this.diskOldest = { at: entry.receivedAt, id: entry.id };
     // Should its route still be closed then, the backlog looks for it to be expired.
     const lifetime = this.options.lifetimeMs?.();
     if (lifetime !== undefined) this.backlog?.expiresAt(entry.receivedAt + lifetime);
@@ -370,7 +377,9 @@ export class Scheduler {
       const id = this.ready.values().next().value as string;
       const entry = this.entries.get(id) as Entry;
       this.drop(id);
-      const state: RouteState = this.blocked.has(entry.route) ? { kind: 'wait', until: this.blocked.get(entry.route) as number } : (this.options.gate?.check(entry.route, now) ?? { kind: 'open' });
+      const state: RouteState = this.blocked.has(entry.route)
+        ? { kind: 'wait', until: this.blocked.get(entry.route) as number }
+        : (this.options.gate?.check(entry.route, now) ?? { kind: 'open' });
       if (state.kind === 'wait' && !this.outlived(entry, now)) {
         // Every host of its route is skipped for now: the message waits on disk (deferred, waiting for
         // a smart host), not attempted.
@@ -400,7 +409,10 @@ export class Scheduler {
     if (until < this.timerAt) this.arm(until);
   }
 
-  private async run(message: ScheduledMessage, attempt: (id: string) => Promise<AttemptResult> = this.options.attempt): Promise<void> {
+  private async run(
+    message: ScheduledMessage,
+    attempt: (id: string) => Promise<AttemptResult> = this.options.attempt,
+  ): Promise<void> {
     let result: AttemptResult;
     try {
       result = await attempt(message.id);

@@ -81,7 +81,11 @@ export class SpoolStore {
     this.holdDir = path.join(root, 'hold');
     this.deadDir = path.join(root, 'dead');
     this.corruptDir = path.join(root, 'corrupt');
-    this.syncers = { queue: new DirectorySyncer(this.queueDir), hold: new DirectorySyncer(this.holdDir), dead: new DirectorySyncer(this.deadDir) };
+    this.syncers = {
+      queue: new DirectorySyncer(this.queueDir),
+      hold: new DirectorySyncer(this.holdDir),
+      dead: new DirectorySyncer(this.deadDir),
+    };
   }
 
   /**
@@ -91,7 +95,8 @@ export class SpoolStore {
    * acknowledged, nothing in it is needed.
    */
   open(): void {
-    for (const dir of [this.root, this.queueDir, this.holdDir, this.deadDir, this.corruptDir]) mkdirSync(dir, { recursive: true });
+    for (const dir of [this.root, this.queueDir, this.holdDir, this.deadDir, this.corruptDir])
+      mkdirSync(dir, { recursive: true });
     try {
       renameSync(this.tmpDir, path.join(this.root, `${STALE_TMP_PREFIX}${randomBytes(4).toString('hex')}`));
     } catch (err) {
@@ -256,7 +261,10 @@ export class SpoolStore {
       }
     }
     const found = this.readCommittedSync(this.queuePath(id, '.eml'));
-    if (found.kind !== 'committed') throw new Error(`${id}: the message file carries no usable metadata (${found.kind === 'damaged' ? found.reason : 'none'})`);
+    if (found.kind !== 'committed')
+      throw new Error(
+        `${id}: the message file carries no usable metadata (${found.kind === 'damaged' ? found.reason : 'none'})`,
+      );
     return { meta: found.meta, stateFile: false };
   }
 
@@ -288,7 +296,10 @@ export class SpoolStore {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || folder !== 'queue') throw err;
     }
     const found = await this.readCommitted(this.queuePath(id, '.eml'));
-    if (found.kind !== 'committed') throw new Error(`${id}: the message file carries no usable metadata (${found.kind === 'damaged' ? found.reason : 'none'})`);
+    if (found.kind !== 'committed')
+      throw new Error(
+        `${id}: the message file carries no usable metadata (${found.kind === 'damaged' ? found.reason : 'none'})`,
+      );
     return found.meta;
   }
 
@@ -306,8 +317,21 @@ export class SpoolStore {
   async locate(id: string): Promise<SpoolFolder | null> {
     if (!isSpoolId(id)) return null;
     for (const folder of ['queue', 'hold', 'dead'] as const) {
-      if (await access(this.path(folder, id, '.json')).then(() => true, () => false)) return folder;
-      if (folder === 'queue' && (await access(this.queuePath(id, '.eml')).then(() => true, () => false))) return folder;
+      if (
+        await access(this.path(folder, id, '.json')).then(
+          () => true,
+          () => false,
+        )
+      )
+        return folder;
+      if (
+        folder === 'queue' &&
+        (await access(this.queuePath(id, '.eml')).then(
+          () => true,
+          () => false,
+        ))
+      )
+        return folder;
     }
     return null;
   }

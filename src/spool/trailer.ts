@@ -57,11 +57,13 @@ export function readTrailerSync(fd: number): TrailerRead {
   // allocUnsafe: small buffers come from Node's shared pool, not one allocation each (a walk reads a
   // million of them); every byte used is read first.
   const footer = Buffer.allocUnsafe(FOOTER_BYTES);
-  if (readSync(fd, footer, 0, FOOTER_BYTES, size - FOOTER_BYTES) !== FOOTER_BYTES) return { kind: 'damaged', reason: 'short read of the footer' };
+  if (readSync(fd, footer, 0, FOOTER_BYTES, size - FOOTER_BYTES) !== FOOTER_BYTES)
+    return { kind: 'damaged', reason: 'short read of the footer' };
   const found = parseFooter(footer, size);
   if (found.kind !== 'located') return found;
   const json = Buffer.allocUnsafe(found.length);
-  if (readSync(fd, json, 0, found.length, found.start) !== found.length) return { kind: 'damaged', reason: 'short read of the metadata' };
+  if (readSync(fd, json, 0, found.length, found.start) !== found.length)
+    return { kind: 'damaged', reason: 'short read of the metadata' };
   return decodeMeta(json, found.start);
 }
 
@@ -84,6 +86,7 @@ function decodeMeta(json: Buffer, start: number): TrailerRead {
   } catch (err) {
     return { kind: 'damaged', reason: `metadata is not JSON: ${(err as Error).message}` };
   }
-  if (meta.size !== start) return { kind: 'damaged', reason: `metadata says ${String(meta.size)} message bytes, the file holds ${start}` };
+  if (meta.size !== start)
+    return { kind: 'damaged', reason: `metadata says ${String(meta.size)} message bytes, the file holds ${start}` };
   return { kind: 'committed', meta };
 }

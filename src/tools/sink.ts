@@ -105,7 +105,10 @@ export class SmtpSink {
       banner: 'smarthop sink',
       logger: false,
       disableReverseLookup: true,
-      disabledCommands: [...(options.auth || options.xoauth2 ? [] : ['AUTH']), ...(options.tls && !options.tls.implicit ? [] : ['STARTTLS'])],
+      disabledCommands: [
+        ...(options.auth || options.xoauth2 ? [] : ['AUTH']),
+        ...(options.tls && !options.tls.implicit ? [] : ['STARTTLS']),
+      ],
       authMethods: options.xoauth2 ? ['XOAUTH2'] : ['PLAIN', 'LOGIN'],
       authOptional: !options.auth && !options.xoauth2,
       allowInsecureAuth: true,
@@ -119,7 +122,10 @@ export class SmtpSink {
       onConnect: (_session, callback) => {
         this.openConnections++;
         const b = this.behaviour;
-        if (b.mode === 'defer' && b.atConnect) return callback(Object.assign(new Error('4.3.2 Service not available, try later'), { responseCode: b.code ?? 421 }));
+        if (b.mode === 'defer' && b.atConnect)
+          return callback(
+            Object.assign(new Error('4.3.2 Service not available, try later'), { responseCode: b.code ?? 421 }),
+          );
         if (b.mode === 'hang') return; // never greet
         callback();
       },
@@ -130,30 +136,45 @@ export class SmtpSink {
       onAuth: (auth, _session, callback) => {
         const oauth = this.options.xoauth2;
         if (oauth) {
-          if (auth.method !== 'XOAUTH2') return callback(Object.assign(new Error('5.7.8 Authentication mechanism not allowed'), { responseCode: 535 }));
+          if (auth.method !== 'XOAUTH2')
+            return callback(
+              Object.assign(new Error('5.7.8 Authentication mechanism not allowed'), { responseCode: 535 }),
+            );
           this.tokensSeen.push(auth.accessToken ?? '');
-          if (auth.username === oauth.user && oauth.validToken(auth.accessToken ?? '')) return callback(null, { user: auth.username });
-          return callback(null, { data: { status: '401', schemes: 'bearer', scope: 'https://outlook.office365.com/.default' } });
+          if (auth.username === oauth.user && oauth.validToken(auth.accessToken ?? ''))
+            return callback(null, { user: auth.username });
+          return callback(null, {
+            data: { status: '401', schemes: 'bearer', scope: 'https://outlook.office365.com/.default' },
+          });
         }
         const expected = this.options.auth;
-        if (expected && auth.username === expected.user && auth.password === expected.pass) return callback(null, { user: auth.username });
+        if (expected && auth.username === expected.user && auth.password === expected.pass)
+          return callback(null, { user: auth.username });
         callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
       },
       onMailFrom: (_address, session, callback) => {
         this.mailCommands++;
         const b = this.behaviour;
-        if (b.mode === 'defer') return callback(Object.assign(new Error('4.7.0 Try again later'), { responseCode: b.code ?? 451 }));
-        if (b.mode === 'reject') return callback(Object.assign(new Error('5.7.1 Message refused by policy'), { responseCode: b.code ?? 550 }));
+        if (b.mode === 'defer')
+          return callback(Object.assign(new Error('4.7.0 Try again later'), { responseCode: b.code ?? 451 }));
+        if (b.mode === 'reject')
+          return callback(Object.assign(new Error('5.7.1 Message refused by policy'), { responseCode: b.code ?? 550 }));
         const cap = this.options.messagesPerConnection;
         if (cap?.then === 'refuse' && (this.takenOn.get(session.id) ?? 0) >= cap.limit) {
-          return callback(Object.assign(new Error(`4.7.0 Too many messages on this connection (at most ${cap.limit}); reconnect`), { responseCode: 421 }));
+          return callback(
+            Object.assign(new Error(`4.7.0 Too many messages on this connection (at most ${cap.limit}); reconnect`), {
+              responseCode: 421,
+            }),
+          );
         }
         callback();
       },
       onRcptTo: (address, session, callback) => {
         const max = this.options.maxRecipients;
         if (max !== undefined && session.envelope.rcptTo.length >= max) {
-          return callback(Object.assign(new Error(`4.5.3 Too many recipients (at most ${max} per message)`), { responseCode: 452 }));
+          return callback(
+            Object.assign(new Error(`4.5.3 Too many recipients (at most ${max} per message)`), { responseCode: 452 }),
+          );
         }
         const reply = this.options.rcptReply?.(address.address);
         if (reply) return callback(Object.assign(new Error(reply.message), { responseCode: reply.code }));
@@ -263,7 +284,9 @@ export class SmtpSink {
     const id = `${n}`;
     if (this.options.dir) await this.writeCapture(this.options.dir, data);
     if (this.options.keep) this.messages.push(message);
-    this.options.log?.(`sink: #${id} from=<${message.from}> to=<${message.to.join('>,<')}> size=${data.length}${messageId ? ` message-id=${messageId}` : ''}`);
+    this.options.log?.(
+      `sink: #${id} from=<${message.from}> to=<${message.to.join('>,<')}> size=${data.length}${messageId ? ` message-id=${messageId}` : ''}`,
+    );
     this.options.onMessage?.(message);
     return id;
   }

@@ -38,9 +38,7 @@ declare module 'mailsplit' {
   }
 
   export type SplitterChunk =
-    | MimeNode
-    | { type: 'data'; node: MimeNode; value: Buffer }
-    | { type: 'body'; node: MimeNode; value: Buffer };
+    MimeNode | { type: 'data'; node: MimeNode; value: Buffer } | { type: 'body'; node: MimeNode; value: Buffer };
 
   export class Splitter extends Transform {
     constructor(options?: SplitterOptions & TransformOptions);

@@ -17,11 +17,17 @@ export class ChildRelay {
   static async start(configFile: string, httpPort: number): Promise<ChildRelay> {
     // Started the way deploy/smarthop.service, the Dockerfile and npm start start it (README, "Memory").
     const args = [...RELAY_NODE_FLAGS, CLI, 'start', '-c', configFile];
-    const child = new ChildRelay(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: relayEnvironment(process.env) }));
+    const child = new ChildRelay(
+      spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: relayEnvironment(process.env) }),
+    );
     const deadline = Date.now() + 15_000;
     for (;;) {
-      if (child.process.exitCode !== null) throw new Error(`relay exited with ${child.process.exitCode}:\n${child.output.join('')}`);
-      const ok = await fetch(`http://127.0.0.1:${httpPort}/healthz`).then((r) => r.ok, () => false);
+      if (child.process.exitCode !== null)
+        throw new Error(`relay exited with ${child.process.exitCode}:\n${child.output.join('')}`);
+      const ok = await fetch(`http://127.0.0.1:${httpPort}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      );
       if (ok) return child;
       if (Date.now() > deadline) throw new Error(`relay did not become healthy:\n${child.output.join('')}`);
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -41,7 +47,12 @@ export class ChildRelay {
  * `signal` (SIGKILL where the test is about crashes), then the smart host it sent to, then its
  * temp dir (the spool inside it is only removable once the relay is gone).
  */
-export async function tearDownChildRelay(relay: ChildRelay | null, signal: NodeJS.Signals, smarthost: { close(): Promise<void> } | null, dir: string): Promise<void> {
+export async function tearDownChildRelay(
+  relay: ChildRelay | null,
+  signal: NodeJS.Signals,
+  smarthost: { close(): Promise<void> } | null,
+  dir: string,
+): Promise<void> {
   await relay?.kill(signal);
   await smarthost?.close();
   removeDir(dir);
@@ -56,9 +67,14 @@ export interface CliRun {
 /** Runs the built CLI without blocking this process's event loop (an in-process relay must keep answering). */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { PATH: process.env.PATH, ...env }, timeout: 30_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }

@@ -17,11 +17,20 @@ export class Daemon {
   }
 
   /** Starts `binary args…` and resolves once `ready()` says yes; fails with its output if it exits or takes too long. */
-  static async start(binary: string, args: string[], ready: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<Daemon> {
+  static async start(
+    binary: string,
+    args: string[],
+    ready: () => Promise<boolean>,
+    what: string,
+    timeoutMs = 20_000,
+  ): Promise<Daemon> {
     const daemon = new Daemon(spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (daemon.exited) throw new Error(`${what} exited with ${String(daemon.child.exitCode ?? daemon.child.signalCode)}:\n${daemon.output.join('')}`);
+      if (daemon.exited)
+        throw new Error(
+          `${what} exited with ${String(daemon.child.exitCode ?? daemon.child.signalCode)}:\n${daemon.output.join('')}`,
+        );
       if (await ready().catch(() => false)) return daemon;
       if (Date.now() > deadline) {
         await daemon.stop();

@@ -31,7 +31,9 @@ function notFound(name: string): Error {
 }
 
 /** mailauth's resolver hook over a fixed zone: `{ 'name': { TXT: [...], A: [...] } }`; anything else is NXDOMAIN. */
-export function zoneResolver(zone: Record<string, Partial<Record<'TXT' | 'A' | 'AAAA' | 'MX', string[]>>>): DNSResolver {
+export function zoneResolver(
+  zone: Record<string, Partial<Record<'TXT' | 'A' | 'AAAA' | 'MX', string[]>>>,
+): DNSResolver {
   const lower = new Map(Object.entries(zone).map(([name, records]) => [name.toLowerCase(), records]));
   return async (name: string, rrtype: string) => {
     const records = lower.get(name.toLowerCase().replace(/\.$/, ''));
@@ -46,7 +48,10 @@ export function zoneResolver(zone: Record<string, Partial<Record<'TXT' | 'A' | '
 export async function verifyDkim(message: Buffer, resolver: DNSResolver): Promise<string[]> {
   const { results } = await dkimVerify(message, { resolver });
   // mailauth 4.13's shipped types call it `algorithm`; the result object has `algo`.
-  return results.map((result) => `${result.signingDomain}/${result.selector ?? ''} ${(result as { algo?: string }).algo ?? ''} ${result.status.result}`);
+  return results.map(
+    (result) =>
+      `${result.signingDomain}/${result.selector ?? ''} ${(result as { algo?: string }).algo ?? ''} ${result.status.result}`,
+  );
 }
 
 let dkimpyPython: string | null | undefined;
@@ -58,7 +63,10 @@ let dkimpyPython: string | null | undefined;
  */
 export function dkimpy(): string | null {
   // Asked once, by the files that verify with it: not every importer of this helper pays for a Python start.
-  dkimpyPython ??= spawnSync('/usr/bin/python3', ['-c', 'import dkim, nacl'], { encoding: 'utf8' }).status === 0 ? '/usr/bin/python3' : null;
+  dkimpyPython ??=
+    spawnSync('/usr/bin/python3', ['-c', 'import dkim, nacl'], { encoding: 'utf8' }).status === 0
+      ? '/usr/bin/python3'
+      : null;
   return dkimpyPython;
 }
 

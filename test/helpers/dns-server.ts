@@ -31,7 +31,8 @@ export class TestDnsServer {
       if (records && (question.type === 'TXT' || question.type === 'A' || question.type === 'AAAA')) {
         for (const value of records[question.type] ?? []) {
           // A TXT character-string holds at most 255 bytes: long records (RSA keys) come in pieces, as in real zones.
-          if (question.type === 'TXT') answers.push({ type: 'TXT', name: question.name, ttl: 60, data: value.match(/.{1,255}/g) ?? [''] });
+          if (question.type === 'TXT')
+            answers.push({ type: 'TXT', name: question.name, ttl: 60, data: value.match(/.{1,255}/g) ?? [''] });
           else answers.push({ type: question.type, name: question.name, ttl: 60, data: value });
         }
       }

@@ -55,7 +55,12 @@ export class TestHaproxy {
     ].join('\n');
   }
 
-  static async start(binary: string, dir: string, port: number, backends: readonly HaproxyBackend[]): Promise<TestHaproxy> {
+  static async start(
+    binary: string,
+    dir: string,
+    port: number,
+    backends: readonly HaproxyBackend[],
+  ): Promise<TestHaproxy> {
     const file = path.join(dir, 'haproxy.cfg');
     writeFileSync(file, TestHaproxy.config(port, backends));
     // -db: stay in the foreground (no daemon, no pid file), so the test owns the process.

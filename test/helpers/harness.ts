@@ -100,7 +100,11 @@ export interface SmartHostSpec {
 }
 
 /** The usual test relay: loopback listener on port 0, 127.0.0.1 trusted, the given smart hosts in route default. */
-export function baseConfig(dir: string, smarthosts: SmartHostSpec[], overrides: Record<string, unknown> = {}): Record<string, unknown> {
+export function baseConfig(
+  dir: string,
+  smarthosts: SmartHostSpec[],
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
   return {
     hostname: 'relay.test',
     max_message_size: '1MiB',
@@ -112,7 +116,10 @@ export function baseConfig(dir: string, smarthosts: SmartHostSpec[], overrides: 
     smarthosts: smarthosts.map((s) => ({
       // A Graph host has no host or port: it is reached at its graph_url.
       ...(s.type === 'graph' ? {} : { host: '127.0.0.1', tls: 'none' }),
-      priority: 10, connect_timeout: '2s', socket_timeout: '5s', ...s,
+      priority: 10,
+      connect_timeout: '2s',
+      socket_timeout: '5s',
+      ...s,
     })),
     http: { address: '127.0.0.1:0' },
     log: { level: 'silent' },
@@ -170,7 +177,11 @@ export async function waitRecovered(port: number, timeoutMs = 15_000): Promise<v
   await waitFor(async () => (await readyz(port))?.checks.queue_recovered === true, timeoutMs, 'the queue recovered');
 }
 
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let pauseMs = 10;
   while (!(await check())) {
@@ -199,10 +210,27 @@ export function removeDir(dir: string): void {
 export function makeCertificate(dir: string, commonName = 'relay.test'): { cert: string; key: string } {
   const [certFile, keyFile] = [`${commonName}.crt`, `${commonName}.key`];
   madeOncePerRun(dir, `self-signed-${commonName}`, [certFile, keyFile], (into) => {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(into, keyFile), '-out', path.join(into, certFile),
-      '-days', '2', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=DNS:${commonName},IP:127.0.0.1`,
-    ], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        path.join(into, keyFile),
+        '-out',
+        path.join(into, certFile),
+        '-days',
+        '2',
+        '-subj',
+        `/CN=${commonName}`,
+        '-addext',
+        `subjectAltName=DNS:${commonName},IP:127.0.0.1`,
+      ],
+      { stdio: 'ignore' },
+    );
   });
   return { cert: path.join(dir, certFile), key: path.join(dir, keyFile) };
 }
@@ -211,7 +239,10 @@ export function makeCertificate(dir: string, commonName = 'relay.test'): { cert:
  * A private CA and a leaf it signed (SAN DNS:<name>, IP:127.0.0.1), made with openssl for this test
  * run: smart hosts that speak TLS with a certificate nothing else trusts.
  */
-export function makeCertificateAuthority(dir: string, leafName = 'smarthost.test'): { ca: string; cert: string; key: string } {
+export function makeCertificateAuthority(
+  dir: string,
+  leafName = 'smarthost.test',
+): { ca: string; cert: string; key: string } {
   const [caFile, certFile, keyFile] = ['test-ca.crt', `${leafName}.crt`, `${leafName}.key`];
   madeOncePerRun(dir, `ca-${leafName}`, [caFile, certFile, keyFile], (into) => {
     const ca = path.join(into, caFile);
@@ -222,12 +253,46 @@ export function makeCertificateAuthority(dir: string, leafName = 'smarthost.test
     const ext = path.join(into, `${leafName}.ext`);
     const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
     run([
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=smarthop test CA',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      caKey,
+      '-out',
+      ca,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=smarthop test CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
     ]);
     run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
-    writeFileSync(ext, `basicConstraints=CA:FALSE\nsubjectAltName=DNS:${leafName},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`);
-    run(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
+    writeFileSync(
+      ext,
+      `basicConstraints=CA:FALSE\nsubjectAltName=DNS:${leafName},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`,
+    );
+    run([
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      ca,
+      '-CAkey',
+      caKey,
+      '-CAcreateserial',
+      '-out',
+      cert,
+      '-days',
+      '2',
+      '-extfile',
+      ext,
+    ]);
   });
   return { ca: path.join(dir, caFile), cert: path.join(dir, certFile), key: path.join(dir, keyFile) };
 }
@@ -242,7 +307,9 @@ export class TokenEndpoint {
   private readonly server: HttpServer;
   private port = 0;
 
-  constructor(private readonly expected: { clientId: string; clientSecret: string; scope: string; lifetimeS?: number }) {
+  constructor(
+    private readonly expected: { clientId: string; clientSecret: string; scope: string; lifetimeS?: number },
+  ) {
     this.server = createHttpServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -253,10 +320,17 @@ export class TokenEndpoint {
           res.writeHead(status, { 'content-type': 'application/json' });
           res.end(JSON.stringify(body));
         };
-        if (req.method !== 'POST' || req.headers['content-type'] !== 'application/x-www-form-urlencoded') return reply(400, { error: 'invalid_request' });
+        if (req.method !== 'POST' || req.headers['content-type'] !== 'application/x-www-form-urlencoded')
+          return reply(400, { error: 'invalid_request' });
         if (form.get('grant_type') !== 'client_credentials') return reply(400, { error: 'unsupported_grant_type' });
-        if (form.get('client_id') !== this.expected.clientId || form.get('client_secret') !== this.expected.clientSecret) {
-          return reply(401, { error: 'invalid_client', error_description: 'AADSTS7000215: Invalid client secret provided.' });
+        if (
+          form.get('client_id') !== this.expected.clientId ||
+          form.get('client_secret') !== this.expected.clientSecret
+        ) {
+          return reply(401, {
+            error: 'invalid_client',
+            error_description: 'AADSTS7000215: Invalid client secret provided.',
+          });
         }
         if (form.get('scope') !== this.expected.scope) return reply(400, { error: 'invalid_scope' });
         const token = `token-${this.requests.length}`;
@@ -287,7 +361,10 @@ export class TokenEndpoint {
  * down after them: call inside a describe. `overrides` gets the describe's temp dir and returns what
  * the relay's config changes from baseConfig (clients, listeners, limits, …).
  */
-export function relayPerDescribe(overrides: (dir: string) => Record<string, unknown> | Promise<Record<string, unknown>>, options: RelayOptions = {}): {
+export function relayPerDescribe(
+  overrides: (dir: string) => Record<string, unknown> | Promise<Record<string, unknown>>,
+  options: RelayOptions = {},
+): {
   readonly dir: string;
   readonly sink: SmtpSink;
   readonly running: RunningRelay;
@@ -298,7 +375,10 @@ export function relayPerDescribe(overrides: (dir: string) => Record<string, unkn
   beforeAll(async () => {
     dir = tempDir();
     sink = await startSink();
-    running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }], await overrides(dir)), dir), options);
+    running = await startRelay(
+      buildConfig(baseConfig(dir, [{ name: 'primary', port: sink.port }], await overrides(dir)), dir),
+      options,
+    );
   });
   afterAll(async () => {
     await running?.stop();
@@ -327,7 +407,11 @@ export function relayPerTest(): {
   running: RunningRelay | null;
   sink(options?: SinkOptions): Promise<SmtpSink>;
   /** `env`: what `${NAME}` references in the config read (tests never read the real environment). */
-  relayWith(hosts: SmartHostSpec[], overrides?: Record<string, unknown>, env?: NodeJS.ProcessEnv): Promise<RunningRelay>;
+  relayWith(
+    hosts: SmartHostSpec[],
+    overrides?: Record<string, unknown>,
+    env?: NodeJS.ProcessEnv,
+  ): Promise<RunningRelay>;
 } {
   let dir = '';
   const sinks: SmtpSink[] = [];
@@ -341,7 +425,11 @@ export function relayPerTest(): {
       sinks.push(sink);
       return sink;
     },
-    async relayWith(hosts: SmartHostSpec[], overrides: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
+    async relayWith(
+      hosts: SmartHostSpec[],
+      overrides: Record<string, unknown> = {},
+      env: NodeJS.ProcessEnv = {},
+    ): Promise<RunningRelay> {
       state.running = await startRelay(buildConfig(baseConfig(dir, hosts, overrides), dir, env));
       return state.running;
     },
@@ -374,7 +462,10 @@ export async function readQueued(spoolDir: string, id: string): Promise<{ meta: 
  * Runs recovery over a spool as a start after everything now on disk would: returns the queued
  * messages it found (in the order it found them).
  */
-export async function recoverAll(store: SpoolStore, onProblem: (id: string, problem: string) => void = () => undefined): Promise<MessageMeta[]> {
+export async function recoverAll(
+  store: SpoolStore,
+  onProblem: (id: string, problem: string) => void = () => undefined,
+): Promise<MessageMeta[]> {
   const found: MessageMeta[] = [];
   await recoverSpool({ store, startedAt: Date.now() + 1, found: (meta) => found.push(meta), onProblem });
   return found;

@@ -28,26 +28,40 @@ export class TestPrometheus {
     const port = await freePort();
     const configFile = path.join(dir, 'prometheus.yml');
     mkdirSync(path.join(dir, 'data'), { recursive: true });
-    writeFileSync(configFile, stringify({
-      global: { scrape_interval: '1s', evaluation_interval: '1s', scrape_timeout: '900ms' },
-      rule_files: ruleFiles,
-      scrape_configs: [{ job_name: 'smarthop', scrape_interval: '1s', static_configs: [{ targets }] }],
-    }));
-    const child = spawn(binary, [
-      `--config.file=${configFile}`,
-      `--storage.tsdb.path=${path.join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      '--storage.tsdb.retention.time=1h',
-      '--log.level=warn',
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    writeFileSync(
+      configFile,
+      stringify({
+        global: { scrape_interval: '1s', evaluation_interval: '1s', scrape_timeout: '900ms' },
+        rule_files: ruleFiles,
+        scrape_configs: [{ job_name: 'smarthop', scrape_interval: '1s', static_configs: [{ targets }] }],
+      }),
+    );
+    const child = spawn(
+      binary,
+      [
+        `--config.file=${configFile}`,
+        `--storage.tsdb.path=${path.join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--storage.tsdb.retention.time=1h',
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     const kill = () => child.kill('SIGKILL');
     process.once('exit', kill);
     child.once('exit', () => process.off('exit', kill));
     const prometheus = new TestPrometheus(child, `http://127.0.0.1:${port}`);
     const deadline = Date.now() + 60_000;
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}:\n${prometheus.output.join('')}`);
-      if (await fetch(`${prometheus.url}/-/ready`).then((r) => r.ok, () => false)) return prometheus;
+      if (child.exitCode !== null)
+        throw new Error(`prometheus exited with ${child.exitCode}:\n${prometheus.output.join('')}`);
+      if (
+        await fetch(`${prometheus.url}/-/ready`).then(
+          (r) => r.ok,
+          () => false,
+        )
+      )
+        return prometheus;
       if (Date.now() > deadline) {
         await prometheus.stop();
         throw new Error(`prometheus did not become ready:\n${prometheus.output.join('')}`);
@@ -63,7 +77,10 @@ export class TestPrometheus {
 
   /** An instant query's samples, as [labels, value]. Throws on a PromQL error. */
   async query(expr: string): Promise<{ metric: Record<string, string>; value: number }[]> {
-    const result = await this.api<{ resultType: string; result: { metric: Record<string, string>; value: [number, string] }[] }>('/api/v1/query', { query: expr });
+    const result = await this.api<{
+      resultType: string;
+      result: { metric: Record<string, string>; value: [number, string] }[];
+    }>('/api/v1/query', { query: expr });
     if (result.status !== 'success') throw new Error(`${expr}: ${result.status === 'error' ? result.error : ''}`);
     if (result.data.resultType !== 'vector') return [];
     return result.data.result.map((s) => ({ metric: s.metric, value: Number(s.value[1]) }));

@@ -47,10 +47,27 @@ export class TestRedis {
   }
 
   async start(): Promise<void> {
-    this.daemon = await Daemon.start(this.binary, [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', this.dir, '--logfile', path.join(this.dir, 'redis.log'), '--daemonize', 'no',
-    ], () => redisPing(this.port), `redis-server on port ${this.port}`);
+    this.daemon = await Daemon.start(
+      this.binary,
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        this.dir,
+        '--logfile',
+        path.join(this.dir, 'redis.log'),
+        '--daemonize',
+        'no',
+      ],
+      () => redisPing(this.port),
+      `redis-server on port ${this.port}`,
+    );
   }
 
   async stop(): Promise<void> {

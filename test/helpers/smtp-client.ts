@@ -153,7 +153,10 @@ export class RawSmtpClient {
 }
 
 /** Connects, reads the greeting and says EHLO: the usual start of a test session. */
-export async function openSession(port: number, options: { localAddress?: string; host?: string } = {}): Promise<{ client: RawSmtpClient; greeting: string | null; ehlo: string | null }> {
+export async function openSession(
+  port: number,
+  options: { localAddress?: string; host?: string } = {},
+): Promise<{ client: RawSmtpClient; greeting: string | null; ehlo: string | null }> {
   const client = await RawSmtpClient.connect(port, options);
   const greeting = await client.reply();
   const ehlo = greeting?.startsWith('220') ? await client.command('EHLO app.test') : null;
@@ -165,7 +168,9 @@ export function plainAuth(user: string, pass: string): string {
 }
 
 /** A minimal RFC 5322 message with CRLF line endings. */
-export function message(opts: { from?: string; to?: string; subject?: string; body?: string; messageId?: string } = {}): string {
+export function message(
+  opts: { from?: string; to?: string; subject?: string; body?: string; messageId?: string } = {},
+): string {
   const lines = [
     `From: ${opts.from ?? 'app@corp.example'}`,
     `To: ${opts.to ?? 'user@example.com'}`,

@@ -15,7 +15,8 @@ export function staleSources(root = ROOT): string[] {
   const stale: string[] = [];
   for (const source of ['src', 'bench'].flatMap((top) => typeScriptFiles(path.join(root, top)))) {
     const built = path.join(root, 'dist', path.relative(root, source)).replace(/\.ts$/, '.js');
-    if (!existsSync(built) || statSync(built).mtimeMs < statSync(source).mtimeMs) stale.push(path.relative(root, source));
+    if (!existsSync(built) || statSync(built).mtimeMs < statSync(source).mtimeMs)
+      stale.push(path.relative(root, source));
   }
   return stale;
 }
@@ -46,7 +47,9 @@ function buildIfStale(): void {
   const stale = staleSources();
   if (stale.length === 0) return;
   const shown = stale.slice(0, 3).join(', ') + (stale.length > 3 ? ', …' : '');
-  process.stderr.write(`\ndist/ is older than ${stale.length} source file(s) (${shown}): running npm run build first\n`);
+  process.stderr.write(
+    `\ndist/ is older than ${stale.length} source file(s) (${shown}): running npm run build first\n`,
+  );
   const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' });
   if (build.status !== 0) process.stderr.write(`npm run build reported errors:\n${build.stdout}${build.stderr}\n`);
   const still = staleSources();

@@ -8,8 +8,13 @@ const DefaultSequencer = require('@jest/test-sequencer').default;
  * size. Without a time from an earlier run they start first, so no worker is left with one at the end.
  */
 const LONG_RUNNING = new Set([
-  'soak.e2e.test.ts', 'dkim-large.e2e.test.ts', 'bench-compare.e2e.test.ts', 'fleet.e2e.test.ts',
-  'deep-queue.e2e.test.ts', 'deep-queue-bench.e2e.test.ts', 'status-page.e2e.test.ts',
+  'soak.e2e.test.ts',
+  'dkim-large.e2e.test.ts',
+  'bench-compare.e2e.test.ts',
+  'fleet.e2e.test.ts',
+  'deep-queue.e2e.test.ts',
+  'deep-queue-bench.e2e.test.ts',
+  'status-page.e2e.test.ts',
 ]);
 
 /**
@@ -30,7 +35,9 @@ class Sequencer extends DefaultSequencer {
     };
     const size = (/** @type {import('@jest/test-result').Test} */ test) => statSync(test.path).size;
     // jest has set each file's duration from its cache: null is a file it has no time for.
-    const unknown = sorted.filter((test) => test.duration == null).sort((a, b) => rank(a) - rank(b) || size(b) - size(a));
+    const unknown = sorted
+      .filter((test) => test.duration == null)
+      .sort((a, b) => rank(a) - rank(b) || size(b) - size(a));
     return [...unknown, ...sorted.filter((test) => test.duration != null)];
   }
 }

@@ -19,11 +19,35 @@ import type { HeaderField } from '../../message/header-block';
  * verifier find them. Received and the other trace fields are not signed: relays add them.
  */
 const SIGNED_FIELDS: ReadonlySet<string> = new Set([
-  'from', 'sender', 'reply-to', 'subject', 'date', 'message-id', 'to', 'cc', 'mime-version',
-  'content-type', 'content-transfer-encoding', 'content-id', 'content-description',
-  'resent-date', 'resent-from', 'resent-sender', 'resent-to', 'resent-cc', 'resent-message-id',
-  'in-reply-to', 'references', 'list-id', 'list-help', 'list-unsubscribe', 'list-subscribe',
-  'list-post', 'list-owner', 'list-archive', 'bimi-selector',
+  'from',
+  'sender',
+  'reply-to',
+  'subject',
+  'date',
+  'message-id',
+  'to',
+  'cc',
+  'mime-version',
+  'content-type',
+  'content-transfer-encoding',
+  'content-id',
+  'content-description',
+  'resent-date',
+  'resent-from',
+  'resent-sender',
+  'resent-to',
+  'resent-cc',
+  'resent-message-id',
+  'in-reply-to',
+  'references',
+  'list-id',
+  'list-help',
+  'list-unsubscribe',
+  'list-subscribe',
+  'list-post',
+  'list-owner',
+  'list-archive',
+  'bimi-selector',
 ]);
 
 /** A well-formed field name (RFC 5322 ftext); a field spelled otherwise is not signed (see fieldsToSign). */
@@ -46,7 +70,10 @@ const B_MIN_ROOM = 24;
 export function relaxedField(raw: string): string {
   const colon = raw.indexOf(':');
   const name = raw.slice(0, colon).replace(WSP_RUN, '').toLowerCase();
-  const value = raw.slice(colon + 1).replace(FOLD, '').replace(WSP_RUN, ' ');
+  const value = raw
+    .slice(colon + 1)
+    .replace(FOLD, '')
+    .replace(WSP_RUN, ' ');
   const start = value.startsWith(' ') ? 1 : 0;
   const end = value.endsWith(' ') ? value.length - 1 : value.length;
   return `${name}:${value.slice(start, Math.max(start, end))}\r\n`;
@@ -81,7 +108,10 @@ export interface SignedFields {
 /** The fields to sign (fieldsToSign), named for `h=` with From over-signed, and relaxed once for all keys. */
 export function signedFields(fields: readonly HeaderField[]): SignedFields {
   const chosen = fieldsToSign(fields);
-  return { names: [...chosen.map(fieldName), OVERSIGNED], canonical: chosen.map((field) => relaxedField(field.raw)).join('') };
+  return {
+    names: [...chosen.map(fieldName), OVERSIGNED],
+    canonical: chosen.map((field) => relaxedField(field.raw)).join(''),
+  };
 }
 
 /** A field's name as the message spells it (`h=` keeps the sender's case; verifiers compare without it). */
@@ -112,8 +142,13 @@ export function unsignedSignature(tags: SignatureTags): UnsignedSignature {
   const { names } = tags.signed;
   const words = [
     // The config accepts only ASCII domains and selectors, so d= and s= need no A-label conversion.
-    'v=1;', `a=${tags.algorithm};`, 'c=relaxed/relaxed;', `d=${tags.domain};`, `s=${tags.selector};`,
-    `t=${Math.floor(tags.signTime.getTime() / 1000)};`, `bh=${tags.bodyHash};`,
+    'v=1;',
+    `a=${tags.algorithm};`,
+    'c=relaxed/relaxed;',
+    `d=${tags.domain};`,
+    `s=${tags.selector};`,
+    `t=${Math.floor(tags.signTime.getTime() / 1000)};`,
+    `bh=${tags.bodyHash};`,
     // A long h= list folds after a colon, where RFC 6376 §3.5 allows FWS.
     ...names.map((name, i) => `${i === 0 ? 'h=' : ''}${name}${i === names.length - 1 ? ';' : ':'}`),
     'b=',

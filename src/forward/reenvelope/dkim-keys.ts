@@ -31,11 +31,16 @@ export function loadDkimKey(config: DkimSignatureConfig): DkimKey {
     throw new Error(`not a PEM private key (${(err as Error).message})`, { cause: err });
   }
   const type = privateKey.asymmetricKeyType;
-  if (type !== 'rsa' && type !== 'ed25519') throw new Error(`a ${type ?? 'unknown'} key cannot sign DKIM; use RSA (rsa-sha256) or Ed25519 (ed25519-sha256)`);
+  if (type !== 'rsa' && type !== 'ed25519')
+    throw new Error(`a ${type ?? 'unknown'} key cannot sign DKIM; use RSA (rsa-sha256) or Ed25519 (ed25519-sha256)`);
   const algorithm: DkimAlgorithm = config.algorithm ?? (type === 'rsa' ? 'rsa-sha256' : 'ed25519-sha256');
-  if (!algorithm.startsWith(`${type}-`)) throw new Error(`algorithm ${algorithm} needs a ${algorithm.split('-')[0]} key, the file holds a ${type} key`);
+  if (!algorithm.startsWith(`${type}-`))
+    throw new Error(`algorithm ${algorithm} needs a ${algorithm.split('-')[0]} key, the file holds a ${type} key`);
   const bits = privateKey.asymmetricKeyDetails?.modulusLength;
-  if (type === 'rsa' && bits !== undefined && bits < MIN_RSA_BITS) throw new Error(`a ${bits}-bit RSA key is too short (receivers ignore DKIM keys under ${MIN_RSA_BITS} bits; use 2048)`);
+  if (type === 'rsa' && bits !== undefined && bits < MIN_RSA_BITS)
+    throw new Error(
+      `a ${bits}-bit RSA key is too short (receivers ignore DKIM keys under ${MIN_RSA_BITS} bits; use 2048)`,
+    );
   return {
     domain: config.domain,
     selector: config.selector,
@@ -49,7 +54,9 @@ function readKeyFile(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+    throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
+      cause: err,
+    });
   }
 }
 
@@ -77,7 +84,8 @@ export function loadRouteKeys(routes: Readonly<Record<string, RouteConfig>>): { 
 export function publicKeyTags(publicKey: KeyObject): { k: 'rsa' | 'ed25519'; p: string } {
   const spki = publicKey.export({ type: 'spki', format: 'der' });
   // Ed25519 records carry the bare 32-byte key, not the SubjectPublicKeyInfo around it.
-  if (publicKey.asymmetricKeyType === 'ed25519') return { k: 'ed25519', p: spki.subarray(spki.length - 32).toString('base64') };
+  if (publicKey.asymmetricKeyType === 'ed25519')
+    return { k: 'ed25519', p: spki.subarray(spki.length - 32).toString('base64') };
   return { k: 'rsa', p: spki.toString('base64') };
 }
 

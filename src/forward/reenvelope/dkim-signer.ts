@@ -58,7 +58,11 @@ class DkimBodyInspector implements BodyInspector {
       return undefined;
     } catch (err) {
       // Keys are checked at start, so this is unexpected; unsigned mail could fail DMARC, so the client retries.
-      return { code: 451, message: `4.3.0 Message could not be DKIM-signed, try again later (${(err as Error).message})`, reason: 'signing' };
+      return {
+        code: 451,
+        message: `4.3.0 Message could not be DKIM-signed, try again later (${(err as Error).message})`,
+        reason: 'signing',
+      };
     }
   }
 }
@@ -125,7 +129,11 @@ export class RelaxedBodyHash {
         }
         lineStart = i + 1;
         dirty = false;
-      } else if (byte === HT || (byte === SP && i > lineStart && chunk[i - 1] === SP) || (byte === CR && chunk[i + 1] !== LF)) {
+      } else if (
+        byte === HT ||
+        (byte === SP && i > lineStart && chunk[i - 1] === SP) ||
+        (byte === CR && chunk[i + 1] !== LF)
+      ) {
         dirty = true;
       }
     }
@@ -188,7 +196,8 @@ export class RelaxedBodyHash {
   }
 
   private payLineEnds(): void {
-    for (let owed = this.lineEndsOwed; owed > 0; owed -= LINE_ENDS_BLOCK) this.hash.update(CRLF_BLOCK.subarray(0, 2 * Math.min(owed, LINE_ENDS_BLOCK)));
+    for (let owed = this.lineEndsOwed; owed > 0; owed -= LINE_ENDS_BLOCK)
+      this.hash.update(CRLF_BLOCK.subarray(0, 2 * Math.min(owed, LINE_ENDS_BLOCK)));
     this.lineEndsOwed = 0;
   }
 
@@ -201,18 +210,33 @@ export class RelaxedBodyHash {
 }
 
 /** `DKIM-Signature:` lines (CRLF-terminated) over a header's fields and a body hash, one per key, as RFC 6376 and RFC 8463 sign. */
-export async function signatures(keys: readonly DkimKey[], fields: readonly HeaderField[], bodyHash: string, signTime: Date): Promise<string> {
+export async function signatures(
+  keys: readonly DkimKey[],
+  fields: readonly HeaderField[],
+  bodyHash: string,
+  signTime: Date,
+): Promise<string> {
   const signed = signedFields(fields);
-  const lines = await Promise.all(keys.map(async (key) => {
-    const unsigned = unsignedSignature({ algorithm: key.algorithm, domain: key.domain, selector: key.selector, signTime, bodyHash, signed });
-    // Header fields are latin1 strings (one char per byte), so this is the bytes as they are sent.
-    const data = Buffer.from(unsigned.data, 'latin1');
-    const signature = key.algorithm === 'rsa-sha256'
-      ? await signInPool('sha256', data, key.privateKey)
-      // Ed25519 (RFC 8463) signs the SHA-256 hash of the canonicalised header with PureEdDSA.
-      : await signInPool(null, createHash('sha256').update(data).digest(), key.privateKey);
-    return signedField(unsigned, signature);
-  }));
+  const lines = await Promise.all(
+    keys.map(async (key) => {
+      const unsigned = unsignedSignature({
+        algorithm: key.algorithm,
+        domain: key.domain,
+        selector: key.selector,
+        signTime,
+        bodyHash,
+        signed,
+      });
+      // Header fields are latin1 strings (one char per byte), so this is the bytes as they are sent.
+      const data = Buffer.from(unsigned.data, 'latin1');
+      const signature =
+        key.algorithm === 'rsa-sha256'
+          ? await signInPool('sha256', data, key.privateKey)
+          : // Ed25519 (RFC 8463) signs the SHA-256 hash of the canonicalised header with PureEdDSA.
+            await signInPool(null, createHash('sha256').update(data).digest(), key.privateKey);
+      return signedField(unsigned, signature);
+    }),
+  );
   return lines.join('');
 }
 

@@ -3,7 +3,14 @@ import type { MessageContext, MessageFilter, Refusal } from '../../ingress/filte
 import { normalizeAddress } from '../../message/address';
 import { AddressMatcher } from '../../message/address-pattern';
 import type { HeaderBlock } from '../../message/header-block';
-import { ensureDate, ensureMessageId, rewriteEnvelopeFrom, rewriteFrom, stripHeaders, type FromRewrite } from './header-rewrites';
+import {
+  ensureDate,
+  ensureMessageId,
+  rewriteEnvelopeFrom,
+  rewriteFrom,
+  stripHeaders,
+  type FromRewrite,
+} from './header-rewrites';
 
 export interface ReenvelopeDeps {
   routes: Readonly<Record<string, RouteConfig>>;
@@ -32,7 +39,9 @@ export class ReenvelopeFilter implements MessageFilter {
     for (const [name, route] of Object.entries(deps.routes)) {
       this.routes.set(name, {
         strip: route.strip_headers,
-        fromRewrite: route.rewrite_from ? { allowed: keepsFrom(route.rewrite_from.unless), to: route.rewrite_from.to } : null,
+        fromRewrite: route.rewrite_from
+          ? { allowed: keepsFrom(route.rewrite_from.unless), to: route.rewrite_from.to }
+          : null,
         envelopeFrom: route.envelope_from,
       });
     }

@@ -47,15 +47,18 @@ export function rewriteFrom(headers: HeaderBlock, rule: FromRewrite): boolean {
     return true;
   }
   const replaced: Mailbox[] = [];
-  const from = dedupe(original.map((mailbox) => {
-    if (rule.allowed(mailbox.address)) return mailbox;
-    if (mailbox.address !== '') replaced.push(mailbox);
-    return { name: mailbox.name, address: rule.to };
-  }));
+  const from = dedupe(
+    original.map((mailbox) => {
+      if (rule.allowed(mailbox.address)) return mailbox;
+      if (mailbox.address !== '') replaced.push(mailbox);
+      return { name: mailbox.name, address: rule.to };
+    }),
+  );
   const fromChanged = replaced.length > 0 || original.some((mailbox) => mailbox.address === '');
   if (fromChanged) {
     headers.set('From', from.map(formatMailbox).join(', '));
-    if (replaced.length > 0 && !headers.has('reply-to')) headers.add('Reply-To', replaced.map(formatMailbox).join(', '));
+    if (replaced.length > 0 && !headers.has('reply-to'))
+      headers.add('Reply-To', replaced.map(formatMailbox).join(', '));
   }
 
   const senderChanged = rewriteSender(headers, rule, from, fromChanged);

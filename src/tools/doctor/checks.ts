@@ -54,14 +54,25 @@ export async function checkDkimKey(key: DkimKey, resolver: DNSResolver): Promise
     return { key, name, status: 'error', expected, detail: `DNS error ${dnsCode(err)}` };
   }
   const record = txt.find((value) => /^\s*v\s*=\s*DKIM1\b/i.test(value)) ?? txt.find((value) => /\bp\s*=/.test(value));
-  if (record === undefined) return { key, name, status: 'missing', expected, detail: 'no DKIM record among the TXT records' };
+  if (record === undefined)
+    return { key, name, status: 'missing', expected, detail: 'no DKIM record among the TXT records' };
   const published = tags(record);
   const p = published.get('p') ?? '';
-  if (p === '') return { key, name, status: 'revoked', record, expected, detail: 'the record has an empty p= (key revoked)' };
+  if (p === '')
+    return { key, name, status: 'revoked', record, expected, detail: 'the record has an empty p= (key revoked)' };
   const mine = publicKeyTags(key.publicKey);
   const k = published.get('k') ?? 'rsa';
-  if (k !== mine.k) return { key, name, status: 'mismatch', record, expected, detail: `the record is for a ${k} key, the private key is ${mine.k}` };
-  if (!samePublicKey(mine.k, p, mine.p)) return { key, name, status: 'mismatch', record, expected, detail: 'the record does not match the private key' };
+  if (k !== mine.k)
+    return {
+      key,
+      name,
+      status: 'mismatch',
+      record,
+      expected,
+      detail: `the record is for a ${k} key, the private key is ${mine.k}`,
+    };
+  if (!samePublicKey(mine.k, p, mine.p))
+    return { key, name, status: 'mismatch', record, expected, detail: 'the record does not match the private key' };
   return { key, name, status: 'pass', record, expected };
 }
 
@@ -108,7 +119,10 @@ async function addressesOf(host: string, resolver: DNSResolver): Promise<{ addre
     }
   }
   if (found.length > 0) return { addresses: found };
-  return { addresses: [], problem: problems.length > 0 ? `cannot resolve ${host} (${problems.join(', ')})` : `cannot resolve ${host}` };
+  return {
+    addresses: [],
+    problem: problems.length > 0 ? `cannot resolve ${host} (${problems.join(', ')})` : `cannot resolve ${host}`,
+  };
 }
 
 /** Addresses that never face the internet: a smart host there relays onwards from an address the doctor cannot see. */
@@ -122,8 +136,18 @@ const RANK: SpfStatus[] = ['error', 'fail', 'softfail', 'neutral', 'none', 'cann
  * address the doctor cannot see, and neither can it see a provider's outbound pool behind its
  * submission endpoint, so SPF's verdict on the endpoint is an indication, said as such.
  */
-export async function checkSpf(domain: string | null, smarthosts: SmartHostAddress[], resolver: DNSResolver, hostname: string): Promise<SpfCheck> {
-  if (domain === null) return { domain, status: 'n/a', findings: ['the envelope sender is the client\'s own (no envelope_from): SPF cannot be judged from the config'] };
+export async function checkSpf(
+  domain: string | null,
+  smarthosts: SmartHostAddress[],
+  resolver: DNSResolver,
+  hostname: string,
+): Promise<SpfCheck> {
+  if (domain === null)
+    return {
+      domain,
+      status: 'n/a',
+      findings: ["the envelope sender is the client's own (no envelope_from): SPF cannot be judged from the config"],
+    };
   const findings: string[] = [];
   const results: SpfStatus[] = [];
   let record: string | undefined;
@@ -133,17 +157,28 @@ export async function checkSpf(domain: string | null, smarthosts: SmartHostAddre
     for (const address of addresses) {
       const range = ipaddr.process(address).range();
       if (LAN_RANGES.has(range)) {
-        findings.push(`${smarthost} [${address}]: a ${range} address, the public sending address is not known here: cannot tell`);
+        findings.push(
+          `${smarthost} [${address}]: a ${range} address, the public sending address is not known here: cannot tell`,
+        );
         continue;
       }
-      const result = await spf({ sender: `postmaster@${domain}`, ip: address, helo: hostname, mta: hostname, resolver });
+      const result = await spf({
+        sender: `postmaster@${domain}`,
+        ip: address,
+        helo: hostname,
+        mta: hostname,
+        resolver,
+      });
       record ??= result.rr;
       const status = spfStatus(result.status.result);
       results.push(status);
       findings.push(`${smarthost} [${address}]: ${status}${result.rr ? ` by "${result.rr}"` : ''}`);
     }
   }
-  const status = results.length === 0 ? 'cannot tell' : results.reduce((worst, next) => (RANK.indexOf(next) < RANK.indexOf(worst) ? next : worst), 'pass' as SpfStatus);
+  const status =
+    results.length === 0
+      ? 'cannot tell'
+      : results.reduce((worst, next) => (RANK.indexOf(next) < RANK.indexOf(worst) ? next : worst), 'pass' as SpfStatus);
   return { domain, status, record, findings };
 }
 
@@ -172,8 +207,18 @@ export interface DmarcCheck {
 }
 
 /** DMARC as a receiver would evaluate it, given which DKIM domains verify and which envelope domain passes SPF. */
-export async function checkDmarc(fromDomain: string, dkimDomains: string[], spfDomains: string[], resolver: DNSResolver): Promise<DmarcCheck> {
-  const result: DMARCResult | false = await dmarc({ headerFrom: `postmaster@${fromDomain}`, dkimDomains: dkimDomains.map((domain) => ({ domain })), spfDomains, resolver });
+export async function checkDmarc(
+  fromDomain: string,
+  dkimDomains: string[],
+  spfDomains: string[],
+  resolver: DNSResolver,
+): Promise<DmarcCheck> {
+  const result: DMARCResult | false = await dmarc({
+    headerFrom: `postmaster@${fromDomain}`,
+    dkimDomains: dkimDomains.map((domain) => ({ domain })),
+    spfDomains,
+    resolver,
+  });
   if (result === false) return { result: 'temperror', alignedBy: [] };
   const status = result.status.result;
   const alignedBy: ('dkim' | 'spf')[] = [];

@@ -34,29 +34,39 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorRow[]> {
   const rows: DoctorRow[] = [];
   for (const identity of senderIdentities(deps.config)) {
     const keys = deps.keys.get(identity.route) ?? [];
-    const dkim = await Promise.all(keys.map((key) => {
-      const id = `${key.selector}._domainkey.${key.domain}/${key.algorithm}`;
-      if (!dkimCache.has(id)) dkimCache.set(id, checkDkimKey(key, deps.resolver));
-      return dkimCache.get(id) as Promise<DkimCheck>;
-    }));
+    const dkim = await Promise.all(
+      keys.map((key) => {
+        const id = `${key.selector}._domainkey.${key.domain}/${key.algorithm}`;
+        if (!dkimCache.has(id)) dkimCache.set(id, checkDkimKey(key, deps.resolver));
+        return dkimCache.get(id) as Promise<DkimCheck>;
+      }),
+    );
     // A Graph host's address says nothing of SPF: Exchange Online sends from its own (spf.protection.outlook.com).
     const hosts = deps.config.routes[identity.route].smarthosts
       .map((name) => deps.config.smarthosts.find((host) => host.name === name))
       .filter((host) => host !== undefined && host.type === 'smtp')
       .map((host) => ({ smarthost: host.name, host: host.host }));
     const spfId = `${identity.envelopeDomain}|${hosts.map((h) => h.host).join(',')}`;
-    if (!spfCache.has(spfId)) spfCache.set(spfId, checkSpf(identity.envelopeDomain, hosts, deps.resolver, deps.config.hostname));
+    if (!spfCache.has(spfId))
+      spfCache.set(spfId, checkSpf(identity.envelopeDomain, hosts, deps.resolver, deps.config.hostname));
     const spf = await (spfCache.get(spfId) as Promise<SpfCheck>);
     rows.push(await judge(identity, dkim, spf, deps.resolver));
   }
   return rows;
 }
 
-async function judge(identity: SenderIdentity, dkim: DkimCheck[], spf: SpfCheck, resolver: DNSResolver): Promise<DoctorRow> {
+async function judge(
+  identity: SenderIdentity,
+  dkim: DkimCheck[],
+  spf: SpfCheck,
+  resolver: DNSResolver,
+): Promise<DoctorRow> {
   const problems = [...dkim.filter((check) => check.status !== 'pass').map(describeDkim), ...describeSpf(spf)];
   const componentTrouble = problems.length > 0;
   if (identity.fromDomain === null) {
-    problems.unshift(`From: route ${identity.route} keeps the client's From and names no domain (set sender_domains or rewrite_from to have it checked)`);
+    problems.unshift(
+      `From: route ${identity.route} keeps the client's From and names no domain (set sender_domains or rewrite_from to have it checked)`,
+    );
     return { identity, dkim, spf, dmarc: null, verdict: componentTrouble ? 'warn' : 'skip', problems };
   }
   const from = identity.fromDomain;
@@ -67,10 +77,16 @@ async function judge(identity: SenderIdentity, dkim: DkimCheck[], spf: SpfCheck,
   let verdict: Verdict;
   if (dmarc.result === 'pass') {
     verdict = componentTrouble ? 'warn' : 'pass';
-  } else if (dmarc.result === 'fail' && spf.status === 'cannot tell' && (await checkDmarc(from, signing, envelope, resolver)).result === 'pass') {
+  } else if (
+    dmarc.result === 'fail' &&
+    spf.status === 'cannot tell' &&
+    (await checkDmarc(from, signing, envelope, resolver)).result === 'pass'
+  ) {
     // Only SPF could align it, and whether it passes depends on addresses the doctor cannot see.
     verdict = 'warn';
-    problems.push(`DMARC _dmarc.${from} "${dmarc.record ?? ''}": From ${from} aligns only through SPF of ${envelope[0]}, which cannot be told from here; a DKIM key for ${from} would make it certain`);
+    problems.push(
+      `DMARC _dmarc.${from} "${dmarc.record ?? ''}": From ${from} aligns only through SPF of ${envelope[0]}, which cannot be told from here; a DKIM key for ${from} would make it certain`,
+    );
   } else {
     verdict = 'fail';
     problems.push(describeDmarc(from, dmarc, signing, identity.envelopeDomain));
@@ -93,9 +109,14 @@ function describeSpf(spf: SpfCheck): string[] {
 }
 
 function describeDmarc(from: string, dmarc: DmarcCheck, signing: string[], envelope: string | null): string {
-  if (dmarc.result === 'none') return `DMARC _dmarc.${from}: no record (nor at the organisational domain); receivers such as Gmail and Yahoo require one, e.g. "v=DMARC1; p=quarantine; rua=mailto:dmarc@${from}"`;
+  if (dmarc.result === 'none')
+    return `DMARC _dmarc.${from}: no record (nor at the organisational domain); receivers such as Gmail and Yahoo require one, e.g. "v=DMARC1; p=quarantine; rua=mailto:dmarc@${from}"`;
   if (dmarc.result === 'temperror') return `DMARC _dmarc.${from}: DNS error, cannot evaluate`;
-  const dkim = signing.length > 0 ? `a verifying DKIM d= (${[...new Set(signing)].join(', ')})` : 'a verifying DKIM d= (none verifies)';
-  const spf = envelope === null ? "the envelope domain (the client's own)" : `an SPF-passing envelope domain (${envelope})`;
+  const dkim =
+    signing.length > 0
+      ? `a verifying DKIM d= (${[...new Set(signing)].join(', ')})`
+      : 'a verifying DKIM d= (none verifies)';
+  const spf =
+    envelope === null ? "the envelope domain (the client's own)" : `an SPF-passing envelope domain (${envelope})`;
   return `DMARC _dmarc.${from} "${dmarc.record ?? ''}": From ${from} aligns with neither ${dkim} nor ${spf}`;
 }

@@ -48,7 +48,8 @@ export function senderIdentities(config: Pick<RelayConfig, 'routes'>): SenderIde
     }
     // Routed here by its envelope domain; its From is that domain unless rewrite_from replaces it (the `to` row covers that).
     for (const domain of settings.sender_domains) {
-      if (!rewrite || allowed.matches(normalizeAddress(`postmaster@${domain}`))) add(domain, 'sender_domains', envelopeFrom ?? domain);
+      if (!rewrite || allowed.matches(normalizeAddress(`postmaster@${domain}`)))
+        add(domain, 'sender_domains', envelopeFrom ?? domain);
     }
     if (seen.size === 0) identities.push({ route, fromDomain: null, envelopeDomain: envelopeFrom, source: 'unknown' });
   }

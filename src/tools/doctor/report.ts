@@ -5,7 +5,8 @@ import type { GraphHostCheck } from './graph';
 
 export function alignedTable(header: string[], rows: string[][]): string {
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => row[i].length)));
-  const line = (cells: string[]) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
 }
 
@@ -17,7 +18,8 @@ function dkimCell(row: DoctorRow): string {
 function dmarcCell(row: DoctorRow): string {
   if (row.dmarc === null) return '-';
   const policy = row.dmarc.policy ? ` p=${row.dmarc.policy}` : '';
-  const aligned = row.dmarc.result === 'pass' && row.dmarc.alignedBy.length > 0 ? ` (${row.dmarc.alignedBy.join('+')})` : '';
+  const aligned =
+    row.dmarc.result === 'pass' && row.dmarc.alignedBy.length > 0 ? ` (${row.dmarc.alignedBy.join('+')})` : '';
   return `${row.dmarc.result}${policy}${aligned}`;
 }
 
@@ -36,9 +38,17 @@ export function formatReport(rows: DoctorRow[]): string {
   );
   const details = rows
     .filter((row) => row.problems.length > 0)
-    .map((row) => [`${row.verdict.toUpperCase()} ${row.identity.route} / ${row.identity.fromDomain ?? "(client's From)"}:`, ...row.problems.map((problem) => problem.replace(/^/gm, '  '))].join('\n'));
+    .map((row) =>
+      [
+        `${row.verdict.toUpperCase()} ${row.identity.route} / ${row.identity.fromDomain ?? "(client's From)"}:`,
+        ...row.problems.map((problem) => problem.replace(/^/gm, '  ')),
+      ].join('\n'),
+    );
   const failing = rows.filter((row) => row.verdict === 'fail').length;
-  const summary = failing > 0 ? `${failing} of ${rows.length} sender identities would fail DMARC` : `no sender identity would fail DMARC (${rows.length} checked)`;
+  const summary =
+    failing > 0
+      ? `${failing} of ${rows.length} sender identities would fail DMARC`
+      : `no sender identity would fail DMARC (${rows.length} checked)`;
   return [table, ...(details.length > 0 ? ['', ...details] : []), '', summary, ''].join('\n');
 }
 
@@ -57,9 +67,10 @@ export function formatGraphReport(checks: readonly GraphHostCheck[]): string {
     .map((check) => [`${check.verdict.toUpperCase()} ${check.smarthost}:`, ...check.problems.map((p) => `  ${p}`)])
     .map((lines) => lines.join('\n'));
   const failing = checks.filter((check) => check.verdict === 'fail').length;
-  const summary = failing > 0
-    ? `${failing} of ${checks.length} Graph smart hosts cannot send`
-    : `no Graph smart host failed its checks (${checks.length} checked)`;
+  const summary =
+    failing > 0
+      ? `${failing} of ${checks.length} Graph smart hosts cannot send`
+      : `no Graph smart host failed its checks (${checks.length} checked)`;
   return [table, ...(details.length > 0 ? ['', ...details] : []), '', summary, ''].join('\n');
 }
 
