@@ -273,7 +273,7 @@ describe('admin API and queue commands', () => {
     expect(body).toMatchObject({ hostname: 'relay.test', last_reload: null });
   });
 
-  test('the token is required on /api/ (not on /metrics or /healthz); browser requests and wrong methods are refused', async () => {
+  test('/api/ needs the token (/metrics and /healthz do not); browser requests, wrong methods: refused', async () => {
     const { httpPort } = await relay();
     expect((await api('GET', '/api/status', {})).status).toBe(401);
     const wrong = await fetch(`http://127.0.0.1:${httpPort}/api/status`, {
@@ -294,7 +294,7 @@ describe('admin API and queue commands', () => {
     expect((await api('GET', '/api/nothing')).status).toBe(404);
   });
 
-  test('without a token on loopback the API is open; a non-loopback address without a token is a config error', async () => {
+  test('no token: the API is open on loopback; a non-loopback address without a token is a config error', async () => {
     await relay({ http: { address: '127.0.0.1:0' } });
     expect((await api('GET', '/api/status', {})).status).toBe(200);
     expect(() => buildConfig(rawConfig({ http: { address: '0.0.0.0:9465' } }), dir)).toThrow(

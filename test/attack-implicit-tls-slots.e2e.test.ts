@@ -90,7 +90,7 @@ describe('attack: implicit TLS handshake slots', () => {
     expect(await metric('smarthop_rate_limited_total{client="(unknown)",limit="handshakes"}')).toBe(refusedBefore + 11);
   });
 
-  test('strangers together hold at most max_unidentified_clients handshakes; trusted clients are not capped', async () => {
+  test('strangers together hold at most max_unidentified_clients handshakes; trusted clients: no cap', async () => {
     const port = t.running.portOf('smtps');
     // Ten strangers, one silent connection each: half of max_clients, the strangers' share.
     for (let i = 10; i < 20; i++) opened.push(await rawConnection(port, `127.0.0.${i}`));

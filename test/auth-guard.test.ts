@@ -133,7 +133,7 @@ describe('AddressGuard with a clock of its own', () => {
     expect((await g.authenticate(from('192.0.2.50'), right)).kind).toBe('success');
   });
 
-  test("an IPv6 host moving within its /64 gets ipv6_hosts_per_prefix hosts' guesses, then the /64 is locked", async () => {
+  test("an IPv6 host moving within its /64 gets ipv6_hosts_per_prefix hosts' guesses, then the /64 locks", async () => {
     const { g } = guard({ auth_failures: { max: 2, delay: '0s' }, ipv6_hosts_per_prefix: 3 });
     for (let i = 1; i <= 5; i++) {
       const outcome = await g.authenticate(from(`2001:db8:1:2::${i}`, `x${i}`, '(unknown)'), wrong);
@@ -157,7 +157,7 @@ describe('AddressGuard with a clock of its own', () => {
     });
   });
 
-  test('IPv6: each host has the stranger cap, its /64 ipv6_hosts_per_prefix times it; network clients count alone', async () => {
+  test('IPv6: each host has the stranger cap, its /64 ipv6_hosts_per_prefix times it; clients: own count', async () => {
     const { g } = guard({ connections_per_stranger: 2, ipv6_hosts_per_prefix: 2 });
     for (const host of ['::1', '::1', '::2', '::2']) {
       expect(await g.connect(`2001:db8:5:6${host}`, '(unknown)', false)).toBeUndefined();
@@ -173,7 +173,7 @@ describe('AddressGuard with a clock of its own', () => {
     expect(await g.connect('2001:db8:5:6::3', '(unknown)', false)).toBeUndefined();
   });
 
-  test('a stranger has a connection rate by default (connection_rate_per_stranger); a network client none', async () => {
+  test('a stranger has a connection rate by default (connection_rate_per_stranger); network clients none', async () => {
     const { g, advance } = guard({ connection_rate_per_stranger: { window: '1m', max: 3 } });
     for (let i = 0; i < 3; i++) {
       expect(await g.connect('192.0.2.60', '(unknown)', false)).toBeUndefined();

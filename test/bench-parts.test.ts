@@ -24,7 +24,7 @@ function arrival(...to: string[]): SinkMessage {
 }
 
 describe('RecipientTally: the sink counts each phase by unique recipient', () => {
-  test('load and probe recipients of its domain count once; repeats are duplicates; anything else is unexpected', () => {
+  test('load and probe recipients of its domain count once; repeats are duplicates; the rest is unexpected', () => {
     const tally = new RecipientTally('r1-postfix.abc.sink.example');
     tally.record(arrival('1rcpt@r1-postfix.abc.sink.example'));
     tally.record(arrival('2rcpt@R1-Postfix.abc.sink.example'));

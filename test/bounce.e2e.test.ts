@@ -44,7 +44,7 @@ describe('per-recipient outcomes and DSNs', () => {
       ? { code: 550, message: '5.1.1 <gone@example.com>: Recipient address rejected: User unknown' }
       : null;
 
-  test('partial rejection by the only host: the accepted recipient gets exactly one copy, the sender one DSN about the other (also to bounce_copy_to)', async () => {
+  test('only host refuses one recipient: the other gets one copy, the sender (and bounce_copy_to) a DSN', async () => {
     const provider = await sink({ rcptReply: nobody });
     const relay = await relayWith([{ name: 'provider', port: provider.port }], {
       bounce_copy_to: 'postmaster@corp.example',
@@ -149,7 +149,7 @@ describe('per-recipient outcomes and DSNs', () => {
     expect(provider.mailCommands).toBe(1);
   });
 
-  test('a message from <> that fails gets no DSN even with bounce_copy_to set (no bounce loops, no copies of them)', async () => {
+  test('a failed message from <> gets no DSN even with bounce_copy_to set (no bounce loops, no copies)', async () => {
     const provider = await sink({ behaviour: { mode: 'reject' } });
     await relayWith([{ name: 'provider', port: provider.port }], { bounce_copy_to: 'postmaster@corp.example' });
     const id = await send('', ['user@example.com'], 'from nobody, with a copy address');
@@ -159,7 +159,7 @@ describe('per-recipient outcomes and DSNs', () => {
     expect(provider.mailCommands).toBe(1);
   });
 
-  test('max_queue_lifetime is kept when the next attempt would come later (a breaker cooldown of an hour): expired on time', async () => {
+  test('max_queue_lifetime holds when the next attempt is later (a 1h breaker cooldown): expired on time', async () => {
     const provider = await sink({ behaviour: { mode: 'defer' } });
     const relay = await relayWith(
       [{ name: 'provider', port: provider.port, breaker: { failures: 1, cooldown: '1h' } }],
@@ -184,7 +184,7 @@ describe('per-recipient outcomes and DSNs', () => {
     expect(metricValue(await metricsText(relay.httpPort), 'smarthop_messages_bounced_total{reason="expired"}')).toBe(1);
   });
 
-  test('max_queue_lifetime: a recipient still deferred is expired into dead/ and the sender gets a 4.4.7 DSN', async () => {
+  test('max_queue_lifetime: a recipient still deferred expires into dead/; the sender gets a 4.4.7 DSN', async () => {
     const provider = await sink({
       rcptReply: (address) =>
         address.startsWith('slow@') ? { code: 451, message: '4.2.2 Mailbox full, try later' } : null,
@@ -237,7 +237,7 @@ describe('per-recipient outcomes and DSNs', () => {
     expect(types.filter((t) => t === 'deferred').length).toBeGreaterThanOrEqual(1);
   });
 
-  test('a DSN is a queued message like any other: deferred, it survives a restart and is delivered after it', async () => {
+  test('a DSN is queued like any other message: deferred, it survives a restart and is delivered after', async () => {
     let senderMailbox: 'full' | 'ok' = 'full';
     const provider = await sink({
       rcptReply: (address) => {

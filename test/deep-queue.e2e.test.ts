@@ -78,7 +78,7 @@ describe('the scheduler keeps a bounded window and the rest on disk', () => {
   });
   afterEach(() => removeDir(dir));
 
-  test('300 queued messages, a window of 20: every one attempted exactly once, never more than 20 in memory', async () => {
+  test('300 queued messages, a window of 20: each attempted exactly once, never more than 20 in memory', async () => {
     const spoolDir = path.join(dir, 'spool');
     await fillSpool(spoolDir, { count: 300, size: 600, runId: 'window' });
     const run = await drainWith(spoolDir, 20, async (store, id) => {
@@ -161,7 +161,7 @@ describe('smart hosts that are down, and an admin flush', () => {
     }
   }
 
-  test('while the breaker is open the messages wait on disk: one probe per cooldown, not a deferral of each', async () => {
+  test('while the breaker is open messages wait on disk: one probe per cooldown, not a deferral of each', async () => {
     const primaryPort = await freePort();
     running = await startRelay(
       buildConfig(
@@ -199,7 +199,7 @@ describe('smart hosts that are down, and an admin flush', () => {
     await waitFor(() => sinks[0].messages.length === 10, 15_000, 'everything once the primary answers the probe');
   });
 
-  test('queue flush probes at once: the flushed messages go to the returned primary, not after its cooldown to the dead backup', async () => {
+  test('queue flush probes at once: flushed mail goes to the returned primary, not to the dead backup', async () => {
     const [primaryPort, backupPort] = [await freePort(), await freePort()];
     const breaker = { failures: 1, cooldown: '1h' };
     running = await startRelay(
@@ -291,7 +291,7 @@ describe('recovery runs in the background (child relay)', () => {
     }
   }
 
-  test('mail is accepted while 60,000 queued messages are recovered, and a kill -9 during recovery loses none', async () => {
+  test('mail is accepted while 60,000 queued messages are recovered; a kill -9 in recovery loses none', async () => {
     dir = tempDir();
     const count = 60_000;
     const [smtpPort, httpPort, downPort] = [await freePort(), await freePort(), await freePort()];

@@ -57,7 +57,7 @@ describe('delivery thread', () => {
     expect(sink.messages[0].to).toEqual(['ok@example.com']);
   });
 
-  test('addresses go out as nodemailer writes them (domain lower-cased) and each refusal lands on the address the spool knows', async () => {
+  test("addresses go out as nodemailer writes them (domain lower-cased); refusals land on the spool's", async () => {
     thread = new DeliveryThread('relay.test', logger);
     const transport = thread.transport(smartHost());
     const outcomes = await transport.send(
@@ -84,7 +84,7 @@ describe('delivery thread', () => {
     expect(sink.messages[0].data.toString('latin1')).toBe(`X-Signed: 1\r\n${message.toString('latin1')}`);
   });
 
-  test('a pooled connection the smart host dropped while idle costs nothing: the next message goes out on a new one', async () => {
+  test('a pooled connection the smart host dropped while idle costs nothing: the next message opens one', async () => {
     thread = new DeliveryThread('relay.test', logger);
     const transport = thread.transport(smartHost());
     const envelope = { from: 'app@corp.example', to: ['ok@example.com'] };

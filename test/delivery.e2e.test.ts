@@ -117,7 +117,7 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     expect(primary.messages).toHaveLength(0);
   });
 
-  test('both down → deferred with backoff (queue and metrics show it), delivered once a smart host comes up', async () => {
+  test('both down → deferred with backoff (queue and metrics show it), delivered once a smart host is up', async () => {
     const primaryPort = await freePort();
     const relay = await relayWith([
       { name: 'primary', port: primaryPort, priority: 10 },
@@ -145,7 +145,7 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     expect(metricValue(metrics, 'smarthop_queue_messages{state="deferred"}')).toBe(0);
   });
 
-  test('5xx from every smart host → the message leaves the active queue into dead/ with the reason (and so does its undeliverable DSN)', async () => {
+  test('5xx from every smart host → the message and its DSN leave the queue into dead/ with the reason', async () => {
     const primary = await sink({ behaviour: { mode: 'reject' } });
     const backup = await sink({ behaviour: { mode: 'reject', code: 554 } });
     const relay = await relayWith([
@@ -184,7 +184,7 @@ describe('forwarding: failover, deferral and permanent failure', () => {
     expect(metricValue(metrics, 'smarthop_delivery_attempts_total{smarthost="primary",outcome="failed"}')).toBe(2);
   });
 
-  test('partial rejection: the accepted recipient gets exactly one copy, only the refused one goes on to the backup', async () => {
+  test('partial rejection: the accepted recipient gets one copy, only the refused one goes to the backup', async () => {
     const primary = await sink({
       rcptReply: (address) =>
         address.startsWith('refused@') ? { code: 550, message: '5.1.1 No such user here' } : null,

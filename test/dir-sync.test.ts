@@ -21,7 +21,7 @@ class CountingSyncer extends DirectorySyncer {
 }
 
 describe('DirectorySyncer (group commit)', () => {
-  test('concurrent callers share fsyncs, at most two run at once, and each waits for one that started after its call', async () => {
+  test('callers share fsyncs, at most two run at once, each waits for one that started after its call', async () => {
     const dir = tempDir();
     const syncer = new CountingSyncer(dir);
     try {

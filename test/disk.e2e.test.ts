@@ -95,7 +95,7 @@ describeIfMounted('spool full: 452 4.3.1, nothing half-accepted, recovery when s
     queue: readdirSync(path.join(SPOOL_FS, 'spool', 'queue')),
   });
 
-  test('below min_free_disk MAIL gets 452 4.3.1; once space returns the same client is accepted and delivered', async () => {
+  test('below min_free_disk MAIL gets 452 4.3.1; once space returns that client is accepted, delivered', async () => {
     leaveFree(512 * 1024);
     const { client } = await openSession(running.smtpPort);
     expect(await mailOnceSeen(client, /^452 /)).toBe('452 4.3.1 Insufficient system storage, try again later');
@@ -120,7 +120,7 @@ describeIfMounted('spool full: 452 4.3.1, nothing half-accepted, recovery when s
     );
   });
 
-  test('the disk filling up during DATA gets 452 4.3.1 and leaves no partial file; a message that fits is then accepted', async () => {
+  test('the disk filling during DATA: 452 4.3.1, no partial file; a message that fits is then accepted', async () => {
     // Still more than min_free_disk (the last reading said so too): MAIL passes, the write runs out of space.
     leaveFree(1536 * 1024);
     const { client } = await openSession(running.smtpPort);

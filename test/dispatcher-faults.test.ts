@@ -251,7 +251,7 @@ describe('delivery when the spool cannot take an outcome', () => {
     await store.close();
   });
 
-  test('a damaged queue file defers every pending recipient, also one the first host refused before: the next host has not had its turn', async () => {
+  test('a damaged queue file defers every pending recipient, also one refused by the first host before', async () => {
     const backup = await startSink();
     try {
       const config = buildConfig(

@@ -9,7 +9,7 @@ import { staleSources } from './setup/global-setup';
  * source is newer, so `npx jest` alone never tests a stale build.
  */
 describe('dist/ is built from the source under test', () => {
-  test('in this run: the delivery worker and the CLI are at least as new as their sources, and so is every other file', () => {
+  test('in this run: the delivery worker, the CLI and every other file are at least as new as their sources', () => {
     const root = path.resolve(__dirname, '..');
     for (const module of ['forward/delivery-worker', 'forward/delivery-thread', 'forward/smarthost', 'cli']) {
       const built = statSync(path.join(root, 'dist', 'src', `${module}.js`)).mtimeMs;

@@ -13,12 +13,12 @@ const bytes = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
 const block = (lines: string[]) => HeaderBlock.parse(Buffer.from(lines.join('\r\n'), 'latin1'));
 
 describe('relaxed header canonicalisation (RFC 6376 §3.4.2)', () => {
-  test("the RFC's own example (§3.4.5): names lower-cased, WSP around the colon gone, folds unfolded, runs of WSP one space", () => {
+  test("the RFC's example (§3.4.5): names lower-cased, WSP at the colon gone, unfolded, WSP runs one space", () => {
     expect(relaxedField('A: X')).toBe('a:X\r\n');
     expect(relaxedField('B : Y\t\r\n\tZ  ')).toBe('b:Y Z\r\n');
   });
 
-  test('only space and tab are WSP: byte 0xA0 (in UTF-8 "à" and "Р"), a vertical tab and a form feed are kept as they are', () => {
+  test('only space and tab are WSP: 0xA0 (in UTF-8 "à" and "Р"), vertical tab and form feed are kept', () => {
     const raw = bytes('Subject:  voilà\t Рим \u00a0x') + '\x0b\x0cend ';
     expect(relaxedField(raw)).toBe(`subject:${bytes('voilà Рим \u00a0x')}\x0b\x0cend\r\n`);
   });
@@ -91,7 +91,7 @@ describe('the DKIM-Signature field', () => {
     signed,
   });
 
-  test('every tag, h= naming the signed fields as spelled, each line within 78 characters, the signature folded after b=', () => {
+  test('every tag, h= naming the signed fields as spelled, lines within 78 characters, folded after b=', () => {
     const unsigned = unsignedSignature(tags());
     const field = signedField(unsigned, Buffer.alloc(256, 7));
     expect(field.endsWith('\r\n')).toBe(true);
@@ -116,7 +116,7 @@ describe('the DKIM-Signature field', () => {
     expect(parsed.b.replace(/\s/g, '')).toBe(Buffer.alloc(256, 7).toString('base64'));
   });
 
-  test("the signed text is the signed fields relaxed, then this field relaxed with b= empty and no final CRLF; the key's signature over it checks out", () => {
+  test('signs the relaxed signed fields, then this one relaxed with b= empty, no final CRLF; the key verifies', () => {
     const signed = signedFields(
       block(['From: A <a@corp.example>', `Subject: ${bytes('Reçu à Рим')}`, 'To: b@example.com,\r\n  c@example.com'])
         .fields,
@@ -145,7 +145,7 @@ describe('the DKIM-Signature field', () => {
     expect(fieldsToSign(headers.fields).map((field) => field.raw)).toEqual(['From: a@corp.example']);
   });
 
-  test('however long h= gets, lines stay within 76 characters and b= keeps room for the signature, on a line of its own when needed', () => {
+  test('however long h= gets, lines stay within 76 characters, b= keeps room (on a line of its own if needed)', () => {
     const wrapped: number[] = [];
     for (let n = 1; n <= 30; n++) {
       const field = signedField(

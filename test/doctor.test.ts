@@ -155,7 +155,7 @@ describe('doctor: DKIM, SPF and DMARC against DNS', () => {
     expect(exitCode(rows)).toBe(0);
   });
 
-  test('a failing domain: the report names the stale DKIM record, what to publish, the SPF record and the DMARC record', async () => {
+  test('a failing domain: the report names the stale DKIM record, what to publish, the SPF and DMARC', async () => {
     const rows = await doctor({ default: corpRoute(), shop: shopRoute() });
     const shop = rows.find((r) => r.identity.route === 'shop');
     expect(shop?.verdict).toBe('fail');

@@ -34,7 +34,7 @@ describe('DSN (RFC 3464)', () => {
     expect(finalRecipient(address)).toBe(expected);
   });
 
-  test('a non-ASCII sender is addressed in UTF-8 (RFC 6532), and a non-ASCII recipient keeps its address in the report', () => {
+  test('a non-ASCII sender is addressed in UTF-8 (RFC 6532); a non-ASCII recipient keeps its address in it', () => {
     const dsn = buildDsn({
       hostname: 'relay.test',
       originalId: 'ORIG2',
@@ -178,7 +178,7 @@ describe('OAuth2 client credentials', () => {
   });
   afterEach(() => endpoint.close());
 
-  test('one token is fetched, shared while fresh, and replaced once its refresh time comes (clock passed in)', async () => {
+  test('one token is fetched, shared while fresh, and replaced at its refresh time (clock passed in)', async () => {
     let now = 1_000_000;
     const tokens = new ClientCredentialsTokens(config(), { timeoutMs: 5000, now: () => now });
     const [a, b] = await Promise.all([tokens.get(), tokens.get()]);

@@ -13,7 +13,7 @@ describe('smarthop_event_loop_delay_seconds', () => {
     while (Date.now() < until);
   }
 
-  test('a 300 ms stall is one sample over 0.25 s, even when a scrape is answered right after it, and it stays counted', async () => {
+  test('a 300 ms stall is one sample over 0.25 s, even with a scrape right after it; it stays counted', async () => {
     const metrics = new Metrics();
     try {
       // The monitor measures from its first tick on: wait for it before stalling the loop.

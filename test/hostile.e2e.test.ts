@@ -109,7 +109,7 @@ describe('hostile input', () => {
       expect(relayedFrom('attacker@evil.example')).toHaveLength(0);
     });
 
-    test('untrusted with a wrong password over TLS → 535; AUTH before STARTTLS → 530; AUTH on auth: off → not available', async () => {
+    test('untrusted, wrong password over TLS → 535; AUTH before STARTTLS → 530; auth: off → unavailable', async () => {
       const tls = await openSession(running.portOf('required'), untrusted);
       await tls.client.startTls();
       await tls.client.command('EHLO attacker.example');
@@ -218,7 +218,7 @@ describe('hostile input', () => {
       await client.quit();
     });
 
-    test('8-bit data without 8BITMIME, NUL bytes, overlong header lines and a header with no body each get a defined reply', async () => {
+    test('8-bit without 8BITMIME, NUL bytes, overlong header lines, a bodiless header: defined replies', async () => {
       const bodies = [
         Buffer.from('From: a@corp.example\r\nSubject: caf\xe9\r\n\r\n8-bit \xff\xfe body\r\n', 'latin1'),
         Buffer.from('From: a@corp.example\r\nSubject: nul\r\n\r\nbefore\0after\r\n', 'latin1'),
@@ -354,7 +354,7 @@ describe('hostile input', () => {
       '>',
     ];
 
-    test(`${SESSIONS} seeded random and mutated sessions from an untrusted address: the relay survives and relays none of them (seed ${SEED})`, async () => {
+    test(`${SESSIONS} seeded random, mutated untrusted sessions: relay lives, relays none (seed ${SEED})`, async () => {
       const random = prng(SEED);
       const pick = <T>(items: readonly T[]) => items[Math.floor(random() * items.length)];
       const listeners = ['off', 'optional', 'required'];

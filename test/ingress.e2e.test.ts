@@ -59,7 +59,7 @@ describe('ingress: who may relay, and what a 250 means', () => {
 
   const queuedFiles = () => readdirSync(path.join(dir, 'spool', 'queue'));
 
-  test("a trusted client's message reaches the smart host with the same envelope and body, one Received header on top", async () => {
+  test("a trusted client's message reaches the smart host with its envelope and body, one Received atop", async () => {
     const { client, greeting, ehlo } = await openSession(running.portOf('smtp'));
     expect(greeting).toMatch(/^220 relay\.test ESMTP smarthop/);
     expect(ehlo).toMatch(/^250[- ]SIZE 1048576$/m);
@@ -84,7 +84,7 @@ describe('ingress: who may relay, and what a 250 means', () => {
     await waitFor(() => queuedFiles().length === 0, 5000, 'queue to empty');
   });
 
-  test("an address outside every client's networks is refused at connect on an auth: off listener (554 5.7.1)", async () => {
+  test("an address outside all clients' networks is refused at connect with auth: off (554 5.7.1)", async () => {
     const client = await RawSmtpClient.connect(running.portOf('smtp'), { localAddress: '127.0.0.2' });
     expect(await client.reply()).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
     await waitFor(() => client.isClosed, 2000, 'connection to close');
@@ -122,7 +122,7 @@ describe('ingress: who may relay, and what a 250 means', () => {
     },
   );
 
-  test('an untrusted address with the wrong password gets 535 5.7.8 and relays nothing; the right password relays', async () => {
+  test('an untrusted address with a wrong password gets 535 5.7.8, relays nothing; the right one relays', async () => {
     const { client } = await openSession(running.portOf('submission'), { localAddress: '127.0.0.2' });
     expect(await client.startTls()).toMatch(/^220 /);
     expect(await client.command('EHLO app.test')).toContain('AUTH PLAIN LOGIN');
@@ -163,7 +163,7 @@ describe('ingress: who may relay, and what a 250 means', () => {
     );
   });
 
-  test('plaintext AUTH is refused even with the right password where allow_insecure_auth is off (538 5.7.11)', async () => {
+  test('plaintext AUTH is refused, right password or not, if allow_insecure_auth is off (538 5.7.11)', async () => {
     const { client } = await openSession(running.portOf('plain'));
     expect(await client.command(plainAuth('webshop', password))).toBe(
       '538 5.7.11 Encryption required for requested authentication mechanism',

@@ -89,7 +89,7 @@ describe('inline delivery verdict', () => {
     expect(types.filter((type) => type !== 'attempt')).toEqual(['received', 'rejected']);
   });
 
-  test('5xx for one recipient, 2xx for the other: 250 (the app cannot be told half), a DSN for the refused one', async () => {
+  test('5xx for one recipient, 2xx for the other: 250 (the app cannot be told half), a DSN for the one', async () => {
     const provider = await sink({
       rcptReply: (address) => (address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : null),
     });
@@ -125,7 +125,7 @@ describe('inline delivery verdict', () => {
     expect(spoolFiles('queue').filter((n) => n.endsWith('.json'))).toHaveLength(1);
   });
 
-  test('timeout: 250 once inline_timeout passes; the attempt under way finishes (failover) and the message is delivered exactly once', async () => {
+  test('timeout: 250 after inline_timeout; the attempt finishes (failover), the message delivered once', async () => {
     const primary = await sink({ behaviour: { mode: 'hang' } });
     const backup = await sink();
     await relayWith(

@@ -42,7 +42,7 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
   const metric = async (sample: string) => metricValue(await metricsText(t.running.httpPort), sample);
   const tmpFiles = () => readdirSync(path.join(t.dir, 'spool', 'tmp'));
 
-  test('messages are counted at MAIL: the third in the window is refused with the wait, another client on the same policy is not slowed, and the window resets', async () => {
+  test('messages count at MAIL: the third in a window gets the wait, others are not slowed; it resets', async () => {
     const erp = (await openSession(t.running.smtpPort)).client;
     for (let i = 0; i < 2; i++) {
       expect(await erp.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
@@ -79,7 +79,7 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
     );
   });
 
-  test('recipients are counted at RCPT: the one over the limit is refused, the accepted ones are delivered', async () => {
+  test('recipients count at RCPT: the one over the limit is refused, the accepted ones are delivered', async () => {
     const { client } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.5' });
     expect(await client.command('MAIL FROM:<bulk@corp.example>')).toMatch(/^250 /);
     for (const to of ['a@example.com', 'b@example.com', 'c@example.com'])
@@ -98,7 +98,7 @@ describe('per-client rate limits: counted per client, refused with 451 4.7.1 at 
     expect(await metric('smarthop_rate_limited_total{client="bulk",limit="recipients_1h"}')).toBe(2);
   });
 
-  test('bytes are counted at end of DATA: over the limit is 451 and nothing is queued; larger than any window is 552', async () => {
+  test('bytes count at end of DATA: over the limit is 451, nothing queued; larger than any window is 552', async () => {
     const { client } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.6' });
     const tenKiB = message({ body: `${'b'.repeat(1022)}\r\n`.repeat(10) });
     const before = await metric('smarthop_messages_received_total{client="big"}');
@@ -150,7 +150,7 @@ describe('guards per source address: connections and AUTH brute force', () => {
     return { client, greeting: await client.reply() };
   };
 
-  test('concurrent connections from one address: the one over the limit gets 421 4.7.0 at connect; a slot frees when a connection closes', async () => {
+  test('connections from one address: one over the limit gets 421 4.7.0 at connect; a close frees a slot', async () => {
     const a = await greet('127.0.0.5');
     const b = await greet('127.0.0.5');
     expect([a.greeting, b.greeting]).toEqual([expect.stringMatching(/^220 /), expect.stringMatching(/^220 /)]);
@@ -181,7 +181,7 @@ describe('guards per source address: connections and AUTH brute force', () => {
     ).toBeGreaterThanOrEqual(1);
   });
 
-  test('connections per window from one address: over the rate gets 421 4.7.0 with the wait; the window resets', async () => {
+  test('connections per window from one address: over the rate gets 421 4.7.0 with the wait; it resets', async () => {
     for (let i = 0; i < 4; i++) {
       const { client, greeting } = await greet('127.0.0.6');
       expect(greeting).toMatch(/^220 /);
@@ -206,7 +206,7 @@ describe('guards per source address: connections and AUTH brute force', () => {
     ).toBeGreaterThanOrEqual(1);
   });
 
-  test('AUTH brute force: failures from one address lock it out (421 4.7.0) for the cool-down; other addresses and successes are not slowed; the lockout ends', async () => {
+  test('AUTH failures lock an address out (421 4.7.0) for the cool-down; nobody else, no success slowed', async () => {
     const attacker = async () => {
       const { client, greeting } = await openSession(t.running.portOf('submission'), { localAddress: '127.0.0.2' });
       expect(greeting).toMatch(/^220 /);
@@ -263,7 +263,7 @@ describe('guards per source address: connections and AUTH brute force', () => {
     expect(await metric('smarthop_auth_attempts_total{result="failure"}')).toBeGreaterThanOrEqual(3);
   });
 
-  test("a locked-out address inside a client's networks still sends its own mail; only its AUTH is refused", async () => {
+  test("a locked-out address inside a client's networks still sends its own mail; only AUTH is refused", async () => {
     const { client } = await openSession(t.running.smtpPort, { localAddress: '127.0.0.8' });
     for (let i = 0; i < 2; i++)
       expect(await client.command(plainAuth('webshop', `wrong${i}`))).toBe(
@@ -302,7 +302,7 @@ describe('while the shared counters are unreachable, each refusal names the shar
     };
   });
 
-  test("the per-client 451 and the connection-rate 421 say '2 of the fleet's 4'; a stranger is still refused", async () => {
+  test("the per-client 451 and connection-rate 421 say '2 of the fleet's 4'; a stranger is still refused", async () => {
     const { client, greeting } = await openSession(t.running.portOf('smtp'));
     expect(greeting).toMatch(/^220 /);
     expect(await client.sendMessage('app@corp.example', ['user@example.com'], message())).toMatch(QUEUED);

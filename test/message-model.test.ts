@@ -232,7 +232,7 @@ describe('one matcher everywhere: rewrite_from.unless and suppression lists', ()
     expect(keepsFrom(['*'])('')).toBe(false);
   });
 
-  test('a suppression list is literal: a * in it is part of an address, and lines that are no address are skipped', () => {
+  test('a suppression list is literal: a * in it is part of an address; lines that are no address are skipped', () => {
     const list = parseSuppressionList(
       'a*b@x.example\n*\nnot an address\n@Customers.Example\nGone@X.example\ngone@x.example\n',
     );

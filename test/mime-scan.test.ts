@@ -158,7 +158,7 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
     });
   });
 
-  test("an embedded message's headers survive every chunking (mailsplit loses bytes of lines split across writes)", async () => {
+  test("an embedded message's headers survive every chunking (mailsplit loses lines split across writes)", async () => {
     const embedded = `From: x@elsewhere.example\nSubject: fwd\n${multipart('e1', [text, attachment('Content-Type: application/octet-stream; name="a.exe"')])}`;
     const message = `From: a@corp.example\n${multipart('b1', [text, `Content-Type: message/rfc822\n\n${embedded}`])}`;
     for (let size = 1; size <= 80; size++)
@@ -258,7 +258,7 @@ describe('AttachmentScanner: what a mail app opens, the walk opens too', () => {
     });
   });
 
-  test('a multipart/digest part without Content-Type is an attached message (RFC 2046 5.1.5), a typed one not', async () => {
+  test('a multipart/digest part without Content-Type is an attached message (RFC 2046 5.1.5); typed: not', async () => {
     expect(await scan(`From: a@corp.example\n${multipart('d1', [`\n${inner}`], 'multipart/digest')}`)).toEqual({
       kind: 'blocked',
       extension: 'exe',

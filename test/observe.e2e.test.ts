@@ -71,7 +71,7 @@ describe('logs and events', () => {
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/smarthop`;
   }
 
-  test('AUTH secrets, smart-host passwords, tokens and message bodies never reach a log line; outcomes are one Postfix-style line', async () => {
+  test('AUTH secrets, passwords, tokens, bodies never reach a log; outcomes are one Postfix-style line', async () => {
     const password = 'Corr3ct-Horse-Log-Secret';
     const wrongPassword = 'Wr0ng-Guess-Log-Secret';
     const smarthostPass = 'Upstream-Pass-Log-Secret';

@@ -71,7 +71,7 @@ describe('reload plan', () => {
     expect(planReload(running, buildConfig(otherSenders, dir)).changed).toEqual(['policies', 'routes']);
   });
 
-  test('clients, policies, routes, smart hosts and log level are taken over; everything else waits for a restart', () => {
+  test('clients, policies, routes, smart hosts and log level are taken over; the rest waits for a restart', () => {
     const running = buildConfig(base(), dir);
     const next = buildConfig(
       {
@@ -101,7 +101,7 @@ describe('reload plan', () => {
     expect(plan.effective.listeners).toBe(running.listeners);
   });
 
-  test('smart hosts: unchanged ones are kept with their pools, changed and removed ones retired, new ones created', () => {
+  test('smart hosts: unchanged ones keep their pools, changed and removed ones are retired, new ones created', () => {
     const running = buildConfig(base(), dir);
     const next = buildConfig(
       baseConfig(dir, [
@@ -202,7 +202,7 @@ describe('client activity', () => {
 });
 
 describe('scheduler controls', () => {
-  test('retryNow and flush make deferred messages due; withdraw waits for an attempt under way and drops it', async () => {
+  test('retryNow and flush make deferred messages due; withdraw waits for an attempt under way, drops it', async () => {
     const attempts: string[] = [];
     let release: (() => void) | null = null;
     const scheduler = new Scheduler({

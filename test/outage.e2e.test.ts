@@ -14,7 +14,7 @@ import {
 } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
-test('all smart hosts down for longer than the retry cap: the queue holds, metrics show it, everything leaves when they return', async () => {
+test('all smart hosts down past the retry cap: the queue holds, metrics show it, all leaves on return', async () => {
   const dir = tempDir();
   const [primaryPort, backupPort] = [await freePort(), await freePort()];
   const log = recordingLogger('warn');

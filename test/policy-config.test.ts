@@ -14,7 +14,7 @@ function minimal(overrides: Record<string, unknown> = {}): Record<string, unknow
 }
 
 describe('policy and limits config', () => {
-  test('a full policy parses: globs and regexes compiled once, units converted, paths resolved against the config file', () => {
+  test('a full policy parses: globs and regexes compiled once, units converted, paths resolved to the config', () => {
     const result = parseConfig(
       minimal({
         policies: {
@@ -98,7 +98,7 @@ describe('policy and limits config', () => {
     for (const pattern of expected) expect(errors.some((e) => pattern.test(e))).toBe(true);
   });
 
-  test('header rules are RE2 patterns: nested repeats load (RE2 runs them in linear time), lookaround is refused with its path', () => {
+  test('header rules are RE2: nested repeats load (linear time in RE2), lookaround is refused with its path', () => {
     const rules = [
       { header: 'Subject', match: '^(a+)+$', action: 'reject' },
       { header: 'Subject', match: '(?<!re: )lottery', action: 'reject' },
@@ -119,7 +119,7 @@ describe('policy and limits config', () => {
     ]);
   });
 
-  test('the config is plain data: patterns stay as written, and every bad one (rewrite_from.unless too) has its path', () => {
+  test('the config is plain data: patterns stay as written; each bad one (rewrite_from.unless too) has a path', () => {
     const bad = parseConfig(
       minimal({
         policies: { legacy: { allowed_senders: ['(erp|crm)@corp.example'], allowed_recipients: ['{1..3}@x.example'] } },

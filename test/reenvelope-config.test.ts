@@ -29,7 +29,7 @@ describe('route re-enveloping keys in the config contract', () => {
   });
   afterEach(() => removeDir(dir));
 
-  test('defaults: nothing rewritten, no signature; a single dkim entry becomes a list and its key path resolves against the config file', () => {
+  test('defaults: no rewrite, no signature; one dkim entry becomes a list, its key path resolved to the config', () => {
     const plain = parseConfig(withRoute({}), '/etc/smarthop', {});
     if (!plain.ok) throw new Error(plain.errors.join('\n'));
     expect(plain.config.routes.default).toEqual({
@@ -93,7 +93,7 @@ describe('route re-enveloping keys in the config contract', () => {
     expect(result.errors.some((e) => e.startsWith('routes.default.dkim'))).toBe(true);
   });
 
-  test('check-config reads the DKIM keys: a missing or too short key is an error with its path, a good one passes', () => {
+  test('check-config reads the DKIM keys: a missing or too short key is an error with its path; good passes', () => {
     const good = makeDkimKey(dir, 'rsa', 'good');
     const short = path.join(dir, 'short.pem');
     writeFileSync(
@@ -130,7 +130,7 @@ describe('route re-enveloping keys in the config contract', () => {
 });
 
 describe('signatures(): keys parsed once, header canonicalised by dkim-header.ts', () => {
-  test('rsa-sha256 and ed25519-sha256 over a head and a body hash verify with mailauth; t= is the given time', async () => {
+  test('rsa-sha256 and ed25519-sha256 over a head and body hash verify with mailauth; t= as given', async () => {
     const dir = tempDir();
     try {
       const rsa = makeDkimKey(dir, 'rsa');
@@ -208,7 +208,7 @@ describe('RelaxedBodyHash: the relaxed body hash, streamed', () => {
   });
 
   // Each ends with a line end, as SMTP DATA does: on a last line without one, mailauth and dkimpy disagree about trailing spaces.
-  test("random bodies of words, spaces, tabs and line ends, cut at random: mailauth's hash every time (2000 bodies)", () => {
+  test("random bodies of words, spaces, tabs and line ends, cut at random: mailauth's hash (2000 bodies)", () => {
     const pieces = ['a', 'bc', ' ', '  ', '\t', ' \t ', '\r\n', '\r\n\r\n', '\n', '.', '\u00a0'];
     let seed = 20;
     const random = (n: number) => {

@@ -123,7 +123,7 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     return (reply as string).split(' ').pop() as string;
   }
 
-  test('every rewrite at once: envelope, From with Reply-To, stripped topology, Message-ID, Date, two DKIM signatures that verify', async () => {
+  test('every rewrite: envelope, From with Reply-To, topology, Message-ID, Date, two DKIM signatures', async () => {
     const primary = await sink();
     await relayWith(primary.port, corpRoute());
     const id = await send('scanner@printer.local', legacyMessage());
@@ -158,7 +158,7 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     ]);
   });
 
-  test('the rewrite is stored once at ingest: the spool file holds the rewritten header, the metadata the signatures and both senders', async () => {
+  test('the rewrite is stored at ingest: the spool file has the new header, metadata signatures, senders', async () => {
     const port = await freePort();
     await relayWith(port, corpRoute());
     const id = await send('scanner@printer.local', legacyMessage());
@@ -199,7 +199,7 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     ]);
   });
 
-  test('a message that already has Reply-To keeps it (and only it); an allowed From, Message-ID and Date are left as they are', async () => {
+  test('an existing Reply-To is kept (only it); an allowed From, Message-ID and Date are left as is', async () => {
     const primary = await sink();
     await relayWith(primary.port, corpRoute());
     await send(
@@ -229,7 +229,7 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
       ]);
   });
 
-  test('an RFC 2047 encoded display name and a Sender survive the rewrite, and the signature still verifies', async () => {
+  test('an RFC 2047 encoded display name and a Sender survive the rewrite; the signature still verifies', async () => {
     const primary = await sink();
     await relayWith(primary.port, corpRoute());
     await send(
@@ -264,7 +264,7 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     ]);
   });
 
-  test("a route without rewrites keeps the client's envelope and From, still strips the topology and adds what is missing", async () => {
+  test('a route without rewrites keeps envelope and From, still strips topology and adds what is missing', async () => {
     const primary = await sink();
     await relayWith(primary.port, {});
     await send('scanner@printer.local', legacyMessage());
@@ -289,7 +289,7 @@ describe('re-enveloping: what leaves the LAN, as the smart host receives it', ()
     );
   });
 
-  test('routing by envelope-sender domain: its own smart host and its own DKIM key; other senders keep the policy route', async () => {
+  test('routing by envelope-sender domain: own smart host and DKIM key; other senders keep policy routes', async () => {
     const corp = await sink();
     const shop = await sink();
     running = await startRelay(

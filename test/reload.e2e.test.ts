@@ -72,7 +72,7 @@ describe('reload', () => {
 
   const subjectOf = (m: { data: Buffer }) => /^Subject: (.*)$/m.exec(m.data.toString())?.[1]?.trim();
 
-  test('a client added by reload can relay afterwards, and a session open across the reload keeps working', async () => {
+  test('a client added by reload can relay afterwards; a session open across the reload keeps working', async () => {
     const primary = await sink();
     const raw = baseConfig(dir, [{ name: 'primary', port: primary.port }], {
       listeners: [{ name: 'smtp', address: '127.0.0.1:0', tls: 'none', auth: 'off' }],
@@ -111,7 +111,7 @@ describe('reload', () => {
     expect(metricValue(metrics, 'smarthop_config_reloads_total{result="failure"}')).toBe(0);
   });
 
-  test('a policy routed elsewhere by reload takes effect mid-traffic; every accepted message is delivered once', async () => {
+  test('a policy routed elsewhere by reload works mid-traffic; each accepted message is delivered once', async () => {
     const a = await sink();
     const b = await sink();
     const raw = baseConfig(
@@ -163,7 +163,7 @@ describe('reload', () => {
     expect(a.messages.length).toBeGreaterThan(0);
   });
 
-  test('a smart host changed by reload is used for the next delivery; a removed client can no longer relay', async () => {
+  test('a smart host changed by reload takes the next delivery; a removed client can no longer relay', async () => {
     const oldHost = await sink();
     const newHost = await sink();
     const raw = baseConfig(dir, [{ name: 'primary', port: oldHost.port }]);
@@ -244,7 +244,7 @@ describe('reload', () => {
     expect(events.filter((e) => e.type === 'deferred').map((e) => e.smarthost)).toEqual(['first']);
   });
 
-  test('a reload between the transactions of a split envelope: the recipients not yet offered go on the new host at once, not after a backoff', async () => {
+  test('reload between transactions of a split envelope: the rest go to the new host at once, no backoff', async () => {
     // The first transaction's 250 comes late, so the reload lands while it is under way.
     const slow = await sink({ dataReplyDelayMs: 1500 });
     const eventsFile = path.join(dir, 'events.jsonl');

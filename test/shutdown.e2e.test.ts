@@ -68,7 +68,7 @@ describe('SIGTERM during traffic', () => {
     smarthost = null;
   });
 
-  test('stops accepting, finishes a DATA in progress and the deliveries under way, exits 0; a restart delivers the rest exactly once', async () => {
+  test('stops accepting, finishes DATA and deliveries under way, exits 0; a restart sends the rest once', async () => {
     smarthost = new SlowSmartHost(400);
     const smarthostPort = await smarthost.listen();
     const [smtpPort, httpPort] = [await freePort(), await freePort()];

@@ -89,7 +89,7 @@ describe('smart hosts that end connections', () => {
     return open;
   }
 
-  test('a host that hangs up right behind every 250: each message goes once, over a fresh connection, none deferred', async () => {
+  test('a host hanging up right after every 250: each message goes once, on a new connection, undeferred', async () => {
     const primary = await relayTo({ messagesPerConnection: { limit: 1, then: 'close' } });
     const recipients = await sendMany(16, 4, 'close-each');
     await expectEachDeliveredOnce(primary, recipients);
@@ -113,7 +113,7 @@ describe('smart hosts that end connections', () => {
     },
   );
 
-  test('a host that times idle connections out (421): the next message opens a new one and is not deferred', async () => {
+  test('a host that times idle connections out (421): the next message opens a new one, not deferred', async () => {
     const primary = await relayTo({ idleTimeoutMs: 300 });
     const first = await sendMany(1, 1, 'before-idle');
     await waitFor(() => primary.messages.length === 1, 10_000, 'the first delivery');

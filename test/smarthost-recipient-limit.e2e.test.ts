@@ -37,7 +37,7 @@ describe('smart hosts: recipients per transaction', () => {
     waitFor(() => events().filter((e) => e.type === 'delivered').length >= n, 10_000, `${n} delivered events`);
   const transactionSizes = (sink: SmtpSink) => sink.messages.map((m) => m.to.length);
 
-  test('120 recipients to a host that takes at most 50 (the default max_recipients): transactions of 50, 50 and 20 in one attempt, each recipient once', async () => {
+  test('120 recipients, a host taking 50 (the max_recipients default): 50, 50 and 20 in one attempt', async () => {
     const primary = await t.sink({ maxRecipients: 50 });
     await t.relayWith([{ name: 'primary', port: primary.port }], { events: { file: eventsFile() } });
     const recipients = addresses(120);
@@ -59,7 +59,7 @@ describe('smart hosts: recipients per transaction', () => {
     expect(await metric('smarthop_messages_delivered_total{smarthost="primary"}')).toBe(3);
   });
 
-  test('max_recipients above what the host takes: the recipients it refuses with 452 go in the next transaction of the same attempt, not after a backoff', async () => {
+  test("max_recipients over the host's: recipients it refuses with 452 go next in the same attempt", async () => {
     const primary = await t.sink({ maxRecipients: 40 });
     // A retry schedule long enough that only the same attempt could deliver within the wait.
     await t.relayWith([{ name: 'primary', port: primary.port, max_recipients: 100 }], {
@@ -80,7 +80,7 @@ describe('smart hosts: recipients per transaction', () => {
     expect(await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="delivered"}')).toBe(1);
   });
 
-  test('a host that defers the first transaction is not offered the rest: the backup takes the whole envelope, split the same way', async () => {
+  test('a host deferring the first transaction gets not the rest: the backup takes all, split the same', async () => {
     const primary = await t.sink({ behaviour: { mode: 'defer' } });
     const backup = await t.sink({ maxRecipients: 50 });
     await t.relayWith(
@@ -114,7 +114,7 @@ describe('smart hosts: recipients per transaction', () => {
       `${n} outcomes`,
     );
 
-  test('a 452 about one recipient (4.2.2, mailbox full) among others taken is not resent: deferred once, the envelope still goes in two transactions', async () => {
+  test('a 452 4.2.2 (mailbox full) for one recipient is not resent: deferred once; two transactions', async () => {
     const primary = await t.sink({
       rcptReply: (address) => (address === 'user10@example.com' ? { code: 452, message: '4.2.2 Mailbox full' } : null),
     });
@@ -131,7 +131,7 @@ describe('smart hosts: recipients per transaction', () => {
     ).toEqual([['user10@example.com', '452 4.2.2 Mailbox full']]);
   });
 
-  test('a recipient resent after the limit and then refused for good bounces in the same attempt, not after a backoff', async () => {
+  test('a recipient resent after the limit, then refused for good, bounces in the same attempt', async () => {
     const primary = await t.sink({
       maxRecipients: 2,
       rcptReply: (address) => (address === 'gone@example.com' ? { code: 550, message: '5.1.1 No such user' } : null),
@@ -154,7 +154,7 @@ describe('smart hosts: recipients per transaction', () => {
     expect(events().filter((e) => e.type === 'deferred')).toEqual([]);
   });
 
-  test('with a recipient quota: the split uses what the window has left, the rest waits for the window (a skip, not a refused transaction)', async () => {
+  test('recipient quota: the split uses what the window has left, the rest waits (a skip, not a refusal)', async () => {
     const primary = await t.sink({ maxRecipients: 50 });
     await t.relayWith(
       [{ name: 'primary', port: primary.port, rate_limits: [{ window: '1h', recipients: 60 }] }],

@@ -37,7 +37,7 @@ describe('smart hosts: selection and transport', () => {
       .filter(Boolean)
       .map((line) => JSON.parse(line) as Record<string, unknown>);
 
-  test('equal priorities share by weight, exactly (smooth weighted round robin); a lower priority takes nothing while they are up', async () => {
+  test('equal priorities share by weight, exactly (smooth weighted round robin); lower priorities: none', async () => {
     const heavy = await sink();
     const light = await sink();
     const backup = await sink();
@@ -66,7 +66,7 @@ describe('smart hosts: selection and transport', () => {
     expect(second.mailCommands).toBe(1);
   });
 
-  test('breaker: consecutive connection failures open it (host skipped, up=0); after the cooldown one probe closes it (up=1)', async () => {
+  test('breaker: connection failures open it (skipped, up=0); after cooldown a probe closes it (up=1)', async () => {
     const primaryPort = await freePort();
     const backup = await sink();
     await relayWith([
@@ -112,7 +112,7 @@ describe('smart hosts: selection and transport', () => {
     expect(await metric('smarthop_delivery_attempts_total{smarthost="primary",outcome="unreachable"}')).toBe(2);
   });
 
-  test('a queue file shorter than its metadata says is never sent short, is not failed over, and is held against the spool, not the smart host', async () => {
+  test('a queue file shorter than its metadata is never sent short, not failed over; held against spool', async () => {
     const primary = await sink({ behaviour: { mode: 'defer' } });
     const backup = await sink({ behaviour: { mode: 'defer' } });
     const eventsFile = path.join(t.dir, 'events.jsonl');
@@ -153,7 +153,7 @@ describe('smart hosts: selection and transport', () => {
     expect(existsSync(file)).toBe(true);
   });
 
-  test("a message larger than a host's EHLO SIZE is not sent to it: the next host takes it, and the first one's breaker is untouched", async () => {
+  test("a message over a host's EHLO SIZE is not sent to it: the next host takes it; breaker untouched", async () => {
     const small = await sink({ maxSize: 4096 });
     const large = await sink();
     await relayWith([
@@ -202,7 +202,7 @@ describe('smart hosts: selection and transport', () => {
     expect(primary.messages[0].data.includes(Buffer.from(body, 'utf8'))).toBe(true);
   });
 
-  test('a message larger than every host takes bounces at once with 552 5.3.4, and no host was sent its bytes', async () => {
+  test('a message larger than every host takes bounces at once (552 5.3.4); no host was sent its bytes', async () => {
     const small = await sink({ maxSize: 4096 });
     const eventsFile = path.join(t.dir, 'events.jsonl');
     await relayWith([{ name: 'small', port: small.port }], { events: { file: eventsFile } });
@@ -228,7 +228,7 @@ describe('smart hosts: selection and transport', () => {
     expect(small.messages.filter((m) => m.from !== '').map((m) => subjectOf(m.data))).toEqual(['smart host test']);
   });
 
-  test('quota: an exhausted host is skipped for the next one until its window frees, then takes traffic again', async () => {
+  test('quota: an exhausted host is skipped for the next one until its window frees, then takes traffic', async () => {
     const primary = await sink();
     const backup = await sink();
     await relayWith([
@@ -262,7 +262,7 @@ describe('smart hosts: selection and transport', () => {
     expect(backup.messages).toHaveLength(1);
   });
 
-  test('quota: when every host is exhausted the message waits (not an attempt, not a failure) and goes once the window frees', async () => {
+  test('quota: every host exhausted, the message waits (no attempt, no failure), goes when one frees', async () => {
     const primary = await sink();
     const eventsFile = path.join(t.dir, 'events.jsonl');
     await relayWith([{ name: 'primary', port: primary.port, rate_limits: [{ window: '2s', messages: 1 }] }], {
@@ -289,7 +289,7 @@ describe('smart hosts: selection and transport', () => {
     expect(log.some((e) => e.type === 'bounced' || e.type === 'expired')).toBe(false);
   });
 
-  test('starttls is required: a smart host that does not offer it gets nothing in clear, not even MAIL FROM', async () => {
+  test('starttls required: a smart host that does not offer it gets nothing in clear, not even MAIL FROM', async () => {
     const plain = await sink();
     await relayWith([{ name: 'primary', port: plain.port, tls: 'starttls' }]);
     const id = await send();
@@ -308,7 +308,7 @@ describe('smart hosts: selection and transport', () => {
     expect(meta.recipients[0].response).toMatch(/^ETLS: .*STARTTLS/);
   });
 
-  test('TLS with a private CA: verified against `ca`; without it the certificate is refused (nothing sent); tls_verify: false only when written', async () => {
+  test('TLS, private CA: verified with `ca`, else refused (nothing sent); tls_verify: false if written', async () => {
     const pki = makeCertificateAuthority(t.dir);
     const tls = { key: readFileSync(pki.key), cert: readFileSync(pki.cert) };
     const trusted = await sink({ tls });
@@ -379,7 +379,7 @@ describe('smart hosts: selection and transport', () => {
     expect(onlyUntrusted.mailCommands).toBe(0);
   });
 
-  test('XOAUTH2 with the client-credentials flow: secret from ${ENV}, token fetched once and cached, renewed when the server refuses it', async () => {
+  test('XOAUTH2 client credentials: secret from ${ENV}, token fetched once, cached, renewed when refused', async () => {
     const pki = makeCertificateAuthority(t.dir);
     const endpoint = new TokenEndpoint({
       clientId: 'relay-app',

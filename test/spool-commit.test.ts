@@ -51,7 +51,7 @@ describe('spool: one file per committed message', () => {
     return committed;
   }
 
-  test('a received message is one file in queue/: its own bytes, then metadata that reads back as committed', async () => {
+  test('a received message is one file in queue/: its bytes, then metadata that reads back as committed', async () => {
     const id = spool.store.newId();
     const committed = await receive(id);
     expect(files('queue')).toEqual([`${id}.eml`]);
@@ -68,7 +68,7 @@ describe('spool: one file per committed message', () => {
     expect(await spool.store.locate(id)).toBe('queue');
   });
 
-  test("the first read for delivery gets a small message's bytes from the commit; later reads and large messages go to the file", async () => {
+  test("a small message's first delivery read comes from the commit; later reads, large ones: the file", async () => {
     const id = spool.store.newId();
     const committed = await receive(id);
     const first = await spool.store.readForDelivery(id);
@@ -87,7 +87,7 @@ describe('spool: one file per committed message', () => {
     expect(read.message).toBeUndefined();
   });
 
-  test('a message streamed in many writes lands byte for byte: the batches written while it streams, the last one at the seal, then the metadata', async () => {
+  test('a streamed message lands byte for byte: batches as it streams, the last at the seal, metadata', async () => {
     const id = spool.store.newId();
     const pattern = Buffer.alloc(3 * WRITE_BUFFER_BYTES + 12_345);
     for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 31 + (i >> 8)) & 0xff;
@@ -155,7 +155,7 @@ describe('spool: one file per committed message', () => {
     expect(await spool.store.readHeaders(id, headersOnly.length)).toEqual(headersOnly);
   });
 
-  test('a file in queue/ without a footer was never acknowledged and is removed; a damaged or unreadable one is kept in corrupt/', async () => {
+  test('a queue/ file without a footer was never acknowledged: removed; a damaged one goes to corrupt/', async () => {
     const bare = '0MWTKRH6D3728F1EC18';
     writeFileSync(path.join(spool.store.queueDir, `${bare}.eml`), body);
     const truncated = spool.store.newId();
@@ -186,7 +186,7 @@ describe('spool: one file per committed message', () => {
     await fresh.close();
   });
 
-  test('metadata left without its message file is what an interrupted removal leaves: it is removed, the message is not revived', async () => {
+  test('metadata without its message file (an interrupted removal) is removed; the message not revived', async () => {
     const id = spool.store.newId();
     const committed = await receive(id);
     await spool.store.update({ ...committed, attempts: 1 });
@@ -198,7 +198,7 @@ describe('spool: one file per committed message', () => {
     expect(files('queue')).toEqual([]);
   });
 
-  test('a message held by an admin while its commit is finishing is not delivered from the commit-time copy', async () => {
+  test('a message held by an admin while its commit finishes is not delivered from the commit-time copy', async () => {
     // A busy disk: the directory fsync that ends the commit takes 100 ms, while the file is already
     // listed in queue/ (where an admin can see and hold it).
     const syncer = (spool.store as unknown as { syncers: { queue: { fsyncOnce(): Promise<void> } } }).syncers.queue;
@@ -221,7 +221,7 @@ describe('spool: one file per committed message', () => {
     expect(files('hold')).toEqual([`${id}.eml`, `${id}.json`]);
   });
 
-  test('a message still being received is in tmp/ only: discarded it is gone, and a start drops what a crash left there', async () => {
+  test('a message being received is in tmp/ only: discarded it is gone; a start drops what a crash left', async () => {
     const dropped = spool.store.newId();
     const incoming = await spool.store.createIncoming(dropped);
     await new Promise<void>((resolve) => incoming.stream.write(body, () => resolve()));
@@ -240,7 +240,7 @@ describe('spool: one file per committed message', () => {
     await fresh.close();
   });
 
-  test('a message dropped part way (after some of it reached the disk) leaves no file and no open descriptor', async () => {
+  test('a message dropped part way (some of it on disk) leaves no file and no open descriptor', async () => {
     const openDescriptors = () => readdirSync('/proc/self/fd').length;
     const before = openDescriptors();
     for (let i = 0; i < 5; i++) {

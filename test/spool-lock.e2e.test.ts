@@ -88,7 +88,7 @@ describe('one spool, one relay (child processes)', () => {
     sink = null;
   });
 
-  test("a second start on the same spool.dir exits 1 with a clear error and leaves the first one's tmp/ alone", async () => {
+  test("a second start on the same spool.dir exits 1 with a clear error; the first's tmp/ is left alone", async () => {
     relay = await ChildRelay.start(configFile, httpPort);
     const { client } = await openSession(smtpPort);
     expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250/);
@@ -134,7 +134,7 @@ describe('one spool, one relay (child processes)', () => {
     expect(sink.messages[0].messageId).toBe('<stale-lock@corp.example>');
   });
 
-  test("queue hold, release and delete work on a stopped relay's spool, and refuse while a relay holds it", async () => {
+  test("queue hold, release and delete work on a stopped relay's spool and refuse while a relay holds it", async () => {
     relay = await ChildRelay.start(configFile, httpPort);
     const ids: string[] = [];
     for (const to of ['a@example.com', 'b@example.com']) {

@@ -57,7 +57,7 @@ describe('storedBytes: the message as the queue file holds it', () => {
     expect(result.error?.message).toMatch(/^cannot read the queued message: ENOENT/);
   });
 
-  test('a stream nobody reads (a pooled connection found half-closed) fails quietly: no uncaught error ends the thread', async () => {
+  test('a stream nobody reads (a pooled connection found half-closed) fails quietly: no uncaught error', async () => {
     // Only 'close' is listened to, as with a stream nodemailer was handed and never started on.
     const short = storedBytes(file('Subject: x\r\n\r\ncut'), 5000, null);
     const missing = storedBytes(path.join(dir, 'gone.eml'), 100, null);

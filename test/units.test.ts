@@ -24,7 +24,7 @@ describe('orderSmartHosts', () => {
     return orders;
   }
 
-  test('lowest priority first; among equals smooth weighted round robin, interleaved, the others next in the order they are due', () => {
+  test('lowest priority first; equals by smooth weighted round robin, interleaved, the rest as they fall due', () => {
     expect(run(hosts, 4)).toEqual([
       ['a', 'b', 'backup'],
       ['a', 'b', 'backup'],
