@@ -12,9 +12,10 @@ import { makeCertificate, metricsText, metricValue, relayPerDescribe, waitFor } 
  * stranger that opened `max_clients` TCP connections and never said a word locked every client out of
  * the listener for `socket_timeout`, and again each time it reconnected.
  *
- * Now (SECURITY.md, "A hostile host on the LAN"): a stranger's connections are counted before their handshake too (at most
- * `connections_per_stranger` each, `max_unidentified_clients` for all strangers together), and every
- * handshake has a deadline of its own (`handshake_timeout`), apart from `socket_timeout`.
+ * Now (SECURITY.md, "A hostile host on the LAN"): a stranger's connections are counted before their
+ * handshake too (at most `connections_per_stranger` each, `max_unidentified_clients` for all strangers
+ * together), and every handshake has a deadline of its own (`handshake_timeout`), apart from
+ * `socket_timeout`.
  */
 jest.setTimeout(60_000);
 

@@ -1,7 +1,10 @@
 import { Metrics } from '../src/observe/metrics';
 import { metricValue, waitFor } from './helpers/harness';
 
-/** smarthop_event_loop_delay_seconds: a histogram of the loop's delay, per relay instance, cumulative from its start. */
+/**
+ * smarthop_event_loop_delay_seconds: a histogram of the loop's delay, per relay instance, cumulative from
+ * its start.
+ */
 describe('smarthop_event_loop_delay_seconds', () => {
   const sample = (text: string, name: string) =>
     metricValue(text, `smarthop_event_loop_delay_seconds${name}`) ?? Number.NaN;

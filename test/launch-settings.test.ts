@@ -16,7 +16,10 @@ interface Launch {
   nodeFlags: string[];
 }
 
-/** `A=1 B=2 [exec] node --flag dist/src/cli.js start …` (npm start execs node, so its pid is the relay's parent's signal target) */
+/**
+ * `A=1 B=2 [exec] node --flag dist/src/cli.js start …` (npm start execs node, so its pid is the relay's
+ * parent's signal target)
+ */
 function fromShellCommand(command: string): Launch {
   const words = command.trim().split(/\s+/);
   const environment: Record<string, string> = {};

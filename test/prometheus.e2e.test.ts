@@ -260,7 +260,8 @@ describe('metrics proven against a real Prometheus', () => {
         if (result.status !== 'success') errors.push(`${title}: ${expr}: ${result.error}`);
       }
       expect(errors).toEqual([]);
-      // Grafana's label_values(metric, label) is `group by (label) (metric)` in PromQL: the variables must find this relay.
+      // Grafana's label_values(metric, label) is `group by (label) (metric)` in PromQL: the variables must
+      // find this relay.
       for (const variable of dashboard.templating.list) {
         const query = typeof variable.query === 'string' ? variable.query : variable.query?.query;
         const match = /^label_values\((.+),\s*(\w+)\)$/.exec(query ?? '');

@@ -124,7 +124,8 @@ describe('smart hosts: selection and transport', () => {
       { events: { file: eventsFile } },
     );
     const id = await send('cut short on disk');
-    // The first attempt is deferred by both, which writes the state beside the file: from then on the file is only the message.
+    // The first attempt is deferred by both, which writes the state beside the file: from then on the file
+    // is only the message.
     const stateFile = path.join(t.dir, 'spool', 'queue', `${id}.json`);
     await waitFor(() => existsSync(stateFile), 10_000, 'the deferral written to the spool');
     const file = path.join(t.dir, 'spool', 'queue', `${id}.eml`);

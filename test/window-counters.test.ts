@@ -34,7 +34,8 @@ describe('MemoryWindowCounters', () => {
   });
 
   test('memory grows with the keys held, not with maxKeys', () => {
-    // lru-cache's `max` would allocate typed arrays for every key up front: 10 million keys would be ~120 MB of ArrayBuffers here.
+    // lru-cache's `max` would allocate typed arrays for every key up front: 10 million keys would be ~120 MB
+    // of ArrayBuffers here.
     const before = process.memoryUsage().arrayBuffers;
     const counters = new MemoryWindowCounters(10_000_000);
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1024 * 1024);

@@ -16,7 +16,10 @@ export class Daemon {
     child.once('exit', () => process.off('exit', this.killOnExit));
   }
 
-  /** Starts `binary args…` and resolves once `ready()` says yes; fails with its output if it exits or takes too long. */
+  /**
+   * Starts `binary args…` and resolves once `ready()` says yes; fails with its output if it exits or takes
+   * too long.
+   */
   static async start(
     binary: string,
     args: string[],
