@@ -159,7 +159,8 @@ describe("the comparison pools every round's probes", () => {
     // Right under the p99 table, before the next one.
     const p99Table = text.indexOf('accept latency p99, ms');
     const pooled = text.indexOf(
-      "every round's probes together, ms: smarthop p50 3.0  p99 70.0  max 70.0 (300 probes); postfix p50 6.0  p99 140.0",
+      "every round's probes together, ms: smarthop p50 3.0  p99 70.0  max 70.0 (300 probes); " +
+        'postfix p50 6.0  p99 140.0',
     );
     expect(p99Table).toBeGreaterThan(-1);
     expect(pooled).toBeGreaterThan(p99Table);

@@ -57,7 +57,10 @@ describe('per-recipient outcomes and DSNs', () => {
     const [dsn] = dsns(provider);
     expect(dsn.to).toEqual(['app@corp.example', 'postmaster@corp.example']);
     expect(text(dsn)).toMatch(
-      /^From: Mail Delivery System <MAILER-DAEMON@relay\.test>\r\nTo: <app@corp\.example>\r\nSubject: Undelivered Mail Returned to Sender\r\n/,
+      new RegExp(
+        /^From: Mail Delivery System <MAILER-DAEMON@relay\.test>\r\nTo: <app@corp\.example>\r\n/.source +
+          /Subject: Undelivered Mail Returned to Sender\r\n/.source,
+      ),
     );
     expect(text(dsn)).toMatch(/\r\nContent-Type: multipart\/report; report-type=delivery-status; boundary="[^"]+"\r\n/);
     expect(part(dsn, 'message/delivery-status').split('\r\n')).toEqual([

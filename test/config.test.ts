@@ -426,8 +426,10 @@ describe('config contract', () => {
     );
     expect(mistakes.ok ? [] : mistakes.errors).toEqual([
       'state.redis: required with store: redis ({ url: redis://host:6379 })',
-      'state.fleet_size: required with store: redis: how many relays share the limits (while Redis is unreachable each enforces 1/fleet_size of every limit)',
-      'listeners[0].trusted_proxies: required with proxy_protocol: true (the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])',
+      'state.fleet_size: required with store: redis: how many relays share the limits ' +
+        '(while Redis is unreachable each enforces 1/fleet_size of every limit)',
+      'listeners[0].trusted_proxies: required with proxy_protocol: true ' +
+        '(the load balancers allowed to send a PROXY header, e.g. [10.0.0.5/32])',
       'listeners[1].trusted_proxies: only meaningful with proxy_protocol: true',
     ]);
     const url = parseConfig(

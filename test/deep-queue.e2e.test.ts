@@ -271,7 +271,8 @@ describe('recovery runs in the background (child relay)', () => {
     mkdirSync(queueDir, { recursive: true });
     const base = Date.now() - 60_000;
     for (let i = 0; i < count; i++) {
-      const id = `${(base + Math.floor(i / 1000)).toString(36).toUpperCase().padStart(9, '0')}${i.toString(16).toUpperCase().padStart(10, '0')}`;
+      const stamp = (base + Math.floor(i / 1000)).toString(36).toUpperCase().padStart(9, '0');
+      const id = `${stamp}${i.toString(16).toUpperCase().padStart(10, '0')}`;
       const body = Buffer.from(`Subject: deep ${i}\r\nMessage-ID: <deep-${i}@corp.example>\r\n\r\nbody\r\n`);
       const meta: MessageMeta = {
         version: 2,

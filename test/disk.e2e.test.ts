@@ -24,7 +24,8 @@ function mountTmpfs(dir: string): boolean {
     return true;
   } catch (err) {
     recordSkip(
-      `cannot mount a tmpfs here (${(err as Error).message.split('\n')[0]}); the disk-full tests need root with CAP_SYS_ADMIN`,
+      `cannot mount a tmpfs here (${(err as Error).message.split('\n')[0]}); ` +
+        'the disk-full tests need root with CAP_SYS_ADMIN',
     );
     return false;
   }

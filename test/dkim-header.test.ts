@@ -117,18 +117,24 @@ describe('the DKIM-Signature field', () => {
   });
 
   test('signs the relaxed signed fields, then this one relaxed with b= empty, no final CRLF; the key verifies', () => {
-    const signed = signedFields(
-      block(['From: A <a@corp.example>', `Subject: ${bytes('Reçu à Рим')}`, 'To: b@example.com,\r\n  c@example.com'])
-        .fields,
-    );
+    const header = [
+      'From: A <a@corp.example>',
+      `Subject: ${bytes('Reçu à Рим')}`,
+      'To: b@example.com,\r\n  c@example.com',
+    ];
+    const signed = signedFields(block(header).fields);
     const unsigned = unsignedSignature(tags(signed));
     expect(unsigned.field.endsWith('b=')).toBe(true);
     const relaxedSelf = relaxedField(unsigned.field).slice(0, -2);
     expect(unsigned.data).toBe(
-      `to:b@example.com, c@example.com\r\nsubject:${bytes('Reçu à Рим')}\r\nfrom:A <a@corp.example>\r\n${relaxedSelf}`,
+      `to:b@example.com, c@example.com\r\nsubject:${bytes('Reçu à Рим')}\r\n` +
+        `from:A <a@corp.example>\r\n${relaxedSelf}`,
     );
     expect(relaxedSelf).toMatch(
-      /^dkim-signature:v=1; a=rsa-sha256; c=relaxed\/relaxed; d=corp\.example; s=s1; t=1796040000; bh=x+; h=To: ?Subject: ?From: ?From; b=$/,
+      new RegExp(
+        /^dkim-signature:v=1; a=rsa-sha256; c=relaxed\/relaxed; d=corp\.example; s=s1; t=1796040000; /.source +
+          /bh=x+; h=To: ?Subject: ?From: ?From; b=$/.source,
+      ),
     );
     expect(signedField(unsigned, Buffer.alloc(256)).startsWith(unsigned.field)).toBe(true);
   });

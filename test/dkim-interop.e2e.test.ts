@@ -161,12 +161,15 @@ describe('DKIM signatures verify with dkimpy, an independent verifier', () => {
         ),
       );
       const { client } = await openSession(running.smtpPort);
-      const data = Buffer.from(
-        ['From: App <app@corp.example>', 'To: user@example.com', 'Subject: Reçu à Рим', '', 'Bonjour à tous', ''].join(
-          '\r\n',
-        ),
-        'utf8',
-      );
+      const lines = [
+        'From: App <app@corp.example>',
+        'To: user@example.com',
+        'Subject: Reçu à Рим',
+        '',
+        'Bonjour à tous',
+        '',
+      ];
+      const data = Buffer.from(lines.join('\r\n'), 'utf8');
       expect(await client.sendMessage('app@corp.example', ['user@example.com'], data)).toMatch(/^250 /);
       await client.quit();
       await waitFor(() => sink?.messages.length === 1, 10_000, 'delivery');

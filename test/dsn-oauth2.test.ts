@@ -138,7 +138,8 @@ describe('DSN (RFC 3464)', () => {
       originalHeaders: Buffer.from('Subject: Gr\u00fc\u00dfe\r\n', 'latin1'),
     }).toString('latin1');
     expect(dsn).toContain(
-      'Content-Type: text/rfc822-headers\r\nContent-Description: Undelivered Message Headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\n',
+      'Content-Type: text/rfc822-headers\r\nContent-Description: Undelivered Message Headers\r\n' +
+        'Content-Transfer-Encoding: 8bit\r\n\r\n',
     );
     expect(dsn).toContain('Subject: Undelivered Mail Returned to Sender (delivery time expired)\r\n');
     expect(dsn).toContain('Status: 4.4.7\r\nDiagnostic-Code: X-smarthop; no smart host accepted the message\r\n');
@@ -210,7 +211,8 @@ describe('OAuth2 client credentials', () => {
       (e: Error) => e,
     );
     expect(err?.message).toBe(
-      `OAuth2 token endpoint ${endpoint.url} answered 401 (invalid_client: AADSTS7000215: Invalid client secret provided.)`,
+      `OAuth2 token endpoint ${endpoint.url} answered 401 ` +
+        '(invalid_client: AADSTS7000215: Invalid client secret provided.)',
     );
     expect(err?.message).not.toContain('wrong-secret');
   });

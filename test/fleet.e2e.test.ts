@@ -119,7 +119,8 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
   if (missing.length > 0 && process.env.CI) {
     test('redis-server and haproxy are installed in CI', () => {
       throw new Error(
-        `CI is set but ${missing.join(' and ')} not on PATH: .ci/run must install the Debian packages redis-server and haproxy`,
+        `CI is set but ${missing.join(' and ')} not on PATH: ` +
+          '.ci/run must install the Debian packages redis-server and haproxy',
       );
     });
     return;
@@ -255,7 +256,8 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
   });
 
   maybe(
-    'Redis stopped mid-traffic: mail flows under local limits (4/2 = 2 per node), the metric says so, and fleet limits return with Redis',
+    'Redis stopped mid-traffic: mail flows under local limits (4/2 = 2 per node), the metric says so, ' +
+      'and fleet limits return with Redis',
     async () => {
       const [a, b] = nodes;
       await redis.stop();
@@ -264,7 +266,10 @@ describe('a fleet of two relays sharing Redis behind HAProxy', () => {
       expect(during.map(code)).toEqual(['250', '250', '451']);
       // The reply names the limit that refused it: this node's share, not the fleet's 4.
       expect(during[2]).toMatch(
-        /^451 4\.7\.1 Rate limit for client outage: 2 of the fleet's 4 messages per 1m on this relay while shared limits are unreachable; try again in \d+s$/,
+        new RegExp(
+          /^451 4\.7\.1 Rate limit for client outage: 2 of the fleet's 4 messages per 1m on this relay /.source +
+            /while shared limits are unreachable; try again in \d+s$/.source,
+        ),
       );
       expect(await metric(a, 'smarthop_state_backend{backend="local_fallback"}')).toBe(1);
       expect(await metric(a, 'smarthop_state_fallbacks_total')).toBe(1);

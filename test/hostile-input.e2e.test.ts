@@ -207,7 +207,9 @@ describe('hostile input: no message holds the event loop others share', () => {
     await waitFor(async () => (await loopDelay()).samples >= ticked, 5000, 'the loop delay monitor to tick');
     const after = await loopDelay();
     if (process.env.HOSTILE_INPUT_REPORT) {
-      const figures = `bystander ${bystander.slowestMs.toFixed(1)} ms over ${bystander.transactions} transactions, loop stalls ${after.stalls - before.stalls}`;
+      const figures =
+        `bystander ${bystander.slowestMs.toFixed(1)} ms over ${bystander.transactions} transactions, ` +
+        `loop stalls ${after.stalls - before.stalls}`;
       process.stdout.write(`${expect.getState().currentTestName}: ${figures}\n`);
     }
     expect(bystander.transactions).toBeGreaterThan(0);

@@ -155,7 +155,8 @@ describe('hostile input', () => {
     test('a whole pipelined transaction from an untrusted address gets refusals for every step', async () => {
       const client = await strangerOverTls();
       client.write(
-        `EHLO x\r\nMAIL FROM:<attacker@evil.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n${message()}\r\n.\r\nQUIT\r\n`,
+        'EHLO x\r\nMAIL FROM:<attacker@evil.example>\r\nRCPT TO:<victim@example.com>\r\n' +
+          `DATA\r\n${message()}\r\n.\r\nQUIT\r\n`,
       );
       const replies: string[] = [];
       for (let reply = await client.reply(); reply !== null; reply = await client.reply())

@@ -76,7 +76,8 @@ describe('ingress: who may relay, and what a 250 means', () => {
     const queueId = reply?.split(' ').pop();
     expect(text).toMatch(
       new RegExp(
-        `^Received: from app\\.test \\(client lan\\)\\r\\n\\tby relay\\.test \\(smarthop\\) with ESMTP id ${queueId}; .+\\r\\n`,
+        '^Received: from app\\.test \\(client lan\\)\\r\\n' +
+          `\\tby relay\\.test \\(smarthop\\) with ESMTP id ${queueId}; .+\\r\\n`,
       ),
     );
     // Byte for byte after our header: nothing else was touched.
@@ -113,7 +114,8 @@ describe('ingress: who may relay, and what a 250 means', () => {
   });
 
   test.each(['optional', 'required'])(
-    'an untrusted address is refused at connect on the plaintext auth: %s listener, where AUTH could not identify it (554 5.7.1)',
+    'an untrusted address is refused at connect on the plaintext auth: %s listener, ' +
+      'where AUTH could not identify it (554 5.7.1)',
     async (listener) => {
       const { client, greeting } = await openSession(running.portOf(listener), { localAddress: '127.0.0.2' });
       expect(greeting).toBe('554 5.7.1 Access denied: [127.0.0.2] is not a permitted client');
@@ -138,7 +140,10 @@ describe('ingress: who may relay, and what a 250 means', () => {
     await client.quit();
     await waitFor(() => sink.messages.length === 1, 10_000, 'delivery');
     expect(sink.messages[0].data.toString()).toMatch(
-      /^Received: from app\.test \(client webshop\)\r\n\t\(using TLSv1\.[23] with cipher [A-Z0-9_-]+\)\r\n\tby relay\.test \(smarthop\) with ESMTPSA /,
+      new RegExp(
+        /^Received: from app\.test \(client webshop\)\r\n\t\(using TLSv1\.[23] with cipher [A-Z0-9_-]+\)\r\n/.source +
+          /\tby relay\.test \(smarthop\) with ESMTPSA /.source,
+      ),
     );
   });
 
@@ -223,7 +228,8 @@ describe('ingress: who may relay, and what a 250 means', () => {
 
   test('a header block over 256 KiB gets 552 5.3.4 and nothing is queued', async () => {
     const { client } = await openSession(running.portOf('smtp'));
-    const hugeHeader = `${Array.from({ length: 300 }, (_, i) => `X-Filler-${i}: ${'h'.repeat(990)}`).join('\r\n')}\r\n${message()}`;
+    const filler = Array.from({ length: 300 }, (_, i) => `X-Filler-${i}: ${'h'.repeat(990)}`).join('\r\n');
+    const hugeHeader = `${filler}\r\n${message()}`;
     expect(await client.sendMessage('erp@corp.example', ['a@example.com'], hugeHeader)).toBe(
       '552 5.3.4 Message header exceeds 262144 bytes',
     );

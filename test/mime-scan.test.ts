@@ -41,7 +41,8 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   test('an allowed attachment passes', async () => {
     expect(
       await scan(
-        `From: a@corp.example\n${multipart('b1', [text, attachment('Content-Type: application/pdf; name="report.pdf"')])}`,
+        'From: a@corp.example\n' +
+          multipart('b1', [text, attachment('Content-Type: application/pdf; name="report.pdf"')]),
       ),
     ).toBeUndefined();
   });
@@ -58,7 +59,8 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
     ],
     [
       'RFC 2231 continuation',
-      'Content-Type: application/octet-stream\nContent-Disposition: attachment;\n filename*0*=utf-8\'\'%E2%82%AC%20rates;\n filename*1=".exe"',
+      'Content-Type: application/octet-stream\nContent-Disposition: attachment;\n' +
+        ' filename*0*=utf-8\'\'%E2%82%AC%20rates;\n filename*1=".exe"',
     ],
     ['RFC 2231 percent-encoded dot', "Content-Type: application/octet-stream; name*=utf-8''evil%2Eexe"],
     [
@@ -87,9 +89,12 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   });
 
   test('inside an attached message/rfc822, whatever its disposition', async () => {
-    const embedded = `From: x@elsewhere.example\nSubject: fwd\n${multipart('e1', [text, attachment('Content-Type: application/javascript; name="a.js"')])}`;
+    const embedded =
+      'From: x@elsewhere.example\nSubject: fwd\n' +
+      multipart('e1', [text, attachment('Content-Type: application/javascript; name="a.js"')]);
     for (const disposition of ['inline', 'attachment', '']) {
-      const part = `Content-Type: message/rfc822${disposition ? `\nContent-Disposition: ${disposition}` : ''}\n\n${embedded}`;
+      const dispositionLine = disposition ? `\nContent-Disposition: ${disposition}` : '';
+      const part = `Content-Type: message/rfc822${dispositionLine}\n\n${embedded}`;
       expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`)).toEqual({
         kind: 'blocked',
         extension: 'js',
@@ -98,10 +103,15 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   });
 
   test('inside a base64-encoded message/rfc822 inside another message/rfc822', async () => {
-    const deepest = `From: x@elsewhere.example\n${multipart('e2', [text, attachment('Content-Type: application/octet-stream; name="deep.exe"')])}`;
-    const level2 = `From: y@elsewhere.example\n${multipart('e1', [text, `Content-Type: message/rfc822\n\n${deepest}`])}`;
+    const deepest =
+      'From: x@elsewhere.example\n' +
+      multipart('e2', [text, attachment('Content-Type: application/octet-stream; name="deep.exe"')]);
+    const level2 =
+      'From: y@elsewhere.example\n' + multipart('e1', [text, `Content-Type: message/rfc822\n\n${deepest}`]);
     const encoded = Buffer.from(level2.replace(/\n/g, '\r\n')).toString('base64').replace(/.{76}/g, '$&\n');
-    const part = `Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\nContent-Disposition: attachment; filename="fwd.eml"\n\n${encoded}`;
+    const part =
+      'Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n' +
+      `Content-Disposition: attachment; filename="fwd.eml"\n\n${encoded}`;
     expect(await scan(`From: a@corp.example\n${multipart('b1', [text, part])}`, 64)).toEqual({
       kind: 'blocked',
       extension: 'exe',
@@ -111,7 +121,8 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   test('a single-part message that is itself the attachment', async () => {
     expect(
       await scan(
-        'From: a@corp.example\nContent-Type: application/octet-stream; name="tool.exe"\nContent-Transfer-Encoding: base64\n\nTVqQ\n',
+        'From: a@corp.example\nContent-Type: application/octet-stream; name="tool.exe"\n' +
+          'Content-Transfer-Encoding: base64\n\nTVqQ\n',
       ),
     ).toEqual({ kind: 'blocked', extension: 'exe' });
   });
@@ -119,7 +130,8 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   test.each([
     [
       'two Content-Types in one part',
-      `From: a@corp.example\n${multipart('b1', [text, 'Content-Type: text/plain\nContent-Type: application/octet-stream; name="x.exe"\n\nx'])}`,
+      'From: a@corp.example\n' +
+        multipart('b1', [text, 'Content-Type: text/plain\nContent-Type: application/octet-stream; name="x.exe"\n\nx']),
       /more than one Content-Type/,
     ],
     [
@@ -129,7 +141,8 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
     ],
     [
       'a message/partial fragment',
-      `From: a@corp.example\n${multipart('b1', [text, 'Content-Type: message/partial; id="abc"; number=1; total=2\n\nFrom: x@y'])}`,
+      'From: a@corp.example\n' +
+        multipart('b1', [text, 'Content-Type: message/partial; id="abc"; number=1; total=2\n\nFrom: x@y']),
       /message\/partial/,
     ],
   ])('what cannot be inspected is reported: %s', async (_what, message, why) => {
@@ -139,7 +152,8 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   test('nesting past the depth limit is reported', async () => {
     let message = `From: z@elsewhere.example\n${multipart('z', [text])}`;
     for (let i = 0; i < 4; i++)
-      message = `From: y${i}@elsewhere.example\n${multipart(`n${i}`, [text, `Content-Type: message/rfc822\n\n${message}`])}`;
+      message =
+        `From: y${i}@elsewhere.example\n` + multipart(`n${i}`, [text, `Content-Type: message/rfc822\n\n${message}`]);
     expect(await scan(message, 64, { maxDepth: 8, maxParts: 2000 })).toBeUndefined();
     expect(await scan(message, 64, { maxDepth: 2, maxParts: 2000 })).toEqual({
       kind: 'uninspectable',
@@ -159,14 +173,18 @@ describe('AttachmentScanner: blocked file names anywhere in the MIME tree', () =
   });
 
   test("an embedded message's headers survive every chunking (mailsplit loses lines split across writes)", async () => {
-    const embedded = `From: x@elsewhere.example\nSubject: fwd\n${multipart('e1', [text, attachment('Content-Type: application/octet-stream; name="a.exe"')])}`;
+    const embedded =
+      'From: x@elsewhere.example\nSubject: fwd\n' +
+      multipart('e1', [text, attachment('Content-Type: application/octet-stream; name="a.exe"')]);
     const message = `From: a@corp.example\n${multipart('b1', [text, `Content-Type: message/rfc822\n\n${embedded}`])}`;
     for (let size = 1; size <= 80; size++)
       expect(await scan(message, size)).toEqual({ kind: 'blocked', extension: 'exe' });
   });
 
   test('a boundary split across chunks is still found, whatever the chunking', async () => {
-    const message = `From: a@corp.example\n${multipart('chunky-boundary', [text, attachment('Content-Type: application/octet-stream; name="x.exe"')])}`;
+    const message =
+      'From: a@corp.example\n' +
+      multipart('chunky-boundary', [text, attachment('Content-Type: application/octet-stream; name="x.exe"')]);
     for (const size of [1, 3, 5, 1024])
       expect(await scan(message, size)).toEqual({ kind: 'blocked', extension: 'exe' });
   });

@@ -154,14 +154,16 @@ describe('logs and events', () => {
     expect(received).toContainEqual(
       expect.stringMatching(
         new RegExp(
-          `^${id}: client=webshop\\[127\\.0\\.0\\.1\\], listener=smtp, from=<shop@corp\\.example>, size=\\d+, nrcpt=1 \\(queued\\)$`,
+          `^${id}: client=webshop\\[127\\.0\\.0\\.1\\], listener=smtp, ` +
+            'from=<shop@corp\\.example>, size=\\d+, nrcpt=1 \\(queued\\)$',
         ),
       ),
     );
     expect(received).toContainEqual(
       expect.stringMatching(
         new RegExp(
-          `^${id}: to=<buyer@example\\.com>, relay=primary\\[127\\.0\\.0\\.1\\]:${primary.port}, delay=\\d+\\.\\d\\d, attempt=1, status=sent \\(250 `,
+          `^${id}: to=<buyer@example\\.com>, relay=primary\\[127\\.0\\.0\\.1\\]:${primary.port}, ` +
+            'delay=\\d+\\.\\d\\d, attempt=1, status=sent \\(250 ',
         ),
       ),
     );

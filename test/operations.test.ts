@@ -266,7 +266,10 @@ describe('config additions', () => {
         dir,
       ),
     ).toThrow(
-      /events\.webhook\.url: expected an http:\/\/ or https:\/\/ URL[\s\S]*events\.webhook\.secret: expected at least 16 characters/,
+      new RegExp(
+        /events\.webhook\.url: expected an http:\/\/ or https:\/\/ URL[\s\S]*/.source +
+          /events\.webhook\.secret: expected at least 16 characters/.source,
+      ),
     );
     const hook = buildConfig(
       baseConfig(dir, [{ name: 'p', port: 1 }], {
@@ -297,7 +300,8 @@ describe('config additions', () => {
     const file = path.join(dir, 'relay.yaml');
     writeFileSync(
       file,
-      'spool: { dir: ./spool }\nhttp: { address: "0.0.0.0:9465", token: "${TOKEN}" }\nsmarthosts: [{ name: p, auth: { pass: "${UNSET_SECRET}" } }]\n',
+      'spool: { dir: ./spool }\nhttp: { address: "0.0.0.0:9465", token: "${TOKEN}" }\n' +
+        'smarthosts: [{ name: p, auth: { pass: "${UNSET_SECRET}" } }]\n',
     );
     expect(resolveTarget({ config: file }, { TOKEN: 'from-env-file-token' })).toEqual({
       url: 'http://127.0.0.1:9465',

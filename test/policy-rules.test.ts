@@ -261,7 +261,8 @@ describe('rate limit plans', () => {
     );
     expect(rateLimitText('erp', '60 messages per 1m', 1)).toMatch(/try again in 1s$/);
     expect(rateLimitText('erp', '60 messages per 1m', 36_200, 30)).toBe(
-      "4.7.1 Rate limit for client erp: 30 of the fleet's 60 messages per 1m on this relay while shared limits are unreachable; try again in 37s",
+      "4.7.1 Rate limit for client erp: 30 of the fleet's 60 messages per 1m on this relay " +
+        'while shared limits are unreachable; try again in 37s',
     );
   });
 });

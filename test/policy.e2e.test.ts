@@ -9,16 +9,24 @@ function mime(
   parts: string[],
   headers = 'From: app@corp.example\r\nTo: user@example.com\r\nSubject: with attachment',
 ): string {
-  return `${headers}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="${boundary}"\r\n\r\n${parts.map((p) => `--${boundary}\r\n${p}\r\n`).join('')}--${boundary}--`;
+  return (
+    `${headers}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="${boundary}"\r\n\r\n` +
+    parts.map((p) => `--${boundary}\r\n${p}\r\n`).join('') +
+    `--${boundary}--`
+  );
 }
 const textPart = 'Content-Type: text/plain; charset=utf-8\r\n\r\nPlease find the file attached.';
 const filePart = (name: string) =>
-  `Content-Type: application/octet-stream; name="${name}"\r\nContent-Disposition: attachment; filename="${name}"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA`;
+  `Content-Type: application/octet-stream; name="${name}"\r\nContent-Disposition: attachment; filename="${name}"\r\n` +
+  'Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA';
 /** An attachment two multipart levels below the top: mixed → alternative → mixed → the file. */
 const nestedTwoDeep = (name: string) =>
   mime('outer', [
     textPart,
-    `Content-Type: multipart/alternative; boundary="middle"\r\n\r\n--middle\r\n${textPart}\r\n--middle\r\nContent-Type: multipart/mixed; boundary="inner"\r\n\r\n--inner\r\n${textPart}\r\n--inner\r\n${filePart(name)}\r\n--inner--\r\n--middle--`,
+    'Content-Type: multipart/alternative; boundary="middle"\r\n\r\n' +
+      `--middle\r\n${textPart}\r\n` +
+      '--middle\r\nContent-Type: multipart/mixed; boundary="inner"\r\n\r\n' +
+      `--inner\r\n${textPart}\r\n--inner\r\n${filePart(name)}\r\n--inner--\r\n--middle--`,
   ]);
 
 describe('policies: what each client may send, enforced at the earliest SMTP step', () => {
@@ -85,7 +93,10 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
     return client;
   }
 
-  /** Sends one message that policy must refuse and proves it reached nothing: no 250, no received count, no delivery. */
+  /**
+   * Sends one message that policy must refuse and proves it reached nothing: no 250, no received count, no
+   * delivery.
+   */
   async function expectRefused(send: () => Promise<string | null>, expected: string, reason: string): Promise<void> {
     const before = { received: await received(), rejected: await rejected(reason) };
     expect(await send()).toBe(expected);
@@ -127,7 +138,8 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       ['a foreign address as display name', '"ceo@bank.example" <erp@corp.example>', 'ceo@bank.example'],
       ['a second, foreign mailbox', 'erp@corp.example, ceo@bank.example', 'ceo@bank.example'],
       ['a look-alike domain', 'erp@corp.example.bank.example', 'erp@corp.example.bank.example'],
-      // What mailauth's DMARC and Python's email read as ceo@bank.example, while nodemailer's addressparser returns erp@corp.example.
+      // What mailauth's DMARC and Python's email read as ceo@bank.example, while nodemailer's addressparser
+      // returns erp@corp.example.
       [
         'a comment after the @ and an allowed address behind it',
         'ceo@(x)bank.example erp@corp.example',
@@ -240,7 +252,8 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250 /);
       await expectRefused(
         () => client.command('RCPT TO:<"ceo"@partner.example>'),
-        '501 5.1.3 Recipient address <"ceo"@partner.example> is not relayed: quoted local parts and comments are not accepted',
+        '501 5.1.3 Recipient address <"ceo"@partner.example> is not relayed: ' +
+          'quoted local parts and comments are not accepted',
         'address_syntax',
       );
       await client.quit();
@@ -250,7 +263,8 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
       const client = await session();
       await expectRefused(
         () => client.command('MAIL FROM:<"erp"@corp.example>'),
-        '501 5.1.7 Sender address <"erp"@corp.example> is not relayed: quoted local parts and comments are not accepted',
+        '501 5.1.7 Sender address <"erp"@corp.example> is not relayed: ' +
+          'quoted local parts and comments are not accepted',
         'address_syntax',
       );
       expect(await client.command("MAIL FROM:<o'neil+bills=x@corp.example>")).toMatch(/^250 /);
@@ -382,8 +396,12 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
         'content_rule',
       );
       // RFC 2231-encoded name, an attached message/rfc822 holding the file.
-      const encodedName = `Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename*0*=utf-8''%E2%82%AC%20rates; filename*1=".js"\r\n\r\nx`;
-      const forwarded = `Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n${mime('fwd', [textPart, encodedName], 'From: x@elsewhere.example\r\nSubject: fwd')}`;
+      const encodedName =
+        'Content-Type: application/octet-stream\r\n' +
+        `Content-Disposition: attachment; filename*0*=utf-8''%E2%82%AC%20rates; filename*1=".js"\r\n\r\nx`;
+      const forwarded =
+        'Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n' +
+        mime('fwd', [textPart, encodedName], 'From: x@elsewhere.example\r\nSubject: fwd');
       await expectRefused(
         () => client.sendMessage('erp@corp.example', ['user@example.com'], mime('top', [textPart, forwarded])),
         '550 5.7.1 Attachment type .js not allowed for client erp',
@@ -407,7 +425,9 @@ describe('policies: what each client may send, enforced at the earliest SMTP ste
 
     test('header_rules: strip removes the matching header and delivers; reject refuses with 550 5.7.1', async () => {
       const client = await session();
-      const stripped = `X-Mailer: PHPMailer 5.2.1\r\nX-Mailer-Note: PHPMailer stays (other header)\r\n${message({ subject: 'monthly report' })}`;
+      const stripped =
+        'X-Mailer: PHPMailer 5.2.1\r\nX-Mailer-Note: PHPMailer stays (other header)\r\n' +
+        message({ subject: 'monthly report' });
       const data = await expectDelivered(client.sendMessage('erp@corp.example', ['user@example.com'], stripped), [
         'user@example.com',
       ]);

@@ -109,7 +109,8 @@ describe('route re-enveloping keys in the config contract', () => {
           'spool: { dir: ./spool }',
           'listeners: [{ name: smtp, address: "127.0.0.1:2525" }]',
           'clients: [{ name: lan, networks: [10.0.0.0/8] }]',
-          `routes: { default: { smarthosts: [primary], dkim: [{ domain: corp.example, selector: s1, private_key: ${JSON.stringify(keyFile)} }] } }`,
+          'routes: { default: { smarthosts: [primary], dkim: [{ domain: corp.example, selector: s1, ' +
+            `private_key: ${JSON.stringify(keyFile)} }] } }`,
           'smarthosts: [{ name: primary, host: smtp.example, port: 587 }]',
         ].join('\n'),
       );
@@ -140,7 +141,8 @@ describe('signatures(): keys parsed once, header canonicalised by dkim-header.ts
         loadDkimKey({ domain: 'corp.example', selector: 'e1', private_key: ed.file }),
       ];
       const head = Buffer.from(
-        'Received: from app (client lan)\r\n\tby relay.test; Mon, 23 Nov 2026 10:00:00 +0000\r\nFrom: a@corp.example\r\nSubject: hi\r\n',
+        'Received: from app (client lan)\r\n\tby relay.test; Mon, 23 Nov 2026 10:00:00 +0000\r\n' +
+          'From: a@corp.example\r\nSubject: hi\r\n',
       );
       const body = Buffer.from('Hello  \r\nworld\r\n\r\n\r\n');
       const hasher = dkimBody('relaxed', 'sha256', false);
@@ -196,7 +198,8 @@ describe('RelaxedBodyHash: the relaxed body hash, streamed', () => {
       const expected = wholeBodyHash(body);
       for (let round = 0; round < 50; round++) {
         const hash = new RelaxedBodyHash();
-        // Cuts anywhere, including between CR and LF and inside the 70 KiB line; round 0 of a short body is one byte at a time.
+        // Cuts anywhere, including between CR and LF and inside the 70 KiB line; round 0 of a short body is
+        // one byte at a time.
         for (let at = 0; at < body.length;) {
           const size = round === 0 && body.length < 1000 ? 1 : 1 + random(round % 2 === 0 ? 64 : 80 * 1024);
           hash.update(body.subarray(at, at + size));
@@ -207,7 +210,8 @@ describe('RelaxedBodyHash: the relaxed body hash, streamed', () => {
     }
   });
 
-  // Each ends with a line end, as SMTP DATA does: on a last line without one, mailauth and dkimpy disagree about trailing spaces.
+  // Each ends with a line end, as SMTP DATA does: on a last line without one, mailauth and dkimpy disagree
+  // about trailing spaces.
   test("random bodies of words, spaces, tabs and line ends, cut at random: mailauth's hash (2000 bodies)", () => {
     const pieces = ['a', 'bc', ' ', '  ', '\t', ' \t ', '\r\n', '\r\n\r\n', '\n', '.', '\u00a0'];
     let seed = 20;

@@ -100,7 +100,8 @@ describe('smart hosts that end connections', () => {
     ['the delivery thread', true],
     ['the event loop', false],
   ])(
-    'a host that answers 421 to the MAIL after its cap (sent from %s): the message goes again over another connection, none deferred',
+    'a host that answers 421 to the MAIL after its cap (sent from %s): ' +
+      'the message goes again over another connection, none deferred',
     async (_where, workerThread) => {
       const primary = await relayTo(
         { messagesPerConnection: { limit: 2, then: 'refuse' } },

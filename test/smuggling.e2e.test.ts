@@ -56,10 +56,12 @@ describe('SMTP smuggling: one DATA is never two messages downstream, for trusted
     expect(await client.command('RCPT TO:<user@example.com>')).toMatch(/^250 /);
     expect(await client.command('DATA')).toMatch(/^354 /);
     const smuggled =
-      'MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nFrom: ceo@bank.example\r\nSubject: smuggled\r\n\r\nwire the money\r\n';
+      'MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n' +
+      'From: ceo@bank.example\r\nSubject: smuggled\r\n\r\nwire the money\r\n';
     client.write(
       Buffer.from(
-        `From: erp@corp.example\r\nTo: user@example.com\r\nSubject: smuggling ${mode} ${name}\r\n\r\nlegitimate body${ending}${smuggled}\r\n.\r\n`,
+        `From: erp@corp.example\r\nTo: user@example.com\r\nSubject: smuggling ${mode} ${name}\r\n\r\n` +
+          `legitimate body${ending}${smuggled}\r\n.\r\n`,
         'latin1',
       ),
     );
@@ -82,7 +84,8 @@ describe('SMTP smuggling: one DATA is never two messages downstream, for trusted
     const data = delivered.data.toString('latin1');
     // CRLF throughout: no bare CR, no bare LF left in what went out.
     expect(data.replace(/\r\n/g, '')).not.toMatch(/[\r\n]/);
-    // The lone "." line arrived as content (nodemailer dot-stuffed it), so the smuggled commands are text of this one message.
+    // The lone "." line arrived as content (nodemailer dot-stuffed it), so the smuggled commands are text of
+    // this one message.
     expect(data).toContain('legitimate body\r\n.\r\nMAIL FROM:<ceo@bank.example>\r\n');
   });
 

@@ -178,7 +178,8 @@ describe('spool: one file per committed message', () => {
     // Cut inside the footer: nothing says it was ever committed.
     expect(problems.get(truncated)).toBe('removed message file without metadata (never acknowledged)');
     expect(problems.get(lying)).toBe(
-      `message file with damaged metadata moved to corrupt/: metadata says ${body.length + 1} message bytes, the file holds ${body.length}`,
+      `message file with damaged metadata moved to corrupt/: metadata says ${body.length + 1} message bytes, ` +
+        `the file holds ${body.length}`,
     );
     expect(problems.get(unreadable)).toMatch(/^unreadable message file moved to corrupt\/: EISDIR/);
     expect(files('queue')).toEqual([]);

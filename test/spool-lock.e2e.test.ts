@@ -38,7 +38,8 @@ describe('the spool lock', () => {
       process.execPath,
       [
         '-e',
-        `require('node:fs').mkdirSync(${JSON.stringify(spool)}, { recursive: true }); require('node:net').createServer().listen(${JSON.stringify(socket)}, () => console.log('listening'))`,
+        `require('node:fs').mkdirSync(${JSON.stringify(spool)}, { recursive: true }); ` +
+          `require('node:net').createServer().listen(${JSON.stringify(socket)}, () => console.log('listening'))`,
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
@@ -104,7 +105,8 @@ describe('one spool, one relay (child processes)', () => {
     expect(run.status).toBe(1);
     expect(run.stderr).toMatch(
       new RegExp(
-        `cannot start: spool .*spool is in use by a running relay \\(pid ${relay.process.pid}, since .*one spool has one relay`,
+        `cannot start: spool .*spool is in use by a running relay \\(pid ${relay.process.pid}, since ` +
+          '.*one spool has one relay',
       ),
     );
     expect(readdirSync(tmp)).toHaveLength(1);

@@ -149,7 +149,8 @@ describe('Received header', () => {
   };
   test('names the client and, for one recipient, the recipient; never the internal address', () => {
     expect(buildReceivedHeader({ ...base, recipients: ['a@example.com'] })).toBe(
-      'Received: from erp01 (client erp)\r\n\tby relay.corp.example (smarthop) with ESMTP id ABC\r\n\tfor <a@example.com>; Mon, 23 Nov 2026 10:00:00 +0000\r\n',
+      'Received: from erp01 (client erp)\r\n\tby relay.corp.example (smarthop) with ESMTP id ABC\r\n' +
+        '\tfor <a@example.com>; Mon, 23 Nov 2026 10:00:00 +0000\r\n',
     );
   });
   test('TLS and AUTH show in the protocol; several recipients are not listed; a hostile HELO is sanitised', () => {
@@ -162,7 +163,8 @@ describe('Received header', () => {
       recipients: ['a@x', 'b@y'],
     });
     expect(header).toBe(
-      'Received: from xBcc:y (client erp)\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\tby relay.corp.example (smarthop) with ESMTPSA id ABC; Mon, 23 Nov 2026 10:00:00 +0000\r\n',
+      'Received: from xBcc:y (client erp)\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n' +
+        '\tby relay.corp.example (smarthop) with ESMTPSA id ABC; Mon, 23 Nov 2026 10:00:00 +0000\r\n',
     );
   });
 });

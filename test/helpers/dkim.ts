@@ -44,13 +44,17 @@ export function zoneResolver(
   };
 }
 
-/** Every DKIM signature of a message as `domain/selector algorithm result`, verified by mailauth against the resolver. */
+/**
+ * Every DKIM signature of a message as `domain/selector algorithm result`, verified by mailauth against the
+ * resolver.
+ */
 export async function verifyDkim(message: Buffer, resolver: DNSResolver): Promise<string[]> {
   const { results } = await dkimVerify(message, { resolver });
   // mailauth 4.13's shipped types call it `algorithm`; the result object has `algo`.
   return results.map(
     (result) =>
-      `${result.signingDomain}/${result.selector ?? ''} ${(result as { algo?: string }).algo ?? ''} ${result.status.result}`,
+      `${result.signingDomain}/${result.selector ?? ''} ` +
+      `${(result as { algo?: string }).algo ?? ''} ${result.status.result}`,
   );
 }
 
@@ -79,7 +83,8 @@ def dns(name, timeout=5):
     return records.get(name.decode().rstrip('.').lower(), '').encode()
 def verdicts(message):
     d = dkim.DKIM(message)
-    count = len([l for l in message.split(b'\\r\\n\\r\\n', 1)[0].split(b'\\r\\n') if l.lower().startswith(b'dkim-signature:')])
+    head = message.split(b'\\r\\n\\r\\n', 1)[0]
+    count = len([l for l in head.split(b'\\r\\n') if l.lower().startswith(b'dkim-signature:')])
     return [d.verify(idx=i, dnsfunc=dns) for i in range(count)]
 print(json.dumps([verdicts(base64.b64decode(m)) for m in job['messages']]))
 `;
