@@ -147,7 +147,8 @@ function optionsProgram(): Command {
     )
     .option(
       '--cpu-prof [dir]',
-      `run the relay under node --cpu-prof, keep the profile in dir (default: ${DEFAULT_CPU_PROF_DIR}) and list its top ${PROFILE_TOP} functions`,
+      `run the relay under node --cpu-prof, keep the profile in dir (default: ${DEFAULT_CPU_PROF_DIR}) ` +
+        `and list its top ${PROFILE_TOP} functions`,
     )
     .option('--state <store>', 'memory, or redis (starts a temp redis-server; implies --limits)', stateStore, 'memory')
     .option(
@@ -521,7 +522,13 @@ function ms(value: number | null): string {
 
 function formatTable(r: Report): string {
   const row = (label: string, value: string) => `${label.padEnd(19)}${value}\n`;
-  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections, state ${r.state}${r.limits ? ' (every message counted)' : ''}${r.fullPolicy ? ', every policy rule' : ''}${r.reenvelope ? ', rewrites + DKIM' : ''}${r.deliveryThread ? '' : ', no delivery thread'}\n`;
+  const variant =
+    (r.limits ? ' (every message counted)' : '') +
+    (r.fullPolicy ? ', every policy rule' : '') +
+    (r.reenvelope ? ', rewrites + DKIM' : '') +
+    (r.deliveryThread ? '' : ', no delivery thread');
+  let out = `smarthop bench: ${r.messages} messages x ${r.size} B, ${r.connections} connections, `;
+  out += `state ${r.state}${variant}\n`;
   const extra = `${r.failed > 0 ? `, failed ${r.failed}` : ''}${r.notSent > 0 ? `, not sent ${r.notSent}` : ''}`;
   out += row('accepted', `${r.accepted} (rejected ${r.rejected}${extra})`);
   out += row('accept rate', `${r.acceptRate.toFixed(1)} msg/s`);
@@ -540,7 +547,8 @@ function formatTable(r: Report): string {
     const { onCpuPercent, waitingForCpuPercent } = r.relayMainThread;
     out += row(
       'relay main thread',
-      `on a CPU ${onCpuPercent.toFixed(0)}% of the run, runnable but waiting for one ${waitingForCpuPercent.toFixed(0)}%`,
+      `on a CPU ${onCpuPercent.toFixed(0)}% of the run, ` +
+        `runnable but waiting for one ${waitingForCpuPercent.toFixed(0)}%`,
     );
   }
   out += row(

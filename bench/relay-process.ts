@@ -41,7 +41,10 @@ export interface BenchState {
   fullPolicy?: boolean;
   /** The route's rewrites and DKIM signing on (issue 4 measures with them). */
   reenvelope?: boolean;
-  /** false: `delivery.worker_thread: false`, smart-host connections on the event loop (less memory, less throughput). */
+  /**
+   * false: `delivery.worker_thread: false`, smart-host connections on the event loop (less memory, less
+   * throughput).
+   */
   deliveryThread?: boolean;
 }
 

@@ -252,6 +252,9 @@ function paddedBody(bytes: number): string {
   const rest = bytes % FILLER_LINE.length;
   let body = FILLER_LINE.repeat(full);
   if (rest >= 3) body += `${FILLER_LINE.slice(0, rest - 2)}\r\n`;
-  else if (rest > 0) body = body.slice(0, -2) + FILLER_LINE.slice(0, rest) + '\r\n'; // lengthen the last line by 1-2 chars
+  else if (rest > 0) {
+    // lengthen the last line by 1-2 chars
+    body = body.slice(0, -2) + FILLER_LINE.slice(0, rest) + '\r\n';
+  }
   return body;
 }

@@ -48,7 +48,8 @@ program
     try {
       relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
     } catch (err) {
-      // Files the config names (a smart host's `ca`, TLS keys, DKIM keys) are read here: a missing one is a config error.
+      // Files the config names (a smart host's `ca`, TLS keys, DKIM keys) are read here: a missing one is a config
+      // error.
       process.stderr.write(`${opts.config}: cannot start: ${(err as Error).message}\n`);
       process.exit(1);
     }

@@ -340,14 +340,16 @@ export class Relay {
       const address = await listener.listen();
       listeners[config.listeners[i].name] = address;
       this.logger.info(
-        `listener ${config.listeners[i].name} on ${formatAddress(address)} (tls ${config.listeners[i].tls}, auth ${config.listeners[i].auth})`,
+        `listener ${config.listeners[i].name} on ${formatAddress(address)} ` +
+          `(tls ${config.listeners[i].tls}, auth ${config.listeners[i].auth})`,
       );
     }
     const http =
       this.http && config.http ? await this.http.listen(config.http.address.host, config.http.address.port) : null;
     if (http)
       this.logger.info(
-        `http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}${config.http?.token ? ' (admin API needs the bearer token)' : ''}`,
+        `http endpoints (/metrics, /healthz, /readyz, /api/) on ${formatAddress(http)}` +
+          (config.http?.token ? ' (admin API needs the bearer token)' : ''),
       );
     this.addresses = { listeners, http };
     this.startRecovery(startedAt);
@@ -394,7 +396,8 @@ export class Relay {
         state.failed = err.message;
         this.logger.error(
           { err },
-          `queue recovery failed: ${err.message} (queued mail stays on disk; restart the relay once the cause is fixed)`,
+          `queue recovery failed: ${err.message} ` +
+            '(queued mail stays on disk; restart the relay once the cause is fixed)',
         );
       },
     );

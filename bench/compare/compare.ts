@@ -12,8 +12,9 @@ import { sinkTarget, startPostfix, startSmarthop, type Target } from './targets'
 /**
  * `npm run bench -- --compare postfix`: smarthop and a private Postfix, each relaying the same
  * smtp-source load to the same in-process sink, alternately (smarthop, Postfix, smarthop, …), each
- * started fresh for its phase and warmed up with the same load before it is measured. The machine is shared and drifts by ±25% over minutes, so figures
- * are paired per round and the ratio of each pair is what to read.
+ * started fresh for its phase and warmed up with the same load before it is measured. The machine is
+ * shared and drifts by ±25% over minutes, so figures are paired per round and the ratio of each pair
+ * is what to read.
  */
 
 export interface CompareOptions {
@@ -110,7 +111,8 @@ export async function runComparison(options: CompareOptions): Promise<number> {
           const phase = await runPhase(setup(round), target, useTally);
           phase.notes.push(...(await target.stop()));
           progress(
-            `bench:   ${phase.endToEndRate ?? 'n/a'} msg/s end to end, ${phase.delivered}/${phase.messages} at the sink`,
+            `bench:   ${phase.endToEndRate ?? 'n/a'} msg/s end to end, ` +
+              `${phase.delivered}/${phase.messages} at the sink`,
           );
           phases.push(phase);
         } catch (err) {

@@ -61,7 +61,10 @@ export interface PhaseResult {
     latenciesMs: number[];
   };
   memory: { pssMaxBytes: number | null; processesMax: number; vmHwmBytes: number | null };
-  /** CPU the relay used from the start of the load until the sink held everything, per message relayed (load and probes). */
+  /**
+   * CPU the relay used from the start of the load until the sink held everything, per message relayed (load and
+   * probes).
+   */
   cpu: { seconds: number | null; msPerMessage: number | null };
   /** smarthop only: share of the phase its event-loop thread ran, and waited runnable for a CPU. */
   mainThread: ScheduleShare | null;
@@ -104,10 +107,12 @@ export async function warmUp(
       target.smtpPort,
       setup.limits.generatorMs,
     );
-    if (generator.exitCode !== 0)
+    if (generator.exitCode !== 0) {
+      const how = generator.timedOut ? 'timed out' : `exit ${String(generator.exitCode ?? generator.signal)}`;
       throw new Error(
-        `warm-up of ${target.name}: smtp-source failed (${generator.timedOut ? 'timed out' : `exit ${String(generator.exitCode ?? generator.signal)}`}): ${generator.output.split('\n').slice(-3).join(' / ')}`,
+        `warm-up of ${target.name}: smtp-source failed (${how}): ${generator.output.split('\n').slice(-3).join(' / ')}`,
       );
+    }
     const wait = await tally.waitFor(messages, [], setup.limits.noProgressMs, setup.limits.deadline, () =>
       target.halted(),
     );
@@ -162,9 +167,8 @@ export async function runPhase(
       const how = generator.timedOut
         ? `killed after ${setup.limits.generatorMs / 1000} s`
         : `exit ${String(generator.exitCode ?? generator.signal)}`;
-      notes.push(
-        `smtp-source failed (${how})${generator.output ? `: ${generator.output.split('\n').slice(-3).join(' / ')}` : ''}`,
-      );
+      const tail = generator.output ? `: ${generator.output.split('\n').slice(-3).join(' / ')}` : '';
+      notes.push(`smtp-source failed (${how})${tail}`);
     }
 
     const noProgress = generatorOk ? setup.limits.noProgressMs : setup.limits.noProgressAfterFailureMs;

@@ -88,7 +88,10 @@ export function ratios(smarthop: PhaseResult, postfix: PhaseResult): Ratios {
   };
 }
 
-/** A 250 the sink never saw. When smtp-source failed, its shortfall is not counted as lost (not every message got a 250). */
+/**
+ * A 250 the sink never saw. When smtp-source failed, its shortfall is not counted as lost (not every message got a
+ * 250).
+ */
 export function lostIn(phase: PhaseResult): number {
   return (phase.generatorOk ? phase.missing : 0) + phase.probe.missing;
 }
@@ -198,7 +201,8 @@ const METRICS: Metric[] = [
   },
   {
     title:
-      'relay CPU ms per message (user + system of all its processes during the load; lower is better, steadier than msg/s on a busy machine)',
+      'relay CPU ms per message (user + system of all its processes during the load; lower is better, ' +
+      'steadier than msg/s on a busy machine)',
     value: (f) => num(f.cpuMsPerMessage, 2),
     ratio: (r) => times(r.cpuPerMessage),
   },
@@ -249,24 +253,31 @@ function formatMemory(report: ComparisonReport): string {
     ),
   );
   return (
-    "memory, MiB (smarthop peak RSS = VmHWM; PSS = peak of PSS summed over the relay's processes; ratio = smarthop RSS / Postfix PSS)\n" +
+    "memory, MiB (smarthop peak RSS = VmHWM; PSS = peak of PSS summed over the relay's processes; " +
+    'ratio = smarthop RSS / Postfix PSS)\n' +
     alignedTable(['round', 'smarthop RSS', 'smarthop PSS', 'postfix PSS', 'postfix procs', 'ratio'], rows)
   );
 }
 
 export function formatComparison(report: ComparisonReport): string {
   const { load } = report;
-  let out = `smarthop vs Postfix ${report.machine.postfix ?? ''}: ${load.messages} messages x ${load.payloadBytes} B body over ${load.sessions} sessions, one message per session, `;
-  out += `generator ${load.generator}${load.probeRate > 0 ? ` + a ${load.probeRate}/s latency probe` : ''}; ${load.rounds} round(s), smarthop then Postfix; ${report.machine.cpus} CPUs\n`;
+  let out = `smarthop vs Postfix ${report.machine.postfix ?? ''}: `;
+  out += `${load.messages} messages x ${load.payloadBytes} B body over ${load.sessions} sessions, `;
+  out += 'one message per session, ';
+  const probe = load.probeRate > 0 ? ` + a ${load.probeRate}/s latency probe` : '';
+  out += `generator ${load.generator}${probe}; `;
+  out += `${load.rounds} round(s), smarthop then Postfix; ${report.machine.cpus} CPUs\n`;
   out +=
     load.warmup > 0
-      ? `each relay started fresh per phase, then relayed ${load.warmup} messages of the same load (warm-up, not measured) before the measured ${load.messages}\n`
+      ? `each relay started fresh per phase, then relayed ${load.warmup} messages of the same load ` +
+        `(warm-up, not measured) before the measured ${load.messages}\n`
       : 'each relay started fresh per phase and measured from its first message (cold, no warm-up)\n';
   if (load.smarthopPolicy?.length)
     out += `smarthop with ${load.smarthopPolicy.join(' and ')} (Postfix relays plainly)\n`;
   if (report.ceiling) {
     const c = report.ceiling;
-    out += `harness ceiling (smtp-source straight into the sink): ${num(c.endToEndRate)} msg/s${phaseOk(c) ? '' : ` (incomplete: ${c.notes.join('; ')})`}\n`;
+    const incomplete = phaseOk(c) ? '' : ` (incomplete: ${c.notes.join('; ')})`;
+    out += `harness ceiling (smtp-source straight into the sink): ${num(c.endToEndRate)} msg/s${incomplete}\n`;
   }
   for (const metric of METRICS) {
     const rows = report.rounds.map((r) => [
@@ -287,8 +298,10 @@ export function formatComparison(report: ComparisonReport): string {
   out += `\n${formatMemory(report)}`;
   const threads = report.rounds.map((r) => r.smarthop.mainThread).filter((t): t is NonNullable<typeof t> => t !== null);
   if (threads.length > 0) {
-    out += `smarthop's event-loop thread, per round: on a CPU ${threads.map((t) => `${t.onCpuPercent.toFixed(0)}%`).join(', ')}; `;
-    out += `runnable but waiting for a CPU ${threads.map((t) => `${t.waitingForCpuPercent.toFixed(0)}%`).join(', ')}\n`;
+    const onCpu = threads.map((t) => `${t.onCpuPercent.toFixed(0)}%`).join(', ');
+    const waiting = threads.map((t) => `${t.waitingForCpuPercent.toFixed(0)}%`).join(', ');
+    out += `smarthop's event-loop thread, per round: on a CPU ${onCpu}; `;
+    out += `runnable but waiting for a CPU ${waiting}\n`;
   }
   out += `lost (250 given, never at the sink): smarthop ${report.lost.smarthop}, postfix ${report.lost.postfix}\n`;
   for (const phase of [
@@ -297,10 +310,14 @@ export function formatComparison(report: ComparisonReport): string {
   ]) {
     const where = phase.target === 'sink' ? 'ceiling' : `round ${phase.round} ${phase.target}`;
     if (phase.missing > 0 || phase.duplicated > 0 || phase.unexpected > 0 || phase.probe.missing > 0) {
-      out += `${where}: missing ${phase.missing}, duplicated ${phase.duplicated}, unexpected ${phase.unexpected}, probe missing ${phase.probe.missing}\n`;
+      out +=
+        `${where}: missing ${phase.missing}, duplicated ${phase.duplicated}, ` +
+        `unexpected ${phase.unexpected}, probe missing ${phase.probe.missing}\n`;
     }
     if (phase.probe.failures > 0 || phase.probe.skipped > 0)
-      out += `${where}: latency probe ${phase.probe.failures} failed, ${phase.probe.skipped} ticks skipped (probes still in flight)\n`;
+      out +=
+        `${where}: latency probe ${phase.probe.failures} failed, ` +
+        `${phase.probe.skipped} ticks skipped (probes still in flight)\n`;
     for (const note of phase.notes) out += `${where}: ${note}\n`;
   }
   return out;

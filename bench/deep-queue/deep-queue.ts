@@ -263,7 +263,10 @@ export async function runDeepQueue(argv: readonly string[]): Promise<number> {
   }
 }
 
-/** Spawn to listening (a TCP connect succeeds) and to /readyz reporting the queue recovered; `during` runs once listening. */
+/**
+ * Spawn to listening (a TCP connect succeeds) and to /readyz reporting the queue recovered; `during` runs once
+ * listening.
+ */
 async function timeStart<T>(
   relay: RelayProcess,
   ports: RelayPorts,
@@ -389,16 +392,19 @@ function formatReport(r: DeepQueueReport): string {
   );
   out += row(
     'queue list --recipient … (50)',
-    `${r.deep.admin.listRecipientMs} ms at the shell; API: 50 rows in ${r.deep.api.listRecipientMs} ms, the first after ${r.deep.api.firstRowMs ?? 'n/a'} ms`,
+    `${r.deep.admin.listRecipientMs} ms at the shell; ` +
+      `API: 50 rows in ${r.deep.api.listRecipientMs} ms, the first after ${r.deep.api.firstRowMs ?? 'n/a'} ms`,
   );
   out += row('node start (smarthop --version)', `${r.deep.admin.nodeStartMs} ms (part of every shell figure)`);
   out += row(
     'drain after queue flush',
-    `${r.deep.drain.delivered} of ${r.deep.drain.measured} in ${r.deep.drain.seconds} s: ${r.deep.drain.rate} msg/s (first after ${r.deep.drain.firstDeliveryMs ?? 'n/a'} ms)`,
+    `${r.deep.drain.delivered} of ${r.deep.drain.measured} in ${r.deep.drain.seconds} s: ${r.deep.drain.rate} msg/s ` +
+      `(first after ${r.deep.drain.firstDeliveryMs ?? 'n/a'} ms)`,
   );
   out += row(
     'peak RSS',
-    `${mib(r.deep.peakRssBytes)} before the drain, ${mib(r.deep.peakRssAfterDrainBytes)} after (empty spool: ${mib(r.empty.peakRssBytes)}; +${mib(r.rssOverEmptyBytes)})`,
+    `${mib(r.deep.peakRssBytes)} before the drain, ${mib(r.deep.peakRssAfterDrainBytes)} after ` +
+      `(empty spool: ${mib(r.empty.peakRssBytes)}; +${mib(r.rssOverEmptyBytes)})`,
   );
   for (const note of r.notes) out += row('note', note);
   return out;

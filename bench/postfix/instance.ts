@@ -52,9 +52,8 @@ export class PostfixInstance {
   async start(timeoutMs: number): Promise<void> {
     const result = await this.postfix('start', Math.min(timeoutMs, COMMAND_TIMEOUT_MS));
     if (result.code !== 0) {
-      throw new Error(
-        `postfix start exited with ${String(result.code)}${result.output ? `: ${result.output}` : ''}${this.maillogTail()}`,
-      );
+      const output = result.output ? `: ${result.output}` : '';
+      throw new Error(`postfix start exited with ${String(result.code)}${output}${this.maillogTail()}`);
     }
     const deadline = Date.now() + timeoutMs;
     while (!(await portOpen(this.ports.smtp))) {

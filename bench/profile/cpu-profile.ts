@@ -207,10 +207,16 @@ export function formatProfile(summary: ProfileSummary, file: string, thread?: st
   );
   const nameWidth = Math.max(8, ...rows.map((r) => r[3].length));
   const line = (r: string[]) =>
-    `${r[0].padStart(widths[0])}  ${r[1].padStart(widths[1])}  ${r[2].padStart(widths[2])}  ${r[3].padEnd(nameWidth)}  ${r[4]}`.trimEnd();
+    (
+      `${r[0].padStart(widths[0])}  ${r[1].padStart(widths[1])}  ${r[2].padStart(widths[2])}  ` +
+      `${r[3].padEnd(nameWidth)}  ${r[4]}`
+    ).trimEnd();
   let out = `\nrelay CPU profile${thread ? ` (${thread})` : ''}: ${file}\n`;
-  out += `${(summary.durationMs / 1000).toFixed(1)} s profiled, busy ${(summary.busyMs / 1000).toFixed(1)} s, idle ${(summary.idleMs / 1000).toFixed(1)} s, one sample every ${summary.sampleIntervalUs.toFixed(0)} µs\n`;
-  out += `top ${rows.length} functions by self time:\n${line(['#', 'self ms', '% busy', 'function', 'location'])}\n${rows.map(line).join('\n')}\n`;
+  out +=
+    `${(summary.durationMs / 1000).toFixed(1)} s profiled, busy ${(summary.busyMs / 1000).toFixed(1)} s, ` +
+    `idle ${(summary.idleMs / 1000).toFixed(1)} s, one sample every ${summary.sampleIntervalUs.toFixed(0)} µs\n`;
+  out += `top ${rows.length} functions by self time:\n`;
+  out += `${line(['#', 'self ms', '% busy', 'function', 'location'])}\n${rows.map(line).join('\n')}\n`;
   const list = (areas: AreaTime[]) =>
     areas
       .slice(0, 10)

@@ -246,17 +246,28 @@ export function registerAdminCommands(program: Command, io: CommandIo): void {
         const answer = await clientFor(options).request<ReloadResult>('POST', '/api/reload');
         if (answer.status !== 200 && answer.status !== 422) throw new Error(errorText(answer.body));
         const result = answer.body;
-        print(options, result, () =>
-          result.ok
-            ? `reloaded${result.changed.length > 0 ? `: ${result.changed.join(', ')}` : ' (no runtime change)'}${result.restart_required.length > 0 ? `\nrestart required for: ${result.restart_required.join(', ')}` : ''}`
-            : `reload refused, the relay keeps its running configuration:\n${result.errors.map((e) => `  ${e}`).join('\n')}`,
-        );
+        print(options, result, () => reloadText(result));
         if (!result.ok) io.setExitCode(EXIT_REFUSED);
       })();
     });
 }
 
-/** `queue list` without a relay: the same filter over the spool files, as they are read; true when more matched than `limit`. */
+/** What `reload` prints: the sections now running new values and what waits for a restart, or why it was refused. */
+function reloadText(result: ReloadResult): string {
+  if (!result.ok) {
+    const errors = result.errors.map((e) => `  ${e}`).join('\n');
+    return `reload refused, the relay keeps its running configuration:\n${errors}`;
+  }
+  const changed = result.changed.length > 0 ? `: ${result.changed.join(', ')}` : ' (no runtime change)';
+  const restart =
+    result.restart_required.length > 0 ? `\nrestart required for: ${result.restart_required.join(', ')}` : '';
+  return `reloaded${changed}${restart}`;
+}
+
+/**
+ * `queue list` without a relay: the same filter over the spool files, as they are read; true when more matched than
+ * `limit`.
+ */
 async function listOffline(
   options: CommonOptions,
   query: URLSearchParams,

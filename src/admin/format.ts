@@ -61,14 +61,17 @@ function listingRow(m: QueueEntry): string[] {
 }
 
 function listingSummary(count: number, truncated: boolean, counts: ReadonlyMap<string, number>): string {
-  return `${count}${truncated ? '+' : ''} message(s): ${[...counts].map(([state, n]) => `${n} ${state}`).join(', ')}${truncated ? ' (more match; use --limit)' : ''}`;
+  const states = [...counts].map(([state, n]) => `${n} ${state}`).join(', ');
+  const more = truncated ? ' (more match; use --limit)' : '';
+  return `${count}${truncated ? '+' : ''} message(s): ${states}${more}`;
 }
 
 export function formatListing(listing: QueueListing): string {
   if (listing.messages.length === 0) return 'queue is empty (no message matches)';
   const counts = new Map<string, number>();
   for (const m of listing.messages) counts.set(m.state, (counts.get(m.state) ?? 0) + 1);
-  return `${table(LISTING_HEADERS, listing.messages.map(listingRow), LISTING_RIGHT_ALIGNED)}\n${listingSummary(listing.messages.length, listing.truncated, counts)}`;
+  const tableText = table(LISTING_HEADERS, listing.messages.map(listingRow), LISTING_RIGHT_ALIGNED);
+  return `${tableText}\n${listingSummary(listing.messages.length, listing.truncated, counts)}`;
 }
 
 /**
@@ -175,15 +178,20 @@ export function formatSmartHosts(hosts: SmartHostStatus[]): string {
 
 export function formatStatus(s: StatusReport): string {
   const q = s.queue;
+  const oldest = s.oldest
+    ? `${s.oldest.id}, ${humanAge(s.oldest.age_seconds)} old (received ${s.oldest.received_at})`
+    : 'none (nothing waiting)';
   const lines = [
     `smarthop ${s.version} on ${s.hostname}, up ${humanAge(s.uptime_seconds)} (since ${s.started_at})`,
     `queue:   ${q.ready} ready (${q.active} active), ${q.deferred} deferred, ${q.held} held, ${q.dead} dead`,
-    `oldest:  ${s.oldest ? `${s.oldest.id}, ${humanAge(s.oldest.age_seconds)} old (received ${s.oldest.received_at})` : 'none (nothing waiting)'}`,
+    `oldest:  ${oldest}`,
   ];
   if (s.last_reload) {
-    lines.push(
-      `reload:  ${s.last_reload.ok ? 'ok' : 'FAILED'} at ${s.last_reload.at}${s.last_reload.restart_required.length > 0 ? `; restart required for ${s.last_reload.restart_required.join(', ')}` : ''}${s.last_reload.ok ? '' : `: ${s.last_reload.errors.join('; ')}`}`,
-    );
+    const reload = s.last_reload;
+    const restart =
+      reload.restart_required.length > 0 ? `; restart required for ${reload.restart_required.join(', ')}` : '';
+    const errors = reload.ok ? '' : `: ${reload.errors.join('; ')}`;
+    lines.push(`reload:  ${reload.ok ? 'ok' : 'FAILED'} at ${reload.at}${restart}${errors}`);
   }
   const up = s.smarthosts.filter((h) => h.up).length;
   lines.push('', `smart hosts: ${up} up, ${s.smarthosts.length - up} down`, formatSmartHosts(s.smarthosts));

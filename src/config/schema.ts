@@ -150,7 +150,10 @@ const addressPatterns = z.array(z.string()).superRefine((patterns, ctx) => {
     ctx.addIssue({ code: 'custom', path: [error.index], message: error.message });
 });
 
-/** A header rule's pattern, checked here for RE2's linear-time matcher (message/header-pattern.ts) and kept as written. */
+/**
+ * A header rule's pattern, checked here for RE2's linear-time matcher (message/header-pattern.ts) and kept as
+ * written.
+ */
 const regex = z
   .string()
   .min(1)
@@ -222,7 +225,10 @@ const limitsSchema = z.strictObject({
   connection_rate: connectionRate.optional(),
   /** The same for a stranger, which has a rate by default (both apply to it). */
   connection_rate_per_stranger: connectionRate.default({ window: 60_000, max: 120 }),
-  /** `max` failed AUTHs from one address within `window` lock it out (421 4.7.0) for `lockout`; each failure after the first is answered `delay` late. */
+  /**
+   * `max` failed AUTHs from one address within `window` lock it out (421 4.7.0) for `lockout`; each failure after the
+   * first is answered `delay` late.
+   */
   auth_failures: z
     .strictObject({
       max: positiveCount.default(10),
@@ -520,11 +526,9 @@ const httpSchema = z.strictObject({
 });
 
 const webhookSchema = z.strictObject({
-  url: z
-    .string()
-    .refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), {
-      message: 'expected an http:// or https:// URL',
-    }),
+  url: z.string().refine((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), {
+    message: 'expected an http:// or https:// URL',
+  }),
   /** HMAC-SHA256 key for `X-Smarthop-Signature`; from the environment, never in the file. */
   secret: z.string().min(16, 'expected at least 16 characters (make one with `openssl rand -hex 32`)'),
   timeout: duration.default(5_000),
@@ -583,7 +587,8 @@ const stateSchema = z
         code: 'custom',
         path: ['fleet_size'],
         message:
-          'required with store: redis: how many relays share the limits (while Redis is unreachable each enforces 1/fleet_size of every limit)',
+          'required with store: redis: how many relays share the limits ' +
+          '(while Redis is unreachable each enforces 1/fleet_size of every limit)',
       });
     }
   });

@@ -91,7 +91,7 @@ export function buildDsn(input: DsnInput): Buffer {
   const headers = [
     `From: Mail Delivery System <MAILER-DAEMON@${hostname}>`,
     `To: <${utf8Bytes(input.to)}>`,
-    `Subject: ${expired ? 'Undelivered Mail Returned to Sender (delivery time expired)' : 'Undelivered Mail Returned to Sender'}`,
+    `Subject: Undelivered Mail Returned to Sender${expired ? ' (delivery time expired)' : ''}`,
     `Date: ${rfc5322Date(input.date)}`,
     `Message-ID: <${input.uniqueId}.dsn@${hostname}>`,
     'Auto-Submitted: auto-replied',

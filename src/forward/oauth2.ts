@@ -106,7 +106,8 @@ export class ClientCredentialsTokens {
     if (!response.ok || typeof json.access_token !== 'string' || json.access_token === '') {
       const reason =
         typeof json.error === 'string'
-          ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description.split('\n')[0]}` : ''}`
+          ? `${json.error}` +
+            (typeof json.error_description === 'string' ? `: ${json.error_description.split('\n')[0]}` : '')
           : 'no access_token in the answer';
       throw new Error(`OAuth2 token endpoint ${token_url} answered ${response.status} (${reason})`);
     }

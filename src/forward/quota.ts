@@ -130,7 +130,9 @@ export class SmartHostQuota {
     return {
       ok: false,
       retryAt,
-      detail: `${this.hostName} quota exhausted (${limits[result.limit].max} ${unit} per ${windows[result.limit]}) until ${new Date(retryAt).toISOString()}`,
+      detail:
+        `${this.hostName} quota exhausted (${limits[result.limit].max} ${unit} per ${windows[result.limit]}) ` +
+        `until ${new Date(retryAt).toISOString()}`,
     };
   }
 

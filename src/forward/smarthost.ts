@@ -189,7 +189,10 @@ function isOverHostSizeLimit(err: SmtpFailure): boolean {
 /** Permanent for this host, as its own 552 would be: the next host (with a larger limit) may take it. */
 function overSizeLimit(err: SmtpFailure, body: MessageBody): Outcome {
   const limit = /(\d+)\s*$/.exec(err.message)?.[1];
-  const text = `552 5.3.4 Message of ${String(messageSize(body) ?? 'unknown')} bytes is larger than the smart host takes${limit ? ` (its EHLO SIZE is ${limit})` : ''}`;
+  const size = String(messageSize(body) ?? 'unknown');
+  const text =
+    `552 5.3.4 Message of ${size} bytes is larger than the smart host takes` +
+    (limit ? ` (its EHLO SIZE is ${limit})` : '');
   return { kind: 'permanent', reply: { code: 552, text } };
 }
 

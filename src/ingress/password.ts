@@ -39,7 +39,9 @@ function parseHash(stored: string): ParsedHash | null {
 }
 
 /** A well-formed hash of a password nobody knows: unknown usernames cost the same time as known ones. */
-const DECOY_HASH = `scrypt$${DEFAULTS.N}$${DEFAULTS.r}$${DEFAULTS.p}$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`;
+const DECOY_HASH =
+  `scrypt$${DEFAULTS.N}$${DEFAULTS.r}$${DEFAULTS.p}$` +
+  `${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`;
 
 /** Constant-time check; a missing or malformed hash is still hashed against so timing tells nothing. */
 export async function verifyPassword(password: string, stored: string | undefined): Promise<boolean> {

@@ -296,8 +296,8 @@ export class IngressSessions {
 
   /**
    * Streams DATA to the spool and answers only once it is durable. The answer is always one of:
-   * 250 queued, 552 too big, 550 malformed line endings or a header out of bounds, a filter's or the policy's refusal, 452
-   * spool trouble, or (inline delivery) the 5xx every smart host gave.
+   * 250 queued, 552 too big, 550 malformed line endings or a header out of bounds, a filter's or the policy's refusal,
+   * 452 spool trouble, or (inline delivery) the 5xx every smart host gave.
    */
   async data(
     session: SessionState,
@@ -411,13 +411,10 @@ export class IngressSessions {
         await store.commit(received, incoming);
         commitMs = performance.now() - commitStart;
       } catch (err) {
-        return this.reject(
-          session,
-          'storage',
-          452,
-          `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'commit failed'})`,
-          { from: envelope.from },
-        );
+        const cause = (err as NodeJS.ErrnoException).code ?? 'commit failed';
+        return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${cause})`, {
+          from: envelope.from,
+        });
       }
       meta = received;
     } finally {
@@ -553,7 +550,10 @@ class FilterRun {
     if (this.inspectors.length > 0) await this.body(Buffer.concat([original.toBuffer(), Buffer.from('\r\n')]));
   }
 
-  /** Feeds every inspector; a promise (only when some inspector pushes back) holds the stream until all have taken the chunk. */
+  /**
+   * Feeds every inspector; a promise (only when some inspector pushes back) holds the stream until all have taken the
+   * chunk.
+   */
   body(chunk: Buffer): void | Promise<void> {
     let pending: Promise<void>[] | undefined;
     for (const inspector of this.inspectors) {

@@ -181,7 +181,9 @@ function domainPattern(raw: string, literal: boolean): { value: string; glob: bo
     }
     if (/[^\x00-\x7f]/.test(label))
       return {
-        error: `a glob inside the non-ASCII label ${JSON.stringify(label)} cannot be matched consistently; write the label in full or in punycode`,
+        error:
+          `a glob inside the non-ASCII label ${JSON.stringify(label)} cannot be matched consistently; ` +
+          'write the label in full or in punycode',
       };
     out.push(label.toLowerCase());
   }

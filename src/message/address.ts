@@ -23,7 +23,8 @@ export function normalizeDomain(domain: string): string {
   // Address literals ([10.0.0.1], [IPv6:…]) are not names: compared as written, lower-cased.
   if (trimmed.startsWith('[')) return trimmed.toLowerCase();
   const ascii = domainToASCII(trimmed);
-  // domainToASCII answers '' for what is no valid domain; keep it comparable rather than equal to every other invalid one.
+  // domainToASCII answers '' for what is no valid domain; keep it comparable rather than equal to every other
+  // invalid one.
   return ascii === '' ? trimmed.normalize('NFC').toLowerCase() : ascii;
 }
 

@@ -129,7 +129,10 @@ function topLevelCommas(glob: string, from: number, to: number, braces: Map<numb
   return commas;
 }
 
-/** Index of the `]` closing the class opened at `open`, or -1 (then the `[` is literal). A `]` first in the class is literal. */
+/**
+ * Index of the `]` closing the class opened at `open`, or -1 (then the `[` is literal). A `]` first in the class is
+ * literal.
+ */
 function classEnd(glob: string, open: number, limit: number): number {
   let i = open + 1;
   if (glob[i] === '!' || glob[i] === '^') i++;

@@ -27,7 +27,9 @@ export function compileHeaderPattern(source: string): CompiledHeaderPattern {
   } catch (err) {
     return {
       ok: false,
-      error: `invalid regular expression: ${(err as Error).message} (header rules use RE2 syntax: no lookaround, no backreferences)`,
+      error:
+        `invalid regular expression: ${(err as Error).message} ` +
+        '(header rules use RE2 syntax: no lookaround, no backreferences)',
     };
   }
   return { ok: true, pattern: { source, test: (value) => compiled.test(value) } };

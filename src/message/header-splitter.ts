@@ -33,7 +33,10 @@ export class HeaderSplitter extends Transform {
   constructor(
     private readonly maxHeaderBytes: number,
     private readonly onHeaders: (headers: HeaderBlock) => Promise<void>,
-    /** Sees every body chunk as it passes (inspections such as a MIME walk); a returned promise holds the stream until it settles. */
+    /**
+     * Sees every body chunk as it passes (inspections such as a MIME walk); a returned promise holds the stream until
+     * it settles.
+     */
     private readonly onBody: (chunk: Buffer) => unknown = () => undefined,
   ) {
     super();

@@ -2,7 +2,8 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 
 const NAME = 'smarthop_event_loop_delay_seconds';
 const HELP =
-  'How late the event loop ran a timer due every 10 ms (perf_hooks.monitorEventLoopDelay); every session waits on this loop';
+  'How late the event loop ran a timer due every 10 ms (perf_hooks.monitorEventLoopDelay); ' +
+  'every session waits on this loop';
 /** How often the loop is sampled: a stall shows up within this much of its end. */
 const RESOLUTION_MS = 10;
 const RESOLUTION_NS = RESOLUTION_MS * 1e6;
@@ -39,14 +40,18 @@ export class EventLoopDelay {
     for (const le of EVENT_LOOP_DELAY_BUCKETS)
       lines.push(`${NAME}_bucket{le="${le}"} ${samplesAtMost(histogram, le * 1e9 + RESOLUTION_NS)}`);
     lines.push(`${NAME}_bucket{le="+Inf"} ${count}`);
-    // Mean interval less the resolution: the mean delay (an interval a little short of 10 ms counts as none in the buckets).
+    // Mean interval less the resolution: the mean delay (an interval a little short of 10 ms counts as none in the
+    // buckets).
     lines.push(`${NAME}_sum ${count === 0 ? 0 : Math.max(0, (histogram.mean - RESOLUTION_NS) / 1e9) * count}`);
     lines.push(`${NAME}_count ${count}`);
     return `${lines.join('\n')}\n`;
   }
 }
 
-/** How many recorded intervals are at most `boundNs`: the largest percentile whose value is within it, times the count. */
+/**
+ * How many recorded intervals are at most `boundNs`: the largest percentile whose value is within it, times the
+ * count.
+ */
 function samplesAtMost(histogram: IntervalHistogram, boundNs: number): number {
   const count = histogram.count;
   if (count === 0 || histogram.min > boundNs) return 0;

@@ -52,7 +52,10 @@ export type RelayEvent =
       size: number;
       /** The Message-ID the message leaves with (the client's, or one re-enveloping added), for `smarthop trace`. */
       messageId?: string;
-      /** End of DATA's checks to durable in queue/ (last write, fsync, rename, directory fsync): what the 250 waited for on the disk. */
+      /**
+       * End of DATA's checks to durable in queue/ (last write, fsync, rename, directory fsync): what the 250 waited for
+       * on the disk.
+       */
       commitMs: number;
     }
   | {

@@ -98,10 +98,15 @@ export class Metrics {
     labelNames: ['client'],
     registers: [this.registry],
   });
-  // Down to half a millisecond: on a local SSD a commit is ~1–2 ms, and a disk that slows shows up here before it fills the queue.
+  // Down to half a millisecond: on a local SSD a commit is ~1–2 ms, and a disk that slows shows up here before it
+  // fills the queue.
   private readonly commitDuration = new Histogram({
     name: 'smarthop_spool_commit_duration_seconds',
-    help: 'Time from the end of DATA\'s checks until an accepted message is durable in queue/ (last write, fsync, rename, directory fsync; the file\'s close runs beside them): what the 250 waits for on the disk. A commit that fails is a 452, counted in smarthop_messages_rejected_total{reason="storage"}',
+    help:
+      "Time from the end of DATA's checks until an accepted message is durable in queue/ " +
+      "(last write, fsync, rename, directory fsync; the file's close runs beside them): " +
+      'what the 250 waits for on the disk. ' +
+      'A commit that fails is a 452, counted in smarthop_messages_rejected_total{reason="storage"}',
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
@@ -174,7 +179,9 @@ export class Metrics {
   });
   private readonly stateFallbacks = new Counter({
     name: 'smarthop_state_fallbacks_total',
-    help: 'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters at 1/fleet_size of each limit',
+    help:
+      'Times Redis (state.store: redis) became unreachable and this relay fell back to local counters ' +
+      'at 1/fleet_size of each limit',
     registers: [this.registry],
   });
   private readonly eventsDropped = new Counter({
@@ -234,7 +241,9 @@ export class Metrics {
     const state = () => this.stateSource();
     new Gauge({
       name: 'smarthop_state_backend',
-      help: 'Where rate-limit, quota and lockout counters live now: 1 for the backend in use (memory, redis, or local_fallback while Redis is unreachable)',
+      help:
+        'Where rate-limit, quota and lockout counters live now: 1 for the backend in use ' +
+        '(memory, redis, or local_fallback while Redis is unreachable)',
       labelNames: ['backend'],
       registers: [this.registry],
       collect() {

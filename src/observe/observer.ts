@@ -66,7 +66,8 @@ export class RelayObserver implements Observer {
             listener: event.listener,
             remote: event.remote,
           },
-          `${event.queueId}: client=${event.client}[${event.remote}], listener=${event.listener}, from=<${event.from}>, size=${event.size}, nrcpt=${event.to.length} (queued)`,
+          `${event.queueId}: client=${event.client}[${event.remote}], listener=${event.listener}, ` +
+            `from=<${event.from}>, size=${event.size}, nrcpt=${event.to.length} (queued)`,
         );
         return;
       case 'rejected':
@@ -78,7 +79,10 @@ export class RelayObserver implements Observer {
             remote: event.remote,
             listener: event.listener,
           },
-          `NOQUEUE: reject: client=${event.client}[${event.remote}], listener=${event.listener}${event.from !== undefined ? `, from=<${event.from}>` : ''}${event.to !== undefined ? `, to=<${event.to}>` : ''}, reason=${event.reason} (${event.response})`,
+          `NOQUEUE: reject: client=${event.client}[${event.remote}], listener=${event.listener}` +
+            (event.from !== undefined ? `, from=<${event.from}>` : '') +
+            (event.to !== undefined ? `, to=<${event.to}>` : '') +
+            `, reason=${event.reason} (${event.response})`,
         );
         return;
       case 'delivered':
@@ -96,7 +100,8 @@ export class RelayObserver implements Observer {
             smarthost: event.smarthost,
             attempt: event.attempt,
           },
-          `${event.queueId}: to=<${event.to}>, relay=${relay}, delay=${(event.delayMs / 1000).toFixed(2)}, attempt=${event.attempt}, status=${status} (${event.response})`,
+          `${event.queueId}: to=<${event.to}>, relay=${relay}, delay=${(event.delayMs / 1000).toFixed(2)}, ` +
+            `attempt=${event.attempt}, status=${status} (${event.response})`,
         );
         return;
       }
@@ -109,7 +114,8 @@ export class RelayObserver implements Observer {
       case 'breaker': {
         const what =
           event.state === 'open'
-            ? `circuit opened after ${event.failures} consecutive connection failure(s); skipped until ${new Date(event.until ?? 0).toISOString()}`
+            ? `circuit opened after ${event.failures} consecutive connection failure(s); ` +
+              `skipped until ${new Date(event.until ?? 0).toISOString()}`
             : event.state === 'half_open'
               ? 'cooldown over, one probe delivery decides'
               : 'circuit closed, delivering again';
@@ -139,7 +145,8 @@ export class RelayObserver implements Observer {
       case 'dsn':
         this.logger.info(
           { event: event.type, queue_id: event.original, dsn_id: event.queueId },
-          `${event.original}: sender non-delivery notification: ${event.queueId} (to=<${event.to.join('>,<')}> about <${event.recipients.join('>,<')}>)`,
+          `${event.original}: sender non-delivery notification: ${event.queueId} ` +
+            `(to=<${event.to.join('>,<')}> about <${event.recipients.join('>,<')}>)`,
         );
         return;
       case 'auth':
@@ -172,9 +179,14 @@ export class RelayObserver implements Observer {
         if (event.result === 'failure') {
           this.logger.error(
             { event: event.type, trigger: event.trigger, result: event.result, errors: event.errors },
-            `config reload (${event.trigger}) refused, still running the previous configuration: ${event.errors.join('; ')}`,
+            `config reload (${event.trigger}) refused, still running the previous configuration: ` +
+              `${event.errors.join('; ')}`,
           );
         } else {
+          const now =
+            event.changed.length > 0
+              ? `now running new ${event.changed.join(', ')}`
+              : 'nothing that applies at runtime changed';
           this.logger.info(
             {
               event: event.type,
@@ -183,12 +195,13 @@ export class RelayObserver implements Observer {
               changed: event.changed,
               restart_required: event.restartRequired,
             },
-            `config reloaded (${event.trigger}): ${event.changed.length > 0 ? `now running new ${event.changed.join(', ')}` : 'nothing that applies at runtime changed'}`,
+            `config reloaded (${event.trigger}): ${now}`,
           );
           if (event.restartRequired.length > 0) {
             this.logger.warn(
               { event: event.type, restart_required: event.restartRequired },
-              `config reload: restart required for ${event.restartRequired.join(', ')} (still running the previous values)`,
+              `config reload: restart required for ${event.restartRequired.join(', ')} ` +
+                '(still running the previous values)',
             );
           }
         }
@@ -197,7 +210,9 @@ export class RelayObserver implements Observer {
         if (event.backend === 'local_fallback') {
           this.logger.warn(
             { event: event.type, backend: event.backend, redis: event.location },
-            `state: Redis at ${event.location} unreachable (${event.detail}): rate limits, quotas and lockouts are now counted by this relay alone, each at 1/${event.fleetSize} of the fleet limit, until Redis answers again`,
+            `state: Redis at ${event.location} unreachable (${event.detail}): rate limits, quotas and lockouts ` +
+              `are now counted by this relay alone, each at 1/${event.fleetSize} of the fleet limit, ` +
+              'until Redis answers again',
           );
         } else {
           this.logger.info(

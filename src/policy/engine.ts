@@ -188,7 +188,9 @@ export class PolicyEngine implements SessionPolicy {
       // No window will ever have room for it: waiting would not help, so this is not a 451.
       return {
         ...tooBig(plan.limits[tooLarge].max, client.name),
-        message: `5.3.4 Message of ${amount} bytes is over the rate limit for client ${client.name}: ${plan.descriptions[tooLarge]}`,
+        message:
+          `5.3.4 Message of ${amount} bytes is over the rate limit for client ${client.name}: ` +
+          `${plan.descriptions[tooLarge]}`,
       };
     }
     const result = await this.deps.counters.consume(

@@ -46,7 +46,10 @@ const MAX_PART_HEADER_BYTES = 64 * 1024;
 const ENCODED = new Set(['base64', 'quoted-printable']);
 
 const LF = 0x0a;
-/** Longest partial line held back for line-aligned writes; longer (illegal, > 998 bytes is RFC 5322's limit) lines go through as they are. */
+/**
+ * Longest partial line held back for line-aligned writes; longer (illegal, > 998 bytes is RFC 5322's limit) lines go
+ * through as they are.
+ */
 const MAX_HELD_LINE = 1024 * 1024;
 
 /** Shared by every level of one message's walk. */
@@ -70,7 +73,10 @@ export class AttachmentScanner {
   /** The message's own header block (and its blank line) still to come in `write`: it was read from `rootHeaders`. */
   private headerBytesLeft: number;
 
-  /** `rootHeaders` is the message's header block as the client sent it; the inspector is then fed that block and the body. */
+  /**
+   * `rootHeaders` is the message's header block as the client sent it; the inspector is then fed that block and the
+   * body.
+   */
   constructor(rootHeaders: HeaderBlock, blocked: ReadonlySet<string>, limits: ScanLimits = DEFAULT_SCAN_LIMITS) {
     this.state = { blocked, limits, parts: 1, finding: undefined };
     const fields = (name: string) => rootHeaders.all(name).map(fieldValue);

@@ -66,7 +66,10 @@ export function retryAfterSeconds(retryAfterMs: number): number {
 
 /** `4.7.1 Rate limit for client erp: 60 messages per 1m; try again in 37s` (the 451 reply text). */
 export function rateLimitText(client: string, description: string, retryAfterMs: number, share?: number): string {
-  return `4.7.1 Rate limit for client ${client}: ${limitWording(description, share)}; try again in ${retryAfterSeconds(retryAfterMs)}s`;
+  return (
+    `4.7.1 Rate limit for client ${client}: ${limitWording(description, share)}; ` +
+    `try again in ${retryAfterSeconds(retryAfterMs)}s`
+  );
 }
 
 /**

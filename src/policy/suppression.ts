@@ -124,8 +124,9 @@ export class SuppressionList {
           this.entries = parseSuppressionList(await readFile(this.file, 'utf8'));
           this.log.info(`suppression list ${this.file} reloaded: ${this.size} entries${this.skippedNote()}`);
         } catch (err) {
+          const cause = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
           this.log.warn(
-            `suppression list ${this.file} could not be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); keeping the last ${this.size} entries`,
+            `suppression list ${this.file} could not be read (${cause}); keeping the last ${this.size} entries`,
           );
         }
       } while (this.reloadAgain);

@@ -142,7 +142,10 @@ class BatchingWriter extends Writable {
       pending = this.advance(pending, (await this.handle.writev(pending, this.position)).bytesWritten);
   }
 
-  /** Moves the file position past `written` bytes; what is left is what a short write (rare on a regular file) did not take. */
+  /**
+   * Moves the file position past `written` bytes; what is left is what a short write (rare on a regular file) did
+   * not take.
+   */
   private advance(pending: Buffer[], written: number): Buffer[] {
     // A write that takes nothing would loop for ever (on the event loop, for the last write).
     if (written === 0 && pending.some((buffer) => buffer.length > 0))

@@ -37,7 +37,9 @@ export class SpoolInUse extends Error {
   ) {
     super(
       holder
-        ? `spool ${spoolDir} is in use by ${holder.role === 'relay' ? 'a running relay' : 'a smarthop queue command'} (pid ${holder.pid}, since ${holder.started_at}); ` +
+        ? `spool ${spoolDir} is in use by ` +
+            (holder.role === 'relay' ? 'a running relay' : 'a smarthop queue command') +
+            ` (pid ${holder.pid}, since ${holder.started_at}); ` +
             'one spool has one relay: stop that one first, or give this one another spool.dir'
         : `spool ${spoolDir} is in use by another process that holds ${path.join(spoolDir, LOCK_FILE)}`,
     );
@@ -95,7 +97,8 @@ function socketPath(spoolDir: string): string {
   const relative = path.relative(process.cwd(), absolute);
   if (Buffer.byteLength(relative) <= MAX_SOCKET_PATH) return relative;
   throw new Error(
-    `spool.dir ${spoolDir} is too long a path for its lock socket (${absolute} is over ${MAX_SOCKET_PATH} bytes): use a shorter spool.dir`,
+    `spool.dir ${spoolDir} is too long a path for its lock socket ` +
+      `(${absolute} is over ${MAX_SOCKET_PATH} bytes): use a shorter spool.dir`,
   );
 }
 

@@ -177,7 +177,9 @@ function stillRecovering(id: string, action: string): AdminResult<never> {
   return {
     ok: false,
     error: 'conflict',
-    message: `${id} cannot be ${action} yet: the relay is still recovering its queue after the start (see /readyz); try again shortly`,
+    message:
+      `${id} cannot be ${action} yet: ` +
+      'the relay is still recovering its queue after the start (see /readyz); try again shortly',
   };
 }
 

@@ -197,10 +197,8 @@ function recoverMessageFile(
     onProblem(id, 'removed message file without metadata (never acknowledged)');
   } else {
     setAsideCorrupt(store, id);
-    onProblem(
-      id,
-      `message file with damaged metadata moved to corrupt/: ${read.kind === 'damaged' ? read.reason : `it names message ${read.meta.id}`}`,
-    );
+    const why = read.kind === 'damaged' ? read.reason : `it names message ${read.meta.id}`;
+    onProblem(id, `message file with damaged metadata moved to corrupt/: ${why}`);
   }
 }
 

@@ -59,7 +59,10 @@ export interface Backlog {
 export interface SchedulerOptions {
   attempt: (id: string) => Promise<AttemptResult>;
   concurrency: number;
-  /** An attempt that throws is a bug or an unexpected I/O error; the message is tried again after the returned delay. */
+  /**
+   * An attempt that throws is a bug or an unexpected I/O error; the message is tried again after the returned
+   * delay.
+   */
   onAttemptError: (id: string, err: unknown) => number;
   gate?: DeliveryGate;
   /** How many messages (besides those being attempted) are kept in memory. */

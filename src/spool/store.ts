@@ -278,7 +278,10 @@ export class SpoolStore {
     if (!stateFile) this.withoutStateFile.set(meta.id, true);
   }
 
-  /** The trailer of a message file, read synchronously; throws (ENOENT when the file is gone) when it cannot be read. */
+  /**
+   * The trailer of a message file, read synchronously; throws (ENOENT when the file is gone) when it cannot be
+   * read.
+   */
   readCommittedSync(file: string): TrailerRead {
     const fd = openSync(file, 'r');
     try {

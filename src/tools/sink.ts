@@ -62,13 +62,19 @@ export interface SinkOptions {
    * and then closes (smtp-server closes after any 421).
    */
   messagesPerConnection?: { limit: number; then: 'close' | 'refuse' };
-  /** The SIZE it announces in EHLO and enforces (smtp-server: 552 at MAIL FROM or at the end of DATA); 100 MiB unless set. */
+  /**
+   * The SIZE it announces in EHLO and enforces (smtp-server: 552 at MAIL FROM or at the end of DATA); 100 MiB unless
+   * set.
+   */
   maxSize?: number;
   /** Waits this long before answering the end of DATA, as a slow provider does (the message is kept first). */
   dataReplyDelayMs?: number;
   /** Refuses recipients past this many in one transaction with `452 4.5.3`, as SES and Postmark do past 50. */
   maxRecipients?: number;
-  /** Closes a connection left idle this long with 421, as a provider's idle timeout does (smtp-server's default: 60 s). */
+  /**
+   * Closes a connection left idle this long with 421, as a provider's idle timeout does (smtp-server's default:
+   * 60 s).
+   */
   idleTimeoutMs?: number;
   log?: (line: string) => void;
   onMessage?: (message: SinkMessage) => void;
@@ -285,7 +291,8 @@ export class SmtpSink {
     if (this.options.dir) await this.writeCapture(this.options.dir, data);
     if (this.options.keep) this.messages.push(message);
     this.options.log?.(
-      `sink: #${id} from=<${message.from}> to=<${message.to.join('>,<')}> size=${data.length}${messageId ? ` message-id=${messageId}` : ''}`,
+      `sink: #${id} from=<${message.from}> to=<${message.to.join('>,<')}> size=${data.length}` +
+        (messageId ? ` message-id=${messageId}` : ''),
     );
     this.options.onMessage?.(message);
     return id;

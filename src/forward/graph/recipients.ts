@@ -28,7 +28,10 @@ export interface RecipientEdit {
   bcc: string[];
 }
 
-/** One key per mailbox: case-insensitive (as Exchange reads addresses), IDN domains in their ASCII form (message/address.ts). */
+/**
+ * One key per mailbox: case-insensitive (as Exchange reads addresses), IDN domains in their ASCII form
+ * (message/address.ts).
+ */
 export function recipientKey(address: string): string {
   return normalizeAddress(address).address;
 }

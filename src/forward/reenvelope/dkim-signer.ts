@@ -209,7 +209,10 @@ export class RelaxedBodyHash {
   }
 }
 
-/** `DKIM-Signature:` lines (CRLF-terminated) over a header's fields and a body hash, one per key, as RFC 6376 and RFC 8463 sign. */
+/**
+ * `DKIM-Signature:` lines (CRLF-terminated) over a header's fields and a body hash, one per key, as RFC 6376 and
+ * RFC 8463 sign.
+ */
 export async function signatures(
   keys: readonly DkimKey[],
   fields: readonly HeaderField[],

@@ -65,7 +65,8 @@ async function judge(
   const componentTrouble = problems.length > 0;
   if (identity.fromDomain === null) {
     problems.unshift(
-      `From: route ${identity.route} keeps the client's From and names no domain (set sender_domains or rewrite_from to have it checked)`,
+      `From: route ${identity.route} keeps the client's From and names no domain ` +
+        '(set sender_domains or rewrite_from to have it checked)',
     );
     return { identity, dkim, spf, dmarc: null, verdict: componentTrouble ? 'warn' : 'skip', problems };
   }
@@ -85,7 +86,8 @@ async function judge(
     // Only SPF could align it, and whether it passes depends on addresses the doctor cannot see.
     verdict = 'warn';
     problems.push(
-      `DMARC _dmarc.${from} "${dmarc.record ?? ''}": From ${from} aligns only through SPF of ${envelope[0]}, which cannot be told from here; a DKIM key for ${from} would make it certain`,
+      `DMARC _dmarc.${from} "${dmarc.record ?? ''}": From ${from} aligns only through SPF of ${envelope[0]}, ` +
+        `which cannot be told from here; a DKIM key for ${from} would make it certain`,
     );
   } else {
     verdict = 'fail';
@@ -110,7 +112,10 @@ function describeSpf(spf: SpfCheck): string[] {
 
 function describeDmarc(from: string, dmarc: DmarcCheck, signing: string[], envelope: string | null): string {
   if (dmarc.result === 'none')
-    return `DMARC _dmarc.${from}: no record (nor at the organisational domain); receivers such as Gmail and Yahoo require one, e.g. "v=DMARC1; p=quarantine; rua=mailto:dmarc@${from}"`;
+    return (
+      `DMARC _dmarc.${from}: no record (nor at the organisational domain); ` +
+      `receivers such as Gmail and Yahoo require one, e.g. "v=DMARC1; p=quarantine; rua=mailto:dmarc@${from}"`
+    );
   if (dmarc.result === 'temperror') return `DMARC _dmarc.${from}: DNS error, cannot evaluate`;
   const dkim =
     signing.length > 0

@@ -46,7 +46,8 @@ export function senderIdentities(config: Pick<RelayConfig, 'routes'>): SenderIde
       const domain = literalDomain(glob);
       if (domain !== null) add(domain, 'rewrite_from.unless', envelopeFrom ?? domain);
     }
-    // Routed here by its envelope domain; its From is that domain unless rewrite_from replaces it (the `to` row covers that).
+    // Routed here by its envelope domain; its From is that domain unless rewrite_from replaces it (the `to` row
+    // covers that).
     for (const domain of settings.sender_domains) {
       if (!rewrite || allowed.matches(normalizeAddress(`postmaster@${domain}`)))
         add(domain, 'sender_domains', envelopeFrom ?? domain);
