@@ -21,6 +21,12 @@ const ALWAYS_DISABLED = ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD'];
 /** A hard ceiling on RCPT per transaction whatever a policy says; smtp-server answers 452 past it. */
 const MAX_RECIPIENTS = 1000;
 
+/**
+ * The reason every session's `closed` signal is aborted with. Nothing reads it, but abort() without a
+ * reason builds a new DOMException, stack trace and all, on every connection's close.
+ */
+const CONNECTION_CLOSED = new Error('the connection closed');
+
 export interface ListenerDeps {
   listener: ListenerConfig;
   config: Pick<RelayConfig, 'hostname' | 'max_message_size' | 'tls' | 'shutdown_grace' | 'limits'>;
@@ -227,7 +233,7 @@ export class SmtpListener {
         const entry = this.entries.get(session);
         if (!entry) return;
         entry.closed = true;
-        entry.closing.abort();
+        entry.closing.abort(CONNECTION_CLOSED);
         entry.commandLine.stop();
         clearTimeout(entry.identifyTimer);
         if (entry.accepted) this.deps.sessions.close(entry.state, true);
