@@ -26,6 +26,7 @@ import {
   waitFor,
   type RunningRelay,
 } from './helpers/harness';
+import { pending, queuedMeta } from './helpers/queued-meta';
 import { message, openSession } from './helpers/smtp-client';
 
 jest.setTimeout(120_000);
@@ -274,20 +275,13 @@ describe('recovery runs in the background (child relay)', () => {
       const stamp = (base + Math.floor(i / 1000)).toString(36).toUpperCase().padStart(9, '0');
       const id = `${stamp}${i.toString(16).toUpperCase().padStart(10, '0')}`;
       const body = Buffer.from(`Subject: deep ${i}\r\nMessage-ID: <deep-${i}@corp.example>\r\n\r\nbody\r\n`);
-      const meta: MessageMeta = {
-        version: 2,
-        id,
+      const recipients = pending(`r${i}@example.com`);
+      const meta = queuedMeta(id, body.length, {
         receivedAt: base,
-        client: 'lan',
-        listener: 'smtp',
-        remote: '127.0.0.1',
-        route: 'default',
-        from: 'erp@corp.example',
-        recipients: [{ address: `r${i}@example.com`, status: 'pending' }],
-        size: body.length,
-        attempts: 0,
         nextAttemptAt: base,
-      };
+        from: 'erp@corp.example',
+        recipients,
+      });
       writeFileSync(path.join(queueDir, `${id}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta))]));
     }
   }
