@@ -181,17 +181,42 @@ describe('hostile input: no message holds the event loop others share', () => {
     );
   }
 
+  /** How many times underAttack sent an attack: once unmeasured, once measured, once more if held. */
+  let attacksSent = 0;
+
   /**
    * Runs `attack` on a session of its own while a bystander sends mail beside it; returns what the
    * attack returned once both the bystander's replies and the relay's loop delay are within bounds.
+   * An attack that seemed to hold the loop or the bystander is measured once more, and that second
+   * measure is asserted: a parser that holds the loop does so every time, while a moment in which a
+   * loaded machine gave the relay no CPU rarely comes twice in a row.
    */
   async function underAttack<T>(attack: (client: RawSmtpClient) => Promise<T>): Promise<T> {
     // Once unmeasured first: what is measured is the parsers' cost on this input, not V8 compiling
     // their code for the first time (that adds up to ~100 ms of CPU to a cold relay's first worst
     // case, and several times that in wall time on a machine shared with other test runs).
     const warmup = await openSession(smtpPort);
+    attacksSent++;
     await attack(warmup.client);
     await warmup.client.quit();
+    let measured = await measure(attack);
+    if (measured.slowestMs >= BYSTANDER_BOUND_MS || measured.stalls > 0) {
+      process.stdout.write(
+        `${expect.getState().currentTestName}: held on the first measure ` +
+          `(bystander ${measured.slowestMs.toFixed(1)} ms, loop stalls ${measured.stalls}); measured again\n`,
+      );
+      measured = await measure(attack);
+    }
+    expect(measured.transactions).toBeGreaterThan(0);
+    expect(measured.slowestMs).toBeLessThan(BYSTANDER_BOUND_MS);
+    expect(measured.stalls).toBe(0);
+    return measured.outcome;
+  }
+
+  /** One measured run of `attack` beside a bystander: its outcome, the bystander's worst, the loop's stalls. */
+  async function measure<T>(
+    attack: (client: RawSmtpClient) => Promise<T>,
+  ): Promise<{ outcome: T; slowestMs: number; transactions: number; stalls: number }> {
     const bystander = await Bystander.open(smtpPort);
     // One transaction first: what is measured is the attack, not the relay's first message.
     await bystander.alongside(Promise.resolve());
@@ -199,6 +224,7 @@ describe('hostile input: no message holds the event loop others share', () => {
     bystander.transactions = 0;
     const before = await loopDelay();
     const { client } = await openSession(smtpPort);
+    attacksSent++;
     const outcome = await bystander.alongside(attack(client));
     await client.quit();
     await bystander.close();
@@ -206,16 +232,19 @@ describe('hostile input: no message holds the event loop others share', () => {
     const ticked = (await loopDelay()).samples + 2;
     await waitFor(async () => (await loopDelay()).samples >= ticked, 5000, 'the loop delay monitor to tick');
     const after = await loopDelay();
+    const figures = {
+      outcome,
+      slowestMs: bystander.slowestMs,
+      transactions: bystander.transactions,
+      stalls: after.stalls - before.stalls,
+    };
     if (process.env.HOSTILE_INPUT_REPORT) {
-      const figures =
-        `bystander ${bystander.slowestMs.toFixed(1)} ms over ${bystander.transactions} transactions, ` +
-        `loop stalls ${after.stalls - before.stalls}`;
-      process.stdout.write(`${expect.getState().currentTestName}: ${figures}\n`);
+      process.stdout.write(
+        `${expect.getState().currentTestName}: bystander ${figures.slowestMs.toFixed(1)} ms ` +
+          `over ${figures.transactions} transactions, loop stalls ${figures.stalls}\n`,
+      );
     }
-    expect(bystander.transactions).toBeGreaterThan(0);
-    expect(bystander.slowestMs).toBeLessThan(BYSTANDER_BOUND_MS);
-    expect(after.stalls).toBe(before.stalls);
-    return outcome;
+    return figures;
   }
 
   const send = (headers: string[], body?: string) => (client: RawSmtpClient) =>
@@ -223,10 +252,11 @@ describe('hostile input: no message holds the event loop others share', () => {
 
   test('issue 20: From <app@corp.example> + 250,000 × "a" gets 550 5.6.0 at once, counted, holds nobody', async () => {
     const before = await rejected('header_limit');
+    const sentBefore = attacksSent;
     const reply = await underAttack(send([`From: <app@corp.example> ${'a'.repeat(250_000)}`]));
     expect(reply).toBe('550 5.6.0 Header field From is longer than 8192 bytes');
-    // Sent twice: once unmeasured, once beside the bystander.
-    expect(await rejected('header_limit')).toBe(before + 2);
+    // Each time it was sent (once unmeasured, then beside the bystander), refused and counted.
+    expect(await rejected('header_limit')).toBe(before + (attacksSent - sentBefore));
   });
 
   describe('header fields too large to be real', () => {
