@@ -1,8 +1,7 @@
 import { readdirSync, watch, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { stringify } from 'yaml';
 import type { SmtpSink } from '../src/tools/sink';
-import { ChildRelay, tearDownChildRelay } from './helpers/child-relay';
+import { ChildRelay, childRelayConfig, tearDownChildRelay } from './helpers/child-relay';
 import { freePort, metricsText, metricValue, startSink, tempDir, waitFor } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
@@ -20,19 +19,8 @@ describe('durability across kill -9', () => {
     dir = tempDir();
     [smtpPort, httpPort, sinkPort] = [await freePort(), await freePort(), await freePort()];
     configFile = path.join(dir, 'relay.yaml');
-    writeFileSync(
-      configFile,
-      stringify({
-        hostname: 'relay.test',
-        spool: { dir: './spool', retry: { initial: '200ms', max: '500ms', factor: 2 }, min_free_disk: 0 },
-        listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
-        clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
-        routes: { default: { smarthosts: ['primary'] } },
-        smarthosts: [{ name: 'primary', host: '127.0.0.1', port: sinkPort, tls: 'none', connect_timeout: '1s' }],
-        http: { address: `127.0.0.1:${httpPort}` },
-        log: { level: 'warn' },
-      }),
-    );
+    const ports = { smtp: smtpPort, http: httpPort, smarthost: sinkPort };
+    writeFileSync(configFile, childRelayConfig(ports, { initial: '200ms', max: '500ms' }));
   });
 
   afterEach(async () => {

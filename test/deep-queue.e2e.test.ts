@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { stringify } from 'yaml';
 import { fillSpool } from '../bench/deep-queue/fill';
 import type { MessageMeta } from '../src/spool/message';
 import { QueueScanner } from '../src/spool/queue-scan';
@@ -11,7 +10,7 @@ import { SpoolStore } from '../src/spool/store';
 import { encodeTrailer } from '../src/spool/trailer';
 import type { SmtpSink } from '../src/tools/sink';
 import { RELAY_NODE_FLAGS, relayEnvironment } from '../src/lifecycle/launch-settings';
-import { CLI } from './helpers/child-relay';
+import { childRelayConfig, CLI } from './helpers/child-relay';
 import {
   baseConfig,
   buildConfig,
@@ -26,6 +25,7 @@ import {
   waitFor,
   type RunningRelay,
 } from './helpers/harness';
+import { pending, queuedMeta } from './helpers/queued-meta';
 import { message, openSession } from './helpers/smtp-client';
 
 jest.setTimeout(120_000);
@@ -274,20 +274,13 @@ describe('recovery runs in the background (child relay)', () => {
       const stamp = (base + Math.floor(i / 1000)).toString(36).toUpperCase().padStart(9, '0');
       const id = `${stamp}${i.toString(16).toUpperCase().padStart(10, '0')}`;
       const body = Buffer.from(`Subject: deep ${i}\r\nMessage-ID: <deep-${i}@corp.example>\r\n\r\nbody\r\n`);
-      const meta: MessageMeta = {
-        version: 2,
-        id,
+      const recipients = pending(`r${i}@example.com`);
+      const meta = queuedMeta(id, body.length, {
         receivedAt: base,
-        client: 'lan',
-        listener: 'smtp',
-        remote: '127.0.0.1',
-        route: 'default',
-        from: 'erp@corp.example',
-        recipients: [{ address: `r${i}@example.com`, status: 'pending' }],
-        size: body.length,
-        attempts: 0,
         nextAttemptAt: base,
-      };
+        from: 'erp@corp.example',
+        recipients,
+      });
       writeFileSync(path.join(queueDir, `${id}.eml`), Buffer.concat([body, encodeTrailer(JSON.stringify(meta))]));
     }
   }
@@ -297,27 +290,10 @@ describe('recovery runs in the background (child relay)', () => {
     const count = 60_000;
     const [smtpPort, httpPort, downPort] = [await freePort(), await freePort(), await freePort()];
     const configFile = path.join(dir, 'relay.yaml');
+    const ports = { smtp: smtpPort, http: httpPort, smarthost: downPort };
     writeFileSync(
       configFile,
-      stringify({
-        hostname: 'relay.test',
-        spool: { dir: './spool', retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
-        listeners: [{ name: 'smtp', address: `127.0.0.1:${smtpPort}`, tls: 'none', auth: 'off' }],
-        clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
-        routes: { default: { smarthosts: ['primary'] } },
-        smarthosts: [
-          {
-            name: 'primary',
-            host: '127.0.0.1',
-            port: downPort,
-            tls: 'none',
-            connect_timeout: '1s',
-            breaker: { failures: 1, cooldown: '1h' },
-          },
-        ],
-        http: { address: `127.0.0.1:${httpPort}` },
-        log: { level: 'warn' },
-      }),
+      childRelayConfig(ports, { initial: '1h', max: '1h' }, { breaker: { failures: 1, cooldown: '1h' } }),
     );
     const queueDir = path.join(dir, 'spool', 'queue');
     writeQueue(queueDir, count);

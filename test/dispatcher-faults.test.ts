@@ -11,6 +11,7 @@ import { Scheduler } from '../src/spool/scheduler';
 import { SpoolStore } from '../src/spool/store';
 import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
+import { pending, queuedMeta } from './helpers/queued-meta';
 
 const enospc = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
 
@@ -79,23 +80,7 @@ describe('delivery when the spool cannot take an outcome', () => {
     });
     const id = store.newId();
     await store.commitGenerated(
-      {
-        version: 1,
-        id,
-        receivedAt: Date.now(),
-        client: 'lan',
-        listener: 'smtp',
-        remote: '127.0.0.1',
-        route: 'default',
-        from: 'app@corp.example',
-        recipients: [
-          { address: 'ok@example.com', status: 'pending' },
-          { address: 'gone@example.com', status: 'pending' },
-        ],
-        size: 22,
-        attempts: 0,
-        nextAttemptAt: Date.now(),
-      },
+      queuedMeta(id, 22, { version: 1, recipients: pending('ok@example.com', 'gone@example.com') }),
       Buffer.from('Subject: t\r\n\r\nbody\r\n'),
     );
 
@@ -143,23 +128,7 @@ describe('delivery when the spool cannot take an outcome', () => {
     const queue = async (from: string, to: string[]) => {
       const id = store.newId();
       const body = Buffer.from('Subject: t\r\n\r\nbody\r\n');
-      await store.commitGenerated(
-        {
-          version: 2,
-          id,
-          receivedAt: Date.now(),
-          client: 'lan',
-          listener: 'smtp',
-          remote: '127.0.0.1',
-          route: 'default',
-          from,
-          recipients: to.map((address) => ({ address, status: 'pending' })),
-          size: body.length,
-          attempts: 0,
-          nextAttemptAt: Date.now(),
-        },
-        body,
-      );
+      await store.commitGenerated(queuedMeta(id, body.length, { from, recipients: pending(...to) }), body);
       return id;
     };
     // Also when a test fails half way: an attempt still writing again must not outlive it.
@@ -281,17 +250,10 @@ describe('delivery when the spool cannot take an outcome', () => {
       });
       const id = store.newId();
       const body = Buffer.from('Subject: t\r\n\r\nbody\r\n');
-      const meta: MessageMeta = {
-        version: 2,
-        id,
-        receivedAt: Date.now(),
-        client: 'lan',
-        listener: 'smtp',
-        remote: '127.0.0.1',
-        route: 'default',
-        from: 'app@corp.example',
+      const meta = queuedMeta(id, body.length, {
+        attempts: 1,
         recipients: [
-          { address: 'one@example.com', status: 'pending' },
+          ...pending('one@example.com'),
           // Refused by the primary in an earlier attempt while the backup was down: the backup's turn is still to come.
           {
             address: 'two@example.com',
@@ -302,10 +264,7 @@ describe('delivery when the spool cannot take an outcome', () => {
             smarthost: 'primary',
           },
         ],
-        size: body.length,
-        attempts: 1,
-        nextAttemptAt: Date.now(),
-      };
+      });
       await store.commitGenerated(meta, body);
       await store.readForDelivery(id); // the copy kept from the commit: later reads go to the file
       await store.update(meta); // state beside the file, so the file is only the message

@@ -9,6 +9,7 @@ import type { RelayEvent } from '../src/observe/events';
 import { SpoolStore } from '../src/spool/store';
 import type { SmtpSink } from '../src/tools/sink';
 import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
+import { pending, queuedMeta } from './helpers/queued-meta';
 
 /**
  * Stands in for an HTTP smart host (issue 25's Graph host) at the SmartHost boundary: one request
@@ -108,24 +109,9 @@ describe('a smart host that answers with Retry-After', () => {
     });
     const id = store.newId();
     const body = Buffer.from('Subject: t\r\n\r\nbody\r\n');
+    const recipients = pending('a@example.com', 'b@example.com');
     await store.commitGenerated(
-      {
-        version: 2,
-        id,
-        receivedAt: clock.now,
-        client: 'lan',
-        listener: 'smtp',
-        remote: '127.0.0.1',
-        route: 'default',
-        from: 'app@corp.example',
-        recipients: [
-          { address: 'a@example.com', status: 'pending' },
-          { address: 'b@example.com', status: 'pending' },
-        ],
-        size: body.length,
-        attempts: 0,
-        nextAttemptAt: clock.now,
-      },
+      queuedMeta(id, body.length, { receivedAt: clock.now, nextAttemptAt: clock.now, recipients }),
       body,
     );
     return { store, events, graph, clock, dispatcher, id, start: clock.now };

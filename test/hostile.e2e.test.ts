@@ -1,19 +1,8 @@
 import { connect as tlsConnect } from 'node:tls';
 import { prng } from '../bench/prng';
 import { hashPassword } from '../src/ingress/password';
-import type { SmtpSink } from '../src/tools/sink';
-import {
-  baseConfig,
-  buildConfig,
-  makeCertificate,
-  removeDir,
-  startRelay,
-  startSink,
-  tempDir,
-  waitFor,
-  type RunningRelay,
-} from './helpers/harness';
-import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
+import { makeCertificate, relayPerDescribe, waitFor } from './helpers/harness';
+import { message, openSession, openTlsSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 /**
  * Hostile input over real sockets: nobody outside `clients` relays anything, and every malformed,
@@ -21,65 +10,44 @@ import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-c
  * keeps serving everybody else.
  */
 describe('hostile input', () => {
-  let dir: string;
-  let sink: SmtpSink;
-  let running: RunningRelay;
   const password = 'open-relay-test-password';
-
-  beforeAll(async () => {
-    dir = tempDir();
-    sink = await startSink();
-    const config = buildConfig(
-      baseConfig(dir, [{ name: 'primary', port: sink.port }], {
-        tls: makeCertificate(dir),
-        listeners: [
-          { name: 'off', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
-          { name: 'optional', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
-          { name: 'required', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
-          { name: 'implicit', address: '127.0.0.1:0', tls: 'implicit', auth: 'required' },
-          { name: 'v6', address: '[::1]:0', tls: 'none', auth: 'off' },
-          { name: 'patient', address: '127.0.0.1:0', tls: 'none', auth: 'off', greeting_delay: '300ms' },
-          { name: 'small', address: '127.0.0.1:0', tls: 'none', auth: 'off', max_clients: 3, socket_timeout: '1500ms' },
-        ],
-        clients: [
-          { name: 'lan', networks: ['127.0.0.1/32'] },
-          { name: 'shop', username: 'shop', password_hash: await hashPassword(password) },
-        ],
-      }),
-      dir,
-    );
-    running = await startRelay(config);
-  });
-
-  afterAll(async () => {
-    await running.stop();
-    await sink.close();
-    removeDir(dir);
-  });
+  const t = relayPerDescribe(async (dir) => ({
+    tls: makeCertificate(dir),
+    listeners: [
+      { name: 'off', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
+      { name: 'optional', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
+      { name: 'required', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
+      { name: 'implicit', address: '127.0.0.1:0', tls: 'implicit', auth: 'required' },
+      { name: 'v6', address: '[::1]:0', tls: 'none', auth: 'off' },
+      { name: 'patient', address: '127.0.0.1:0', tls: 'none', auth: 'off', greeting_delay: '300ms' },
+      { name: 'small', address: '127.0.0.1:0', tls: 'none', auth: 'off', max_clients: 3, socket_timeout: '1500ms' },
+    ],
+    clients: [
+      { name: 'lan', networks: ['127.0.0.1/32'] },
+      { name: 'shop', username: 'shop', password_hash: await hashPassword(password) },
+    ],
+  }));
 
   /** Every hostile test must leave the relay serving a trusted client normally. */
   async function stillServes(): Promise<void> {
-    const before = sink.count;
-    const { client } = await openSession(running.portOf('off'));
+    const before = t.sink.count;
+    const { client } = await openSession(t.running.portOf('off'));
     expect(
       await client.sendMessage('erp@corp.example', ['ok@example.com'], message({ subject: 'still serving' })),
     ).toMatch(/^250 /);
     await client.quit();
-    await waitFor(() => sink.count > before, 10_000, 'the control message');
+    await waitFor(() => t.sink.count > before, 10_000, 'the control message');
   }
 
   const untrusted = { localAddress: '127.0.0.2' };
-  const relayedFrom = (sender: string) => sink.messages.filter((m) => m.from === sender);
+  const relayedFrom = (sender: string) => t.sink.messages.filter((m) => m.from === sender);
 
   /**
    * A stranger where it may still talk: the STARTTLS listener (after STARTTLS, AUTH could identify
    * it). Plaintext listeners refuse it at connect.
    */
-  async function strangerOverTls(): Promise<RawSmtpClient> {
-    const { client } = await openSession(running.portOf('required'), untrusted);
-    expect(await client.startTls()).toMatch(/^220 /);
-    expect(await client.command('EHLO attacker.example')).toMatch(/^250/);
-    return client;
+  function strangerOverTls(): Promise<RawSmtpClient> {
+    return openTlsSession(t.running.portOf('required'), untrusted, 'attacker.example');
   }
 
   describe('open relay matrix: nothing from an untrusted address relays', () => {
@@ -88,7 +56,7 @@ describe('hostile input', () => {
       ['optional', /^554 5\.7\.1 Access denied/],
       ['required', /^220 /],
     ])('listener %s greets an untrusted address with %p', async (listener, greeting) => {
-      const client = await RawSmtpClient.connect(running.portOf(listener), untrusted);
+      const client = await RawSmtpClient.connect(t.running.portOf(listener), untrusted);
       expect(await client.reply()).toMatch(greeting);
       await client.quit();
     });
@@ -110,7 +78,7 @@ describe('hostile input', () => {
     });
 
     test('untrusted, wrong password over TLS → 535; AUTH before STARTTLS → 530; auth: off → unavailable', async () => {
-      const tls = await openSession(running.portOf('required'), untrusted);
+      const tls = await openSession(t.running.portOf('required'), untrusted);
       await tls.client.startTls();
       await tls.client.command('EHLO attacker.example');
       expect(await tls.client.command(plainAuth('shop', 'guess'))).toBe('535 5.7.8 Authentication credentials invalid');
@@ -119,13 +87,13 @@ describe('hostile input', () => {
       );
       await tls.client.quit();
 
-      const plain = await openSession(running.portOf('required'), untrusted);
+      const plain = await openSession(t.running.portOf('required'), untrusted);
       expect(await plain.client.command(plainAuth('shop', password))).toBe(
         '530 5.7.0 Must issue a STARTTLS command first',
       );
       await plain.client.quit();
 
-      const off = await openSession(running.portOf('off'));
+      const off = await openSession(t.running.portOf('off'));
       expect(off.ehlo).not.toMatch(/AUTH/);
       expect(await off.client.command(plainAuth('shop', password))).toMatch(/^50[02] /);
       await off.client.quit();
@@ -147,7 +115,7 @@ describe('hostile input', () => {
     });
 
     test('IPv6 loopback is not IPv4 loopback: ::1 is refused where only 127.0.0.1/32 is trusted', async () => {
-      const client = await RawSmtpClient.connect(running.portOf('v6'), { host: '::1' });
+      const client = await RawSmtpClient.connect(t.running.portOf('v6'), { host: '::1' });
       expect(await client.reply()).toBe('554 5.7.1 Access denied: [::1] is not a permitted client');
       await client.quit();
     });
@@ -169,18 +137,18 @@ describe('hostile input', () => {
 
   describe('malformed and abusive sessions', () => {
     test('with a greeting_delay, commands before the greeting get 421 and the connection closes', async () => {
-      const client = await RawSmtpClient.connect(running.portOf('patient'));
+      const client = await RawSmtpClient.connect(t.running.portOf('patient'));
       client.write('EHLO early.example\r\n');
       expect(await client.reply()).toMatch(/^421 .*You talk too soon/);
       await waitFor(() => client.isClosed, 5000, 'the connection to close');
-      const polite = await openSession(running.portOf('patient'));
+      const polite = await openSession(t.running.portOf('patient'));
       expect(polite.greeting).toMatch(/^220 /);
       await polite.client.quit();
       await stillServes();
     });
 
     test('without a greeting_delay the greeting comes at once and a pipelined EHLO is answered', async () => {
-      const client = await RawSmtpClient.connect(running.portOf('off'));
+      const client = await RawSmtpClient.connect(t.running.portOf('off'));
       client.write('EHLO early.example\r\n');
       expect(await client.reply()).toMatch(/^220 /);
       expect(await client.reply()).toMatch(/^250/);
@@ -188,7 +156,7 @@ describe('hostile input', () => {
     });
 
     test('an overlong command line gets 421 and the connection closes', async () => {
-      const { client } = await openSession(running.portOf('off'));
+      const { client } = await openSession(t.running.portOf('off'));
       client.write(`MAIL FROM:<${'a'.repeat(40_000)}@corp.example>\r\n`);
       const reply = await client.reply();
       expect(reply).toBe('421 Error: Command line too long');
@@ -198,7 +166,7 @@ describe('hostile input', () => {
     });
 
     test('a recipient with a bare CR or a NUL in it is refused by the parser and relays nothing', async () => {
-      const { client } = await openSession(running.portOf('off'));
+      const { client } = await openSession(t.running.portOf('off'));
       expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250/);
       expect(await client.command('RCPT TO:<victim@example.com\rBcc: x@evil.example>')).toMatch(/^5\d\d /);
       expect(await client.command('RCPT TO:<victim\u0000@example.com>')).toMatch(/^5\d\d /);
@@ -207,7 +175,7 @@ describe('hostile input', () => {
     });
 
     test('thousands of RCPT: 452 past the ceiling, the session stays usable', async () => {
-      const { client } = await openSession(running.portOf('off'));
+      const { client } = await openSession(t.running.portOf('off'));
       expect(await client.command('MAIL FROM:<erp@corp.example>')).toMatch(/^250/);
       const batch = Array.from({ length: 1001 }, (_, i) => `RCPT TO:<r${i}@example.com>\r\n`).join('');
       client.write(batch);
@@ -227,7 +195,7 @@ describe('hostile input', () => {
         'From: a@corp.example\r\nSubject: only headers',
       ];
       for (const body of bodies) {
-        const { client } = await openSession(running.portOf('off'));
+        const { client } = await openSession(t.running.portOf('off'));
         expect(await client.sendMessage('erp@corp.example', ['x@example.com'], body)).toMatch(/^(250|5\d\d) /);
         await client.quit();
       }
@@ -235,7 +203,7 @@ describe('hostile input', () => {
     });
 
     test('SMTPUTF8 addresses are accepted and relayed with SMTPUTF8', async () => {
-      const { client, ehlo } = await openSession(running.portOf('off'));
+      const { client, ehlo } = await openSession(t.running.portOf('off'));
       expect(ehlo).toMatch(/SMTPUTF8/);
       expect(await client.command('MAIL FROM:<bücher@corp.example> SMTPUTF8')).toMatch(/^250/);
       expect(await client.command('RCPT TO:<δοκιμή@παράδειγμα.δοκιμή>')).toMatch(/^250/);
@@ -243,12 +211,12 @@ describe('hostile input', () => {
       client.write(Buffer.from('From: bücher@corp.example\r\nSubject: utf8\r\n\r\nΓειά\r\n.\r\n', 'utf8'));
       expect(await client.reply()).toMatch(/^250 /);
       await client.quit();
-      await waitFor(() => sink.messages.some((m) => m.from === 'bücher@corp.example'), 10_000, 'the UTF-8 message');
+      await waitFor(() => t.sink.messages.some((m) => m.from === 'bücher@corp.example'), 10_000, 'the UTF-8 message');
     });
 
     test('a message with no end (client vanishes mid-DATA) leaves nothing queued', async () => {
-      const before = sink.count;
-      const { client } = await openSession(running.portOf('off'));
+      const before = t.sink.count;
+      const { client } = await openSession(t.running.portOf('off'));
       await client.command('MAIL FROM:<vanish@corp.example>');
       await client.command('RCPT TO:<x@example.com>');
       await client.command('DATA');
@@ -256,14 +224,14 @@ describe('hostile input', () => {
       await new Promise((resolve) => setTimeout(resolve, 200));
       client.destroy();
       await stillServes();
-      expect(sink.count).toBe(before + 1);
+      expect(t.sink.count).toBe(before + 1);
       expect(relayedFrom('vanish@corp.example')).toHaveLength(0);
     });
 
     test('slowloris: a client dribbling bytes does not hold up others; an idle one is cut off', async () => {
-      const slow = await RawSmtpClient.connect(running.portOf('small'));
+      const slow = await RawSmtpClient.connect(t.running.portOf('small'));
       await slow.reply();
-      const idle = await RawSmtpClient.connect(running.portOf('small'));
+      const idle = await RawSmtpClient.connect(t.running.portOf('small'));
       await idle.reply();
       let dribbling = true;
       const dribble = (async () => {
@@ -282,7 +250,7 @@ describe('hostile input', () => {
 
     test('a connection flood past max_clients gets 421 and the relay recovers', async () => {
       const clients = await Promise.all(
-        Array.from({ length: 6 }, () => RawSmtpClient.connect(running.portOf('small'))),
+        Array.from({ length: 6 }, () => RawSmtpClient.connect(t.running.portOf('small'))),
       );
       const greetings = await Promise.all(clients.map((c) => c.reply()));
       expect(greetings.filter((g) => g?.startsWith('421')).length).toBeGreaterThanOrEqual(3);
@@ -298,7 +266,7 @@ describe('hostile input', () => {
         new Promise<string>((resolve) => {
           const socket = tlsConnect({
             host: '127.0.0.1',
-            port: running.portOf('implicit'),
+            port: t.running.portOf('implicit'),
             rejectUnauthorized: false,
             minVersion,
             maxVersion,
@@ -362,7 +330,7 @@ describe('hostile input', () => {
       for (let session = 0; session < SESSIONS; session++) {
         let client: RawSmtpClient;
         try {
-          client = await RawSmtpClient.connect(running.portOf(pick(listeners)), untrusted);
+          client = await RawSmtpClient.connect(t.running.portOf(pick(listeners)), untrusted);
         } catch {
           continue;
         }
@@ -380,7 +348,7 @@ describe('hostile input', () => {
       }
       await stillServes();
       expect(relayedFrom('fuzz-untrusted@evil.example')).toHaveLength(0);
-      expect(sink.messages.filter((m) => m.to.includes('victim@example.com'))).toHaveLength(0);
+      expect(t.sink.messages.filter((m) => m.to.includes('victim@example.com'))).toHaveLength(0);
     });
   });
 });

@@ -20,7 +20,7 @@ import {
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
 import { testUnless } from './helpers/skip';
-import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
+import { message, openSession, openTlsSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 const QUEUED = /^250 2\.0\.0 Ok: queued as /;
 
@@ -207,13 +207,8 @@ describe('guards per source address: connections and AUTH brute force', () => {
   });
 
   test('AUTH failures lock an address out (421 4.7.0) for the cool-down; nobody else, no success slowed', async () => {
-    const attacker = async () => {
-      const { client, greeting } = await openSession(t.running.portOf('submission'), { localAddress: '127.0.0.2' });
-      expect(greeting).toMatch(/^220 /);
-      expect(await client.startTls()).toMatch(/^220 /);
-      expect(await client.command('EHLO attacker.test')).toMatch(/^250/);
-      return client;
-    };
+    const attacker = () =>
+      openTlsSession(t.running.portOf('submission'), { localAddress: '127.0.0.2' }, 'attacker.test');
     const waiting = await attacker();
     const guessing = await attacker();
     expect(await guessing.command(plainAuth('webshop', 'guess1'))).toBe('535 5.7.8 Authentication credentials invalid');
@@ -387,12 +382,8 @@ describe('an AUTH lockout this relay set holds when the shared counters become u
   const metric = async (sample: string) => metricValue(await metricsText((running as RunningRelay).httpPort), sample);
 
   maybe('locked out while Redis answers, still locked out once it stops; another address may still try', async () => {
-    const { client, greeting } = await openSession((running as RunningRelay).portOf('submission'), {
-      localAddress: '127.0.0.2',
-    });
-    expect(greeting).toMatch(/^220 /);
-    expect(await client.startTls()).toMatch(/^220 /);
-    expect(await client.command('EHLO attacker.test')).toMatch(/^250/);
+    const submission = (running as RunningRelay).portOf('submission');
+    const client = await openTlsSession(submission, { localAddress: '127.0.0.2' }, 'attacker.test');
     expect(await client.command(plainAuth('webshop', 'guess1'))).toBe('535 5.7.8 Authentication credentials invalid');
     expect(await client.command(plainAuth('webshop', 'guess2'))).toMatch(
       /^421 4\.7\.0 Too many failed authentications from \[127\.0\.0\.2\]; try again in \d+s$/,

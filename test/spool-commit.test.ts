@@ -5,6 +5,7 @@ import { WRITE_BUFFER_BYTES } from '../src/spool/incoming';
 import { SpoolStore } from '../src/spool/store';
 import { encodeTrailer, FOOTER_BYTES } from '../src/spool/trailer';
 import { recoverAll, spoolPerTest } from './helpers/harness';
+import { queuedMeta } from './helpers/queued-meta';
 
 /**
  * A message is committed as one file (its bytes, then its metadata): what the relay reads back,
@@ -15,23 +16,8 @@ describe('spool: one file per committed message', () => {
   const spool = spoolPerTest();
   const body = Buffer.from('Received: from app.test\r\nSubject: x\r\n\r\nbody line\r\n', 'latin1');
 
-  function meta(id: string, extra: Partial<MessageMeta> = {}): MessageMeta {
-    return {
-      version: 2,
-      id,
-      receivedAt: 1_700_000_000_000,
-      client: 'lan',
-      listener: 'smtp',
-      remote: '127.0.0.1',
-      route: 'default',
-      from: 'app@corp.example',
-      recipients: [{ address: 'user@example.com', status: 'pending' }],
-      size: body.length,
-      attempts: 0,
-      nextAttemptAt: 1_700_000_000_000,
-      ...extra,
-    };
-  }
+  const meta = (id: string, extra: Partial<MessageMeta> = {}): MessageMeta =>
+    queuedMeta(id, body.length, { receivedAt: 1_700_000_000_000, nextAttemptAt: 1_700_000_000_000, ...extra });
 
   const files = spool.files;
   const recover = async () => {

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
 import { recoverAll, spoolPerTest } from './helpers/harness';
+import { queuedMeta } from './helpers/queued-meta';
 
 /**
  * Hold and release are durable: every point a crash can interrupt them at is recovered to exactly
@@ -11,23 +12,15 @@ describe('spool: hold, release and delete survive a crash at any step', () => {
   const spool = spoolPerTest();
   const id = '0MWTKRH6D3728F1EC18';
 
-  function meta(extra: Partial<MessageMeta> = {}): MessageMeta {
-    return {
+  /** A version 1 message (`.eml` + `.json`) attempted once, its next attempt a minute away. */
+  const meta = (extra: Partial<MessageMeta> = {}): MessageMeta =>
+    queuedMeta(id, 10, {
       version: 1,
-      id,
       receivedAt: Date.now() - 1000,
-      client: 'lan',
-      listener: 'smtp',
-      remote: '127.0.0.1',
-      route: 'default',
-      from: 'app@corp.example',
-      recipients: [{ address: 'user@example.com', status: 'pending' }],
-      size: 10,
       attempts: 1,
       nextAttemptAt: Date.now() + 60_000,
       ...extra,
-    };
-  }
+    });
 
   function put(folder: 'queue' | 'hold', ext: '.eml' | '.json', content: string): void {
     writeFileSync(path.join(spool.store.dirOf(folder), `${id}${ext}`), content);

@@ -1,10 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { stringify } from 'yaml';
 import { LOCK_FILE, SpoolInUse, SpoolLock } from '../src/spool/lock';
 import type { SmtpSink } from '../src/tools/sink';
-import { ChildRelay, CLI, runCli, tearDownChildRelay } from './helpers/child-relay';
+import { ChildRelay, childRelayConfig, CLI, runCli, tearDownChildRelay } from './helpers/child-relay';
 import { freePort, removeDir, startSink, tempDir, waitFor } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
 
@@ -63,18 +62,8 @@ describe('one spool, one relay (child processes)', () => {
   let relay: ChildRelay | null = null;
   let sink: SmtpSink | null = null;
 
-  function config(smtp: number, http: number): string {
-    return stringify({
-      hostname: 'relay.test',
-      spool: { dir: './spool', retry: { initial: '1h', max: '1h', factor: 2 }, min_free_disk: 0 },
-      listeners: [{ name: 'smtp', address: `127.0.0.1:${smtp}`, tls: 'none', auth: 'off' }],
-      clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
-      routes: { default: { smarthosts: ['primary'] } },
-      smarthosts: [{ name: 'primary', host: '127.0.0.1', port: sinkPort, tls: 'none', connect_timeout: '1s' }],
-      http: { address: `127.0.0.1:${http}` },
-      log: { level: 'warn' },
-    });
-  }
+  const config = (smtp: number, http: number) =>
+    childRelayConfig({ smtp, http, smarthost: sinkPort }, { initial: '1h', max: '1h' });
 
   beforeEach(async () => {
     dir = tempDir();

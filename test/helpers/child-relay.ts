@@ -1,6 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
+import { stringify } from 'yaml';
 import { RELAY_NODE_FLAGS, relayEnvironment } from '../../src/lifecycle/launch-settings';
 import { removeDir } from './harness';
 
@@ -40,6 +41,38 @@ export class ChildRelay {
     const [code] = (await once(this.process, 'exit')) as [number | null];
     return code;
   }
+}
+
+/** The ports of a child relay: its SMTP listener, its HTTP endpoint, and the smart host it forwards to. */
+export interface ChildRelayPorts {
+  smtp: number;
+  http: number;
+  smarthost: number;
+}
+
+/**
+ * The YAML config of a relay run as a child process: the spool in `./spool` beside the config file,
+ * one plaintext listener without AUTH for the LAN (127.0.0.0/8), the smart host `primary` on loopback
+ * (`smarthost` adds to its settings), warnings only. `retry` paces redelivery: short where a test
+ * waits for it, an hour where a test must see no second attempt.
+ */
+export function childRelayConfig(
+  ports: ChildRelayPorts,
+  retry: { initial: string; max: string },
+  smarthost: Record<string, unknown> = {},
+): string {
+  return stringify({
+    hostname: 'relay.test',
+    spool: { dir: './spool', retry: { ...retry, factor: 2 }, min_free_disk: 0 },
+    listeners: [{ name: 'smtp', address: `127.0.0.1:${ports.smtp}`, tls: 'none', auth: 'off' }],
+    clients: [{ name: 'lan', networks: ['127.0.0.0/8'] }],
+    routes: { default: { smarthosts: ['primary'] } },
+    smarthosts: [
+      { name: 'primary', host: '127.0.0.1', port: ports.smarthost, tls: 'none', connect_timeout: '1s', ...smarthost },
+    ],
+    http: { address: `127.0.0.1:${ports.http}` },
+    log: { level: 'warn' },
+  });
 }
 
 /**

@@ -206,31 +206,19 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
+/** openssl's arguments for a new RSA key and a certificate signed with it, valid for two days (one test run). */
+function selfSignedArgs(key: string, cert: string, subject: string, extensions: string[]): string[] {
+  const head = ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2'];
+  return [...head, '-subj', subject, ...extensions.flatMap((extension) => ['-addext', extension])];
+}
+
 /** A self-signed certificate made with openssl for this test run; returns the file paths. */
 export function makeCertificate(dir: string, commonName = 'relay.test'): { cert: string; key: string } {
   const [certFile, keyFile] = [`${commonName}.crt`, `${commonName}.key`];
   madeOncePerRun(dir, `self-signed-${commonName}`, [certFile, keyFile], (into) => {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        path.join(into, keyFile),
-        '-out',
-        path.join(into, certFile),
-        '-days',
-        '2',
-        '-subj',
-        `/CN=${commonName}`,
-        '-addext',
-        `subjectAltName=DNS:${commonName},IP:127.0.0.1`,
-      ],
-      { stdio: 'ignore' },
-    );
+    const [key, cert] = [path.join(into, keyFile), path.join(into, certFile)];
+    const names = `subjectAltName=DNS:${commonName},IP:127.0.0.1`;
+    execFileSync('openssl', selfSignedArgs(key, cert, `/CN=${commonName}`, [names]), { stdio: 'ignore' });
   });
   return { cert: path.join(dir, certFile), key: path.join(dir, keyFile) };
 }
@@ -252,25 +240,8 @@ export function makeCertificateAuthority(
     const cert = path.join(into, certFile);
     const ext = path.join(into, `${leafName}.ext`);
     const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
-    run([
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      caKey,
-      '-out',
-      ca,
-      '-days',
-      '2',
-      '-subj',
-      '/CN=smarthop test CA',
-      '-addext',
-      'basicConstraints=critical,CA:TRUE',
-      '-addext',
-      'keyUsage=critical,keyCertSign,cRLSign',
-    ]);
+    const caExtensions = ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'];
+    run(selfSignedArgs(caKey, ca, '/CN=smarthop test CA', caExtensions));
     run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
     writeFileSync(
       ext,

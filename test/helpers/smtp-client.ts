@@ -163,6 +163,27 @@ export async function openSession(
   return { client, greeting, ehlo };
 }
 
+/**
+ * A session ready for AUTH under TLS: greeted (220), STARTTLS done (220) and EHLO said again under
+ * TLS (250). A step that answers otherwise fails the test, naming the step and its reply.
+ */
+export async function openTlsSession(
+  port: number,
+  options: { localAddress?: string } = {},
+  ehloName = 'app.test',
+): Promise<RawSmtpClient> {
+  const { client, greeting } = await openSession(port, options);
+  const check = (step: string, reply: string | null, pattern: RegExp) => {
+    if (reply !== null && pattern.test(reply)) return;
+    client.destroy();
+    throw new Error(`${step} answered ${reply === null ? 'nothing' : JSON.stringify(reply)}, expected ${pattern}`);
+  };
+  check('the greeting', greeting, /^220 /);
+  check('STARTTLS', await client.startTls(), /^220 /);
+  check(`EHLO ${ehloName}`, await client.command(`EHLO ${ehloName}`), /^250/);
+  return client;
+}
+
 export function plainAuth(user: string, pass: string): string {
   return `AUTH PLAIN ${Buffer.from(`\0${user}\0${pass}`).toString('base64')}`;
 }
