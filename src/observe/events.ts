@@ -121,59 +121,25 @@ export type RelayEvent =
   | { type: 'credentials_refused'; smarthost: string; relay: string; detail: string; until: number | null }
   /** A delivery status notification about `original` was queued as `queueId`. */
   | { type: 'dsn'; queueId: string; original: string; to: string[]; recipients: string[] }
-  | {
-      type: 'delivered';
-      queueId: string;
-      dsnOf?: string;
-      client: string;
-      from: string;
-      to: string;
-      smarthost: string;
-      relay: string;
-      response: string;
-      attempt: number;
-      delayMs: number;
-    }
-  | {
-      type: 'deferred';
-      queueId: string;
-      dsnOf?: string;
-      client: string;
-      from: string;
-      to: string;
-      smarthost: string | null;
-      relay: string | null;
-      response: string;
-      attempt: number;
-      delayMs: number;
-      nextAttemptAt: number;
-    }
-  | {
-      type: 'bounced';
-      queueId: string;
-      dsnOf?: string;
-      client: string;
-      from: string;
-      to: string;
-      smarthost: string | null;
-      relay: string | null;
-      response: string;
-      attempt: number;
-      delayMs: number;
-    }
-  | {
-      type: 'expired';
-      queueId: string;
-      dsnOf?: string;
-      client: string;
-      from: string;
-      to: string;
-      smarthost: string | null;
-      relay: string | null;
-      response: string;
-      attempt: number;
-      delayMs: number;
-    };
+  | (RecipientOutcomeFields & { type: 'delivered'; smarthost: string; relay: string })
+  | (RecipientOutcomeFields & { type: 'deferred'; nextAttemptAt: number })
+  | (RecipientOutcomeFields & { type: 'bounced' })
+  | (RecipientOutcomeFields & { type: 'expired' });
+
+/** What every per-recipient outcome (delivered, deferred, bounced, expired) says. */
+interface RecipientOutcomeFields {
+  queueId: string;
+  /** Set when the message is a DSN: the queue id of the message it reports on. */
+  dsnOf?: string;
+  client: string;
+  from: string;
+  to: string;
+  smarthost: string | null;
+  relay: string | null;
+  response: string;
+  attempt: number;
+  delayMs: number;
+}
 
 export interface Observer {
   emit(event: RelayEvent): void;
