@@ -21,27 +21,10 @@ export class BenchRedis {
   }
 
   static async start(binary: string, dir: string, port: number, timeoutMs = 15_000): Promise<BenchRedis> {
-    const child = spawn(
-      binary,
-      [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        dir,
-        '--daemonize',
-        'no',
-      ],
-      { stdio: 'ignore' },
-    );
+    const child = spawn(binary, scratchRedisArgs(port, dir), { stdio: 'ignore' });
     const redis = new BenchRedis(child, port);
     const deadline = Date.now() + timeoutMs;
-    while (!(await ping(port))) {
+    while (!(await redisPing(port))) {
       if (child.exitCode !== null || Date.now() > deadline) {
         child.kill('SIGKILL');
         throw new Error(`redis-server did not start on port ${port}`);
@@ -61,16 +44,42 @@ export class BenchRedis {
   }
 }
 
-function ping(port: number): Promise<boolean> {
+/**
+ * redis-server's arguments for a scratch server of a bench or a test: loopback only, on `port`,
+ * nothing persisted (a restart is an empty Redis), in the foreground.
+ */
+export function scratchRedisArgs(port: number, dir: string): string[] {
+  return [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+    '--daemonize',
+    'no',
+  ];
+}
+
+/** One PING over a fresh socket: true on +PONG (no client library, so a stopped server is seen at once). */
+export function redisPing(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ port, host: '127.0.0.1' });
+    let reply = '';
     const done = (ok: boolean) => {
       socket.destroy();
       resolve(ok);
     };
     socket.setTimeout(1_000, () => done(false));
     socket.on('error', () => done(false));
-    socket.on('data', (data) => done(data.toString().startsWith('+PONG')));
+    socket.on('data', (data) => {
+      reply += data.toString();
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
     socket.write('PING\r\n');
   });
 }

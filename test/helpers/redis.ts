@@ -1,26 +1,7 @@
 import { mkdirSync } from 'node:fs';
-import { connect } from 'node:net';
 import * as path from 'node:path';
+import { redisPing, scratchRedisArgs } from '../../bench/redis-server';
 import { Daemon } from './daemon';
-
-/** One PING over a fresh socket: true on +PONG (no client library, so a stopped server is seen at once). */
-export function redisPing(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ port, host: '127.0.0.1' });
-    let reply = '';
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.on('error', () => done(false));
-    socket.on('data', (data) => {
-      reply += data.toString();
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
-    });
-    socket.write('PING\r\n');
-  });
-}
 
 /**
  * A redis-server of the test's own on a loopback port it chose, with nothing persisted (a restart
@@ -49,22 +30,7 @@ export class TestRedis {
   async start(): Promise<void> {
     this.daemon = await Daemon.start(
       this.binary,
-      [
-        '--port',
-        String(this.port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        this.dir,
-        '--logfile',
-        path.join(this.dir, 'redis.log'),
-        '--daemonize',
-        'no',
-      ],
+      [...scratchRedisArgs(this.port, this.dir), '--logfile', path.join(this.dir, 'redis.log')],
       () => redisPing(this.port),
       `redis-server on port ${this.port}`,
     );
