@@ -91,6 +91,14 @@ interface Entry extends ScheduledMessage {
   due: number;
 }
 
+/**
+ * What the window keeps of a message: the three fields it schedules by. Callers often hand over the
+ * whole queue record (recipients and all); holding only these keeps an entry small whatever the message.
+ */
+function entryOf(message: ScheduledMessage, due: number): Entry {
+  return { id: message.id, receivedAt: message.receivedAt, route: message.route, due };
+}
+
 export class Scheduler {
   readonly window: number;
   readonly horizonMs: number;
@@ -134,7 +142,7 @@ export class Scheduler {
     if (this.active.has(message.id)) return;
     const known = this.entries.get(message.id);
     if (known) this.drop(message.id);
-    const entry = { ...(known ?? message), due: dueAt };
+    const entry = entryOf(known ?? message, dueAt);
     if (options.force && dueAt <= this.now()) this.insert(entry);
     else this.place(entry);
   }
@@ -150,7 +158,7 @@ export class Scheduler {
     // Recovery hands over messages that were never counted as waiting on disk.
     if (due <= now && options.onDisk !== false) this.diskDue = Math.max(0, this.diskDue - 1);
     if (this.diskOldest?.id === message.id) this.diskOldest = null;
-    this.insert({ ...message, due });
+    this.insert(entryOf(message, due));
     return true;
   }
 
