@@ -37,13 +37,18 @@ export class HeaderBlock {
   }
 
   has(name: string): boolean {
-    return this.all(name).length > 0;
+    return this.first(name) !== undefined;
   }
 
   /** The unfolded value of the first field with this name, decoded as UTF-8; undefined when absent. */
   value(name: string): string | undefined {
-    const field = this.all(name)[0];
+    const field = this.first(name);
     return field === undefined ? undefined : fieldValue(field);
+  }
+
+  private first(name: string): HeaderField | undefined {
+    const key = name.toLowerCase();
+    return this.fields.find((field) => field.key === key);
   }
 
   /** Removes every field with one of these names; returns how many were removed. */
