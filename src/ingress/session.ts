@@ -99,12 +99,7 @@ export class IngressSessions {
     // listener (AUTH without TLS is only for addresses in some client's networks), it is refused now.
     if (!session.networkClient && (session.listener.auth === 'off' || session.listener.tls === 'none')) {
       this.deps.observer.emit({ type: 'connection', listener, remote: session.remoteAddress, result: 'refused' });
-      return this.reject(
-        session,
-        'access_denied',
-        554,
-        `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`,
-      );
+      return this.accessDenied(session);
     }
     const networkClient = session.networkClient !== undefined;
     const guarded = await this.deps.guard?.connect(session.remoteAddress, this.label(session), networkClient);
@@ -252,8 +247,7 @@ export class IngressSessions {
       // answer: a session whose client a reload removed is refused as a stranger is at connect.
       const canUpgrade = session.secure || listener.tls === 'starttls' || session.networkClient !== undefined;
       if (listener.auth === 'off' || !canUpgrade) {
-        const denied = `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`;
-        return this.reject(session, 'access_denied', 554, denied, { from });
+        return this.accessDenied(session, { from });
       }
       return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
     }
@@ -344,12 +338,12 @@ export class IngressSessions {
       (headers) => filtering.headers(headers, splitter.original as HeaderBlock),
       (chunk) => filtering.body(chunk),
     );
-    const storageTrouble = (err: unknown) =>
+    const storageTrouble = (err: unknown, otherwise = 'write failed') =>
       this.reject(
         session,
         'storage',
         452,
-        `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? 'write failed'})`,
+        `4.3.1 Insufficient system storage, try again later (${(err as NodeJS.ErrnoException).code ?? otherwise})`,
         { from: envelope.from },
       );
     let incoming: IncomingFile;
@@ -411,10 +405,7 @@ export class IngressSessions {
         await store.commit(received, incoming);
         commitMs = performance.now() - commitStart;
       } catch (err) {
-        const cause = (err as NodeJS.ErrnoException).code ?? 'commit failed';
-        return this.reject(session, 'storage', 452, `4.3.1 Insufficient system storage, try again later (${cause})`, {
-          from: envelope.from,
-        });
+        return storageTrouble(err, 'commit failed');
       }
       meta = received;
     } finally {
@@ -479,6 +470,12 @@ export class IngressSessions {
 
   private refuse(session: SessionState, refusal: Refusal, envelope: { from?: string; to?: string } = {}): Verdict {
     return this.reject(session, refusal.reason, refusal.code, refusal.message, envelope);
+  }
+
+  /** An address that is no client and cannot become one on this listener: 554, at connect or at MAIL. */
+  private accessDenied(session: SessionState, envelope: { from?: string } = {}): Verdict {
+    const message = `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`;
+    return this.reject(session, 'access_denied', 554, message, envelope);
   }
 
   private reject(
