@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { architectureViolations, LAYERS } from '../scripts/check-architecture';
-import { removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
 
 /**
  * docs/architecture.md's import rules hold for the source (scripts/check-architecture.ts), the rules

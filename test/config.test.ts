@@ -6,7 +6,7 @@ import { parseDuration, parseHostPort, parseSize } from '../src/config/units';
 import { ADDRESS_MEMO_LIMIT, ClientDirectory } from '../src/ingress/clients';
 import { verifyPassword } from '../src/ingress/password';
 import { CLI } from './helpers/child-relay';
-import { removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
 
 const ROOT = path.resolve(__dirname, '..');
 

@@ -3,7 +3,9 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { DeliveryThread } from '../src/forward/delivery-thread';
 import type { SmtpSink } from '../src/tools/sink';
-import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
+import { startSink } from './helpers/start-sink';
+import { removeDir, tempDir } from './helpers/temp-dir';
+import { baseConfig, buildConfig, smtpHost } from './helpers/test-config';
 
 /**
  * The delivery thread against a real smart host (smtp-server on loopback): what it sends, what it

@@ -1,5 +1,5 @@
 import { DirectorySyncer } from '../src/spool/dir-sync';
-import { removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
 
 /** Counts the real fsyncs it makes, which have ended, and how many ran at once. */
 class CountingSyncer extends DirectorySyncer {

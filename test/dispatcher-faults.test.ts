@@ -10,7 +10,9 @@ import type { MessageMeta } from '../src/spool/message';
 import { Scheduler } from '../src/spool/scheduler';
 import { SpoolStore } from '../src/spool/store';
 import type { SmtpSink } from '../src/tools/sink';
-import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
+import { startSink } from './helpers/start-sink';
+import { removeDir, tempDir } from './helpers/temp-dir';
+import { baseConfig, buildConfig, smtpHost } from './helpers/test-config';
 import { pending, queuedMeta } from './helpers/queued-meta';
 
 const enospc = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });

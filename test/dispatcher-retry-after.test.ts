@@ -8,7 +8,9 @@ import { MemoryWindowCounters } from '../src/limits/window-counters';
 import type { RelayEvent } from '../src/observe/events';
 import { SpoolStore } from '../src/spool/store';
 import type { SmtpSink } from '../src/tools/sink';
-import { baseConfig, buildConfig, removeDir, smtpHost, startSink, tempDir } from './helpers/harness';
+import { startSink } from './helpers/start-sink';
+import { removeDir, tempDir } from './helpers/temp-dir';
+import { baseConfig, buildConfig, smtpHost } from './helpers/test-config';
 import { pending, queuedMeta } from './helpers/queued-meta';
 
 /**

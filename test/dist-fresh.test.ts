@@ -1,6 +1,6 @@
 import { mkdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
 import { staleSources } from './setup/global-setup';
 
 /**

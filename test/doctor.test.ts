@@ -11,7 +11,7 @@ import { loadRouteKeys } from '../src/forward/reenvelope/dkim-keys';
 import { CLI } from './helpers/child-relay';
 import { makeDkimKey, zoneResolver, type TestKey } from './helpers/dkim';
 import { TestDnsServer, type Zone } from './helpers/dns-server';
-import { removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
 
 function config(routes: Record<string, unknown>, smarthostHost = 'smtp.provider.test'): Record<string, unknown> {
   return {

@@ -1,7 +1,7 @@
 import { buildDsn, diagnosticCode, dsnStatus, finalRecipient } from '../src/forward/dsn';
 import { rfc5322Date } from '../src/message/date';
 import { ClientCredentialsTokens, refreshTime } from '../src/forward/oauth2';
-import { TokenEndpoint } from './helpers/harness';
+import { TokenEndpoint } from './helpers/token-endpoint';
 
 describe('DSN (RFC 3464)', () => {
   test.each<[string | undefined, 'rejected' | 'expired', string]>([

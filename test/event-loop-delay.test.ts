@@ -1,5 +1,6 @@
 import { Metrics } from '../src/observe/metrics';
-import { metricValue, waitFor } from './helpers/harness';
+import { metricValue } from './helpers/metrics-text';
+import { waitFor } from './helpers/wait-for';
 
 /**
  * smarthop_event_loop_delay_seconds: a histogram of the loop's delay, per relay instance, cumulative from

@@ -7,7 +7,9 @@ import { checkGraphHost } from '../src/tools/doctor/graph';
 import { formatGraphReport, graphExitCode } from '../src/tools/doctor/report';
 import { CLI } from './helpers/child-relay';
 import { graphPkiPerFile, OUTSIDE_MAILBOX, startGraphEmulator, type GraphEmulator } from './helpers/graph-emulator';
-import { baseConfig, buildConfig, freePort, removeDir, tempDir } from './helpers/harness';
+import { freePort } from './helpers/free-port';
+import { removeDir, tempDir } from './helpers/temp-dir';
+import { baseConfig, buildConfig } from './helpers/test-config';
 
 /** `smarthop doctor` on Graph smart hosts, against the emulator: every failure says what to fix. */
 

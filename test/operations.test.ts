@@ -9,7 +9,8 @@ import { smartHostStatus } from '../src/forward/smarthost-status';
 import { planReload, reconcileSmartHosts } from '../src/lifecycle/reload';
 import { ClientActivity } from '../src/observe/activity';
 import { Scheduler, type AttemptResult } from '../src/spool/scheduler';
-import { baseConfig, buildConfig, removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
+import { baseConfig, buildConfig } from './helpers/test-config';
 
 const ROOT = path.resolve(__dirname, '..');
 

@@ -9,7 +9,7 @@ import { loadDkimKey, loadRouteKeys } from '../src/forward/reenvelope/dkim-keys'
 import { RelaxedBodyHash, signatures } from '../src/forward/reenvelope/dkim-signer';
 import { CLI } from './helpers/child-relay';
 import { makeDkimKey, verifyDkim, zoneResolver } from './helpers/dkim';
-import { removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
 
 function withRoute(route: Record<string, unknown>): Record<string, unknown> {
   return {

@@ -2,7 +2,7 @@ import { parseConfig } from '../src/config/load';
 import type { RelayConfig } from '../src/config/schema';
 import { Reloader, type Generation } from '../src/lifecycle/reloader';
 import type { RelayEvent } from '../src/observe/events';
-import { baseConfig } from './helpers/harness';
+import { baseConfig } from './helpers/test-config';
 
 /**
  * The reload procedure on its own (lifecycle/reloader.ts): what is built, started, swapped in and

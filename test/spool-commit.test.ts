@@ -4,7 +4,7 @@ import type { MessageMeta } from '../src/spool/message';
 import { WRITE_BUFFER_BYTES } from '../src/spool/incoming';
 import { SpoolStore } from '../src/spool/store';
 import { encodeTrailer, FOOTER_BYTES } from '../src/spool/trailer';
-import { recoverAll, spoolPerTest } from './helpers/harness';
+import { recoverAll, spoolPerTest } from './helpers/spool-fixtures';
 import { queuedMeta } from './helpers/queued-meta';
 
 /**

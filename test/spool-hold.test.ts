@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
-import { recoverAll, spoolPerTest } from './helpers/harness';
+import { recoverAll, spoolPerTest } from './helpers/spool-fixtures';
 import { queuedMeta } from './helpers/queued-meta';
 
 /**

@@ -8,7 +8,9 @@ import {
   type WindowCounters,
   type WindowLimit,
 } from '../src/limits/window-counters';
-import { freePort, removeDir, tempDir, waitFor } from './helpers/harness';
+import { freePort } from './helpers/free-port';
+import { removeDir, tempDir } from './helpers/temp-dir';
+import { waitFor } from './helpers/wait-for';
 import { findBinary } from './helpers/prometheus';
 import { TestRedis } from './helpers/redis';
 import { testUnless } from './helpers/skip';

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { QueueFileError, storedBytes } from '../src/forward/stored-bytes';
-import { removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
 
 /**
  * What the delivery thread sends of a queued message: the first `size` bytes of its file (the

@@ -23,7 +23,7 @@ import pino from 'pino';
 import { ClientActivity } from '../src/observe/activity';
 import { Metrics } from '../src/observe/metrics';
 import { RelayObserver } from '../src/observe/observer';
-import { removeDir, tempDir } from './helpers/harness';
+import { removeDir, tempDir } from './helpers/temp-dir';
 
 /**
  * The trace engine against a plain reading of every line: whatever the index lets it skip, it must

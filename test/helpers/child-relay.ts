@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { RELAY_NODE_FLAGS, relayEnvironment } from '../../src/lifecycle/launch-settings';
-import { removeDir } from './harness';
+import { removeDir } from './temp-dir';
 
 export const CLI = path.resolve(__dirname, '../../dist/src/cli.js');
 

@@ -3,8 +3,9 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
-import { makeCertificateAuthority, removeDir, tempDir } from './harness';
+import { makeCertificateAuthority } from './certificates';
 import { attachmentOf, headerRecipients, messageView, type MessageView, type ViewAttachment } from './mime-view';
+import { removeDir, tempDir } from './temp-dir';
 
 /**
  * A local HTTPS stand-in for the Microsoft identity platform's token endpoint and the Graph mail
