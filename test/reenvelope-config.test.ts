@@ -94,14 +94,18 @@ describe('route re-enveloping keys in the config contract', () => {
   });
 
   test('check-config reads the DKIM keys: a missing or too short key is an error with its path; good passes', () => {
-    const good = makeDkimKey(dir, 'rsa', 'good');
+    // The RSA key the other tests of the run sign with (made once per run).
+    const good = makeDkimKey(dir, 'rsa');
     const short = path.join(dir, 'short.pem');
     writeFileSync(
       short,
       generateKeyPairSync('rsa', { modulusLength: 512 }).privateKey.export({ type: 'pkcs8', format: 'pem' }),
     );
-    const write = (name: string, keyFile: string) => {
+    const write = (name: string, keyFiles: string[]) => {
       const file = path.join(dir, name);
+      const dkim = keyFiles.map(
+        (key, i) => `{ domain: corp.example, selector: s${i}, private_key: ${JSON.stringify(key)} }`,
+      );
       writeFileSync(
         file,
         [
@@ -109,22 +113,20 @@ describe('route re-enveloping keys in the config contract', () => {
           'spool: { dir: ./spool }',
           'listeners: [{ name: smtp, address: "127.0.0.1:2525" }]',
           'clients: [{ name: lan, networks: [10.0.0.0/8] }]',
-          'routes: { default: { smarthosts: [primary], dkim: [{ domain: corp.example, selector: s1, ' +
-            `private_key: ${JSON.stringify(keyFile)} }] } }`,
+          `routes: { default: { smarthosts: [primary], dkim: [${dkim.join(', ')}] } }`,
           'smarthosts: [{ name: primary, host: smtp.example, port: 587 }]',
         ].join('\n'),
       );
       return spawnSync(process.execPath, [CLI, 'check-config', '-c', file], { encoding: 'utf8' });
     };
-    const missing = write('missing.yaml', './keys/nope.pem');
-    expect(missing.status).toBe(1);
-    expect(missing.stderr).toContain(
+    // Both mistakes in one file: check-config reports every key it cannot use, each with its path.
+    const bad = write('bad.yaml', ['./keys/nope.pem', short]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain(
       `routes.default.dkim[0].private_key: cannot read ${path.join(dir, 'keys', 'nope.pem')} (ENOENT)`,
     );
-    const tooShort = write('short.yaml', short);
-    expect(tooShort.status).toBe(1);
-    expect(tooShort.stderr).toContain('routes.default.dkim[0].private_key: a 512-bit RSA key is too short');
-    const ok = write('good.yaml', good.file);
+    expect(bad.stderr).toContain('routes.default.dkim[1].private_key: a 512-bit RSA key is too short');
+    const ok = write('good.yaml', [good.file]);
     expect(ok.stderr).toBe('');
     expect(ok.status).toBe(0);
   });
