@@ -1,6 +1,7 @@
 import {
   appendFileSync,
   chmodSync,
+  copyFileSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -78,8 +79,9 @@ describe('trace over rotated events files', () => {
   beforeAll(async () => {
     dir = tempDir('smarthop-trace-');
     file = path.join(dir, 'events.jsonl');
-    // ~4 MiB of events over four files, so blocks, rotation and the live file's tail all take part.
-    generated = await generateEvents({ file, events: 14_000, maxSize: 1024 * 1024, keep: 5, seed: 11 });
+    // ~2.4 MiB of events over four files of 600 KiB: each file a full 512 KiB block and a shorter one
+    // (in the live file, its tail), so blocks, rotation and the live file's tail all take part.
+    generated = await generateEvents({ file, events: 8_200, maxSize: 600 * 1024, keep: 5, seed: 11 });
   });
   afterAll(() => removeDir(dir));
 
@@ -180,13 +182,21 @@ describe('trace over rotated events files', () => {
 });
 
 describe('the index survives what a crash or an admin does to it', () => {
+  let template = '';
   let dir = '';
   let file = '';
   let generated: GeneratedEvents;
-  beforeEach(async () => {
+  // One events file of a few blocks, made once; each test gets a copy (a new inode, so no index yet).
+  beforeAll(async () => {
+    template = tempDir('smarthop-trace-');
+    const events = path.join(template, 'events.jsonl');
+    generated = await generateEvents({ file: events, events: 6_000, maxSize: 100 * 1024 * 1024, keep: 1, seed: 3 });
+  });
+  afterAll(() => removeDir(template));
+  beforeEach(() => {
     dir = tempDir('smarthop-trace-');
     file = path.join(dir, 'events.jsonl');
-    generated = await generateEvents({ file, events: 6_000, maxSize: 100 * 1024 * 1024, keep: 1, seed: 3 });
+    copyFileSync(path.join(template, 'events.jsonl'), file);
   });
   afterEach(() => removeDir(dir));
 
