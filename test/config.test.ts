@@ -574,12 +574,16 @@ describe('CLI', () => {
     );
   });
 
+  // In-process: how check-config prints a YAML error, with its exit code, is first-use.e2e's test.
   test('YAML syntax errors are reported, not thrown', () => {
     const file = path.join(dir, 'bad.yaml');
     writeFileSync(file, 'hostname: [unclosed\n');
-    const run = spawnSync(process.execPath, [CLI, 'check-config', '-c', file], { encoding: 'utf8' });
-    expect(run.status).toBe(1);
-    expect(run.stderr).toContain('invalid configuration');
+    const result = loadConfigFile(file);
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    // The file, line and column of the first error.
+    expect(result.errors[0].startsWith(`${file}:`)).toBe(true);
+    expect(result.errors[0].slice(file.length)).toMatch(/^:\d+:\d+: /);
   });
 
   test('hash-password reads stdin, strips one trailing newline, and prints a hash that verifies', async () => {
