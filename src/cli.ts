@@ -43,10 +43,12 @@ program
   .description('run the relay')
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .action(async (opts: { config: string }) => {
+    // Checked before the relay's modules load: a config that cannot run is refused without that wait.
+    const config = loadOrExit(opts.config);
     const { Relay } = await import('./relay.js');
     let relay: InstanceType<typeof Relay>;
     try {
-      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
+      relay = new Relay(config, { configSource: () => loadConfigFile(opts.config) });
     } catch (err) {
       // Files the config names (a smart host's `ca`, TLS keys, DKIM keys) are read here: a missing one is a config
       // error.
