@@ -5,8 +5,12 @@ import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import type { SmtpSink } from '../src/tools/sink';
 import { ChildRelay, tearDownChildRelay } from './helpers/child-relay';
-import { makeDkimKey } from './helpers/dkim';
-import { freePort, metricsText, metricValue, startSink, tempDir, waitFor } from './helpers/harness';
+import { makeDkimKey } from './helpers/dkim-key';
+import { freePort } from './helpers/free-port';
+import { metricsText, metricValue } from './helpers/metrics-text';
+import { startSink } from './helpers/start-sink';
+import { tempDir } from './helpers/temp-dir';
+import { waitFor } from './helpers/wait-for';
 import { openSession, type RawSmtpClient } from './helpers/smtp-client';
 
 /**
