@@ -1,5 +1,13 @@
 import { connect, type Socket } from 'node:net';
-import { connect as tlsConnect, TLSSocket, type ConnectionOptions } from 'node:tls';
+import {
+  connect as tlsConnect,
+  createSecureContext,
+  TLSSocket,
+  type ConnectionOptions,
+  type SecureContext,
+} from 'node:tls';
+
+let defaultContext: SecureContext | undefined;
 
 /**
  * A deliberately raw SMTP client for tests: exact bytes out, exact reply lines back, and a source
@@ -44,7 +52,11 @@ export class RawSmtpClient {
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
     plain.removeAllListeners('error');
-    const secure = tlsConnect({ socket: plain, rejectUnauthorized: false, ...options });
+    // Without options of its own, a session shares one client context: making one per handshake costs
+    // more than the handshake's own client side, and some tests open hundreds.
+    const shared = Object.keys(options).length === 0;
+    const context = shared ? { secureContext: (defaultContext ??= createSecureContext()) } : {};
+    const secure = tlsConnect({ socket: plain, rejectUnauthorized: false, ...context, ...options });
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', resolve);
       secure.once('error', reject);
