@@ -251,15 +251,7 @@ export class IngressSessions {
       }
       return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
     }
-    if (from !== '' && !isPlainAddress(from)) {
-      return this.reject(
-        session,
-        'address_syntax',
-        501,
-        `5.1.7 Sender address <${from}> is not relayed: quoted local parts and comments are not accepted`,
-        { from },
-      );
-    }
+    if (from !== '' && !isPlainAddress(from)) return this.notPlain(session, 'Sender', from);
     if (!(await this.deps.freeSpace.hasRoom())) {
       return this.reject(session, 'storage', 452, '4.3.1 Insufficient system storage, try again later', { from });
     }
@@ -274,15 +266,7 @@ export class IngressSessions {
     const { policy } = this.deps.current();
     if (!this.refreshClient(session))
       return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', { to });
-    if (!isPlainAddress(to)) {
-      return this.reject(
-        session,
-        'address_syntax',
-        501,
-        `5.1.3 Recipient address <${to}> is not relayed: quoted local parts and comments are not accepted`,
-        { to },
-      );
-    }
+    if (!isPlainAddress(to)) return this.notPlain(session, 'Recipient', to);
     const refusal = await policy?.rcptTo(session.client, to, acceptedSoFar);
     if (refusal) return this.refuse(session, refusal, { to });
     return { ok: true };
@@ -476,6 +460,20 @@ export class IngressSessions {
   private accessDenied(session: SessionState, envelope: { from?: string } = {}): Verdict {
     const message = `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`;
     return this.reject(session, 'access_denied', 554, message, envelope);
+  }
+
+  /** A quoted local part or a comment in MAIL FROM or RCPT TO: 501, with the address's own status code. */
+  private notPlain(session: SessionState, role: 'Sender' | 'Recipient', address: string): Verdict {
+    const status = role === 'Sender' ? '5.1.7' : '5.1.3';
+    const why = 'quoted local parts and comments are not accepted';
+    const message = `${status} ${role} address <${address}> is not relayed: ${why}`;
+    return this.reject(
+      session,
+      'address_syntax',
+      501,
+      message,
+      role === 'Sender' ? { from: address } : { to: address },
+    );
   }
 
   private reject(
