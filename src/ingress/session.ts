@@ -79,8 +79,8 @@ const MAX_MESSAGE_ID_LENGTH = 998;
 const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
 
 /**
- * The SMTP-facing decisions of DESIGN.md: who the session is, whether it may go on, and the
- * durable acceptance of DATA. Every refusal is reported with its reason.
+ * The SMTP-facing decisions of the reply contract (docs/architecture.md): who the session is, whether
+ * it may go on, and the durable acceptance of DATA. Every refusal is reported with its reason.
  */
 export class IngressSessions {
   /** Unidentified sessions (strangers not yet authenticated) open now, by listener name. */
