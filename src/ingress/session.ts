@@ -8,6 +8,7 @@ import type { MessageMeta } from '../spool/message';
 import type { FreeSpaceGuard } from '../spool/free-space';
 import type { IncomingFile } from '../spool/incoming';
 import type { SpoolStore } from '../spool/store';
+import { OpenCounts } from '../limits/open-counts';
 import type { ClientDirectory } from './clients';
 import { DataGuard, type DataViolation } from './data-guard';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from './filters';
@@ -84,7 +85,7 @@ const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
  */
 export class IngressSessions {
   /** Unidentified sessions (strangers not yet authenticated) open now, by listener name. */
-  private readonly unidentified = new Map<string, number>();
+  private readonly unidentified = new OpenCounts();
 
   constructor(private readonly deps: IngressDeps) {}
 
@@ -435,9 +436,8 @@ export class IngressSessions {
   /** Counts a stranger among the listener's unidentified sessions, or false when they are full. */
   private takeUnidentifiedPlace(session: SessionState): boolean {
     const name = session.listener.name;
-    const open = this.unidentified.get(name) ?? 0;
-    if (open >= session.listener.max_unidentified_clients) return false;
-    this.unidentified.set(name, open + 1);
+    if (this.unidentified.get(name) >= session.listener.max_unidentified_clients) return false;
+    this.unidentified.add(name);
     session.unidentified = true;
     return true;
   }
@@ -446,10 +446,7 @@ export class IngressSessions {
   private leaveUnidentified(session: SessionState): void {
     if (!session.unidentified) return;
     session.unidentified = false;
-    const name = session.listener.name;
-    const open = (this.unidentified.get(name) ?? 1) - 1;
-    if (open > 0) this.unidentified.set(name, open);
-    else this.unidentified.delete(name);
+    this.unidentified.remove(session.listener.name);
   }
 
   private refuse(session: SessionState, refusal: Refusal, envelope: { from?: string; to?: string } = {}): Verdict {
