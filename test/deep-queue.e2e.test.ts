@@ -277,7 +277,7 @@ describe('recovery runs in the background (child relay)', () => {
     }
   }
 
-  /** `count` committed message files, written in the spool's format directly (a test cannot wait for that many fsyncs). */
+  /** `count` committed message files in the spool's format, written directly (a test cannot wait for their fsyncs). */
   function writeQueue(queueDir: string, count: number): void {
     mkdirSync(queueDir, { recursive: true });
     const base = Date.now() - 60_000;

@@ -103,8 +103,7 @@ describe('one spool, one relay (child processes)', () => {
     const { pid } = (relay as ChildRelay).process;
     expect(run.stderr).toMatch(
       new RegExp(
-        `cannot start: spool .*spool is in use by a running relay \\(pid ${pid}, since ` +
-          '.*one spool has one relay',
+        `cannot start: spool .*spool is in use by a running relay \\(pid ${pid}, since .*one spool has one relay`,
       ),
     );
     expect(readdirSync(tmp)).toHaveLength(1);
