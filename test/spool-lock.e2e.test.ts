@@ -3,6 +3,7 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { LOCK_FILE, SpoolInUse, SpoolLock } from '../src/spool/lock';
 import type { SmtpSink } from '../src/tools/sink';
+import { runAdminCommand } from './helpers/admin-cli';
 import { ChildRelay, childRelayConfig, CLI, runCli, tearDownChildRelay } from './helpers/child-relay';
 import { freePort, removeDir, startSink, tempDir, waitFor, waitRecovered } from './helpers/harness';
 import { message, openSession } from './helpers/smtp-client';
@@ -154,24 +155,27 @@ describe('one spool, one relay (child processes)', () => {
     relay = null;
     const files = (folder: string) => readdirSync(path.join(dir, 'spool', folder)).sort();
 
+    // Real CLI processes where the point is a process of its own taking or meeting the lock (the first
+    // hold, the refusal below); the other commands run in this process (runAdminCommand: the same
+    // registered commands and exit status), which takes the spool's lock the same way.
     const hold = await runCli(['queue', 'hold', a, '-c', configFile]);
     expect(hold).toMatchObject({ code: 0, stdout: `${a}: held\n` });
     expect(hold.stderr).toMatch(/cannot reach the relay's admin API .*; acting on the spool directly/);
     expect(files('hold')).toEqual([`${a}.eml`, `${a}.json`]);
-    expect(await runCli(['queue', 'release', a, '--offline', '-c', configFile])).toMatchObject({
+    expect(await runAdminCommand(['queue', 'release', a, '--offline', '-c', configFile])).toMatchObject({
       code: 0,
       stdout: `${a}: released\n`,
     });
     expect(files('hold')).toEqual([]);
-    expect(await runCli(['queue', 'delete', b, '--offline', '-c', configFile])).toMatchObject({
+    expect(await runAdminCommand(['queue', 'delete', b, '--offline', '-c', configFile])).toMatchObject({
       code: 0,
       stdout: `${b}: deleted\n`,
     });
-    expect(await runCli(['queue', 'delete', b, '--offline', '-c', configFile])).toMatchObject({
+    expect(await runAdminCommand(['queue', 'delete', b, '--offline', '-c', configFile])).toMatchObject({
       code: 1,
       stdout: `${b}: no message ${b} in the spool\n`,
     });
-    expect(await runCli(['queue', 'hold', a, '--offline', '-c', configFile])).toMatchObject({ code: 0 });
+    expect(await runAdminCommand(['queue', 'hold', a, '--offline', '-c', configFile])).toMatchObject({ code: 0 });
     expect(existsSync(path.join(dir, 'spool', LOCK_FILE))).toBe(false);
 
     // The relay starts on the spool as the commands left it: the held message stays held.
@@ -188,7 +192,7 @@ describe('one spool, one relay (child processes)', () => {
       new RegExp(`is in use by a running relay \\(pid ${relay.process.pid},.*use the running relay's admin API`),
     );
     expect(files('hold')).toEqual([`${a}.eml`, `${a}.json`]);
-    expect(await runCli(['queue', 'release', a, '-c', configFile])).toMatchObject({
+    expect(await runAdminCommand(['queue', 'release', a, '-c', configFile])).toMatchObject({
       code: 0,
       stdout: `${a}: released\n`,
     });
