@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { access, open, readdir, readFile, rename, rm, statfs, unlink, utimes, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { LRUCache } from 'lru-cache';
+import { BoundedMap } from './bounded-map';
 import { DirectorySyncer } from './dir-sync';
 import { IncomingFile, WRITE_BUFFER_BYTES } from './incoming';
 import type { MessageMeta } from './message';
@@ -61,11 +61,10 @@ export class SpoolStore {
    * four file operations. Taken once; every change to a message goes through this store and drops
    * its entry, so it never disagrees with the disk. Bounded: a backed-up queue reads from disk.
    */
-  private readonly justCommitted = new LRUCache<string, CommittedCopy>({
-    max: 1000,
+  private readonly justCommitted = new BoundedMap<string, CommittedCopy>(1000, {
     // The message bytes kept for a first delivery are bounded in total, whatever the queue does.
-    maxSize: 8 * 1024 * 1024,
-    sizeCalculation: (copy) => copy.json.length + (copy.message?.length ?? 0) + 1,
+    maxWeight: 8 * 1024 * 1024,
+    weigh: (copy) => copy.json.length + (copy.message?.length ?? 0) + 1,
   });
   /**
    * Queued messages known to have no `.json` (committed or read as one file, state never changed
@@ -73,7 +72,7 @@ export class SpoolStore {
    * id first; an id not in here is removed the careful way. Bounded: a deep queue's messages wait on
    * disk, and one forgotten here costs one unlink that finds nothing.
    */
-  private readonly withoutStateFile = new LRUCache<string, true>({ max: 10_000 });
+  private readonly withoutStateFile = new BoundedMap<string, true>(10_000);
 
   constructor(readonly root: string) {
     this.tmpDir = path.join(root, 'tmp');
