@@ -477,12 +477,14 @@ export class SpoolStore {
     await writeFile(file, JSON.stringify(meta), { flush: true });
   }
 
+  // The folders are normalised once (constructor) and a file name adds no separator or dot segment of
+  // its own, so these run on every message without path.join's normalising of the whole path each time.
   private tmpPath(id: string, ext: string): string {
-    return path.join(this.tmpDir, `${id}${ext}`);
+    return `${this.tmpDir}${path.sep}${id}${ext}`;
   }
 
   private queuePath(id: string, ext: string): string {
-    return path.join(this.queueDir, `${id}${ext}`);
+    return `${this.queueDir}${path.sep}${id}${ext}`;
   }
 
   /** Releases the directory handles kept for fsyncs. */
