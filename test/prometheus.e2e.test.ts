@@ -28,7 +28,7 @@ const PROMETHEUS = findBinary('prometheus');
 const PROMTOOL = findBinary('promtool');
 const run = promisify(execFile);
 
-/** Every family of DESIGN.md's metrics contract (histograms by their base name). */
+/** Every family of the metrics contract (docs/architecture.md) (histograms by their base name). */
 const CONTRACT = [
   'smarthop_connections_total',
   'smarthop_connections_active',

@@ -6,8 +6,9 @@ import { headerPatternError } from '../message/header-pattern';
 import { parseDuration, parseHostPort, parseSize } from './units';
 
 /**
- * The `relay.config.yaml` contract of DESIGN.md. Keys stay snake_case as admins write them; sizes
- * become bytes and durations milliseconds so no stage ever parses a unit again.
+ * The `relay.config.yaml` contract (docs/configuration.md). Keys stay snake_case as admins write them;
+ * sizes become bytes and durations milliseconds so no stage ever parses a unit again. A block left out
+ * is read as `{}` (`.prefault({})`), so each default is written once, on its own field.
  */
 
 const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -236,7 +237,7 @@ const limitsSchema = z.strictObject({
       lockout: duration.default(900_000),
       delay: duration.default(1000),
     })
-    .default({ max: 10, window: 600_000, lockout: 900_000, delay: 1000 }),
+    .prefault({}),
   /**
    * Failed AUTHs for one username, from every address together: each one past `slow_after` is answered
    * `delay` late; past `max` within `window` the username gets 454 4.7.0 (temporary, no password
@@ -250,7 +251,7 @@ const limitsSchema = z.strictObject({
       delay: duration.default(2000),
     })
     .refine((budget) => budget.slow_after < budget.max, { path: ['slow_after'], message: 'must be less than max' })
-    .default({ slow_after: 10, max: 50, window: 3_600_000, delay: 2000 }),
+    .prefault({}),
   /** Bound on the addresses whose counters are kept in memory (least recently used dropped first). */
   max_tracked_addresses: positiveCount.default(100_000),
   ipv6_prefix: z.number().int().min(32).max(128).default(64),
@@ -266,7 +267,7 @@ const limitsSchema = z.strictObject({
    */
   password_checks: z
     .strictObject({ concurrent: positiveCount.default(2), queue: positiveCount.default(100) })
-    .default({ concurrent: 2, queue: 100 }),
+    .prefault({}),
 });
 
 /** An address as MAIL FROM and header From use it: local@domain, no display name, no brackets. */
@@ -366,7 +367,7 @@ const smarthostCommon = {
   connect_timeout: duration.default(10_000),
   socket_timeout: duration.default(60_000),
   rate_limits: z.array(quotaSchema).default([]),
-  breaker: breakerSchema.default({ failures: 3, cooldown: 30_000 }),
+  breaker: breakerSchema.prefault({}),
 };
 
 /** `type: smtp` (the default, and every smart host written before there were types). */
@@ -534,9 +535,7 @@ const webhookSchema = z.strictObject({
   timeout: duration.default(5_000),
   max_queue: z.number().int().min(1).max(1_000_000).default(10_000),
   max_attempts: z.number().int().min(1).max(100).default(10),
-  retry: z
-    .strictObject({ initial: duration.default(1_000), max: duration.default(60_000) })
-    .default({ initial: 1_000, max: 60_000 }),
+  retry: z.strictObject({ initial: duration.default(1_000), max: duration.default(60_000) }).prefault({}),
 });
 
 const eventsSchema = z
@@ -606,7 +605,7 @@ export const configSchema = z
           max: duration.default(3_600_000),
           factor: z.number().min(1).default(2),
         })
-        .default({ initial: 30_000, max: 3_600_000, factor: 2 }),
+        .prefault({}),
       min_free_disk: size.default(256 * 1024 * 1024),
     }),
     delivery: z
@@ -623,23 +622,14 @@ export const configSchema = z
          */
         queue_window: z.number().int().min(10).max(1_000_000).default(10_000),
       })
-      .default({ concurrency: 20, worker_thread: true, queue_window: 10_000 }),
+      .prefault({}),
     /** How long a stopping relay waits for open sessions before answering them 421. */
     shutdown_grace: duration.default(10_000),
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
     tls: tlsSchema.optional(),
     clients: z.array(clientSchema).min(1, 'at least one client is needed: nobody may relay otherwise'),
     policies: z.record(name, policySchema).default({}),
-    limits: limitsSchema.default({
-      connections_per_stranger: 10,
-      auth_failures: { max: 10, window: 600_000, lockout: 900_000, delay: 1000 },
-      auth_failures_per_username: { slow_after: 10, max: 50, window: 3_600_000, delay: 2000 },
-      max_tracked_addresses: 100_000,
-      ipv6_prefix: 64,
-      connection_rate_per_stranger: { window: 60_000, max: 120 },
-      ipv6_hosts_per_prefix: 4,
-      password_checks: { concurrent: 2, queue: 100 },
-    }),
+    limits: limitsSchema.prefault({}),
     routes: z.record(name, routeSchema),
     /** Also send every DSN to this address (a postmaster who wants to see bounces). */
     bounce_copy_to: z.email({ error: 'expected an email address' }).optional(),
@@ -648,8 +638,8 @@ export const configSchema = z
     events: eventsSchema.optional(),
     log: z
       .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
-      .default({ level: 'info' }),
-    state: stateSchema.default({ store: 'memory' }),
+      .prefault({}),
+    state: stateSchema.prefault({}),
   })
   .superRefine((config, ctx) => {
     const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });

@@ -1,4 +1,4 @@
-/** What one smart host said about one recipient (DESIGN.md, "Errors crossing a stage boundary are values"). */
+/** What one smart host said about one recipient (errors crossing a stage boundary are values, not exceptions). */
 
 export interface SmtpReply {
   code: number;

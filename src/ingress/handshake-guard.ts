@@ -1,5 +1,6 @@
 import type { LimitsConfig } from '../config/schema';
 import { addressKeys } from '../limits/address-key';
+import { OpenCounts } from '../limits/open-counts';
 
 /**
  * Connections that smtp-server holds before their session begins: on an implicit-TLS listener
@@ -26,7 +27,7 @@ export interface HandshakeGuardDeps {
 }
 
 export class HandshakeGuard {
-  private readonly open = new Map<string, number>();
+  private readonly open = new OpenCounts();
   private strangers = 0;
 
   constructor(private readonly deps: HandshakeGuardDeps) {}
@@ -36,19 +37,15 @@ export class HandshakeGuard {
     if (this.deps.trusted(peer)) return () => undefined;
     if (this.strangers >= this.deps.maxStrangers) return null;
     const counted = this.counted(peer);
-    if (counted.some(({ key, max }) => (this.open.get(key) ?? 0) >= max)) return null;
+    if (counted.some(({ key, max }) => this.open.get(key) >= max)) return null;
     this.strangers++;
-    for (const { key } of counted) this.open.set(key, (this.open.get(key) ?? 0) + 1);
+    for (const { key } of counted) this.open.add(key);
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.strangers--;
-      for (const { key } of counted) {
-        const left = (this.open.get(key) ?? 1) - 1;
-        if (left > 0) this.open.set(key, left);
-        else this.open.delete(key);
-      }
+      for (const { key } of counted) this.open.remove(key);
     };
   }
 

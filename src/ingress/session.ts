@@ -7,6 +7,7 @@ import type { MessageMeta } from '../spool/message';
 import type { FreeSpaceGuard } from '../spool/free-space';
 import type { IncomingFile } from '../spool/incoming';
 import type { SpoolStore } from '../spool/store';
+import { OpenCounts } from '../limits/open-counts';
 import type { ClientDirectory } from './clients';
 import { DataGuard, type DataViolation } from './data-guard';
 import type { BodyInspector, MessageContext, MessageFilter, Outgoing, Refusal } from './filters';
@@ -79,12 +80,12 @@ const MAX_MESSAGE_ID_LENGTH = 998;
 const STARTTLS_FIRST = '5.7.0 Must issue a STARTTLS command first';
 
 /**
- * The SMTP-facing decisions of DESIGN.md: who the session is, whether it may go on, and the
- * durable acceptance of DATA. Every refusal is reported with its reason.
+ * The SMTP-facing decisions of the reply contract (docs/architecture.md): who the session is, whether
+ * it may go on, and the durable acceptance of DATA. Every refusal is reported with its reason.
  */
 export class IngressSessions {
   /** Unidentified sessions (strangers not yet authenticated) open now, by listener name. */
-  private readonly unidentified = new Map<string, number>();
+  private readonly unidentified = new OpenCounts();
 
   constructor(private readonly deps: IngressDeps) {}
 
@@ -251,15 +252,7 @@ export class IngressSessions {
       }
       return this.reject(session, 'auth_required', 530, '5.7.0 Authentication required', { from });
     }
-    if (from !== '' && !isPlainAddress(from)) {
-      return this.reject(
-        session,
-        'address_syntax',
-        501,
-        `5.1.7 Sender address <${from}> is not relayed: quoted local parts and comments are not accepted`,
-        { from },
-      );
-    }
+    if (from !== '' && !isPlainAddress(from)) return this.notPlain(session, 'Sender', from);
     if (!(await this.deps.freeSpace.hasRoom())) {
       return this.reject(session, 'storage', 452, '4.3.1 Insufficient system storage, try again later', { from });
     }
@@ -274,15 +267,7 @@ export class IngressSessions {
     const { policy } = this.deps.current();
     if (!this.refreshClient(session))
       return this.reject(session, 'access_denied', 451, '4.7.0 Client configuration changed, try again', { to });
-    if (!isPlainAddress(to)) {
-      return this.reject(
-        session,
-        'address_syntax',
-        501,
-        `5.1.3 Recipient address <${to}> is not relayed: quoted local parts and comments are not accepted`,
-        { to },
-      );
-    }
+    if (!isPlainAddress(to)) return this.notPlain(session, 'Recipient', to);
     const refusal = await policy?.rcptTo(session.client, to, acceptedSoFar);
     if (refusal) return this.refuse(session, refusal, { to });
     return { ok: true };
@@ -451,9 +436,8 @@ export class IngressSessions {
   /** Counts a stranger among the listener's unidentified sessions, or false when they are full. */
   private takeUnidentifiedPlace(session: SessionState): boolean {
     const name = session.listener.name;
-    const open = this.unidentified.get(name) ?? 0;
-    if (open >= session.listener.max_unidentified_clients) return false;
-    this.unidentified.set(name, open + 1);
+    if (this.unidentified.get(name) >= session.listener.max_unidentified_clients) return false;
+    this.unidentified.add(name);
     session.unidentified = true;
     return true;
   }
@@ -462,10 +446,7 @@ export class IngressSessions {
   private leaveUnidentified(session: SessionState): void {
     if (!session.unidentified) return;
     session.unidentified = false;
-    const name = session.listener.name;
-    const open = (this.unidentified.get(name) ?? 1) - 1;
-    if (open > 0) this.unidentified.set(name, open);
-    else this.unidentified.delete(name);
+    this.unidentified.remove(session.listener.name);
   }
 
   private refuse(session: SessionState, refusal: Refusal, envelope: { from?: string; to?: string } = {}): Verdict {
@@ -476,6 +457,20 @@ export class IngressSessions {
   private accessDenied(session: SessionState, envelope: { from?: string } = {}): Verdict {
     const message = `5.7.1 Access denied: [${session.remoteAddress}] is not a permitted client`;
     return this.reject(session, 'access_denied', 554, message, envelope);
+  }
+
+  /** A quoted local part or a comment in MAIL FROM or RCPT TO: 501, with the address's own status code. */
+  private notPlain(session: SessionState, role: 'Sender' | 'Recipient', address: string): Verdict {
+    const status = role === 'Sender' ? '5.1.7' : '5.1.3';
+    const why = 'quoted local parts and comments are not accepted';
+    const message = `${status} ${role} address <${address}> is not relayed: ${why}`;
+    return this.reject(
+      session,
+      'address_syntax',
+      501,
+      message,
+      role === 'Sender' ? { from: address } : { to: address },
+    );
   }
 
   private reject(

@@ -40,7 +40,7 @@ export interface HeapSpace {
 }
 
 /**
- * The metrics contract of DESIGN.md on a registry of this relay's own (tests run many relays in one
+ * The metrics contract (docs/architecture.md) on a registry of this relay's own (tests run many relays in one
  * process, and prom-client throws on duplicate names in one registry).
  */
 export class Metrics {

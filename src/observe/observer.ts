@@ -5,7 +5,7 @@ import type { Logger } from './logger';
 import type { Metrics } from './metrics';
 import type { RecentEvents } from './recent-events';
 
-/** The event types that DESIGN.md makes one JSON event each (file and webhook). */
+/** The event types that the event contract (docs/architecture.md) makes one JSON event each (file and webhook). */
 const OUTCOME_TYPES = new Set(['received', 'rejected', 'delivered', 'deferred', 'bounced', 'expired']);
 /**
  * What `smarthop trace` needs on top of the outcomes to tell a message's whole story: every

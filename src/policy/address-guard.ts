@@ -4,6 +4,7 @@ import type { AuthAttempt, AuthOutcome, ConnectionGuard } from '../ingress/ports
 import type { WindowCounters, WindowLimit } from '../limits/window-counters';
 import type { Observer } from '../observe/events';
 import { addressKeys } from '../limits/address-key';
+import { OpenCounts } from '../limits/open-counts';
 import { AuthGuard } from './auth-guard';
 import { formatWindow, limitWording, rateLimitLabel, retryAfterSeconds } from './rate-limits';
 
@@ -47,7 +48,7 @@ interface CountedKey {
 }
 
 export class AddressGuard implements ConnectionGuard {
-  private readonly open = new Map<string, number>();
+  private readonly open = new OpenCounts();
   private readonly now: () => number;
   private readonly rate: ConnectionRate | null;
   private readonly strangerRate: ConnectionRate;
@@ -92,7 +93,7 @@ export class AddressGuard implements ConnectionGuard {
     const counted = this.counted(remoteAddress, networkClient);
     const max = this.connectionCap(networkClient);
     if (max !== undefined) {
-      const full = counted.find((entry) => (this.open.get(entry.key) ?? 0) >= max * entry.hosts);
+      const full = counted.find((entry) => this.open.get(entry.key) >= max * entry.hosts);
       if (full) {
         const most = max * full.hosts;
         const message = `4.7.0 Too many connections from [${full.where}] (at most ${most} at once); try again later`;
@@ -100,18 +101,14 @@ export class AddressGuard implements ConnectionGuard {
       }
     }
     // Check and take in one synchronous step, so two connections arriving together cannot both pass.
-    for (const entry of counted) this.open.set(entry.key, (this.open.get(entry.key) ?? 0) + 1);
+    for (const entry of counted) this.open.add(entry.key);
     const refusal = await this.consumeRates(counted, networkClient, client);
     if (refusal) this.disconnect(remoteAddress, networkClient);
     return refusal;
   }
 
   disconnect(remoteAddress: string, networkClient: boolean): void {
-    for (const { key } of this.counted(remoteAddress, networkClient)) {
-      const open = (this.open.get(key) ?? 0) - 1;
-      if (open > 0) this.open.set(key, open);
-      else this.open.delete(key);
-    }
+    for (const { key } of this.counted(remoteAddress, networkClient)) this.open.remove(key);
   }
 
   authenticate<T>(attempt: AuthAttempt, check: () => Promise<T | undefined>): Promise<AuthOutcome<T>> {

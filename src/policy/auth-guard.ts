@@ -120,11 +120,10 @@ export class AuthGuard {
     attempt: AuthAttempt,
     check: () => Promise<T | undefined>,
   ): Promise<AuthOutcome<T>> {
-    const { remoteAddress, client } = attempt;
-    if (attempt.closed?.aborted) return { kind: 'abandoned' };
+    const { client } = attempt;
     // A locked-out address gets no answer about any password, right or wrong.
-    const locked = await this.lockedKeys(keys, remoteAddress, client);
-    if (locked) return { kind: 'refused', refusal: locked };
+    const ended = await this.endedBeforeCheck(keys, attempt);
+    if (ended) return ended;
 
     const user = usernameKey(attempt.username);
     const known = await this.knownAddress(user, keys.known, this.now());
@@ -142,6 +141,13 @@ export class AuthGuard {
     }
   }
 
+  /** An attempt that ends without a check: its client is gone, or its address (or prefix) is locked out. */
+  private async endedBeforeCheck(keys: AttemptKeys, attempt: AuthAttempt): Promise<AuthOutcome<never> | undefined> {
+    if (attempt.closed?.aborted) return { kind: 'abandoned' };
+    const locked = await this.lockedKeys(keys, attempt.remoteAddress, attempt.client);
+    return locked ? { kind: 'refused', refusal: locked } : undefined;
+  }
+
   /** With a place to check in: the reservations, the check, and what it says. */
   private async checked<T>(
     keys: AttemptKeys,
@@ -152,9 +158,8 @@ export class AuthGuard {
   ): Promise<AuthOutcome<T>> {
     const { remoteAddress, client } = attempt;
     // The wait for a place may have been long: a lockout set meanwhile, or a client gone, ends it here.
-    if (attempt.closed?.aborted) return { kind: 'abandoned' };
-    const locked = await this.lockedKeys(keys, remoteAddress, client);
-    if (locked) return { kind: 'refused', refusal: locked };
+    const ended = await this.endedBeforeCheck(keys, attempt);
+    if (ended) return ended;
     const now = this.now();
     const reserved = await this.reserveFailure(keys, now);
     // The window holds `max` failures (or checks under way elsewhere in the fleet): no check until it ends.
