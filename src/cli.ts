@@ -6,22 +6,22 @@ import { Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
 import { registerAdminCommands } from './admin/commands';
 import { registerTraceCommand } from './admin/trace-command';
-import { loadConfigFile } from './config/load';
 import type { RelayConfig } from './config/schema';
 import { parseHostPort } from './config/units';
 import { hashPassword } from './ingress/password';
-import { loadRouteKeys } from './forward/reenvelope/dkim-keys';
 import type { DNSResolver } from 'mailauth';
 import { VERSION } from './version';
 
-// The relay, the sink and nodemailer are loaded by the commands that use them, so the admin
-// commands (run often, from scripts and health checks) start quickly.
+// The relay, the sink, nodemailer and the config loader (the whole schema) are loaded by the commands
+// that use them, so the admin commands (run often, from scripts and health checks) start quickly.
 
 const program = new Command('smarthop')
   .description('SMTP relay for LAN applications: trusted clients in, smart hosts out')
   .version(VERSION);
 
-function loadOrExit(file: string): RelayConfig {
+async function loadOrExit(file: string): Promise<RelayConfig> {
+  const { loadConfigFile } = await import('./config/load.js');
+  const { loadRouteKeys } = await import('./forward/reenvelope/dkim-keys.js');
   const result = loadConfigFile(file);
   // Key files are part of the config: a missing or wrong DKIM key is reported like any other error.
   const errors = result.ok ? loadRouteKeys(result.config.routes).errors : result.errors;
@@ -44,9 +44,10 @@ program
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
   .action(async (opts: { config: string }) => {
     const { Relay } = await import('./relay.js');
+    const { loadConfigFile } = await import('./config/load.js');
     let relay: InstanceType<typeof Relay>;
     try {
-      relay = new Relay(loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
+      relay = new Relay(await loadOrExit(opts.config), { configSource: () => loadConfigFile(opts.config) });
     } catch (err) {
       // Files the config names (a smart host's `ca`, TLS keys, DKIM keys) are read here: a missing one is a config
       // error.
@@ -89,8 +90,8 @@ program
   .command('check-config')
   .description('validate a config file; prints every error with its path, exit 1 on error')
   .option('-c, --config <file>', 'config file', 'relay.config.yaml')
-  .action((opts: { config: string }) => {
-    const config = loadOrExit(opts.config);
+  .action(async (opts: { config: string }) => {
+    const config = await loadOrExit(opts.config);
     process.stdout.write(
       `${opts.config}: ok (${config.listeners.length} listener(s), ${config.clients.length} client(s), ` +
         `${Object.keys(config.routes).length} route(s), ${config.smarthosts.length} smart host(s))\n`,
@@ -111,7 +112,8 @@ program
     const { runDoctor } = await import('./tools/doctor/doctor.js');
     const { exitCode, formatGraphReport, formatReport, graphExitCode } = await import('./tools/doctor/report.js');
     const { checkGraphHost } = await import('./tools/doctor/graph.js');
-    const config = loadOrExit(opts.config);
+    const { loadRouteKeys } = await import('./forward/reenvelope/dkim-keys.js');
+    const config = await loadOrExit(opts.config);
     const { keys } = loadRouteKeys(config.routes);
     const rows = await runDoctor({ config, keys, resolver: await resolverOrExit(opts.dns) });
     const graphHosts = config.smarthosts.flatMap((host) => (host.type === 'graph' ? [host] : []));

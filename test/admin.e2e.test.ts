@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { stringify } from 'yaml';
 import type { MessageDetail, QueueListing, StatusReport } from '../src/admin/types';
 import type { SmtpSink } from '../src/tools/sink';
+import { runAdminCommand } from './helpers/admin-cli';
 import { runCli } from './helpers/child-relay';
 import {
   baseConfig,
@@ -309,16 +310,17 @@ describe('admin API and queue commands', () => {
     const { httpPort } = await relay();
     const target = ['--url', `http://127.0.0.1:${httpPort}`];
     const env = { SMARTHOP_API_TOKEN: TOKEN };
+    // The commands' output and status, run in this process; the real binary's exit codes are checked below.
+    const cli = (args: string[]) => runAdminCommand([...args, ...target, '--token', TOKEN]);
     const a = await send(['a@example.com']);
     const b = await send(['b@other.example']);
     await deferredCount(2);
 
-    // Each run is a node process of its own: the ones that only read go at once.
     const [list, json, show, showJson] = await Promise.all([
-      runCli(['queue', 'list', ...target], env),
-      runCli(['queue', 'list', '--recipient', 'other.example', '--json', ...target], env),
-      runCli(['queue', 'show', a, ...target], env),
-      runCli(['queue', 'show', a, '--json', ...target], env),
+      cli(['queue', 'list']),
+      cli(['queue', 'list', '--recipient', 'other.example', '--json']),
+      cli(['queue', 'show', a]),
+      cli(['queue', 'show', a, '--json']),
     ]);
     expect(list.code).toBe(0);
     const lines = list.stdout.trim().split('\n');
@@ -341,25 +343,19 @@ describe('admin API and queue commands', () => {
     expect(show.stdout).not.toContain(BODY_MARKER);
     expect(JSON.parse(showJson.stdout)).toMatchObject({ id: a, state: 'deferred' });
 
-    expect(await runCli(['queue', 'hold', a, b, ...target], env)).toMatchObject({
-      code: 0,
-      stdout: `${a}: held\n${b}: held\n`,
-    });
-    expect((await runCli(['queue', 'list', '--state', 'held', '--json', ...target], env)).stdout).toContain(a);
-    expect(await runCli(['queue', 'release', b, ...target], env)).toMatchObject({
-      code: 0,
-      stdout: `${b}: released\n`,
-    });
+    expect(await cli(['queue', 'hold', a, b])).toMatchObject({ code: 0, stdout: `${a}: held\n${b}: held\n` });
+    expect((await cli(['queue', 'list', '--state', 'held', '--json'])).stdout).toContain(a);
+    expect(await cli(['queue', 'release', b])).toMatchObject({ code: 0, stdout: `${b}: released\n` });
     await deferredCount(1);
-    expect(await runCli(['queue', 'retry', b, ...target], env)).toMatchObject({ code: 0, stdout: `${b}: due now\n` });
-    const flush = await runCli(['queue', 'flush', '--json', ...target], env);
+    expect(await cli(['queue', 'retry', b])).toMatchObject({ code: 0, stdout: `${b}: due now\n` });
+    const flush = await cli(['queue', 'flush', '--json']);
     expect(JSON.parse(flush.stdout)).toEqual({ flushed: expect.any(Number) });
-    expect(await runCli(['queue', 'delete', a, ...target], env)).toMatchObject({ code: 0, stdout: `${a}: deleted\n` });
+    expect(await cli(['queue', 'delete', a])).toMatchObject({ code: 0, stdout: `${a}: deleted\n` });
 
     const [status, statusJson, reload] = await Promise.all([
-      runCli(['status', ...target], env),
-      runCli(['status', '--json', ...target], env),
-      runCli(['reload', ...target], env),
+      cli(['status']),
+      cli(['status', '--json']),
+      cli(['reload']),
     ]);
     expect(status.code).toBe(0);
     expect(status.stdout).toMatch(/^queue: +\d+ ready \(\d+ active\), \d+ deferred, 0 held, 0 dead$/m);
@@ -375,7 +371,8 @@ describe('admin API and queue commands', () => {
     expect(reload.code).toBe(1);
     expect(reload.stdout).toContain('reload refused');
 
-    // Refusals and failures have distinct exit codes.
+    // Refusals and failures have distinct exit codes, as the built CLI's processes exit with them (the
+    // token from the environment, as a script would pass it).
     const unreachable = `http://127.0.0.1:${await freePort()}`;
     const [gone, noToken, holdAgain, down] = await Promise.all([
       runCli(['queue', 'show', a, ...target], env),
@@ -407,7 +404,7 @@ describe('admin API and queue commands', () => {
         http: { address: `127.0.0.1:${await freePort()}`, token: '${SMARTHOP_API_TOKEN}' },
       }),
     );
-    const offline = await runCli(['queue', 'list', '-c', configFile, '--json']);
+    const offline = await runAdminCommand(['queue', 'list', '-c', configFile, '--json']);
     expect(offline.code).toBe(0);
     expect(offline.stderr).toMatch(/cannot reach the relay's admin API .*reading the spool directly/);
     const listing = JSON.parse(offline.stdout) as QueueListing;
@@ -415,10 +412,10 @@ describe('admin API and queue commands', () => {
       [a, 'deferred'],
       [b, 'held'],
     ]);
-    const held = await runCli(['queue', 'list', '-c', configFile, '--state', 'held']);
+    const held = await runAdminCommand(['queue', 'list', '-c', configFile, '--state', 'held']);
     expect(held.stdout).toMatch(new RegExp(`^${b}\\s+held`, 'm'));
     expect(existsSync(path.join(dir, 'spool', 'tmp'))).toBe(true); // reading never touches the spool
     // Other commands need the running relay.
-    expect((await runCli(['status', '-c', configFile])).code).toBe(2);
+    expect((await runAdminCommand(['status', '-c', configFile])).code).toBe(2);
   }, 120_000);
 });

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page, type Request } from 'playwright-core';
 import { removeDir, tempDir } from './helpers/harness';
 import { recordSkip } from './helpers/skip';
 import { startTrafficRelay, type TrafficRelay } from './helpers/trace-traffic';
@@ -34,12 +34,22 @@ jest.setTimeout(90_000);
   let dir = '';
   let relay: TrafficRelay;
   let browser: Browser;
+  /**
+   * The admin's tab: a browser context with the token as its Basic password, shared by the tests that
+   * sign in (each context costs chromium a renderer process, most of a second of CPU).
+   */
+  let admin: Page;
 
   beforeAll(async () => {
     dir = tempDir('smarthop-page-');
     relay = await startTrafficRelay(dir);
     // playwright starts chromium with a fresh, empty profile of its own (its --user-data-dir).
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const context = await browser.newContext({
+      httpCredentials: { username: 'admin', password: relay.token },
+      viewport: { width: 1400, height: 1100 },
+    });
+    admin = await context.newPage();
   });
   afterAll(async () => {
     await browser?.close();
@@ -51,13 +61,10 @@ jest.setTimeout(90_000);
   const base = () => `http://127.0.0.1:${relay.running.httpPort}`;
 
   test('queue, smart hosts, top clients, last events; the trace box finds a bounce and its DSN', async () => {
-    const context = await browser.newContext({
-      httpCredentials: { username: 'admin', password: relay.token },
-      viewport: { width: 1400, height: 1100 },
-    });
-    const page = await context.newPage();
+    const page = admin;
     const requests: string[] = [];
-    page.on('request', (request) => requests.push(request.url()));
+    const record = (request: Request) => requests.push(request.url());
+    page.on('request', record);
     const response = await page.goto(`${base()}/`);
     expect(response?.status()).toBe(200);
     expect(response?.headers()['content-security-policy']).toMatch(/^default-src 'none'; style-src 'sha256-/);
@@ -108,7 +115,7 @@ jest.setTimeout(90_000);
     // The token reached no log line, and no URL the browser asked for.
     expect(relay.logLines.join('\n')).not.toContain(relay.token);
     expect(requests.some((url) => url.includes(relay.token))).toBe(false);
-    await context.close();
+    page.off('request', record);
   });
 
   test('without the right token the browser shows nothing: the answer is a Basic challenge', async () => {
@@ -148,12 +155,10 @@ jest.setTimeout(90_000);
   });
 
   test('a bad pattern in the trace box is explained on the page', async () => {
-    const context = await browser.newContext({ httpCredentials: { username: 'admin', password: relay.token } });
-    const page = await context.newPage();
+    const page = admin;
     await page.goto(`${base()}/?by=recipient&q=${encodeURIComponent('!nobody@example.com')}&since=24h`);
     expect(await page.textContent('#trace-error')).toMatch(/^recipient: negated patterns are not supported/);
     await page.goto(`${base()}/?by=queue_id&q=NOSUCHID0001&since=`);
     expect(await page.textContent('#trace-empty')).toBe('No message matches.');
-    await context.close();
   });
 });
