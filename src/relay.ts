@@ -137,8 +137,13 @@ export class Relay {
     this.heloName = config.hostname;
     this.deliveryThread = config.delivery.worker_thread ? new DeliveryThread(config.hostname, this.logger) : null;
     const files = buildEventOutputs(config.events, { metrics: this.metrics, logger: this.logger });
-    const outputs = [...files, this.recentEvents];
-    this.observer = new RelayObserver({ metrics: this.metrics, logger: this.logger, outputs, activity: this.activity });
+    this.observer = new RelayObserver({
+      metrics: this.metrics,
+      logger: this.logger,
+      outputs: files,
+      recent: this.recentEvents,
+      activity: this.activity,
+    });
     this.store = new SpoolStore(config.spool.dir);
     this.counterStores = new CounterStores(config.state, {
       onBackendChange: (change) => this.observer.emit({ type: 'state_backend', ...change }),

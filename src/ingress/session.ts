@@ -1,5 +1,4 @@
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientConfig, ListenerConfig, RelayConfig } from '../config/schema';
 import { chooseRoute } from './router';
@@ -17,6 +16,7 @@ import { HeaderSplitter } from '../message/header-splitter';
 import { isPlainAddress } from '../message/plain-address';
 import type { AuthOutcome, ConnectionGuard, SessionPolicy } from './ports';
 import { buildReceivedHeader } from './received-header';
+import { pipeChain } from './stream-chain';
 
 /** What the SMTP adapter answers: go on, or this exact reply. */
 export type Verdict = { ok: true } | { ok: false; code: number; message: string };
@@ -346,7 +346,7 @@ export class IngressSessions {
       let refusal: Refusal | undefined;
       try {
         incoming.stream.write(trace);
-        await pipeline(stream, guard, splitter, incoming.stream);
+        await pipeChain(stream, [guard, splitter], incoming.stream);
         refusal = await filtering.end();
       } catch (err) {
         stream.resume();

@@ -42,8 +42,11 @@ interface SessionEntry {
   connection: ClientConnection;
   commandLine: CommandLineDeadline;
   identifyTimer?: NodeJS.Timeout;
-  /** Aborted when the connection closes (state.closed). */
-  closing: AbortController;
+  /**
+   * Aborted when the connection closes (state.closed). Made at the session's first AUTH, the only
+   * step that waits on it: most sessions (LAN hosts known by their address) never authenticate.
+   */
+  closing?: AbortController;
 }
 
 export class SmtpListener {
@@ -185,6 +188,7 @@ export class SmtpListener {
       },
       onAuth: (auth, session, callback) => {
         const state = this.state(session);
+        this.signalClose(session);
         this.deps.sessions.auth(state, auth.username ?? '', auth.password ?? '').then(
           (verdict) => {
             if (!verdict.ok) return callback(toError(verdict));
@@ -233,7 +237,7 @@ export class SmtpListener {
         const entry = this.entries.get(session);
         if (!entry) return;
         entry.closed = true;
-        entry.closing.abort(CONNECTION_CLOSED);
+        entry.closing?.abort(CONNECTION_CLOSED);
         entry.commandLine.stop();
         clearTimeout(entry.identifyTimer);
         if (entry.accepted) this.deps.sessions.close(entry.state, true);
@@ -248,14 +252,12 @@ export class SmtpListener {
     }
     const { listener, sessions } = this.deps;
     const { remoteAddress, secure } = session;
-    const closing = new AbortController();
-    const state: SessionState = { listener, remoteAddress, secure, heloName: '', esmtp: true, closed: closing.signal };
+    const state: SessionState = { listener, remoteAddress, secure, heloName: '', esmtp: true };
     const entry: SessionEntry = {
       state,
       accepted: false,
       closed: false,
       connection,
-      closing,
       commandLine: new CommandLineDeadline(listener.command_deadline, () => this.drop(entry, 'command_line')),
     };
     this.entries.set(session, entry);
@@ -276,6 +278,14 @@ export class SmtpListener {
       },
       (err: Error) => callback(internalError(err, this.deps.logger)),
     );
+  }
+
+  /** From now on the session's `closed` signal aborts when the connection closes. */
+  private signalClose(session: SMTPServerSession): void {
+    const entry = this.entries.get(session);
+    if (!entry || entry.closing) return;
+    entry.closing = new AbortController();
+    entry.state.closed = entry.closing.signal;
   }
 
   /** The session authenticated: no identify deadline any more. */

@@ -31,6 +31,19 @@ export class HeaderBlock {
     return new HeaderBlock(fields);
   }
 
+  /**
+   * A copy to edit, sharing the field objects: no method changes a field in place (an edit replaces
+   * it), so the copy's edits never show in this block.
+   */
+  copy(): HeaderBlock {
+    return new HeaderBlock([...this.fields]);
+  }
+
+  /** Whether this block holds exactly the fields of `other`, in order: a copy of it that nothing edited. */
+  sameFieldsAs(other: HeaderBlock): boolean {
+    return this.fields.length === other.fields.length && this.fields.every((field, i) => field === other.fields[i]);
+  }
+
   all(name: string): HeaderField[] {
     const key = name.toLowerCase();
     return this.fields.filter((field) => field.key === key);

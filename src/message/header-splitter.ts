@@ -70,7 +70,7 @@ export class HeaderSplitter extends Transform {
       this.tooLarge();
       return callback();
     }
-    const buffered = Buffer.concat(this.pending, this.pendingBytes);
+    const buffered = this.pending.length === 1 ? chunk : Buffer.concat(this.pending, this.pendingBytes);
     this.pending = [];
     this.inBody = true;
     this.emitHeaders(buffered.subarray(0, headerEnd), buffered.subarray(bodyStart), true).then(
@@ -123,9 +123,14 @@ export class HeaderSplitter extends Transform {
       this.headerOutOfBounds = problem;
       return;
     }
-    const editable = HeaderBlock.parse(headerBytes);
+    const editable = this.original.copy();
     await this.onHeaders(editable);
-    this.push(editable.toBuffer());
+    if (!editable.sameFieldsAs(this.original)) this.push(editable.toBuffer());
+    else if (headerBytes.length > 0) {
+      // Unedited: the bytes as they came are what toBuffer() would rebuild from them.
+      this.push(headerBytes);
+      this.push(CRLF);
+    }
     if (hasBody) this.push(CRLF);
     if (rest.length > 0) {
       await this.onBody(rest);

@@ -51,10 +51,20 @@ export function formatMailbox(mailbox: Mailbox): string {
 
 /** What one address field (From, Sender) names: as its parser reads it, and as any reader could (mentions.ts). */
 export interface FieldAddresses {
-  mailboxes: Mailbox[];
-  mentioned: string[];
+  readonly mailboxes: readonly Readonly<Mailbox>[];
+  readonly mentioned: readonly string[];
 }
 
+/**
+ * The field read last and what it names. The policy's From check and the route's From rewrite read
+ * the same From of a message one after the other, and parsing it is the costliest step of either;
+ * the answer is read-only, so the two can share it.
+ */
+let lastRead: { value: string; addresses: FieldAddresses } | null = null;
+
 export function readAddressField(value: string): FieldAddresses {
-  return { mailboxes: parseMailboxes(value), mentioned: addressesMentioned(value) };
+  if (lastRead?.value !== value) {
+    lastRead = { value, addresses: { mailboxes: parseMailboxes(value), mentioned: addressesMentioned(value) } };
+  }
+  return lastRead.addresses;
 }

@@ -3,6 +3,7 @@ import type { EventOutput } from './event-file';
 import type { Observer, RelayEvent } from './events';
 import type { Logger } from './logger';
 import type { Metrics } from './metrics';
+import type { RecentEvents } from './recent-events';
 
 /** The event types that the event contract (docs/architecture.md) makes one JSON event each (file and webhook). */
 const OUTCOME_TYPES = new Set(['received', 'rejected', 'delivered', 'deferred', 'bounced', 'expired']);
@@ -18,6 +19,8 @@ export interface ObserverDeps {
   logger: Logger;
   /** Where outcome events go (events.jsonl, webhook); none when `events` is not configured. */
   outputs: readonly EventOutput[];
+  /** The last outcome and trace events, for the status page (they take what the events file takes). */
+  recent?: RecentEvents;
   /** Per-client traffic of the last hour, for `smarthop status`. */
   activity: ClientActivity;
   now?: () => number;
@@ -42,6 +45,7 @@ export class RelayObserver implements Observer {
     this.metrics.record(event);
     this.log(event);
     if (event.type === 'received') this.deps.activity.record(event.client, event.to.length, this.now());
+    if (OUTCOME_TYPES.has(event.type) || TRACE_TYPES.has(event.type)) this.deps.recent?.record(event);
     if (OUTCOME_TYPES.has(event.type) && this.deps.outputs.length > 0) {
       const json = toJsonEvent(event);
       for (const output of this.deps.outputs) output.write(json);
@@ -55,9 +59,14 @@ export class RelayObserver implements Observer {
     await Promise.all(this.deps.outputs.map((output) => output.close()));
   }
 
+  /**
+   * The events of every message (received, delivered, attempt, connection) build their line only
+   * when its level is logged: otherwise each message builds lines and fields that pino then drops.
+   */
   private log(event: RelayEvent): void {
     switch (event.type) {
       case 'received':
+        if (!this.logger.isLevelEnabled('info')) return;
         this.logger.info(
           {
             event: event.type,
@@ -89,9 +98,10 @@ export class RelayObserver implements Observer {
       case 'deferred':
       case 'bounced':
       case 'expired': {
+        const level = event.type === 'delivered' ? 'info' : 'warn';
+        if (!this.logger.isLevelEnabled(level)) return;
         const status = event.type === 'delivered' ? 'sent' : event.type;
         const relay = event.relay ?? 'none';
-        const level = event.type === 'delivered' ? 'info' : 'warn';
         this.logger[level](
           {
             event: event.type,
@@ -164,12 +174,14 @@ export class RelayObserver implements Observer {
         );
         return;
       case 'connection':
+        if (!this.logger.isLevelEnabled('debug')) return;
         this.logger.debug(
           { event: event.type, remote: event.remote, listener: event.listener, result: event.result },
           `connect from [${event.remote}] on ${event.listener}: ${event.result}`,
         );
         return;
       case 'attempt':
+        if (!this.logger.isLevelEnabled('debug')) return;
         this.logger.debug(
           { event: event.type, queue_id: event.queueId, smarthost: event.smarthost, outcome: event.outcome },
           `${event.queueId}: attempt via ${event.relay}: ${event.outcome} (${event.response})`,
@@ -234,8 +246,9 @@ export class RelayObserver implements Observer {
   }
 }
 
-export function toJsonEvent(event: RelayEvent): Record<string, unknown> {
-  const ts = new Date().toISOString();
+/** `at`: when the event was emitted (ms since the epoch). */
+export function toJsonEvent(event: RelayEvent, at = Date.now()): Record<string, unknown> {
+  const ts = new Date(at).toISOString();
   switch (event.type) {
     case 'received':
       return {

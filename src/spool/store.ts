@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { access, open, readdir, readFile, rename, rm, statfs, unlink, utimes, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { LRUCache } from 'lru-cache';
+import { BoundedMap } from './bounded-map';
 import { DirectorySyncer } from './dir-sync';
 import { IncomingFile, WRITE_BUFFER_BYTES } from './incoming';
 import type { MessageMeta } from './message';
@@ -61,11 +61,10 @@ export class SpoolStore {
    * four file operations. Taken once; every change to a message goes through this store and drops
    * its entry, so it never disagrees with the disk. Bounded: a backed-up queue reads from disk.
    */
-  private readonly justCommitted = new LRUCache<string, CommittedCopy>({
-    max: 1000,
+  private readonly justCommitted = new BoundedMap<string, CommittedCopy>(1000, {
     // The message bytes kept for a first delivery are bounded in total, whatever the queue does.
-    maxSize: 8 * 1024 * 1024,
-    sizeCalculation: (copy) => copy.json.length + (copy.message?.length ?? 0) + 1,
+    maxWeight: 8 * 1024 * 1024,
+    weigh: (copy) => copy.json.length + (copy.message?.length ?? 0) + 1,
   });
   /**
    * Queued messages known to have no `.json` (committed or read as one file, state never changed
@@ -73,7 +72,8 @@ export class SpoolStore {
    * id first; an id not in here is removed the careful way. Bounded: a deep queue's messages wait on
    * disk, and one forgotten here costs one unlink that finds nothing.
    */
-  private readonly withoutStateFile = new LRUCache<string, true>({ max: 10_000 });
+  private readonly withoutStateFile = new BoundedMap<string, true>(10_000);
+  private readonly idRandom = new RandomHex(ID_RANDOM_BYTES);
 
   constructor(readonly root: string) {
     this.tmpDir = path.join(root, 'tmp');
@@ -114,7 +114,7 @@ export class SpoolStore {
 
   /** Time-ordered (so `ls` sorts by arrival) and unguessable; safe as a file name. */
   newId(): string {
-    return Date.now().toString(36).toUpperCase().padStart(9, '0') + randomBytes(5).toString('hex').toUpperCase();
+    return Date.now().toString(36).toUpperCase().padStart(9, '0') + this.idRandom.next().toUpperCase();
   }
 
   /** A new message file in `tmp/`, for DATA to stream into. */
@@ -478,12 +478,14 @@ export class SpoolStore {
     await writeFile(file, JSON.stringify(meta), { flush: true });
   }
 
+  // The folders are normalised once (constructor) and a file name adds no separator or dot segment of
+  // its own, so these run on every message without path.join's normalising of the whole path each time.
   private tmpPath(id: string, ext: string): string {
-    return path.join(this.tmpDir, `${id}${ext}`);
+    return `${this.tmpDir}${path.sep}${id}${ext}`;
   }
 
   private queuePath(id: string, ext: string): string {
-    return path.join(this.queueDir, `${id}${ext}`);
+    return `${this.queueDir}${path.sep}${id}${ext}`;
   }
 
   /** Releases the directory handles kept for fsyncs. */
@@ -509,6 +511,30 @@ export function isSpoolId(id: string): boolean {
 /** The time an id was made (its first nine characters, base 36 milliseconds). */
 export function idTime(id: string): number {
   return parseInt(id.slice(0, 9), 36);
+}
+
+/** The unguessable part of an id: 40 bits. */
+const ID_RANDOM_BYTES = 5;
+
+/**
+ * Random hex strings of a fixed size, cut from a batch of random bytes fetched for 1,000 at a time:
+ * one call into the crypto library for each id cost as much CPU as the rest of making it. Every
+ * byte is used once.
+ */
+class RandomHex {
+  private batch = Buffer.alloc(0);
+  private at = 0;
+
+  constructor(private readonly bytes: number) {}
+
+  next(): string {
+    if (this.at + this.bytes > this.batch.length) {
+      this.batch = randomBytes(this.bytes * 1000);
+      this.at = 0;
+    }
+    this.at += this.bytes;
+    return this.batch.toString('hex', this.at - this.bytes, this.at);
+  }
 }
 
 /** Where `open` sets the previous run's `tmp/` aside until recovery removes it. */
