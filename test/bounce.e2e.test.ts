@@ -196,7 +196,9 @@ describe('per-recipient outcomes and DSNs', () => {
     const relay = await relayWith([{ name: 'provider', port: provider.port }], {
       spool: {
         dir: path.join(t.dir, 'spool'),
-        max_queue_lifetime: '800ms',
+        // Long enough for the first attempt to end (deferred) before it, on a loaded machine too: an
+        // attempt that ends after the lifetime expires the recipient at once, without a deferral.
+        max_queue_lifetime: '2500ms',
         retry: { initial: '200ms', max: '200ms', factor: 1 },
         min_free_disk: 0,
       },
