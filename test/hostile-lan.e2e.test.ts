@@ -2,7 +2,15 @@ import { request } from 'node:http';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { parseConfig } from '../src/config/load';
 import { hashPassword } from '../src/ingress/password';
-import { baseConfig, makeCertificate, metricsText, metricValue, relayPerDescribe, waitFor } from './helpers/harness';
+import {
+  baseConfig,
+  listenerPerAuthMode,
+  makeCertificate,
+  metricsText,
+  metricValue,
+  relayPerDescribe,
+  waitFor,
+} from './helpers/harness';
 import { message, openSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 /**
@@ -16,10 +24,7 @@ describe('hostile LAN: smaller holes', () => {
   const t = relayPerDescribe(async (dir) => ({
     tls: makeCertificate(dir),
     listeners: [
-      { name: 'off', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
-      { name: 'optional', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
-      { name: 'required', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
-      { name: 'implicit', address: '127.0.0.1:0', tls: 'implicit', auth: 'required' },
+      ...listenerPerAuthMode(),
       { name: 'strict', address: '127.0.0.1:0', tls: 'none', auth: 'off', line_endings: 'strict' },
       { name: 'insecure', address: '127.0.0.1:0', tls: 'none', auth: 'optional', allow_insecure_auth: true },
       { name: 'opportunistic', address: '127.0.0.1:0', tls: 'starttls', auth: 'optional', allow_insecure_auth: true },

@@ -1,7 +1,7 @@
 import { connect as tlsConnect } from 'node:tls';
 import { prng } from '../bench/prng';
 import { hashPassword } from '../src/ingress/password';
-import { makeCertificate, relayPerDescribe, waitFor } from './helpers/harness';
+import { listenerPerAuthMode, makeCertificate, relayPerDescribe, waitFor } from './helpers/harness';
 import { message, openSession, openTlsSession, plainAuth, RawSmtpClient } from './helpers/smtp-client';
 
 /**
@@ -14,10 +14,7 @@ describe('hostile input', () => {
   const t = relayPerDescribe(async (dir) => ({
     tls: makeCertificate(dir),
     listeners: [
-      { name: 'off', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
-      { name: 'optional', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
-      { name: 'required', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
-      { name: 'implicit', address: '127.0.0.1:0', tls: 'implicit', auth: 'required' },
+      ...listenerPerAuthMode(),
       { name: 'v6', address: '[::1]:0', tls: 'none', auth: 'off' },
       { name: 'patient', address: '127.0.0.1:0', tls: 'none', auth: 'off', greeting_delay: '300ms' },
       { name: 'small', address: '127.0.0.1:0', tls: 'none', auth: 'off', max_clients: 3, socket_timeout: '1500ms' },

@@ -18,7 +18,7 @@ export { freePort } from './free-port';
 export { metricsText, metricValue } from './metrics-text';
 export { readQueued, recoverAll, spoolPerTest } from './spool-fixtures';
 export { removeDir, tempDir } from './temp-dir';
-export { baseConfig, buildConfig, smtpHost, type SmartHostSpec } from './test-config';
+export { baseConfig, buildConfig, listenerPerAuthMode, smtpHost, type SmartHostSpec } from './test-config';
 export { TokenEndpoint } from './token-endpoint';
 export { startSink } from './start-sink';
 export { waitFor } from './wait-for';

@@ -51,3 +51,17 @@ export function baseConfig(
     ...overrides,
   };
 }
+
+/**
+ * One listener of each way of meeting a client: no AUTH, AUTH optional, STARTTLS then AUTH required,
+ * implicit TLS then AUTH required (names `off`, `optional`, `required`, `implicit`). Needs the config's
+ * top-level `tls`.
+ */
+export function listenerPerAuthMode(): Record<string, unknown>[] {
+  return [
+    { name: 'off', address: '127.0.0.1:0', tls: 'none', auth: 'off' },
+    { name: 'optional', address: '127.0.0.1:0', tls: 'none', auth: 'optional' },
+    { name: 'required', address: '127.0.0.1:0', tls: 'starttls', require_tls: true, auth: 'required' },
+    { name: 'implicit', address: '127.0.0.1:0', tls: 'implicit', auth: 'required' },
+  ];
+}
