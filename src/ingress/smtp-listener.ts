@@ -286,6 +286,8 @@ export class SmtpListener {
     if (!entry || entry.closing) return;
     entry.closing = new AbortController();
     entry.state.closed = entry.closing.signal;
+    // A connection gone before its AUTH reached here: the check is abandoned, as it would have been.
+    if (entry.closed) entry.closing.abort(CONNECTION_CLOSED);
   }
 
   /** The session authenticated: no identify deadline any more. */
