@@ -15,7 +15,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
-RUN npm run build && npm prune --omit=dev
+RUN npm run build -- --incremental false && npm prune --omit=dev
 
 # Runtime stage: only the built relay and its production dependencies, as the non-root `node` user.
 FROM ${BASE}

@@ -39,18 +39,23 @@ export default function globalSetup(): void {
 }
 
 /**
- * Builds dist/ (`npm run build`) when any source is newer. `npm test` has just built, so there it
- * only checks. Type errors do not stop the run (tsc still writes every file, so dist/ is the current
- * source); `npm run build` and CI report them.
+ * Builds dist/ when any source is newer. `npm test` has just built, so there it only checks. The
+ * build here is a whole one (`--incremental false`): an incremental build skips a source whose
+ * content its build info already has (a file touched, or checked out again unchanged) and an output
+ * deleted by hand, and either would leave dist/ looking stale. Type errors do not stop the run (tsc
+ * still writes every file, so dist/ is the current source); `npm run build` and CI report them.
  */
 function buildIfStale(): void {
   const stale = staleSources();
   if (stale.length === 0) return;
   const shown = stale.slice(0, 3).join(', ') + (stale.length > 3 ? ', …' : '');
   process.stderr.write(
-    `\ndist/ is older than ${stale.length} source file(s) (${shown}): running npm run build first\n`,
+    `\ndist/ is older than ${stale.length} source file(s) (${shown}): running a whole build first\n`,
   );
-  const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, encoding: 'utf8' });
+  const build = spawnSync('npm', ['run', '--silent', 'build', '--', '--incremental', 'false'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
   if (build.status !== 0) process.stderr.write(`npm run build reported errors:\n${build.stdout}${build.stderr}\n`);
   const still = staleSources();
   if (still.length > 0) throw new Error(`dist/ is still older than ${still.join(', ')} after npm run build`);
