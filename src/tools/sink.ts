@@ -96,6 +96,12 @@ export class SmtpSink {
   private address: AddressInfo | null = null;
   /** The number the next captured file gets. */
   private nextFileNumber = 1;
+  /**
+   * Sessions whose message is complete and being captured, by session id, until its reply is
+   * written: a close lets each of them have its reply first (see close).
+   */
+  private readonly replyOwed = new Map<string, Promise<void>>();
+  private closing: Promise<void> | null = null;
 
   constructor(private readonly options: SinkOptions = {}) {
     this.behaviour = options.behaviour ?? { mode: 'accept' };
@@ -127,6 +133,8 @@ export class SmtpSink {
       ...(options.idleTimeoutMs !== undefined ? { socketTimeout: options.idleTimeoutMs } : {}),
       onConnect: (_session, callback) => {
         this.openConnections++;
+        if (this.closing)
+          return callback(Object.assign(new Error('4.3.2 Shutting down, try later'), { responseCode: 421 }));
         const b = this.behaviour;
         if (b.mode === 'defer' && b.atConnect)
           return callback(
@@ -196,16 +204,26 @@ export class SmtpSink {
         stream.on('data', (chunk: Buffer) => chunks.push(chunk));
         stream.on('end', () => {
           const data = Buffer.concat(chunks);
-          this.record(session, data).then(
-            (id) => {
-              const answer = () => {
-                callback(null, `2.0.0 Ok: captured as ${id}`);
-                this.countTaken(session);
-              };
-              if (this.options.dataReplyDelayMs) setTimeout(answer, this.options.dataReplyDelayMs);
-              else answer();
-            },
+          const replied = this.record(session, data).then(
+            (id) =>
+              new Promise<void>((resolve) => {
+                const answer = () => {
+                  callback(null, `2.0.0 Ok: captured as ${id}`);
+                  this.countTaken(session);
+                  resolve();
+                };
+                if (this.options.dataReplyDelayMs) setTimeout(answer, this.options.dataReplyDelayMs);
+                else answer();
+              }),
             (err: Error) => callback(Object.assign(new Error(`4.3.0 ${err.message}`), { responseCode: 451 })),
+          );
+          this.replyOwed.set(
+            session.id,
+            replied.finally(() => {
+              this.replyOwed.delete(session.id);
+              // The reply is written (smtp-server sends it inside the callback): a closing sink hangs up behind it.
+              if (this.closing) this.endSession(session);
+            }),
           );
         });
       },
@@ -228,10 +246,23 @@ export class SmtpSink {
     return this.address.port;
   }
 
+  /**
+   * Stops the sink. A session whose message is already captured gets its reply first and is then
+   * ended: cut between the capture and its 250, the client would take the message for undelivered
+   * and send it again, to be captured twice. Every other session is cut at once (hanging and
+   * half-open test connections must not hold the close), and a connection that arrives meanwhile
+   * is told 421.
+   */
   close(): Promise<void> {
-    // Hanging and half-open test connections must not hold the close for the grace period.
-    for (const { socket } of sessionSockets(this.server)) socket.destroy();
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  private async shutDown(): Promise<void> {
+    for (const { session, socket } of sessionSockets(this.server))
+      if (!this.replyOwed.has(session.id)) socket.destroy();
+    await Promise.all(this.replyOwed.values());
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
   /** Every recipient address of every captured message, in arrival order. */
