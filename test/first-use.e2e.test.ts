@@ -124,10 +124,13 @@ describe('first use', () => {
     const captures = path.join(dir, 'captures');
     const sinkPort = await freePort();
     const running = await startRelay(buildConfig(baseConfig(dir, [{ name: 'primary', port: sinkPort }]), dir));
+    // A round that fails leaves its sink running: it would hold the port and keep jest from exiting.
+    let live: { sink: ChildProcess; exited: Promise<number | null> } | null = null;
     try {
       for (let round = 1; round <= 2; round++) {
         const sink = spawn(process.execPath, [CLI, 'sink', '--listen', `127.0.0.1:${sinkPort}`, '--dir', captures]);
         const watched = watch(sink);
+        live = { sink, exited: watched.exited };
         await watched.waitFor(/sink: listening on .* \(pid \d+\)/, 'the sink');
         expect(watched.output()).toContain(`(pid ${sink.pid})`);
         const { client } = await openSession(running.smtpPort);
@@ -142,9 +145,14 @@ describe('first use', () => {
         expect(readdirSync(captures).sort().pop()).toBe(`${String(round).padStart(6, '0')}-${id}.eml`);
         sink.kill('SIGTERM');
         await watched.exited;
+        live = null;
       }
       expect(readdirSync(captures)).toHaveLength(2);
     } finally {
+      if (live) {
+        live.sink.kill('SIGKILL');
+        await live.exited;
+      }
       await running.stop();
     }
   });
