@@ -12,7 +12,8 @@ import { readCpuTimes, readThreadSchedule, scheduleShare, type ScheduleShare } f
 import { formatProfile, parseCpuProfile, summarizeProfile, type ProfileSummary } from './profile/cpu-profile';
 import { BenchRedis } from './redis-server';
 import { runTraceBench } from './trace';
-import { freePort, RelayProcess } from './relay-process';
+import { freePort } from './free-port';
+import { RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type SendResult, type Timeouts } from './smtp-client';
 
 /**

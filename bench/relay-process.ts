@@ -2,7 +2,6 @@ import { generateKeyPairSync } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
@@ -19,21 +18,6 @@ export interface RelayPorts {
   sink: number;
 }
 
-/** A port the kernel just handed out; it is closed again, so a tiny race with other programs remains. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (port === 0) throw new Error('could not find a free port');
-  return port;
-}
-
-/** What a run counts and where: `limits` puts every message through the counters, `redisUrl` keeps them in Redis. */
 export interface BenchState {
   limits: boolean;
   redisUrl?: string;

@@ -6,7 +6,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { stringify } from 'yaml';
 import { SmtpSink } from '../src/tools/sink';
 import { prng } from './prng';
-import { freePort, RelayProcess } from './relay-process';
+import { freePort } from './free-port';
+import { RelayProcess } from './relay-process';
 import { buildMessage, sendOne, type ConnectionRegistry, type Timeouts } from './smtp-client';
 
 /**

@@ -7,7 +7,7 @@ import { checkGraphHost } from '../src/tools/doctor/graph';
 import { formatGraphReport, graphExitCode } from '../src/tools/doctor/report';
 import { CLI } from './helpers/child-relay';
 import { graphPkiPerFile, OUTSIDE_MAILBOX, startGraphEmulator, type GraphEmulator } from './helpers/graph-emulator';
-import { freePort } from './helpers/free-port';
+import { freePort } from '../bench/free-port';
 import { removeDir, tempDir } from './helpers/temp-dir';
 import { baseConfig, buildConfig } from './helpers/test-config';
 

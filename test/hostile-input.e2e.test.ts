@@ -6,7 +6,7 @@ import { stringify } from 'yaml';
 import type { SmtpSink } from '../src/tools/sink';
 import { ChildRelay, tearDownChildRelay } from './helpers/child-relay';
 import { makeDkimKey } from './helpers/dkim-key';
-import { freePort } from './helpers/free-port';
+import { freePort } from '../bench/free-port';
 import { metricsText, metricValue } from './helpers/metrics-text';
 import { openSession, type RawSmtpClient } from './helpers/smtp-client';
 import { startSink } from './helpers/start-sink';

@@ -8,7 +8,7 @@ import {
   type WindowCounters,
   type WindowLimit,
 } from '../src/limits/window-counters';
-import { freePort } from './helpers/free-port';
+import { freePort } from '../bench/free-port';
 import { removeDir, tempDir } from './helpers/temp-dir';
 import { waitFor } from './helpers/wait-for';
 import { findBinary } from './helpers/prometheus';

@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { readCpuTimes, readThreadSchedule, treeCpuSeconds, type ThreadSchedule } from '../cpu/cpu-time';
 import { onInterrupt } from '../interrupt';
 import { PostfixInstance } from '../postfix/instance';
-import { freePort, RelayProcess, type BenchState } from '../relay-process';
+import { freePort } from '../free-port';
+import { RelayProcess, type BenchState } from '../relay-process';
 
 /**
  * What a comparison phase sends its load to: smarthop as a child process, a private Postfix, or

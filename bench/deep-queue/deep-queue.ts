@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError } from 'commander';
 import { SmtpSink } from '../../src/tools/sink';
-import { freePort, RelayProcess, type RelayPorts } from '../relay-process';
+import { freePort } from '../free-port';
+import { RelayProcess, type RelayPorts } from '../relay-process';
 import { buildMessage, sendOne } from '../smtp-client';
 import { fillSpool } from './fill';
 

@@ -14,7 +14,7 @@ import { waitFor } from './wait-for';
  * the whole relay imports from one place.
  */
 export { makeCertificate, makeCertificateAuthority } from './certificates';
-export { freePort } from './free-port';
+export { freePort } from '../../bench/free-port';
 export { metricsText, metricValue } from './metrics-text';
 export { readQueued, recoverAll, spoolPerTest } from './spool-fixtures';
 export { removeDir, tempDir } from './temp-dir';

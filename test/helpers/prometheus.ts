@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
-import { freePort } from './free-port';
+import { freePort } from '../../bench/free-port';
 
 export { findBinary } from '../../bench/find-binary';
 

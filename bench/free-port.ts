@@ -4,9 +4,10 @@ import { createServer } from 'node:net';
 /**
  * Where the kernel hands out ports for `listen(0)` and for outgoing connections' source ports. A
  * port bound and released again is only free until one of those takes it: another suite running
- * beside this one, or any connection's source port, could get it between our check and our use, and
- * a "down" smart host would then answer (a fresh-clone CI run once waited 15 s for two deferrals that
- * never came). Ports below this range are handed out by nobody but freePort.
+ * beside this one, or any connection's source port, could get it between our check and our use. A
+ * "down" smart host would then answer, or a relay child started on it would fail with EADDRINUSE
+ * (the bench and the tests both start relays on ports picked here). Ports below this range are
+ * handed out by nobody but freePort.
  */
 function ephemeralPortRange(): [number, number] {
   try {
