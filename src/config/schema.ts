@@ -380,6 +380,14 @@ const smtpSmarthostSchema = z.strictObject({
   auth: smarthostAuthSchema.optional(),
   max_connections: z.number().int().min(1).max(100).default(5),
   /**
+   * Messages sent over one pooled connection before it is closed and a new one opened. A host that
+   * ends its connections after N messages (an idle or per-connection cap) should get N here: a
+   * message handed to a connection the host is ending is tried again, but while other messages are
+   * in flight it can meet ending connections several times and be deferred (Postfix's
+   * smtp_connection_reuse_count_limit is the same knob).
+   */
+  messages_per_connection: z.number().int().min(1).max(100_000).default(1000),
+  /**
    * Most recipients per transaction to this host; a bigger envelope is sent over several. Providers
    * cap it (SES and Postmark at 50, Gmail at 100) and may refuse the whole message past it; 50 is
    * also Postfix's default (smtp_destination_recipient_limit).

@@ -224,7 +224,7 @@ function poolSettings(config: SmtpSmartHostConfig, heloName: string, ca: Buffer 
     tls: { rejectUnauthorized: config.tls_verify, ...(ca !== undefined ? { ca } : {}) },
     auth: transportAuth(config),
     maxConnections: config.max_connections,
-    maxMessages: 1000,
+    maxMessages: config.messages_per_connection,
     connectionTimeout: config.connect_timeout,
     greetingTimeout: config.connect_timeout,
     socketTimeout: config.socket_timeout,
