@@ -1,5 +1,5 @@
 import { mkdirSync, readdirSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { link, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
@@ -271,17 +271,28 @@ export class SmtpSink {
   }
 
   /** Exclusive create: a number another sink (or an earlier run) took meanwhile is skipped, never overwritten. */
+  /**
+   * The message is written whole under a hidden temporary name, then linked to its capture name, so
+   * whoever watches the folder never reads a capture still being written; a link, unlike a rename,
+   * fails when the name is taken, so nothing is overwritten.
+   */
   private async writeCapture(dir: string, data: Buffer): Promise<string> {
     const head = data.subarray(0, 64 * 1024).toString('latin1');
     const queueId = SMARTHOP_RECEIVED_ID.exec(head)?.[1];
-    for (;;) {
-      const name = `${String(this.nextFileNumber++).padStart(6, '0')}${queueId ? `-${queueId}` : ''}.eml`;
-      try {
-        await writeFile(path.join(dir, name), data, { flag: 'wx' });
-        return name;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const temporary = path.join(dir, `.capture-${process.pid}-${this.count}.tmp`);
+    await writeFile(temporary, data, { flag: 'wx' });
+    try {
+      for (;;) {
+        const name = `${String(this.nextFileNumber++).padStart(6, '0')}${queueId ? `-${queueId}` : ''}.eml`;
+        try {
+          await link(temporary, path.join(dir, name));
+          return name;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        }
       }
+    } finally {
+      await rm(temporary, { force: true });
     }
   }
 
