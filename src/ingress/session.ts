@@ -318,7 +318,7 @@ export class IngressSessions {
       remoteAddress: config.routes[outgoing.route]?.received_include_address ? session.remoteAddress : undefined,
     });
     const filtering = new FilterRun(filters ?? [], { queueId: id, client, session, envelope, trace, outgoing });
-    const splitter = new HeaderSplitter(
+    const splitter: HeaderSplitter = new HeaderSplitter(
       MAX_HEADER_BYTES,
       (headers) => filtering.headers(headers, splitter.original as HeaderBlock),
       (chunk) => filtering.body(chunk),
