@@ -18,6 +18,7 @@ export interface RelayPorts {
   sink: number;
 }
 
+/** What a run counts and where: `limits` puts every message through the counters, `redisUrl` keeps them in Redis. */
 export interface BenchState {
   limits: boolean;
   redisUrl?: string;

@@ -270,11 +270,11 @@ export class SmtpSink {
     return this.messages.flatMap((m) => m.to);
   }
 
-  /** Exclusive create: a number another sink (or an earlier run) took meanwhile is skipped, never overwritten. */
   /**
    * The message is written whole under a hidden temporary name, then linked to its capture name, so
-   * whoever watches the folder never reads a capture still being written; a link, unlike a rename,
-   * fails when the name is taken, so nothing is overwritten.
+   * whoever watches the folder never reads a capture still being written. A link, unlike a rename,
+   * fails when the name is taken: a number another sink (or an earlier run) took meanwhile is
+   * skipped, never overwritten.
    */
   private async writeCapture(dir: string, data: Buffer): Promise<string> {
     const head = data.subarray(0, 64 * 1024).toString('latin1');
