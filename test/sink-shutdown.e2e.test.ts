@@ -32,6 +32,19 @@ describe('a sink stopped while it owes a reply', () => {
     await expect(RawSmtpClient.connect(sink.port)).rejects.toThrow(/ECONNREFUSED/);
   });
 
+  test('a connection that arrives while it waits to answer a captured message is told 421', async () => {
+    let stopping: Promise<void> | undefined;
+    // The reply held a moment, so the stop is still waiting for it when the newcomer connects.
+    const sink: SmtpSink = await t.sink({ dataReplyDelayMs: 300, onMessage: () => (stopping = sink.close()) });
+    const { client } = await openSession(sink.port);
+    const reply = client.sendMessage('app@corp.example', ['user@example.com'], message());
+    await waitFor(() => stopping !== undefined, 5_000, 'the stop');
+    const newcomer = await openSession(sink.port);
+    expect(newcomer.greeting).toMatch(/^421 4\.3\.2 /);
+    expect(await reply).toBe('250 2.0.0 Ok: captured as 1');
+    await stopping;
+  });
+
   test('a relay delivers to it once, at the first attempt, and at once to the sink restarted on its port', async () => {
     const captures = path.join(t.dir, 'captures');
     const eventsFile = path.join(t.dir, 'events.jsonl');

@@ -204,19 +204,23 @@ export class SmtpSink {
         stream.on('data', (chunk: Buffer) => chunks.push(chunk));
         stream.on('end', () => {
           const data = Buffer.concat(chunks);
-          const replied = this.record(session, data).then(
-            (id) =>
-              new Promise<void>((resolve) => {
-                const answer = () => {
-                  callback(null, `2.0.0 Ok: captured as ${id}`);
-                  this.countTaken(session);
-                  resolve();
-                };
-                if (this.options.dataReplyDelayMs) setTimeout(answer, this.options.dataReplyDelayMs);
-                else answer();
-              }),
-            (err: Error) => callback(Object.assign(new Error(`4.3.0 ${err.message}`), { responseCode: 451 })),
-          );
+          // The capture starts a microtask later, so the reply is owed (below) before onMessage, or
+          // anything else the capture runs, can stop the sink.
+          const replied = Promise.resolve()
+            .then(() => this.record(session, data))
+            .then(
+              (id) =>
+                new Promise<void>((resolve) => {
+                  const answer = () => {
+                    callback(null, `2.0.0 Ok: captured as ${id}`);
+                    this.countTaken(session);
+                    resolve();
+                  };
+                  if (this.options.dataReplyDelayMs) setTimeout(answer, this.options.dataReplyDelayMs);
+                  else answer();
+                }),
+              (err: Error) => callback(Object.assign(new Error(`4.3.0 ${err.message}`), { responseCode: 451 })),
+            );
           this.replyOwed.set(
             session.id,
             replied.finally(() => {
