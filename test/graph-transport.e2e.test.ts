@@ -12,6 +12,7 @@ import {
   startGraphEmulator,
   type GraphEmulator,
 } from './helpers/graph-emulator';
+import { makeDkimKey } from './helpers/dkim-key';
 import { baseConfig, buildConfig, makeCertificate, removeDir, tempDir } from './helpers/harness';
 import { buildMime, fakePdf } from './helpers/mime-build';
 import { messageView } from './helpers/mime-view';
@@ -323,7 +324,7 @@ describe('Graph smart host transport: certificate credentials', () => {
   });
 
   test("a client assertion signed with the certificate's key (PS256, x5t#S256) gets the token", async () => {
-    const app = makeCertificate(dir, 'app.test');
+    const app = makeCertificate(dir, 'app.test', 'rsa');
     const started = await startGraphEmulator(dir, { clientSecret: undefined, certificate: app.cert }, pki);
     emulator = started.emulator;
     const tokenUrl = emulator.tokenUrl;
@@ -354,10 +355,9 @@ describe('Graph smart host transport: certificate credentials', () => {
     }
   });
 
-  test("a key that is not the certificate's stops the host from being built", () => {
-    // The app's certificate with another key pair's private key: the emulator's, already made for this file.
-    const app = makeCertificate(dir, 'app.test');
-    const config = buildConfig(
+  /** A Graph smart host with the app's certificate and the private key in `keyFile`. */
+  const withKey = (app: { cert: string }, keyFile: string) =>
+    buildConfig(
       baseConfig(dir, [
         {
           name: 'm365',
@@ -365,12 +365,25 @@ describe('Graph smart host transport: certificate credentials', () => {
           tenant: 't.test',
           client_id: 'c',
           mailbox: MAILBOX,
-          certificate: { cert: app.cert, key: pki.key },
+          certificate: { cert: app.cert, key: keyFile },
         },
       ]),
       dir,
     ).smarthosts[0] as GraphSmartHostConfig;
+
+  test("an RSA key that is not the certificate's stops the host from being built", () => {
+    // The app's certificate with another RSA key pair's private key (one the DKIM tests share).
+    const app = makeCertificate(dir, 'app.test', 'rsa');
+    const config = withKey(app, makeDkimKey(dir, 'rsa').file);
     expect(() => new GraphSmartHost(config)).toThrow('certificate.key is not the private key of certificate.cert');
+  });
+
+  test('a key that is not RSA stops the host from being built: the assertion is signed with PS256', () => {
+    // The emulator's P-256 key, already made for this file.
+    const config = withKey(makeCertificate(dir, 'app.test', 'rsa'), pki.key);
+    expect(() => new GraphSmartHost(config)).toThrow(
+      'smart host m365: certificate.key must be an RSA key (the assertion is signed with PS256)',
+    );
   });
 });
 

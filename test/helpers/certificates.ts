@@ -3,26 +3,43 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { madeOncePerRun } from './run-cache';
 
-/** openssl's arguments for a new RSA key and a certificate signed with it, valid for two days (one test run). */
-function selfSignedArgs(key: string, cert: string, subject: string, extensions: string[]): string[] {
-  const head = ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2'];
+/**
+ * The key a certificate is made with. EC P-256 unless a test needs RSA: openssl takes about half a
+ * CPU-second to make an RSA-2048 key and each TLS handshake signs with it, where a P-256 key costs
+ * next to nothing. RSA is asked for where the key type is what is tested: static-RSA cipher suites,
+ * and Graph's client assertions (PS256).
+ */
+export type KeyType = 'ec' | 'rsa';
+
+/** openssl's `-newkey` argument and its options for a key of this type. */
+function newKeyArgs(keyType: KeyType): string[] {
+  return keyType === 'rsa' ? ['-newkey', 'rsa:2048'] : ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
+}
+
+/** openssl's arguments for a new key and a certificate signed with it, valid for two days (one test run). */
+function selfSignedArgs(key: string, cert: string, subject: string, extensions: string[], keyType: KeyType): string[] {
+  const head = ['req', '-x509', ...newKeyArgs(keyType), '-nodes', '-keyout', key, '-out', cert, '-days', '2'];
   return [...head, '-subj', subject, ...extensions.flatMap((extension) => ['-addext', extension])];
 }
 
 /** A self-signed certificate made with openssl for this test run; returns the file paths. */
-export function makeCertificate(dir: string, commonName = 'relay.test'): { cert: string; key: string } {
+export function makeCertificate(
+  dir: string,
+  commonName = 'relay.test',
+  keyType: KeyType = 'ec',
+): { cert: string; key: string } {
   const [certFile, keyFile] = [`${commonName}.crt`, `${commonName}.key`];
-  madeOncePerRun(dir, `self-signed-${commonName}`, [certFile, keyFile], (into) => {
+  madeOncePerRun(dir, `self-signed-${keyType}-${commonName}`, [certFile, keyFile], (into) => {
     const [key, cert] = [path.join(into, keyFile), path.join(into, certFile)];
     const names = `subjectAltName=DNS:${commonName},IP:127.0.0.1`;
-    execFileSync('openssl', selfSignedArgs(key, cert, `/CN=${commonName}`, [names]), { stdio: 'ignore' });
+    execFileSync('openssl', selfSignedArgs(key, cert, `/CN=${commonName}`, [names], keyType), { stdio: 'ignore' });
   });
   return { cert: path.join(dir, certFile), key: path.join(dir, keyFile) };
 }
 
 /**
- * A private CA and a leaf it signed (SAN DNS:<name>, IP:127.0.0.1), made with openssl for this test
- * run: smart hosts that speak TLS with a certificate nothing else trusts.
+ * A private CA and a leaf it signed (SAN DNS:<name>, IP:127.0.0.1), both with P-256 keys, made with
+ * openssl for this test run: smart hosts that speak TLS with a certificate nothing else trusts.
  */
 export function makeCertificateAuthority(
   dir: string,
@@ -38,8 +55,8 @@ export function makeCertificateAuthority(
     const ext = path.join(into, `${leafName}.ext`);
     const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
     const caExtensions = ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'];
-    run(selfSignedArgs(caKey, ca, '/CN=smarthop test CA', caExtensions));
-    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
+    run(selfSignedArgs(caKey, ca, '/CN=smarthop test CA', caExtensions, 'ec'));
+    run(['req', ...newKeyArgs('ec'), '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${leafName}`]);
     writeFileSync(
       ext,
       `basicConstraints=CA:FALSE\nsubjectAltName=DNS:${leafName},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`,
