@@ -19,9 +19,13 @@ describe('inline delivery verdict', () => {
   const t = relayPerTest();
   const { sink } = t;
 
+  /**
+   * The default inline_timeout is far above what an attempt takes, so that on a loaded machine the
+   * verdict is still the attempt's and never the timeout's (both answer 250 when delivered).
+   */
   function relayWith(
     hosts: SmartHostSpec[],
-    inlineTimeout = '5s',
+    inlineTimeout = '20s',
     overrides: Record<string, unknown> = {},
   ): Promise<RunningRelay> {
     return t.relayWith(hosts, {
