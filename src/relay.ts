@@ -237,6 +237,7 @@ export class Relay {
       store: this.store,
       freeSpace: new FreeSpaceGuard(() => this.store.freeBytes(), config.spool.min_free_disk),
       observer: this.observer,
+      // Both take the message into the scheduler before returning, as the session needs (IngressDeps).
       onQueued: async (meta, listener) => {
         if (listener.delivery === 'inline') return inline.deliver(meta, listener.inline_timeout);
         this.scheduler.enqueue(meta, meta.nextAttemptAt);

@@ -2,10 +2,13 @@ import { mkdirSync, readdirSync, readFileSync, readlinkSync, truncateSync, unlin
 import * as path from 'node:path';
 import type { MessageMeta } from '../src/spool/message';
 import { WRITE_BUFFER_BYTES } from '../src/spool/incoming';
+import { QueueScanner } from '../src/spool/queue-scan';
+import { Scheduler } from '../src/spool/scheduler';
 import { SpoolStore } from '../src/spool/store';
 import { encodeTrailer, FOOTER_BYTES } from '../src/spool/trailer';
 import { recoverAll, spoolPerTest } from './helpers/spool-fixtures';
 import { queuedMeta } from './helpers/queued-meta';
+import { waitFor } from './helpers/wait-for';
 
 /**
  * A message is committed as one file (its bytes, then its metadata): what the relay reads back,
@@ -271,5 +274,67 @@ describe('spool: one file per committed message', () => {
     const trailer = encodeTrailer('{"a":1}');
     expect(trailer.toString('latin1')).toBe('{"a":1}\n0000000007 smarthop-meta\n');
     expect(trailer.length - 7).toBe(FOOTER_BYTES);
+  });
+});
+
+/**
+ * A queue scan that runs between a commit's rename and the session handing the message to the
+ * scheduler leaves that message to the session: otherwise the scheduler starts an attempt of its
+ * own, and an inline listener's attempt cannot run (its client got 250 for a message every smart host
+ * refused, and a DSN went to the sender instead).
+ */
+describe('spool: the queue scan and a message still being handed over', () => {
+  const spool = spoolPerTest();
+
+  /** A scheduler that counts the ends of the scan's passes and records its attempts. */
+  class WatchedScheduler extends Scheduler {
+    passes = 0;
+    override diskCounted(due: number, oldest: { at: number; id: string } | null): void {
+      this.passes++;
+      super.diskCounted(due, oldest);
+    }
+  }
+
+  test('a pass skips a committed message until handedOver; the next pass loads it', async () => {
+    const { store } = spool;
+    const attempts: string[] = [];
+    const scheduler: WatchedScheduler = new WatchedScheduler({
+      attempt: async (id) => {
+        attempts.push(id);
+        return { kind: 'retry', at: Date.now() + 3_600_000 };
+      },
+      concurrency: 1,
+      onAttemptError: () => 3_600_000,
+      queued: () => store.queuedCount,
+    });
+    const scanner = new QueueScanner({ store, scheduler });
+    scheduler.attachBacklog(scanner);
+    try {
+      scanner.start();
+      await waitFor(() => scheduler.passes === 1, 5000, 'the first pass over the empty queue');
+
+      const id = store.newId();
+      const incoming = await store.createIncoming(id);
+      const body = Buffer.from('Subject: x\r\n\r\nbody\r\n');
+      await new Promise<void>((resolve, reject) =>
+        incoming.stream.end(body, (err?: Error | null) => (err ? reject(err) : resolve())),
+      );
+      const now = Date.now();
+      await store.commit(queuedMeta(id, body.length, { receivedAt: now, nextAttemptAt: now }), incoming);
+      expect(store.isArriving(id)).toBe(true);
+      scanner.wake({ now: true });
+      await waitFor(() => scheduler.passes === 2, 5000, 'a pass while the message is being handed over');
+      expect(scheduler.has(id)).toBe(false);
+      expect(attempts).toEqual([]);
+
+      // A session that failed before handing it over: the message is on disk, and the scan takes it.
+      store.handedOver(id);
+      scanner.wake({ now: true });
+      await waitFor(() => attempts.length === 1, 5000, 'the attempt of the message the scan loaded');
+      expect(attempts).toEqual([id]);
+    } finally {
+      scanner.stop();
+      await scheduler.stop();
+    }
   });
 });

@@ -67,6 +67,8 @@ export interface IngressDeps {
    * Called once a message is durable in the queue (after the fsync, before any reply): it is
    * scheduled, or on a `delivery: inline` listener tried at once. Says what the client is told:
    * go on (250), or the smart hosts' own 5xx (the message is then already gone from the spool).
+   * The scheduler must have the message before the returned promise is made (no await first): the
+   * queue scan leaves the message alone only until this returns.
    */
   onQueued: (meta: MessageMeta, listener: ListenerConfig) => Promise<Verdict>;
 }
@@ -397,21 +399,29 @@ export class IngressSessions {
       if (!meta) await incoming.discard().catch(() => undefined);
     }
 
-    if (guard.normalizedLineEndings > 0)
-      this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
-    this.deps.observer.emit({
-      type: 'received',
-      queueId: id,
-      client: client.name,
-      listener: session.listener.name,
-      remote: session.remoteAddress,
-      from: envelope.from,
-      to: envelope.to,
-      size: meta.size,
-      commitMs,
-      ...(filtering.messageId !== undefined ? { messageId: filtering.messageId } : {}),
-    });
-    const verdict = await this.deps.onQueued(meta, session.listener);
+    let handing: Promise<Verdict>;
+    try {
+      if (guard.normalizedLineEndings > 0)
+        this.deps.observer.emit({ type: 'line_endings_normalized', client: client.name });
+      this.deps.observer.emit({
+        type: 'received',
+        queueId: id,
+        client: client.name,
+        listener: session.listener.name,
+        remote: session.remoteAddress,
+        from: envelope.from,
+        to: envelope.to,
+        size: meta.size,
+        commitMs,
+        ...(filtering.messageId !== undefined ? { messageId: filtering.messageId } : {}),
+      });
+      handing = this.deps.onQueued(meta, session.listener);
+    } finally {
+      // The scheduler has it now (onQueued takes it before its first await); had anything failed
+      // before, the queue scan finds it on disk.
+      store.handedOver(id);
+    }
+    const verdict = await handing;
     if (!verdict.ok)
       return this.reject(session, 'smarthost_rejected', verdict.code, verdict.message, { from: envelope.from });
     return { ok: true, queueId: id };

@@ -167,7 +167,8 @@ export class QueueScanner implements Backlog {
       return true;
     }
     const id = this.deps.store.idOfName('queue', name);
-    if (id === null || scheduler.has(id)) return true;
+    // A message a session is still handing to the scheduler is the session's (store.ts, `arriving`).
+    if (id === null || scheduler.has(id) || this.deps.store.isArriving(id)) return true;
     const now = this.now();
     if (pass.expiryOnly && !scheduler.outlived({ id, receivedAt: idTime(id), route: '' }, now)) return true;
     let hint: number;

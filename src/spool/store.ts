@@ -73,6 +73,14 @@ export class SpoolStore {
    * disk, and one forgotten here costs one unlink that finds nothing.
    */
   private readonly withoutStateFile = new BoundedMap<string, true>(10_000);
+  /**
+   * Received messages between the rename into `queue/` and the session handing them to the scheduler
+   * (handedOver). A queue scan in that moment must leave them alone: the scheduler would start an
+   * attempt of its own first, and an inline listener's attempt could then not run (the client would
+   * get 250 instead of the smart hosts' 5xx), nor could a failed folder fsync take the message back
+   * before it went out (the client, told 452, sends it again).
+   */
+  private readonly arriving = new Set<string>();
   private readonly idRandom = new RandomHex(ID_RANDOM_BYTES);
 
   constructor(readonly root: string) {
@@ -134,6 +142,8 @@ export class SpoolStore {
     // fsync loses nothing, so it must not turn a committed message into a 4xx (the client would send
     // it again and it would go out twice).
     const closing = incoming.close().catch(() => undefined);
+    // Until the session calls handedOver; a failed publish forgets it.
+    this.arriving.add(meta.id);
     try {
       await this.publish(meta.id, { json, message });
     } finally {
@@ -186,6 +196,17 @@ export class SpoolStore {
   private forget(id: string): void {
     this.justCommitted.delete(id);
     this.withoutStateFile.delete(id);
+    this.arriving.delete(id);
+  }
+
+  /** A received message committed and not yet handed to the scheduler: queue scans skip it. */
+  isArriving(id: string): boolean {
+    return this.arriving.has(id);
+  }
+
+  /** The session has handed a committed message to the scheduler (or failed to): scans may load it now. */
+  handedOver(id: string): void {
+    this.arriving.delete(id);
   }
 
   /**
