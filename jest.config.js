@@ -35,9 +35,10 @@ module.exports = {
   globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
   reporters: ['default', '<rootDir>/test/setup/skip-summary.js'],
   testSequencer: '<rootDir>/test/setup/sequencer.js',
-  // One and a half workers per core (three on two cores): end-to-end files spend much of their time
-  // waiting on sockets, child processes and timers, and the extra worker fills that time. More only
-  // adds contention. Computed here because jest reads a percentage above 100% as a plain count.
-  maxWorkers: Math.max(2, Math.round(availableParallelism() * 1.5)),
+  // Two workers per core (four on two cores): end-to-end files spend much of their time waiting on
+  // sockets, child processes and timers, and three workers on two cores left them idle about a tenth
+  // of the run. Five only added contention. Computed here because jest reads a percentage above 100%
+  // as a plain count.
+  maxWorkers: Math.max(2, availableParallelism() * 2),
   testTimeout: 30000,
 };
