@@ -15,12 +15,24 @@ import { waitFor } from './helpers/wait-for';
  * recovers after a crash, and removes must agree with that, and a file that does not end in a
  * whole trailer is never taken for an acknowledged message.
  */
+const body = Buffer.from('Received: from app.test\r\nSubject: x\r\n\r\nbody line\r\n', 'latin1');
+
+const meta = (id: string, extra: Partial<MessageMeta> = {}): MessageMeta =>
+  queuedMeta(id, body.length, { receivedAt: 1_700_000_000_000, nextAttemptAt: 1_700_000_000_000, ...extra });
+
+/** Receives `body` into `store` through the same path DATA takes: stream into tmp/, then commit. */
+async function receiveInto(store: SpoolStore, id: string, extra: Partial<MessageMeta> = {}): Promise<MessageMeta> {
+  const incoming = await store.createIncoming(id);
+  await new Promise<void>((resolve, reject) =>
+    incoming.stream.end(body, (err?: Error | null) => (err ? reject(err) : resolve())),
+  );
+  const committed = meta(id, { size: incoming.bytesWritten, ...extra });
+  await store.commit(committed, incoming);
+  return committed;
+}
+
 describe('spool: one file per committed message', () => {
   const spool = spoolPerTest();
-  const body = Buffer.from('Received: from app.test\r\nSubject: x\r\n\r\nbody line\r\n', 'latin1');
-
-  const meta = (id: string, extra: Partial<MessageMeta> = {}): MessageMeta =>
-    queuedMeta(id, body.length, { receivedAt: 1_700_000_000_000, nextAttemptAt: 1_700_000_000_000, ...extra });
 
   const files = spool.files;
   const recover = async () => {
@@ -29,16 +41,7 @@ describe('spool: one file per committed message', () => {
     return { recovered, problems };
   };
 
-  /** Receives `body` through the same path DATA takes: stream into tmp/, then commit. */
-  async function receive(id: string, extra: Partial<MessageMeta> = {}): Promise<MessageMeta> {
-    const incoming = await spool.store.createIncoming(id);
-    await new Promise<void>((resolve, reject) =>
-      incoming.stream.end(body, (err?: Error | null) => (err ? reject(err) : resolve())),
-    );
-    const committed = meta(id, { size: incoming.bytesWritten, ...extra });
-    await spool.store.commit(committed, incoming);
-    return committed;
-  }
+  const receive = (id: string, extra: Partial<MessageMeta> = {}) => receiveInto(spool.store, id, extra);
 
   test('a received message is one file in queue/: its bytes, then metadata that reads back as committed', async () => {
     const id = spool.store.newId();
@@ -314,13 +317,8 @@ describe('spool: the queue scan and a message still being handed over', () => {
       await waitFor(() => scheduler.passes === 1, 5000, 'the first pass over the empty queue');
 
       const id = store.newId();
-      const incoming = await store.createIncoming(id);
-      const body = Buffer.from('Subject: x\r\n\r\nbody\r\n');
-      await new Promise<void>((resolve, reject) =>
-        incoming.stream.end(body, (err?: Error | null) => (err ? reject(err) : resolve())),
-      );
       const now = Date.now();
-      await store.commit(queuedMeta(id, body.length, { receivedAt: now, nextAttemptAt: now }), incoming);
+      await receiveInto(store, id, { receivedAt: now, nextAttemptAt: now });
       expect(store.isArriving(id)).toBe(true);
       scanner.wake({ now: true });
       await waitFor(() => scheduler.passes === 2, 5000, 'a pass while the message is being handed over');
